@@ -1,0 +1,215 @@
+//! weftd's life: read the config, pick the underlay, claim a subnet, set up
+//! the overlay device and the datapath, write subnet.env, then reconcile the
+//! dataplane with the leases on every change (and every 10 s, to heal what
+//! someone changed by hand), renewing our lease in time.
+use std::{collections::{BTreeMap, HashMap}, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use aya::programs::TcAttachType;
+use tokio::{signal::unix::{signal, SignalKind}, sync::mpsc, time::Instant};
+use weft_common::{prog_names, DatapathConfig, VXLAN_OVERHEAD};
+
+use crate::{
+    acquire, bpffs,
+    cli::Args,
+    datapath::Datapath,
+    iface,
+    lease::{format_mac, LeaseAttrs},
+    netconfig::{Backend, NetConfig},
+    netlink::{self, Netlink},
+    reconcile,
+    store::{self, EtcdStore, LeaseEvent},
+    subnet::Ipv4Net,
+    subnet_env::{self, SubnetEnv},
+};
+
+const RESYNC: Duration = Duration::from_secs(10);
+
+fn random_mac() -> [u8; 6] {
+    let mut m: [u8; 6] = rand::random();
+    m[0] = (m[0] & 0xfe) | 0x02; // unicast, locally administered
+    m
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    store::check_prefix(&args.etcd_prefix)?;
+    let store = EtcdStore::connect(&args.etcd_endpoints, &args.etcd_prefix).await?;
+    let cfg_json = store::wait_for_config(&store).await?;
+    let cfg = NetConfig::parse(&cfg_json).with_context(|| format!("{}/config", args.etcd_prefix))?;
+    let (vni, port) = match cfg.backend {
+        Backend::Vxlan { vni, port } => (vni, port),
+        ref b => bail!("backend {:?} is not implemented in weft yet; only vxlan is", b.type_name()),
+    };
+
+    let nl = Netlink::new()?;
+    let underlay = iface::select(&nl, args.iface.as_deref(), args.public_ip).await?;
+    log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", underlay.link.name, underlay.link.index, underlay.link.mtu, underlay.iface_ip, underlay.public_ip);
+    bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+
+    // The overlay device first: its MAC is the VtepMAC our lease announces.
+    let overlay_name = format!("weft.{vni}");
+    let overlay_mtu = underlay.link.mtu - VXLAN_OVERHEAD;
+    let overlay = nl.ensure_overlay(&overlay_name, overlay_mtu, random_mac()).await?;
+    let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
+    netlink::disable_ipv6(&overlay_name);
+
+    let attrs = LeaseAttrs::vxlan(underlay.public_ip, vni, &vtep_mac);
+    let own = acquire::acquire(&store, &cfg, &attrs, subnet_env::previous_subnet(&args.subnet_file), args.subnet_lease_ttl).await?;
+    nl.set_only_addr(overlay.index, own.network_addr()).await?;
+
+    let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
+    dp.set_config(&DatapathConfig {
+        vni,
+        local_ip: underlay.iface_ip.octets(),
+        underlay_ifindex: underlay.link.index,
+        overlay_ifindex: overlay.index,
+        vtep_mac,
+        port,
+        flags: 0,
+        underlay_mtu: underlay.link.mtu,
+    })?;
+    dp.attach_tc(prog_names::ENCAP, &overlay_name, overlay.index, TcAttachType::Egress)?;
+    dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
+    if args.xdp_decap {
+        dp.attach_xdp(&underlay.link.name, underlay.link.index)?;
+    }
+    log::info!("datapath attached: encap on {overlay_name} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
+        underlay.link.name, if args.xdp_decap { " (XDP + TC)" } else { " (TC)" }, format_mac(&vtep_mac));
+
+    SubnetEnv { network: cfg.network, subnet: own, mtu: overlay_mtu, ipmasq: false }.write(&args.subnet_file)?;
+    log::info!("wrote {} (subnet {own}, MTU {overlay_mtu})", args.subnet_file.display());
+
+    let mut node = Node { store, nl, dp, cfg, vni, own, attrs, overlay_index: overlay.index, leases: BTreeMap::new(), warned: HashMap::new(), synced: false };
+    let res = node.event_loop(&args).await;
+    if args.cleanup_on_exit {
+        node.cleanup(&overlay_name).await;
+    } else {
+        log::info!("leaving lease {own}, {overlay_name}, routes and programs in place (pass --cleanup-on-exit to remove them)");
+    }
+    res
+}
+
+struct Node {
+    store: EtcdStore,
+    nl: Netlink,
+    dp: Datapath,
+    cfg: NetConfig,
+    vni: u32,
+    own: Ipv4Net,
+    attrs: LeaseAttrs,
+    overlay_index: u32,
+    /// Every lease as last seen in the store: key suffix -> raw value.
+    leases: BTreeMap<String, Vec<u8>>,
+    warned: HashMap<String, String>,
+    /// A snapshot has arrived: before that, "no leases" means "not known yet".
+    synced: bool,
+}
+
+impl Node {
+    async fn event_loop(&mut self, args: &Args) -> Result<()> {
+        let (tx, mut rx) = mpsc::channel(4096);
+        let watcher = tokio::spawn(self.store.clone().watch_leases(tx));
+        let ttl = args.subnet_lease_ttl;
+        let margin = (args.subnet_lease_renew_margin as i64 * 60).min(ttl / 2);
+        let renew_every = Duration::from_secs((ttl - margin) as u64);
+        let mut renew_at = Instant::now() + renew_every;
+        let mut resync = tokio::time::interval(RESYNC);
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let res = loop {
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break Err(anyhow::anyhow!("lease watch ended")) };
+                    let mut own_gone = self.apply_event(ev);
+                    // Take everything already queued, then reconcile once.
+                    while let Ok(ev) = rx.try_recv() {
+                        own_gone |= self.apply_event(ev);
+                    }
+                    if own_gone {
+                        if let Err(e) = self.reclaim(ttl).await {
+                            break Err(e);
+                        }
+                    }
+                    self.reconcile().await;
+                }
+                _ = tokio::time::sleep_until(renew_at) => {
+                    match self.store.renew(&self.own, &self.attrs, ttl).await {
+                        Ok(()) => {
+                            log::info!("renewed lease {} for {ttl} s", self.own);
+                            renew_at = Instant::now() + renew_every;
+                        }
+                        Err(e) => {
+                            let retry = Duration::from_secs(60).min(Duration::from_secs((ttl / 10).max(1) as u64));
+                            log::warn!("renewing lease {} failed, retrying in {retry:?}: {e:#}", self.own);
+                            renew_at = Instant::now() + retry;
+                        }
+                    }
+                }
+                _ = resync.tick() => if self.synced { self.reconcile().await },
+                _ = term.recv() => { log::info!("SIGTERM: exiting"); break Ok(()) }
+                _ = int.recv() => { log::info!("SIGINT: exiting"); break Ok(()) }
+            }
+        };
+        watcher.abort();
+        res
+    }
+
+    /// Applies one store event; true when it says our own lease is gone.
+    fn apply_event(&mut self, ev: LeaseEvent) -> bool {
+        let own_key = self.own.to_key();
+        match ev {
+            LeaseEvent::Snapshot(kvs) => {
+                self.leases = kvs.into_iter().collect();
+                self.synced = true;
+                !self.leases.contains_key(&own_key)
+            }
+            LeaseEvent::Put(k, v) => {
+                self.leases.insert(k, v);
+                false
+            }
+            LeaseEvent::Delete(k) => {
+                self.leases.remove(&k);
+                k == own_key
+            }
+        }
+    }
+
+    /// Our lease was deleted (by an operator, or it expired while etcd was
+    /// away): claim the same subnet again so our pods keep their addresses.
+    async fn reclaim(&mut self, ttl: i64) -> Result<()> {
+        log::warn!("our lease {} is gone from the store (deleted or expired); claiming it again", self.own);
+        if self.store.create(&self.own, &self.attrs, ttl).await? {
+            log::info!("re-acquired lease {}", self.own);
+            self.leases.insert(self.own.to_key(), serde_json::to_vec(&self.attrs)?);
+            Ok(())
+        } else {
+            bail!("subnet {} was taken by another node after our lease was lost; restart weftd to choose a new subnet", self.own)
+        }
+    }
+
+    async fn reconcile(&mut self) {
+        let want = reconcile::desired(&self.leases, &self.own, &self.cfg, self.vni, &mut self.warned);
+        let t = std::time::Instant::now();
+        match reconcile::apply(&mut self.dp, &self.nl, self.overlay_index, &want).await {
+            Ok(ch) if ch != reconcile::Changes::default() => {
+                log::info!("reconciled {} peers in {:?}: {} added/updated, {} removed, {} errors", want.len(), t.elapsed(), ch.added, ch.removed, ch.errors)
+            }
+            Ok(_) => {}
+            Err(e) => log::error!("reconcile failed (will retry): {e:#}"),
+        }
+    }
+
+    async fn cleanup(&mut self, overlay_name: &str) {
+        log::info!("--cleanup-on-exit: removing lease {}, {overlay_name}, routes, programs and pins", self.own);
+        if let Err(e) = self.store.delete(&self.own).await {
+            log::warn!("{e:#}");
+        }
+        // Deleting the device removes its routes and detaches its links.
+        if let Err(e) = self.nl.delete_link(self.overlay_index).await {
+            log::warn!("{e:#}");
+        }
+        if let Err(e) = self.dp.remove_pins() {
+            log::warn!("{e:#}");
+        }
+    }
+}

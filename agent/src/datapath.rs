@@ -1,0 +1,163 @@
+//! Loads weft's kernel programs, pins their maps, attaches them, and gives
+//! typed access to the maps. Pins live under `<pin-dir>/v1/`: the version is
+//! part of the path because aya reopens a pinned map without checking its
+//! layout, so a change to a map's key or value must bump it.
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::TcAttachOptions,
+        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use weft_common::{map_names, prog_names, stat, Counter, DatapathConfig, VtepEntry};
+
+use crate::subnet::Ipv4Net;
+
+/// Pins a link so it outlives weftd (flannel leaves its dataplane in place on
+/// exit, and so does weft). An already pinned link was updated in place and
+/// needs nothing more; without a pin directory the link is detached on drop.
+fn pin_link(link: FdLink, pin: Option<&Path>) -> Result<()> {
+    match pin {
+        Some(p) if !p.exists() => {
+            std::fs::create_dir_all(p.parent().expect("pin path has a parent"))?;
+            link.pin(p).with_context(|| format!("pinning link at {}", p.display()))?;
+        }
+        Some(_) => {}
+        None => std::mem::forget(link),
+    }
+    Ok(())
+}
+
+/// The kernel programs, built by build.rs from `ebpf/`.
+pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weft.bpf.o"));
+
+/// Layout version of the pinned maps (see the module doc).
+pub const PIN_LAYOUT: &str = "v1";
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    vteps: LpmTrie<MapData, [u8; 4], VtepEntry>,
+    config: Array<MapData, DatapathConfig>,
+    stats: PerCpuArray<MapData, Counter>,
+    pin_dir: Option<PathBuf>,
+}
+
+impl Datapath {
+    /// Loads the programs; with `pin_dir`, maps are pinned there (and reused
+    /// if already pinned, so a restart keeps every entry).
+    pub fn load(pin_dir: Option<&Path>) -> Result<Datapath> {
+        let mut loader = EbpfLoader::new();
+        let dir = pin_dir.map(|d| d.join(PIN_LAYOUT));
+        let paths: Vec<(&str, PathBuf)> = match &dir {
+            Some(d) => {
+                std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                map_names::ALL.iter().map(|n| (*n, d.join(n))).collect()
+            }
+            None => vec![],
+        };
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(BPF_OBJECT).context("loading weft's eBPF object (verifier log above, if any)")?;
+        let vteps = LpmTrie::try_from(ebpf.take_map(map_names::VTEPS).context("map weft_vteps missing")?)?;
+        let config = Array::try_from(ebpf.take_map(map_names::CONFIG).context("map weft_config missing")?)?;
+        let stats = PerCpuArray::try_from(ebpf.take_map(map_names::STATS).context("map weft_stats missing")?)?;
+        for name in [prog_names::ENCAP, prog_names::DECAP] {
+            let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
+            p.load().with_context(|| format!("loading program {name}"))?;
+        }
+        let x: &mut Xdp = ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
+        x.load().context("loading program weft_xdp_decap")?;
+        Ok(Datapath { ebpf, vteps, config, stats, pin_dir: dir })
+    }
+
+    pub fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {
+        self.config.set(0, cfg, 0).context("writing weft_config")
+    }
+
+    pub fn config(&self) -> Result<DatapathConfig> {
+        Ok(self.config.get(&0, 0)?)
+    }
+
+    /// Attaches a TC program through a TCX link pinned at
+    /// `<pin>/links/<prog>-<ifindex>`; an existing pinned link is updated in
+    /// place (atomic program replacement, no window without a program).
+    pub fn attach_tc(&mut self, prog: &str, ifname: &str, ifindex: u32, at: TcAttachType) -> Result<()> {
+        let pin = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{prog}-{ifindex}")));
+        let p: &mut SchedClassifier = self.ebpf.program_mut(prog).context("program missing")?.try_into()?;
+        let id = match pin.as_ref().map(PinnedLink::from_pin) {
+            Some(Ok(old)) => {
+                log::info!("replacing {prog} on {ifname} through its pinned link");
+                let link = FdLink::from(old).try_into().context("pinned link is not a TC link")?;
+                p.attach_to_link(link).with_context(|| format!("replacing {prog} on {ifname}"))?
+            }
+            _ => p.attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                .with_context(|| format!("attaching {prog} to {ifname} ({at:?})"))?,
+        };
+        let link: FdLink = p.take_link(id)?.try_into().context("TC link is not an fd link (kernel without TCX?)")?;
+        pin_link(link, pin.as_deref())
+    }
+
+    /// Attaches the XDP decapsulation in native mode, pinned like the TC links.
+    pub fn attach_xdp(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+        let pin = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{}-{ifindex}", prog_names::XDP_DECAP)));
+        let x: &mut Xdp = self.ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
+        let id = match pin.as_ref().map(PinnedLink::from_pin) {
+            Some(Ok(old)) => x.attach_to_link(FdLink::from(old).try_into().context("pinned link is not an XDP link")?).with_context(|| format!("replacing XDP decap on {ifname}"))?,
+            _ => x.attach(ifname, XdpMode::Driver).with_context(|| format!("attaching XDP decap to {ifname} (native mode)"))?,
+        };
+        let link: FdLink = x.take_link(id)?.try_into().context("XDP link is not an fd link")?;
+        pin_link(link, pin.as_deref())
+    }
+
+    pub fn program_mut(&mut self, name: &str) -> Option<&mut aya::programs::Program> {
+        self.ebpf.program_mut(name)
+    }
+
+    /// Every VTEP entry: remote subnet -> VTEP.
+    pub fn vteps(&self) -> Result<BTreeMap<Ipv4Net, VtepEntry>> {
+        let mut out = BTreeMap::new();
+        for kv in self.vteps.iter() {
+            let (k, v) = kv.context("reading weft_vteps")?;
+            out.insert(Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)?, v);
+        }
+        Ok(out)
+    }
+
+    pub fn set_vtep(&mut self, net: &Ipv4Net, v: &VtepEntry) -> Result<()> {
+        let key = Key::new(net.prefix_len() as u32, net.network_addr().octets());
+        self.vteps.insert(&key, v, 0).with_context(|| format!("writing weft_vteps[{net}]"))
+    }
+
+    pub fn remove_vtep(&mut self, net: &Ipv4Net) -> Result<()> {
+        let key = Key::new(net.prefix_len() as u32, net.network_addr().octets());
+        self.vteps.remove(&key).with_context(|| format!("removing weft_vteps[{net}]"))
+    }
+
+    /// Counters summed over CPUs, indexed by `weft_common::stat`.
+    pub fn stats(&self) -> Result<Vec<Counter>> {
+        (0..stat::COUNT)
+            .map(|i| {
+                let per_cpu = self.stats.get(&i, 0)?;
+                Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes }))
+            })
+            .collect()
+    }
+
+    /// Removes the pinned maps and links (`--cleanup-on-exit`).
+    pub fn remove_pins(&self) -> Result<()> {
+        if let Some(d) = &self.pin_dir {
+            std::fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+        }
+        Ok(())
+    }
+}

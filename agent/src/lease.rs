@@ -1,0 +1,118 @@
+//! Subnet leases in flannel's format: key `<prefix>/subnets/10.244.73.0-24`,
+//! value `{"PublicIP":..,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":".."}}`.
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::subnet::Ipv4Net;
+
+/// The JSON value of a lease, field for field as flanneld writes it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LeaseAttrs {
+    #[serde(rename = "PublicIP")]
+    pub public_ip: Ipv4Addr,
+    #[serde(rename = "PublicIPv6", default)]
+    pub public_ipv6: Option<String>,
+    #[serde(rename = "BackendType", default, skip_serializing_if = "Option::is_none")]
+    pub backend_type: Option<String>,
+    #[serde(rename = "BackendData", default, skip_serializing_if = "Option::is_none")]
+    pub backend_data: Option<serde_json::Value>,
+}
+
+/// A peer's lease as weft uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub subnet: Ipv4Net,
+    pub attrs: LeaseAttrs,
+}
+
+/// VXLAN parameters of a vxlan lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanData {
+    pub vni: u32,
+    pub vtep_mac: [u8; 6],
+}
+
+pub fn format_mac(m: &[u8; 6]) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in out.iter_mut() {
+        let p = parts.next().with_context(|| format!("{s:?} is not a MAC address"))?;
+        if p.len() != 2 {
+            bail!("{s:?} is not a MAC address");
+        }
+        *b = u8::from_str_radix(p, 16).with_context(|| format!("{s:?} is not a MAC address"))?;
+    }
+    if parts.next().is_some() {
+        bail!("{s:?} is not a MAC address");
+    }
+    Ok(out)
+}
+
+impl LeaseAttrs {
+    pub fn vxlan(public_ip: Ipv4Addr, vni: u32, mac: &[u8; 6]) -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip,
+            public_ipv6: None,
+            backend_type: Some("vxlan".into()),
+            backend_data: Some(serde_json::json!({ "VNI": vni, "VtepMAC": format_mac(mac) })),
+        }
+    }
+
+    /// The VXLAN parameters, if this is a usable vxlan lease.
+    pub fn vxlan_data(&self) -> Result<VxlanData> {
+        if self.backend_type.as_deref() != Some("vxlan") {
+            bail!("BackendType is {:?}, not \"vxlan\"", self.backend_type.as_deref().unwrap_or("(none: udp)"));
+        }
+        let d = self.backend_data.as_ref().context("BackendData is missing")?;
+        let vni = d.get("VNI").and_then(|v| v.as_u64()).context("BackendData.VNI is missing or not a number")?;
+        let mac = d.get("VtepMAC").and_then(|v| v.as_str()).context("BackendData.VtepMAC is missing or not a string")?;
+        let vtep_mac = parse_mac(mac).context("BackendData.VtepMAC")?;
+        if vtep_mac[0] & 1 == 1 || vtep_mac == [0; 6] {
+            bail!("BackendData.VtepMAC {mac} is not a unicast address");
+        }
+        Ok(VxlanData { vni: u32::try_from(vni).context("BackendData.VNI")?, vtep_mac })
+    }
+}
+
+impl Lease {
+    /// Parses a lease from its key suffix (after `<prefix>/subnets/`) and JSON value.
+    pub fn parse(key_suffix: &str, value: &[u8]) -> Result<Lease> {
+        let subnet = Ipv4Net::from_key(key_suffix)?;
+        let attrs: LeaseAttrs = serde_json::from_slice(value)
+            .with_context(|| format!("lease {key_suffix}: value is not flannel's lease JSON"))?;
+        Ok(Lease { subnet, attrs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flanneld_value_round_trips() {
+        let v = r#"{"PublicIP":"192.168.254.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"56:b8:b2:db:69:11"}}"#;
+        let l = Lease::parse("10.244.73.0-24", v.as_bytes()).unwrap();
+        assert_eq!(l.attrs.vxlan_data().unwrap(), VxlanData { vni: 1, vtep_mac: [0x56, 0xb8, 0xb2, 0xdb, 0x69, 0x11] });
+        let ours = LeaseAttrs::vxlan("192.168.254.1".parse().unwrap(), 1, &[0x56, 0xb8, 0xb2, 0xdb, 0x69, 0x11]);
+        assert_eq!(serde_json::to_string(&ours).unwrap(), v);
+    }
+
+    #[test]
+    fn other_backends_and_junk() {
+        let hostgw = Lease::parse("10.244.2.0-24", br#"{"PublicIP":"10.0.0.2","PublicIPv6":null,"BackendType":"host-gw"}"#).unwrap();
+        assert!(hostgw.attrs.vxlan_data().unwrap_err().to_string().contains("host-gw"));
+        let udp = Lease::parse("10.244.3.0-24", br#"{"PublicIP":"10.0.0.3","PublicIPv6":null}"#).unwrap();
+        assert!(udp.attrs.vxlan_data().is_err());
+        assert!(Lease::parse("10.244.3.0-24", b"garbage").is_err());
+        let badmac = Lease::parse("10.244.4.0-24", br#"{"PublicIP":"10.0.0.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}"#).unwrap();
+        assert!(format!("{:#}", badmac.attrs.vxlan_data().unwrap_err()).contains("VtepMAC"));
+        let mcast = Lease::parse("10.244.4.0-24", br#"{"PublicIP":"10.0.0.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}}"#).unwrap();
+        assert!(mcast.attrs.vxlan_data().is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! weftd, the node agent of weft. See the README's ARCHITECTURE section.
+pub mod acquire;
+pub mod agent;
+pub mod bpffs;
+pub mod cli;
+pub mod datapath;
+pub mod iface;
+pub mod lease;
+pub mod netconfig;
+pub mod netlink;
+pub mod reconcile;
+pub mod store;
+pub mod subnet;
+pub mod subnet_env;

@@ -1,0 +1,249 @@
+//! The kernel objects weft manages over rtnetlink: the overlay device, its
+//! address, and one route per remote subnet. Everything here is idempotent.
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{bail, Context, Result};
+use futures::TryStreamExt;
+use rtnetlink::{
+    packet_route::{
+        address::AddressAttribute,
+        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope},
+    },
+    Handle, LinkDummy, LinkUnspec, RouteMessageBuilder,
+};
+
+use crate::subnet::Ipv4Net;
+
+/// Routes weft installs carry this protocol number, so `ip route` shows whose they are.
+pub const RTPROT_WEFT: u8 = 0xfe;
+
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub name: String,
+    pub index: u32,
+    pub mtu: u32,
+    pub mac: Option<[u8; 6]>,
+    pub kind: Option<InfoKind>,
+}
+
+fn link_from_msg(m: &LinkMessage) -> Link {
+    let mut l = Link { name: String::new(), index: m.header.index, mtu: 0, mac: None, kind: None };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Mtu(v) => l.mtu = *v,
+            LinkAttribute::Address(b) if b.len() == 6 => l.mac = Some(b.as_slice().try_into().expect("len 6")),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        l.kind = Some(k.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+#[derive(Clone)]
+pub struct Netlink {
+    h: Handle,
+}
+
+impl Netlink {
+    /// Opens a netlink socket in the current network namespace.
+    pub fn new() -> Result<Netlink> {
+        let (conn, h, _) = rtnetlink::new_connection().context("opening a netlink socket")?;
+        tokio::spawn(conn);
+        Ok(Netlink { h })
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let mut s = self.h.link().get().execute();
+        let mut out = vec![];
+        while let Some(m) = s.try_next().await.context("listing links")? {
+            out.push(link_from_msg(&m));
+        }
+        Ok(out)
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let mut s = self.h.link().get().match_name(name.to_string()).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(link_from_msg(&m))),
+            Ok(None) => Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up link {name}")),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Link> {
+        let mut s = self.h.link().get().match_index(index).execute();
+        let m = s.try_next().await.with_context(|| format!("looking up link #{index}"))?;
+        m.map(|m| link_from_msg(&m)).with_context(|| format!("no link #{index}"))
+    }
+
+    /// IPv4 addresses (with prefix length) on a link, or on every link when `index` is None.
+    pub async fn ipv4_addrs(&self, index: Option<u32>) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
+        let mut req = self.h.address().get();
+        if let Some(i) = index {
+            req = req.set_link_index_filter(i);
+        }
+        let mut s = req.execute();
+        let mut out = vec![];
+        while let Some(m) = s.try_next().await.context("listing addresses")? {
+            for a in &m.attributes {
+                if let AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) = a {
+                    if !out.iter().any(|(i, x, _)| *i == m.header.index && x == ip) {
+                        out.push((m.header.index, *ip, m.header.prefix_len));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The output interface of the IPv4 default route, if there is one.
+    pub async fn default_route_link(&self) -> Result<Option<u32>> {
+        for r in self.routes().await? {
+            if r.header.destination_prefix_length == 0 {
+                if let Some(oif) = r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None }) {
+                    return Ok(Some(oif));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn routes(&self) -> Result<Vec<RouteMessage>> {
+        let mut s = self.h.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        let mut out = vec![];
+        while let Some(m) = s.try_next().await.context("listing routes")? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// Creates the overlay device (a dummy: see the README for why) or adopts
+    /// the existing one, and sets MTU and state. Keeps an existing MAC (the
+    /// VtepMAC in our lease must not change across restarts); a new device
+    /// gets `new_mac`.
+    pub async fn ensure_overlay(&self, name: &str, mtu: u32, new_mac: [u8; 6]) -> Result<Link> {
+        if let Some(l) = self.link_by_name(name).await? {
+            if l.kind != Some(InfoKind::Dummy) {
+                bail!("device {name} exists but is a {:?}, not weft's dummy overlay device; remove it or change the VNI", l.kind);
+            }
+        } else {
+            let msg = LinkDummy::new(name).mtu(mtu).address(new_mac.to_vec()).build();
+            match self.h.link().add(msg).execute().await {
+                Ok(()) => log::info!("created overlay device {name}"),
+                Err(e) if errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e).with_context(|| format!("creating device {name}")),
+            }
+        }
+        let l = self.link_by_name(name).await?.with_context(|| format!("device {name} vanished"))?;
+        let msg = LinkUnspec::new_with_index(l.index).mtu(mtu).up().build();
+        self.h.link().set(msg).execute().await.with_context(|| format!("setting {name} up with MTU {mtu}"))?;
+        self.link_by_name(name).await?.with_context(|| format!("device {name} vanished"))
+    }
+
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        match self.h.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
+            Err(e) => Err(e).context("deleting link"),
+        }
+    }
+
+    /// Makes `addr/32` the only IPv4 address of the link.
+    pub async fn set_only_addr(&self, index: u32, addr: Ipv4Addr) -> Result<()> {
+        let mut s = self.h.address().get().set_link_index_filter(index).execute();
+        let mut have = false;
+        while let Some(m) = s.try_next().await.context("listing addresses")? {
+            let ip = m.attributes.iter().find_map(|a| if let AddressAttribute::Address(IpAddr::V4(ip)) = a { Some(*ip) } else { None });
+            match ip {
+                Some(ip) if ip == addr && m.header.prefix_len == 32 => have = true,
+                Some(ip) => {
+                    log::info!("removing stale address {ip}/{} from link #{index}", m.header.prefix_len);
+                    self.h.address().del(m).execute().await.context("removing a stale address")?;
+                }
+                None => {}
+            }
+        }
+        if !have {
+            self.h.address().add(index, IpAddr::V4(addr), 32).replace().execute().await
+                .with_context(|| format!("adding {addr}/32 to link #{index}"))?;
+        }
+        Ok(())
+    }
+
+    /// IPv4 routes through the link: (destination, gateway).
+    pub async fn routes_via(&self, index: u32) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>)>> {
+        let mut out = vec![];
+        for r in self.routes().await? {
+            let mut oif = None;
+            let mut dst = None;
+            let mut gw = None;
+            let mut table = r.header.table as u32;
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                    RouteAttribute::Table(t) => table = *t,
+                    _ => {}
+                }
+            }
+            // Main table only; local/broadcast routes of the device's own address are the kernel's.
+            if oif == Some(index) && table == 254 {
+                if let Some(d) = dst {
+                    out.push((Ipv4Net::new(d, r.header.destination_prefix_length)?, gw));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn overlay_route(net: &Ipv4Net, index: u32) -> RouteMessage {
+        // flannel's form: `<subnet> via <subnet>.0 dev weft.N onlink`, so the
+        // kernel keeps one neighbour entry per peer, not one per pod.
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net.network_addr(), net.prefix_len())
+            .gateway(net.network_addr())
+            .output_interface(index)
+            .onlink()
+            .protocol(RouteProtocol::from(RTPROT_WEFT))
+            .scope(RouteScope::Universe)
+            .build()
+    }
+
+    pub async fn replace_route(&self, net: &Ipv4Net, index: u32) -> Result<()> {
+        self.h.route().add(Self::overlay_route(net, index)).replace().execute().await
+            .with_context(|| format!("adding route {net} via {} onlink", net.network_addr()))
+    }
+
+    pub async fn delete_route(&self, net: &Ipv4Net, index: u32) -> Result<()> {
+        match self.h.route().del(Self::overlay_route(net, index)).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting route {net}")),
+        }
+    }
+}
+
+/// Disables IPv6 on weft's own overlay device (nothing IPv6 may reach the encap program).
+pub fn disable_ipv6(dev: &str) {
+    let p = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+    if let Err(e) = std::fs::write(&p, "1") {
+        log::debug!("could not write {p}: {e}");
+    }
+}

@@ -1,0 +1,224 @@
+//! The lease store: flannel's etcd v3 key schema. `<prefix>/config` holds the
+//! network config, `<prefix>/subnets/<a.b.c.d>-<len>` one lease each, attached
+//! to an etcd lease so that it disappears when its holder stops renewing.
+//!
+//! The watch never loses an event (flannel v0.20 did): it starts at the
+//! revision of the list it follows, handles every event of every response,
+//! resumes from the last revision after a broken stream, and relists when
+//! etcd has compacted past that revision.
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions, WatchStream,
+};
+
+use crate::{lease::LeaseAttrs, subnet::Ipv4Net};
+
+/// One change to the set of leases.
+#[derive(Debug, Clone)]
+pub enum LeaseEvent {
+    /// The full set as of a revision: replaces whatever was known.
+    Snapshot(Vec<(String, Vec<u8>)>),
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+}
+
+impl EtcdStore {
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(opts))
+            .await
+            .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+        Ok(EtcdStore { client, prefix: prefix.trim_end_matches('/').to_string() })
+    }
+
+    fn subnets_prefix(&self) -> String {
+        format!("{}/subnets/", self.prefix)
+    }
+
+    fn lease_key(&self, subnet: &Ipv4Net) -> String {
+        format!("{}{}", self.subnets_prefix(), subnet.to_key())
+    }
+
+    /// The raw network config JSON, or None when the key does not exist.
+    pub async fn network_config(&self) -> Result<Option<String>> {
+        let key = format!("{}/config", self.prefix);
+        let resp = self.client.clone().get(key.clone(), None).await.with_context(|| format!("reading {key}"))?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => Ok(Some(String::from_utf8(kv.value().to_vec()).with_context(|| format!("{key} is not UTF-8"))?)),
+        }
+    }
+
+    /// All leases (key suffix after `subnets/`, raw value) and the revision they were read at.
+    pub async fn list(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
+        let p = self.subnets_prefix();
+        let resp = self.client.clone().get(p.clone(), Some(GetOptions::new().with_prefix())).await
+            .with_context(|| format!("listing {p}"))?;
+        let rev = resp.header().map(|h| h.revision()).context("etcd response without header")?;
+        let kvs = resp.kvs().iter().map(|kv| (String::from_utf8_lossy(&kv.key()[p.len()..]).into_owned(), kv.value().to_vec())).collect();
+        Ok((rev, kvs))
+    }
+
+    async fn grant(&self, ttl: i64) -> Result<i64> {
+        Ok(self.client.clone().lease_grant(ttl, None).await.context("granting an etcd lease")?.id())
+    }
+
+    /// Creates the lease only if nobody holds the key (flannel's transaction).
+    /// Returns false when the subnet is taken.
+    pub async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+        let key = self.lease_key(subnet);
+        let value = serde_json::to_vec(attrs)?;
+        let id = self.grant(ttl).await?;
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(id)))]);
+        let resp = self.client.clone().txn(txn).await.with_context(|| format!("creating {key}"))?;
+        if !resp.succeeded() {
+            let _ = self.client.clone().lease_revoke(id).await;
+        }
+        Ok(resp.succeeded())
+    }
+
+    /// Writes our lease under a fresh etcd lease (flannel's renewal: grant and put again).
+    pub async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
+        let key = self.lease_key(subnet);
+        let id = self.grant(ttl).await?;
+        self.client.clone().put(key.clone(), serde_json::to_vec(attrs)?, Some(PutOptions::new().with_lease(id))).await
+            .with_context(|| format!("renewing {key}"))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
+        let key = self.lease_key(subnet);
+        self.client.clone().delete(key.clone(), None).await.with_context(|| format!("deleting {key}"))?;
+        Ok(())
+    }
+
+    /// Streams lease changes into `tx` forever: a snapshot first, then every
+    /// event. Reconnects with backoff; the receiver keeps the dataplane as it
+    /// is meanwhile. Returns only when the receiver is gone.
+    pub async fn watch_leases(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
+        let mut backoff = Duration::from_millis(200);
+        let mut next_rev: Option<i64> = None;
+        loop {
+            let rev = match next_rev {
+                Some(r) => r,
+                None => match self.list().await {
+                    Ok((rev, kvs)) => {
+                        if tx.send(LeaseEvent::Snapshot(kvs)).await.is_err() {
+                            return;
+                        }
+                        rev + 1
+                    }
+                    Err(e) => {
+                        log::warn!("lease list failed, retrying in {backoff:?}: {e:#}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                },
+            };
+            match self.watch_from(rev, &tx, &mut backoff).await {
+                Ok(WatchEnd::ReceiverGone) => return,
+                Ok(WatchEnd::Compacted(c)) => {
+                    log::warn!("lease watch fell behind etcd's compaction (revision {c}); relisting");
+                    next_rev = None;
+                }
+                Ok(WatchEnd::Resume(r)) => next_rev = Some(r),
+                Err((r, e)) => {
+                    log::warn!("lease watch broken at revision {r}, resuming in {backoff:?}: {e:#}");
+                    next_rev = Some(r);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Watches from `rev`; returns where to resume.
+    async fn watch_from(
+        &self,
+        mut rev: i64,
+        tx: &tokio::sync::mpsc::Sender<LeaseEvent>,
+        backoff: &mut Duration,
+    ) -> std::result::Result<WatchEnd, (i64, anyhow::Error)> {
+        let p = self.subnets_prefix();
+        let opts = WatchOptions::new().with_prefix().with_start_revision(rev).with_progress_notify();
+        let mut stream: WatchStream = self.client.clone().watch(p.clone(), Some(opts)).await
+            .map_err(|e| (rev, anyhow::Error::from(e).context("starting the lease watch")))?;
+        loop {
+            let resp = match stream.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err((rev, anyhow::anyhow!("watch stream ended"))),
+                Err(e) => return Err((rev, e.into())),
+            };
+            if resp.compact_revision() > 0 {
+                return Ok(WatchEnd::Compacted(resp.compact_revision()));
+            }
+            if resp.canceled() {
+                return Err((rev, anyhow::anyhow!("watch canceled: {}", resp.cancel_reason())));
+            }
+            *backoff = Duration::from_millis(200);
+            // Every event of the response, in order (flannel v0.20 read only the first).
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key());
+                let Some(suffix) = key.strip_prefix(&p) else { continue };
+                let e = match ev.event_type() {
+                    EventType::Put => LeaseEvent::Put(suffix.to_string(), kv.value().to_vec()),
+                    EventType::Delete => LeaseEvent::Delete(suffix.to_string()),
+                };
+                rev = rev.max(kv.mod_revision() + 1);
+                if tx.send(e).await.is_err() {
+                    return Ok(WatchEnd::ReceiverGone);
+                }
+            }
+            if let Some(h) = resp.header() {
+                rev = rev.max(h.revision() + 1);
+            }
+        }
+    }
+}
+
+enum WatchEnd {
+    ReceiverGone,
+    Compacted(i64),
+    #[allow(dead_code)]
+    Resume(i64),
+}
+
+/// Waits for `<prefix>/config` to exist, as flanneld does, logging while it waits.
+pub async fn wait_for_config(store: &EtcdStore) -> Result<String> {
+    let mut logged = false;
+    loop {
+        match store.network_config().await {
+            Ok(Some(c)) => return Ok(c),
+            Ok(None) if !logged => {
+                log::warn!("network config {}/config does not exist yet; waiting for it", store.prefix);
+                logged = true;
+            }
+            Ok(None) => {}
+            Err(e) => log::warn!("cannot read the network config: {e:#}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+pub fn check_prefix(prefix: &str) -> Result<()> {
+    if !prefix.starts_with('/') {
+        bail!("--etcd-prefix {prefix:?} must start with '/'");
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Types shared by weft's kernel programs (`ebpf/`) and its agent (`agent/`).
+//!
+//! Every map key and value is defined here once, `#[repr(C)]`, with explicit
+//! padding so that the layout is the same on both sides and the verifier never
+//! sees an unaligned stack access. Addresses are kept in network byte order as
+//! `[u8; 4]` (what the packet holds, so the datapath compares without swapping);
+//! other integers are host order.
+#![no_std]
+
+/// UDP port of flannel's vxlan backend (the Linux default, not IANA's 4789).
+pub const VXLAN_PORT: u16 = 8472;
+/// Bytes added in front of the inner IPv4 packet: outer IPv4 (20) + UDP (8) +
+/// VXLAN (8) + inner Ethernet (14). The outer Ethernet header replaces the
+/// original one, so the frame grows by exactly this much.
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// Names of the pinned maps. The kernel keeps 15 characters of a map name.
+pub mod map_names {
+    /// LPM trie: remote pod subnet -> VTEP.
+    pub const VTEPS: &str = "weft_vteps";
+    /// Array with one element: this node's datapath configuration.
+    pub const CONFIG: &str = "weft_config";
+    /// Per-CPU array of packet/byte counters, indexed by [`super::stat`].
+    pub const STATS: &str = "weft_stats";
+    pub const ALL: [&str; 3] = [VTEPS, CONFIG, STATS];
+}
+
+/// Names of the kernel programs (their function names in `ebpf/`).
+pub mod prog_names {
+    /// TC egress on the overlay device: encapsulate in VXLAN.
+    pub const ENCAP: &str = "weft_encap";
+    /// TC ingress on the underlay: decapsulate VXLAN for us.
+    pub const DECAP: &str = "weft_decap";
+    /// XDP on the underlay: the same decapsulation, earlier.
+    pub const XDP_DECAP: &str = "weft_xdp_decap";
+}
+
+/// Maximum number of remote subnets (peers) the VTEP map holds.
+pub const MAX_VTEPS: u32 = 65536;
+
+/// Key data of the VTEP LPM trie: an IPv4 address in network byte order.
+/// (The trie key is `{ prefix_len: u32, data: SubnetAddr }`.)
+pub type SubnetAddr = [u8; 4];
+
+/// Where to send a remote subnet's traffic: the peer node's VTEP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct VtepEntry {
+    /// The peer's PublicIP: outer destination address.
+    pub ip: [u8; 4],
+    /// The peer's VtepMAC: inner destination MAC.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Flags of [`DatapathConfig::flags`].
+pub mod cfg_flags {
+    /// Compute the outer UDP checksum (default off, as the kernel's vxlan).
+    /// Only honoured for packets that are not GSO; see the README.
+    pub const UDP_CSUM: u32 = 1 << 0;
+}
+
+/// This node's datapath configuration, element 0 of the config array.
+/// `vni == 0` means "not configured yet": the programs then touch nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct DatapathConfig {
+    /// VXLAN network identifier (24 bits), host order.
+    pub vni: u32,
+    /// Our PublicIP: outer source address, and the address decap accepts.
+    pub local_ip: [u8; 4],
+    /// Underlay interface: where encapsulated packets leave.
+    pub underlay_ifindex: u32,
+    /// Overlay device: where decapsulated packets enter the stack.
+    pub overlay_ifindex: u32,
+    /// Our VtepMAC: inner source on encap, overlay device MAC.
+    pub vtep_mac: [u8; 6],
+    /// VXLAN UDP destination port, host order.
+    pub port: u16,
+    /// [`cfg_flags`].
+    pub flags: u32,
+    /// Underlay MTU: non-GSO packets that would exceed it are dropped and counted.
+    pub underlay_mtu: u32,
+}
+
+/// One counter: packets and bytes (per CPU in the map; userspace sums).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Indexes of the stats map: what happened to a packet.
+pub mod stat {
+    /// Encapsulated and sent out of the underlay.
+    pub const ENCAP: u32 = 0;
+    /// Decapsulated and handed to the overlay device.
+    pub const DECAP: u32 = 1;
+    /// Not overlay traffic: handed to the stack untouched (decap side).
+    pub const PASS: u32 = 2;
+    /// Encap: no lease covers the destination.
+    pub const DROP_NO_LEASE: u32 = 3;
+    /// Headers truncated or inconsistent.
+    pub const DROP_MALFORMED: u32 = 4;
+    /// Encapsulated packet would exceed the underlay MTU.
+    pub const DROP_TOO_BIG: u32 = 5;
+    /// VXLAN to our port with another VNI, or without the I flag.
+    pub const DROP_WRONG_VNI: u32 = 6;
+    /// A kernel helper (adjust_room, store, redirect) failed.
+    pub const DROP_HELPER: u32 = 7;
+    /// The agent has not written the configuration yet.
+    pub const DROP_NO_CONFIG: u32 = 8;
+    /// Not IPv4 (encap side; weft's overlay is IPv4 only for now).
+    pub const DROP_NOT_IPV4: u32 = 9;
+    pub const COUNT: u32 = 10;
+
+    /// Names for people and metrics, indexed like the constants above.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "encap",
+        "decap",
+        "pass",
+        "drop_no_lease",
+        "drop_malformed",
+        "drop_too_big",
+        "drop_wrong_vni",
+        "drop_helper",
+        "drop_no_config",
+        "drop_not_ipv4",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all three are plain #[repr(C)] data without padding bytes
+    // (checked by bytemuck's Pod derive above).
+    unsafe impl aya::Pod for super::VtepEntry {}
+    unsafe impl aya::Pod for super::DatapathConfig {}
+    unsafe impl aya::Pod for super::Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_are_fixed() {
+        assert_eq!(core::mem::size_of::<VtepEntry>(), 12);
+        assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);
+        assert_eq!(core::mem::size_of::<Counter>(), 16);
+        assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
+    }
+}

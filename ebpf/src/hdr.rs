@@ -1,0 +1,100 @@
+//! Wire headers as byte-only structs (alignment 1, no padding), so a header can
+//! be read straight from packet memory and written with one `skb_store_bytes`.
+
+pub const ETH_LEN: usize = 14;
+pub const IP_LEN: usize = 20;
+pub const UDP_LEN: usize = 8;
+pub const VXLAN_LEN: usize = 8;
+/// Outer IPv4 + UDP + VXLAN + inner Ethernet: what encap inserts after the MAC header.
+pub const ENCAP_LEN: usize = IP_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN;
+/// Everything up to the inner IPv4 header of a VXLAN frame.
+pub const VXLAN_FRAME_HDRS: usize = ETH_LEN + ENCAP_LEN;
+
+pub const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+pub const IPPROTO_UDP: u8 = 17;
+/// VXLAN flags byte: "I" (VNI valid).
+pub const VXLAN_FLAG_I: u8 = 0x08;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub proto: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ipv4Hdr {
+    pub vihl: u8,
+    pub tos: u8,
+    pub tot_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag: [u8; 2],
+    pub ttl: u8,
+    pub proto: u8,
+    pub csum: [u8; 2],
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct UdpHdr {
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub len: [u8; 2],
+    pub csum: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct VxlanHdr {
+    pub flags: u8,
+    pub _rsvd: [u8; 3],
+    pub vni: [u8; 3],
+    pub _rsvd2: u8,
+}
+
+/// The 64 bytes at the front of an encapsulated frame, written in one store.
+/// `align(8)` keeps the stack slot aligned for the verifier.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct VxlanFrameHdrs {
+    pub outer_eth: EthHdr,
+    pub outer_ip: Ipv4Hdr,
+    pub udp: UdpHdr,
+    pub vxlan: VxlanHdr,
+    pub inner_eth: EthHdr,
+}
+
+/// VNI (host order, 24 bits) as it sits in the VXLAN header.
+#[inline(always)]
+pub fn vni_bytes(vni: u32) -> [u8; 3] {
+    [(vni >> 16) as u8, (vni >> 8) as u8, vni as u8]
+}
+
+/// RFC 1071 checksum of a 20-byte IPv4 header whose `csum` field is zero.
+#[inline(always)]
+pub fn ipv4_csum(h: &Ipv4Hdr) -> [u8; 2] {
+    // SAFETY: Ipv4Hdr is 20 bytes of plain data.
+    let b: &[u8; IP_LEN] = unsafe { &*(h as *const Ipv4Hdr as *const [u8; IP_LEN]) };
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i < IP_LEN {
+        sum += ((b[i] as u32) << 8) | b[i + 1] as u32;
+        i += 2;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}
+
+/// Source port for the outer UDP header from the flow hash, in the range the
+/// kernel's vxlan uses by default (udp_flow_src_port over 32768..61000).
+#[inline(always)]
+pub fn flow_src_port(hash: u32) -> [u8; 2] {
+    const MIN: u64 = 32768;
+    const MAX: u64 = 61000;
+    ((((hash as u64) * (MAX - MIN)) >> 32) as u16 + MIN as u16).to_be_bytes()
+}

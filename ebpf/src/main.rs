@@ -1,0 +1,134 @@
+//! weft's kernel programs. One program per attach point:
+//! - `weft_encap`  TC egress of the overlay device: VXLAN encapsulation;
+//! - `weft_decap`  TC ingress of the underlay: VXLAN decapsulation;
+//! - `weft_xdp_decap` XDP on the underlay (opt-in): decapsulates earlier and
+//!   leaves a mark in the XDP metadata so that `weft_decap` only has to steer
+//!   the inner packet into the overlay device.
+#![no_std]
+#![no_main]
+#![allow(non_upper_case_globals)]
+
+mod decap;
+mod encap;
+mod hdr;
+mod maps;
+
+use aya_ebpf::{
+    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
+    helpers::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
+use decap::Verdict;
+use hdr::{EthHdr, ETH_LEN};
+use weft_common::{stat, VXLAN_OVERHEAD};
+
+/// XDP metadata word meaning "already decapsulated by weft_xdp_decap".
+const XDP_DECAP_MARK: u32 = 0x7765_6674; // "weft"
+
+#[classifier]
+pub fn weft_encap(ctx: TcContext) -> i32 {
+    encap::run(&ctx)
+}
+
+#[classifier]
+pub fn weft_decap(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    let Some(cfg) = maps::config() else {
+        decap::count(stat::PASS, len);
+        return TC_ACT_OK as i32;
+    };
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: ctx wraps a valid __sk_buff.
+    let (meta, data, gso) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize, (*skb).gso_size != 0) };
+    if meta + 4 <= data {
+        // SAFETY: bounds checked just above.
+        if unsafe { *(meta as *const u32) } == XDP_DECAP_MARK {
+            return redirect_to_overlay(cfg.overlay_ifindex);
+        }
+    }
+    match decap::classify(data, ctx.data_end(), cfg, gso) {
+        Verdict::Pass => {
+            decap::count(stat::PASS, len);
+            TC_ACT_OK as i32
+        }
+        Verdict::Drop(reason) => {
+            decap::count(reason, len);
+            TC_ACT_SHOT as i32
+        }
+        Verdict::Decap(eth) => {
+            let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
+            if ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, flags).is_err()
+                || ctx.store(0, &eth, 0).is_err()
+            {
+                decap::count(stat::DROP_HELPER, len);
+                return TC_ACT_SHOT as i32;
+            }
+            decap::count(stat::DECAP, len - VXLAN_OVERHEAD);
+            redirect_to_overlay(cfg.overlay_ifindex)
+        }
+    }
+}
+
+/// The inner packet enters the stack on the overlay device, as it does on
+/// flannel.1, so reverse-path filtering and routing see the overlay.
+#[inline(always)]
+fn redirect_to_overlay(ifindex: u32) -> i32 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) as i32 }
+}
+
+#[xdp]
+pub fn weft_xdp_decap(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    let Some(cfg) = maps::config() else {
+        return xdp_action::XDP_PASS;
+    };
+    match decap::classify(ctx.data(), ctx.data_end(), cfg, false) {
+        // Counted by weft_decap, which sees every frame XDP passes.
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop(reason) => {
+            decap::count(reason, len);
+            xdp_action::XDP_DROP
+        }
+        Verdict::Decap(eth) => xdp_decap(&ctx, &eth, len),
+    }
+}
+
+#[inline(always)]
+fn xdp_decap(ctx: &XdpContext, eth: &EthHdr, len: u32) -> u32 {
+    let raw = ctx.as_ptr() as *mut _;
+    // SAFETY: helper calls on our own context; pointers re-derived after each.
+    unsafe {
+        if bpf_xdp_adjust_head(raw, VXLAN_OVERHEAD as i32) != 0 {
+            decap::count(stat::DROP_HELPER, len);
+            return xdp_action::XDP_DROP;
+        }
+        if bpf_xdp_adjust_meta(raw, -4) != 0 {
+            decap::count(stat::DROP_HELPER, len);
+            return xdp_action::XDP_DROP;
+        }
+        let (meta, data, end) = (ctx.metadata(), ctx.data(), ctx.data_end());
+        if meta + 4 > data || data + ETH_LEN > end {
+            decap::count(stat::DROP_HELPER, len);
+            return xdp_action::XDP_DROP;
+        }
+        *(meta as *mut u32) = XDP_DECAP_MARK;
+        // Same Ethernet header as the TC path: weft_decap sees the mark and
+        // redirects into the overlay device, whose MAC is our VtepMAC.
+        *(data as *mut EthHdr) = *eth;
+    }
+    decap::count(stat::DECAP, len - VXLAN_OVERHEAD);
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,272 @@
+//! The kernel programs run on crafted packets through BPF_PROG_TEST_RUN: no
+//! network, real verifier, real helpers (redirects only set the return code).
+//! Needs root (CAP_BPF + CAP_NET_ADMIN), as CI runs.
+use aya::{
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use weft_agent::{datapath::Datapath, subnet::Ipv4Net};
+use weft_common::{prog_names, stat, DatapathConfig, VtepEntry, VXLAN_PORT};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+const MAC_A: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
+const NODE_A: [u8; 4] = [192, 168, 77, 1];
+const NODE_B: [u8; 4] = [192, 168, 77, 2];
+const OVERLAY_IFINDEX: u32 = 1;
+
+fn csum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in bytes.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4/UDP packet (no Ethernet) with a valid header checksum.
+fn ipv4_udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, ttl: u8, payload: usize) -> Vec<u8> {
+    let tot = 20 + 8 + payload;
+    let mut p = vec![0x45, 0x00];
+    p.extend((tot as u16).to_be_bytes());
+    p.extend([0x12, 0x34, 0x40, 0x00, ttl, 17, 0, 0]);
+    p.extend(src);
+    p.extend(dst);
+    let c = csum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend(sport.to_be_bytes());
+    p.extend(dport.to_be_bytes());
+    p.extend(((8 + payload) as u16).to_be_bytes());
+    p.extend([0, 0]);
+    p.extend((0..payload).map(|i| (i * 7) as u8));
+    p
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], proto: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend(src);
+    f.extend(proto.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+fn pod_packet(dst_pod: [u8; 4], sport: u16) -> Vec<u8> {
+    ipv4_udp([10, 244, 1, 2], dst_pod, sport, 5201, 63, 200)
+}
+
+/// A datapath as node A sees it: peer B owns 10.244.2.0/24.
+fn node(local: [u8; 4], mac: [u8; 6], mtu: u32) -> Datapath {
+    let mut dp = Datapath::load(None).expect("load the eBPF object (are we root?)");
+    dp.set_config(&DatapathConfig {
+        vni: 1,
+        local_ip: local,
+        underlay_ifindex: 1,
+        overlay_ifindex: OVERLAY_IFINDEX,
+        vtep_mac: mac,
+        port: VXLAN_PORT,
+        flags: 0,
+        underlay_mtu: mtu,
+    })
+    .unwrap();
+    dp.set_vtep(&"10.244.2.0/24".parse::<Ipv4Net>().unwrap(), &VtepEntry { ip: NODE_B, mac: MAC_B, _pad: [0; 2] }).unwrap();
+    dp
+}
+
+fn run_tc(dp: &mut Datapath, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let p: &mut SchedClassifier = dp.program_mut(prog).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = p.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() })
+        .unwrap_or_else(|e| panic!("test_run of {prog} on {} bytes {:02x?}: {e:?}", frame.len(), &frame[..frame.len().min(40)]));
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+fn run_xdp(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let p: &mut Xdp = dp.program_mut(prog_names::XDP_DECAP).unwrap().try_into().unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let r = p.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() }).unwrap();
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+fn counter(dp: &Datapath, idx: u32) -> u64 {
+    dp.stats().unwrap()[idx as usize].packets
+}
+
+#[test]
+fn encap_writes_every_outer_field_like_flannels_vxlan() {
+    let mut a = node(NODE_A, MAC_A, 1500);
+    let inner = pod_packet([10, 244, 2, 3], 40000);
+    let frame = eth(MAC_A, [0x02, 0, 0, 0, 0, 9], 0x0800, &inner);
+    let (rc, out) = run_tc(&mut a, prog_names::ENCAP, &frame);
+    assert_eq!(rc, TC_ACT_REDIRECT, "encap must redirect out of the underlay");
+    assert_eq!(out.len(), frame.len() + 50);
+    // Outer Ethernet: MACs are left to bpf_redirect_neigh; type IPv4.
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    let ip = &out[14..34];
+    assert_eq!(ip[0], 0x45, "version 4, IHL 5");
+    assert_eq!(ip[1], 0, "TOS: ECN bits of the inner packet only");
+    assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as usize, inner.len() + 50, "outer total length");
+    assert_eq!(&ip[6..8], &[0x40, 0x00], "DF set, no fragment offset");
+    assert_eq!(ip[8], 64, "outer TTL");
+    assert_eq!(ip[9], 17, "UDP");
+    assert_eq!(csum(ip), 0, "outer IPv4 header checksum must verify");
+    assert_eq!(&ip[12..16], &NODE_A, "outer source = our address");
+    assert_eq!(&ip[16..20], &NODE_B, "outer destination = peer's PublicIP");
+    let udp = &out[34..42];
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    assert!((32768..61000).contains(&sport), "source port {sport} outside the kernel's range");
+    assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 8472);
+    assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as usize, inner.len() + 30, "UDP length");
+    assert_eq!(&udp[6..8], &[0, 0], "outer UDP checksum 0, as the kernel's vxlan sends");
+    assert_eq!(&out[42..50], &[0x08, 0, 0, 0, 0, 0, 1, 0], "VXLAN: I flag, VNI 1");
+    assert_eq!(&out[50..56], &MAC_B, "inner destination MAC = peer VtepMAC");
+    assert_eq!(&out[56..62], &MAC_A, "inner source MAC = our VtepMAC");
+    assert_eq!(&out[62..64], &[0x08, 0x00]);
+    assert_eq!(&out[64..], &inner[..], "inner packet untouched (TTL and checksum included)");
+    assert_eq!(counter(&a, stat::ENCAP), 1);
+}
+
+#[test]
+fn encap_source_port_is_a_flow_hash() {
+    let mut a = node(NODE_A, MAC_A, 1500);
+    let sport_of = |dp: &mut Datapath, p: u16| {
+        let (_, out) = run_tc(dp, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &pod_packet([10, 244, 2, 3], p)));
+        u16::from_be_bytes([out[34], out[35]])
+    };
+    assert_eq!(sport_of(&mut a, 1000), sport_of(&mut a, 1000), "same flow, same port");
+    let ports: std::collections::BTreeSet<u16> = (1000..1016).map(|p| sport_of(&mut a, p)).collect();
+    assert!(ports.len() > 8, "16 flows spread over only {} source ports", ports.len());
+}
+
+#[test]
+fn encap_drops_what_it_cannot_carry_and_counts_why() {
+    let mut a = node(NODE_A, MAC_A, 1500);
+    let (rc, _) = run_tc(&mut a, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &pod_packet([10, 244, 9, 3], 1)));
+    assert_eq!(rc, TC_ACT_SHOT);
+    assert_eq!(counter(&a, stat::DROP_NO_LEASE), 1);
+    let (rc, _) = run_tc(&mut a, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0806, &[0u8; 28]));
+    assert_eq!(rc, TC_ACT_SHOT);
+    assert_eq!(counter(&a, stat::DROP_NOT_IPV4), 1);
+    let mut bad_version = pod_packet([10, 244, 2, 3], 1);
+    bad_version[0] = 0x65; // "IPv6" inside an IPv4 ethertype
+    let (rc, _) = run_tc(&mut a, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &bad_version));
+    assert_eq!(rc, TC_ACT_SHOT);
+    assert_eq!(counter(&a, stat::DROP_MALFORMED), 1);
+    // 1451-byte inner packet + 50 > 1500: must not leave as an oversize frame.
+    let big = ipv4_udp([10, 244, 1, 2], [10, 244, 2, 3], 1, 2, 64, 1451 - 28);
+    let (rc, _) = run_tc(&mut a, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &big));
+    assert_eq!(rc, TC_ACT_SHOT);
+    assert_eq!(counter(&a, stat::DROP_TOO_BIG), 1);
+    let fits = ipv4_udp([10, 244, 1, 2], [10, 244, 2, 3], 1, 2, 64, 1450 - 28);
+    assert_eq!(run_tc(&mut a, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &fits)).0, TC_ACT_REDIRECT);
+    assert_eq!(counter(&a, stat::ENCAP), 1);
+}
+
+#[test]
+fn encap_then_decap_round_trips_through_tc_and_xdp() {
+    let mut a = node(NODE_A, MAC_A, 1500);
+    let inner = pod_packet([10, 244, 2, 3], 4242);
+    let (_, mut wire) = run_tc(&mut a, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &inner));
+    // What bpf_redirect_neigh would have written: underlay MACs.
+    wire[0..6].copy_from_slice(&[0x02, 0xee, 0, 0, 0, 2]);
+    wire[6..12].copy_from_slice(&[0x02, 0xee, 0, 0, 0, 1]);
+
+    let mut b = node(NODE_B, MAC_B, 1500);
+    let (rc, out) = run_tc(&mut b, prog_names::DECAP, &wire);
+    assert_eq!(rc, TC_ACT_REDIRECT, "decap must redirect into the overlay device");
+    assert_eq!(out, eth(MAC_B, MAC_A, 0x0800, &inner), "decap yields our VtepMAC <- peer VtepMAC + the inner packet");
+    assert_eq!(counter(&b, stat::DECAP), 1);
+
+    let (rc, out) = run_xdp(&mut b, &wire);
+    assert_eq!(rc, XDP_PASS);
+    // Test-run output starts at the XDP metadata: the mark weft_decap looks for.
+    assert_eq!(&out[..4], &0x7765_6674u32.to_ne_bytes(), "XDP decap leaves its mark in the metadata");
+    assert_eq!(&out[4..], &eth(MAC_B, MAC_A, 0x0800, &inner)[..], "XDP decap yields the same frame as TC");
+    assert_eq!(counter(&b, stat::DECAP), 2);
+}
+
+/// A VXLAN frame to node B as flannel's kernel vxlan would send it.
+fn vxlan_frame(dst: [u8; 4], dport: u16, vni: u32, flags: u8, inner: &[u8]) -> Vec<u8> {
+    let inner_eth = eth(MAC_B, MAC_A, 0x0800, inner);
+    let mut vx = vec![flags, 0, 0, 0, (vni >> 16) as u8, (vni >> 8) as u8, vni as u8, 0];
+    vx.extend(&inner_eth);
+    let mut udp = 33333u16.to_be_bytes().to_vec();
+    udp.extend(dport.to_be_bytes());
+    udp.extend(((8 + vx.len()) as u16).to_be_bytes());
+    udp.extend([0, 0]);
+    udp.extend(&vx);
+    let mut ip = vec![0x45, 0];
+    ip.extend(((20 + udp.len()) as u16).to_be_bytes());
+    ip.extend([0, 0, 0, 0, 64, 17, 0, 0]);
+    ip.extend(NODE_A);
+    ip.extend(dst);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend(&udp);
+    eth([0x02, 0xee, 0, 0, 0, 2], [0x02, 0xee, 0, 0, 0, 1], 0x0800, &ip)
+}
+
+fn udp_to_b_without_udp_header() -> Vec<u8> {
+    let mut ip = ipv4_udp(NODE_A, NODE_B, 1, 8472, 64, 0);
+    ip.truncate(20);
+    ip
+}
+
+#[test]
+fn decap_passes_everything_that_is_not_ours_untouched() {
+    let mut b = node(NODE_B, MAC_B, 1500);
+    let inner = pod_packet([10, 244, 2, 3], 7);
+    let mut icmp = ipv4_udp(NODE_A, NODE_B, 0, 0, 64, 40);
+    icmp[9] = 1;
+    let not_ours = [
+        vxlan_frame(NODE_B, 4789, 1, 0x08, &inner),               // another UDP port
+        vxlan_frame([192, 168, 77, 3], 8472, 1, 0x08, &inner),    // another host
+        eth(MAC_B, MAC_A, 0x0800, &icmp),                         // not UDP
+        eth(MAC_B, MAC_A, 0x0806, &[0u8; 28]),                    // ARP
+        eth(MAC_B, MAC_A, 0x86dd, &[0u8; 60]),                    // IPv6
+        eth(MAC_B, MAC_A, 0x0800, &udp_to_b_without_udp_header()), // cut before the UDP header
+    ];
+    for (i, f) in not_ours.iter().enumerate() {
+        let (rc, out) = run_tc(&mut b, prog_names::DECAP, f);
+        assert_eq!(rc, TC_ACT_OK, "frame {i} must go to the stack");
+        assert_eq!(&out, f, "frame {i} must be untouched");
+        assert_eq!(run_xdp(&mut b, f), (XDP_PASS, f.clone()), "frame {i} through XDP");
+    }
+    assert_eq!(counter(&b, stat::PASS), not_ours.len() as u64);
+    assert_eq!(counter(&b, stat::DECAP), 0);
+}
+
+#[test]
+fn decap_drops_bad_vxlan_to_our_port_and_counts_why() {
+    let mut b = node(NODE_B, MAC_B, 1500);
+    let inner = pod_packet([10, 244, 2, 3], 7);
+    for (f, reason) in [
+        (vxlan_frame(NODE_B, 8472, 2, 0x08, &inner), stat::DROP_WRONG_VNI),
+        (vxlan_frame(NODE_B, 8472, 1, 0x00, &inner), stat::DROP_WRONG_VNI),
+        (vxlan_frame(NODE_B, 8472, 1, 0x08, &inner)[..14 + 20 + 8 + 8 + 10].to_vec(), stat::DROP_MALFORMED),
+        (vxlan_frame(NODE_B, 8472, 1, 0x08, &[0x60; 40]), stat::DROP_MALFORMED),
+    ] {
+        let before = counter(&b, reason);
+        assert_eq!(run_tc(&mut b, prog_names::DECAP, &f).0, TC_ACT_SHOT);
+        assert_eq!(run_xdp(&mut b, &f).0, XDP_DROP);
+        assert_eq!(counter(&b, reason), before + 2);
+    }
+    // A well-formed frame from flannel's kernel vxlan is accepted.
+    assert_eq!(run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &inner)).0, TC_ACT_REDIRECT);
+}
+
+#[test]
+fn unconfigured_datapath_touches_nothing_on_the_underlay() {
+    let mut dp = Datapath::load(None).unwrap();
+    let f = vxlan_frame(NODE_B, 8472, 1, 0x08, &pod_packet([10, 244, 2, 3], 7));
+    assert_eq!(run_tc(&mut dp, prog_names::DECAP, &f), (TC_ACT_OK, f.clone()));
+    assert_eq!(run_tc(&mut dp, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &pod_packet([10, 244, 2, 3], 7))).0, TC_ACT_SHOT);
+    assert_eq!(counter(&dp, stat::DROP_NO_CONFIG), 1);
+}

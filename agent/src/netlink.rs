@@ -10,7 +10,7 @@ use rtnetlink::{
         link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope},
     },
-    Handle, LinkDummy, LinkUnspec, RouteMessageBuilder,
+    Handle, LinkIfb, LinkUnspec, RouteMessageBuilder,
 };
 
 use crate::subnet::Ipv4Net;
@@ -133,17 +133,17 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Creates the overlay device (a dummy: see the README for why) or adopts
+    /// Creates the overlay device (an ifb: see the README for why) or adopts
     /// the existing one, and sets MTU and state. Keeps an existing MAC (the
     /// VtepMAC in our lease must not change across restarts); a new device
     /// gets `new_mac`.
     pub async fn ensure_overlay(&self, name: &str, mtu: u32, new_mac: [u8; 6]) -> Result<Link> {
         if let Some(l) = self.link_by_name(name).await? {
-            if l.kind != Some(InfoKind::Dummy) {
-                bail!("device {name} exists but is a {:?}, not weft's dummy overlay device; remove it or change the VNI", l.kind);
+            if l.kind != Some(InfoKind::Ifb) {
+                bail!("device {name} exists but is a {:?}, not weft's ifb overlay device; remove it or change the VNI", l.kind);
             }
         } else {
-            let msg = LinkDummy::new(name).mtu(mtu).address(new_mac.to_vec()).build();
+            let msg = LinkIfb::new(name).mtu(mtu).address(new_mac.to_vec()).build();
             match self.h.link().add(msg).execute().await {
                 Ok(()) => log::info!("created overlay device {name}"),
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}

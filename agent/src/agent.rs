@@ -49,7 +49,7 @@ pub async fn run(args: Args) -> Result<()> {
     // The overlay device first: its MAC is the VtepMAC our lease announces.
     let overlay_name = format!("weft.{vni}");
     let overlay_mtu = underlay.link.mtu - VXLAN_OVERHEAD;
-    let overlay = nl.ensure_overlay(&overlay_name, overlay_mtu, random_mac()).await?;
+    let overlay = nl.ensure_overlay(&overlay_name, args.overlay_kind == "veth", overlay_mtu, random_mac()).await?;
     let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
     netlink::disable_ipv6(&overlay_name);
 
@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> Result<()> {
         overlay_ifindex: overlay.index,
         vtep_mac,
         port,
-        flags: 0,
+        flags: if args.vxlan_udp_csum { weft_common::cfg_flags::UDP_CSUM } else { 0 },
         underlay_mtu: underlay.link.mtu,
     })?;
     dp.attach_tc(prog_names::ENCAP, &overlay_name, overlay.index, TcAttachType::Egress)?;

@@ -48,6 +48,16 @@ pub struct Args {
     #[arg(long, env = "WEFTD_XDP_DECAP", help_heading = "Datapath")]
     pub xdp_decap: bool,
 
+    /// Fill in the outer UDP checksum of VXLAN packets (default 0, as the
+    /// kernel's vxlan and flannel send). Computed for non-GSO TCP, UDP and ICMP.
+    #[arg(long, env = "WEFTD_VXLAN_UDP_CSUM", help_heading = "Datapath")]
+    pub vxlan_udp_csum: bool,
+
+    /// Kind of overlay device: `ifb` (default) or `veth` (a pair, for
+    /// comparing the two; see the README for the measurement).
+    #[arg(long, env = "WEFTD_OVERLAY_KIND", default_value = "ifb", value_parser = ["ifb", "veth"], help_heading = "Datapath")]
+    pub overlay_kind: String,
+
     /// Remove the lease, devices, routes, programs and pins on exit
     /// (default: leave them so pods keep talking across a restart).
     #[arg(long, env = "WEFTD_CLEANUP_ON_EXIT")]

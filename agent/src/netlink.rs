@@ -10,7 +10,7 @@ use rtnetlink::{
         link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope},
     },
-    Handle, LinkIfb, LinkUnspec, RouteMessageBuilder,
+    Handle, LinkIfb, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
 use crate::subnet::Ipv4Net;
@@ -133,27 +133,42 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Creates the overlay device (an ifb: see the README for why) or adopts
-    /// the existing one, and sets MTU and state. Keeps an existing MAC (the
-    /// VtepMAC in our lease must not change across restarts); a new device
-    /// gets `new_mac`.
-    pub async fn ensure_overlay(&self, name: &str, mtu: u32, new_mac: [u8; 6]) -> Result<Link> {
+    /// Creates the overlay device (an ifb by default: see the README for why)
+    /// or adopts the existing one, and sets MTU and state. Keeps an existing
+    /// MAC (the VtepMAC in our lease must not change across restarts); a new
+    /// device gets `new_mac`. With `veth`, the device is one end of a pair
+    /// whose other end (`<name>p`) is only brought up.
+    pub async fn ensure_overlay(&self, name: &str, veth: bool, mtu: u32, new_mac: [u8; 6]) -> Result<Link> {
+        let want = if veth { InfoKind::Veth } else { InfoKind::Ifb };
+        let peer = format!("{name}p");
         if let Some(l) = self.link_by_name(name).await? {
-            if l.kind != Some(InfoKind::Ifb) {
-                bail!("device {name} exists but is a {:?}, not weft's ifb overlay device; remove it or change the VNI", l.kind);
+            if l.kind != Some(want.clone()) {
+                bail!("device {name} exists but is a {:?}, not weft's {want:?} overlay device; remove it or change the VNI", l.kind);
             }
         } else {
-            let msg = LinkIfb::new(name).mtu(mtu).address(new_mac.to_vec()).build();
+            let msg = if veth {
+                LinkVeth::new(name, &peer).mtu(mtu).address(new_mac.to_vec()).build()
+            } else {
+                LinkIfb::new(name).mtu(mtu).address(new_mac.to_vec()).build()
+            };
             match self.h.link().add(msg).execute().await {
-                Ok(()) => log::info!("created overlay device {name}"),
+                Ok(()) => log::info!("created overlay device {name} ({want:?})"),
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}
                 Err(e) => return Err(e).with_context(|| format!("creating device {name}")),
             }
         }
+        if veth {
+            let p = self.link_by_name(&peer).await?.with_context(|| format!("veth peer {peer} missing"))?;
+            self.set_up(p.index, &peer, mtu).await?;
+        }
         let l = self.link_by_name(name).await?.with_context(|| format!("device {name} vanished"))?;
-        let msg = LinkUnspec::new_with_index(l.index).mtu(mtu).up().build();
-        self.h.link().set(msg).execute().await.with_context(|| format!("setting {name} up with MTU {mtu}"))?;
+        self.set_up(l.index, name, mtu).await?;
         self.link_by_name(name).await?.with_context(|| format!("device {name} vanished"))
+    }
+
+    async fn set_up(&self, index: u32, name: &str, mtu: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).up().build();
+        self.h.link().set(msg).execute().await.with_context(|| format!("setting {name} up with MTU {mtu}"))
     }
 
     pub async fn delete_link(&self, index: u32) -> Result<()> {

@@ -56,8 +56,8 @@ pub struct VtepEntry {
 
 /// Flags of [`DatapathConfig::flags`].
 pub mod cfg_flags {
-    /// Compute the outer UDP checksum (default off, as the kernel's vxlan).
-    /// Only honoured for packets that are not GSO; see the README.
+    /// Compute the outer UDP checksum (default off, as the kernel's vxlan), from
+    /// headers alone for non-GSO TCP, UDP and ICMP; other packets keep 0.
     pub const UDP_CSUM: u32 = 1 << 0;
 }
 

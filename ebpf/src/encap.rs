@@ -11,9 +11,9 @@ use aya_ebpf::{
     programs::TcContext,
     EbpfContext,
 };
-use weft_common::stat;
+use weft_common::{cfg_flags, stat};
 
-use crate::{hdr::*, maps};
+use crate::{csum, hdr::*, maps};
 
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner L2 header length, in the top byte.
 const fn encap_l2(len: u64) -> u64 {
@@ -91,6 +91,13 @@ pub fn run(ctx: &TcContext) -> i32 {
         inner_eth: EthHdr { dst: vtep.mac, src: cfg.vtep_mac, proto: ETH_P_IP },
     };
     h.outer_ip.csum = ipv4_csum(&h.outer_ip);
+    // GSO packets keep 0: segmentation copies the outer header into every
+    // segment (BPF cannot ask for SKB_GSO_UDP_TUNNEL_CSUM).
+    if cfg.flags & cfg_flags::UDP_CSUM != 0 && gso_size == 0 {
+        if let Some(c) = csum::outer_udp_lco(&h, data + ETH_LEN, end) {
+            h.udp.csum = c;
+        }
+    }
     let underlay = cfg.underlay_ifindex;
 
     if ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, ADJ_FLAGS).is_err() {

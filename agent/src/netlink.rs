@@ -167,7 +167,9 @@ impl Netlink {
     }
 
     async fn set_up(&self, index: u32, name: &str, mtu: u32) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index).mtu(mtu).up().build();
+        // NOARP: the encap program takes IPv4 only, so neighbour resolution on
+        // the overlay must not send ARP (an ifb is NOARP by itself).
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).arp(false).up().build();
         self.h.link().set(msg).execute().await.with_context(|| format!("setting {name} up with MTU {mtu}"))
     }
 

@@ -1,0 +1,119 @@
+//! bpffs: mounting it when missing (not a network change), removing a node's
+//! pin directory, and reading weft's pinned VTEP map with bpftool.
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+pub fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+}
+
+/// Mounts bpffs at /sys/fs/bpf if it is not mounted there.
+pub fn ensure_bpffs() -> Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if !is_bpffs(root) {
+        std::fs::create_dir_all(root).context("creating /sys/fs/bpf")?;
+        cmd::sh("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"])?;
+        if !is_bpffs(root) {
+            bail!("/sys/fs/bpf is still not a bpffs after mounting");
+        }
+    }
+    Ok(())
+}
+
+/// Removes a pin directory this harness created (only below /sys/fs/bpf,
+/// only on bpffs).
+pub fn remove_pin_dir(dir: &Path) {
+    if !dir.starts_with("/sys/fs/bpf/") || dir.components().count() < 5 || !dir.exists() {
+        return;
+    }
+    if !is_bpffs(dir) {
+        eprintln!("weft-tests: not removing {}: not on bpffs", dir.display());
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        eprintln!("weft-tests: removing pin dir {}: {e}", dir.display());
+    }
+}
+
+/// `bpftool map dump pinned <path> -j`, parsed.
+pub fn map_dump(path: &Path) -> Result<serde_json::Value> {
+    let out = cmd::sh("bpftool", &["map", "dump", "pinned", &path.to_string_lossy(), "-j"])?;
+    serde_json::from_str(&out).with_context(|| format!("parsing bpftool output for {}: {out:?}", path.display()))
+}
+
+/// `bpftool map dump pinned <path>` as text (for people).
+pub fn map_dump_text(path: &Path) -> Result<String> {
+    cmd::sh("bpftool", &["map", "dump", "pinned", &path.to_string_lossy()])
+}
+
+/// Flattens every number in a JSON value (decimal numbers and "0x.." strings),
+/// in order.
+fn numbers(v: &serde_json::Value, out: &mut Vec<u64>) {
+    match v {
+        serde_json::Value::Number(n) => out.extend(n.as_u64()),
+        serde_json::Value::String(s) => {
+            if let Some(h) = s.strip_prefix("0x") {
+                out.extend(u64::from_str_radix(h, 16).ok());
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| numbers(x, out)),
+        serde_json::Value::Object(o) => {
+            // prefix_len before data, whatever the map's key order.
+            if let (Some(p), Some(d)) = (o.get("prefixlen").or(o.get("prefix_len")), o.get("data")) {
+                numbers(p, out);
+                numbers(d, out);
+            } else {
+                o.values().for_each(|x| numbers(x, out));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The keys of a dumped LPM map entry list, each flattened to numbers.
+fn entry_keys(dump: &serde_json::Value) -> Vec<Vec<u64>> {
+    let mut keys = Vec::new();
+    for e in dump.as_array().into_iter().flatten() {
+        let mut nums = Vec::new();
+        let fmt_key = e.get("formatted").and_then(|f| f.get("key"));
+        if let Some(k) = fmt_key.or(e.get("key")) {
+            numbers(k, &mut nums);
+        }
+        keys.push(nums);
+    }
+    keys
+}
+
+/// Whether any key of a dumped weft_vteps map holds `subnet` (its 4 address
+/// bytes appear contiguously in the key: works for BTF-formatted keys
+/// `{"prefix_len":24,"data":[10,244,X,0]}` and raw hex byte arrays alike).
+pub fn vteps_contains(dump: &serde_json::Value, subnet: std::net::Ipv4Addr) -> bool {
+    let want: Vec<u64> = subnet.octets().iter().map(|&b| b as u64).collect();
+    entry_keys(dump).iter().any(|k| k.windows(4).any(|w| w == want.as_slice()))
+}
+
+#[cfg(test)]
+mod t {
+    use super::*;
+    use std::net::Ipv4Addr;
+    #[test]
+    fn finds_keys() {
+        let s = Ipv4Addr::new(10, 244, 7, 0);
+        let btf: serde_json::Value = serde_json::from_str(r#"[{"key":{"prefix_len":24,"data":[10,244,7,0]},"value":{"ip":[192,168,77,3],"mac":[1,2,3,4,5,6],"_pad":[0,0]}}]"#).unwrap();
+        assert!(vteps_contains(&btf, s));
+        assert!(!vteps_contains(&btf, Ipv4Addr::new(10, 244, 8, 0)));
+        let raw: serde_json::Value = serde_json::from_str(r#"[{"key":["0x18","0x00","0x00","0x00","0x0a","0xf4","0x07","0x00"],"value":["0xc0"]}]"#).unwrap();
+        assert!(vteps_contains(&raw, s));
+        let fmt: serde_json::Value = serde_json::from_str(r#"[{"key":["0x18"],"formatted":{"key":{"data":[10,244,7,0],"prefix_len":24}}}]"#).unwrap();
+        assert!(vteps_contains(&fmt, s));
+        assert!(!vteps_contains(&serde_json::json!([]), s));
+    }
+}

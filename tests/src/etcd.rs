@@ -1,0 +1,184 @@
+//! An etcd server for one run, started inside the switch namespace, killed
+//! (and its data dir removed) on drop; plus etcdctl helpers.
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cmd, netns::Netns};
+
+pub struct EtcdServer {
+    /// Namespace etcdctl runs in (the switch namespace).
+    ns_name: String,
+    endpoint: String,
+    child: Option<Child>,
+    data_dir: PathBuf,
+    pub log: PathBuf,
+    keep: bool,
+}
+
+impl EtcdServer {
+    /// Starts `etcd` inside `ns`, listening on `ip`:2379/2380, with its data
+    /// dir and log under `dir`; waits until `endpoint health` passes.
+    pub fn start(ns: &Netns, ip: &str, dir: &Path) -> Result<EtcdServer> {
+        let data_dir = dir.join("etcd-data");
+        let log = dir.join("etcd.log");
+        let client = format!("http://{ip}:2379");
+        let peer = format!("http://{ip}:2380");
+        let logf = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut c = ns.command(
+            "etcd",
+            &[
+                "--name", "default",
+                "--data-dir", &data_dir.to_string_lossy(),
+                "--listen-client-urls", &client,
+                "--advertise-client-urls", &client,
+                "--listen-peer-urls", &peer,
+                "--initial-advertise-peer-urls", &peer,
+                "--initial-cluster", &format!("default={peer}"),
+                "--initial-cluster-state", "new",
+            ],
+        );
+        c.stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf);
+        let child = c.spawn().with_context(|| format!("starting etcd in netns {}: `{}`", ns.name(), cmd::describe(&c)))?;
+        let mut srv = EtcdServer { ns_name: ns.name().to_string(), endpoint: client, child: Some(child), data_dir, log, keep: false };
+        let r = cmd::poll("etcd to become healthy", Duration::from_secs(15), Duration::from_millis(200), || {
+            if let Some(ch) = srv.child.as_mut() {
+                if let Ok(Some(st)) = ch.try_wait() {
+                    return Err(format!("etcd exited ({st}); log {}:\n{}", srv.log.display(), cmd::tail(&srv.log, 20)));
+                }
+            }
+            match srv.ctl(&["endpoint", "health"]) {
+                Ok(_) => Ok(Some(())),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        });
+        if let Err(e) = r {
+            bail!("{e:#}\netcd log {}:\n{}", srv.log.display(), cmd::tail(&srv.log, 20));
+        }
+        Ok(srv)
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Runs `etcdctl <args>` (v3 API) against this server from its namespace.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_name, "etcdctl", "--endpoints", &self.endpoint, "--dial-timeout=2s", "--command-timeout=5s"])
+            .args(args)
+            .env("ETCDCTL_API", "3");
+        cmd::run(&mut c).with_context(|| format!("etcdctl in netns {}", self.ns_name))
+    }
+
+    pub fn put(&self, key: &str, value: &str) -> Result<()> {
+        self.ctl(&["put", key, value]).map(|_| ())
+    }
+
+    /// Grants a lease of `ttl` seconds; returns its id (hex, as etcdctl prints it).
+    pub fn grant(&self, ttl: u64) -> Result<String> {
+        let out = self.ctl(&["lease", "grant", &ttl.to_string()])?;
+        // "lease 694d8b3f1a2c0c0a granted with TTL(3600s)"
+        let id = out.split_whitespace().nth(1).filter(|_| out.starts_with("lease ")).with_context(|| format!("unexpected `etcdctl lease grant` output {out:?}"))?;
+        Ok(id.to_string())
+    }
+
+    pub fn put_with_lease(&self, key: &str, value: &str, lease: &str) -> Result<()> {
+        self.ctl(&["put", &format!("--lease={lease}"), key, value]).map(|_| ())
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.get_prefix_raw(key, false)?.into_iter().find(|(k, _)| k == key).map(|(_, v)| v))
+    }
+
+    /// All keys under `prefix` with their values.
+    pub fn get_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        self.get_prefix_raw(prefix, true)
+    }
+
+    fn get_prefix_raw(&self, key: &str, prefix: bool) -> Result<Vec<(String, String)>> {
+        let mut args = vec!["get", "-w", "json", key];
+        if prefix {
+            args.push("--prefix");
+        }
+        let out = self.ctl(&args)?;
+        let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("parsing etcdctl json {out:?}"))?;
+        let mut kvs = Vec::new();
+        for kv in v.get("kvs").and_then(|k| k.as_array()).into_iter().flatten() {
+            let k = kv.get("key").and_then(|k| k.as_str()).map(b64).transpose()?.unwrap_or_default();
+            let val = kv.get("value").and_then(|k| k.as_str()).map(b64).transpose()?.unwrap_or_default();
+            kvs.push((k, val));
+        }
+        Ok(kvs)
+    }
+
+    /// Deletes `key`; returns how many keys were deleted.
+    pub fn del(&self, key: &str) -> Result<u32> {
+        let out = self.ctl(&["del", key])?;
+        Ok(out.trim().parse().unwrap_or(0))
+    }
+
+    /// Leaves etcd running on drop (lab --keep).
+    pub fn disarm(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        if let Some(mut c) = self.child.take() {
+            cmd::terminate(&mut c, Duration::from_secs(2));
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Standard base64 decoding (etcdctl's JSON output encodes keys and values).
+fn b64(s: &str) -> Result<String> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => bail!("bad base64 {s:?}"),
+        } as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    String::from_utf8(out).context("etcd key/value is not UTF-8")
+}
+
+#[cfg(test)]
+mod t {
+    #[test]
+    fn b64() {
+        assert_eq!(super::b64("L2NvcmVvcy5jb20vbmV0d29yay9jb25maWc=").unwrap(), "/coreos.com/network/config");
+        assert_eq!(super::b64("YWI=").unwrap(), "ab");
+        assert_eq!(super::b64("YWJj").unwrap(), "abc");
+    }
+}

@@ -1,0 +1,89 @@
+//! A node programmed the way flanneld's vxlan backend programs the kernel
+//! (flannel.1, permanent neighbour + FDB entries, onlink routes), with its
+//! lease written to etcd exactly as flanneld writes it. No daemon runs: call
+//! [`FlannelNode::reprogram`] after new leases appear.
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{etcd::EtcdServer, netns::Netns, subnet_env::{parse_lease_name, SubnetEnv}};
+
+pub struct FlannelNode {
+    pub n: u32,
+    pub ip: Ipv4Addr,
+    pub env: SubnetEnv,
+    pub mac: String,
+    pub lease_key: String,
+    pub ns: Netns,
+}
+
+/// A random locally administered unicast MAC.
+pub fn random_mac() -> String {
+    let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
+        ^ ((std::process::id() as u64) << 40);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    let b = x.to_le_bytes();
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", (b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5])
+}
+
+impl FlannelNode {
+    /// Creates flannel.1 in `ns` (eth0 must carry `ip` already), picks a free
+    /// /24 in `network` from `.200` upward, and writes its lease (etcd lease TTL 3600 s).
+    pub fn new(n: u32, ip: Ipv4Addr, ns: Netns, etcd: &EtcdServer, etcd_prefix: &str, network: Ipv4Addr) -> Result<FlannelNode> {
+        let leases = etcd.get_prefix(&format!("{etcd_prefix}/subnets/"))?;
+        let taken: Vec<Ipv4Addr> = leases.iter().filter_map(|(k, _)| parse_lease_name(k)).map(|(s, _)| s).collect();
+        let o = network.octets();
+        let subnet = (200u8..=254)
+            .map(|x| Ipv4Addr::new(o[0], o[1], x, 0))
+            .find(|s| !taken.contains(s))
+            .context("no free /24 from .200 upward for the flannel node")?;
+        let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1450 };
+        let mac = random_mac();
+        let ips = ip.to_string();
+        ns.ip(&["link", "add", "flannel.1", "type", "vxlan", "id", "1", "dev", "eth0", "local", &ips, "dstport", "8472", "nolearning"])?;
+        ns.ip(&["link", "set", "flannel.1", "address", &mac, "mtu", "1450"])?;
+        ns.ip(&["addr", "add", &format!("{subnet}/32"), "dev", "flannel.1"])?;
+        ns.ip(&["link", "set", "flannel.1", "up"])?;
+        let lease_key = format!("{etcd_prefix}/subnets/{}", env.lease_name());
+        let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#);
+        let lease = etcd.grant(3600)?;
+        etcd.put_with_lease(&lease_key, &value, &lease)?;
+        Ok(FlannelNode { n, ip, env, mac, lease_key, ns })
+    }
+
+    /// For every other vxlan lease in etcd: neighbour, FDB entry and route, as
+    /// flanneld's vxlan_network.go does. Returns the subnets programmed.
+    pub fn reprogram(&self, etcd: &EtcdServer, etcd_prefix: &str) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for (k, v) in etcd.get_prefix(&format!("{etcd_prefix}/subnets/"))? {
+            if k == self.lease_key {
+                continue;
+            }
+            let Some((sub, len)) = parse_lease_name(&k) else { continue };
+            let j: serde_json::Value = serde_json::from_str(&v).with_context(|| format!("lease {k} is not JSON: {v}"))?;
+            if j.get("BackendType").and_then(|t| t.as_str()) != Some("vxlan") {
+                continue;
+            }
+            let public = j.get("PublicIP").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no PublicIP: {v}"))?;
+            let mac = j.pointer("/BackendData/VtepMAC").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no VtepMAC: {v}"))?;
+            if mac.len() != 17 {
+                bail!("lease {k}: odd VtepMAC {mac:?}");
+            }
+            let subs = sub.to_string();
+            self.ns.ip(&["neigh", "replace", &subs, "lladdr", mac, "dev", "flannel.1", "nud", "permanent"])?;
+            // `append` fails when the entry already exists: that is fine.
+            let mut fdb = std::process::Command::new("bridge");
+            fdb.args(["-n", self.ns.name(), "fdb", "append", mac, "dev", "flannel.1", "dst", public, "self", "permanent"]);
+            let out = crate::cmd::output(&mut fdb)?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() && !err.contains("exists") {
+                bail!("`{}` failed in netns {}: {}", crate::cmd::describe(&fdb), self.ns.name(), err.trim());
+            }
+            self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", &subs, "dev", "flannel.1", "onlink"])?;
+            done.push(format!("{sub}/{len}"));
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,34 @@
+//! weft's network-namespace test harness, shared by the integration tests
+//! (`tests/tests/*.rs`) and `cargo xtask lab`.
+//!
+//! Safety rules this crate keeps: nothing is ever changed in the root network
+//! namespace (every `ip` command runs with `-n <ns>` or inside `ip netns exec`),
+//! every namespace, process, temp dir and bpffs pin directory it creates is
+//! owned by an RAII guard that removes it on drop (also while panicking), and
+//! every traffic generator is bounded in packets and time.
+
+pub mod bpf;
+pub mod cluster;
+pub mod cmd;
+pub mod etcd;
+pub mod flannel_node;
+pub mod netns;
+pub mod pod;
+pub mod state;
+pub mod subnet_env;
+pub mod tempdir;
+pub mod traffic;
+pub mod weft_node;
+
+pub use cluster::{Cluster, ClusterBuilder, NodeRef};
+pub use pod::{Pod, Wiring};
+
+/// Fails with a clear message unless running as root (the tests create
+/// namespaces, run etcd and load BPF programs).
+pub fn require_root() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("weft's integration tests need root (network namespaces, bpffs)");
+    }
+    Ok(())
+}

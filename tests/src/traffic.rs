@@ -1,0 +1,228 @@
+//! Bounded traffic: ping (count and time limited) and an in-process TCP
+//! transfer whose two ends run on threads moved into the pods' namespaces
+//! with setns(2) (which changes only the calling thread's namespace).
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    os::fd::AsRawFd,
+    path::Path,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::netns::Netns;
+
+#[derive(Clone, Debug)]
+pub struct PingStats {
+    pub transmitted: u32,
+    pub received: u32,
+    /// "+N duplicates": a datapath that delivers a packet twice.
+    pub duplicates: u32,
+    /// Average round trip in ms, when any reply came back.
+    pub rtt_avg_ms: Option<f64>,
+    pub output: String,
+}
+
+impl PingStats {
+    pub fn all_received(&self) -> bool {
+        self.transmitted > 0 && self.received == self.transmitted && self.duplicates == 0
+    }
+}
+
+/// `timeout <bound> ping -c N -W 1 -i 0.2` from inside `from`; never fails because
+/// replies are missing (see [`ping_ok`] / [`ping_fails`]).
+pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingStats> {
+    ping_sized(from, to, count, None)
+}
+
+/// As [`ping`], with `-s size -M do` (DF set) when `size` is given.
+pub fn ping_sized(from: &Netns, to: Ipv4Addr, count: u32, size: Option<u32>) -> Result<PingStats> {
+    let (c, bound) = (count.to_string(), (count / 5 + 5).to_string());
+    let to_s = to.to_string();
+    let mut args = vec![bound.as_str(), "ping", "-n", "-c", &c, "-W", "1", "-i", "0.2"];
+    let sz;
+    if let Some(s) = size {
+        sz = s.to_string();
+        args.extend(["-s", &sz, "-M", "do"]);
+    }
+    args.push(&to_s);
+    let out = from.exec_output("timeout", &args)?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut st = PingStats { transmitted: 0, received: 0, duplicates: 0, rtt_avg_ms: None, output: text.clone() };
+    for line in text.lines() {
+        // "3 packets transmitted, 3 received, 0% packet loss, time 402ms"
+        if line.contains("packets transmitted") {
+            let nums: Vec<u32> = line.split(',').filter_map(|p| p.split_whitespace().next()?.parse().ok()).collect();
+            st.transmitted = nums.first().copied().unwrap_or(0);
+            st.received = nums.get(1).copied().unwrap_or(0);
+            st.duplicates = line.split(',').find(|p| p.contains("duplicates")).and_then(|p| p.trim().trim_start_matches('+').split_whitespace().next()?.parse().ok()).unwrap_or(0);
+        }
+        // "rtt min/avg/max/mdev = 0.050/0.061/0.072/0.009 ms"
+        if let Some(v) = line.strip_prefix("rtt min/avg/max/mdev = ") {
+            st.rtt_avg_ms = v.split('/').nth(1).and_then(|x| x.parse().ok());
+        }
+    }
+    Ok(st)
+}
+
+/// Pings and requires every reply.
+pub fn ping_ok(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingStats> {
+    let st = ping(from, to, count)?;
+    if !st.all_received() {
+        bail!("ping from netns {} to {to}: {}/{} replies, {} duplicates\n{}", from.name(), st.received, st.transmitted, st.duplicates, st.output.trim());
+    }
+    Ok(st)
+}
+
+/// Pings and requires that no reply comes back (negative checks).
+pub fn ping_fails(from: &Netns, to: Ipv4Addr, count: u32) -> Result<()> {
+    let st = ping(from, to, count)?;
+    if st.received > 0 {
+        bail!("ping from netns {} to {to} was expected to fail but got {}/{} replies", from.name(), st.received, st.transmitted);
+    }
+    Ok(())
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter(path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: setns on a valid fd; affects only this thread's network namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns({}): {}", path.display(), std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    fn fill(&mut self, buf: &mut [u8]) {
+        for c in buf.chunks_mut(8) {
+            let v = self.next().to_le_bytes();
+            c.copy_from_slice(&v[..c.len()]);
+        }
+    }
+}
+
+/// FNV-1a 64.
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf29ce484222325)
+    }
+    fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Transfer {
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl Transfer {
+    pub fn mbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+/// Sends `bytes` of deterministic pseudo-random data over TCP from a thread
+/// in `client` to a listener on `server_ip` in `server`; checks that the
+/// server received exactly that many bytes with the same FNV-1a hash.
+/// Every socket operation has a 10 s timeout.
+pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: u64) -> Result<Transfer> {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let (cpath, spath) = (client.path(), server.path());
+    let (sname, cname) = (server.name().to_string(), client.name().to_string());
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<u16, String>>();
+    let server_t = std::thread::spawn(move || -> Result<(u64, u64)> {
+        let r = (|| {
+            enter(&spath)?;
+            let l = TcpListener::bind((server_ip, 0)).with_context(|| format!("listening on {server_ip} in netns {sname}"))?;
+            l.set_nonblocking(true)?;
+            Ok::<_, anyhow::Error>(l)
+        })();
+        let l = match r {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(l.local_addr()?.port()));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(format!("{e:#}")));
+                return Err(e);
+            }
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        let mut s = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => bail!("accept on {server_ip} in netns {sname}: {e}"),
+            }
+        };
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        let (mut n, mut h, mut buf) = (0u64, Fnv::new(), vec![0u8; 64 * 1024]);
+        loop {
+            let k = s.read(&mut buf).with_context(|| format!("reading on {server_ip} in netns {sname} after {n} bytes"))?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+        // Acknowledge: lets the client know everything arrived before it closes.
+        let _ = s.write_all(&n.to_le_bytes());
+        Ok((n, h.0))
+    });
+    let port = match ready_rx.recv_timeout(TIMEOUT) {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            let _ = server_t.join();
+            bail!("tcp server: {e}");
+        }
+        Err(_) => bail!("tcp server in netns {} did not start", server.name()),
+    };
+    let client_t = std::thread::spawn(move || -> Result<(u64, u64, Duration)> {
+        enter(&cpath)?;
+        let addr = SocketAddr::from((server_ip, port));
+        let start = Instant::now();
+        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connecting from netns {cname} to {addr}"))?;
+        s.set_write_timeout(Some(TIMEOUT))?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        let (mut rng, mut h, mut left, mut buf) = (XorShift(0x9e3779b97f4a7c15), Fnv::new(), bytes, vec![0u8; 64 * 1024]);
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            rng.fill(&mut buf[..k]);
+            s.write_all(&buf[..k]).with_context(|| format!("sending from netns {cname} to {addr}, {} bytes sent", bytes - left))?;
+            h.update(&buf[..k]);
+            left -= k as u64;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut ack = [0u8; 8];
+        s.read_exact(&mut ack).with_context(|| format!("waiting for the server's acknowledgement in netns {cname}"))?;
+        Ok((bytes, h.0, start.elapsed()))
+    });
+    let client_r = client_t.join().map_err(|_| anyhow::anyhow!("tcp client thread panicked"))?;
+    let server_r = server_t.join().map_err(|_| anyhow::anyhow!("tcp server thread panicked"))?;
+    let (sent, sh, elapsed) = client_r.with_context(|| format!("tcp client {} -> {server_ip}", client.name()))?;
+    let (got, gh) = server_r.with_context(|| format!("tcp server {} on {server_ip}", server.name()))?;
+    if sent != got || sh != gh {
+        bail!("tcp {} -> {server_ip} ({}): sent {sent} bytes hash {sh:016x}, received {got} bytes hash {gh:016x}", client.name(), server.name());
+    }
+    Ok(Transfer { bytes: got, elapsed })
+}

@@ -1,0 +1,134 @@
+//! A node running weftd inside its own namespace. Drop kills weftd (SIGTERM,
+//! SIGKILL after 2 s) and removes its bpffs pin directory; the namespace goes
+//! with the `Netns` field.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+use crate::{bpf, cmd, netns::Netns, subnet_env::SubnetEnv};
+
+pub struct WeftNode {
+    /// Node number N: netns `<prefix>-nN`, underlay address 192.168.77.N.
+    pub n: u32,
+    pub ip: Ipv4Addr,
+    pub subnet_file: PathBuf,
+    pub pin_dir: PathBuf,
+    pub log: PathBuf,
+    weftd: Option<Child>,
+    keep: bool,
+    // Last: the namespace is deleted after weftd is gone.
+    pub ns: Netns,
+}
+
+impl WeftNode {
+    pub fn new(n: u32, ip: Ipv4Addr, ns: Netns, dir: &Path, prefix: &str) -> Result<WeftNode> {
+        let ndir = dir.join(format!("n{n}"));
+        std::fs::create_dir_all(&ndir).with_context(|| format!("creating {}", ndir.display()))?;
+        Ok(WeftNode {
+            n,
+            ip,
+            subnet_file: ndir.join("subnet.env"),
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-n{n}")),
+            log: ndir.join("weftd.log"),
+            weftd: None,
+            keep: false,
+            ns,
+        })
+    }
+
+    /// Starts weftd in the node's namespace via nsenter (keeps /sys/fs/bpf
+    /// visible), stdout+stderr appended to `self.log`.
+    pub fn start(&mut self, etcd_endpoint: &str, etcd_prefix: &str, extra: &[String]) -> Result<()> {
+        if self.running() {
+            return Ok(());
+        }
+        bpf::ensure_bpffs()?;
+        let bin = cmd::weftd_bin()?;
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).with_context(|| format!("opening {}", self.log.display()))?;
+        let mut c = self.ns.nsenter(&bin);
+        c.args(["--etcd-endpoints", etcd_endpoint, "--etcd-prefix", etcd_prefix, "--iface", "eth0"])
+            .arg("--subnet-file")
+            .arg(&self.subnet_file)
+            .arg("--bpf-pin-dir")
+            .arg(&self.pin_dir)
+            .args(extra)
+            .env("RUST_LOG", std::env::var("WEFT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf);
+        let child = c.spawn().with_context(|| format!("starting weftd in netns {}: `{}`", self.ns.name(), cmd::describe(&c)))?;
+        self.weftd = Some(child);
+        Ok(())
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.weftd.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.weftd.as_ref().map(|c| c.id())
+    }
+
+    /// If weftd has exited: a description of how (for error messages).
+    pub fn exit_status(&mut self) -> Option<String> {
+        match self.weftd.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(st))) => Some(format!("weftd on {} exited: {st}", self.ns.name())),
+            None => Some(format!("weftd on {} is not started", self.ns.name())),
+            _ => None,
+        }
+    }
+
+    /// SIGTERM then SIGKILL after 2 s.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.weftd.take() {
+            cmd::terminate(&mut c, Duration::from_secs(2));
+        }
+    }
+
+    /// SIGKILL at once (simulates a crash: no cleanup by weftd).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.weftd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The subnet.env weftd wrote, if it is there and complete.
+    pub fn subnet_env(&self) -> Result<SubnetEnv> {
+        SubnetEnv::read(&self.subnet_file)
+    }
+
+    /// `ip -4 route show dev weft.1` in the node.
+    pub fn overlay_routes(&self) -> Result<String> {
+        self.ns.ip(&["-4", "route", "show", "dev", "weft.1"])
+    }
+
+    /// Pinned VTEP map of this node.
+    pub fn vteps_pin(&self) -> PathBuf {
+        self.pin_dir.join("v1/weft_vteps")
+    }
+
+    pub fn log_tail(&self, n: usize) -> String {
+        cmd::tail(&self.log, n)
+    }
+
+    pub fn disarm(&mut self) {
+        self.keep = true;
+        self.ns.disarm();
+    }
+}
+
+impl Drop for WeftNode {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        self.stop();
+        bpf::remove_pin_dir(&self.pin_dir);
+    }
+}

@@ -1,0 +1,151 @@
+//! `cargo xtask lab`: a weft cluster in network namespaces, shown working.
+use std::{
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use anyhow::{bail, Context, Result};
+use weft_tests::{bpf, state::LabState, traffic, Cluster, Wiring};
+
+const STATE: &str = "/run/weft-lab/state.json";
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C sets a flag the lab checks between steps, so everything built so
+/// far is torn down by the guards (a handler, unlike SIG_IGN, is not inherited
+/// by the programs the lab starts).
+fn catch_sigint() {
+    // SAFETY: installing an async-signal-safe handler (one atomic store).
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+}
+
+fn check_interrupt() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted: tearing down");
+    }
+    Ok(())
+}
+
+pub fn refuse_if_running() -> Result<()> {
+    if Path::new(STATE).exists() {
+        bail!("a lab is still up ({STATE}): `cargo xtask lab --down` first");
+    }
+    Ok(())
+}
+
+pub fn down() -> Result<()> {
+    let p = Path::new(STATE);
+    if !p.exists() {
+        println!("lab: nothing to tear down ({STATE} does not exist)");
+        return Ok(());
+    }
+    let st = LabState::load(p)?;
+    for line in st.teardown() {
+        println!("lab: {line}");
+    }
+    std::fs::remove_file(p).with_context(|| format!("removing {STATE}"))?;
+    println!("lab: {} is down", st.prefix);
+    Ok(())
+}
+
+pub fn run(weftd: &Path, nodes: u32, keep: bool) -> Result<()> {
+    catch_sigint();
+    std::env::set_var("WEFTD_BIN", weftd);
+    let t0 = std::time::Instant::now();
+    println!("lab: etcd + {nodes} weft nodes in network namespaces...");
+    let mut c = Cluster::builder().weft_nodes(nodes).build()?;
+    println!("lab: prefix {}, temp dir {}", c.prefix, c.dir().display());
+    check_interrupt()?;
+    c.wait_converged()?;
+    println!("lab: routes converged after {:.1?}", t0.elapsed());
+    // Mix the wirings: odd nodes a cni0 bridge pod, even nodes a veth+route
+    // pod, every third node both.
+    for n in 1..=nodes {
+        if n % 2 == 1 || n % 3 == 0 {
+            c.add_pod(n, Wiring::Bridge)?;
+        }
+        if n % 2 == 0 || n % 3 == 0 {
+            c.add_pod(n, Wiring::VethRoute)?;
+        }
+    }
+    check_interrupt()?;
+    println!("\npods:");
+    for p in &c.pods {
+        println!("  {:<18} {:<14} {:?} on node {}", p.ns.name(), p.ip.to_string(), p.wiring, p.node);
+    }
+
+    println!("\nping (3 packets) between pods on different nodes:");
+    let pairs: Vec<(usize, usize)> = (0..c.pods.len())
+        .flat_map(|a| (0..c.pods.len()).map(move |b| (a, b)))
+        .filter(|&(a, b)| c.pods[a].node != c.pods[b].node)
+        .collect();
+    let results: Vec<Result<traffic::PingStats>> = std::thread::scope(|s| {
+        let hs: Vec<_> = pairs.iter().map(|&(a, b)| s.spawn({ let c = &c; move || traffic::ping(&c.pods[a].ns, c.pods[b].ip, 3) })).collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("ping thread panicked")))).collect()
+    });
+    let mut failed = 0;
+    for (&(a, b), r) in pairs.iter().zip(&results) {
+        let (pa, pb) = (&c.pods[a], &c.pods[b]);
+        let line = match r {
+            Ok(st) if st.all_received() => format!("✓ {}/{}  rtt {:.3} ms", st.received, st.transmitted, st.rtt_avg_ms.unwrap_or(0.0)),
+            Ok(st) => {
+                failed += 1;
+                format!("✗ {}/{} replies, {} duplicates", st.received, st.transmitted, st.duplicates)
+            }
+            Err(e) => {
+                failed += 1;
+                format!("✗ {e:#}")
+            }
+        };
+        println!("  n{} {:<12} -> n{} {:<12} {line}", pa.node, pa.ip.to_string(), pb.node, pb.ip.to_string());
+    }
+    check_interrupt()?;
+
+    let (a, b) = (0, c.pods.len() - 1);
+    let mb = 8u64;
+    use std::io::Write as _;
+    print!("\ntcp {} MB n{} {} -> n{} {}: ", mb, c.pods[a].node, c.pods[a].ip, c.pods[b].node, c.pods[b].ip);
+    let _ = std::io::stdout().flush();
+    match traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip, mb << 20) {
+        Ok(t) => println!("✓ arrived intact (same length and hash), {:.0} Mbit/s", t.mbit_per_s()),
+        Err(e) => {
+            failed += 1;
+            println!("✗ {e:#}");
+        }
+    }
+
+    println!("\nleases in etcd:");
+    for (k, v) in c.leases()? {
+        println!("  {k}\n    {v}");
+    }
+    for w in &c.weft {
+        println!("\nnode {} ({}): bpftool map dump pinned {}", w.n, w.ns.name(), w.vteps_pin().display());
+        match bpf::map_dump_text(&w.vteps_pin()) {
+            Ok(t) => println!("{}", t.trim_end()),
+            Err(e) => println!("  ({e:#})"),
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} checks failed (weftd logs above)");
+    }
+    if keep {
+        check_interrupt()?;
+        let pods: Vec<String> = c.pods.iter().map(|p| p.ns.name().to_string()).collect();
+        let st = c.keep();
+        st.save(Path::new(STATE))?;
+        println!("\nlab: left running; state in {STATE}");
+        for p in pods {
+            println!("  ip netns exec {p} bash");
+        }
+        println!("  weftd logs: {}/n*/weftd.log", st.temp_dir.display());
+        println!("tear down with: cargo xtask lab --down");
+    } else {
+        c.pass();
+        println!("\nlab: torn down ({:.1?} in all)", t0.elapsed());
+    }
+    Ok(())
+}

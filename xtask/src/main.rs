@@ -1,0 +1,151 @@
+//! `cargo xtask <command>`: bootstrap the machine, build, test, run weftd,
+//! and a lab of network namespaces running weft.
+mod bootstrap;
+mod lab;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "weft's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing weft needs (Debian/Ubuntu, root):
+    /// apt packages, nightly rust-src, bpf-linker. Says what it installs.
+    Bootstrap,
+    /// Bootstrap, then build the workspace (agent/build.rs builds the eBPF object).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Bootstrap, build weftd, run `cargo test --workspace` (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name, `-- --nocapture`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Bring up etcd + N weft nodes with pods in network namespaces, show
+    /// pings, a TCP transfer, the leases and the BPF maps, then tear down.
+    Lab {
+        /// Leave the lab running (state in /run/weft-lab/state.json).
+        #[arg(long)]
+        keep: bool,
+        /// Tear down a lab left by --keep.
+        #[arg(long, conflicts_with = "keep")]
+        down: bool,
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=20))]
+        nodes: u32,
+    },
+    /// Bootstrap, build, run weftd with the given flags (inside an existing
+    /// network namespace with --netns).
+    Run {
+        #[arg(long)]
+        netns: Option<String>,
+        /// weftd's flags, after `--`.
+        #[arg(last = true)]
+        flags: Vec<String>,
+    },
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+}
+
+/// `cargo` (the one that runs us) in the workspace root, without the
+/// per-package variables `cargo run` set for xtask itself.
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_") || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&k.as_ref()) {
+            c.env_remove(k.as_ref());
+        }
+    }
+    c
+}
+
+pub fn status(c: &mut Command) -> Result<()> {
+    let st = c.status().with_context(|| format!("running {c:?}"))?;
+    if !st.success() {
+        bail!("{c:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn build_weftd() -> Result<PathBuf> {
+    status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd"]))?;
+    Ok(target_dir().join("debug/weftd"))
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Bootstrap => bootstrap::run(),
+        Cmd::Build { release } => {
+            bootstrap::run()?;
+            let mut c = cargo();
+            c.arg("build");
+            if release {
+                c.arg("--release");
+            }
+            status(&mut c)
+        }
+        Cmd::Test { args } => {
+            bootstrap::run()?;
+            let weftd = build_weftd()?;
+            let mut c = cargo();
+            c.args(["test", "--workspace"]).args(&args).env("WEFTD_BIN", &weftd);
+            // Test errors are anyhow errors: their messages say what failed;
+            // captured backtraces (RUST_BACKTRACE=1) only bury them.
+            if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+                c.env("RUST_LIB_BACKTRACE", "0");
+            }
+            status(&mut c)
+        }
+        Cmd::Lab { down: true, .. } => lab::down(),
+        Cmd::Lab { keep, nodes, .. } => {
+            lab::refuse_if_running()?;
+            bootstrap::run()?;
+            status(cargo().arg("build"))?;
+            lab::run(&target_dir().join("debug/weftd"), nodes, keep)
+        }
+        Cmd::Run { netns, flags } => {
+            bootstrap::run()?;
+            let weftd = build_weftd()?;
+            let mut c = match &netns {
+                Some(ns) => {
+                    let p = PathBuf::from("/var/run/netns").join(ns);
+                    if ns.contains('/') || !p.exists() {
+                        bail!("network namespace {ns:?} does not exist (ip netns list)");
+                    }
+                    let mut c = Command::new("nsenter");
+                    c.arg(format!("--net={}", p.display())).arg("--").arg(&weftd);
+                    c
+                }
+                None => Command::new(&weftd),
+            };
+            c.args(&flags);
+            eprintln!("xtask: running {c:?}");
+            let st = c.status().with_context(|| format!("running {c:?}"))?;
+            std::process::exit(st.code().unwrap_or(1));
+        }
+    }
+}

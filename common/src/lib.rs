@@ -116,7 +116,9 @@ pub mod stat {
     pub const DROP_NO_CONFIG: u32 = 8;
     /// Not IPv4 (encap side; weft's overlay is IPv4 only for now).
     pub const DROP_NOT_IPV4: u32 = 9;
-    pub const COUNT: u32 = 10;
+    /// Decapsulated by the XDP program (then steered by TC, not counted again).
+    pub const DECAP_XDP: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     /// Names for people and metrics, indexed like the constants above.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -130,6 +132,7 @@ pub mod stat {
         "drop_helper",
         "drop_no_config",
         "drop_not_ipv4",
+        "decap_xdp",
     ];
 }
 

@@ -120,7 +120,7 @@ fn xdp_decap(ctx: &XdpContext, eth: &EthHdr, len: u32) -> u32 {
         // redirects into the overlay device, whose MAC is our VtepMAC.
         *(data as *mut EthHdr) = *eth;
     }
-    decap::count(stat::DECAP, len - VXLAN_OVERHEAD);
+    decap::count(stat::DECAP_XDP, len - VXLAN_OVERHEAD);
     xdp_action::XDP_PASS
 }
 

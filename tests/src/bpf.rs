@@ -56,6 +56,21 @@ pub fn map_dump_text(path: &Path) -> Result<String> {
 
 /// Flattens every number in a JSON value (decimal numbers and "0x.." strings),
 /// in order.
+/// Packets counted under `index` of a pinned `weft_stats` map, summed over CPUs
+/// (bpftool's "formatted" view of the BTF-typed per-CPU values).
+pub fn stat_packets(stats_pin: &Path, index: u32) -> Result<u64> {
+    let dump = map_dump(stats_pin)?;
+    let entries = dump.as_array().with_context(|| format!("{}: not a JSON array", stats_pin.display()))?;
+    for e in entries {
+        let f = &e["formatted"];
+        if f["key"].as_u64() == Some(index as u64) {
+            let vals = f["values"].as_array().with_context(|| format!("{}: no per-CPU values", stats_pin.display()))?;
+            return Ok(vals.iter().filter_map(|v| v["value"]["packets"].as_u64()).sum());
+        }
+    }
+    bail!("{}: no counter {index}", stats_pin.display())
+}
+
 fn numbers(v: &serde_json::Value, out: &mut Vec<u64>) {
     match v {
         serde_json::Value::Number(n) => out.extend(n.as_u64()),

@@ -113,6 +113,11 @@ impl WeftNode {
         self.pin_dir.join("v1/weft_vteps")
     }
 
+    /// Pinned counters of this node.
+    pub fn stats_pin(&self) -> PathBuf {
+        self.pin_dir.join("v1/weft_stats")
+    }
+
     pub fn log_tail(&self, n: usize) -> String {
         cmd::tail(&self.log, n)
     }

@@ -112,7 +112,7 @@ fn real_main() -> Result<()> {
             bootstrap::run()?;
             let weftd = build_weftd()?;
             let mut c = cargo();
-            c.args(["test", "--workspace"]).args(&args).env("WEFTD_BIN", &weftd);
+            c.args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("WEFTD_BIN", &weftd);
             // Test errors are anyhow errors: their messages say what failed;
             // captured backtraces (RUST_BACKTRACE=1) only bury them.
             if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {

@@ -136,7 +136,6 @@ impl EtcdStore {
                     log::warn!("lease watch fell behind etcd's compaction (revision {c}); relisting");
                     next_rev = None;
                 }
-                Ok(WatchEnd::Resume(r)) => next_rev = Some(r),
                 Err((r, e)) => {
                     log::warn!("lease watch broken at revision {r}, resuming in {backoff:?}: {e:#}");
                     next_rev = Some(r);
@@ -195,8 +194,6 @@ impl EtcdStore {
 enum WatchEnd {
     ReceiverGone,
     Compacted(i64),
-    #[allow(dead_code)]
-    Resume(i64),
 }
 
 /// Waits for `<prefix>/config` to exist, as flanneld does, logging while it waits.

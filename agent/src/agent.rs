@@ -2,7 +2,7 @@
 //! the overlay device and the datapath, write subnet.env, then reconcile the
 //! dataplane with the leases on every change (and every 10 s, to heal what
 //! someone changed by hand), renewing our lease in time.
-use std::{collections::{BTreeMap, HashMap}, time::Duration};
+use std::{collections::{BTreeMap, HashMap}, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use aya::programs::TcAttachType;
@@ -13,6 +13,7 @@ use crate::{
     acquire, bpffs,
     cli::Args,
     datapath::Datapath,
+    health::{self, Health},
     iface,
     lease::{format_mac, LeaseAttrs},
     netconfig::{Backend, NetConfig},
@@ -33,8 +34,15 @@ fn random_mac() -> [u8; 6] {
 
 pub async fn run(args: Args) -> Result<()> {
     store::check_prefix(&args.etcd_prefix)?;
+    let health = Arc::new(Health::default());
+    if args.healthz_port != 0 {
+        health::spawn(SocketAddr::new(args.healthz_ip, args.healthz_port), health.clone()).await?;
+    }
+    health.stage("connecting to etcd");
     let store = EtcdStore::connect(&args.etcd_endpoints, &args.etcd_prefix).await?;
+    health.stage(format!("waiting for the network config {}/config", args.etcd_prefix));
     let cfg_json = store::wait_for_config(&store).await?;
+    health.stage("setting up the node");
     let cfg = NetConfig::parse(&cfg_json).with_context(|| format!("{}/config", args.etcd_prefix))?;
     let (vni, port) = match cfg.backend {
         Backend::Vxlan { vni, port } => (vni, port),
@@ -42,7 +50,13 @@ pub async fn run(args: Args) -> Result<()> {
     };
 
     let nl = Netlink::new()?;
-    let underlay = iface::select(&nl, args.iface.as_deref(), args.public_ip).await?;
+    let selector = iface::Selector {
+        ifaces: args.iface.clone(),
+        regexes: args.iface_regex.clone(),
+        can_reach: args.iface_can_reach,
+        public_ip: args.public_ip,
+    };
+    let underlay = iface::select(&nl, &selector).await?;
     log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", underlay.link.name, underlay.link.index, underlay.link.mtu, underlay.iface_ip, underlay.public_ip);
     bpffs::ensure_mounted(&args.bpf_pin_dir)?;
 
@@ -54,7 +68,9 @@ pub async fn run(args: Args) -> Result<()> {
     netlink::disable_ipv6(&overlay_name);
 
     let attrs = LeaseAttrs::vxlan(underlay.public_ip, vni, &vtep_mac);
+    health.stage("claiming a subnet");
     let own = acquire::acquire(&store, &cfg, &attrs, subnet_env::previous_subnet(&args.subnet_file), args.subnet_lease_ttl).await?;
+    health.lease_held(true);
     nl.set_only_addr(overlay.index, own.network_addr()).await?;
 
     let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
@@ -78,8 +94,9 @@ pub async fn run(args: Args) -> Result<()> {
 
     SubnetEnv { network: cfg.network, subnet: own, mtu: overlay_mtu, ipmasq: false }.write(&args.subnet_file)?;
     log::info!("wrote {} (subnet {own}, MTU {overlay_mtu})", args.subnet_file.display());
+    health.subnet_env_written();
 
-    let mut node = Node { store, nl, dp, cfg, vni, own, attrs, overlay_index: overlay.index, leases: BTreeMap::new(), warned: HashMap::new(), synced: false };
+    let mut node = Node { store, nl, dp, cfg, vni, own, attrs, overlay_index: overlay.index, leases: BTreeMap::new(), warned: HashMap::new(), synced: false, health };
     let res = node.event_loop(&args).await;
     if args.cleanup_on_exit {
         node.cleanup(&overlay_name).await;
@@ -103,6 +120,7 @@ struct Node {
     warned: HashMap<String, String>,
     /// A snapshot has arrived: before that, "no leases" means "not known yet".
     synced: bool,
+    health: Arc<Health>,
 }
 
 impl Node {
@@ -178,8 +196,11 @@ impl Node {
     /// away): claim the same subnet again so our pods keep their addresses.
     async fn reclaim(&mut self, ttl: i64) -> Result<()> {
         log::warn!("our lease {} is gone from the store (deleted or expired); claiming it again", self.own);
+        self.health.lease_held(false);
+        self.health.stage(format!("our lease {} was lost; claiming it again", self.own));
         if self.store.create(&self.own, &self.attrs, ttl).await? {
             log::info!("re-acquired lease {}", self.own);
+            self.health.lease_held(true);
             self.leases.insert(self.own.to_key(), serde_json::to_vec(&self.attrs)?);
             Ok(())
         } else {
@@ -191,11 +212,16 @@ impl Node {
         let want = reconcile::desired(&self.leases, &self.own, &self.cfg, self.vni, &mut self.warned);
         let t = std::time::Instant::now();
         match reconcile::apply(&mut self.dp, &self.nl, self.overlay_index, &want).await {
-            Ok(ch) if ch != reconcile::Changes::default() => {
-                log::info!("reconciled {} peers in {:?}: {} added/updated, {} removed, {} errors", want.len(), t.elapsed(), ch.added, ch.removed, ch.errors)
+            Ok(ch) => {
+                if ch != reconcile::Changes::default() {
+                    log::info!("reconciled {} peers in {:?}: {} added/updated, {} removed, {} errors", want.len(), t.elapsed(), ch.added, ch.removed, ch.errors);
+                }
+                self.health.dataplane((ch.errors > 0).then(|| format!("{} errors in the last reconcile (retried every {RESYNC:?})", ch.errors)));
             }
-            Ok(_) => {}
-            Err(e) => log::error!("reconcile failed (will retry): {e:#}"),
+            Err(e) => {
+                log::error!("reconcile failed (will retry): {e:#}");
+                self.health.dataplane(Some(format!("reconcile failed: {e:#}")));
+            }
         }
     }
 

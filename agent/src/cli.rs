@@ -4,6 +4,26 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use clap::Parser;
 
+/// flanneld's flags that weftd shares, by their environment suffix. flanneld
+/// reads `FLANNELD_<FLAG>`; weftd reads `WEFTD_<FLAG>` and falls back to the
+/// flanneld name, so a flanneld DaemonSet's environment keeps working.
+pub const FLANNELD_ENV: [&str; 10] = [
+    "ETCD_ENDPOINTS", "ETCD_PREFIX", "IFACE", "IFACE_REGEX", "IFACE_CAN_REACH", "PUBLIC_IP",
+    "SUBNET_FILE", "SUBNET_LEASE_RENEW_MARGIN", "HEALTHZ_IP", "HEALTHZ_PORT",
+];
+
+/// For each flag flanneld also has: if `WEFTD_X` is unset and `FLANNELD_X` is
+/// set, returns `(WEFTD_X, value)` to set before parsing.
+pub fn flanneld_env_fallbacks(get: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    FLANNELD_ENV.iter().filter_map(|f| {
+        let ours = format!("WEFTD_{f}");
+        if get(&ours).is_some() {
+            return None;
+        }
+        get(&format!("FLANNELD_{f}")).map(|v| (ours, v))
+    }).collect()
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "weftd", version, about = "weft: flannel-compatible overlay network with an eBPF datapath")]
 pub struct Args {
@@ -26,10 +46,20 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=1439), help_heading = "Lease store")]
     pub subnet_lease_renew_margin: u32,
 
-    /// Interface (name or IPv4 address) carrying overlay traffic. Default: the
-    /// interface of the default route.
-    #[arg(long, env = "WEFTD_IFACE", help_heading = "Node")]
-    pub iface: Option<String>,
+    /// Interface (name or IPv4 address) carrying overlay traffic; repeatable,
+    /// the first that exists wins. Default: the interface of the default route.
+    #[arg(long, env = "WEFTD_IFACE", value_delimiter = ',', help_heading = "Node")]
+    pub iface: Vec<String>,
+
+    /// Regular expression matched against interface names and IPv4 addresses
+    /// (used when no --iface is given); repeatable.
+    #[arg(long, env = "WEFTD_IFACE_REGEX", value_delimiter = ',', help_heading = "Node")]
+    pub iface_regex: Vec<String>,
+
+    /// Use the interface of the route to this address (when no --iface or
+    /// --iface-regex is given).
+    #[arg(long, env = "WEFTD_IFACE_CAN_REACH", help_heading = "Node")]
+    pub iface_can_reach: Option<Ipv4Addr>,
 
     /// Address other nodes reach us at. Default: the interface's first IPv4 address.
     #[arg(long, env = "WEFTD_PUBLIC_IP", help_heading = "Node")]
@@ -38,6 +68,14 @@ pub struct Args {
     /// Where to write FLANNEL_NETWORK/SUBNET/MTU for the CNI plugin.
     #[arg(long, env = "WEFTD_SUBNET_FILE", default_value = "/run/flannel/subnet.env", help_heading = "Node")]
     pub subnet_file: PathBuf,
+
+    /// Address of the /healthz and /readyz server.
+    #[arg(long, env = "WEFTD_HEALTHZ_IP", default_value = "0.0.0.0", help_heading = "Health")]
+    pub healthz_ip: std::net::IpAddr,
+
+    /// Port of the /healthz and /readyz server (0 disables it, as in flanneld).
+    #[arg(long, env = "WEFTD_HEALTHZ_PORT", default_value_t = 0, help_heading = "Health")]
+    pub healthz_port: u16,
 
     /// bpffs directory for weft's pinned maps and links (one per node).
     #[arg(long, env = "WEFTD_BPF_PIN_DIR", default_value = "/sys/fs/bpf/weft", help_heading = "Datapath")]
@@ -62,4 +100,33 @@ pub struct Args {
     /// (default: leave them so pods keep talking across a restart).
     #[arg(long, env = "WEFTD_CLEANUP_ON_EXIT")]
     pub cleanup_on_exit: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flanneld_names_fill_in_but_never_override() {
+        let env = |k: &str| match k {
+            "FLANNELD_ETCD_ENDPOINTS" => Some("http://10.0.0.1:2379".to_string()),
+            "FLANNELD_IFACE" => Some("eth1".to_string()),
+            "WEFTD_IFACE" => Some("eth0".to_string()),
+            _ => None,
+        };
+        assert_eq!(flanneld_env_fallbacks(env), vec![("WEFTD_ETCD_ENDPOINTS".to_string(), "http://10.0.0.1:2379".to_string())]);
+    }
+
+    #[test]
+    fn flags_parse_like_flanneld() {
+        let a = Args::try_parse_from(["weftd", "--iface", "eth0", "--iface", "10.0.0.1", "--iface-regex", "^ens", "--healthz-port", "10256"]).unwrap();
+        assert_eq!(a.iface, ["eth0", "10.0.0.1"]);
+        assert_eq!(a.iface_regex, ["^ens"]);
+        assert_eq!(a.healthz_port, 10256);
+        assert_eq!(a.etcd_endpoints, ["http://127.0.0.1:4001", "http://127.0.0.1:2379"]);
+        let e = Args::try_parse_from(["weftd", "--subnet-lease-renew-margin", "1440"]).unwrap_err().to_string();
+        assert!(e.contains("subnet-lease-renew-margin"), "{e}");
+        let e = Args::try_parse_from(["weftd", "--public-ip", "10.0.0.300"]).unwrap_err().to_string();
+        assert!(e.contains("public-ip"), "{e}");
+    }
 }

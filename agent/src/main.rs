@@ -2,6 +2,10 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Before any thread exists: let flanneld's FLANNELD_* names stand in for ours.
+    for (k, v) in weft_agent::cli::flanneld_env_fallbacks(|k| std::env::var(k).ok()) {
+        std::env::set_var(k, v);
+    }
     let args = weft_agent::cli::Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

@@ -112,16 +112,25 @@ impl Netlink {
         Ok(out)
     }
 
-    /// The output interface of the IPv4 default route, if there is one.
-    pub async fn default_route_link(&self) -> Result<Option<u32>> {
+    /// IPv4 routes of the main table with an output interface: (destination, ifindex).
+    pub async fn main_routes(&self) -> Result<Vec<(Ipv4Net, u32)>> {
+        let mut out = vec![];
         for r in self.routes().await? {
-            if r.header.destination_prefix_length == 0 {
-                if let Some(oif) = r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None }) {
-                    return Ok(Some(oif));
+            let mut table = r.header.table as u32;
+            let (mut dst, mut oif) = (Ipv4Addr::UNSPECIFIED, None);
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                    RouteAttribute::Table(t) => table = *t,
+                    _ => {}
                 }
             }
+            if let (254, Some(oif)) = (table, oif) {
+                out.push((Ipv4Net::new(dst, r.header.destination_prefix_length)?, oif));
+            }
         }
-        Ok(None)
+        Ok(out)
     }
 
     async fn routes(&self) -> Result<Vec<RouteMessage>> {

@@ -1,0 +1,194 @@
+//! `/healthz` (the process serves) and `/readyz` (200 only when our lease is
+//! held, subnet.env is written and the last reconcile left the dataplane
+//! matching the leases; 503 with the reason otherwise) on
+//! `--healthz-ip`/`--healthz-port`. A few lines of HTTP/1.1 on tokio: one
+//! request per connection, bounded in size and time.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+#[derive(Debug)]
+struct State {
+    /// What weftd is doing before it holds a lease (e.g. waiting for the config).
+    stage: String,
+    lease_held: bool,
+    subnet_env_written: bool,
+    /// None when the last reconcile succeeded; else why the dataplane may not match.
+    dataplane: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Health(Mutex<State>);
+
+impl Default for Health {
+    fn default() -> Self {
+        Health(Mutex::new(State {
+            stage: "starting".into(),
+            lease_held: false,
+            subnet_env_written: false,
+            dataplane: Some("not reconciled with the leases yet".into()),
+        }))
+    }
+}
+
+impl Health {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    pub fn stage(&self, s: impl Into<String>) {
+        self.with(|st| st.stage = s.into());
+    }
+    pub fn lease_held(&self, held: bool) {
+        self.with(|st| st.lease_held = held);
+    }
+    pub fn subnet_env_written(&self) {
+        self.with(|st| st.subnet_env_written = true);
+    }
+    pub fn dataplane(&self, problem: Option<String>) {
+        self.with(|st| st.dataplane = problem);
+    }
+
+    /// Ok when ready, else the reason.
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        self.with(|st| {
+            if !st.lease_held {
+                return Err(format!("no subnet lease held ({})", st.stage));
+            }
+            if !st.subnet_env_written {
+                return Err("subnet file not written yet".into());
+            }
+            match &st.dataplane {
+                Some(p) => Err(format!("dataplane does not match the leases: {p}")),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// Binds and serves in the background; the error is returned at once if the
+/// address cannot be bound.
+pub async fn spawn(addr: SocketAddr, health: Arc<Health>) -> Result<()> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the health server to {addr}"))?;
+    log::info!("serving /healthz and /readyz on {}", listener.local_addr()?);
+    tokio::spawn(serve(listener, health));
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, health: Arc<Health>) {
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let h = health.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), answer(s, &h)).await;
+                });
+            }
+            Err(e) => {
+                log::warn!("health server accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Status line and body for a request line such as `GET /readyz HTTP/1.1`.
+pub fn respond(request_line: &str, health: &Health) -> (u16, String) {
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" && method != "HEAD" {
+        return (400, "only GET and HEAD are served\n".into());
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/healthz" => (200, "ok\n".into()),
+        "/readyz" => match health.readiness() {
+            Ok(()) => (200, "ready\n".into()),
+            Err(why) => (503, format!("not ready: {why}\n")),
+        },
+        _ => (404, "not found: try /healthz or /readyz\n".into()),
+    }
+}
+
+async fn answer(mut s: TcpStream, health: &Health) -> std::io::Result<()> {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while n < buf.len() {
+        let k = s.read(&mut buf[n..]).await?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].windows(2).any(|w| w == b"\n\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let (code, body) = respond(text.lines().next().unwrap_or(""), health);
+    let reason = match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    let head = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    s.write_all(head.as_bytes()).await?;
+    if !text.starts_with("HEAD ") {
+        s.write_all(body.as_bytes()).await?;
+    }
+    s.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_lease_file_and_dataplane() {
+        let h = Health::default();
+        h.stage("waiting for the network config");
+        let (c, b) = respond("GET /readyz HTTP/1.1", &h);
+        assert_eq!(c, 503);
+        assert!(b.contains("waiting for the network config"), "{b}");
+        h.lease_held(true);
+        assert!(h.readiness().unwrap_err().contains("subnet file"));
+        h.subnet_env_written();
+        assert!(h.readiness().unwrap_err().contains("not reconciled"));
+        h.dataplane(None);
+        assert_eq!(respond("GET /readyz HTTP/1.1", &h), (200, "ready\n".into()));
+        h.dataplane(Some("2 errors".into()));
+        assert!(respond("GET /readyz HTTP/1.0", &h).1.contains("2 errors"));
+        assert_eq!(respond("GET /healthz HTTP/1.1", &h).0, 200);
+        assert_eq!(respond("GET /metrics HTTP/1.1", &h).0, 404);
+        assert_eq!(respond("POST /readyz HTTP/1.1", &h).0, 400);
+        assert_eq!(respond("", &h).0, 400);
+    }
+
+    #[tokio::test]
+    async fn serves_over_tcp_on_loopback() {
+        let h = Arc::new(Health::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, h.clone()));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let r = get("/readyz").await;
+        assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n") && r.ends_with("not ready: no subnet lease held (starting)\n"), "{r}");
+        h.lease_held(true);
+        h.subnet_env_written();
+        h.dataplane(None);
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(get("/healthz").await.ends_with("\r\n\r\nok\n"));
+    }
+}

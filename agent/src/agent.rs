@@ -39,7 +39,14 @@ pub async fn run(args: Args) -> Result<()> {
         health::spawn(SocketAddr::new(args.healthz_ip, args.healthz_port), health.clone()).await?;
     }
     health.stage("connecting to etcd");
-    let store = EtcdStore::connect(&args.etcd_endpoints, &args.etcd_prefix).await?;
+    let auth = store::EtcdAuth {
+        cafile: args.etcd_cafile.clone(),
+        certfile: args.etcd_certfile.clone(),
+        keyfile: args.etcd_keyfile.clone(),
+        username: args.etcd_username.clone(),
+        password: args.etcd_password.clone(),
+    };
+    let store = EtcdStore::connect(&args.etcd_endpoints, &args.etcd_prefix, &auth).await?;
     health.stage(format!("waiting for the network config {}/config", args.etcd_prefix));
     let cfg_json = store::wait_for_config(&store).await?;
     health.stage("setting up the node");

@@ -7,8 +7,8 @@ use clap::Parser;
 /// flanneld's flags that weftd shares, by their environment suffix. flanneld
 /// reads `FLANNELD_<FLAG>`; weftd reads `WEFTD_<FLAG>` and falls back to the
 /// flanneld name, so a flanneld DaemonSet's environment keeps working.
-pub const FLANNELD_ENV: [&str; 10] = [
-    "ETCD_ENDPOINTS", "ETCD_PREFIX", "IFACE", "IFACE_REGEX", "IFACE_CAN_REACH", "PUBLIC_IP",
+pub const FLANNELD_ENV: [&str; 15] = [
+    "ETCD_ENDPOINTS", "ETCD_PREFIX", "ETCD_CAFILE", "ETCD_CERTFILE", "ETCD_KEYFILE", "ETCD_USERNAME", "ETCD_PASSWORD", "IFACE", "IFACE_REGEX", "IFACE_CAN_REACH", "PUBLIC_IP",
     "SUBNET_FILE", "SUBNET_LEASE_RENEW_MARGIN", "HEALTHZ_IP", "HEALTHZ_PORT",
 ];
 
@@ -35,6 +35,26 @@ pub struct Args {
     /// etcd key prefix holding the network config and the subnet leases.
     #[arg(long, env = "WEFTD_ETCD_PREFIX", default_value = "/coreos.com/network", help_heading = "Lease store")]
     pub etcd_prefix: String,
+
+    /// CA certificate (PEM) to verify etcd's server certificate; enables TLS.
+    #[arg(long, env = "WEFTD_ETCD_CAFILE", help_heading = "Lease store")]
+    pub etcd_cafile: Option<PathBuf>,
+
+    /// Client certificate (PEM) for etcd's client-certificate auth (with --etcd-keyfile).
+    #[arg(long, env = "WEFTD_ETCD_CERTFILE", requires = "etcd_keyfile", help_heading = "Lease store")]
+    pub etcd_certfile: Option<PathBuf>,
+
+    /// Private key (PEM) of --etcd-certfile.
+    #[arg(long, env = "WEFTD_ETCD_KEYFILE", requires = "etcd_certfile", help_heading = "Lease store")]
+    pub etcd_keyfile: Option<PathBuf>,
+
+    /// etcd user name (etcd's own authentication, with --etcd-password).
+    #[arg(long, env = "WEFTD_ETCD_USERNAME", requires = "etcd_password", help_heading = "Lease store")]
+    pub etcd_username: Option<String>,
+
+    /// etcd password.
+    #[arg(long, env = "WEFTD_ETCD_PASSWORD", requires = "etcd_username", hide_env_values = true, help_heading = "Lease store")]
+    pub etcd_password: Option<String>,
 
     /// Lifetime of our subnet lease in seconds (flannel: 24 h).
     #[arg(long, env = "WEFTD_SUBNET_LEASE_TTL", default_value_t = 86_400,
@@ -81,8 +101,8 @@ pub struct Args {
     #[arg(long, env = "WEFTD_BPF_PIN_DIR", default_value = "/sys/fs/bpf/weft", help_heading = "Datapath")]
     pub bpf_pin_dir: PathBuf,
 
-    /// Also decapsulate in XDP on the underlay (native mode). Serves real NICs;
-    /// on veth it needs NAPI on the peer and breaks TCP from offloading senders.
+    /// Also decapsulate in XDP on the underlay (native mode); the TC program
+    /// then only steers the inner packet. Off by default; its gain is on real NICs.
     #[arg(long, env = "WEFTD_XDP_DECAP", help_heading = "Datapath")]
     pub xdp_decap: bool,
 

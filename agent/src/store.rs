@@ -31,12 +31,57 @@ pub struct EtcdStore {
     prefix: String,
 }
 
-impl EtcdStore {
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<EtcdStore> {
-        let opts = ConnectOptions::new()
+/// How to authenticate to etcd: TLS (CA, optional client certificate) and/or
+/// etcd's user/password.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdAuth {
+    pub cafile: Option<std::path::PathBuf>,
+    pub certfile: Option<std::path::PathBuf>,
+    pub keyfile: Option<std::path::PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+fn read_pem(flag: &str, p: &std::path::Path) -> Result<Vec<u8>> {
+    let b = std::fs::read(p).with_context(|| format!("{flag} {}", p.display()))?;
+    if !String::from_utf8_lossy(&b).contains("-----BEGIN ") {
+        bail!("{flag} {}: not a PEM file", p.display());
+    }
+    Ok(b)
+}
+
+impl EtcdAuth {
+    /// Connection options, with every file read and checked up front so a
+    /// wrong path is reported by flag name rather than as a handshake failure.
+    pub fn connect_options(&self, endpoints: &[String]) -> Result<ConnectOptions> {
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let tls = self.cafile.is_some() || self.certfile.is_some();
+        if tls {
+            let mut t = etcd_client::TlsOptions::new();
+            if let Some(ca) = &self.cafile {
+                t = t.ca_certificate(etcd_client::Certificate::from_pem(read_pem("--etcd-cafile", ca)?));
+            }
+            if let (Some(c), Some(k)) = (&self.certfile, &self.keyfile) {
+                t = t.identity(etcd_client::Identity::from_pem(read_pem("--etcd-certfile", c)?, read_pem("--etcd-keyfile", k)?));
+            }
+            opts = opts.with_tls(t);
+            if let Some(e) = endpoints.iter().find(|e| e.starts_with("http://")) {
+                bail!("--etcd-endpoints {e}: TLS options are set, so endpoints must be https://");
+            }
+        }
+        if let (Some(u), Some(p)) = (&self.username, &self.password) {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        Ok(opts)
+    }
+}
+
+impl EtcdStore {
+    pub async fn connect(endpoints: &[String], prefix: &str, auth: &EtcdAuth) -> Result<EtcdStore> {
+        let opts = auth.connect_options(endpoints)?;
         let client = Client::connect(endpoints, Some(opts))
             .await
             .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
@@ -218,4 +263,28 @@ pub fn check_prefix(prefix: &str) -> Result<()> {
         bail!("--etcd-prefix {prefix:?} must start with '/'");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_options_are_checked_by_flag() {
+        let eps = vec!["https://10.0.0.1:2379".to_string()];
+        let missing = EtcdAuth { cafile: Some("/nonexistent/ca.pem".into()), ..Default::default() };
+        assert!(format!("{:#}", missing.connect_options(&eps).unwrap_err()).contains("--etcd-cafile /nonexistent/ca.pem"));
+        let dir = std::env::temp_dir().join(format!("weft-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "hello").unwrap();
+        let not_pem = EtcdAuth { cafile: Some(junk.clone()), ..Default::default() };
+        assert!(format!("{:#}", not_pem.connect_options(&eps).unwrap_err()).contains("not a PEM file"));
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        let plain = EtcdAuth { cafile: Some(ca), ..Default::default() };
+        assert!(plain.connect_options(&eps).is_ok());
+        assert!(format!("{:#}", plain.connect_options(&["http://10.0.0.1:2379".into()]).unwrap_err()).contains("must be https://"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -115,6 +115,35 @@ pub fn vteps_contains(dump: &serde_json::Value, subnet: std::net::Ipv4Addr) -> b
     entry_keys(dump).iter().any(|k| k.windows(4).any(|w| w == want.as_slice()))
 }
 
+/// The value (peer PublicIP, VtepMAC) of the weft_vteps entry for `subnet`,
+/// from a dump: BTF-formatted `{"ip":[..],"mac":[..]}` or raw value bytes
+/// (ip 4, mac 6, pad 2).
+pub fn vtep_of(dump: &serde_json::Value, subnet: std::net::Ipv4Addr) -> Option<(std::net::Ipv4Addr, [u8; 6])> {
+    let want: Vec<u64> = subnet.octets().iter().map(|&b| b as u64).collect();
+    let keys = entry_keys(dump);
+    let entries = dump.as_array()?;
+    let i = keys.iter().position(|k| k.windows(4).any(|w| w == want.as_slice()))?;
+    let e = &entries[i];
+    let v = e.pointer("/formatted/value").or(e.get("value"))?;
+    let mut bytes = Vec::new();
+    match (v.get("ip"), v.get("mac")) {
+        (Some(ip), Some(mac)) => {
+            numbers(ip, &mut bytes);
+            numbers(mac, &mut bytes);
+        }
+        _ => numbers(v, &mut bytes),
+    }
+    if bytes.len() < 10 || bytes.iter().any(|b| *b > 255) {
+        return None;
+    }
+    let ip = std::net::Ipv4Addr::new(bytes[0] as u8, bytes[1] as u8, bytes[2] as u8, bytes[3] as u8);
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(&bytes[4..10]) {
+        *m = *b as u8;
+    }
+    Some((ip, mac))
+}
+
 #[cfg(test)]
 mod t {
     use super::*;
@@ -130,5 +159,9 @@ mod t {
         let fmt: serde_json::Value = serde_json::from_str(r#"[{"key":["0x18"],"formatted":{"key":{"data":[10,244,7,0],"prefix_len":24}}}]"#).unwrap();
         assert!(vteps_contains(&fmt, s));
         assert!(!vteps_contains(&serde_json::json!([]), s));
+        assert_eq!(vtep_of(&btf, s), Some((Ipv4Addr::new(192, 168, 77, 3), [1, 2, 3, 4, 5, 6])));
+        let raw_v: serde_json::Value = serde_json::from_str(r#"[{"key":["0x18","0x00","0x00","0x00","0x0a","0xf4","0x07","0x00"],"value":["0xc0","0xa8","0x4d","0x03","0x02","0x00","0x00","0x00","0x00","0x07","0x00","0x00"]}]"#).unwrap();
+        assert_eq!(vtep_of(&raw_v, s), Some((Ipv4Addr::new(192, 168, 77, 3), [2, 0, 0, 0, 0, 7])));
+        assert_eq!(vtep_of(&raw_v, Ipv4Addr::new(10, 244, 8, 0)), None);
     }
 }

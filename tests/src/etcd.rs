@@ -17,6 +17,8 @@ pub struct EtcdServer {
     child: Option<Child>,
     data_dir: PathBuf,
     pub log: PathBuf,
+    /// etcd's command line (after `etcd`), reused by [`EtcdServer::restart`].
+    args: Vec<String>,
     keep: bool,
 }
 
@@ -28,38 +30,79 @@ impl EtcdServer {
         let log = dir.join("etcd.log");
         let client = format!("http://{ip}:2379");
         let peer = format!("http://{ip}:2380");
-        let logf = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut c = ns.command(
-            "etcd",
-            &[
-                "--name", "default",
-                "--data-dir", &data_dir.to_string_lossy(),
-                "--listen-client-urls", &client,
-                "--advertise-client-urls", &client,
-                "--listen-peer-urls", &peer,
-                "--initial-advertise-peer-urls", &peer,
-                "--initial-cluster", &format!("default={peer}"),
-                "--initial-cluster-state", "new",
-            ],
-        );
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let args: Vec<String> = [
+            "--name", "default",
+            "--data-dir", &data_dir.to_string_lossy(),
+            "--listen-client-urls", &client,
+            "--advertise-client-urls", &client,
+            "--listen-peer-urls", &peer,
+            "--initial-advertise-peer-urls", &peer,
+            "--initial-cluster", &format!("default={peer}"),
+            "--initial-cluster-state", "new",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut srv = EtcdServer { ns_name: ns.name().to_string(), endpoint: client, child: None, data_dir, log, args, keep: false };
+        srv.spawn_and_wait()?;
+        Ok(srv)
+    }
+
+    /// Spawns etcd with `self.args` (log appended) and waits (15 s) for health.
+    fn spawn_and_wait(&mut self) -> Result<()> {
+        let logf = std::fs::OpenOptions::new().append(true).create(true).open(&self.log).with_context(|| format!("opening {}", self.log.display()))?;
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_name, "etcd"]).args(&self.args);
         c.stdin(Stdio::null()).stdout(logf.try_clone()?).stderr(logf);
-        let child = c.spawn().with_context(|| format!("starting etcd in netns {}: `{}`", ns.name(), cmd::describe(&c)))?;
-        let mut srv = EtcdServer { ns_name: ns.name().to_string(), endpoint: client, child: Some(child), data_dir, log, keep: false };
+        let child = c.spawn().with_context(|| format!("starting etcd in netns {}: `{}`", self.ns_name, cmd::describe(&c)))?;
+        // Owned before waiting: dropped (killed) with `self` if it never gets healthy.
+        self.child = Some(child);
         let r = cmd::poll("etcd to become healthy", Duration::from_secs(15), Duration::from_millis(200), || {
-            if let Some(ch) = srv.child.as_mut() {
+            if let Some(ch) = self.child.as_mut() {
                 if let Ok(Some(st)) = ch.try_wait() {
-                    return Err(format!("etcd exited ({st}); log {}:\n{}", srv.log.display(), cmd::tail(&srv.log, 20)));
+                    return Err(format!("etcd exited ({st}); log {}:\n{}", self.log.display(), cmd::tail(&self.log, 20)));
                 }
             }
-            match srv.ctl(&["endpoint", "health"]) {
+            match self.ctl(&["endpoint", "health"]) {
                 Ok(_) => Ok(Some(())),
                 Err(e) => Err(format!("{e:#}")),
             }
         });
         if let Err(e) = r {
-            bail!("{e:#}\netcd log {}:\n{}", srv.log.display(), cmd::tail(&srv.log, 20));
+            bail!("{e:#}\netcd log {}:\n{}", self.log.display(), cmd::tail(&self.log, 20));
         }
-        Ok(srv)
+        Ok(())
+    }
+
+    /// Kills etcd with SIGKILL (a crash: no graceful shutdown) and reaps it;
+    /// the data dir stays, so [`EtcdServer::restart`] brings the same
+    /// cluster back (same data, same URLs).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops etcd with SIGTERM (SIGKILL after 2 s); the data dir stays.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            cmd::terminate(&mut c, Duration::from_secs(2));
+        }
+    }
+
+    /// Starts etcd again after [`EtcdServer::stop`]/[`EtcdServer::kill`] with the
+    /// same arguments, data dir and URLs; waits until it is healthy.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.running() {
+            bail!("etcd is still running");
+        }
+        self.spawn_and_wait()
+    }
+
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     pub fn endpoint(&self) -> &str {
@@ -81,6 +124,78 @@ impl EtcdServer {
             .args(args)
             .env("ETCDCTL_API", "3");
         cmd::run(&mut c).with_context(|| format!("etcdctl in netns {}", self.ns_name))
+    }
+
+    /// Runs `etcdctl <args>` with `input` on its stdin (e.g. `txn`).
+    pub fn ctl_stdin(&self, args: &[&str], input: &str) -> Result<String> {
+        use std::io::Write;
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_name, "etcdctl", "--endpoints", &self.endpoint, "--dial-timeout=2s", "--command-timeout=10s"])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().with_context(|| format!("spawning `{}`", cmd::describe(&c)))?;
+        {
+            let mut stdin = child.stdin.take().context("etcdctl stdin")?;
+            stdin.write_all(input.as_bytes()).with_context(|| format!("writing to `{}`", cmd::describe(&c)))?;
+        }
+        let out = child.wait_with_output().with_context(|| format!("waiting for `{}`", cmd::describe(&c)))?;
+        if !out.status.success() {
+            bail!("`{}` failed ({}) in netns {}: {}", cmd::describe(&c), out.status, self.ns_name, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Puts every (key, value) in one transaction per `chunk` pairs (etcd's
+    /// default --max-txn-ops is 128). Keys must not contain whitespace,
+    /// values no newlines.
+    pub fn put_many(&self, kvs: &[(String, String)], chunk: usize) -> Result<()> {
+        for part in kvs.chunks(chunk.max(1)) {
+            // etcdctl txn on stdin: compares, blank line, success ops, blank line, failure ops.
+            let mut input = String::from("\n");
+            for (k, v) in part {
+                if v.contains('\n') || k.contains(char::is_whitespace) {
+                    bail!("put_many: cannot quote {k:?} = {v:?} for etcdctl txn");
+                }
+                // A Go double-quoted string (etcdctl 3.4 mangles '...' values:
+                // it keeps only their first character).
+                let q = v.replace('\\', "\\\\").replace('"', "\\\"");
+                input += &format!("put {k} \"{q}\"\n");
+            }
+            input += "\n\n";
+            let out = self.ctl_stdin(&["txn"], &input)?;
+            if !out.starts_with("SUCCESS") {
+                bail!("etcdctl txn did not succeed: {out}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The store's current revision (from a `get` response header).
+    pub fn revision(&self) -> Result<i64> {
+        let out = self.ctl(&["get", "-w", "json", "/"])?;
+        let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("parsing etcdctl json {out:?}"))?;
+        v.pointer("/header/revision").and_then(|r| r.as_i64()).with_context(|| format!("no header.revision in {out}"))
+    }
+
+    /// `etcdctl compact <rev>`.
+    pub fn compact(&self, rev: i64) -> Result<()> {
+        self.ctl(&["compact", &rev.to_string()]).map(|_| ())
+    }
+
+    /// The etcd lease id a key is attached to (None: no key, or no lease).
+    pub fn lease_of(&self, key: &str) -> Result<Option<i64>> {
+        let out = self.ctl(&["get", "-w", "json", key])?;
+        let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("parsing etcdctl json {out:?}"))?;
+        Ok(v.pointer("/kvs/0/lease").and_then(|l| l.as_i64()).filter(|l| *l != 0))
+    }
+
+    /// Deletes the keys in [`from`, `to`) in one request; returns how many.
+    pub fn del_range(&self, from: &str, to: &str) -> Result<u32> {
+        let out = self.ctl(&["del", from, to])?;
+        out.trim().parse().with_context(|| format!("etcdctl del printed {out:?}"))
     }
 
     pub fn put(&self, key: &str, value: &str) -> Result<()> {

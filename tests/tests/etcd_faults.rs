@@ -251,21 +251,7 @@ fn restart_after_compaction_relists() -> Result<()> {
     c.start_weftd(2)?;
     c.wait_node_ready(2)?;
     let start = Instant::now();
-    let own: Vec<Ipv4Addr> = [1, 2].iter().map(|n| c.node_env(*n).map(|e| e.subnet)).collect::<Result<_>>()?;
-    for (i, n) in [1u32, 2].into_iter().enumerate() {
-        let w = c.weft_node(n)?;
-        let want: BTreeSet<String> = [own[1 - i], y].iter().map(|s| format!("{s}/24")).collect();
-        cmd::poll(&format!("{} to hold exactly the current leases", w.ns.name()), Duration::from_secs(15), Duration::from_millis(200), || {
-            let routes = route_set(w)?;
-            let dump = vteps(w)?;
-            let vt_ok = vtep_count(&dump) == want.len() && want.iter().all(|s| bpf::vteps_contains(&dump, s.trim_end_matches("/24").parse().unwrap()));
-            if routes == want && vt_ok {
-                Ok(Some(()))
-            } else {
-                Err(format!("want {want:?}; routes on weft.1 {routes:?}; weft_vteps {dump}"))
-            }
-        })?;
-    }
+    wait_exact_peers(&c, y, Duration::from_secs(15))?;
     eprintln!("after the restart both nodes hold exactly {{peer, {y}/24}} ({:?} after node 2 was ready)", start.elapsed());
     c.pass();
     Ok(())
@@ -334,21 +320,7 @@ fn watch_behind_compaction_relists() -> Result<()> {
         ensure!(r && v, "node 2 dropped X while cut off from etcd: {detail}");
     }
     let start = Instant::now();
-    let own: Vec<Ipv4Addr> = [1, 2].iter().map(|n| c.node_env(*n).map(|e| e.subnet)).collect::<Result<_>>()?;
-    for (i, n) in [1u32, 2].into_iter().enumerate() {
-        let w = c.weft_node(n)?;
-        let want: BTreeSet<String> = [own[1 - i], y].iter().map(|s| format!("{s}/24")).collect();
-        cmd::poll(&format!("{} to hold exactly the current leases", w.ns.name()), Duration::from_secs(20), Duration::from_millis(200), || {
-            let routes = route_set(w)?;
-            let dump = vteps(w)?;
-            let vt_ok = vtep_count(&dump) == want.len() && want.iter().all(|s| bpf::vteps_contains(&dump, s.trim_end_matches("/24").parse().unwrap()));
-            if routes == want && vt_ok {
-                Ok(Some(()))
-            } else {
-                Err(format!("want {want:?}; routes on weft.1 {routes:?}; weft_vteps {dump}\nweftd log:\n{}", w.log_tail(8)))
-            }
-        })?;
-    }
+    wait_exact_peers(&c, y, Duration::from_secs(20))?;
     let relists = log_count(w2, "fell behind etcd's compaction");
     ensure!(relists >= 1, "node 2 converged but never took the compaction path; log:\n{}", w2.log_tail(20));
     eprintln!("node 2 relisted after compaction ({relists}x) and holds exactly {{peer, {y}/24}} {:?} after the partition ended", start.elapsed());
@@ -474,5 +446,26 @@ fn thousand_leases_at_once() -> Result<()> {
     let mut c = c;
     ensure!(c.weft_node_mut(1)?.exit_status().is_none(), "weftd exited");
     c.pass();
+    Ok(())
+}
+
+/// Waits until nodes 1 and 2 each hold exactly {the other node's subnet,
+/// `extra`}: the same set of routes on weft.1 and of weft_vteps entries.
+fn wait_exact_peers(c: &Cluster, extra: Ipv4Addr, timeout: Duration) -> Result<()> {
+    let own: Vec<Ipv4Addr> = [1, 2].iter().map(|n| c.node_env(*n).map(|e| e.subnet)).collect::<Result<_>>()?;
+    for (i, n) in [1u32, 2].into_iter().enumerate() {
+        let w = c.weft_node(n)?;
+        let want: BTreeSet<String> = [own[1 - i], extra].iter().map(|s| format!("{s}/24")).collect();
+        cmd::poll(&format!("{} to hold exactly the current leases", w.ns.name()), timeout, Duration::from_millis(200), || {
+            let routes = route_set(w)?;
+            let dump = vteps(w)?;
+            let vt_ok = vtep_count(&dump) == want.len() && want.iter().all(|s| bpf::vteps_contains(&dump, s.trim_end_matches("/24").parse().unwrap()));
+            if routes == want && vt_ok {
+                Ok(Some(()))
+            } else {
+                Err(format!("want {want:?}; routes on weft.1 {routes:?}; weft_vteps {dump}\nweftd log:\n{}", w.log_tail(8)))
+            }
+        })?;
+    }
     Ok(())
 }

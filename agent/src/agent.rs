@@ -19,7 +19,8 @@ use crate::{
     netconfig::{Backend, NetConfig},
     netlink::{self, Netlink},
     reconcile,
-    store::{self, EtcdStore, LeaseEvent},
+    local_store::{self, LocalStore},
+    store::{self, EtcdStore, LeaseEvent, Store},
     subnet::Ipv4Net,
     subnet_env::{self, SubnetEnv},
 };
@@ -38,19 +39,28 @@ pub async fn run(args: Args) -> Result<()> {
     if args.healthz_port != 0 {
         health::spawn(SocketAddr::new(args.healthz_ip, args.healthz_port), health.clone()).await?;
     }
-    health.stage("connecting to etcd");
-    let auth = store::EtcdAuth {
-        cafile: args.etcd_cafile.clone(),
-        certfile: args.etcd_certfile.clone(),
-        keyfile: args.etcd_keyfile.clone(),
-        username: args.etcd_username.clone(),
-        password: args.etcd_password.clone(),
+    let (store, cfg_json, cfg_source) = if args.etcd_endpoints.is_empty() {
+        let local = LocalStore::open(&args.store_dir)?;
+        log::info!("no --etcd-endpoints: using the embedded lease store in {}", args.store_dir.display());
+        health.stage(format!("waiting for the network config file {}", args.net_config_path.display()));
+        let cfg = local_store::wait_for_config_file(&args.net_config_path).await?;
+        (Store::Local(local), cfg, args.net_config_path.display().to_string())
+    } else {
+        let auth = store::EtcdAuth {
+            cafile: args.etcd_cafile.clone(),
+            certfile: args.etcd_certfile.clone(),
+            keyfile: args.etcd_keyfile.clone(),
+            username: args.etcd_username.clone(),
+            password: args.etcd_password.clone(),
+        };
+        health.stage("connecting to etcd");
+        let etcd = EtcdStore::connect(&args.etcd_endpoints, &args.etcd_prefix, &auth).await?;
+        health.stage(format!("waiting for the network config {}/config", args.etcd_prefix));
+        let cfg = store::wait_for_config(&etcd).await?;
+        (Store::Etcd(etcd), cfg, format!("{}/config", args.etcd_prefix))
     };
-    let store = EtcdStore::connect(&args.etcd_endpoints, &args.etcd_prefix, &auth).await?;
-    health.stage(format!("waiting for the network config {}/config", args.etcd_prefix));
-    let cfg_json = store::wait_for_config(&store).await?;
     health.stage("setting up the node");
-    let cfg = NetConfig::parse(&cfg_json).with_context(|| format!("{}/config", args.etcd_prefix))?;
+    let cfg = NetConfig::parse(&cfg_json).with_context(|| cfg_source.clone())?;
     let (vni, port) = match cfg.backend {
         Backend::Vxlan { vni, port } => (vni, port),
         ref b => bail!("backend {:?} is not implemented in weft yet; only vxlan is", b.type_name()),
@@ -114,7 +124,7 @@ pub async fn run(args: Args) -> Result<()> {
 }
 
 struct Node {
-    store: EtcdStore,
+    store: Store,
     nl: Netlink,
     dp: Datapath,
     cfg: NetConfig,

@@ -7,7 +7,8 @@ use clap::Parser;
 /// flanneld's flags that weftd shares, by their environment suffix. flanneld
 /// reads `FLANNELD_<FLAG>`; weftd reads `WEFTD_<FLAG>` and falls back to the
 /// flanneld name, so a flanneld DaemonSet's environment keeps working.
-pub const FLANNELD_ENV: [&str; 15] = [
+pub const FLANNELD_ENV: [&str; 16] = [
+    "NET_CONFIG_PATH",
     "ETCD_ENDPOINTS", "ETCD_PREFIX", "ETCD_CAFILE", "ETCD_CERTFILE", "ETCD_KEYFILE", "ETCD_USERNAME", "ETCD_PASSWORD", "IFACE", "IFACE_REGEX", "IFACE_CAN_REACH", "PUBLIC_IP",
     "SUBNET_FILE", "SUBNET_LEASE_RENEW_MARGIN", "HEALTHZ_IP", "HEALTHZ_PORT",
 ];
@@ -27,10 +28,18 @@ pub fn flanneld_env_fallbacks(get: impl Fn(&str) -> Option<String>) -> Vec<(Stri
 #[derive(Parser, Debug, Clone)]
 #[command(name = "weftd", version, about = "weft: flannel-compatible overlay network with an eBPF datapath")]
 pub struct Args {
-    /// etcd endpoints, comma separated.
-    #[arg(long, env = "WEFTD_ETCD_ENDPOINTS", value_delimiter = ',',
-          default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379", help_heading = "Lease store")]
+    /// etcd endpoints, comma separated. Without any, weftd uses its embedded
+    /// store (--store-dir) and reads the network config from --net-config-path.
+    #[arg(long, env = "WEFTD_ETCD_ENDPOINTS", value_delimiter = ',', help_heading = "Lease store")]
     pub etcd_endpoints: Vec<String>,
+
+    /// Embedded store directory, shared by every weftd on this machine.
+    #[arg(long, env = "WEFTD_STORE_DIR", default_value = "/var/lib/weft/store", help_heading = "Lease store")]
+    pub store_dir: PathBuf,
+
+    /// flannel's net-conf.json, the network config when the embedded store is used.
+    #[arg(long, env = "WEFTD_NET_CONFIG_PATH", default_value = "/etc/kube-flannel/net-conf.json", help_heading = "Lease store")]
+    pub net_config_path: PathBuf,
 
     /// etcd key prefix holding the network config and the subnet leases.
     #[arg(long, env = "WEFTD_ETCD_PREFIX", default_value = "/coreos.com/network", help_heading = "Lease store")]
@@ -143,7 +152,7 @@ mod tests {
         assert_eq!(a.iface, ["eth0", "10.0.0.1"]);
         assert_eq!(a.iface_regex, ["^ens"]);
         assert_eq!(a.healthz_port, 10256);
-        assert_eq!(a.etcd_endpoints, ["http://127.0.0.1:4001", "http://127.0.0.1:2379"]);
+        assert!(a.etcd_endpoints.is_empty(), "no endpoint given: the embedded store");
         let e = Args::try_parse_from(["weftd", "--subnet-lease-renew-margin", "1440"]).unwrap_err().to_string();
         assert!(e.contains("subnet-lease-renew-margin"), "{e}");
         let e = Args::try_parse_from(["weftd", "--public-ip", "10.0.0.300"]).unwrap_err().to_string();

@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod health;
 pub mod iface;
 pub mod lease;
+pub mod local_store;
 pub mod netconfig;
 pub mod netlink;
 pub mod reconcile;

@@ -241,6 +241,47 @@ enum WatchEnd {
     Compacted(i64),
 }
 
+/// The lease store weftd runs on: etcd for clusters, the embedded store for
+/// one machine. Same operations, same semantics.
+#[derive(Clone)]
+pub enum Store {
+    Etcd(EtcdStore),
+    Local(crate::local_store::LocalStore),
+}
+
+impl Store {
+    pub async fn list(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
+        match self {
+            Store::Etcd(s) => s.list().await,
+            Store::Local(s) => s.list().await,
+        }
+    }
+    pub async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+        match self {
+            Store::Etcd(s) => s.create(subnet, attrs, ttl).await,
+            Store::Local(s) => s.create(subnet, attrs, ttl).await,
+        }
+    }
+    pub async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
+        match self {
+            Store::Etcd(s) => s.renew(subnet, attrs, ttl).await,
+            Store::Local(s) => s.renew(subnet, attrs, ttl).await,
+        }
+    }
+    pub async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
+        match self {
+            Store::Etcd(s) => s.delete(subnet).await,
+            Store::Local(s) => s.delete(subnet).await,
+        }
+    }
+    pub async fn watch_leases(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
+        match self {
+            Store::Etcd(s) => s.watch_leases(tx).await,
+            Store::Local(s) => s.watch_leases(tx).await,
+        }
+    }
+}
+
 /// Waits for `<prefix>/config` to exist, as flanneld does, logging while it waits.
 pub async fn wait_for_config(store: &EtcdStore) -> Result<String> {
     let mut logged = false;

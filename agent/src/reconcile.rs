@@ -1,7 +1,7 @@
 //! Desired state (the leases) -> actual state (VTEP map entries and routes on
 //! the overlay device). One function, idempotent: it reads what exists, adds
 //! what is missing, removes what is stale, and can run any number of times.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::Result;
 use weft_common::VtepEntry;
@@ -81,8 +81,9 @@ pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
         }
     }
     let routes = nl.routes_via(overlay_index).await?;
+    let have_routes: HashSet<(Ipv4Net, Option<std::net::Ipv4Addr>)> = routes.iter().copied().collect();
     for net in want.keys() {
-        if !routes.iter().any(|(n, gw)| n == net && *gw == Some(net.network_addr())) {
+        if !have_routes.contains(&(*net, Some(net.network_addr()))) {
             if let Err(err) = nl.replace_route(net, overlay_index).await {
                 log::error!("{err:#}");
                 ch.errors += 1;

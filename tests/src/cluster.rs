@@ -1,7 +1,8 @@
-//! A test cluster: a switch namespace (bridge br0, etcd), node namespaces
-//! attached to it by veth, weftd or a flannel-programmed kernel on each node,
-//! and pods. Everything is torn down on drop; if the cluster was not marked
-//! [`Cluster::pass`]ed, weftd's log tails are printed first.
+//! A test cluster: a switch namespace (bridge br0, etcd unless the cluster
+//! runs on weftd's embedded store), node namespaces attached to it by veth,
+//! weftd or a flannel-programmed kernel on each node, and pods. Everything is
+//! torn down on drop; if the cluster was not marked [`Cluster::pass`]ed,
+//! weftd's log tails are printed first.
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +14,7 @@ use crate::{
     netns::Netns,
     pod::{Pod, Wiring},
     state::LabState,
+    store::{EmbeddedStore, LeaseStore},
     subnet_env::{parse_lease_name, SubnetEnv},
     tempdir::TempDir,
     weft_node::WeftNode,
@@ -31,6 +33,7 @@ pub struct ClusterBuilder {
     config: Option<String>,
     weftd_args: Vec<String>,
     start: bool,
+    embedded: bool,
 }
 
 impl ClusterBuilder {
@@ -56,13 +59,25 @@ impl ClusterBuilder {
         self.weftd_args = args.iter().map(|s| s.to_string()).collect();
         self
     }
+    /// Run on weftd's embedded lease store (`<temp dir>/store`, config in
+    /// `<temp dir>/net-conf.json`) instead of etcd; no etcd is started.
+    pub fn embedded_store(mut self) -> Self {
+        self.embedded = true;
+        self
+    }
+    /// [`ClusterBuilder::embedded_store`] when `yes`.
+    pub fn embedded_store_if(mut self, yes: bool) -> Self {
+        self.embedded = yes;
+        self
+    }
     /// Do not start weftd on the nodes (start them with [`Cluster::start_weftd`]).
     pub fn no_start(mut self) -> Self {
         self.start = false;
         self
     }
 
-    /// Creates the switch, etcd, the network config and the weft nodes; starts
+    /// Creates the switch, the lease store (etcd or the embedded store's
+    /// directory), the network config and the weft nodes; starts
     /// weftd on each and waits until each holds a lease and wrote subnet.env.
     pub fn build(self) -> Result<Cluster> {
         bpf::ensure_bpffs()?;
@@ -72,18 +87,22 @@ impl ClusterBuilder {
         sw.ip(&["link", "add", "br0", "type", "bridge"])?;
         sw.ip(&["addr", "add", &format!("{SWITCH_IP}/{UNDERLAY_LEN}"), "dev", "br0"])?;
         sw.ip(&["link", "set", "br0", "up"])?;
-        let etcd = EtcdServer::start(&sw, SWITCH_IP, tmp.path())?;
+        let store = if self.embedded {
+            LeaseStore::Embedded(EmbeddedStore::new(&tmp.path().join("store"), &tmp.path().join("net-conf.json"))?)
+        } else {
+            LeaseStore::Etcd { server: EtcdServer::start(&sw, SWITCH_IP, tmp.path())?, prefix: self.etcd_prefix.clone() }
+        };
         let config = self
             .config
             .clone()
             .unwrap_or_else(|| format!(r#"{{"Network":"{}","Backend":{{"Type":"vxlan"}}}}"#, self.network));
-        etcd.put(&format!("{}/config", self.etcd_prefix), &config)?;
+        store.write_config(&config)?;
         let network: Ipv4Addr = self.network.split('/').next().unwrap_or_default().parse().with_context(|| format!("network {}", self.network))?;
         let mut c = Cluster {
             pods: Vec::new(),
             weft: Vec::new(),
             flannel: Vec::new(),
-            etcd,
+            store,
             sw,
             tmp,
             prefix,
@@ -111,11 +130,12 @@ impl ClusterBuilder {
 
 pub struct Cluster {
     // Drop order = field order: pods, nodes (weftd killed, pins removed,
-    // namespaces deleted), etcd, switch, temp dir.
+    // namespaces deleted), etcd (if any), switch, temp dir (with the
+    // embedded store's directory).
     pub pods: Vec<Pod>,
     pub weft: Vec<WeftNode>,
     pub flannel: Vec<FlannelNode>,
-    pub etcd: EtcdServer,
+    pub store: LeaseStore,
     pub sw: Netns,
     tmp: TempDir,
     pub prefix: String,
@@ -135,11 +155,24 @@ impl Cluster {
             config: None,
             weftd_args: Vec::new(),
             start: true,
+            embedded: false,
         }
     }
 
     pub fn dir(&self) -> &std::path::Path {
         self.tmp.path()
+    }
+
+    /// The cluster's etcd (an error on the embedded store).
+    pub fn etcd(&self) -> Result<&EtcdServer> {
+        self.store.etcd()
+    }
+    pub fn etcd_mut(&mut self) -> Result<&mut EtcdServer> {
+        self.store.etcd_mut()
+    }
+    /// The embedded store (an error on etcd).
+    pub fn embedded(&self) -> Result<&EmbeddedStore> {
+        self.store.embedded()
     }
 
     fn next_node_number(&self) -> u32 {
@@ -176,15 +209,15 @@ impl Cluster {
     pub fn add_flannel_node(&mut self) -> Result<NodeRef> {
         let n = self.next_node_number();
         let (ns, ip) = self.add_node_ns(n)?;
-        let node = FlannelNode::new(n, ip, ns, &self.etcd, &self.etcd_prefix, self.network)?;
+        let node = FlannelNode::new(n, ip, ns, &self.store, self.network)?;
         self.flannel.push(node);
         Ok(n)
     }
 
-    /// Reprograms every flannel node from the leases now in etcd.
+    /// Reprograms every flannel node from the leases now in the store.
     pub fn program_flannel_nodes(&self) -> Result<()> {
         for f in &self.flannel {
-            f.reprogram(&self.etcd, &self.etcd_prefix).with_context(|| format!("programming flannel node {}", f.ns.name()))?;
+            f.reprogram(&self.store).with_context(|| format!("programming flannel node {}", f.ns.name()))?;
         }
         Ok(())
     }
@@ -229,27 +262,25 @@ impl Cluster {
     }
 
     pub fn start_weftd(&mut self, n: NodeRef) -> Result<()> {
-        let endpoint = self.etcd.endpoint().to_string();
-        let (prefix, args) = (self.etcd_prefix.clone(), self.weftd_args.clone());
-        self.weft_node_mut(n)?.start(&endpoint, &prefix, &args)
+        let args: Vec<String> = self.store.weftd_args().into_iter().chain(self.weftd_args.iter().cloned()).collect();
+        self.weft_node_mut(n)?.start(&args)
     }
 
     /// Waits (20 s) until node `n`'s weftd wrote subnet.env and its lease
-    /// (with our PublicIP) is in etcd.
+    /// (with our PublicIP) is in the store.
     pub fn wait_node_ready(&mut self, n: NodeRef) -> Result<SubnetEnv> {
-        let key_prefix = format!("{}/subnets/", self.etcd_prefix);
-        let (etcd, weft) = (&self.etcd, &mut self.weft);
+        let (store, weft) = (&self.store, &mut self.weft);
         let node = weft.iter_mut().find(|w| w.n == n).with_context(|| format!("node {n} is not a weft node"))?;
         let r = cmd::poll(&format!("weftd on {} to hold a lease", node.ns.name()), Duration::from_secs(20), Duration::from_millis(200), || {
             if let Some(why) = node.exit_status() {
                 return Err(why);
             }
             let env = node.subnet_env().map_err(|e| format!("{e:#}"))?;
-            let key = format!("{key_prefix}{}", env.lease_name());
-            match etcd.get(&key) {
+            let key = store.key(&env.lease_name());
+            match store.get(&env.lease_name()) {
                 Ok(Some(v)) if v.contains(&format!("\"{}\"", node.ip)) => Ok(Some(env)),
                 Ok(Some(v)) => Err(format!("lease {key} does not carry PublicIP {}: {v}", node.ip)),
-                Ok(None) => Err(format!("subnet.env says {} but etcd has no key {key}", env.cidr())),
+                Ok(None) => Err(format!("subnet.env says {} but the store has no lease {key}", env.cidr())),
                 Err(e) => Err(format!("{e:#}")),
             }
         });
@@ -290,24 +321,35 @@ impl Cluster {
         Ok(self.pods.len() - 1)
     }
 
-    /// Leases currently in etcd: (key, value).
+    /// Leases currently in the store: (store key, value); the store key is
+    /// the full etcd key, or the lease name on the embedded store.
     pub fn leases(&self) -> Result<Vec<(String, String)>> {
-        self.etcd.get_prefix(&format!("{}/subnets/", self.etcd_prefix))
+        Ok(self.store.list()?.into_iter().map(|(k, v)| (self.store.key(&k), v)).collect())
     }
 
-    /// The lease key of node `n`.
+    /// The lease key of node `n` in the store (see [`Cluster::leases`]).
     pub fn lease_key(&self, n: NodeRef) -> Result<String> {
-        Ok(format!("{}/subnets/{}", self.etcd_prefix, self.node_env(n)?.lease_name()))
+        Ok(self.store.key(&self.node_env(n)?.lease_name()))
     }
 
-    /// Subnets of all leases in etcd.
+    /// Node `n`'s lease value, if the store holds it.
+    pub fn lease(&self, n: NodeRef) -> Result<Option<String>> {
+        self.store.get(&self.node_env(n)?.lease_name())
+    }
+
+    /// Deletes node `n`'s lease as an operator would; true if it existed.
+    pub fn delete_lease(&self, n: NodeRef) -> Result<bool> {
+        self.store.delete(&self.node_env(n)?.lease_name())
+    }
+
+    /// Subnets of all leases in the store.
     pub fn leased_subnets(&self) -> Result<Vec<Ipv4Addr>> {
         Ok(self.leases()?.iter().filter_map(|(k, _)| parse_lease_name(k)).map(|(s, _)| s).collect())
     }
 
     /// A failure report: per weft node its log path, last 40 lines, routes.
     pub fn report(&self) -> String {
-        let mut s = format!("=== weft cluster {} (temp dir {}, etcd log {})\n", self.prefix, self.tmp.path().display(), self.etcd.log.display());
+        let mut s = format!("=== weft cluster {} (temp dir {}, {})\n", self.prefix, self.tmp.path().display(), self.store.describe());
         for w in &self.weft {
             s += &format!("--- {} weftd log {} (last 40 lines):\n{}\n", w.ns.name(), w.log.display(), w.log_tail(40));
             s += &format!("--- {} `ip -4 route`:\n{}\n", w.ns.name(), w.ns.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
@@ -316,6 +358,11 @@ impl Cluster {
             s += &format!("--- flannel node {} `ip -4 route`:\n{}\n", f.ns.name(), f.ns.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
         }
         s += &format!("--- leases:\n{:#?}\n", self.leases().unwrap_or_default());
+        if let LeaseStore::Embedded(e) = &self.store {
+            let raw = e.raw();
+            let cut = raw.char_indices().nth(8000).map(|(i, _)| i).unwrap_or(raw.len());
+            s += &format!("--- {} ({} bytes):\n{}{}\n", e.db_path().display(), raw.len(), &raw[..cut], if cut < raw.len() { " ..." } else { "" });
+        }
         s
     }
 
@@ -338,7 +385,7 @@ impl Cluster {
                 .weft
                 .iter()
                 .filter_map(|w| w.pid().map(|p| (p, "weftd".to_string())))
-                .chain(self.etcd.pid().map(|p| (p, "etcd".to_string())))
+                .chain(self.store.pid().map(|p| (p, "etcd".to_string())))
                 .collect(),
             pin_dirs: self.weft.iter().map(|w| w.pin_dir.clone()).collect(),
         };
@@ -353,7 +400,7 @@ impl Cluster {
         for f in &mut self.flannel {
             f.ns.disarm();
         }
-        self.etcd.disarm();
+        self.store.disarm();
         self.sw.disarm();
         self.tmp.disarm();
         state

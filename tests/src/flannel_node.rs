@@ -1,18 +1,20 @@
 //! A node programmed the way flanneld's vxlan backend programs the kernel
 //! (flannel.1, permanent neighbour + FDB entries, onlink routes), with its
-//! lease written to etcd exactly as flanneld writes it. No daemon runs: call
+//! lease written to the cluster's store (etcd, or weftd's embedded store)
+//! exactly as flanneld writes it. No daemon runs: call
 //! [`FlannelNode::reprogram`] after new leases appear.
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{etcd::EtcdServer, netns::Netns, subnet_env::{parse_lease_name, SubnetEnv}};
+use crate::{netns::Netns, store::LeaseStore, subnet_env::{parse_lease_name, SubnetEnv}};
 
 pub struct FlannelNode {
     pub n: u32,
     pub ip: Ipv4Addr,
     pub env: SubnetEnv,
     pub mac: String,
+    /// The lease's key in the store (full etcd key, or the name on the embedded store).
     pub lease_key: String,
     pub ns: Netns,
 }
@@ -30,9 +32,9 @@ pub fn random_mac() -> String {
 
 impl FlannelNode {
     /// Creates flannel.1 in `ns` (eth0 must carry `ip` already), picks a free
-    /// /24 in `network` from `.200` upward, and writes its lease (etcd lease TTL 3600 s).
-    pub fn new(n: u32, ip: Ipv4Addr, ns: Netns, etcd: &EtcdServer, etcd_prefix: &str, network: Ipv4Addr) -> Result<FlannelNode> {
-        let leases = etcd.get_prefix(&format!("{etcd_prefix}/subnets/"))?;
+    /// /24 in `network` from `.200` upward, and writes its lease (TTL 3600 s).
+    pub fn new(n: u32, ip: Ipv4Addr, ns: Netns, store: &LeaseStore, network: Ipv4Addr) -> Result<FlannelNode> {
+        let leases = store.list()?;
         let taken: Vec<Ipv4Addr> = leases.iter().filter_map(|(k, _)| parse_lease_name(k)).map(|(s, _)| s).collect();
         let o = network.octets();
         let subnet = (200u8..=254)
@@ -46,18 +48,18 @@ impl FlannelNode {
         ns.ip(&["link", "set", "flannel.1", "address", &mac, "mtu", "1450"])?;
         ns.ip(&["addr", "add", &format!("{subnet}/32"), "dev", "flannel.1"])?;
         ns.ip(&["link", "set", "flannel.1", "up"])?;
-        let lease_key = format!("{etcd_prefix}/subnets/{}", env.lease_name());
+        let lease_key = store.key(&env.lease_name());
         let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#);
-        let lease = etcd.grant(3600)?;
-        etcd.put_with_lease(&lease_key, &value, &lease)?;
+        store.put(&env.lease_name(), &value)?;
         Ok(FlannelNode { n, ip, env, mac, lease_key, ns })
     }
 
-    /// For every other vxlan lease in etcd: neighbour, FDB entry and route, as
-    /// flanneld's vxlan_network.go does. Returns the subnets programmed.
-    pub fn reprogram(&self, etcd: &EtcdServer, etcd_prefix: &str) -> Result<Vec<String>> {
+    /// For every other vxlan lease in the store: neighbour, FDB entry and
+    /// route, as flanneld's vxlan_network.go does. Returns the subnets programmed.
+    pub fn reprogram(&self, store: &LeaseStore) -> Result<Vec<String>> {
         let mut done = Vec::new();
-        for (k, v) in etcd.get_prefix(&format!("{etcd_prefix}/subnets/"))? {
+        for (name, v) in store.list()? {
+            let k = store.key(&name);
             if k == self.lease_key {
                 continue;
             }

@@ -3,9 +3,10 @@
 //!
 //! Safety rules this crate keeps: nothing is ever changed in the root network
 //! namespace (every `ip` command runs with `-n <ns>` or inside `ip netns exec`),
-//! every namespace, process, temp dir and bpffs pin directory it creates is
-//! owned by an RAII guard that removes it on drop (also while panicking), and
-//! every traffic generator is bounded in packets and time.
+//! every namespace, process, temp dir (with the embedded lease store in it)
+//! and bpffs pin directory it creates is owned by an RAII guard that removes
+//! it on drop (also while panicking), and every traffic generator is bounded
+//! in packets and time.
 
 pub mod bpf;
 pub mod cluster;
@@ -15,6 +16,7 @@ pub mod flannel_node;
 pub mod netns;
 pub mod pod;
 pub mod state;
+pub mod store;
 pub mod subnet_env;
 pub mod tempdir;
 pub mod traffic;

@@ -42,8 +42,9 @@ impl WeftNode {
     }
 
     /// Starts weftd in the node's namespace via nsenter (keeps /sys/fs/bpf
-    /// visible), stdout+stderr appended to `self.log`.
-    pub fn start(&mut self, etcd_endpoint: &str, etcd_prefix: &str, extra: &[String]) -> Result<()> {
+    /// visible), stdout+stderr appended to `self.log`. `args` carry the lease
+    /// store's flags ([`crate::store::LeaseStore::weftd_args`]) and any others.
+    pub fn start(&mut self, args: &[String]) -> Result<()> {
         if self.running() {
             return Ok(());
         }
@@ -51,12 +52,12 @@ impl WeftNode {
         let bin = cmd::weftd_bin()?;
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).with_context(|| format!("opening {}", self.log.display()))?;
         let mut c = self.ns.nsenter(&bin);
-        c.args(["--etcd-endpoints", etcd_endpoint, "--etcd-prefix", etcd_prefix, "--iface", "eth0"])
+        c.args(["--iface", "eth0"])
             .arg("--subnet-file")
             .arg(&self.subnet_file)
             .arg("--bpf-pin-dir")
             .arg(&self.pin_dir)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", std::env::var("WEFT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)

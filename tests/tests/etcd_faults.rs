@@ -115,7 +115,7 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 2).context("before the outage")?;
     let keys = [c.lease_key(1)?, c.lease_key(2)?];
-    let lease_ids_before = [c.etcd.lease_of(&keys[0])?, c.etcd.lease_of(&keys[1])?];
+    let lease_ids_before = [c.etcd()?.lease_of(&keys[0])?, c.etcd()?.lease_of(&keys[1])?];
     ensure!(lease_ids_before.iter().all(|l| l.is_some()), "leases without an etcd lease before the outage: {keys:?} {lease_ids_before:?}");
     let mut before = Vec::new();
     for w in &c.weft {
@@ -134,7 +134,7 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
         Ok(())
     };
 
-    c.etcd.kill();
+    c.etcd_mut()?.kill();
     let outage = Instant::now();
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("right after etcd died")?;
     traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip, 3).context("right after etcd died (reverse)")?;
@@ -150,33 +150,34 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
         eprintln!("{}: during the outage weftd logged {} broken-watch and {} failed-renewal lines", w.ns.name(), log_count(w, "lease watch broken"), log_count(w, "renewing lease"));
     }
 
-    c.etcd.restart().context("restarting etcd with the same data dir")?;
+    c.etcd_mut()?.restart().context("restarting etcd with the same data dir")?;
     let back = Instant::now();
     eprintln!("etcd down for {:?}", outage.elapsed());
     for (i, key) in keys.iter().enumerate() {
         let ip = c.weft[i].ip;
-        let v = c.etcd.get(key)?;
+        let v = c.etcd()?.get(key)?;
         ensure!(v.as_deref().is_some_and(|v| v.contains(&format!("\"{ip}\""))), "after the outage lease {key} is gone or changed: {v:?}");
     }
     // A lease written after the restart must reach both weftd: their watches
     // resumed by themselves.
     let extra = free_subnet(&c, &[])?;
-    c.etcd.put(&lease_key(&c, extra), &lease_value("192.168.77.250".parse()?, &random_mac()))?;
+    c.etcd()?.put(&lease_key(&c, extra), &lease_value("192.168.77.250".parse()?, &random_mac()))?;
     let took = wait_peer(&c, &[1, 2], extra, true, Duration::from_secs(15)).context("a lease written after etcd came back")?;
     eprintln!("lease written after etcd's restart programmed on both nodes {took:?} after the put ({:?} after the restart)", back.elapsed());
     // Renewal recovers too: each key ends up under a new etcd lease (weftd
     // renews every 30 s with TTL 60, and retries a failed renewal after 6 s).
+    let etcd = c.etcd()?;
     for (i, key) in keys.iter().enumerate() {
         let old = lease_ids_before[i];
         let id = cmd::poll(&format!("{key} to be renewed after the outage"), Duration::from_secs(20).saturating_sub(back.elapsed()), Duration::from_millis(250), || {
-            match c.etcd.lease_of(key) {
+            match etcd.lease_of(key) {
                 Ok(Some(id)) if Some(id) != old => Ok(Some(id)),
                 Ok(id) => Err(format!("still under etcd lease {id:?} (before the outage: {old:?})")),
                 Err(e) => Err(format!("{e:#}")),
             }
         })
         .with_context(|| format!("weftd log:\n{}", c.weft[i].log_tail(20)))?;
-        let ttl = c.etcd.ctl(&["lease", "timetolive", &format!("{id:x}")])?;
+        let ttl = c.etcd()?.ctl(&["lease", "timetolive", &format!("{id:x}")])?;
         eprintln!("{key} renewed after the outage: {ttl}", ttl = ttl.trim());
     }
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 2).context("after the outage")?;
@@ -198,22 +199,22 @@ fn watch_survives_compaction() -> Result<()> {
     let c = Cluster::builder().weft_nodes(2).build()?;
     c.wait_converged()?;
     for i in 0..50 {
-        c.etcd.put("/unrelated/x", &i.to_string())?;
+        c.etcd()?.put("/unrelated/x", &i.to_string())?;
     }
-    let rev = c.etcd.revision()?;
-    c.etcd.compact(rev)?;
+    let rev = c.etcd()?.revision()?;
+    c.etcd()?.compact(rev)?;
     let subnet = free_subnet(&c, &[])?;
     let key = lease_key(&c, subnet);
     let mac = random_mac();
-    c.etcd.put(&key, &lease_value("192.168.77.250".parse()?, &mac))?;
+    c.etcd()?.put(&key, &lease_value("192.168.77.250".parse()?, &mac))?;
     let took = wait_peer(&c, &[1, 2], subnet, true, Duration::from_secs(10)).context("a lease written after compaction")?;
     eprintln!("compacted at revision {rev}; lease {subnet}/24 programmed on both nodes in {took:?}");
     wait_vtep_value(&c, subnet, "192.168.77.250".parse()?, &mac)?;
     // An update (new PublicIP and VtepMAC, as after a peer's re-install) arrives too.
     let mac2 = "02:42:00:00:00:fa";
-    c.etcd.put(&key, &lease_value("192.168.77.249".parse()?, mac2))?;
+    c.etcd()?.put(&key, &lease_value("192.168.77.249".parse()?, mac2))?;
     wait_vtep_value(&c, subnet, "192.168.77.249".parse()?, mac2).context("a lease updated after compaction")?;
-    ensure!(c.etcd.del(&key)? == 1, "deleting {key}: etcd deleted nothing");
+    ensure!(c.etcd()?.del(&key)? == 1, "deleting {key}: etcd deleted nothing");
     let took = wait_peer(&c, &[1, 2], subnet, false, Duration::from_secs(10)).context("the lease deleted after compaction")?;
     eprintln!("... and forgotten {took:?} after its deletion");
     for w in &c.weft {
@@ -234,19 +235,19 @@ fn restart_after_compaction_relists() -> Result<()> {
     let x = free_subnet(&c, &[])?;
     let y = free_subnet(&c, &[x])?;
     let z = free_subnet(&c, &[x, y])?;
-    c.etcd.put(&lease_key(&c, x), &lease_value("192.168.77.251".parse()?, &random_mac()))?;
+    c.etcd()?.put(&lease_key(&c, x), &lease_value("192.168.77.251".parse()?, &random_mac()))?;
     wait_peer(&c, &[1, 2], x, true, Duration::from_secs(10)).context("lease X before the kill")?;
 
     c.weft_node_mut(2)?.kill();
-    ensure!(c.etcd.del(&lease_key(&c, x))? == 1, "deleting X");
-    c.etcd.put(&lease_key(&c, y), &lease_value("192.168.77.252".parse()?, &random_mac()))?;
-    c.etcd.put(&lease_key(&c, z), &lease_value("192.168.77.253".parse()?, &random_mac()))?;
-    ensure!(c.etcd.del(&lease_key(&c, z))? == 1, "deleting Z");
+    ensure!(c.etcd()?.del(&lease_key(&c, x))? == 1, "deleting X");
+    c.etcd()?.put(&lease_key(&c, y), &lease_value("192.168.77.252".parse()?, &random_mac()))?;
+    c.etcd()?.put(&lease_key(&c, z), &lease_value("192.168.77.253".parse()?, &random_mac()))?;
+    ensure!(c.etcd()?.del(&lease_key(&c, z))? == 1, "deleting Z");
     for i in 0..20 {
-        c.etcd.put("/unrelated/x", &i.to_string())?;
+        c.etcd()?.put("/unrelated/x", &i.to_string())?;
     }
-    let rev = c.etcd.revision()?;
-    c.etcd.compact(rev)?;
+    let rev = c.etcd()?.revision()?;
+    c.etcd()?.compact(rev)?;
 
     c.start_weftd(2)?;
     c.wait_node_ready(2)?;
@@ -297,7 +298,7 @@ fn watch_behind_compaction_relists() -> Result<()> {
     let x = free_subnet(&c, &[])?;
     let y = free_subnet(&c, &[x])?;
     let z = free_subnet(&c, &[x, y])?;
-    c.etcd.put(&lease_key(&c, x), &lease_value("192.168.77.251".parse()?, &random_mac()))?;
+    c.etcd()?.put(&lease_key(&c, x), &lease_value("192.168.77.251".parse()?, &random_mac()))?;
     wait_peer(&c, &[1, 2], x, true, Duration::from_secs(10)).context("lease X before the partition")?;
     let w2 = c.weft_node(2)?;
     let broken_before = log_count(w2, "lease watch broken");
@@ -306,15 +307,15 @@ fn watch_behind_compaction_relists() -> Result<()> {
         cmd::poll("node 2's weftd to notice its broken watch", Duration::from_secs(10), Duration::from_millis(100), || {
             if log_count(w2, "lease watch broken") > broken_before { Ok(Some(())) } else { Err(w2.log_tail(5)) }
         })?;
-        ensure!(c.etcd.del(&lease_key(&c, x))? == 1, "deleting X");
-        c.etcd.put(&lease_key(&c, y), &lease_value("192.168.77.252".parse()?, &random_mac()))?;
-        c.etcd.put(&lease_key(&c, z), &lease_value("192.168.77.253".parse()?, &random_mac()))?;
-        ensure!(c.etcd.del(&lease_key(&c, z))? == 1, "deleting Z");
+        ensure!(c.etcd()?.del(&lease_key(&c, x))? == 1, "deleting X");
+        c.etcd()?.put(&lease_key(&c, y), &lease_value("192.168.77.252".parse()?, &random_mac()))?;
+        c.etcd()?.put(&lease_key(&c, z), &lease_value("192.168.77.253".parse()?, &random_mac()))?;
+        ensure!(c.etcd()?.del(&lease_key(&c, z))? == 1, "deleting Z");
         for i in 0..10 {
-            c.etcd.put("/unrelated/x", &i.to_string())?;
+            c.etcd()?.put("/unrelated/x", &i.to_string())?;
         }
-        let rev = c.etcd.revision()?;
-        c.etcd.compact(rev)?;
+        let rev = c.etcd()?.revision()?;
+        c.etcd()?.compact(rev)?;
         // Node 2 still has the deleted X and lacks Y: it cannot know yet.
         let (r, v, detail) = peer_state(w2, x).map_err(anyhow::Error::msg)?;
         ensure!(r && v, "node 2 dropped X while cut off from etcd: {detail}");
@@ -400,10 +401,10 @@ fn thousand_leases_at_once() -> Result<()> {
     let want: BTreeSet<String> = subnets.iter().map(|s| format!("{s}/24")).collect();
 
     let start = Instant::now();
-    c.etcd.put_many(&kvs, 125)?;
+    c.etcd()?.put_many(&kvs, 125)?;
     let written = start.elapsed();
     for (k, v) in [&kvs[0], &kvs[N - 1]] {
-        let got = c.etcd.get(k)?;
+        let got = c.etcd()?.get(k)?;
         ensure!(got.as_deref() == Some(v.as_str()), "{k}: stored {got:?}, wrote {v}");
     }
     cmd::poll(&format!("{N} routes and VTEP entries"), Duration::from_secs(30), Duration::from_millis(250), || {
@@ -431,7 +432,7 @@ fn thousand_leases_at_once() -> Result<()> {
 
     let start = Instant::now();
     let p = format!("{}/subnets/", c.etcd_prefix);
-    let deleted = c.etcd.del_range(&format!("{p}10.4."), &format!("{p}10.8"))?;
+    let deleted = c.etcd()?.del_range(&format!("{p}10.4."), &format!("{p}10.8"))?;
     ensure!(deleted as usize == N, "deleting the range removed {deleted} keys, want {N}");
     cmd::poll(&format!("all {N} routes and VTEP entries to go"), Duration::from_secs(30), Duration::from_millis(250), || {
         let routes = route_set(w)?;

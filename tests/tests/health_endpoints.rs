@@ -19,8 +19,8 @@ fn health_endpoints() -> Result<()> {
     weft_tests::require_root()?;
     let mut c = Cluster::builder().weft_nodes(1).no_start().weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", PORT]).build()?;
     let config_key = format!("{}/config", c.etcd_prefix);
-    let config = c.etcd.get(&config_key)?.expect("the builder wrote the config");
-    c.etcd.del(&config_key)?;
+    let config = c.etcd()?.get(&config_key)?.expect("the builder wrote the config");
+    c.etcd()?.del(&config_key)?;
     c.start_weftd(1)?;
     let ns = c.node_ns(1)?;
     let waiting = cmd::poll("readyz to say it waits for the config", Duration::from_secs(10), Duration::from_millis(100), || {
@@ -29,7 +29,7 @@ fn health_endpoints() -> Result<()> {
     })?;
     ensure!(get(ns, "/healthz")?.starts_with("HTTP/1.1 200"), "healthz must be 200 while waiting");
     eprintln!("before the config: {}", waiting.lines().last().unwrap_or_default());
-    c.etcd.put(&config_key, &config)?;
+    c.etcd()?.put(&config_key, &config)?;
     c.wait_node_ready(1)?;
     let ns = c.node_ns(1)?;
     cmd::poll("readyz 200", Duration::from_secs(10), Duration::from_millis(100), || {

@@ -25,7 +25,7 @@ fn lease_deleted_removes_dataplane() -> Result<()> {
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 2)?;
 
     c.weft_node_mut(3)?.kill();
-    if c.etcd.del(&key)? != 1 {
+    if c.etcd()?.del(&key)? != 1 {
         bail!("deleting {key}: etcd deleted nothing");
     }
     let start = Instant::now();

@@ -15,8 +15,8 @@ fn own_lease_deleted_is_reclaimed() -> Result<()> {
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
     let key = c.lease_key(2)?;
-    ensure!(c.etcd.del(&key)? == 1, "deleting {key}: etcd deleted nothing");
-    let etcd = &c.etcd;
+    ensure!(c.etcd()?.del(&key)? == 1, "deleting {key}: etcd deleted nothing");
+    let etcd = c.etcd()?;
     let value = cmd::poll(&format!("weftd on node 2 to claim {key} again"), Duration::from_secs(10), Duration::from_millis(100), || {
         match etcd.get(&key) {
             Ok(Some(v)) => Ok(Some(v)),
@@ -42,7 +42,7 @@ fn cleanup_on_exit_removes_everything() -> Result<()> {
     let pins = c.weft_node(2)?.vteps_pin().parent().expect("pin has a parent").to_path_buf();
     ensure!(pins.exists(), "{} missing while weftd runs", pins.display());
     c.weft_node_mut(2)?.stop(); // SIGTERM
-    ensure!(c.etcd.get(&key)?.is_none(), "{key} still in etcd after --cleanup-on-exit");
+    ensure!(c.etcd()?.get(&key)?.is_none(), "{key} still in etcd after --cleanup-on-exit");
     let links = c.node_ns(2)?.ip(&["-o", "link", "show"])?;
     ensure!(!links.contains("weft.1"), "weft.1 still exists on node 2:\n{links}");
     ensure!(!c.node_ns(2)?.ip(&["link", "show", "dev", "eth0"])?.contains("xdp"), "XDP left on node 2");

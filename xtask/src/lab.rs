@@ -52,13 +52,19 @@ pub fn down() -> Result<()> {
     Ok(())
 }
 
-pub fn run(weftd: &Path, nodes: u32, keep: bool) -> Result<()> {
+pub fn run(weftd: &Path, nodes: u32, keep: bool, etcd: bool) -> Result<()> {
     catch_sigint();
     std::env::set_var("WEFTD_BIN", weftd);
     let t0 = std::time::Instant::now();
-    println!("lab: etcd + {nodes} weft nodes in network namespaces...");
-    let mut c = Cluster::builder().weft_nodes(nodes).build()?;
+    if etcd {
+        println!("lab: lease store: etcd in the switch namespace (--etcd)");
+    } else {
+        println!("lab: lease store: weftd's embedded store (one directory shared by every node's weftd; `--etcd` for etcd)");
+    }
+    println!("lab: {nodes} weft nodes in network namespaces...");
+    let mut c = Cluster::builder().weft_nodes(nodes).embedded_store_if(!etcd).build()?;
     println!("lab: prefix {}, temp dir {}", c.prefix, c.dir().display());
+    println!("lab: {}", c.store.describe());
     check_interrupt()?;
     c.wait_converged()?;
     println!("lab: routes converged after {:.1?}", t0.elapsed());
@@ -118,7 +124,7 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool) -> Result<()> {
         }
     }
 
-    println!("\nleases in etcd:");
+    println!("\nleases in {}:", if etcd { "etcd" } else { "the embedded store" });
     for (k, v) in c.leases()? {
         println!("  {k}\n    {v}");
     }
@@ -135,6 +141,7 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool) -> Result<()> {
     if keep {
         check_interrupt()?;
         let pods: Vec<String> = c.pods.iter().map(|p| p.ns.name().to_string()).collect();
+        let store = c.store.describe();
         let st = c.keep();
         st.save(Path::new(STATE))?;
         println!("\nlab: left running; state in {STATE}");
@@ -142,6 +149,7 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool) -> Result<()> {
             println!("  ip netns exec {p} bash");
         }
         println!("  weftd logs: {}/n*/weftd.log", st.temp_dir.display());
+        println!("  lease store: {store}");
         println!("tear down with: cargo xtask lab --down");
     } else {
         c.pass();

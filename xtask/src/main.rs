@@ -31,8 +31,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Bring up etcd + N weft nodes with pods in network namespaces, show
-    /// pings, a TCP transfer, the leases and the BPF maps, then tear down.
+    /// Bring up N weft nodes with pods in network namespaces (on weftd's
+    /// embedded lease store; etcd with --etcd), show pings, a TCP transfer,
+    /// the leases and the BPF maps, then tear down.
     Lab {
         /// Leave the lab running (state in /run/weft-lab/state.json).
         #[arg(long)]
@@ -40,6 +41,10 @@ enum Cmd {
         /// Tear down a lab left by --keep.
         #[arg(long, conflicts_with = "keep")]
         down: bool,
+        /// Run the lease store as an etcd server in the switch namespace
+        /// (default: weftd's embedded store, a directory in the lab's temp dir).
+        #[arg(long, conflicts_with = "down")]
+        etcd: bool,
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=20))]
         nodes: u32,
     },
@@ -121,11 +126,11 @@ fn real_main() -> Result<()> {
             status(&mut c)
         }
         Cmd::Lab { down: true, .. } => lab::down(),
-        Cmd::Lab { keep, nodes, .. } => {
+        Cmd::Lab { keep, nodes, etcd, .. } => {
             lab::refuse_if_running()?;
             bootstrap::run()?;
             status(cargo().arg("build"))?;
-            lab::run(&target_dir().join("debug/weftd"), nodes, keep)
+            lab::run(&target_dir().join("debug/weftd"), nodes, keep, etcd)
         }
         Cmd::Run { netns, flags } => {
             bootstrap::run()?;

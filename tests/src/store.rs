@@ -1,0 +1,299 @@
+//! The lease store a test cluster runs on: the harness's etcd, or weftd's
+//! embedded store (a directory in the run's temp dir with `store.json`,
+//! replaced atomically under an exclusive `flock` on `store.lock`).
+//!
+//! Leases are named by flannel's key suffix (`10.244.5.0-24`) here; the etcd
+//! variant maps names to `<prefix>/subnets/<name>`.
+use std::{
+    fs::OpenOptions,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::etcd::EtcdServer;
+
+/// TTL of leases the harness writes itself (flannel-programmed nodes, operators).
+pub const HARNESS_LEASE_TTL_S: u64 = 3600;
+
+pub enum LeaseStore {
+    Etcd { server: EtcdServer, prefix: String },
+    Embedded(EmbeddedStore),
+}
+
+impl LeaseStore {
+    /// weftd's lease-store flags for this store.
+    pub fn weftd_args(&self) -> Vec<String> {
+        match self {
+            LeaseStore::Etcd { server, prefix } => vec!["--etcd-endpoints".into(), server.endpoint().into(), "--etcd-prefix".into(), prefix.clone()],
+            LeaseStore::Embedded(e) => vec![
+                "--store-dir".into(),
+                e.dir.display().to_string(),
+                "--net-config-path".into(),
+                e.net_conf.display().to_string(),
+            ],
+        }
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, LeaseStore::Embedded(_))
+    }
+
+    /// Writes the network config (`<prefix>/config`, or net-conf.json).
+    pub fn write_config(&self, json: &str) -> Result<()> {
+        match self {
+            LeaseStore::Etcd { server, prefix } => server.put(&format!("{prefix}/config"), json),
+            LeaseStore::Embedded(e) => e.write_config(json),
+        }
+    }
+
+    /// The store's own key for a lease name (the full etcd key, or the name).
+    pub fn key(&self, name: &str) -> String {
+        match self {
+            LeaseStore::Etcd { prefix, .. } => format!("{prefix}/subnets/{name}"),
+            LeaseStore::Embedded(_) => name.to_string(),
+        }
+    }
+
+    /// The lease JSON of `name` (`10.244.5.0-24`), if held (and not expired).
+    pub fn get(&self, name: &str) -> Result<Option<String>> {
+        match self {
+            LeaseStore::Etcd { server, .. } => server.get(&self.key(name)),
+            LeaseStore::Embedded(e) => e.get(name),
+        }
+    }
+
+    /// All leases: (name, lease JSON).
+    pub fn list(&self) -> Result<Vec<(String, String)>> {
+        match self {
+            LeaseStore::Etcd { server, prefix } => {
+                let p = format!("{prefix}/subnets/");
+                Ok(server.get_prefix(&p)?.into_iter().map(|(k, v)| (k.strip_prefix(&p).unwrap_or(&k).to_string(), v)).collect())
+            }
+            LeaseStore::Embedded(e) => e.list(),
+        }
+    }
+
+    /// Deletes a lease as an operator would; true if it existed.
+    pub fn delete(&self, name: &str) -> Result<bool> {
+        match self {
+            LeaseStore::Etcd { server, .. } => Ok(server.del(&self.key(name))? == 1),
+            LeaseStore::Embedded(e) => e.delete(name),
+        }
+    }
+
+    /// Writes a lease (as flanneld does) valid for [`HARNESS_LEASE_TTL_S`].
+    pub fn put(&self, name: &str, value: &str) -> Result<()> {
+        match self {
+            LeaseStore::Etcd { server, .. } => {
+                let lease = server.grant(HARNESS_LEASE_TTL_S)?;
+                server.put_with_lease(&self.key(name), value, &lease)
+            }
+            LeaseStore::Embedded(e) => e.put(name, value, HARNESS_LEASE_TTL_S),
+        }
+    }
+
+    pub fn etcd(&self) -> Result<&EtcdServer> {
+        match self {
+            LeaseStore::Etcd { server, .. } => Ok(server),
+            LeaseStore::Embedded(_) => bail!("this cluster runs on the embedded lease store, not etcd"),
+        }
+    }
+
+    pub fn etcd_mut(&mut self) -> Result<&mut EtcdServer> {
+        match self {
+            LeaseStore::Etcd { server, .. } => Ok(server),
+            LeaseStore::Embedded(_) => bail!("this cluster runs on the embedded lease store, not etcd"),
+        }
+    }
+
+    pub fn embedded(&self) -> Result<&EmbeddedStore> {
+        match self {
+            LeaseStore::Embedded(e) => Ok(e),
+            LeaseStore::Etcd { .. } => bail!("this cluster runs on etcd, not the embedded lease store"),
+        }
+    }
+
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            LeaseStore::Etcd { server, prefix } => format!("etcd {} prefix {prefix}, log {}", server.endpoint(), server.log.display()),
+            LeaseStore::Embedded(e) => format!("embedded store {}, config {}", e.dir.display(), e.net_conf.display()),
+        }
+    }
+
+    /// The etcd server's pid (for lab --keep), if any.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            LeaseStore::Etcd { server, .. } => server.pid(),
+            LeaseStore::Embedded(_) => None,
+        }
+    }
+
+    /// Leaves etcd running on drop (lab --keep); the embedded store lives in
+    /// the run's temp dir, which has its own guard.
+    pub fn disarm(&mut self) {
+        if let LeaseStore::Etcd { server, .. } = self {
+            server.disarm();
+        }
+    }
+}
+
+/// weftd's embedded store directory as the harness sees it. The directory
+/// lives in the run's temp dir (removed with it).
+pub struct EmbeddedStore {
+    pub dir: PathBuf,
+    pub net_conf: PathBuf,
+}
+
+/// An exclusive flock on `store.lock`, released on drop (closing the fd).
+pub struct StoreLock {
+    _file: std::fs::File,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl EmbeddedStore {
+    /// `dir` is created (empty: weftd creates store.json on its first write).
+    pub fn new(dir: &Path, net_conf: &Path) -> Result<EmbeddedStore> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(EmbeddedStore { dir: dir.to_path_buf(), net_conf: net_conf.to_path_buf() })
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("store.json")
+    }
+
+    /// Writes net-conf.json atomically (temp file + rename).
+    pub fn write_config(&self, json: &str) -> Result<()> {
+        let tmp = self.net_conf.with_extension("json.tmp");
+        std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.net_conf).with_context(|| format!("renaming to {}", self.net_conf.display()))
+    }
+
+    /// Takes the store's exclusive lock (blocks while a weftd holds it).
+    pub fn lock(&self) -> Result<StoreLock> {
+        let p = self.dir.join("store.lock");
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&p).with_context(|| format!("opening {}", p.display()))?;
+        // SAFETY: flock on an fd we own; released when `f` is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("locking {}: {}", p.display(), std::io::Error::last_os_error());
+        }
+        Ok(StoreLock { _file: f })
+    }
+
+    /// store.json as JSON (an empty store if the file does not exist yet).
+    /// Reads without the lock: the file is only ever replaced by rename.
+    pub fn read_db(&self) -> Result<Value> {
+        let p = self.db_path();
+        match std::fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing {}: {}", p.display(), String::from_utf8_lossy(&b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({"revision": 0, "compact_revision": 0, "leases": {}, "events": []})),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+
+    /// store.json's text (for failure evidence).
+    pub fn raw(&self) -> String {
+        std::fs::read_to_string(self.db_path()).unwrap_or_else(|e| format!("(cannot read {}: {e})", self.db_path().display()))
+    }
+
+    fn write_db(&self, db: &Value) -> Result<()> {
+        let tmp = self.dir.join(".store.json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            f.write_all(serde_json::to_string(db)?.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.db_path()).with_context(|| format!("replacing {}", self.db_path().display()))
+    }
+
+    /// Under the lock: read, let `f` change the leases (it returns the event to
+    /// record, or None for no change), bump the revision, append the event,
+    /// write atomically.
+    fn modify(&self, f: impl FnOnce(&mut serde_json::Map<String, Value>, i64) -> Result<Option<Value>>) -> Result<bool> {
+        let _lock = self.lock()?;
+        let mut db = self.read_db()?;
+        let rev = db.get("revision").and_then(Value::as_i64).context("store.json has no revision")? + 1;
+        let leases = db.get_mut("leases").and_then(Value::as_object_mut).context("store.json has no leases object")?;
+        let Some(event) = f(leases, rev)? else { return Ok(false) };
+        db["revision"] = json!(rev);
+        db.get_mut("events").and_then(Value::as_array_mut).context("store.json has no events array")?.push(event);
+        self.write_db(&db)?;
+        Ok(true)
+    }
+
+    /// Unexpired leases: (name, lease JSON), sorted by name.
+    pub fn list(&self) -> Result<Vec<(String, String)>> {
+        let db = self.read_db()?;
+        let now = now_ms();
+        let mut v = Vec::new();
+        for (k, e) in db.get("leases").and_then(Value::as_object).into_iter().flatten() {
+            let exp = e.get("expires_ms").and_then(Value::as_u64).unwrap_or(0);
+            if exp > now {
+                v.push((k.clone(), e.get("value").and_then(Value::as_str).unwrap_or_default().to_string()));
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.list()?.into_iter().find(|(k, _)| k == name).map(|(_, v)| v))
+    }
+
+    /// The entry of `name` as stored (value, expires_ms, mod_revision), expired or not.
+    pub fn entry(&self, name: &str) -> Result<Option<Value>> {
+        Ok(self.read_db()?.get("leases").and_then(|l| l.get(name)).cloned())
+    }
+
+    /// Removes `name` (an operator's delete); true if it was there.
+    pub fn delete(&self, name: &str) -> Result<bool> {
+        self.modify(|leases, rev| {
+            Ok(leases.remove(name).map(|_| json!({"revision": rev, "kind": "delete", "key": name, "value": null})))
+        })
+    }
+
+    /// Writes `name` = `value`, expiring in `ttl_s`.
+    pub fn put(&self, name: &str, value: &str, ttl_s: u64) -> Result<()> {
+        self.modify(|leases, rev| {
+            leases.insert(name.to_string(), json!({"value": value, "expires_ms": now_ms() + ttl_s * 1000, "mod_revision": rev}));
+            Ok(Some(json!({"revision": rev, "kind": "put", "key": name, "value": value})))
+        })
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod t {
+    use super::*;
+
+    #[test]
+    fn put_list_delete() {
+        let d = std::env::temp_dir().join(format!("weft-harness-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let s = EmbeddedStore::new(&d, &d.join("net-conf.json")).unwrap();
+        assert!(s.list().unwrap().is_empty());
+        s.put("10.244.5.0-24", r#"{"PublicIP":"192.168.77.9"}"#, 60).unwrap();
+        s.put("10.244.6.0-24", "{}", 60).unwrap();
+        assert_eq!(s.get("10.244.5.0-24").unwrap().as_deref(), Some(r#"{"PublicIP":"192.168.77.9"}"#));
+        assert!(s.delete("10.244.6.0-24").unwrap());
+        assert!(!s.delete("10.244.6.0-24").unwrap(), "second delete finds nothing");
+        let db = s.read_db().unwrap();
+        assert_eq!(db["revision"], 3);
+        assert_eq!(db["events"].as_array().unwrap().len(), 3);
+        assert_eq!(db["events"][2], json!({"revision": 3, "kind": "delete", "key": "10.244.6.0-24", "value": null}));
+        assert_eq!(db["leases"]["10.244.5.0-24"]["mod_revision"], 1);
+        assert_eq!(s.list().unwrap().len(), 1);
+        // An expired entry counts as absent.
+        s.put("10.244.7.0-24", "{}", 0).unwrap();
+        assert!(s.get("10.244.7.0-24").unwrap().is_none());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -96,6 +96,18 @@ impl LeaseStore {
         }
     }
 
+    /// Writes many leases (name, value) as fast as the store takes them: etcd
+    /// transactions of 125 puts, or one locked write of the embedded store.
+    pub fn put_many(&self, kvs: &[(String, String)]) -> Result<()> {
+        match self {
+            LeaseStore::Etcd { server, .. } => {
+                let full: Vec<(String, String)> = kvs.iter().map(|(k, v)| (self.key(k), v.clone())).collect();
+                server.put_many(&full, 125)
+            }
+            LeaseStore::Embedded(e) => e.put_many(kvs, HARNESS_LEASE_TTL_S),
+        }
+    }
+
     pub fn etcd(&self) -> Result<&EtcdServer> {
         match self {
             LeaseStore::Etcd { server, .. } => Ok(server),
@@ -214,17 +226,20 @@ impl EmbeddedStore {
         std::fs::rename(&tmp, self.db_path()).with_context(|| format!("replacing {}", self.db_path().display()))
     }
 
-    /// Under the lock: read, let `f` change the leases (it returns the event to
-    /// record, or None for no change), bump the revision, append the event,
-    /// write atomically.
-    fn modify(&self, f: impl FnOnce(&mut serde_json::Map<String, Value>, i64) -> Result<Option<Value>>) -> Result<bool> {
+    /// Under the lock: read, let `f` change the leases and return the events
+    /// to record (it advances the revision once per event), write atomically.
+    /// True if anything changed.
+    fn modify(&self, f: impl FnOnce(&mut serde_json::Map<String, Value>, &mut i64) -> Result<Vec<Value>>) -> Result<bool> {
         let _lock = self.lock()?;
         let mut db = self.read_db()?;
-        let rev = db.get("revision").and_then(Value::as_i64).context("store.json has no revision")? + 1;
+        let mut rev = db.get("revision").and_then(Value::as_i64).context("store.json has no revision")?;
         let leases = db.get_mut("leases").and_then(Value::as_object_mut).context("store.json has no leases object")?;
-        let Some(event) = f(leases, rev)? else { return Ok(false) };
+        let events = f(leases, &mut rev)?;
+        if events.is_empty() {
+            return Ok(false);
+        }
         db["revision"] = json!(rev);
-        db.get_mut("events").and_then(Value::as_array_mut).context("store.json has no events array")?.push(event);
+        db.get_mut("events").and_then(Value::as_array_mut).context("store.json has no events array")?.extend(events);
         self.write_db(&db)?;
         Ok(true)
     }
@@ -256,15 +271,31 @@ impl EmbeddedStore {
     /// Removes `name` (an operator's delete); true if it was there.
     pub fn delete(&self, name: &str) -> Result<bool> {
         self.modify(|leases, rev| {
-            Ok(leases.remove(name).map(|_| json!({"revision": rev, "kind": "delete", "key": name, "value": null})))
+            Ok(match leases.remove(name) {
+                Some(_) => {
+                    *rev += 1;
+                    vec![json!({"revision": *rev, "kind": "delete", "key": name, "value": null})]
+                }
+                None => vec![],
+            })
         })
     }
 
     /// Writes `name` = `value`, expiring in `ttl_s`.
     pub fn put(&self, name: &str, value: &str, ttl_s: u64) -> Result<()> {
+        self.put_many(&[(name.to_string(), value.to_string())], ttl_s)
+    }
+
+    /// Writes many leases in one locked write (one event each), as a burst of
+    /// nodes joining would.
+    pub fn put_many(&self, kvs: &[(String, String)], ttl_s: u64) -> Result<()> {
         self.modify(|leases, rev| {
-            leases.insert(name.to_string(), json!({"value": value, "expires_ms": now_ms() + ttl_s * 1000, "mod_revision": rev}));
-            Ok(Some(json!({"revision": rev, "kind": "put", "key": name, "value": value})))
+            let expires = now_ms() + ttl_s * 1000;
+            Ok(kvs.iter().map(|(name, value)| {
+                *rev += 1;
+                leases.insert(name.clone(), json!({"value": value, "expires_ms": expires, "mod_revision": *rev}));
+                json!({"revision": *rev, "kind": "put", "key": name, "value": value})
+            }).collect())
         })
         .map(|_| ())
     }

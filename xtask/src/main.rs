@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: bootstrap the machine, build, test, run weftd,
 //! and a lab of network namespaces running weft.
+mod bench;
 mod bootstrap;
 mod lab;
 
@@ -47,6 +48,15 @@ enum Cmd {
         etcd: bool,
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=20))]
         nodes: u32,
+    },
+    /// Benchmarks (figures, not pass/fail): `control-plane` measures leases
+    /// written -> programmed and weftd's RSS for both stores, into docs/performance.md.
+    Bench {
+        #[arg(value_parser = ["control-plane"])]
+        what: String,
+        /// Lease counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+        sizes: Vec<usize>,
     },
     /// Bootstrap, build, run weftd with the given flags (inside an existing
     /// network namespace with --netns).
@@ -131,6 +141,11 @@ fn real_main() -> Result<()> {
             bootstrap::run()?;
             status(cargo().arg("build"))?;
             lab::run(&target_dir().join("debug/weftd"), nodes, keep, etcd)
+        }
+        Cmd::Bench { what: _, sizes } => {
+            bootstrap::run()?;
+            status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd"]))?;
+            bench::control_plane(&target_dir().join("release/weftd"), &sizes)
         }
         Cmd::Run { netns, flags } => {
             bootstrap::run()?;

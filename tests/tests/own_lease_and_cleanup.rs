@@ -55,3 +55,28 @@ fn cleanup_on_exit_removes_everything() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// flannel's second reuse rule: with no lease carrying our PublicIP left (it
+/// was deleted while weftd was down), a restarted weftd takes the subnet of its
+/// previous subnet file again, if still free, instead of a random one.
+#[test]
+fn previous_subnet_file_is_reused() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().weft_nodes(2).embedded_store().build()?;
+    c.wait_converged()?;
+    let before = c.node_env(2)?.cidr();
+    c.weft_node_mut(2)?.kill();
+    ensure!(c.delete_lease(2)?, "node 2's lease was not in the store");
+    c.start_weftd(2)?;
+    let node = c.weft_node(2)?;
+    cmd::poll("restarted weftd to claim a subnet", Duration::from_secs(15), Duration::from_millis(100), || {
+        let log = node.log_tail(20);
+        if log.contains("acquired lease") && log.matches("datapath attached").count() >= 2 { Ok(Some(())) } else { Err(log) }
+    })?;
+    let log = c.weft_node(2)?.log_tail(20);
+    ensure!(log.contains(&format!("acquired lease {before} (the subnet of our previous subnet file)")), "expected {before} from the subnet file:\n{log}");
+    c.wait_node_ready(2)?;
+    c.wait_converged()?;
+    c.pass();
+    Ok(())
+}

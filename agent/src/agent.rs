@@ -105,6 +105,8 @@ pub async fn run(args: Args) -> Result<()> {
     dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
     if args.xdp_decap {
         dp.attach_xdp(&underlay.link.name, underlay.link.index)?;
+    } else {
+        dp.detach_xdp(&underlay.link.name, underlay.link.index)?;
     }
     log::info!("datapath attached: encap on {overlay_name} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
         underlay.link.name, if args.xdp_decap { " (XDP + TC)" } else { " (TC)" }, format_mac(&vtep_mac));

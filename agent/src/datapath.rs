@@ -104,7 +104,37 @@ impl Datapath {
                 .with_context(|| format!("attaching {prog} to {ifname} ({at:?})"))?,
         };
         let link: FdLink = p.take_link(id)?.try_into().context("TC link is not an fd link (kernel without TCX?)")?;
-        pin_link(link, pin.as_deref())
+        pin_link(link, pin.as_deref())?;
+        self.unpin_stale_links(prog, ifindex);
+        Ok(())
+    }
+
+    /// Link pins of `prog` for another ifindex belong to a device that was
+    /// deleted and recreated: unpinning releases those defunct links.
+    fn unpin_stale_links(&self, prog: &str, ifindex: u32) {
+        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) else { return };
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(idx) = name.strip_prefix(&format!("{prog}-")) else { continue };
+            if idx.parse::<u32>().is_ok_and(|i| i != ifindex) {
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => log::info!("released stale link pin {} (device #{idx} is gone or replaced)", e.path().display()),
+                    Err(err) => log::warn!("removing stale link pin {}: {err}", e.path().display()),
+                }
+            }
+        }
+    }
+
+    /// Without --xdp-decap, an XDP link pinned by an earlier run is released,
+    /// so the flag says what runs.
+    pub fn detach_xdp(&self, ifname: &str, ifindex: u32) -> Result<()> {
+        let Some(pin) = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{}-{ifindex}", prog_names::XDP_DECAP))) else { return Ok(()) };
+        if pin.exists() {
+            std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
+            log::info!("detached the XDP decap an earlier run left on {ifname} (no --xdp-decap now)");
+        }
+        Ok(())
     }
 
     /// Attaches the XDP decapsulation in native mode, pinned like the TC links.

@@ -44,3 +44,39 @@ fn restart_keeps_dataplane() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// weft.1 deleted by hand while weftd is down: the restarted weftd creates it
+/// again (new ifindex, new VtepMAC, which its lease announces and the peers
+/// pick up), attaches fresh links, and releases the pins of the dead ones.
+#[test]
+fn overlay_device_recreated() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().weft_nodes(2).build()?;
+    c.wait_converged()?;
+    let p1 = c.add_pod(1, Wiring::Bridge)?;
+    let p2 = c.add_pod(2, Wiring::Bridge)?;
+    let links_dir = c.weft_node(2)?.vteps_pin().parent().expect("v1 dir").join("links");
+    let pins_before: Vec<String> = std::fs::read_dir(&links_dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    c.weft_node_mut(2)?.kill();
+    c.node_ns(2)?.ip(&["link", "del", "weft.1"])?;
+    c.start_weftd(2)?;
+    let node = c.weft_node(2)?;
+    cmd::poll("the restarted weftd to release the dead link's pin", Duration::from_secs(15), Duration::from_millis(100), || {
+        let log = node.log_tail(40);
+        if log.contains("released stale link pin") { Ok(Some(())) } else { Err(log) }
+    })?;
+    c.wait_node_ready(2)?;
+    c.wait_converged()?;
+    let pins_after: Vec<String> = std::fs::read_dir(&links_dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    ensure!(pins_after.len() == pins_before.len(), "link pins before {pins_before:?}, after {pins_after:?}");
+    ensure!(pins_after.iter().filter(|p| p.starts_with("weft_encap-")).count() == 1, "one encap pin expected: {pins_after:?}");
+    cmd::poll("pods to reach each other over the new device", Duration::from_secs(15), Duration::from_millis(200), || {
+        match traffic::ping(&c.pods[p1].ns, c.pods[p2].ip, 2) {
+            Ok(st) if st.all_received() => Ok(Some(())),
+            Ok(st) => Err(st.output),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })?;
+    c.pass();
+    Ok(())
+}

@@ -48,3 +48,28 @@ fn xdp_decap_from_kernel_vxlan() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// A restart without --xdp-decap releases the XDP program an earlier run
+/// pinned: the flag says what runs. Traffic keeps flowing through TC decap.
+#[test]
+fn restart_without_flag_detaches_xdp() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().weft_nodes(2).weftd_args(&["--xdp-decap"]).build()?;
+    c.wait_converged()?;
+    ensure!(c.node_ns(2)?.ip(&["link", "show", "dev", "eth0"])?.contains("xdp"), "XDP not attached at first");
+    c.weft_node_mut(2)?.kill();
+    let plain: Vec<String> = c.store.weftd_args();
+    c.weft_node_mut(2)?.start(&plain)?;
+    let ns = c.node_ns(2)?;
+    weft_tests::cmd::poll("XDP to leave eth0 on node 2", std::time::Duration::from_secs(15), std::time::Duration::from_millis(100), || {
+        let link = ns.ip(&["link", "show", "dev", "eth0"]).map_err(|e| format!("{e:#}"))?;
+        if link.contains("xdp") { Err(link) } else { Ok(Some(())) }
+    })?;
+    let p1 = c.add_pod(1, Wiring::Bridge)?;
+    let p2 = c.add_pod(2, Wiring::Bridge)?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("after XDP was detached")?;
+    let tc = bpf::stat_packets(&c.weft_node(2)?.stats_pin(), stat::DECAP)?;
+    ensure!(tc >= 3, "TC decap on node 2 counted only {tc} packets after XDP left");
+    c.pass();
+    Ok(())
+}

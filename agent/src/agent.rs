@@ -2,7 +2,9 @@
 //! the overlay device and the datapath, write subnet.env, then reconcile the
 //! dataplane with the leases on every change (and every 10 s, to heal what
 //! someone changed by hand), renewing our lease in time.
-use std::{collections::{BTreeMap, HashMap}, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::{BTreeMap, HashMap, HashSet}, net::SocketAddr, sync::Arc, time::Duration};
+
+use futures::StreamExt;
 
 use anyhow::{bail, Context, Result};
 use aya::programs::TcAttachType;
@@ -61,10 +63,6 @@ pub async fn run(args: Args) -> Result<()> {
     };
     health.stage("setting up the node");
     let cfg = NetConfig::parse(&cfg_json).with_context(|| cfg_source.clone())?;
-    let (vni, port) = match cfg.backend {
-        Backend::Vxlan { vni, port } => (vni, port),
-        ref b => bail!("backend {:?} is not implemented in weft yet; only vxlan is", b.type_name()),
-    };
 
     let nl = Netlink::new()?;
     let selector = iface::Selector {
@@ -75,65 +73,95 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let underlay = iface::select(&nl, &selector).await?;
     log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", underlay.link.name, underlay.link.index, underlay.link.mtu, underlay.iface_ip, underlay.public_ip);
-    bpffs::ensure_mounted(&args.bpf_pin_dir)?;
 
-    // The overlay device first: its MAC is the VtepMAC our lease announces.
-    let overlay_name = format!("weft.{vni}");
-    let overlay_mtu = underlay.link.mtu - VXLAN_OVERHEAD;
-    let overlay = nl.ensure_overlay(&overlay_name, args.overlay_kind == "veth", overlay_mtu, random_mac()).await?;
-    let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
-    netlink::disable_ipv6(&overlay_name);
+    let (attrs, mtu, setup) = match cfg.backend {
+        Backend::Vxlan { vni, port } => {
+            bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+            // The overlay device first: its MAC is the VtepMAC our lease announces.
+            let overlay_name = format!("weft.{vni}");
+            let overlay_mtu = underlay.link.mtu - VXLAN_OVERHEAD;
+            let overlay = nl.ensure_overlay(&overlay_name, args.overlay_kind == "veth", overlay_mtu, random_mac()).await?;
+            let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
+            netlink::disable_ipv6(&overlay_name);
+            (LeaseAttrs::vxlan(underlay.public_ip, vni, &vtep_mac), overlay_mtu, Some((vni, port, overlay, vtep_mac)))
+        }
+        Backend::HostGw => {
+            // flannel's rule: host-gw routes to PublicIPs, so they must be
+            // the addresses the peers' packets really arrive at.
+            if underlay.public_ip != underlay.iface_ip {
+                bail!("the host-gw backend needs PublicIP {} on interface {} (it has {}): behind NAT host-gw cannot work; use vxlan",
+                    underlay.public_ip, underlay.link.name, underlay.iface_ip);
+            }
+            (LeaseAttrs::host_gw(underlay.public_ip), underlay.link.mtu, None)
+        }
+        ref b => bail!("backend {:?} is not implemented in weft yet (vxlan and host-gw are)", b.type_name()),
+    };
 
-    let attrs = LeaseAttrs::vxlan(underlay.public_ip, vni, &vtep_mac);
     health.stage("claiming a subnet");
     let own = acquire::acquire(&store, &cfg, &attrs, subnet_env::previous_subnet(&args.subnet_file), args.subnet_lease_ttl).await?;
     health.lease_held(true);
-    nl.set_only_addr(overlay.index, own.network_addr()).await?;
 
-    let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
-    dp.set_config(&DatapathConfig {
-        vni,
-        local_ip: underlay.iface_ip.octets(),
-        underlay_ifindex: underlay.link.index,
-        overlay_ifindex: overlay.index,
-        vtep_mac,
-        port,
-        flags: if args.vxlan_udp_csum { weft_common::cfg_flags::UDP_CSUM } else { 0 },
-        underlay_mtu: underlay.link.mtu,
-    })?;
-    dp.attach_tc(prog_names::ENCAP, &overlay_name, overlay.index, TcAttachType::Egress)?;
-    dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
-    if args.xdp_decap {
-        dp.attach_xdp(&underlay.link.name, underlay.link.index)?;
-    } else {
-        dp.detach_xdp(&underlay.link.name, underlay.link.index)?;
-    }
-    log::info!("datapath attached: encap on {overlay_name} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
-        underlay.link.name, if args.xdp_decap { " (XDP + TC)" } else { " (TC)" }, format_mac(&vtep_mac));
+    let dataplane = match setup {
+        Some((vni, port, overlay, vtep_mac)) => {
+            nl.set_only_addr(overlay.index, own.network_addr()).await?;
+            let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
+            dp.set_config(&DatapathConfig {
+                vni,
+                local_ip: underlay.iface_ip.octets(),
+                underlay_ifindex: underlay.link.index,
+                overlay_ifindex: overlay.index,
+                vtep_mac,
+                port,
+                flags: if args.vxlan_udp_csum { weft_common::cfg_flags::UDP_CSUM } else { 0 },
+                underlay_mtu: underlay.link.mtu,
+            })?;
+            dp.attach_tc(prog_names::ENCAP, &overlay.name, overlay.index, TcAttachType::Egress)?;
+            dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
+            if args.xdp_decap {
+                dp.attach_xdp(&underlay.link.name, underlay.link.index)?;
+            } else {
+                dp.detach_xdp(&underlay.link.name, underlay.link.index)?;
+            }
+            log::info!("datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
+                overlay.name, underlay.link.name, if args.xdp_decap { " (XDP + TC)" } else { " (TC)" }, format_mac(&vtep_mac));
+            Dataplane::Vxlan { dp, vni, overlay }
+        }
+        None => {
+            log::info!("host-gw: peers on this L2 segment are routed via their PublicIP on {}", underlay.link.name);
+            Dataplane::HostGw { underlay: underlay.link.index, skipped: HashSet::new() }
+        }
+    };
 
-    SubnetEnv { network: cfg.network, subnet: own, mtu: overlay_mtu, ipmasq: false }.write(&args.subnet_file)?;
-    log::info!("wrote {} (subnet {own}, MTU {overlay_mtu})", args.subnet_file.display());
+    SubnetEnv { network: cfg.network, subnet: own, mtu, ipmasq: false }.write(&args.subnet_file)?;
+    log::info!("wrote {} (subnet {own}, MTU {mtu})", args.subnet_file.display());
     health.subnet_env_written();
 
-    let mut node = Node { store, nl, dp, cfg, vni, own, attrs, overlay_index: overlay.index, leases: BTreeMap::new(), warned: HashMap::new(), synced: false, health };
+    let mut node = Node { store, nl, dataplane, cfg, own, attrs, leases: BTreeMap::new(), warned: HashMap::new(), synced: false, health };
     let res = node.event_loop(&args).await;
     if args.cleanup_on_exit {
-        node.cleanup(&overlay_name).await;
+        node.cleanup().await;
     } else {
-        log::info!("leaving lease {own}, {overlay_name}, routes and programs in place (pass --cleanup-on-exit to remove them)");
+        log::info!("leaving lease {own}, routes and programs in place (pass --cleanup-on-exit to remove them)");
     }
     res
+}
+
+/// What carries our traffic, per backend.
+enum Dataplane {
+    /// BPF VXLAN: the programs' maps, and the overlay device the routes use.
+    Vxlan { dp: Datapath, vni: u32, overlay: netlink::Link },
+    /// Plain routes via the peers' PublicIPs on the underlay; `skipped`
+    /// holds the peers off our L2 segment (warned about once).
+    HostGw { underlay: u32, skipped: HashSet<Ipv4Net> },
 }
 
 struct Node {
     store: Store,
     nl: Netlink,
-    dp: Datapath,
+    dataplane: Dataplane,
     cfg: NetConfig,
-    vni: u32,
     own: Ipv4Net,
     attrs: LeaseAttrs,
-    overlay_index: u32,
     /// Every lease as last seen in the store: key suffix -> raw value.
     leases: BTreeMap<String, Vec<u8>>,
     warned: HashMap<String, String>,
@@ -151,6 +179,8 @@ impl Node {
         let renew_every = Duration::from_secs((ttl - margin) as u64);
         let mut renew_at = Instant::now() + renew_every;
         let mut resync = tokio::time::interval(RESYNC);
+        // A weft route removed by someone: put it back now, not at the next resync.
+        let mut route_deleted = netlink::weft_route_deletions()?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let res = loop {
@@ -183,6 +213,10 @@ impl Node {
                     }
                 }
                 _ = resync.tick() => if self.synced { self.reconcile().await },
+                Some(()) = route_deleted.next() => {
+                    while route_deleted.try_recv().is_ok() {}
+                    if self.synced { self.reconcile().await }
+                }
                 _ = term.recv() => { log::info!("SIGTERM: exiting"); break Ok(()) }
                 _ = int.recv() => { log::info!("SIGINT: exiting"); break Ok(()) }
             }
@@ -228,12 +262,21 @@ impl Node {
     }
 
     async fn reconcile(&mut self) {
-        let want = reconcile::desired(&self.leases, &self.own, &self.cfg, self.vni, &mut self.warned);
         let t = std::time::Instant::now();
-        match reconcile::apply(&mut self.dp, &self.nl, self.overlay_index, &want).await {
+        let (peers, res) = match &mut self.dataplane {
+            Dataplane::Vxlan { dp, vni, overlay } => {
+                let want = reconcile::desired_vxlan(&self.leases, &self.own, &self.cfg, *vni, &mut self.warned);
+                (want.len(), reconcile::apply(dp, &self.nl, overlay.index, &want).await)
+            }
+            Dataplane::HostGw { underlay, skipped } => {
+                let want = reconcile::desired_host_gw(&self.leases, &self.own, &self.cfg, &mut self.warned);
+                (want.len(), reconcile::apply_host_gw(&self.nl, *underlay, &want, skipped).await)
+            }
+        };
+        match res {
             Ok(ch) => {
                 if ch != reconcile::Changes::default() {
-                    log::info!("reconciled {} peers in {:?}: {} added/updated, {} removed, {} errors", want.len(), t.elapsed(), ch.added, ch.removed, ch.errors);
+                    log::info!("reconciled {peers} peers in {:?}: {} added/updated, {} removed, {} errors", t.elapsed(), ch.added, ch.removed, ch.errors);
                 }
                 self.health.dataplane((ch.errors > 0).then(|| format!("{} errors in the last reconcile (retried every {RESYNC:?})", ch.errors)));
             }
@@ -244,17 +287,31 @@ impl Node {
         }
     }
 
-    async fn cleanup(&mut self, overlay_name: &str) {
-        log::info!("--cleanup-on-exit: removing lease {}, {overlay_name}, routes, programs and pins", self.own);
+    async fn cleanup(&mut self) {
+        log::info!("--cleanup-on-exit: removing lease {}, routes, devices, programs and pins", self.own);
         if let Err(e) = self.store.delete(&self.own).await {
             log::warn!("{e:#}");
         }
-        // Deleting the device removes its routes and detaches its links.
-        if let Err(e) = self.nl.delete_link(self.overlay_index).await {
-            log::warn!("{e:#}");
-        }
-        if let Err(e) = self.dp.remove_pins() {
-            log::warn!("{e:#}");
+        match &self.dataplane {
+            Dataplane::Vxlan { dp, overlay, .. } => {
+                // Deleting the device removes its routes and detaches its links.
+                if let Err(e) = self.nl.delete_link(overlay.index).await {
+                    log::warn!("{e:#}");
+                }
+                if let Err(e) = dp.remove_pins() {
+                    log::warn!("{e:#}");
+                }
+            }
+            Dataplane::HostGw { underlay, .. } => match self.nl.routes_via(*underlay).await {
+                Ok(routes) => {
+                    for (net, _) in routes {
+                        if let Err(e) = self.nl.delete_weft_route(&net, *underlay).await {
+                            log::warn!("{e:#}");
+                        }
+                    }
+                }
+                Err(e) => log::warn!("{e:#}"),
+            },
         }
     }
 }

@@ -64,6 +64,11 @@ impl LeaseAttrs {
         }
     }
 
+    /// flannel's host-gw lease: no BackendData.
+    pub fn host_gw(public_ip: Ipv4Addr) -> LeaseAttrs {
+        LeaseAttrs { public_ip, public_ipv6: None, backend_type: Some("host-gw".into()), backend_data: None }
+    }
+
     /// The VXLAN parameters, if this is a usable vxlan lease.
     pub fn vxlan_data(&self) -> Result<VxlanData> {
         if self.backend_type.as_deref() != Some("vxlan") {
@@ -101,6 +106,8 @@ mod tests {
         assert_eq!(l.attrs.vxlan_data().unwrap(), VxlanData { vni: 1, vtep_mac: [0x56, 0xb8, 0xb2, 0xdb, 0x69, 0x11] });
         let ours = LeaseAttrs::vxlan("192.168.254.1".parse().unwrap(), 1, &[0x56, 0xb8, 0xb2, 0xdb, 0x69, 0x11]);
         assert_eq!(serde_json::to_string(&ours).unwrap(), v);
+        let hg = LeaseAttrs::host_gw("10.0.0.2".parse().unwrap());
+        assert_eq!(serde_json::to_string(&hg).unwrap(), r#"{"PublicIP":"10.0.0.2","PublicIPv6":null,"BackendType":"host-gw"}"#);
     }
 
     #[test]

@@ -18,6 +18,38 @@ use crate::subnet::Ipv4Net;
 /// Routes weft installs carry this protocol number, so `ip route` shows whose they are.
 pub const RTPROT_WEFT: u8 = 0xfe;
 
+/// One IPv4 route of the main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Ipv4Net,
+    pub oif: Option<u32>,
+    pub gateway: Option<Ipv4Addr>,
+    pub protocol: u8,
+}
+
+/// A stream of "a weft route was deleted" notices from the kernel
+/// (RTM_DELROUTE on the IPv4 route multicast group), so a route someone
+/// removes by hand is put back at once instead of at the next resync.
+pub fn weft_route_deletions() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
+    use futures::StreamExt;
+    use rtnetlink::{packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage, sys::{AsyncSocket, SocketAddr}};
+    let (mut conn, _h, mut msgs) = rtnetlink::new_connection().context("opening a netlink socket for route events")?;
+    conn.socket_mut().socket_mut().bind(&SocketAddr::new(0, rtnetlink::constants::RTMGRP_IPV4_ROUTE))
+        .context("joining the IPv4 route event group")?;
+    tokio::spawn(conn);
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    tokio::spawn(async move {
+        while let Some((m, _)) = msgs.next().await {
+            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) = m.payload {
+                if u8::from(r.header.protocol) == RTPROT_WEFT && tx.unbounded_send(()).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
 #[derive(Debug, Clone)]
 pub struct Link {
     pub name: String,
@@ -114,23 +146,7 @@ impl Netlink {
 
     /// IPv4 routes of the main table with an output interface: (destination, ifindex).
     pub async fn main_routes(&self) -> Result<Vec<(Ipv4Net, u32)>> {
-        let mut out = vec![];
-        for r in self.routes().await? {
-            let mut table = r.header.table as u32;
-            let (mut dst, mut oif) = (Ipv4Addr::UNSPECIFIED, None);
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
-                    RouteAttribute::Table(t) => table = *t,
-                    _ => {}
-                }
-            }
-            if let (254, Some(oif)) = (table, oif) {
-                out.push((Ipv4Net::new(dst, r.header.destination_prefix_length)?, oif));
-            }
-        }
-        Ok(out)
+        Ok(self.main_routes_full().await?.into_iter().filter_map(|r| Some((r.dst, r.oif?))).collect())
     }
 
     async fn routes(&self) -> Result<Vec<RouteMessage>> {
@@ -212,31 +228,67 @@ impl Netlink {
         Ok(())
     }
 
-    /// IPv4 routes through the link: (destination, gateway).
+    /// The IPv4 routes weft installed through the link (protocol
+    /// [`RTPROT_WEFT`], main table): (destination, gateway). Routes of anyone
+    /// else on the same link are not weft's to change.
     pub async fn routes_via(&self, index: u32) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>)>> {
+        Ok(self.main_routes_full().await?.into_iter()
+            .filter(|r| r.oif == Some(index) && r.protocol == RTPROT_WEFT)
+            .map(|r| (r.dst, r.gateway))
+            .collect())
+    }
+
+    /// Every IPv4 route of the main table.
+    pub async fn main_routes_full(&self) -> Result<Vec<Route>> {
         let mut out = vec![];
         for r in self.routes().await? {
-            let mut oif = None;
-            let mut dst = None;
-            let mut gw = None;
+            let mut route = Route {
+                dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, r.header.destination_prefix_length)?,
+                oif: None,
+                gateway: None,
+                protocol: u8::from(r.header.protocol),
+            };
             let mut table = r.header.table as u32;
             for a in &r.attributes {
                 match a {
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                    RouteAttribute::Oif(i) => route.oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => route.dst = Ipv4Net::new(*d, r.header.destination_prefix_length)?,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => route.gateway = Some(*g),
                     RouteAttribute::Table(t) => table = *t,
                     _ => {}
                 }
             }
-            // Main table only; local/broadcast routes of the device's own address are the kernel's.
-            if oif == Some(index) && table == 254 {
-                if let Some(d) = dst {
-                    out.push((Ipv4Net::new(d, r.header.destination_prefix_length)?, gw));
-                }
+            if table == 254 {
+                out.push(route);
             }
         }
         Ok(out)
+    }
+
+    /// host-gw: `<subnet> via <gateway> dev <link>`, replacing a conflicting route.
+    pub async fn replace_gw_route(&self, net: &Ipv4Net, gateway: Ipv4Addr, index: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net.network_addr(), net.prefix_len())
+            .gateway(gateway)
+            .output_interface(index)
+            .protocol(RouteProtocol::from(RTPROT_WEFT))
+            .scope(RouteScope::Universe)
+            .build();
+        self.h.route().add(msg).replace().execute().await.with_context(|| format!("adding route {net} via {gateway}"))
+    }
+
+    /// Deletes weft's route to `net` through the link, whatever its gateway.
+    pub async fn delete_weft_route(&self, net: &Ipv4Net, index: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net.network_addr(), net.prefix_len())
+            .output_interface(index)
+            .protocol(RouteProtocol::from(RTPROT_WEFT))
+            .build();
+        match self.h.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting route {net}")),
+        }
     }
 
     fn overlay_route(net: &Ipv4Net, index: u32) -> RouteMessage {

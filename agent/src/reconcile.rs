@@ -1,22 +1,25 @@
 //! Desired state (the leases) -> actual state (VTEP map entries and routes on
 //! the overlay device). One function, idempotent: it reads what exists, adds
 //! what is missing, removes what is stale, and can run any number of times.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{collections::{BTreeMap, HashMap, HashSet}, net::Ipv4Addr};
 
 use anyhow::Result;
 use weft_common::VtepEntry;
 
-use crate::{datapath::Datapath, lease::Lease, netconfig::NetConfig, netlink::Netlink, subnet::Ipv4Net};
+use crate::{datapath::Datapath, lease::Lease, netconfig::NetConfig, netlink::{Netlink, RTPROT_WEFT}, subnet::Ipv4Net};
 
-/// The peers we should reach, from the raw leases. Bad leases are skipped
-/// with a warning (once per distinct problem) and never affect other peers.
-pub fn desired(
+/// The peers we should reach, from the raw leases: every lease that passes
+/// the checks all backends share (parses, is not ours, lies inside the
+/// network, does not overlap ours) and the backend's own `check`. Bad leases
+/// are skipped with a warning (once per distinct problem) and never affect
+/// other peers.
+pub fn desired<T>(
     leases: &BTreeMap<String, Vec<u8>>,
     own: &Ipv4Net,
     cfg: &NetConfig,
-    vni: u32,
     warned: &mut HashMap<String, String>,
-) -> BTreeMap<Ipv4Net, VtepEntry> {
+    mut check: impl FnMut(&Lease) -> anyhow::Result<T>,
+) -> BTreeMap<Ipv4Net, T> {
     let mut out = BTreeMap::new();
     let mut problems = HashMap::new();
     for (k, v) in leases {
@@ -30,11 +33,7 @@ pub fn desired(
             if l.subnet.contains_net(own) || own.contains_net(&l.subnet) {
                 anyhow::bail!("subnet {} overlaps our own {own}", l.subnet);
             }
-            let d = l.attrs.vxlan_data()?;
-            if d.vni != vni {
-                anyhow::bail!("VNI {} differs from ours ({vni})", d.vni);
-            }
-            Ok(Some((l.subnet, VtepEntry { ip: l.attrs.public_ip.octets(), mac: d.vtep_mac, _pad: [0; 2] })))
+            Ok(Some((l.subnet, check(&l)?)))
         });
         match res {
             Ok(Some((net, e))) => {
@@ -53,6 +52,80 @@ pub fn desired(
     }
     *warned = problems;
     out
+}
+
+/// vxlan peers: remote subnet -> VTEP, for leases of our VNI.
+pub fn desired_vxlan(leases: &BTreeMap<String, Vec<u8>>, own: &Ipv4Net, cfg: &NetConfig, vni: u32, warned: &mut HashMap<String, String>) -> BTreeMap<Ipv4Net, VtepEntry> {
+    desired(leases, own, cfg, warned, |l| {
+        let d = l.attrs.vxlan_data()?;
+        if d.vni != vni {
+            anyhow::bail!("VNI {} differs from ours ({vni})", d.vni);
+        }
+        Ok(VtepEntry { ip: l.attrs.public_ip.octets(), mac: d.vtep_mac, _pad: [0; 2] })
+    })
+}
+
+/// host-gw peers: remote subnet -> the peer's PublicIP (the next hop).
+pub fn desired_host_gw(leases: &BTreeMap<String, Vec<u8>>, own: &Ipv4Net, cfg: &NetConfig, warned: &mut HashMap<String, String>) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    desired(leases, own, cfg, warned, |l| match l.attrs.backend_type.as_deref() {
+        Some("host-gw") => Ok(l.attrs.public_ip),
+        other => anyhow::bail!("BackendType is {:?}, not \"host-gw\"", other.unwrap_or("(none: udp)")),
+    })
+}
+
+/// host-gw: makes `<subnet> via <PublicIP> dev <underlay>` exist for every
+/// peer on our L2 segment (the best route to its PublicIP has no gateway),
+/// and no weft route for anything else. A peer across a router cannot be
+/// reached this way: it is skipped with a warning (once while it stays so).
+pub async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net, Ipv4Addr>, skipped: &mut HashSet<Ipv4Net>) -> Result<Changes> {
+    let mut ch = Changes::default();
+    let routes = nl.main_routes_full().await?;
+    let best = |ip: Ipv4Addr| routes.iter().filter(|r| r.protocol != RTPROT_WEFT && r.dst.contains(ip)).max_by_key(|r| r.dst.prefix_len());
+    let mut reachable = BTreeMap::new();
+    let mut now_skipped = HashSet::new();
+    for (net, pip) in want {
+        match best(*pip) {
+            Some(r) if r.gateway.is_none() && r.oif == Some(underlay) => {
+                reachable.insert(*net, *pip);
+            }
+            r => {
+                if !skipped.contains(net) {
+                    let how = match r {
+                        Some(r) if r.gateway.is_some() => format!("its route goes via {}", r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED)),
+                        Some(_) => "its route leaves by another interface".to_string(),
+                        None => "there is no route to it".to_string(),
+                    };
+                    log::warn!("host-gw: peer {net} (PublicIP {pip}) is not on the same L2 segment ({how}); skipping it");
+                }
+                now_skipped.insert(*net);
+            }
+        }
+    }
+    *skipped = now_skipped;
+    let have: HashMap<Ipv4Net, Option<Ipv4Addr>> = routes.iter().filter(|r| r.protocol == RTPROT_WEFT && r.oif == Some(underlay)).map(|r| (r.dst, r.gateway)).collect();
+    for (net, pip) in &reachable {
+        if have.get(net) != Some(&Some(*pip)) {
+            match nl.replace_gw_route(net, *pip, underlay).await {
+                Ok(()) => ch.added += 1,
+                Err(e) => {
+                    log::error!("{e:#}");
+                    ch.errors += 1;
+                }
+            }
+        }
+    }
+    for net in have.keys() {
+        if !reachable.contains_key(net) {
+            match nl.delete_weft_route(net, underlay).await {
+                Ok(()) => ch.removed += 1,
+                Err(e) => {
+                    log::error!("{e:#}");
+                    ch.errors += 1;
+                }
+            }
+        }
+    }
+    Ok(ch)
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -134,10 +207,13 @@ mod tests {
         leases.insert("10.244.0.0-16".to_string(), good.to_vec());
         leases.insert("not-a-key".to_string(), good.to_vec());
         let mut warned = HashMap::new();
-        let d = desired(&leases, &own, &cfg, 1, &mut warned);
+        let d = desired_vxlan(&leases, &own, &cfg, 1, &mut warned);
         assert_eq!(d.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.2.0/24"]);
         assert_eq!(d.values().next().unwrap().ip, [192, 168, 77, 2]);
         assert_eq!(warned.len(), 6, "{warned:?}");
         assert!(warned["10.244.5.0-24"].contains("VNI"));
+        let hg = desired_host_gw(&leases, &own, &cfg, &mut warned);
+        assert_eq!(hg.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.4.0/24"]);
+        assert!(warned["10.244.2.0-24"].contains("not \"host-gw\""), "{warned:?}");
     }
 }

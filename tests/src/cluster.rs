@@ -3,6 +3,13 @@
 //! weftd or a flannel-programmed kernel on each node, and pods. Everything is
 //! torn down on drop; if the cluster was not marked [`Cluster::pass`]ed,
 //! weftd's log tails are printed first.
+//!
+//! Optionally more L2 segments (for host-gw): segment 0 is the switch above
+//! (192.168.77.0/24), segment k is bridge br0 in `<prefix>-sw<k+1>`
+//! (192.168.(77+k).0/24), and a router namespace `<prefix>-rt` (ip_forward
+//! on) has leg `s<k>` = 192.168.(77+k).253 in each. Every node and the
+//! switch (etcd) get a route to each other segment via their own segment's
+//! router address; there is no default route anywhere.
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     bpf, cmd,
     etcd::EtcdServer,
-    flannel_node::FlannelNode,
+    flannel_node::{FlannelBackend, FlannelNode},
     netns::Netns,
     pod::{Pod, Wiring},
     state::LabState,
@@ -22,6 +29,20 @@ use crate::{
 
 pub const SWITCH_IP: &str = "192.168.77.254";
 pub const UNDERLAY_LEN: u8 = 24;
+/// The router's host number on every segment (192.168.(77+k).253).
+pub const ROUTER_HOST: u8 = 253;
+/// Segments the harness supports (192.168.77.0/24 .. 192.168.80.0/24).
+pub const MAX_SEGMENTS: usize = 4;
+
+/// Network address of segment `seg` (0 = the switch's 192.168.77.0/24).
+pub fn segment_net(seg: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 77 + seg as u8, 0)
+}
+
+/// The router's address on segment `seg`.
+pub fn router_ip(seg: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 77 + seg as u8, ROUTER_HOST)
+}
 
 /// Node number (1-based, shared by weft and flannel nodes).
 pub type NodeRef = u32;
@@ -34,6 +55,7 @@ pub struct ClusterBuilder {
     weftd_args: Vec<String>,
     start: bool,
     embedded: bool,
+    segments: Option<Vec<u32>>,
 }
 
 impl ClusterBuilder {
@@ -70,6 +92,14 @@ impl ClusterBuilder {
         self.embedded = yes;
         self
     }
+    /// Weft nodes per L2 segment, e.g. `&[2, 1]`: nodes 1 and 2 on segment 0
+    /// (192.168.77.0/24), node 3 on segment 1 (192.168.78.0/24), joined by
+    /// the router namespace. Replaces [`ClusterBuilder::weft_nodes`].
+    pub fn segments(mut self, per_segment: &[u32]) -> Self {
+        self.weft_nodes = per_segment.iter().sum();
+        self.segments = Some(per_segment.to_vec());
+        self
+    }
     /// Do not start weftd on the nodes (start them with [`Cluster::start_weftd`]).
     pub fn no_start(mut self) -> Self {
         self.start = false;
@@ -104,6 +134,10 @@ impl ClusterBuilder {
             flannel: Vec::new(),
             store,
             sw,
+            switches: Vec::new(),
+            router: None,
+            segment_of: Vec::new(),
+            config,
             tmp,
             prefix,
             etcd_prefix: self.etcd_prefix,
@@ -112,8 +146,20 @@ impl ClusterBuilder {
             passed: false,
             kept: false,
         };
-        for _ in 0..self.weft_nodes {
-            c.add_weft_node()?;
+        match &self.segments {
+            Some(per) => {
+                c.ensure_segments(per.len())?;
+                for (seg, k) in per.iter().enumerate() {
+                    for _ in 0..*k {
+                        c.add_weft_node_on_segment(seg)?;
+                    }
+                }
+            }
+            None => {
+                for _ in 0..self.weft_nodes {
+                    c.add_weft_node()?;
+                }
+            }
         }
         if self.start {
             let ns: Vec<NodeRef> = c.weft.iter().map(|w| w.n).collect();
@@ -130,13 +176,21 @@ impl ClusterBuilder {
 
 pub struct Cluster {
     // Drop order = field order: pods, nodes (weftd killed, pins removed,
-    // namespaces deleted), etcd (if any), switch, temp dir (with the
-    // embedded store's directory).
+    // namespaces deleted), etcd (if any), switch, the other segments'
+    // switches, the router, temp dir (with the embedded store's directory).
     pub pods: Vec<Pod>,
     pub weft: Vec<WeftNode>,
     pub flannel: Vec<FlannelNode>,
     pub store: LeaseStore,
     pub sw: Netns,
+    /// Switches of segments 1.. (`<prefix>-sw2`, ...); segment 0 is `sw`.
+    pub switches: Vec<Netns>,
+    /// `<prefix>-rt`, once there is more than one segment.
+    pub router: Option<Netns>,
+    /// (node, segment) for every node.
+    segment_of: Vec<(NodeRef, usize)>,
+    /// The network config written to the store.
+    config: String,
     tmp: TempDir,
     pub prefix: String,
     pub etcd_prefix: String,
@@ -156,6 +210,7 @@ impl Cluster {
             weftd_args: Vec::new(),
             start: true,
             embedded: false,
+            segments: None,
         }
     }
 
@@ -179,38 +234,131 @@ impl Cluster {
         (self.weft.len() + self.flannel.len()) as u32 + 1
     }
 
-    /// Creates `<prefix>-nN` with eth0 = 192.168.77.N/24 on the switch, ip_forward on.
-    fn add_node_ns(&self, n: u32) -> Result<(Netns, Ipv4Addr)> {
-        if n >= 254 {
+    /// Number of L2 segments (1 until [`Cluster::ensure_segments`] adds more).
+    pub fn segment_count(&self) -> usize {
+        1 + self.switches.len()
+    }
+
+    /// The switch namespace of segment `seg` (bridge br0).
+    pub fn switch_ns(&self, seg: usize) -> Result<&Netns> {
+        match seg {
+            0 => Ok(&self.sw),
+            k => self.switches.get(k - 1).with_context(|| format!("the cluster has no segment {k}")),
+        }
+    }
+
+    /// The segment node `n` is on.
+    pub fn node_segment(&self, n: NodeRef) -> Result<usize> {
+        self.segment_of.iter().find(|(m, _)| *m == n).map(|(_, s)| *s).with_context(|| format!("no node {n}"))
+    }
+
+    /// Makes the cluster have at least `count` segments: creates the router
+    /// namespace (with its leg on segment 0) if needed, then per new segment
+    /// its switch, the router's leg on it, and a route to it on the switch
+    /// of segment 0 (etcd) and on every node already there.
+    pub fn ensure_segments(&mut self, count: usize) -> Result<()> {
+        if count > MAX_SEGMENTS {
+            bail!("the harness supports at most {MAX_SEGMENTS} segments, not {count}");
+        }
+        if count <= self.segment_count() {
+            return Ok(());
+        }
+        if self.router.is_none() {
+            let rt = Netns::create(&format!("{}-rt", self.prefix))?;
+            rt.sysctl("net.ipv4.ip_forward", "1")?;
+            self.router = Some(rt);
+            self.attach_router(0)?;
+        }
+        while self.segment_count() < count {
+            let seg = self.segment_count();
+            let sw = Netns::create(&format!("{}-sw{}", self.prefix, seg + 1))?;
+            sw.ip(&["link", "add", "br0", "type", "bridge"])?;
+            sw.ip(&["link", "set", "br0", "up"])?;
+            self.switches.push(sw);
+            self.attach_router(seg)?;
+            let dst = format!("{}/{UNDERLAY_LEN}", segment_net(seg));
+            self.sw.ip(&["route", "add", &dst, "via", &router_ip(0).to_string()])?;
+            for (n, s) in self.segment_of.clone() {
+                self.node_ns(n)?.ip(&["route", "add", &dst, "via", &router_ip(s).to_string()])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Router leg `s<seg>` = 192.168.(77+seg).253/24, its peer `vrt` in the
+    /// segment's bridge.
+    fn attach_router(&self, seg: usize) -> Result<()> {
+        let rt = self.router.as_ref().context("no router namespace")?;
+        let sw = self.switch_ns(seg)?;
+        let leg = format!("s{seg}");
+        rt.ip(&["link", "add", &leg, "mtu", "1500", "type", "veth", "peer", "name", "vrt", "mtu", "1500", "netns", sw.name()])?;
+        sw.ip(&["link", "set", "vrt", "master", "br0", "up"])?;
+        rt.ip(&["addr", "add", &format!("{}/{UNDERLAY_LEN}", router_ip(seg)), "dev", &leg])?;
+        rt.ip(&["link", "set", &leg, "up"])?;
+        Ok(())
+    }
+
+    /// Creates `<prefix>-nN` with eth0 = 192.168.(77+seg).N/24 on the
+    /// segment's switch, ip_forward on, and a route to every other segment
+    /// via the router.
+    fn add_node_ns(&self, n: u32, seg: usize) -> Result<(Netns, Ipv4Addr)> {
+        if n >= ROUTER_HOST as u32 {
             bail!("too many nodes");
         }
+        let sw = self.switch_ns(seg)?;
         let ns = Netns::create(&format!("{}-n{n}", self.prefix))?;
-        let ip = Ipv4Addr::new(192, 168, 77, n as u8);
+        let o = segment_net(seg).octets();
+        let ip = Ipv4Addr::new(o[0], o[1], o[2], n as u8);
         let peer = format!("vn{n}");
-        ns.ip(&["link", "add", "eth0", "mtu", "1500", "type", "veth", "peer", "name", &peer, "mtu", "1500", "netns", self.sw.name()])?;
-        self.sw.ip(&["link", "set", &peer, "master", "br0", "up"])?;
+        ns.ip(&["link", "add", "eth0", "mtu", "1500", "type", "veth", "peer", "name", &peer, "mtu", "1500", "netns", sw.name()])?;
+        sw.ip(&["link", "set", &peer, "master", "br0", "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/{UNDERLAY_LEN}"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.sysctl("net.ipv4.ip_forward", "1")?;
+        for other in (0..self.segment_count()).filter(|k| *k != seg) {
+            ns.ip(&["route", "add", &format!("{}/{UNDERLAY_LEN}", segment_net(other)), "via", &router_ip(seg).to_string()])?;
+        }
         Ok((ns, ip))
     }
 
-    /// Adds a node that will run weftd (not started).
+    /// Adds a node that will run weftd (not started), on segment 0.
     pub fn add_weft_node(&mut self) -> Result<NodeRef> {
+        self.add_weft_node_on_segment(0)
+    }
+
+    /// Adds a node that will run weftd (not started) on segment `seg`
+    /// (created with [`Cluster::ensure_segments`] if it does not exist yet).
+    pub fn add_weft_node_on_segment(&mut self, seg: usize) -> Result<NodeRef> {
+        self.ensure_segments(seg + 1)?;
         let n = self.next_node_number();
-        let (ns, ip) = self.add_node_ns(n)?;
+        let (ns, ip) = self.add_node_ns(n, seg)?;
         let node = WeftNode::new(n, ip, ns, self.tmp.path(), &self.prefix)?;
         self.weft.push(node);
+        self.segment_of.push((n, seg));
         Ok(n)
     }
 
-    /// Adds a flannel-programmed node and writes its lease (not programmed
+    /// Adds a flannel-programmed vxlan node and writes its lease (not programmed
     /// yet: call [`Cluster::program_flannel_nodes`]).
     pub fn add_flannel_node(&mut self) -> Result<NodeRef> {
+        self.add_flannel_node_with(FlannelBackend::Vxlan, 0)
+    }
+
+    /// Adds a node programmed as flanneld's host-gw backend programs it (no
+    /// device; routes via the peers' PublicIPs) on segment 0 and writes its
+    /// lease (not programmed yet: call [`Cluster::program_flannel_nodes`]).
+    pub fn add_flannel_host_gw_node(&mut self) -> Result<NodeRef> {
+        self.add_flannel_node_with(FlannelBackend::HostGw, 0)
+    }
+
+    /// Adds a flannel-programmed node of `backend` on segment `seg`.
+    pub fn add_flannel_node_with(&mut self, backend: FlannelBackend, seg: usize) -> Result<NodeRef> {
+        self.ensure_segments(seg + 1)?;
         let n = self.next_node_number();
-        let (ns, ip) = self.add_node_ns(n)?;
-        let node = FlannelNode::new(n, ip, ns, &self.store, self.network)?;
+        let (ns, ip) = self.add_node_ns(n, seg)?;
+        let node = FlannelNode::with_backend(n, ip, ns, &self.store, self.network, backend)?;
         self.flannel.push(node);
+        self.segment_of.push((n, seg));
         Ok(n)
     }
 
@@ -262,8 +410,26 @@ impl Cluster {
     }
 
     pub fn start_weftd(&mut self, n: NodeRef) -> Result<()> {
-        let args: Vec<String> = self.store.weftd_args().into_iter().chain(self.weftd_args.iter().cloned()).collect();
+        self.start_weftd_with(n, &[])
+    }
+
+    /// Starts weftd on node `n` with `extra` flags after the cluster's own.
+    pub fn start_weftd_with(&mut self, n: NodeRef, extra: &[&str]) -> Result<()> {
+        let args: Vec<String> =
+            self.store.weftd_args().into_iter().chain(self.weftd_args.iter().cloned()).chain(extra.iter().map(|s| s.to_string())).collect();
         self.weft_node_mut(n)?.start(&args)
+    }
+
+    /// The network config's `Backend.Type` (flannel's default "udp" if absent).
+    pub fn backend_type(&self) -> String {
+        serde_json::from_str::<serde_json::Value>(&self.config)
+            .ok()
+            .and_then(|j| j.pointer("/Backend/Type").and_then(|t| t.as_str()).map(str::to_string))
+            .unwrap_or_else(|| "udp".into())
+    }
+
+    pub fn is_host_gw(&self) -> bool {
+        self.backend_type() == "host-gw"
     }
 
     /// Waits (20 s) until node `n`'s weftd wrote subnet.env and its lease
@@ -288,8 +454,11 @@ impl Cluster {
     }
 
     /// Waits (20 s) until every weft node has one route on weft.1 per other
-    /// node's subnet.
+    /// node's subnet; on a host-gw cluster, [`Cluster::wait_converged_host_gw`].
     pub fn wait_converged(&self) -> Result<()> {
+        if self.is_host_gw() {
+            return self.wait_converged_host_gw();
+        }
         let mut subnets = Vec::new();
         for n in self.nodes() {
             subnets.push((n, self.node_env(n)?.cidr()));
@@ -304,6 +473,39 @@ impl Cluster {
                     Ok(Some(()))
                 } else {
                     Err(format!("missing routes {missing:?}; `ip -4 route show dev weft.1`:\n{}", routes.trim()))
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The host-gw routes node `n` should have: `(subnet, next hop)` for
+    /// every other host-gw node on its segment (weft nodes of a host-gw
+    /// cluster, flannel host-gw nodes).
+    pub fn host_gw_peers_of(&self, n: NodeRef) -> Result<Vec<(String, Ipv4Addr)>> {
+        let seg = self.node_segment(n)?;
+        let mut v = Vec::new();
+        for m in self.nodes() {
+            let host_gw = if self.weft_node(m).is_ok() { self.is_host_gw() } else { self.flannel_node(m)?.backend == FlannelBackend::HostGw };
+            if m != n && host_gw && self.node_segment(m)? == seg {
+                v.push((self.node_env(m)?.cidr(), self.node_ip(m)?));
+            }
+        }
+        Ok(v)
+    }
+
+    /// Waits (20 s) until every weft node has `<subnet> via <peer ip> dev
+    /// eth0` with weft's protocol (254) for every host-gw peer on its segment.
+    pub fn wait_converged_host_gw(&self) -> Result<()> {
+        for w in &self.weft {
+            let want: Vec<String> = self.host_gw_peers_of(w.n)?.iter().map(|(s, ip)| format!("{s} via {ip} dev eth0")).collect();
+            cmd::poll(&format!("host-gw routes in {}", w.ns.name()), Duration::from_secs(20), Duration::from_millis(200), || {
+                let routes = w.host_gw_routes().map_err(|e| format!("{e:#}"))?;
+                let missing: Vec<&String> = want.iter().filter(|r| !routes.lines().any(|l| l.trim_end().starts_with(r.as_str()))).collect();
+                if missing.is_empty() {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("missing routes {missing:?}; `ip -4 route show proto 254`:\n{}", routes.trim()))
                 }
             })?;
         }
@@ -357,6 +559,9 @@ impl Cluster {
         for f in &self.flannel {
             s += &format!("--- flannel node {} `ip -4 route`:\n{}\n", f.ns.name(), f.ns.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
         }
+        if let Some(rt) = &self.router {
+            s += &format!("--- segments {:?} (node, segment); router {} `ip -4 route`:\n{}\n", self.segment_of, rt.name(), rt.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
+        }
         s += &format!("--- leases:\n{:#?}\n", self.leases().unwrap_or_default());
         if let LeaseStore::Embedded(e) = &self.store {
             let raw = e.raw();
@@ -378,6 +583,8 @@ impl Cluster {
             prefix: self.prefix.clone(),
             temp_dir: self.tmp.path().to_path_buf(),
             netns: std::iter::once(self.sw.name().to_string())
+                .chain(self.switches.iter().map(|s| s.name().to_string()))
+                .chain(self.router.iter().map(|r| r.name().to_string()))
                 .chain(self.nodes().iter().filter_map(|n| self.node_ns(*n).ok().map(|ns| ns.name().to_string())))
                 .chain(self.pods.iter().map(|p| p.ns.name().to_string()))
                 .collect(),
@@ -402,6 +609,12 @@ impl Cluster {
         }
         self.store.disarm();
         self.sw.disarm();
+        for s in &mut self.switches {
+            s.disarm();
+        }
+        if let Some(r) = &mut self.router {
+            r.disarm();
+        }
         self.tmp.disarm();
         state
     }

@@ -1,18 +1,39 @@
-//! A node programmed the way flanneld's vxlan backend programs the kernel
-//! (flannel.1, permanent neighbour + FDB entries, onlink routes), with its
-//! lease written to the cluster's store (etcd, or weftd's embedded store)
-//! exactly as flanneld writes it. No daemon runs: call
-//! [`FlannelNode::reprogram`] after new leases appear.
+//! A node programmed the way flanneld programs the kernel, with its lease
+//! written to the cluster's store (etcd, or weftd's embedded store) exactly
+//! as flanneld writes it. No daemon runs: call [`FlannelNode::reprogram`]
+//! after new leases appear.
+//!
+//! - vxlan backend: flannel.1, permanent neighbour + FDB entries, onlink routes;
+//! - host-gw backend: no device, `<subnet> via <PublicIP> dev eth0` per peer.
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 
 use crate::{netns::Netns, store::LeaseStore, subnet_env::{parse_lease_name, SubnetEnv}};
 
+/// The flannel backend a [`FlannelNode`] is programmed as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlannelBackend {
+    Vxlan,
+    HostGw,
+}
+
+impl FlannelBackend {
+    /// The lease's `BackendType`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            FlannelBackend::Vxlan => "vxlan",
+            FlannelBackend::HostGw => "host-gw",
+        }
+    }
+}
+
 pub struct FlannelNode {
     pub n: u32,
     pub ip: Ipv4Addr,
     pub env: SubnetEnv,
+    pub backend: FlannelBackend,
+    /// flannel.1's MAC (the lease's VtepMAC); empty for host-gw.
     pub mac: String,
     /// The lease's key in the store (full etcd key, or the name on the embedded store).
     pub lease_key: String,
@@ -34,6 +55,13 @@ impl FlannelNode {
     /// Creates flannel.1 in `ns` (eth0 must carry `ip` already), picks a free
     /// /24 in `network` from `.200` upward, and writes its lease (TTL 3600 s).
     pub fn new(n: u32, ip: Ipv4Addr, ns: Netns, store: &LeaseStore, network: Ipv4Addr) -> Result<FlannelNode> {
+        Self::with_backend(n, ip, ns, store, network, FlannelBackend::Vxlan)
+    }
+
+    /// As [`FlannelNode::new`] for either backend. host-gw creates no device;
+    /// its lease is `{"PublicIP":..,"PublicIPv6":null,"BackendType":"host-gw"}`
+    /// and its FLANNEL_MTU the underlay's (1500).
+    pub fn with_backend(n: u32, ip: Ipv4Addr, ns: Netns, store: &LeaseStore, network: Ipv4Addr, backend: FlannelBackend) -> Result<FlannelNode> {
         let leases = store.list()?;
         let taken: Vec<Ipv4Addr> = leases.iter().filter_map(|(k, _)| parse_lease_name(k)).map(|(s, _)| s).collect();
         let o = network.octets();
@@ -41,6 +69,13 @@ impl FlannelNode {
             .map(|x| Ipv4Addr::new(o[0], o[1], x, 0))
             .find(|s| !taken.contains(s))
             .context("no free /24 from .200 upward for the flannel node")?;
+        let lease_key = store.key(&format!("{subnet}-24"));
+        if backend == FlannelBackend::HostGw {
+            let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1500 };
+            let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
+            store.put(&env.lease_name(), &value)?;
+            return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), lease_key, ns });
+        }
         let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1450 };
         let mac = random_mac();
         let ips = ip.to_string();
@@ -48,15 +83,48 @@ impl FlannelNode {
         ns.ip(&["link", "set", "flannel.1", "address", &mac, "mtu", "1450"])?;
         ns.ip(&["addr", "add", &format!("{subnet}/32"), "dev", "flannel.1"])?;
         ns.ip(&["link", "set", "flannel.1", "up"])?;
-        let lease_key = store.key(&env.lease_name());
         let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#);
         store.put(&env.lease_name(), &value)?;
-        Ok(FlannelNode { n, ip, env, mac, lease_key, ns })
+        Ok(FlannelNode { n, ip, env, backend, mac, lease_key, ns })
+    }
+
+    /// Programs the kernel from the other leases of our backend type, as
+    /// flanneld does; returns the subnets programmed.
+    pub fn reprogram(&self, store: &LeaseStore) -> Result<Vec<String>> {
+        match self.backend {
+            FlannelBackend::Vxlan => self.reprogram_vxlan(store),
+            FlannelBackend::HostGw => self.reprogram_host_gw(store),
+        }
+    }
+
+    /// For every other host-gw lease: `ip route replace <subnet> via
+    /// <PublicIP> dev eth0`, as flanneld's host-gw (route_network.go) does.
+    /// A route the kernel refuses (next hop not on-link) is reported on
+    /// stderr and skipped, as flanneld logs and goes on.
+    fn reprogram_host_gw(&self, store: &LeaseStore) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for (name, v) in store.list()? {
+            let k = store.key(&name);
+            if k == self.lease_key {
+                continue;
+            }
+            let Some((sub, len)) = parse_lease_name(&k) else { continue };
+            let j: serde_json::Value = serde_json::from_str(&v).with_context(|| format!("lease {k} is not JSON: {v}"))?;
+            if j.get("BackendType").and_then(|t| t.as_str()) != Some("host-gw") {
+                continue;
+            }
+            let public = j.get("PublicIP").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no PublicIP: {v}"))?;
+            match self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", public, "dev", "eth0"]) {
+                Ok(_) => done.push(format!("{sub}/{len}")),
+                Err(e) => eprintln!("weft-tests: flannel host-gw node {}: route to {sub}/{len} via {public}: {e:#}", self.ns.name()),
+            }
+        }
+        Ok(done)
     }
 
     /// For every other vxlan lease in the store: neighbour, FDB entry and
     /// route, as flanneld's vxlan_network.go does. Returns the subnets programmed.
-    pub fn reprogram(&self, store: &LeaseStore) -> Result<Vec<String>> {
+    fn reprogram_vxlan(&self, store: &LeaseStore) -> Result<Vec<String>> {
         let mut done = Vec::new();
         for (name, v) in store.list()? {
             let k = store.key(&name);

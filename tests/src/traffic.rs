@@ -226,3 +226,81 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: 
     }
     Ok(Transfer { bytes: got, elapsed })
 }
+
+/// A bounded packet capture (`timeout <secs> tcpdump -c <max>`) running in
+/// a namespace; stopped (SIGTERM, then SIGKILL) on [`Capture::finish`] or drop.
+pub struct Capture {
+    child: Option<std::process::Child>,
+    out_rx: mpsc::Receiver<String>,
+    what: String,
+}
+
+impl Capture {
+    /// Starts `tcpdump -i <iface> -n -l -c <max> <filter>` in `ns`, bounded by
+    /// `secs`, and waits (5 s) until it is listening.
+    pub fn start(ns: &Netns, iface: &str, filter: &str, max: u32, secs: u32) -> Result<Capture> {
+        use std::io::BufRead;
+        let (secs_s, max_s) = (secs.to_string(), max.to_string());
+        let mut args = vec![secs_s.as_str(), "tcpdump", "-i", iface, "-n", "-l", "-c", &max_s];
+        args.extend(filter.split_whitespace());
+        let mut c = ns.command("timeout", &args);
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let what = format!("`{}` in netns {}", crate::cmd::describe(&c), ns.name());
+        let mut child = c.spawn().with_context(|| format!("spawning {what}"))?;
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let mut cap = Capture { child: Some(child), out_rx: mpsc::channel().1, what };
+        let (out_tx, out_rx) = mpsc::channel::<String>();
+        let (err_tx, err_rx) = mpsc::channel::<String>();
+        if let Some(o) = stdout {
+            std::thread::spawn(move || {
+                for l in std::io::BufReader::new(o).lines().map_while(|l| l.ok()) {
+                    let _ = out_tx.send(l);
+                }
+            });
+        }
+        if let Some(e) = stderr {
+            std::thread::spawn(move || {
+                for l in std::io::BufReader::new(e).lines().map_while(|l| l.ok()) {
+                    let _ = err_tx.send(l);
+                }
+            });
+        }
+        cap.out_rx = out_rx;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        loop {
+            match err_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) if l.contains("listening on") => break,
+                Ok(l) => seen.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("{} exited before listening: {}", cap.what, seen.join("\n")),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if Instant::now() >= deadline {
+                bail!("{} not listening after 5 s: {}", cap.what, seen.join("\n"));
+            }
+        }
+        Ok(cap)
+    }
+
+    /// Stops the capture and returns the packets it printed (one line each).
+    pub fn finish(mut self) -> Vec<String> {
+        // Let the last packets reach tcpdump before it is stopped.
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(mut c) = self.child.take() {
+            crate::cmd::terminate(&mut c, Duration::from_secs(2));
+        }
+        let mut v = Vec::new();
+        while let Ok(l) = self.out_rx.recv_timeout(Duration::from_millis(500)) {
+            v.push(l);
+        }
+        v
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            crate::cmd::terminate(&mut c, Duration::from_secs(2));
+        }
+    }
+}

@@ -109,6 +109,17 @@ impl WeftNode {
         self.ns.ip(&["-4", "route", "show", "dev", "weft.1"])
     }
 
+    /// `ip -4 route show proto 254` in the node: the routes weftd's host-gw
+    /// backend installed (`<subnet> via <peer> dev eth0`, any device).
+    pub fn host_gw_routes(&self) -> Result<String> {
+        self.ns.ip(&["-4", "route", "show", "proto", "254"])
+    }
+
+    /// Whether the node has a device named `name`.
+    pub fn has_link(&self, name: &str) -> bool {
+        self.ns.ip(&["link", "show", "dev", name]).is_ok()
+    }
+
     /// Pinned VTEP map of this node.
     pub fn vteps_pin(&self) -> PathBuf {
         self.pin_dir.join("v1/weft_vteps")

@@ -105,24 +105,12 @@ pub async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net,
     let have: HashMap<Ipv4Net, Option<Ipv4Addr>> = routes.iter().filter(|r| r.protocol == RTPROT_WEFT && r.oif == Some(underlay)).map(|r| (r.dst, r.gateway)).collect();
     for (net, pip) in &reachable {
         if have.get(net) != Some(&Some(*pip)) {
-            match nl.replace_gw_route(net, *pip, underlay).await {
-                Ok(()) => ch.added += 1,
-                Err(e) => {
-                    log::error!("{e:#}");
-                    ch.errors += 1;
-                }
-            }
+            ch.tally(nl.replace_gw_route(net, *pip, underlay).await, true);
         }
     }
     for net in have.keys() {
         if !reachable.contains_key(net) {
-            match nl.delete_weft_route(net, underlay).await {
-                Ok(()) => ch.removed += 1,
-                Err(e) => {
-                    log::error!("{e:#}");
-                    ch.errors += 1;
-                }
-            }
+            ch.tally(nl.delete_weft_route(net, underlay).await, false);
         }
     }
     Ok(ch)
@@ -135,6 +123,21 @@ pub struct Changes {
     pub errors: usize,
 }
 
+impl Changes {
+    /// Counts one change, or logs and counts its error (one peer's failure
+    /// never stops the others).
+    fn tally(&mut self, r: Result<()>, added: bool) {
+        match r {
+            Ok(()) if added => self.added += 1,
+            Ok(()) => self.removed += 1,
+            Err(e) => {
+                log::error!("{e:#}");
+                self.errors += 1;
+            }
+        }
+    }
+}
+
 /// Makes the map and the routes match `want`. Errors on one peer are logged
 /// and counted; the others are still programmed.
 pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &BTreeMap<Ipv4Net, VtepEntry>) -> Result<Changes> {
@@ -144,13 +147,7 @@ pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
     // way out: a route never points at a missing entry.
     for (net, e) in want {
         if have.get(net) != Some(e) {
-            match dp.set_vtep(net, e) {
-                Ok(()) => ch.added += 1,
-                Err(err) => {
-                    log::error!("{err:#}");
-                    ch.errors += 1;
-                }
-            }
+            ch.tally(dp.set_vtep(net, e), true);
         }
     }
     let routes = nl.routes_via(overlay_index).await?;
@@ -158,31 +155,18 @@ pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
     for net in want.keys() {
         if !have_routes.contains(&(*net, Some(net.network_addr()))) {
             if let Err(err) = nl.replace_route(net, overlay_index).await {
-                log::error!("{err:#}");
-                ch.errors += 1;
+                ch.tally(Err(err), true);
             }
         }
     }
     for (net, _) in &routes {
         if !want.contains_key(net) {
-            match nl.delete_route(net, overlay_index).await {
-                Ok(()) => ch.removed += 1,
-                Err(err) => {
-                    log::error!("{err:#}");
-                    ch.errors += 1;
-                }
-            }
+            ch.tally(nl.delete_route(net, overlay_index).await, false);
         }
     }
     for net in have.keys() {
         if !want.contains_key(net) {
-            match dp.remove_vtep(net) {
-                Ok(()) => ch.removed += 1,
-                Err(err) => {
-                    log::error!("{err:#}");
-                    ch.errors += 1;
-                }
-            }
+            ch.tally(dp.remove_vtep(net), false);
         }
     }
     Ok(ch)

@@ -103,18 +103,8 @@ impl FlannelNode {
     /// stderr and skipped, as flanneld logs and goes on.
     fn reprogram_host_gw(&self, store: &LeaseStore) -> Result<Vec<String>> {
         let mut done = Vec::new();
-        for (name, v) in store.list()? {
-            let k = store.key(&name);
-            if k == self.lease_key {
-                continue;
-            }
-            let Some((sub, len)) = parse_lease_name(&k) else { continue };
-            let j: serde_json::Value = serde_json::from_str(&v).with_context(|| format!("lease {k} is not JSON: {v}"))?;
-            if j.get("BackendType").and_then(|t| t.as_str()) != Some("host-gw") {
-                continue;
-            }
-            let public = j.get("PublicIP").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no PublicIP: {v}"))?;
-            match self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", public, "dev", "eth0"]) {
+        for (_, sub, len, _, public) in self.other_leases(store, "host-gw")? {
+            match self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", &public, "dev", "eth0"]) {
                 Ok(_) => done.push(format!("{sub}/{len}")),
                 Err(e) => eprintln!("weft-tests: flannel host-gw node {}: route to {sub}/{len} via {public}: {e:#}", self.ns.name()),
             }
@@ -122,10 +112,10 @@ impl FlannelNode {
         Ok(done)
     }
 
-    /// For every other vxlan lease in the store: neighbour, FDB entry and
-    /// route, as flanneld's vxlan_network.go does. Returns the subnets programmed.
-    fn reprogram_vxlan(&self, store: &LeaseStore) -> Result<Vec<String>> {
-        let mut done = Vec::new();
+    /// Every other lease of `backend` in the store: (key, subnet address,
+    /// prefix length, parsed JSON, PublicIP).
+    fn other_leases(&self, store: &LeaseStore, backend: &str) -> Result<Vec<(String, std::net::Ipv4Addr, u8, serde_json::Value, String)>> {
+        let mut out = Vec::new();
         for (name, v) in store.list()? {
             let k = store.key(&name);
             if k == self.lease_key {
@@ -133,10 +123,22 @@ impl FlannelNode {
             }
             let Some((sub, len)) = parse_lease_name(&k) else { continue };
             let j: serde_json::Value = serde_json::from_str(&v).with_context(|| format!("lease {k} is not JSON: {v}"))?;
-            if j.get("BackendType").and_then(|t| t.as_str()) != Some("vxlan") {
+            if j.get("BackendType").and_then(|t| t.as_str()) != Some(backend) {
                 continue;
             }
-            let public = j.get("PublicIP").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no PublicIP: {v}"))?;
+            let public = j.get("PublicIP").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no PublicIP: {v}"))?.to_string();
+            out.push((k, sub, len, j, public));
+        }
+        Ok(out)
+    }
+
+    /// For every other vxlan lease in the store: neighbour, FDB entry and
+    /// route, as flanneld's vxlan_network.go does. Returns the subnets programmed.
+    fn reprogram_vxlan(&self, store: &LeaseStore) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for (k, sub, len, j, public) in self.other_leases(store, "vxlan")? {
+            let v = j.to_string();
+            let public = public.as_str();
             let mac = j.pointer("/BackendData/VtepMAC").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no VtepMAC: {v}"))?;
             if mac.len() != 17 {
                 bail!("lease {k}: odd VtepMAC {mac:?}");

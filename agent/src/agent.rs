@@ -75,7 +75,7 @@ pub async fn run(args: Args) -> Result<()> {
     log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", underlay.link.name, underlay.link.index, underlay.link.mtu, underlay.iface_ip, underlay.public_ip);
 
     let (attrs, mtu, setup) = match cfg.backend {
-        Backend::Vxlan { vni, port } => {
+        Backend::Vxlan { vni, port, direct_routing } => {
             bpffs::ensure_mounted(&args.bpf_pin_dir)?;
             // The overlay device first: its MAC is the VtepMAC our lease announces.
             let overlay_name = format!("weft.{vni}");
@@ -83,7 +83,7 @@ pub async fn run(args: Args) -> Result<()> {
             let overlay = nl.ensure_overlay(&overlay_name, args.overlay_kind == "veth", overlay_mtu, random_mac()).await?;
             let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
             netlink::disable_ipv6(&overlay_name);
-            (LeaseAttrs::vxlan(underlay.public_ip, vni, &vtep_mac), overlay_mtu, Some((vni, port, overlay, vtep_mac)))
+            (LeaseAttrs::vxlan(underlay.public_ip, vni, &vtep_mac), overlay_mtu, Some((vni, port, overlay, vtep_mac, direct_routing)))
         }
         Backend::HostGw => {
             // flannel's rule: host-gw routes to PublicIPs, so they must be
@@ -102,7 +102,7 @@ pub async fn run(args: Args) -> Result<()> {
     health.lease_held(true);
 
     let dataplane = match setup {
-        Some((vni, port, overlay, vtep_mac)) => {
+        Some((vni, port, overlay, vtep_mac, direct_routing)) => {
             nl.set_only_addr(overlay.index, own.network_addr()).await?;
             let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
             dp.set_config(&DatapathConfig {
@@ -124,7 +124,11 @@ pub async fn run(args: Args) -> Result<()> {
             }
             log::info!("datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
                 overlay.name, underlay.link.name, if args.xdp_decap { " (XDP + TC)" } else { " (TC)" }, format_mac(&vtep_mac));
-            Dataplane::Vxlan { dp, vni, overlay }
+            if direct_routing {
+                log::info!("DirectRouting: peers on this L2 segment are routed via their PublicIP on {}, the others through VXLAN", underlay.link.name);
+            }
+            let direct = direct_routing.then_some(underlay.link.index);
+            Dataplane::Vxlan { dp, vni, overlay, direct }
         }
         None => {
             log::info!("host-gw: peers on this L2 segment are routed via their PublicIP on {}", underlay.link.name);
@@ -149,7 +153,8 @@ pub async fn run(args: Args) -> Result<()> {
 /// What carries our traffic, per backend.
 enum Dataplane {
     /// BPF VXLAN: the programs' maps, and the overlay device the routes use.
-    Vxlan { dp: Datapath, vni: u32, overlay: netlink::Link },
+    /// `direct`: with DirectRouting, the underlay for peers on our segment.
+    Vxlan { dp: Datapath, vni: u32, overlay: netlink::Link, direct: Option<u32> },
     /// Plain routes via the peers' PublicIPs on the underlay; `skipped`
     /// holds the peers off our L2 segment (warned about once).
     HostGw { underlay: u32, skipped: HashSet<Ipv4Net> },
@@ -179,8 +184,8 @@ impl Node {
         let renew_every = Duration::from_secs((ttl - margin) as u64);
         let mut renew_at = Instant::now() + renew_every;
         let mut resync = tokio::time::interval(RESYNC);
-        // A weft route removed by someone: put it back now, not at the next resync.
-        let mut route_deleted = netlink::weft_route_deletions()?;
+        // Route changes: put back a weft route someone removed, re-decide on-link peers.
+        let mut routes_changed = netlink::route_changes()?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let res = loop {
@@ -213,8 +218,8 @@ impl Node {
                     }
                 }
                 _ = resync.tick() => if self.synced { self.reconcile().await },
-                Some(()) = route_deleted.next() => {
-                    while route_deleted.try_recv().is_ok() {}
+                Some(()) = routes_changed.next() => {
+                    while routes_changed.try_recv().is_ok() {}
                     if self.synced { self.reconcile().await }
                 }
                 _ = term.recv() => { log::info!("SIGTERM: exiting"); break Ok(()) }
@@ -264,9 +269,22 @@ impl Node {
     async fn reconcile(&mut self) {
         let t = std::time::Instant::now();
         let (peers, res) = match &mut self.dataplane {
-            Dataplane::Vxlan { dp, vni, overlay } => {
+            Dataplane::Vxlan { dp, vni, overlay, direct } => {
                 let want = reconcile::desired_vxlan(&self.leases, &self.own, &self.cfg, *vni, &mut self.warned);
-                (want.len(), reconcile::apply(dp, &self.nl, overlay.index, &want).await)
+                let n = want.len();
+                match direct {
+                    None => (n, reconcile::apply(dp, &self.nl, overlay.index, &want).await),
+                    Some(underlay) => (n, async {
+                        // Decided per peer on every reconcile: a route change moves a peer.
+                        let (tunnel, direct) = reconcile::split_direct(&self.nl, *underlay, want).await?;
+                        let mut ch = reconcile::apply(dp, &self.nl, overlay.index, &tunnel).await?;
+                        let d = reconcile::apply_host_gw(&self.nl, *underlay, &direct, &mut HashSet::new()).await?;
+                        ch.added += d.added;
+                        ch.removed += d.removed;
+                        ch.errors += d.errors;
+                        Ok(ch)
+                    }.await),
+                }
             }
             Dataplane::HostGw { underlay, skipped } => {
                 let want = reconcile::desired_host_gw(&self.leases, &self.own, &self.cfg, &mut self.warned);
@@ -293,7 +311,14 @@ impl Node {
             log::warn!("{e:#}");
         }
         match &self.dataplane {
-            Dataplane::Vxlan { dp, overlay, .. } => {
+            Dataplane::Vxlan { dp, overlay, direct, .. } => {
+                if let Some(underlay) = direct {
+                    for (net, _) in self.nl.routes_via(*underlay).await.unwrap_or_default() {
+                        if let Err(e) = self.nl.delete_weft_route(&net, *underlay).await {
+                            log::warn!("{e:#}");
+                        }
+                    }
+                }
                 // Deleting the device removes its routes and detaches its links.
                 if let Err(e) = self.nl.delete_link(overlay.index).await {
                     log::warn!("{e:#}");

@@ -10,7 +10,8 @@ use crate::subnet::Ipv4Net;
 /// The backend section as far as weft uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
-    Vxlan { vni: u32, port: u16 },
+    /// `direct_routing`: peers on our L2 segment are routed host-gw style.
+    Vxlan { vni: u32, port: u16, direct_routing: bool },
     HostGw,
     Udp { port: u16 },
 }
@@ -147,10 +148,7 @@ fn parse_backend(v: Option<serde_json::Value>) -> Result<Backend> {
             if raw.gbp == Some(true) {
                 bail!("config field Backend.GBP: group-based policy is not supported by weft");
             }
-            if raw.direct_routing == Some(true) {
-                log::warn!("config field Backend.DirectRouting: not supported yet; every peer is reached through VXLAN");
-            }
-            Ok(Backend::Vxlan { vni, port: port(weft_common::VXLAN_PORT)? })
+            Ok(Backend::Vxlan { vni, port: port(weft_common::VXLAN_PORT)?, direct_routing: raw.direct_routing == Some(true) })
         }
         "host-gw" => Ok(Backend::HostGw),
         "udp" => Ok(Backend::Udp { port: port(8285)? }),
@@ -168,7 +166,9 @@ mod tests {
         assert_eq!(c.subnet_len, 24);
         assert_eq!(c.subnet_min, Ipv4Addr::new(10, 244, 1, 0));
         assert_eq!(c.subnet_max, Ipv4Addr::new(10, 244, 255, 0));
-        assert_eq!(c.backend, Backend::Vxlan { vni: 1, port: 8472 });
+        assert_eq!(c.backend, Backend::Vxlan { vni: 1, port: 8472, direct_routing: false });
+        let d = NetConfig::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":4,"Port":4789,"DirectRouting":true}}"#).unwrap();
+        assert_eq!(d.backend, Backend::Vxlan { vni: 4, port: 4789, direct_routing: true });
         assert_eq!(c.candidate_subnets().count(), 255);
         let small = NetConfig::parse(r#"{"Network":"10.1.0.0/24"}"#).unwrap();
         assert_eq!(small.subnet_len, 26);

@@ -27,10 +27,11 @@ pub struct Route {
     pub protocol: u8,
 }
 
-/// A stream of "a weft route was deleted" notices from the kernel
-/// (RTM_DELROUTE on the IPv4 route multicast group), so a route someone
-/// removes by hand is put back at once instead of at the next resync.
-pub fn weft_route_deletions() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
+/// A stream of "routes changed" notices from the kernel (the IPv4 route
+/// multicast group): any route deleted (one of weft's removed by hand is put
+/// back at once instead of at the next resync), or a route of someone else's
+/// added (host-gw and DirectRouting decide per peer whether it is on-link).
+pub fn route_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
     use futures::StreamExt;
     use rtnetlink::{packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage, sys::{AsyncSocket, SocketAddr}};
     let (mut conn, _h, mut msgs) = rtnetlink::new_connection().context("opening a netlink socket for route events")?;
@@ -40,10 +41,15 @@ pub fn weft_route_deletions() -> Result<futures::channel::mpsc::UnboundedReceive
     let (tx, rx) = futures::channel::mpsc::unbounded();
     tokio::spawn(async move {
         while let Some((m, _)) = msgs.next().await {
-            if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) = m.payload {
-                if u8::from(r.header.protocol) == RTPROT_WEFT && tx.unbounded_send(()).is_err() {
-                    return;
-                }
+            let relevant = match m.payload {
+                // Any route removed: one of weft's (put it back), or a path to a peer.
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(_)) => true,
+                // Someone else's route changed: a peer may have moved on or off our segment.
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => u8::from(r.header.protocol) != RTPROT_WEFT,
+                _ => false,
+            };
+            if relevant && tx.unbounded_send(()).is_err() {
+                return;
             }
         }
     });

@@ -6,7 +6,7 @@ use std::{collections::{BTreeMap, HashMap, HashSet}, net::Ipv4Addr};
 use anyhow::Result;
 use weft_common::VtepEntry;
 
-use crate::{datapath::Datapath, lease::Lease, netconfig::NetConfig, netlink::{Netlink, RTPROT_WEFT}, subnet::Ipv4Net};
+use crate::{datapath::Datapath, lease::Lease, netconfig::NetConfig, netlink::{Netlink, Route, RTPROT_WEFT}, subnet::Ipv4Net};
 
 /// The peers we should reach, from the raw leases: every lease that passes
 /// the checks all backends share (parses, is not ours, lies inside the
@@ -73,6 +73,34 @@ pub fn desired_host_gw(leases: &BTreeMap<String, Vec<u8>>, own: &Ipv4Net, cfg: &
     })
 }
 
+/// Whether `ip` is on our L2 segment: the best route to it (weft's own routes
+/// aside) has no gateway and leaves by the underlay. Else says why not.
+pub fn on_link(routes: &[Route], ip: Ipv4Addr, underlay: u32) -> std::result::Result<(), String> {
+    let best = routes.iter().filter(|r| r.protocol != RTPROT_WEFT && r.dst.contains(ip)).max_by_key(|r| r.dst.prefix_len());
+    match best {
+        Some(r) if r.gateway.is_none() && r.oif == Some(underlay) => Ok(()),
+        Some(r) if r.gateway.is_some() => Err(format!("its route goes via {}", r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED))),
+        Some(_) => Err("its route leaves by another interface".into()),
+        None => Err("there is no route to it".into()),
+    }
+}
+
+/// vxlan with DirectRouting: peers on our L2 segment are reached host-gw
+/// style (returned second), the others through VXLAN (returned first).
+pub async fn split_direct(nl: &Netlink, underlay: u32, want: BTreeMap<Ipv4Net, VtepEntry>) -> Result<(BTreeMap<Ipv4Net, VtepEntry>, BTreeMap<Ipv4Net, Ipv4Addr>)> {
+    let routes = nl.main_routes_full().await?;
+    let (mut tunnel, mut direct) = (BTreeMap::new(), BTreeMap::new());
+    for (net, e) in want {
+        let pip = Ipv4Addr::from(e.ip);
+        if on_link(&routes, pip, underlay).is_ok() {
+            direct.insert(net, pip);
+        } else {
+            tunnel.insert(net, e);
+        }
+    }
+    Ok((tunnel, direct))
+}
+
 /// host-gw: makes `<subnet> via <PublicIP> dev <underlay>` exist for every
 /// peer on our L2 segment (the best route to its PublicIP has no gateway),
 /// and no weft route for anything else. A peer across a router cannot be
@@ -80,21 +108,15 @@ pub fn desired_host_gw(leases: &BTreeMap<String, Vec<u8>>, own: &Ipv4Net, cfg: &
 pub async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net, Ipv4Addr>, skipped: &mut HashSet<Ipv4Net>) -> Result<Changes> {
     let mut ch = Changes::default();
     let routes = nl.main_routes_full().await?;
-    let best = |ip: Ipv4Addr| routes.iter().filter(|r| r.protocol != RTPROT_WEFT && r.dst.contains(ip)).max_by_key(|r| r.dst.prefix_len());
     let mut reachable = BTreeMap::new();
     let mut now_skipped = HashSet::new();
     for (net, pip) in want {
-        match best(*pip) {
-            Some(r) if r.gateway.is_none() && r.oif == Some(underlay) => {
+        match on_link(&routes, *pip, underlay) {
+            Ok(()) => {
                 reachable.insert(*net, *pip);
             }
-            r => {
+            Err(how) => {
                 if !skipped.contains(net) {
-                    let how = match r {
-                        Some(r) if r.gateway.is_some() => format!("its route goes via {}", r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED)),
-                        Some(_) => "its route leaves by another interface".to_string(),
-                        None => "there is no route to it".to_string(),
-                    };
                     log::warn!("host-gw: peer {net} (PublicIP {pip}) is not on the same L2 segment ({how}); skipping it");
                 }
                 now_skipped.insert(*net);

@@ -1,0 +1,55 @@
+//! vxlan with `"DirectRouting": true`: a peer on our L2 segment is routed
+//! host-gw style (`via <PublicIP> dev eth0`, no encapsulation), a peer behind
+//! the router through VXLAN; every pod reaches every pod. Two nodes on
+//! segment A, one on segment B.
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use weft_common::stat;
+use weft_tests::{bpf, cmd, traffic, Cluster, Wiring};
+
+#[test]
+fn direct_routing_per_peer() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder()
+        .segments(&[2, 1])
+        .config_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#)
+        .build()?;
+    let sub = |n: u32| c.node_env(n).map(|e| e.cidr());
+    let (s1, s2, s3) = (sub(1)?, sub(2)?, sub(3)?);
+    // (node, peers reached directly via their PublicIP, peers through weft.1)
+    let plan = [(1, vec![(s2.clone(), c.node_ip(2)?)], vec![s3.clone()]),
+                (2, vec![(s1.clone(), c.node_ip(1)?)], vec![s3.clone()]),
+                (3, vec![], vec![s1.clone(), s2.clone()])];
+    for (n, direct, tunnel) in &plan {
+        let w = c.weft_node(*n)?;
+        cmd::poll(&format!("node {n}: direct {direct:?}, tunnel {tunnel:?}"), Duration::from_secs(20), Duration::from_millis(200), || {
+            let host = w.host_gw_routes().map_err(|e| format!("{e:#}"))?;
+            let overlay = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
+            let direct_ok = direct.iter().all(|(s, ip)| host.lines().any(|l| l.starts_with(&format!("{s} via {ip} dev eth0"))))
+                && host.lines().filter(|l| l.contains("dev eth0")).count() == direct.len();
+            let tunnel_ok = tunnel.iter().all(|s| overlay.lines().any(|l| l.starts_with(s.as_str())))
+                && overlay.lines().count() == tunnel.len();
+            if direct_ok && tunnel_ok { Ok(Some(())) } else { Err(format!("proto 254 routes:\n{host}\nweft.1 routes:\n{overlay}")) }
+        })?;
+    }
+    let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::VethRoute)?, c.add_pod(3, Wiring::Bridge)?];
+    for &a in &pods {
+        for &b in &pods {
+            if a != b {
+                traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip, 3).with_context(|| format!("{} -> {}", c.pods[a].ns.name(), c.pods[b].ip))?;
+            }
+        }
+    }
+    // Node 1 encapsulates for node 3 only: pinging node 2's pod adds nothing.
+    let encap = || bpf::stat_packets(&c.weft_node(1)?.stats_pin(), stat::ENCAP);
+    let before = encap()?;
+    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[1]].ip, 5)?;
+    ensure!(encap()? == before, "traffic to a same-segment peer was encapsulated");
+    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip, 5)?;
+    ensure!(encap()? >= before + 5, "traffic across the router was not encapsulated");
+    let t = traffic::tcp_transfer(&c.pods[pods[0]].ns, &c.pods[pods[2]].ns, c.pods[pods[2]].ip, 2 << 20).context("tcp A -> B through VXLAN")?;
+    eprintln!("tcp across the router: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
+    c.pass();
+    Ok(())
+}

@@ -15,6 +15,8 @@ use crate::{netns::Netns, store::LeaseStore, subnet_env::{parse_lease_name, Subn
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlannelBackend {
     Vxlan,
+    /// vxlan with `"DirectRouting": true`: on-link peers get a plain route.
+    VxlanDirect,
     HostGw,
 }
 
@@ -22,7 +24,7 @@ impl FlannelBackend {
     /// The lease's `BackendType`.
     pub fn type_name(self) -> &'static str {
         match self {
-            FlannelBackend::Vxlan => "vxlan",
+            FlannelBackend::Vxlan | FlannelBackend::VxlanDirect => "vxlan",
             FlannelBackend::HostGw => "host-gw",
         }
     }
@@ -92,7 +94,8 @@ impl FlannelNode {
     /// flanneld does; returns the subnets programmed.
     pub fn reprogram(&self, store: &LeaseStore) -> Result<Vec<String>> {
         match self.backend {
-            FlannelBackend::Vxlan => self.reprogram_vxlan(store),
+            FlannelBackend::Vxlan => self.reprogram_vxlan(store, false),
+            FlannelBackend::VxlanDirect => self.reprogram_vxlan(store, true),
             FlannelBackend::HostGw => self.reprogram_host_gw(store),
         }
     }
@@ -133,12 +136,20 @@ impl FlannelNode {
     }
 
     /// For every other vxlan lease in the store: neighbour, FDB entry and
-    /// route, as flanneld's vxlan_network.go does. Returns the subnets programmed.
-    fn reprogram_vxlan(&self, store: &LeaseStore) -> Result<Vec<String>> {
+    /// route, as flanneld's vxlan_network.go does. With `direct` (flannel's
+    /// DirectRouting), a peer whose PublicIP is on-link (`ip route get` shows
+    /// no gateway) gets `<subnet> via <PublicIP> dev eth0` instead. Returns
+    /// the subnets programmed.
+    fn reprogram_vxlan(&self, store: &LeaseStore, direct: bool) -> Result<Vec<String>> {
         let mut done = Vec::new();
         for (k, sub, len, j, public) in self.other_leases(store, "vxlan")? {
             let v = j.to_string();
             let public = public.as_str();
+            if direct && !self.ns.ip(&["route", "get", public])?.contains(" via ") {
+                self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", public, "dev", "eth0"])?;
+                done.push(format!("{sub}/{len}"));
+                continue;
+            }
             let mac = j.pointer("/BackendData/VtepMAC").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no VtepMAC: {v}"))?;
             if mac.len() != 17 {
                 bail!("lease {k}: odd VtepMAC {mac:?}");

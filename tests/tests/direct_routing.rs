@@ -53,3 +53,48 @@ fn direct_routing_per_peer() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// Mixed: two weft nodes and a flannel-programmed DirectRouting node on
+/// segment A, a flannel vxlan node on segment B. Same-segment peers route
+/// directly both ways between weft and flannel, B is reached through VXLAN by
+/// everyone, and every pod reaches every pod.
+#[test]
+fn direct_routing_mixed_with_flannel() -> Result<()> {
+    use weft_tests::flannel_node::FlannelBackend;
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder()
+        .segments(&[2])
+        .config_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#)
+        .build()?;
+    let fa = c.add_flannel_node_with(FlannelBackend::VxlanDirect, 0)?;
+    let fb = c.add_flannel_node_with(FlannelBackend::Vxlan, 1)?;
+    c.program_flannel_nodes()?;
+    let (sfa, sfb) = (c.node_env(fa)?.cidr(), c.node_env(fb)?.cidr());
+    let ip_fa = c.node_ip(fa)?;
+    for n in [1, 2] {
+        let w = c.weft_node(n)?;
+        cmd::poll(&format!("weft node {n}: {sfa} direct, {sfb} through weft.1"), Duration::from_secs(20), Duration::from_millis(200), || {
+            let host = w.host_gw_routes().map_err(|e| format!("{e:#}"))?;
+            let overlay = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
+            if host.lines().any(|l| l.starts_with(&format!("{sfa} via {ip_fa} dev eth0"))) && overlay.lines().any(|l| l.starts_with(sfb.as_str())) {
+                Ok(Some(()))
+            } else {
+                Err(format!("proto 254 routes:\n{host}\nweft.1 routes:\n{overlay}"))
+            }
+        })?;
+    }
+    let fa_routes = c.node_ns(fa)?.ip(&["-4", "route"])?;
+    ensure!(fa_routes.contains(&format!("{} via {} dev eth0", c.node_env(1)?.cidr(), c.node_ip(1)?)), "flannel DirectRouting node routes weft node 1 directly:\n{fa_routes}");
+    let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(fa, Wiring::Bridge)?, c.add_pod(fb, Wiring::Bridge)?];
+    for &a in &pods {
+        for &b in &pods {
+            if a != b {
+                traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip, 2).with_context(|| format!("{} -> {}", c.pods[a].ns.name(), c.pods[b].ip))?;
+            }
+        }
+    }
+    let t = traffic::tcp_transfer(&c.pods[pods[2]].ns, &c.pods[pods[0]].ns, c.pods[pods[0]].ip, 2 << 20).context("tcp flannel (direct) -> weft")?;
+    eprintln!("tcp flannel direct -> weft: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
+    c.pass();
+    Ok(())
+}

@@ -514,6 +514,21 @@ impl Cluster {
 
     /// Adds pod number k (k = pods on that node so far + 1) to node `n`.
     /// Returns the index into `self.pods`.
+    /// Every pair of `pods` (indexes into `self.pods`) on different nodes
+    /// pings, `count` packets each way, all replies required.
+    pub fn ping_across_nodes(&self, pods: &[usize], count: u32) -> Result<()> {
+        for &a in pods {
+            for &b in pods {
+                if self.pods[a].node == self.pods[b].node {
+                    continue;
+                }
+                crate::traffic::ping_ok(&self.pods[a].ns, self.pods[b].ip, count)
+                    .with_context(|| format!("pod {} ({:?}) -> pod {} ({:?})", self.pods[a].ns.name(), self.pods[a].wiring, self.pods[b].ns.name(), self.pods[b].wiring))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn add_pod(&mut self, n: NodeRef, wiring: Wiring) -> Result<usize> {
         let k = self.pods.iter().filter(|p| p.node == n).count() as u32 + 1;
         let env = self.node_env(n)?;

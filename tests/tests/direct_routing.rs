@@ -34,13 +34,7 @@ fn direct_routing_per_peer() -> Result<()> {
         })?;
     }
     let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::VethRoute)?, c.add_pod(3, Wiring::Bridge)?];
-    for &a in &pods {
-        for &b in &pods {
-            if a != b {
-                traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip, 3).with_context(|| format!("{} -> {}", c.pods[a].ns.name(), c.pods[b].ip))?;
-            }
-        }
-    }
+    c.ping_across_nodes(&pods, 3)?;
     // Node 1 encapsulates for node 3 only: pinging node 2's pod adds nothing.
     let encap = || bpf::stat_packets(&c.weft_node(1)?.stats_pin(), stat::ENCAP);
     let before = encap()?;
@@ -86,13 +80,7 @@ fn direct_routing_mixed_with_flannel() -> Result<()> {
     let fa_routes = c.node_ns(fa)?.ip(&["-4", "route"])?;
     ensure!(fa_routes.contains(&format!("{} via {} dev eth0", c.node_env(1)?.cidr(), c.node_ip(1)?)), "flannel DirectRouting node routes weft node 1 directly:\n{fa_routes}");
     let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(fa, Wiring::Bridge)?, c.add_pod(fb, Wiring::Bridge)?];
-    for &a in &pods {
-        for &b in &pods {
-            if a != b {
-                traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip, 2).with_context(|| format!("{} -> {}", c.pods[a].ns.name(), c.pods[b].ip))?;
-            }
-        }
-    }
+    c.ping_across_nodes(&pods, 2)?;
     let t = traffic::tcp_transfer(&c.pods[pods[2]].ns, &c.pods[pods[0]].ns, c.pods[pods[0]].ip, 2 << 20).context("tcp flannel (direct) -> weft")?;
     eprintln!("tcp flannel direct -> weft: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
     c.pass();

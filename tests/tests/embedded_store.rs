@@ -91,15 +91,7 @@ fn embedded_three_nodes_and_flannel_node() -> Result<()> {
     let p3a = c.add_pod(3, Wiring::Bridge)?;
     let p3b = c.add_pod(3, Wiring::VethRoute)?;
     let pods = [p1, p2, p3a, p3b];
-    for &a in &pods {
-        for &b in &pods {
-            if c.pods[a].node == c.pods[b].node {
-                continue;
-            }
-            traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip, 3)
-                .with_context(|| format!("pod {} ({:?}) -> pod {} ({:?})", c.pods[a].ns.name(), c.pods[a].wiring, c.pods[b].ns.name(), c.pods[b].wiring))?;
-        }
-    }
+    c.ping_across_nodes(&pods, 3)?;
     let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3b].ns, c.pods[p3b].ip, 4 << 20).context("tcp node1 bridge pod -> node3 veth pod")?;
     eprintln!("embedded store: tcp n1->n3 {} bytes intact in {:?} ({:.0} Mbit/s)", t.bytes, t.elapsed, t.mbit_per_s());
     let t = traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p3a].ns, c.pods[p3a].ip, 4 << 20).context("tcp node2 veth pod -> node3 bridge pod")?;

@@ -10,20 +10,6 @@ use weft_tests::{cmd, traffic, Cluster, NodeRef, Wiring};
 
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
 
-/// Every pod pair on different nodes pings (3 each).
-fn ping_all_pairs(c: &Cluster, pods: &[usize]) -> Result<()> {
-    for &a in pods {
-        for &b in pods {
-            if c.pods[a].node == c.pods[b].node {
-                continue;
-            }
-            traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip, 3)
-                .with_context(|| format!("pod {} ({:?}) -> pod {} ({:?})", c.pods[a].ns.name(), c.pods[a].wiring, c.pods[b].ns.name(), c.pods[b].wiring))?;
-        }
-    }
-    Ok(())
-}
-
 /// No weft.1, FLANNEL_MTU 1500, and the lease is host-gw's (no BackendData).
 fn check_node_shape(c: &Cluster, n: NodeRef) -> Result<()> {
     let w = c.weft_node(n)?;
@@ -64,7 +50,7 @@ fn host_gw_within_a_segment() -> Result<()> {
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
     let p3a = c.add_pod(3, Wiring::Bridge)?;
     let p3b = c.add_pod(3, Wiring::VethRoute)?;
-    ping_all_pairs(&c, &[p1, p2, p3a, p3b])?;
+    c.ping_across_nodes(&[p1, p2, p3a, p3b], 3)?;
     traffic::ping_ok(c.node_ns(1)?, c.pods[p2].ip, 3).context("host-originated: node 1 -> pod on node 2")?;
     // Full-size frames pass unfragmented: the pod MTU is the underlay's.
     traffic::ping_sized(&c.pods[p1].ns, c.pods[p3a].ip, 2, Some(1472))
@@ -127,7 +113,7 @@ fn host_gw_skipped_across_segments() -> Result<()> {
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
     let p3 = c.add_pod(3, Wiring::Bridge)?;
-    ping_all_pairs(&c, &[p1, p2])?;
+    c.ping_across_nodes(&[p1, p2], 3)?;
     let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, c.pods[p2].ip, 4 << 20).context("tcp node1 pod -> node2 pod")?;
     eprintln!("host-gw tcp n1->n2: {} bytes in {:?}", t.bytes, t.elapsed);
     // Without a route the other segment's pods stay unreachable (no default route anywhere).

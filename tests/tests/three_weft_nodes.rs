@@ -14,15 +14,7 @@ fn three_weft_nodes() -> Result<()> {
     let p3a = c.add_pod(3, Wiring::Bridge)?;
     let p3b = c.add_pod(3, Wiring::VethRoute)?;
     let pods = [p1, p2, p3a, p3b];
-    for &a in &pods {
-        for &b in &pods {
-            if c.pods[a].node == c.pods[b].node {
-                continue;
-            }
-            traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip, 3)
-                .with_context(|| format!("pod {} ({:?}) -> pod {} ({:?})", c.pods[a].ns.name(), c.pods[a].wiring, c.pods[b].ns.name(), c.pods[b].wiring))?;
-        }
-    }
+    c.ping_across_nodes(&pods, 3)?;
     // Host of node 1 -> pod on node 2.
     traffic::ping_ok(c.node_ns(1)?, c.pods[p2].ip, 3).context("host-originated: node 1 -> pod on node 2")?;
     // Harness negative check: nobody holds 10.244.250.0/24 ... unless a node leased it.

@@ -15,6 +15,7 @@ use crate::{
     acquire, bpffs,
     cli::Args,
     datapath::Datapath,
+    fast_path::FastPath,
     health::{self, Health},
     iface,
     lease::{format_mac, LeaseAttrs},
@@ -119,8 +120,8 @@ pub async fn run(args: Args) -> Result<()> {
             dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
             if args.xdp_decap {
                 dp.attach_xdp(&underlay.link.name, underlay.link.index)?;
-            } else {
-                dp.detach_xdp(&underlay.link.name, underlay.link.index)?;
+            } else if dp.release_links(prog_names::XDP_DECAP)? {
+                log::info!("detached the XDP decap an earlier run left on {} (no --xdp-decap now)", underlay.link.name);
             }
             log::info!("datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
                 overlay.name, underlay.link.name, if args.xdp_decap { " (XDP + TC)" } else { " (TC)" }, format_mac(&vtep_mac));
@@ -128,11 +129,15 @@ pub async fn run(args: Args) -> Result<()> {
                 log::info!("DirectRouting: peers on this L2 segment are routed via their PublicIP on {}, the others through VXLAN", underlay.link.name);
             }
             let direct = direct_routing.then_some(underlay.link.index);
-            Dataplane::Vxlan { dp, vni, overlay, direct }
+            let fast = fast_path_setting(&args, &dp, direct_routing)?;
+            Dataplane::Vxlan { dp, vni, overlay, direct, fast }
         }
         None => {
             log::info!("host-gw: peers on this L2 segment are routed via their PublicIP on {}", underlay.link.name);
-            Dataplane::HostGw { underlay: underlay.link.index, skipped: HashSet::new() }
+            bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+            let dp = Datapath::load(Some(&args.bpf_pin_dir))?;
+            let fast = fast_path_setting(&args, &dp, true)?;
+            Dataplane::HostGw { underlay: underlay.link.index, skipped: HashSet::new(), dp, fast }
         }
     };
 
@@ -150,14 +155,29 @@ pub async fn run(args: Args) -> Result<()> {
     res
 }
 
+/// The host-gw fast path, where peers are routed host-gw style (the host-gw
+/// backend, vxlan with DirectRouting) and --no-fast-path is not given. Off,
+/// the link an earlier run pinned is released so the flag says what runs.
+fn fast_path_setting(args: &Args, dp: &Datapath, routed_peers: bool) -> Result<Option<FastPath>> {
+    if routed_peers && !args.no_fast_path {
+        return Ok(Some(FastPath::new(&args.pod_bridge)));
+    }
+    if dp.release_links(prog_names::FWD)? {
+        log::info!("fast path off: released the weft_fwd link an earlier run left");
+    }
+    Ok(None)
+}
+
 /// What carries our traffic, per backend.
 enum Dataplane {
     /// BPF VXLAN: the programs' maps, and the overlay device the routes use.
-    /// `direct`: with DirectRouting, the underlay for peers on our segment.
-    Vxlan { dp: Datapath, vni: u32, overlay: netlink::Link, direct: Option<u32> },
+    /// `direct`: with DirectRouting, the underlay for peers on our segment;
+    /// `fast`: the fast path for those peers.
+    Vxlan { dp: Datapath, vni: u32, overlay: netlink::Link, direct: Option<u32>, fast: Option<FastPath> },
     /// Plain routes via the peers' PublicIPs on the underlay; `skipped`
-    /// holds the peers off our L2 segment (warned about once).
-    HostGw { underlay: u32, skipped: HashSet<Ipv4Net> },
+    /// holds the peers off our L2 segment (warned about once). `dp` holds
+    /// the fast path's map and program.
+    HostGw { underlay: u32, skipped: HashSet<Ipv4Net>, dp: Datapath, fast: Option<FastPath> },
 }
 
 struct Node {
@@ -184,8 +204,9 @@ impl Node {
         let renew_every = Duration::from_secs((ttl - margin) as u64);
         let mut renew_at = Instant::now() + renew_every;
         let mut resync = tokio::time::interval(RESYNC);
-        // Route changes: put back a weft route someone removed, re-decide on-link peers.
-        let mut routes_changed = netlink::route_changes()?;
+        // Route changes: put back a weft route someone removed, re-decide
+        // on-link peers; link changes: the pod bridge for the fast path.
+        let mut routes_changed = netlink::net_changes()?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let res = loop {
@@ -269,16 +290,19 @@ impl Node {
     async fn reconcile(&mut self) {
         let t = std::time::Instant::now();
         let (peers, res) = match &mut self.dataplane {
-            Dataplane::Vxlan { dp, vni, overlay, direct } => {
+            Dataplane::Vxlan { dp, vni, overlay, direct, fast } => {
                 let want = reconcile::desired_vxlan(&self.leases, &self.own, &self.cfg, *vni, &mut self.warned);
                 let n = want.len();
+                if let Some(f) = fast {
+                    f.ensure(dp, &self.nl).await;
+                }
                 match direct {
                     None => (n, reconcile::apply(dp, &self.nl, overlay.index, &want).await),
                     Some(underlay) => (n, async {
                         // Decided per peer on every reconcile: a route change moves a peer.
                         let (tunnel, direct) = reconcile::split_direct(&self.nl, *underlay, want).await?;
                         let mut ch = reconcile::apply(dp, &self.nl, overlay.index, &tunnel).await?;
-                        let d = reconcile::apply_host_gw(&self.nl, *underlay, &direct, &mut HashSet::new()).await?;
+                        let d = reconcile::apply_host_gw(&self.nl, *underlay, &direct, &mut HashSet::new(), fast.is_some().then_some(&mut *dp)).await?;
                         ch.added += d.added;
                         ch.removed += d.removed;
                         ch.errors += d.errors;
@@ -286,9 +310,12 @@ impl Node {
                     }.await),
                 }
             }
-            Dataplane::HostGw { underlay, skipped } => {
+            Dataplane::HostGw { underlay, skipped, dp, fast } => {
                 let want = reconcile::desired_host_gw(&self.leases, &self.own, &self.cfg, &mut self.warned);
-                (want.len(), reconcile::apply_host_gw(&self.nl, *underlay, &want, skipped).await)
+                if let Some(f) = fast {
+                    f.ensure(dp, &self.nl).await;
+                }
+                (want.len(), reconcile::apply_host_gw(&self.nl, *underlay, &want, skipped, fast.is_some().then_some(dp)).await)
             }
         };
         match res {
@@ -327,16 +354,22 @@ impl Node {
                     log::warn!("{e:#}");
                 }
             }
-            Dataplane::HostGw { underlay, .. } => match self.nl.routes_via(*underlay).await {
-                Ok(routes) => {
-                    for (net, _) in routes {
-                        if let Err(e) = self.nl.delete_weft_route(&net, *underlay).await {
-                            log::warn!("{e:#}");
+            Dataplane::HostGw { underlay, dp, .. } => {
+                match self.nl.routes_via(*underlay).await {
+                    Ok(routes) => {
+                        for (net, _) in routes {
+                            if let Err(e) = self.nl.delete_weft_route(&net, *underlay).await {
+                                log::warn!("{e:#}");
+                            }
                         }
                     }
+                    Err(e) => log::warn!("{e:#}"),
                 }
-                Err(e) => log::warn!("{e:#}"),
-            },
+                // Unpinning the links detaches the fast path.
+                if let Err(e) = dp.remove_pins() {
+                    log::warn!("{e:#}");
+                }
+            }
         }
     }
 }

@@ -120,6 +120,17 @@ pub struct Args {
     #[arg(long, env = "WEFTD_VXLAN_UDP_CSUM", help_heading = "Datapath")]
     pub vxlan_udp_csum: bool,
 
+    /// Turn off the host-gw fast path (on by default for host-gw and for
+    /// vxlan with DirectRouting): pod traffic to peers then takes the host's
+    /// forwarding path, netfilter's FORWARD chain included.
+    #[arg(long, env = "WEFTD_NO_FAST_PATH", help_heading = "Datapath")]
+    pub no_fast_path: bool,
+
+    /// The pod-facing bridge the fast path attaches to (flannel's CNI
+    /// bridge); it may appear after weftd starts.
+    #[arg(long, env = "WEFTD_POD_BRIDGE", default_value = "cni0", help_heading = "Datapath")]
+    pub pod_bridge: String,
+
     /// Kind of overlay device: `ifb` (default) or `veth` (a pair, for
     /// comparing the two; see the README for the measurement).
     #[arg(long, env = "WEFTD_OVERLAY_KIND", default_value = "ifb", value_parser = ["ifb", "veth"], help_heading = "Datapath")]

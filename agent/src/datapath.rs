@@ -18,7 +18,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use weft_common::{map_names, prog_names, stat, Counter, DatapathConfig, VtepEntry};
+use weft_common::{map_names, prog_names, stat, Counter, DatapathConfig, HostGwEntry, VtepEntry};
 
 use crate::subnet::Ipv4Net;
 
@@ -40,14 +40,16 @@ fn pin_link(link: FdLink, pin: Option<&Path>) -> Result<()> {
 /// The kernel programs, built by build.rs from `ebpf/`.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weft.bpf.o"));
 
-/// Layout version of the pinned maps (see the module doc).
-pub const PIN_LAYOUT: &str = "v1";
+/// Layout version of the pinned maps (see the module doc). v2: the host-gw
+/// fast path's map and counters.
+pub const PIN_LAYOUT: &str = "v2";
 
 pub struct Datapath {
     ebpf: Ebpf,
     vteps: LpmTrie<MapData, [u8; 4], VtepEntry>,
     config: Array<MapData, DatapathConfig>,
     stats: PerCpuArray<MapData, Counter>,
+    hostgw: LpmTrie<MapData, [u8; 4], HostGwEntry>,
     pin_dir: Option<PathBuf>,
 }
 
@@ -71,13 +73,14 @@ impl Datapath {
         let vteps = LpmTrie::try_from(ebpf.take_map(map_names::VTEPS).context("map weft_vteps missing")?)?;
         let config = Array::try_from(ebpf.take_map(map_names::CONFIG).context("map weft_config missing")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map(map_names::STATS).context("map weft_stats missing")?)?;
-        for name in [prog_names::ENCAP, prog_names::DECAP] {
+        let hostgw = LpmTrie::try_from(ebpf.take_map(map_names::HOSTGW).context("map weft_hostgw missing")?)?;
+        for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }
         let x: &mut Xdp = ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
         x.load().context("loading program weft_xdp_decap")?;
-        Ok(Datapath { ebpf, vteps, config, stats, pin_dir: dir })
+        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pin_dir: dir })
     }
 
     pub fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {
@@ -126,15 +129,20 @@ impl Datapath {
         }
     }
 
-    /// Without --xdp-decap, an XDP link pinned by an earlier run is released,
-    /// so the flag says what runs.
-    pub fn detach_xdp(&self, ifname: &str, ifindex: u32) -> Result<()> {
-        let Some(pin) = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{}-{ifindex}", prog_names::XDP_DECAP))) else { return Ok(()) };
-        if pin.exists() {
-            std::fs::remove_file(&pin).with_context(|| format!("removing {}", pin.display()))?;
-            log::info!("detached the XDP decap an earlier run left on {ifname} (no --xdp-decap now)");
+    /// Releases every pinned link of `prog` an earlier run left (so a flag
+    /// that is now off says what runs); true if there was one.
+    pub fn release_links(&self, prog: &str) -> Result<bool> {
+        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) else { return Ok(false) };
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(false) };
+        let mut any = false;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.strip_prefix(&format!("{prog}-")).is_some_and(|i| i.parse::<u32>().is_ok()) {
+                std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+                any = true;
+            }
         }
-        Ok(())
+        Ok(any)
     }
 
     /// Attaches the XDP decapsulation in native mode, pinned like the TC links.
@@ -171,6 +179,26 @@ impl Datapath {
     pub fn remove_vtep(&mut self, net: &Ipv4Net) -> Result<()> {
         let key = Key::new(net.prefix_len() as u32, net.network_addr().octets());
         self.vteps.remove(&key).with_context(|| format!("removing weft_vteps[{net}]"))
+    }
+
+    /// Every host-gw fast-path entry: remote subnet -> next hop.
+    pub fn hostgw(&self) -> Result<BTreeMap<Ipv4Net, HostGwEntry>> {
+        let mut out = BTreeMap::new();
+        for kv in self.hostgw.iter() {
+            let (k, v) = kv.context("reading weft_hostgw")?;
+            out.insert(Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)?, v);
+        }
+        Ok(out)
+    }
+
+    pub fn set_hostgw(&mut self, net: &Ipv4Net, v: &HostGwEntry) -> Result<()> {
+        let key = Key::new(net.prefix_len() as u32, net.network_addr().octets());
+        self.hostgw.insert(&key, v, 0).with_context(|| format!("writing weft_hostgw[{net}]"))
+    }
+
+    pub fn remove_hostgw(&mut self, net: &Ipv4Net) -> Result<()> {
+        let key = Key::new(net.prefix_len() as u32, net.network_addr().octets());
+        self.hostgw.remove(&key).with_context(|| format!("removing weft_hostgw[{net}]"))
     }
 
     /// Counters summed over CPUs, indexed by `weft_common::stat`.

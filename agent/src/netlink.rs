@@ -27,16 +27,19 @@ pub struct Route {
     pub protocol: u8,
 }
 
-/// A stream of "routes changed" notices from the kernel (the IPv4 route
-/// multicast group): any route deleted (one of weft's removed by hand is put
-/// back at once instead of at the next resync), or a route of someone else's
-/// added (host-gw and DirectRouting decide per peer whether it is on-link).
-pub fn route_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
+/// A stream of "routes or links changed" notices from the kernel (the IPv4
+/// route and the link multicast groups): any route deleted (one of weft's
+/// removed by hand is put back at once instead of at the next resync), a
+/// route of someone else's added (host-gw and DirectRouting decide per peer
+/// whether it is on-link), or a link added or removed (the pod bridge the
+/// fast path attaches to appears with the first pod).
+pub fn net_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
     use futures::StreamExt;
     use rtnetlink::{packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage, sys::{AsyncSocket, SocketAddr}};
-    let (mut conn, _h, mut msgs) = rtnetlink::new_connection().context("opening a netlink socket for route events")?;
-    conn.socket_mut().socket_mut().bind(&SocketAddr::new(0, rtnetlink::constants::RTMGRP_IPV4_ROUTE))
-        .context("joining the IPv4 route event group")?;
+    let (mut conn, _h, mut msgs) = rtnetlink::new_connection().context("opening a netlink socket for route and link events")?;
+    let groups = rtnetlink::constants::RTMGRP_IPV4_ROUTE | rtnetlink::constants::RTMGRP_LINK;
+    conn.socket_mut().socket_mut().bind(&SocketAddr::new(0, groups))
+        .context("joining the IPv4 route and link event groups")?;
     tokio::spawn(conn);
     let (tx, rx) = futures::channel::mpsc::unbounded();
     tokio::spawn(async move {
@@ -46,6 +49,7 @@ pub fn route_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> 
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(_)) => true,
                 // Someone else's route changed: a peer may have moved on or off our segment.
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => u8::from(r.header.protocol) != RTPROT_WEFT,
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(_) | RouteNetlinkMessage::DelLink(_)) => true,
                 _ => false,
             };
             if relevant && tx.unbounded_send(()).is_err() {

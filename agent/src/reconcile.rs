@@ -4,7 +4,7 @@
 use std::{collections::{BTreeMap, HashMap, HashSet}, net::Ipv4Addr};
 
 use anyhow::Result;
-use weft_common::VtepEntry;
+use weft_common::{HostGwEntry, VtepEntry};
 
 use crate::{datapath::Datapath, lease::Lease, netconfig::NetConfig, netlink::{Netlink, Route, RTPROT_WEFT}, subnet::Ipv4Net};
 
@@ -105,7 +105,9 @@ pub async fn split_direct(nl: &Netlink, underlay: u32, want: BTreeMap<Ipv4Net, V
 /// peer on our L2 segment (the best route to its PublicIP has no gateway),
 /// and no weft route for anything else. A peer across a router cannot be
 /// reached this way: it is skipped with a warning (once while it stays so).
-pub async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net, Ipv4Addr>, skipped: &mut HashSet<Ipv4Net>) -> Result<Changes> {
+/// With `fast` (the fast path is on), `weft_hostgw` is made to hold exactly
+/// the routed peers, after their routes.
+pub async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net, Ipv4Addr>, skipped: &mut HashSet<Ipv4Net>, fast: Option<&mut Datapath>) -> Result<Changes> {
     let mut ch = Changes::default();
     let routes = nl.main_routes_full().await?;
     let mut reachable = BTreeMap::new();
@@ -135,7 +137,32 @@ pub async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net,
             ch.tally(nl.delete_weft_route(net, underlay).await, false);
         }
     }
+    if let Some(dp) = fast {
+        sync_hostgw_map(dp, underlay, &reachable, &mut ch)?;
+    }
     Ok(ch)
+}
+
+/// The fast path's map follows the routes. Its changes are not counted as
+/// peers added or removed (the routes are); their errors are.
+fn sync_hostgw_map(dp: &mut Datapath, underlay: u32, routed: &BTreeMap<Ipv4Net, Ipv4Addr>, ch: &mut Changes) -> Result<()> {
+    let have = dp.hostgw()?;
+    for net in have.keys() {
+        if !routed.contains_key(net) {
+            if let Err(e) = dp.remove_hostgw(net) {
+                ch.tally(Err(e), false);
+            }
+        }
+    }
+    for (net, pip) in routed {
+        let e = HostGwEntry { gateway: pip.octets(), ifindex: underlay };
+        if have.get(net) != Some(&e) {
+            if let Err(err) = dp.set_hostgw(net, &e) {
+                ch.tally(Err(err), true);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -22,7 +22,10 @@ pub mod map_names {
     pub const CONFIG: &str = "weft_config";
     /// Per-CPU array of packet/byte counters, indexed by [`super::stat`].
     pub const STATS: &str = "weft_stats";
-    pub const ALL: [&str; 3] = [VTEPS, CONFIG, STATS];
+    /// LPM trie: remote pod subnet reached by plain routing (host-gw, or a
+    /// DirectRouting peer) -> its next hop, for the host-gw fast path.
+    pub const HOSTGW: &str = "weft_hostgw";
+    pub const ALL: [&str; 4] = [VTEPS, CONFIG, STATS, HOSTGW];
 }
 
 /// Names of the kernel programs (their function names in `ebpf/`).
@@ -33,6 +36,8 @@ pub mod prog_names {
     pub const DECAP: &str = "weft_decap";
     /// XDP on the underlay: the same decapsulation, earlier.
     pub const XDP_DECAP: &str = "weft_xdp_decap";
+    /// TC ingress on the pod-facing bridge: the host-gw fast path.
+    pub const FWD: &str = "weft_fwd";
 }
 
 /// Maximum number of remote subnets (peers) the VTEP map holds.
@@ -52,6 +57,19 @@ pub struct VtepEntry {
     /// The peer's VtepMAC: inner destination MAC.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+}
+
+/// A remote subnet reached host-gw style: the fast path forwards its traffic
+/// only when the kernel's own route agrees (same next hop, same interface),
+/// so a route changed by hand always wins over the map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct HostGwEntry {
+    /// The peer's PublicIP: the gateway of weft's route to the subnet.
+    pub gateway: [u8; 4],
+    /// The underlay: the interface that route leaves by.
+    pub ifindex: u32,
 }
 
 /// Flags of [`DatapathConfig::flags`].
@@ -118,7 +136,14 @@ pub mod stat {
     pub const DROP_NOT_IPV4: u32 = 9;
     /// Decapsulated by the XDP program (then steered by TC, not counted again).
     pub const DECAP_XDP: u32 = 10;
-    pub const COUNT: u32 = 11;
+    /// host-gw fast path: a pod's packet to a peer subnet sent straight out
+    /// of the underlay (TTL decremented, MACs from the FIB).
+    pub const FWD: u32 = 11;
+    /// host-gw fast path: a pod's packet to a peer subnet handed to the
+    /// stack instead (TTL <= 1, the FIB disagrees or says no, MTU exceeded,
+    /// or forwarding is off): the stack does the right thing, slower.
+    pub const FWD_STACK: u32 = 12;
+    pub const COUNT: u32 = 13;
 
     /// Names for people and metrics, indexed like the constants above.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -133,16 +158,19 @@ pub mod stat {
         "drop_no_config",
         "drop_not_ipv4",
         "decap_xdp",
+        "fwd",
+        "fwd_stack",
     ];
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all three are plain #[repr(C)] data without padding bytes
+    // SAFETY: all four are plain #[repr(C)] data without padding bytes
     // (checked by bytemuck's Pod derive above).
     unsafe impl aya::Pod for super::VtepEntry {}
     unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::HostGwEntry {}
 }
 
 #[cfg(test)]
@@ -154,6 +182,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<VtepEntry>(), 12);
         assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
+        assert_eq!(core::mem::size_of::<HostGwEntry>(), 8);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

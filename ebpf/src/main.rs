@@ -3,7 +3,8 @@
 //! - `weft_decap`  TC ingress of the underlay: VXLAN decapsulation;
 //! - `weft_xdp_decap` XDP on the underlay (opt-in): decapsulates earlier and
 //!   leaves a mark in the XDP metadata so that `weft_decap` only has to steer
-//!   the inner packet into the overlay device.
+//!   the inner packet into the overlay device;
+//! - `weft_fwd`    TC ingress of the pod bridge: the host-gw fast path.
 #![no_std]
 #![no_main]
 #![allow(non_upper_case_globals)]
@@ -11,6 +12,7 @@
 mod csum;
 mod decap;
 mod encap;
+mod fwd;
 mod hdr;
 mod maps;
 
@@ -31,6 +33,11 @@ const XDP_DECAP_MARK: u32 = 0x7765_6674; // "weft"
 #[classifier]
 pub fn weft_encap(ctx: TcContext) -> i32 {
     encap::run(&ctx)
+}
+
+#[classifier]
+pub fn weft_fwd(ctx: TcContext) -> i32 {
+    fwd::run(&ctx)
 }
 
 #[classifier]

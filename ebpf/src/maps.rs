@@ -3,11 +3,16 @@ use aya_ebpf::{
     btf_maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
-use weft_common::{stat, Counter, DatapathConfig, SubnetAddr, VtepEntry, MAX_VTEPS};
+use weft_common::{stat, Counter, DatapathConfig, HostGwEntry, SubnetAddr, VtepEntry, MAX_VTEPS};
 
 /// Remote pod subnet -> peer VTEP. Written by the agent from the leases.
 #[btf_map]
 pub static weft_vteps: LpmTrie<SubnetAddr, VtepEntry, { MAX_VTEPS as usize }> = LpmTrie::new();
+
+/// Remote pod subnet -> next hop, for the subnets routed host-gw style.
+/// Written by the agent with the routes; read by the host-gw fast path.
+#[btf_map]
+pub static weft_hostgw: LpmTrie<SubnetAddr, HostGwEntry, { MAX_VTEPS as usize }> = LpmTrie::new();
 
 /// Element 0: this node's configuration. Written by the agent at start.
 #[btf_map]
@@ -28,6 +33,11 @@ pub fn config() -> Option<&'static DatapathConfig> {
 #[inline(always)]
 pub fn vtep_for(daddr: [u8; 4]) -> Option<&'static VtepEntry> {
     weft_vteps.get(&Key::new(32, daddr))
+}
+
+#[inline(always)]
+pub fn hostgw_for(daddr: [u8; 4]) -> Option<&'static HostGwEntry> {
+    weft_hostgw.get(&Key::new(32, daddr))
 }
 
 /// Adds one packet of `bytes` to counter `idx` on this CPU.

@@ -59,13 +59,19 @@ pub fn map_dump_text(path: &Path) -> Result<String> {
 /// Packets counted under `index` of a pinned `weft_stats` map, summed over CPUs
 /// (bpftool's "formatted" view of the BTF-typed per-CPU values).
 pub fn stat_packets(stats_pin: &Path, index: u32) -> Result<u64> {
+    Ok(stat_counter(stats_pin, index)?.0)
+}
+
+/// (packets, bytes) counted under `index`, summed over CPUs.
+pub fn stat_counter(stats_pin: &Path, index: u32) -> Result<(u64, u64)> {
     let dump = map_dump(stats_pin)?;
     let entries = dump.as_array().with_context(|| format!("{}: not a JSON array", stats_pin.display()))?;
     for e in entries {
         let f = &e["formatted"];
         if f["key"].as_u64() == Some(index as u64) {
             let vals = f["values"].as_array().with_context(|| format!("{}: no per-CPU values", stats_pin.display()))?;
-            return Ok(vals.iter().filter_map(|v| v["value"]["packets"].as_u64()).sum());
+            let sum = |field: &str| vals.iter().filter_map(|v| v["value"][field].as_u64()).sum();
+            return Ok((sum("packets"), sum("bytes")));
         }
     }
     bail!("{}: no counter {index}", stats_pin.display())

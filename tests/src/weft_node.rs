@@ -122,12 +122,24 @@ impl WeftNode {
 
     /// Pinned VTEP map of this node.
     pub fn vteps_pin(&self) -> PathBuf {
-        self.pin_dir.join("v1/weft_vteps")
+        self.pin_dir.join("v2/weft_vteps")
     }
 
     /// Pinned counters of this node.
     pub fn stats_pin(&self) -> PathBuf {
-        self.pin_dir.join("v1/weft_stats")
+        self.pin_dir.join("v2/weft_stats")
+    }
+
+    /// Pinned host-gw fast-path map of this node.
+    pub fn hostgw_pin(&self) -> PathBuf {
+        self.pin_dir.join("v2/weft_hostgw")
+    }
+
+    /// Whether weftd has the fast path (`weft_fwd`) attached: its link pin.
+    pub fn fast_path_attached(&self) -> bool {
+        std::fs::read_dir(self.pin_dir.join("v2/links"))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("weft_fwd-")))
+            .unwrap_or(false)
     }
 
     pub fn log_tail(&self, n: usize) -> String {

@@ -37,9 +37,12 @@ fn direct_routing_per_peer() -> Result<()> {
     c.ping_across_nodes(&pods, 3)?;
     // Node 1 encapsulates for node 3 only: pinging node 2's pod adds nothing.
     let encap = || bpf::stat_packets(&c.weft_node(1)?.stats_pin(), stat::ENCAP);
-    let before = encap()?;
+    let fwd = || bpf::stat_packets(&c.weft_node(1)?.stats_pin(), stat::FWD);
+    let (before, fwd_before) = (encap()?, fwd()?);
     traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[1]].ip, 5)?;
     ensure!(encap()? == before, "traffic to a same-segment peer was encapsulated");
+    // The bridge pod's echo requests took the fast path (weft_fwd on cni0).
+    ensure!(fwd()? >= fwd_before + 5, "the fast path forwarded {} of 5 echo requests to the direct peer", fwd()? - fwd_before);
     traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip, 5)?;
     ensure!(encap()? >= before + 5, "traffic across the router was not encapsulated");
     let t = traffic::tcp_transfer(&c.pods[pods[0]].ns, &c.pods[pods[2]].ns, c.pods[pods[2]].ip, 2 << 20).context("tcp A -> B through VXLAN")?;

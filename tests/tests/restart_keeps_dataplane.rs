@@ -55,7 +55,7 @@ fn overlay_device_recreated() -> Result<()> {
     c.wait_converged()?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
-    let links_dir = c.weft_node(2)?.vteps_pin().parent().expect("v1 dir").join("links");
+    let links_dir = c.weft_node(2)?.vteps_pin().parent().expect("layout dir").join("links");
     let pins_before: Vec<String> = std::fs::read_dir(&links_dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     c.weft_node_mut(2)?.kill();
     c.node_ns(2)?.ip(&["link", "del", "weft.1"])?;

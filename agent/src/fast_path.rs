@@ -1,0 +1,60 @@
+//! Where the host-gw fast path (`weft_fwd`, see `ebpf/src/fwd.rs`) is
+//! attached: TC ingress of the pod bridge (flannel's CNI bridge, `cni0` by
+//! default), where every pod packet bound for another node enters the host.
+//! The bridge appears when the first pod is created, usually after weftd
+//! started, and is recreated if someone deletes it, so the attachment is
+//! checked on every reconcile (link and route events, and the resync).
+use aya::programs::TcAttachType;
+use weft_common::prog_names;
+
+use crate::{datapath::Datapath, netlink::Netlink};
+
+pub struct FastPath {
+    bridge: String,
+    /// The bridge's ifindex while `weft_fwd` is attached to it.
+    attached: Option<u32>,
+    /// The last problem logged, so a lasting one is logged once.
+    reported: Option<String>,
+}
+
+impl FastPath {
+    pub fn new(bridge: &str) -> FastPath {
+        FastPath { bridge: bridge.to_string(), attached: None, reported: None }
+    }
+
+    fn report(&mut self, msg: String) {
+        if self.reported.as_ref() != Some(&msg) {
+            log::warn!("{msg}");
+            self.reported = Some(msg);
+        }
+    }
+
+    /// Attaches `weft_fwd` to the bridge if the bridge exists and the
+    /// program is not on it yet. Failures are logged, never fatal: without
+    /// the fast path the stack forwards the same packets.
+    pub async fn ensure(&mut self, dp: &mut Datapath, nl: &Netlink) {
+        let link = match nl.link_by_name(&self.bridge).await {
+            Ok(l) => l,
+            Err(e) => return self.report(format!("fast path: looking up the pod bridge {}: {e:#}", self.bridge)),
+        };
+        match link {
+            None => {
+                if self.attached.take().is_some() {
+                    log::info!("fast path: pod bridge {} is gone; waiting for it to come back", self.bridge);
+                } else if self.reported.is_none() {
+                    log::info!("fast path: waiting for the pod bridge {} (created with the first pod)", self.bridge);
+                    self.reported = Some(String::new());
+                }
+            }
+            Some(l) if self.attached == Some(l.index) => {}
+            Some(l) => match dp.attach_tc(prog_names::FWD, &l.name, l.index, TcAttachType::Ingress) {
+                Ok(()) => {
+                    log::info!("fast path: weft_fwd attached to {} (#{}) ingress: pod traffic to host-gw peers leaves by the FIB's next hop directly", l.name, l.index);
+                    self.attached = Some(l.index);
+                    self.reported = None;
+                }
+                Err(e) => self.report(format!("fast path: cannot attach weft_fwd to {}; the stack forwards instead: {e:#}", l.name)),
+            },
+        }
+    }
+}

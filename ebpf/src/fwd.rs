@@ -1,0 +1,130 @@
+//! TC ingress on the pod-facing bridge (`cni0`): the host-gw fast path.
+//!
+//! A pod's IPv4 packet to a peer's subnet that weft routes host-gw style
+//! (`weft_hostgw`) is forwarded here, as the kernel would forward it, but
+//! without the trip through the host's forwarding path: the FIB gives the
+//! next hop and its MAC, the TTL goes down by one, and the packet leaves by
+//! the underlay. The program only ever agrees with the kernel: it forwards
+//! when the FIB's own answer is the route weft programmed (same gateway,
+//! same interface) and the packet fits; on anything else (TTL about to
+//! expire, another route, MTU, forwarding off, a multicast frame, a
+//! destination that is not a peer subnet) the packet goes to the stack
+//! unchanged, which forwards it, or answers with the right ICMP error.
+//!
+//! What the fast path skips is netfilter's FORWARD and POSTROUTING hooks for
+//! pod-to-peer-pod traffic only (never for other destinations, so
+//! masquerading to the outside is untouched). `--no-fast-path` turns it off.
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, bpf_redir_neigh, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        TC_ACT_OK, __sk_buff,
+    },
+    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh},
+    programs::TcContext,
+    EbpfContext,
+};
+use weft_common::stat;
+
+use crate::{hdr::*, maps};
+
+const AF_INET: u8 = 2;
+/// `skb->pkt_type` of a frame addressed to this host's MAC.
+const PACKET_HOST: u32 = 0;
+/// Offset of the IPv4 TTL byte and of the header checksum in the frame.
+const TTL_OFF: usize = ETH_LEN + 8;
+const CSUM_OFF: usize = ETH_LEN + 10;
+
+/// Hands the packet to the stack; `counted`: it was peer traffic, so the
+/// fast path says it declined.
+#[inline(always)]
+fn to_stack(counted: bool, len: u32) -> i32 {
+    if counted {
+        maps::count(stat::FWD_STACK, len);
+    }
+    TC_ACT_OK as i32
+}
+
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> i32 {
+    let len = ctx.len();
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: ctx wraps a valid __sk_buff.
+    let (pkt_type, in_ifindex) = unsafe { ((*skb).pkt_type, (*skb).ifindex) };
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if pkt_type != PACKET_HOST || data + ETH_LEN + IP_LEN > end {
+        return to_stack(false, len);
+    }
+    // SAFETY: bounds checked just above.
+    let eth = unsafe { &*(data as *const EthHdr) };
+    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
+    if eth.proto != ETH_P_IP || ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
+        return to_stack(false, len);
+    }
+    let Some(peer) = maps::hostgw_for(ip.daddr) else {
+        return to_stack(false, len);
+    };
+    // TTL 1 expires here: the stack sends the ICMP time-exceeded.
+    if ip.ttl <= 1 {
+        return to_stack(true, len);
+    }
+    let (ttl, proto) = (ip.ttl, ip.proto);
+
+    // SAFETY: an all-zero bpf_fib_lookup is a valid "nothing set" request.
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = proto;
+    fib.ifindex = in_ifindex;
+    // tot_len stays 0: the kernel then checks this skb against the egress
+    // MTU itself, GSO-aware (a GSO super-packet's IP length exceeds the MTU).
+    fib.__bindgen_anon_2.tos = ip.tos;
+    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.saddr);
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.daddr);
+    // SAFETY: helper call with a stack buffer of the size we pass.
+    let rc = unsafe {
+        bpf_fib_lookup(ctx.as_ptr(), &mut fib, core::mem::size_of::<FibParams>() as i32, 0)
+    } as u32;
+    // SAFETY: reading the unions the kernel filled in.
+    let (gw, out) = unsafe { (fib.__bindgen_anon_4.ipv4_dst, fib.ifindex) };
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+        || out != peer.ifindex
+        || gw != u32::from_ne_bytes(peer.gateway)
+    {
+        return to_stack(true, len);
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH {
+        // Without a neighbour the kernel skipped its MTU check: do it here.
+        let mut mtu: u32 = 0;
+        // SAFETY: helper call; mtu is an out-parameter on our stack.
+        if unsafe { bpf_check_mtu(ctx.as_ptr(), out, &mut mtu, 0, 0) } != 0 {
+            return to_stack(true, len);
+        }
+    }
+
+    // Forward as ip_forward does: TTL - 1, checksum fixed up incrementally.
+    // The helper takes the 16-bit word as it sits in the packet.
+    let old = u16::from_ne_bytes([ttl, proto]) as u64;
+    let new = u16::from_ne_bytes([ttl - 1, proto]) as u64;
+    if ctx.l3_csum_replace(CSUM_OFF, old, new, 2).is_err()
+        || ctx.store(TTL_OFF, &(ttl - 1), 0).is_err()
+    {
+        maps::count(stat::DROP_HELPER, len);
+        return aya_ebpf::bindings::TC_ACT_SHOT as i32;
+    }
+    maps::count(stat::FWD, len);
+    if rc == BPF_FIB_LKUP_RET_SUCCESS {
+        // SAFETY: reading the MACs the kernel filled in on success.
+        let macs = unsafe { fib.__bindgen_anon_6.__bindgen_anon_2 };
+        let hdr = EthHdr { dst: macs.dmac, src: macs.smac, proto: ETH_P_IP };
+        if ctx.store(0, &hdr, 0).is_err() {
+            maps::count(stat::DROP_HELPER, len);
+            return aya_ebpf::bindings::TC_ACT_SHOT as i32;
+        }
+        // SAFETY: plain helper call.
+        return unsafe { bpf_redirect(out, 0) as i32 };
+    }
+    // No neighbour entry yet: the kernel resolves it (ARP) and sends.
+    let mut nh = bpf_redir_neigh { nh_family: AF_INET as u32, __bindgen_anon_1: unsafe { core::mem::zeroed() } };
+    nh.__bindgen_anon_1.ipv4_nh = gw;
+    // SAFETY: helper call with a stack buffer of the size we pass.
+    unsafe { bpf_redirect_neigh(out, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) as i32 }
+}

@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod etcd;
 pub mod flannel_node;
 pub mod netns;
+pub mod perf;
 pub mod pod;
 pub mod state;
 pub mod store;

@@ -82,7 +82,7 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
         rows.join("\n")
     );
     println!("\n{table}");
-    write_section("control-plane", &format!(
+    write_section("control-plane", "Control plane", &format!(
         "Command: `cargo xtask bench control-plane` (release weftd; one node; N leases written at once, \
          etcd in transactions of 125 puts, the embedded store in one locked write; timed until weft.1 \
          has N routes, map entries checked after). Machine: {} cores. Target: 5,000 leases in under \
@@ -93,11 +93,11 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
 
 /// Replaces the section between `<!-- NAME -->` markers in docs/performance.md
 /// (other benchmarks own the other sections).
-fn write_section(name: &str, body: &str) -> Result<()> {
+pub fn write_section(name: &str, title: &str, body: &str) -> Result<()> {
     let path = crate::workspace().join("docs/performance.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# weft performance\n\nFigures written by `cargo xtask bench`; each section says the command that made it.\n".into());
     let (start, end) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
-    let section = format!("{start}\n## Control plane\n\n{body}{end}");
+    let section = format!("{start}\n## {title}\n\n{body}{end}");
     let new = match (old.find(&start), old.find(&end)) {
         (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
         _ => format!("{}\n{section}\n", old.trim_end()),

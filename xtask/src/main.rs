@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: bootstrap the machine, build, test, run weftd,
 //! and a lab of network namespaces running weft.
 mod bench;
+mod bench_host_gw;
 mod bootstrap;
 mod lab;
 
@@ -49,14 +50,22 @@ enum Cmd {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=20))]
         nodes: u32,
     },
-    /// Benchmarks (figures, not pass/fail): `control-plane` measures leases
-    /// written -> programmed and weftd's RSS for both stores, into docs/performance.md.
+    /// Benchmarks (figures, not pass/fail), written into docs/performance.md:
+    /// `control-plane` measures leases written -> programmed and weftd's RSS
+    /// for both stores; `host-gw` pod-to-pod throughput and latency with the
+    /// fast path on and off against the bare underlay.
     Bench {
-        #[arg(value_parser = ["control-plane"])]
+        #[arg(value_parser = ["control-plane", "host-gw"])]
         what: String,
-        /// Lease counts to measure.
+        /// control-plane: lease counts to measure.
         #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
         sizes: Vec<usize>,
+        /// Traffic benchmarks: runs per path.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Traffic benchmarks: seconds per iperf3/sockperf measurement.
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
     },
     /// Bootstrap, build, run weftd with the given flags (inside an existing
     /// network namespace with --netns).
@@ -142,10 +151,14 @@ fn real_main() -> Result<()> {
             status(cargo().arg("build"))?;
             lab::run(&target_dir().join("debug/weftd"), nodes, keep, etcd)
         }
-        Cmd::Bench { what: _, sizes } => {
+        Cmd::Bench { what, sizes, runs, secs } => {
             bootstrap::run()?;
             status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd"]))?;
-            bench::control_plane(&target_dir().join("release/weftd"), &sizes)
+            let weftd = target_dir().join("release/weftd");
+            match what.as_str() {
+                "host-gw" => bench_host_gw::run(&weftd, runs.max(1), secs.max(1)),
+                _ => bench::control_plane(&weftd, &sizes),
+            }
         }
         Cmd::Run { netns, flags } => {
             bootstrap::run()?;

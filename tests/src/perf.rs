@@ -1,0 +1,98 @@
+//! Throughput and latency between two namespaces with Debian's tools:
+//! iperf3 (TCP bulk) and sockperf (TCP request/response). Both sides are
+//! bounded in time (`timeout`), servers serve one test and exit. For the
+//! benchmarks (`cargo xtask bench`), never for pass/fail timing.
+use std::{
+    net::Ipv4Addr,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cmd, netns::Netns};
+
+/// One iperf3 run: receiver-side throughput and the sender's retransmits.
+#[derive(Clone, Copy, Debug)]
+pub struct Bulk {
+    pub gbit_per_s: f64,
+    pub retransmits: u64,
+}
+
+/// One request/response run: round-trip time percentiles, microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct RoundTrip {
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// A server process in a namespace, killed on drop (it also ends by itself:
+/// `timeout`).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        cmd::terminate(&mut self.0, Duration::from_millis(500));
+    }
+}
+
+/// CPUs the client and the server run on: fixed, because on a small VM
+/// the round trip changes by 2x with placement (same CPU or not), which
+/// would otherwise pass for a difference between paths.
+const CLIENT_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
+
+fn start_server(ns: &Netns, prog: &str, args: &[&str], bound_s: u64) -> Result<Server> {
+    let bound = bound_s.to_string();
+    let mut full = vec![bound.as_str(), "taskset", "-c", SERVER_CPU, prog];
+    full.extend(args);
+    let child = ns.command("timeout", &full).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
+        .with_context(|| format!("starting {prog} in netns {}", ns.name()))?;
+    // Both tools bind within milliseconds; the client retries anyway.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(Server(child))
+}
+
+/// iperf3 from `client` to `server_ip` (in `server`) for `secs` seconds
+/// with `streams` parallel TCP streams.
+pub fn iperf3(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, streams: u32) -> Result<Bulk> {
+    let ip = server_ip.to_string();
+    let _srv = start_server(server, "iperf3", &["-s", "-1", "-B", &ip], secs as u64 + 15)?;
+    let (t, p, bound) = (secs.to_string(), streams.to_string(), (secs + 10).to_string());
+    let out = client.exec_output("timeout", &[&bound, "taskset", "-c", CLIENT_CPU, "iperf3", "-c", &ip, "-t", &t, "-P", &p, "-J"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let j: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("iperf3 -J output: {text:.300}"))?;
+    if let Some(e) = j.get("error") {
+        bail!("iperf3 {} -> {ip}: {e}", client.name());
+    }
+    let end = &j["end"];
+    let bps = end["sum_received"]["bits_per_second"].as_f64().context("iperf3: no end.sum_received.bits_per_second")?;
+    Ok(Bulk { gbit_per_s: bps / 1e9, retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0) })
+}
+
+/// sockperf TCP ping-pong (64-byte messages, one outstanding) from `client`
+/// to `server_ip` for `secs` seconds: full round-trip percentiles.
+pub fn sockperf_rtt(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32) -> Result<RoundTrip> {
+    let ip = server_ip.to_string();
+    let _srv = start_server(server, "sockperf", &["sr", "--tcp", "-i", &ip, "-p", "11111"], secs as u64 + 15)?;
+    let (t, bound) = (secs.to_string(), (secs + 10).to_string());
+    let out = client.exec_output("timeout", &[&bound, "taskset", "-c", CLIENT_CPU, "sockperf", "pp", "--tcp", "-i", &ip, "-p", "11111", "-t", &t, "-m", "64", "--full-rtt"])?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let pct = |p: &str| {
+        // "sockperf: ---> percentile 50.000 =   12.345"
+        text.lines().find(|l| l.contains(&format!("percentile {p} ="))).and_then(|l| l.rsplit('=').next()?.trim().parse::<f64>().ok())
+    };
+    match (pct("50.000"), pct("99.000")) {
+        (Some(p50_us), Some(p99_us)) => Ok(RoundTrip { p50_us, p99_us }),
+        _ => bail!("sockperf {} -> {ip}: no percentiles in its output:\n{text}", client.name()),
+    }
+}
+
+/// Median, min and max.
+pub fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => (f64::NAN, f64::NAN, f64::NAN),
+        n => (v[n / 2], v[0], v[n - 1]),
+    }
+}

@@ -12,12 +12,12 @@ use tokio::{signal::unix::{signal, SignalKind}, sync::mpsc, time::Instant};
 use weft_common::{prog_names, DatapathConfig, VXLAN_OVERHEAD};
 
 use crate::{
-    acquire, bpffs,
+    acquire, bpffs, datapath,
     cli::Args,
     datapath::Datapath,
     fast_path::FastPath,
     health::{self, Health},
-    iface,
+    iface, kernel_vxlan,
     lease::{format_mac, LeaseAttrs},
     netconfig::{Backend, NetConfig},
     netlink::{self, Netlink},
@@ -75,13 +75,20 @@ pub async fn run(args: Args) -> Result<()> {
     let underlay = iface::select(&nl, &selector).await?;
     log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", underlay.link.name, underlay.link.index, underlay.link.mtu, underlay.iface_ip, underlay.public_ip);
 
+    let bpf = matches!(cfg.backend, Backend::Vxlan { .. } | Backend::HostGw) && use_bpf(&args)?;
     let (attrs, mtu, setup) = match cfg.backend {
         Backend::Vxlan { vni, port, direct_routing } => {
-            bpffs::ensure_mounted(&args.bpf_pin_dir)?;
             // The overlay device first: its MAC is the VtepMAC our lease announces.
             let overlay_name = format!("weft.{vni}");
             let overlay_mtu = underlay.link.mtu - VXLAN_OVERHEAD;
-            let overlay = nl.ensure_overlay(&overlay_name, args.overlay_kind == "veth", overlay_mtu, random_mac()).await?;
+            let overlay = if bpf {
+                bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+                nl.ensure_overlay(&overlay_name, args.overlay_kind == "veth", overlay_mtu, random_mac()).await?
+            } else {
+                kernel_vxlan::ensure_device(&nl, &kernel_vxlan::VxlanDev {
+                    name: &overlay_name, vni, port, underlay: underlay.link.index, local: underlay.iface_ip, mtu: overlay_mtu, mac: random_mac(),
+                }).await?
+            };
             let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
             netlink::disable_ipv6(&overlay_name);
             (LeaseAttrs::vxlan(underlay.public_ip, vni, &vtep_mac), overlay_mtu, Some((vni, port, overlay, vtep_mac, direct_routing)))
@@ -102,7 +109,15 @@ pub async fn run(args: Args) -> Result<()> {
     let own = acquire::acquire(&store, &cfg, &attrs, subnet_env::previous_subnet(&args.subnet_file), args.subnet_lease_ttl).await?;
     health.lease_held(true);
 
+    if !bpf && datapath::release_all_links(&args.bpf_pin_dir)? {
+        log::info!("kernel datapath: released the BPF links an earlier run pinned in {}", args.bpf_pin_dir.display());
+    }
     let dataplane = match setup {
+        Some((vni, _, overlay, _, direct_routing)) if !bpf => {
+            nl.set_only_addr(overlay.index, own.network_addr()).await?;
+            log::info!("kernel vxlan device {} programmed per peer as flanneld does (neighbour, FDB, route)", overlay.name);
+            Dataplane::KernelVxlan { dev: overlay, vni, direct: direct_routing.then_some(underlay.link.index) }
+        }
         Some((vni, port, overlay, vtep_mac, direct_routing)) => {
             nl.set_only_addr(overlay.index, own.network_addr()).await?;
             let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
@@ -134,9 +149,14 @@ pub async fn run(args: Args) -> Result<()> {
         }
         None => {
             log::info!("host-gw: peers on this L2 segment are routed via their PublicIP on {}", underlay.link.name);
-            bpffs::ensure_mounted(&args.bpf_pin_dir)?;
-            let dp = Datapath::load(Some(&args.bpf_pin_dir))?;
-            let fast = fast_path_setting(&args, &dp, true)?;
+            let (dp, fast) = if bpf {
+                bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+                let dp = Datapath::load(Some(&args.bpf_pin_dir))?;
+                let fast = fast_path_setting(&args, &dp, true)?;
+                (Some(dp), fast)
+            } else {
+                (None, None)
+            };
             Dataplane::HostGw { underlay: underlay.link.index, skipped: HashSet::new(), dp, fast }
         }
     };
@@ -153,6 +173,26 @@ pub async fn run(args: Args) -> Result<()> {
         log::info!("leaving lease {own}, routes and programs in place (pass --cleanup-on-exit to remove them)");
     }
     res
+}
+
+/// `--datapath`: whether weft's BPF programs carry the traffic. `auto`
+/// probes the kernel and falls back to the kernel's own datapath, saying why.
+fn use_bpf(args: &Args) -> Result<bool> {
+    match (args.datapath.as_str(), datapath::probe()) {
+        ("kernel", _) => {
+            log::info!("datapath: kernel (--datapath kernel): the kernel's vxlan device and routes, as flanneld programs them");
+            Ok(false)
+        }
+        ("bpf", Err(why)) => bail!("--datapath bpf, but this kernel cannot run weft's BPF datapath: {why}"),
+        (_, Ok(())) => {
+            log::info!("datapath: bpf (the kernel passed the probe: TCX links, programs verified)");
+            Ok(true)
+        }
+        (_, Err(why)) => {
+            log::warn!("datapath: kernel fallback, because {why}; traffic is carried as flanneld carries it");
+            Ok(false)
+        }
+    }
 }
 
 /// The host-gw fast path, where peers are routed host-gw style (the host-gw
@@ -174,10 +214,12 @@ enum Dataplane {
     /// `direct`: with DirectRouting, the underlay for peers on our segment;
     /// `fast`: the fast path for those peers.
     Vxlan { dp: Datapath, vni: u32, overlay: netlink::Link, direct: Option<u32>, fast: Option<FastPath> },
+    /// The kernel's vxlan device programmed as flanneld does (the fallback).
+    KernelVxlan { dev: netlink::Link, vni: u32, direct: Option<u32> },
     /// Plain routes via the peers' PublicIPs on the underlay; `skipped`
     /// holds the peers off our L2 segment (warned about once). `dp` holds
-    /// the fast path's map and program.
-    HostGw { underlay: u32, skipped: HashSet<Ipv4Net>, dp: Datapath, fast: Option<FastPath> },
+    /// the fast path's map and program (none with the kernel datapath).
+    HostGw { underlay: u32, skipped: HashSet<Ipv4Net>, dp: Option<Datapath>, fast: Option<FastPath> },
 }
 
 struct Node {
@@ -310,12 +352,34 @@ impl Node {
                     }.await),
                 }
             }
+            Dataplane::KernelVxlan { dev, vni, direct } => {
+                let want = reconcile::desired_vxlan(&self.leases, &self.own, &self.cfg, *vni, &mut self.warned);
+                let n = want.len();
+                (n, async {
+                    let (tunnel, routed) = match direct {
+                        Some(underlay) => reconcile::split_direct(&self.nl, *underlay, want).await?,
+                        None => (want, BTreeMap::new()),
+                    };
+                    let mut ch = kernel_vxlan::apply(&self.nl, dev.index, &tunnel).await?;
+                    if let Some(underlay) = direct {
+                        let d = reconcile::apply_host_gw(&self.nl, *underlay, &routed, &mut HashSet::new(), None).await?;
+                        ch.added += d.added;
+                        ch.removed += d.removed;
+                        ch.errors += d.errors;
+                    }
+                    Ok(ch)
+                }.await)
+            }
             Dataplane::HostGw { underlay, skipped, dp, fast } => {
                 let want = reconcile::desired_host_gw(&self.leases, &self.own, &self.cfg, &mut self.warned);
-                if let Some(f) = fast {
-                    f.ensure(dp, &self.nl).await;
-                }
-                (want.len(), reconcile::apply_host_gw(&self.nl, *underlay, &want, skipped, fast.is_some().then_some(dp)).await)
+                let dp = match (dp, fast.as_mut()) {
+                    (Some(dp), Some(f)) => {
+                        f.ensure(dp, &self.nl).await;
+                        Some(dp)
+                    }
+                    _ => None,
+                };
+                (want.len(), reconcile::apply_host_gw(&self.nl, *underlay, &want, skipped, dp).await)
             }
         };
         match res {
@@ -338,6 +402,19 @@ impl Node {
             log::warn!("{e:#}");
         }
         match &self.dataplane {
+            Dataplane::KernelVxlan { dev, direct, .. } => {
+                if let Some(underlay) = direct {
+                    for (net, _) in self.nl.routes_via(*underlay).await.unwrap_or_default() {
+                        if let Err(e) = self.nl.delete_weft_route(&net, *underlay).await {
+                            log::warn!("{e:#}");
+                        }
+                    }
+                }
+                // Deleting the device removes its neighbours, FDB and routes.
+                if let Err(e) = self.nl.delete_link(dev.index).await {
+                    log::warn!("{e:#}");
+                }
+            }
             Dataplane::Vxlan { dp, overlay, direct, .. } => {
                 if let Some(underlay) = direct {
                     for (net, _) in self.nl.routes_via(*underlay).await.unwrap_or_default() {
@@ -366,7 +443,7 @@ impl Node {
                     Err(e) => log::warn!("{e:#}"),
                 }
                 // Unpinning the links detaches the fast path.
-                if let Err(e) = dp.remove_pins() {
+                if let Some(Err(e)) = dp.as_ref().map(|d| d.remove_pins()) {
                     log::warn!("{e:#}");
                 }
             }

@@ -120,6 +120,13 @@ pub struct Args {
     #[arg(long, env = "WEFTD_VXLAN_UDP_CSUM", help_heading = "Datapath")]
     pub vxlan_udp_csum: bool,
 
+    /// Which datapath carries vxlan and host-gw traffic: `bpf` (weft's
+    /// programs), `kernel` (the kernel's vxlan device and routes, programmed
+    /// as flanneld does), or `auto` (bpf where the kernel can run it, else
+    /// kernel; the log says which and why).
+    #[arg(long, env = "WEFTD_DATAPATH", default_value = "auto", value_parser = ["auto", "bpf", "kernel"], help_heading = "Datapath")]
+    pub datapath: String,
+
     /// Turn off the host-gw fast path (on by default for host-gw and for
     /// vxlan with DirectRouting): pod traffic to peers then takes the host's
     /// forwarding path, netfilter's FORWARD chain included.

@@ -44,6 +44,28 @@ pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 /// fast path's map and counters.
 pub const PIN_LAYOUT: &str = "v2";
 
+/// Whether this kernel can run weft's BPF datapath: TCX links (Linux 6.6)
+/// and a verifier that accepts every program (loaded, then released).
+/// `Err` says what is missing, for the log line that explains the fallback.
+pub fn probe() -> std::result::Result<(), String> {
+    let v = aya::util::KernelVersion::current().map_err(|e| format!("cannot read the kernel version: {e}"))?;
+    if v < aya::util::KernelVersion::new(6, 6, 0) {
+        return Err(format!("kernel {v} has no TCX links (they came in 6.6)"));
+    }
+    Datapath::load(None).map(drop).map_err(|e| format!("the kernel refused weft's programs: {e:#}"))
+}
+
+/// Releases every link pinned under `<pin_root>/<layout>/links` (the kernel
+/// datapath must not leave a BPF program on the underlay); true if any was.
+pub fn release_all_links(pin_root: &Path) -> Result<bool> {
+    let dir = pin_root.join(PIN_LAYOUT).join("links");
+    let any = std::fs::read_dir(&dir).map(|d| d.count() > 0).unwrap_or(false);
+    if any {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(any)
+}
+
 pub struct Datapath {
     ebpf: Ebpf,
     vteps: LpmTrie<MapData, [u8; 4], VtepEntry>,

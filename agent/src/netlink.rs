@@ -89,7 +89,7 @@ fn link_from_msg(m: &LinkMessage) -> Link {
     l
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
         _ => None,
@@ -98,7 +98,7 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 
 #[derive(Clone)]
 pub struct Netlink {
-    h: Handle,
+    pub(crate) h: Handle,
 }
 
 impl Netlink {

@@ -175,7 +175,7 @@ pub struct Changes {
 impl Changes {
     /// Counts one change, or logs and counts its error (one peer's failure
     /// never stops the others).
-    fn tally(&mut self, r: Result<()>, added: bool) {
+    pub fn tally(&mut self, r: Result<()>, added: bool) {
         match r {
             Ok(()) if added => self.added += 1,
             Ok(()) => self.removed += 1,

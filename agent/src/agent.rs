@@ -144,15 +144,15 @@ pub async fn run(args: Args) -> Result<()> {
                 log::info!("DirectRouting: peers on this L2 segment are routed via their PublicIP on {}, the others through VXLAN", underlay.link.name);
             }
             let direct = direct_routing.then_some(underlay.link.index);
-            let fast = fast_path_setting(&args, &dp, direct_routing)?;
+            let fast = fast_path_setting(&args, &mut dp, direct_routing)?;
             Dataplane::Vxlan { dp, vni, overlay, direct, fast }
         }
         None => {
             log::info!("host-gw: peers on this L2 segment are routed via their PublicIP on {}", underlay.link.name);
             let (dp, fast) = if bpf {
                 bpffs::ensure_mounted(&args.bpf_pin_dir)?;
-                let dp = Datapath::load(Some(&args.bpf_pin_dir))?;
-                let fast = fast_path_setting(&args, &dp, true)?;
+                let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
+                let fast = fast_path_setting(&args, &mut dp, true)?;
                 (Some(dp), fast)
             } else {
                 (None, None)
@@ -195,17 +195,24 @@ fn use_bpf(args: &Args) -> Result<bool> {
     }
 }
 
-/// The host-gw fast path, where peers are routed host-gw style (the host-gw
-/// backend, vxlan with DirectRouting) and --no-fast-path is not given. Off,
-/// the link an earlier run pinned is released so the flag says what runs.
-fn fast_path_setting(args: &Args, dp: &Datapath, routed_peers: bool) -> Result<Option<FastPath>> {
-    if routed_peers && !args.no_fast_path {
-        return Ok(Some(FastPath::new(&args.pod_bridge)));
+/// The fast path, unless --no-fast-path: pod endpoints always, the bridge
+/// program where peers are routed host-gw style (the host-gw backend, vxlan
+/// with DirectRouting). What is off is released, so the flags say what runs.
+fn fast_path_setting(args: &Args, dp: &mut Datapath, routed_peers: bool) -> Result<Option<FastPath>> {
+    if !(routed_peers && !args.no_fast_path) && dp.release_links(prog_names::FWD)? {
+        log::info!("released the weft_fwd link an earlier run left on the pod bridge");
     }
-    if dp.release_links(prog_names::FWD)? {
-        log::info!("fast path off: released the weft_fwd link an earlier run left");
+    if args.no_fast_path {
+        let n = crate::endpoints::PodEndpoints::clear(dp)?;
+        if n > 0 {
+            log::info!("fast path off: removed {n} pod endpoints an earlier run registered");
+        }
+        return Ok(None);
     }
-    Ok(None)
+    let fast = FastPath::new(routed_peers.then_some(args.pod_bridge.as_str()), &args.endpoints_dir);
+    log::info!("fast path on: pod endpoints from {}{}", fast.endpoints_dir().display(),
+        if routed_peers { format!(", weft_fwd on {}", args.pod_bridge) } else { String::new() });
+    Ok(Some(fast))
 }
 
 /// What carries our traffic, per backend.
@@ -249,6 +256,10 @@ impl Node {
         // Route changes: put back a weft route someone removed, re-decide
         // on-link peers; link changes: the pod bridge for the fast path.
         let mut routes_changed = netlink::net_changes()?;
+        // weft-cni's endpoint records: a pod added or deleted is noticed
+        // within a second (its veth's link event may come before its record).
+        let mut records = tokio::time::interval(Duration::from_secs(1));
+        let mut records_seen = crate::endpoints::fingerprint(&args.endpoints_dir);
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let res = loop {
@@ -281,6 +292,13 @@ impl Node {
                     }
                 }
                 _ = resync.tick() => if self.synced { self.reconcile().await },
+                _ = records.tick() => {
+                    let now = crate::endpoints::fingerprint(&args.endpoints_dir);
+                    if now != records_seen && self.synced {
+                        records_seen = now;
+                        self.reconcile().await;
+                    }
+                }
                 Some(()) = routes_changed.next() => {
                     while routes_changed.try_recv().is_ok() {}
                     if self.synced { self.reconcile().await }

@@ -138,6 +138,11 @@ pub struct Args {
     #[arg(long, env = "WEFTD_POD_BRIDGE", default_value = "cni0", help_heading = "Datapath")]
     pub pod_bridge: String,
 
+    /// Directory of weft-cni's endpoint records (one JSON file per pod
+    /// interface): the pods the fast path delivers to and sends from directly.
+    #[arg(long, env = "WEFTD_ENDPOINTS_DIR", default_value = "/run/weft/endpoints", help_heading = "Datapath")]
+    pub endpoints_dir: PathBuf,
+
     /// Kind of overlay device: `ifb` (default) or `veth` (a pair, for
     /// comparing the two; see the README for the measurement).
     #[arg(long, env = "WEFTD_OVERLAY_KIND", default_value = "ifb", value_parser = ["ifb", "veth"], help_heading = "Datapath")]

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{
         links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
@@ -18,7 +18,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use weft_common::{map_names, prog_names, stat, Counter, DatapathConfig, HostGwEntry, VtepEntry};
+use weft_common::{map_names, prog_names, stat, Counter, DatapathConfig, HostGwEntry, PodEntry, VtepEntry};
 
 use crate::subnet::Ipv4Net;
 
@@ -72,6 +72,7 @@ pub struct Datapath {
     config: Array<MapData, DatapathConfig>,
     stats: PerCpuArray<MapData, Counter>,
     hostgw: LpmTrie<MapData, [u8; 4], HostGwEntry>,
+    pods: HashMap<MapData, [u8; 4], PodEntry>,
     pin_dir: Option<PathBuf>,
 }
 
@@ -96,13 +97,14 @@ impl Datapath {
         let config = Array::try_from(ebpf.take_map(map_names::CONFIG).context("map weft_config missing")?)?;
         let stats = PerCpuArray::try_from(ebpf.take_map(map_names::STATS).context("map weft_stats missing")?)?;
         let hostgw = LpmTrie::try_from(ebpf.take_map(map_names::HOSTGW).context("map weft_hostgw missing")?)?;
-        for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD] {
+        let pods = HashMap::try_from(ebpf.take_map(map_names::PODS).context("map weft_pods missing")?)?;
+        for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD, prog_names::FROM_POD] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }
         let x: &mut Xdp = ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
         x.load().context("loading program weft_xdp_decap")?;
-        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pin_dir: dir })
+        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, pin_dir: dir })
     }
 
     pub fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {
@@ -116,7 +118,17 @@ impl Datapath {
     /// Attaches a TC program through a TCX link pinned at
     /// `<pin>/links/<prog>-<ifindex>`; an existing pinned link is updated in
     /// place (atomic program replacement, no window without a program).
+    /// The program's pins for other devices are released: it runs on one
+    /// device at a time (see [`Datapath::attach_tc_many`] for per-pod ones).
     pub fn attach_tc(&mut self, prog: &str, ifname: &str, ifindex: u32, at: TcAttachType) -> Result<()> {
+        self.attach_tc_many(prog, ifname, ifindex, at)?;
+        self.unpin_stale_links(prog, ifindex);
+        Ok(())
+    }
+
+    /// As [`Datapath::attach_tc`], for a program that runs on many devices
+    /// (one per pod): other devices' links are left alone.
+    pub fn attach_tc_many(&mut self, prog: &str, ifname: &str, ifindex: u32, at: TcAttachType) -> Result<()> {
         let pin = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{prog}-{ifindex}")));
         let p: &mut SchedClassifier = self.ebpf.program_mut(prog).context("program missing")?.try_into()?;
         let id = match pin.as_ref().map(PinnedLink::from_pin) {
@@ -129,8 +141,24 @@ impl Datapath {
                 .with_context(|| format!("attaching {prog} to {ifname} ({at:?})"))?,
         };
         let link: FdLink = p.take_link(id)?.try_into().context("TC link is not an fd link (kernel without TCX?)")?;
-        pin_link(link, pin.as_deref())?;
-        self.unpin_stale_links(prog, ifindex);
+        pin_link(link, pin.as_deref())
+    }
+
+    /// The ifindexes `prog` has pinned links for.
+    pub fn pinned_links(&self, prog: &str) -> Vec<u32> {
+        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) else { return vec![] };
+        let Ok(entries) = std::fs::read_dir(&dir) else { return vec![] };
+        entries.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_prefix(&format!("{prog}-"))?.parse().ok()).collect()
+    }
+
+    /// Releases `prog`'s pinned link on device `ifindex` (detaching it).
+    pub fn release_link(&self, prog: &str, ifindex: u32) -> Result<()> {
+        if let Some(p) = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{prog}-{ifindex}"))) {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("removing {}", p.display())),
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -221,6 +249,24 @@ impl Datapath {
     pub fn remove_hostgw(&mut self, net: &Ipv4Net) -> Result<()> {
         let key = Key::new(net.prefix_len() as u32, net.network_addr().octets());
         self.hostgw.remove(&key).with_context(|| format!("removing weft_hostgw[{net}]"))
+    }
+
+    /// Every registered local pod: IPv4 -> endpoint.
+    pub fn pods(&self) -> Result<BTreeMap<Ipv4Addr, PodEntry>> {
+        let mut out = BTreeMap::new();
+        for kv in self.pods.iter() {
+            let (k, v) = kv.context("reading weft_pods")?;
+            out.insert(Ipv4Addr::from(k), v);
+        }
+        Ok(out)
+    }
+
+    pub fn set_pod(&mut self, ip: Ipv4Addr, v: &PodEntry) -> Result<()> {
+        self.pods.insert(ip.octets(), v, 0).with_context(|| format!("writing weft_pods[{ip}]"))
+    }
+
+    pub fn remove_pod(&mut self, ip: Ipv4Addr) -> Result<()> {
+        self.pods.remove(&ip.octets()).with_context(|| format!("removing weft_pods[{ip}]"))
     }
 
     /// Counters summed over CPUs, indexed by `weft_common::stat`.

@@ -1,15 +1,51 @@
-//! Where the host-gw fast path (`weft_fwd`, see `ebpf/src/fwd.rs`) is
-//! attached: TC ingress of the pod bridge (flannel's CNI bridge, `cni0` by
-//! default), where every pod packet bound for another node enters the host.
-//! The bridge appears when the first pod is created, usually after weftd
-//! started, and is recreated if someone deletes it, so the attachment is
-//! checked on every reconcile (link and route events, and the resync).
+//! weft's shortcuts past the host's forwarding path, on unless
+//! `--no-fast-path`: per registered pod (`endpoints.rs`: decap straight into
+//! the pod, encap or forward right at its veth), and for pods without a
+//! record, the host-gw fast path (`weft_fwd`, see `ebpf/src/fwd.rs`) on TC
+//! ingress of the pod bridge (flannel's CNI bridge, `cni0` by default),
+//! where every pod packet bound for another node enters the host. The
+//! bridge appears when the first pod is created, usually after weftd
+//! started, and is recreated if someone deletes it, so the attachments are
+//! checked on every reconcile (link and route events, records, the resync).
+use std::path::Path;
+
 use aya::programs::TcAttachType;
 use weft_common::prog_names;
 
-use crate::{datapath::Datapath, netlink::Netlink};
+use crate::{datapath::Datapath, endpoints::PodEndpoints, netlink::Netlink};
 
 pub struct FastPath {
+    /// `weft_fwd` on the bridge, where peers are routed host-gw style.
+    bridge: Option<BridgeAttach>,
+    pods: PodEndpoints,
+}
+
+impl FastPath {
+    pub fn new(bridge: Option<&str>, endpoints_dir: &Path) -> FastPath {
+        FastPath { bridge: bridge.map(BridgeAttach::new), pods: PodEndpoints::new(endpoints_dir) }
+    }
+
+    pub fn endpoints_dir(&self) -> &Path {
+        self.pods.dir()
+    }
+
+    /// Brings both up to date; failures are logged, never fatal (the stack
+    /// carries the same traffic without them).
+    pub async fn ensure(&mut self, dp: &mut Datapath, nl: &Netlink) {
+        if let Some(b) = &mut self.bridge {
+            b.ensure(dp, nl).await;
+        }
+        match self.pods.reconcile(dp, nl).await {
+            Ok(ch) if ch != Default::default() => {
+                log::info!("pod endpoints: {} added/updated, {} removed, {} errors", ch.added, ch.removed, ch.errors)
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("pod endpoints: {e:#}"),
+        }
+    }
+}
+
+struct BridgeAttach {
     bridge: String,
     /// The bridge's ifindex while `weft_fwd` is attached to it.
     attached: Option<u32>,
@@ -17,9 +53,9 @@ pub struct FastPath {
     reported: Option<String>,
 }
 
-impl FastPath {
-    pub fn new(bridge: &str) -> FastPath {
-        FastPath { bridge: bridge.to_string(), attached: None, reported: None }
+impl BridgeAttach {
+    fn new(bridge: &str) -> BridgeAttach {
+        BridgeAttach { bridge: bridge.to_string(), attached: None, reported: None }
     }
 
     fn report(&mut self, msg: String) {
@@ -32,7 +68,7 @@ impl FastPath {
     /// Attaches `weft_fwd` to the bridge if the bridge exists and the
     /// program is not on it yet. Failures are logged, never fatal: without
     /// the fast path the stack forwards the same packets.
-    pub async fn ensure(&mut self, dp: &mut Datapath, nl: &Netlink) {
+    async fn ensure(&mut self, dp: &mut Datapath, nl: &Netlink) {
         let link = match nl.link_by_name(&self.bridge).await {
             Ok(l) => l,
             Err(e) => return self.report(format!("fast path: looking up the pod bridge {}: {e:#}", self.bridge)),

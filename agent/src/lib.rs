@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bpffs;
 pub mod cli;
 pub mod datapath;
+pub mod endpoints;
 pub mod fast_path;
 pub mod health;
 pub mod iface;

@@ -322,3 +322,75 @@ fn outer_udp_checksum_when_configured() {
     let (_, out) = run_tc(&mut a, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &pod_packet([10, 244, 2, 3], 999)));
     assert_eq!(&out[40..42], &[0, 0]);
 }
+
+const POD_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 2, 3];
+const GW_MAC: [u8; 6] = [0x02, 0xcc, 0, 0, 0, 1];
+const POD_VETH: u32 = 42;
+
+fn register_pod(dp: &mut Datapath, ip: [u8; 4]) {
+    dp.set_pod(ip.into(), &weft_common::PodEntry { host_ifindex: POD_VETH, pod_mac: POD_MAC, gw_mac: GW_MAC }).unwrap();
+}
+
+#[test]
+fn decap_delivers_straight_into_a_registered_pod() {
+    let mut b = node(NODE_B, MAC_B, 1500);
+    register_pod(&mut b, [10, 244, 2, 3]);
+    let inner = pod_packet([10, 244, 2, 3], 9);
+    let (rc, out) = run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &inner));
+    assert_eq!(rc, TC_ACT_REDIRECT, "into the pod (bpf_redirect_peer)");
+    assert_eq!(&out[0..6], &POD_MAC, "to the pod's MAC");
+    assert_eq!(&out[6..12], &GW_MAC, "from its gateway's MAC, as the bridge would deliver it");
+    assert_eq!(out[22], inner[8] - 1, "TTL - 1: the hop the host would have made");
+    assert_eq!(csum(&out[14..34]), 0, "IPv4 header checksum still verifies");
+    assert_eq!(&out[34..], &inner[20..], "payload untouched");
+    assert_eq!(counter(&b, stat::DECAP_TO_POD), 1);
+    assert_eq!(counter(&b, stat::DECAP), 1);
+
+    // TTL 1 would expire at that hop: the host path answers time-exceeded.
+    let mut last_hop = pod_packet([10, 244, 2, 3], 9);
+    last_hop[8] = 1;
+    last_hop[10..12].copy_from_slice(&[0, 0]);
+    let c = csum(&last_hop[..20]);
+    last_hop[10..12].copy_from_slice(&c.to_be_bytes());
+    let (rc, out) = run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &last_hop));
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    assert_eq!(out, eth(MAC_B, MAC_A, 0x0800, &last_hop), "TTL 1: into the overlay device, unchanged");
+    assert_eq!(counter(&b, stat::DECAP_TO_POD), 1);
+
+    // Unregistered pods go through the overlay device as before.
+    let other = pod_packet([10, 244, 2, 4], 9);
+    let (_, out) = run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &other));
+    assert_eq!(out, eth(MAC_B, MAC_A, 0x0800, &other));
+    assert_eq!(counter(&b, stat::DECAP_TO_POD), 1);
+}
+
+#[test]
+fn from_pod_encapsulates_only_the_registered_pods_routed_traffic() {
+    let mut a = node(NODE_A, MAC_A, 1500);
+    register_pod(&mut a, [10, 244, 1, 2]);
+    let inner = pod_packet([10, 244, 2, 3], 11); // from 10.244.1.2 to node B's subnet
+    let (rc, out) = run_tc(&mut a, prog_names::FROM_POD, &eth(GW_MAC, POD_MAC, 0x0800, &inner));
+    assert_eq!(rc, TC_ACT_REDIRECT, "encapsulated out of the underlay");
+    assert_eq!(out.len(), inner.len() + 14 + 50);
+    assert_eq!(&out[36..38], &8472u16.to_be_bytes(), "VXLAN to the peer");
+    assert_eq!(&out[30..34], &NODE_B);
+    assert_eq!(&out[50..56], &MAC_B, "inner Ethernet: to the peer's VtepMAC");
+    let inner_out = &out[64..];
+    assert_eq!(inner_out[8], inner[8] - 1, "inner TTL - 1: the hop the host would have made");
+    assert_eq!(csum(&inner_out[..20]), 0, "inner header checksum verifies");
+    assert_eq!(counter(&a, stat::ENCAP), 1);
+
+    let untouched = [
+        ("not to the gateway MAC (bridged to a local pod)", eth(MAC_B, POD_MAC, 0x0800, &inner)),
+        ("source not a registered pod", eth(GW_MAC, POD_MAC, 0x0800, &ipv4_udp([10, 244, 1, 9], [10, 244, 2, 3], 1, 2, 64, 10))),
+        ("destination not in a peer subnet", eth(GW_MAC, POD_MAC, 0x0800, &ipv4_udp([10, 244, 1, 2], [10, 244, 9, 3], 1, 2, 64, 10))),
+        ("TTL 1 (the stack sends time-exceeded)", eth(GW_MAC, POD_MAC, 0x0800, &ipv4_udp([10, 244, 1, 2], [10, 244, 2, 3], 1, 2, 1, 10))),
+        ("ARP", eth(GW_MAC, POD_MAC, 0x0806, &[0u8; 28])),
+    ];
+    for (why, f) in untouched {
+        let (rc, out) = run_tc(&mut a, prog_names::FROM_POD, &f);
+        assert_eq!(rc, TC_ACT_OK, "{why}: to the bridge and the stack");
+        assert_eq!(out, f, "{why}: unchanged");
+    }
+    assert_eq!(counter(&a, stat::ENCAP), 1);
+}

@@ -25,7 +25,9 @@ pub mod map_names {
     /// LPM trie: remote pod subnet reached by plain routing (host-gw, or a
     /// DirectRouting peer) -> its next hop, for the host-gw fast path.
     pub const HOSTGW: &str = "weft_hostgw";
-    pub const ALL: [&str; 4] = [VTEPS, CONFIG, STATS, HOSTGW];
+    /// Hash: local pod IPv4 -> its endpoint (host-side veth, MACs).
+    pub const PODS: &str = "weft_pods";
+    pub const ALL: [&str; 5] = [VTEPS, CONFIG, STATS, HOSTGW, PODS];
 }
 
 /// Names of the kernel programs (their function names in `ebpf/`).
@@ -38,6 +40,9 @@ pub mod prog_names {
     pub const XDP_DECAP: &str = "weft_xdp_decap";
     /// TC ingress on the pod-facing bridge: the host-gw fast path.
     pub const FWD: &str = "weft_fwd";
+    /// TC ingress on a pod's host-side veth: encapsulate or forward the
+    /// pod's traffic to peers right where it leaves the pod.
+    pub const FROM_POD: &str = "weft_from_pod";
 }
 
 /// Maximum number of remote subnets (peers) the VTEP map holds.
@@ -70,6 +75,25 @@ pub struct HostGwEntry {
     pub gateway: [u8; 4],
     /// The underlay: the interface that route leaves by.
     pub ifindex: u32,
+}
+
+/// Maximum number of local pod endpoints.
+pub const MAX_PODS: u32 = 4096;
+
+/// A local pod endpoint, registered from weft-cni's endpoint records: where
+/// decapsulated traffic for the pod goes (`bpf_redirect_peer` through the
+/// host-side veth, straight into the pod) and the MACs its frames carry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct PodEntry {
+    /// The pod's host-side veth.
+    pub host_ifindex: u32,
+    /// The pod's own MAC: destination of frames delivered to it.
+    pub pod_mac: [u8; 6],
+    /// The pod's gateway MAC (the bridge's): source of frames delivered to
+    /// it, and destination of the pod's routed traffic.
+    pub gw_mac: [u8; 6],
 }
 
 /// Flags of [`DatapathConfig::flags`].
@@ -143,7 +167,12 @@ pub mod stat {
     /// stack instead (TTL <= 1, the FIB disagrees or says no, MTU exceeded,
     /// or forwarding is off): the stack does the right thing, slower.
     pub const FWD_STACK: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// Decapsulated and delivered straight into a local pod (bpf_redirect_peer).
+    pub const DECAP_TO_POD: u32 = 13;
+    pub const COUNT: u32 = 14;
+    /// Slots in the stats map: more than [`COUNT`], so that new counters do
+    /// not change the pinned map's layout.
+    pub const SLOTS: u32 = 32;
 
     /// Names for people and metrics, indexed like the constants above.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -160,17 +189,19 @@ pub mod stat {
         "decap_xdp",
         "fwd",
         "fwd_stack",
+        "decap_to_pod",
     ];
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four are plain #[repr(C)] data without padding bytes
+    // SAFETY: all five are plain #[repr(C)] data without padding bytes
     // (checked by bytemuck's Pod derive above).
     unsafe impl aya::Pod for super::VtepEntry {}
     unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::HostGwEntry {}
+    unsafe impl aya::Pod for super::PodEntry {}
 }
 
 #[cfg(test)]
@@ -183,6 +214,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<DatapathConfig>(), 32);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<HostGwEntry>(), 8);
+        assert_eq!(core::mem::size_of::<PodEntry>(), 16);
+        assert!(stat::COUNT <= stat::SLOTS);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

@@ -23,16 +23,13 @@ use aya_ebpf::{
     programs::TcContext,
     EbpfContext,
 };
-use weft_common::stat;
+use weft_common::{stat, HostGwEntry};
 
-use crate::{hdr::*, maps};
+use crate::{hdr::*, l3, maps};
 
 const AF_INET: u8 = 2;
 /// `skb->pkt_type` of a frame addressed to this host's MAC.
 const PACKET_HOST: u32 = 0;
-/// Offset of the IPv4 TTL byte and of the header checksum in the frame.
-const TTL_OFF: usize = ETH_LEN + 8;
-const CSUM_OFF: usize = ETH_LEN + 10;
 
 /// Hands the packet to the stack; `counted`: it was peer traffic, so the
 /// fast path says it declined.
@@ -63,6 +60,21 @@ pub fn run(ctx: &TcContext) -> i32 {
     let Some(peer) = maps::hostgw_for(ip.daddr) else {
         return to_stack(false, len);
     };
+    forward(ctx, in_ifindex, peer)
+}
+
+/// Forwards the IPv4 packet in the frame to `peer` (a routed peer subnet
+/// holds its destination), or hands it to the stack. The frame's headers
+/// are read again here, bounds-checked.
+#[inline(always)]
+pub fn forward(ctx: &TcContext, in_ifindex: u32, peer: &HostGwEntry) -> i32 {
+    let len = ctx.len();
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + ETH_LEN + IP_LEN > end {
+        return to_stack(true, len);
+    }
+    // SAFETY: bounds checked just above.
+    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
     // TTL 1 expires here: the stack sends the ICMP time-exceeded.
     if ip.ttl <= 1 {
         return to_stack(true, len);
@@ -100,13 +112,7 @@ pub fn run(ctx: &TcContext) -> i32 {
         }
     }
 
-    // Forward as ip_forward does: TTL - 1, checksum fixed up incrementally.
-    // The helper takes the 16-bit word as it sits in the packet.
-    let old = u16::from_ne_bytes([ttl, proto]) as u64;
-    let new = u16::from_ne_bytes([ttl - 1, proto]) as u64;
-    if ctx.l3_csum_replace(CSUM_OFF, old, new, 2).is_err()
-        || ctx.store(TTL_OFF, &(ttl - 1), 0).is_err()
-    {
+    if l3::dec_ttl(ctx, ttl, proto).is_err() {
         maps::count(stat::DROP_HELPER, len);
         return aya_ebpf::bindings::TC_ACT_SHOT as i32;
     }

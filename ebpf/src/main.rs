@@ -4,7 +4,12 @@
 //! - `weft_xdp_decap` XDP on the underlay (opt-in): decapsulates earlier and
 //!   leaves a mark in the XDP metadata so that `weft_decap` only has to steer
 //!   the inner packet into the overlay device;
-//! - `weft_fwd`    TC ingress of the pod bridge: the host-gw fast path.
+//! - `weft_fwd`    TC ingress of the pod bridge: the host-gw fast path;
+//! - `weft_from_pod` TC ingress of a registered pod's host-side veth: encap
+//!   or forward right where the pod's traffic leaves it.
+//!
+//! Decapsulated traffic for a registered local pod skips the overlay device
+//! and the host's routing: it goes straight into the pod (bpf_redirect_peer).
 #![no_std]
 #![no_main]
 #![allow(non_upper_case_globals)]
@@ -12,13 +17,15 @@
 mod csum;
 mod decap;
 mod encap;
+mod from_pod;
 mod fwd;
+mod l3;
 mod hdr;
 mod maps;
 
 use aya_ebpf::{
     bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
-    helpers::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::{bpf_redirect, bpf_redirect_peer, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
     EbpfContext,
@@ -41,6 +48,11 @@ pub fn weft_fwd(ctx: TcContext) -> i32 {
 }
 
 #[classifier]
+pub fn weft_from_pod(ctx: TcContext) -> i32 {
+    from_pod::run(&ctx)
+}
+
+#[classifier]
 pub fn weft_decap(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let Some(cfg) = maps::config() else {
@@ -53,7 +65,7 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
     if meta + 4 <= data {
         // SAFETY: bounds checked just above.
         if unsafe { *(meta as *const u32) } == XDP_DECAP_MARK {
-            return redirect_to_overlay(cfg.overlay_ifindex);
+            return deliver(&ctx, cfg.overlay_ifindex);
         }
     }
     match decap::classify(data, ctx.data_end(), cfg, gso) {
@@ -74,9 +86,38 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
                 return TC_ACT_SHOT as i32;
             }
             decap::count(stat::DECAP, len - VXLAN_OVERHEAD);
-            redirect_to_overlay(cfg.overlay_ifindex)
+            deliver(&ctx, cfg.overlay_ifindex)
         }
     }
+}
+
+/// Where a decapsulated frame goes: straight into a registered local pod
+/// (MACs rewritten as its gateway would, TTL - 1 for the hop the host would
+/// have made), else into the overlay device and the host's routing.
+#[inline(always)]
+fn deliver(ctx: &TcContext, overlay_ifindex: u32) -> i32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + ETH_LEN + hdr::IP_LEN > end {
+        return redirect_to_overlay(overlay_ifindex);
+    }
+    // SAFETY: bounds checked just above.
+    let ip = unsafe { &*((data + ETH_LEN) as *const hdr::Ipv4Hdr) };
+    let (ttl, proto) = (ip.ttl, ip.proto);
+    let Some(pod) = maps::pod(ip.daddr) else {
+        return redirect_to_overlay(overlay_ifindex);
+    };
+    // TTL 1 expires at this hop: the stack answers time-exceeded.
+    if ttl <= 1 {
+        return redirect_to_overlay(overlay_ifindex);
+    }
+    let eth = EthHdr { dst: pod.pod_mac, src: pod.gw_mac, proto: hdr::ETH_P_IP };
+    if l3::dec_ttl(ctx, ttl, proto).is_err() || ctx.store(0, &eth, 0).is_err() {
+        decap::count(stat::DROP_HELPER, ctx.len());
+        return TC_ACT_SHOT as i32;
+    }
+    decap::count(stat::DECAP_TO_POD, ctx.len());
+    // SAFETY: plain helper call.
+    unsafe { bpf_redirect_peer(pod.host_ifindex, 0) as i32 }
 }
 
 /// The inner packet enters the stack on the overlay device, as it does on

@@ -1,9 +1,9 @@
 //! The maps, all BTF-typed so `bpftool map dump name weft_...` prints fields.
 use aya_ebpf::{
-    btf_maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray},
+    btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
-use weft_common::{stat, Counter, DatapathConfig, HostGwEntry, SubnetAddr, VtepEntry, MAX_VTEPS};
+use weft_common::{stat, Counter, DatapathConfig, HostGwEntry, PodEntry, SubnetAddr, VtepEntry, MAX_PODS, MAX_VTEPS};
 
 /// Remote pod subnet -> peer VTEP. Written by the agent from the leases.
 #[btf_map]
@@ -14,13 +14,17 @@ pub static weft_vteps: LpmTrie<SubnetAddr, VtepEntry, { MAX_VTEPS as usize }> = 
 #[btf_map]
 pub static weft_hostgw: LpmTrie<SubnetAddr, HostGwEntry, { MAX_VTEPS as usize }> = LpmTrie::new();
 
+/// Local pod IPv4 -> endpoint. Written by the agent from weft-cni's records.
+#[btf_map]
+pub static weft_pods: HashMap<[u8; 4], PodEntry, { MAX_PODS as usize }> = HashMap::new();
+
 /// Element 0: this node's configuration. Written by the agent at start.
 #[btf_map]
 pub static weft_config: Array<DatapathConfig, 1> = Array::new();
 
 /// Per-CPU counters, indexed by `weft_common::stat`.
 #[btf_map]
-pub static weft_stats: PerCpuArray<Counter, { stat::COUNT as usize }> = PerCpuArray::new();
+pub static weft_stats: PerCpuArray<Counter, { stat::SLOTS as usize }> = PerCpuArray::new();
 
 #[inline(always)]
 pub fn config() -> Option<&'static DatapathConfig> {
@@ -38,6 +42,14 @@ pub fn vtep_for(daddr: [u8; 4]) -> Option<&'static VtepEntry> {
 #[inline(always)]
 pub fn hostgw_for(daddr: [u8; 4]) -> Option<&'static HostGwEntry> {
     weft_hostgw.get(&Key::new(32, daddr))
+}
+
+/// The endpoint of local pod `ip`, copied (a hash entry may be deleted
+/// under us by the agent).
+#[inline(always)]
+pub fn pod(ip: [u8; 4]) -> Option<PodEntry> {
+    // SAFETY: the pointer comes from a successful lookup and is read at once.
+    weft_pods.get_ptr(&ip).map(|p| unsafe { *p })
 }
 
 /// Adds one packet of `bytes` to counter `idx` on this CPU.

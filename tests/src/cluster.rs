@@ -538,6 +538,33 @@ impl Cluster {
         Ok(self.pods.len() - 1)
     }
 
+    /// Writes the endpoint record weft-cni would write for bridge pod `p`
+    /// into its node's endpoints dir (atomically, as weft-cni does); returns
+    /// the record's path.
+    pub fn register_endpoint(&self, p: usize) -> Result<std::path::PathBuf> {
+        let pod = &self.pods[p];
+        anyhow::ensure!(pod.wiring == Wiring::Bridge, "pod {p} is not on the bridge");
+        let node = self.weft_node(pod.node)?;
+        let link = |ns: &crate::netns::Netns, dev: &str| -> Result<serde_json::Value> {
+            let out = ns.ip(&["-j", "link", "show", "dev", dev])?;
+            let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("ip -j link show {dev}: {out}"))?;
+            Ok(v[0].clone())
+        };
+        let (pod_if, host_if, bridge) = (link(&pod.ns, "eth0")?, link(&node.ns, &pod.host_veth)?, link(&node.ns, "cni0")?);
+        let id = pod.ns.name().to_string();
+        let rec = serde_json::json!({
+            "containerID": id, "ifname": "eth0", "netns": pod.ns.path(), "ip": pod.ip.to_string(),
+            "podMac": pod_if["address"], "hostVeth": pod.host_veth, "hostIfindex": host_if["ifindex"],
+            "bridge": "cni0", "bridgeMac": bridge["address"], "mtu": pod_if["mtu"],
+        });
+        std::fs::create_dir_all(&node.endpoints_dir)?;
+        let path = node.endpoints_dir.join(format!("{id}-eth0.json"));
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, rec.to_string())?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
     /// Leases currently in the store: (store key, value); the store key is
     /// the full etcd key, or the lease name on the embedded store.
     pub fn leases(&self) -> Result<Vec<(String, String)>> {

@@ -18,6 +18,8 @@ pub struct WeftNode {
     pub ip: Ipv4Addr,
     pub subnet_file: PathBuf,
     pub pin_dir: PathBuf,
+    /// weftd's `--endpoints-dir`: pod endpoint records, as weft-cni writes them.
+    pub endpoints_dir: PathBuf,
     pub log: PathBuf,
     weftd: Option<Child>,
     keep: bool,
@@ -34,6 +36,7 @@ impl WeftNode {
             ip,
             subnet_file: ndir.join("subnet.env"),
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-n{n}")),
+            endpoints_dir: ndir.join("endpoints"),
             log: ndir.join("weftd.log"),
             weftd: None,
             keep: false,
@@ -57,6 +60,8 @@ impl WeftNode {
             .arg(&self.subnet_file)
             .arg("--bpf-pin-dir")
             .arg(&self.pin_dir)
+            .arg("--endpoints-dir")
+            .arg(&self.endpoints_dir)
             .args(args)
             .env("RUST_LOG", std::env::var("WEFT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
@@ -128,6 +133,11 @@ impl WeftNode {
     /// Pinned counters of this node.
     pub fn stats_pin(&self) -> PathBuf {
         self.pin_dir.join("v2/weft_stats")
+    }
+
+    /// Pinned pod endpoint map of this node.
+    pub fn pods_pin(&self) -> PathBuf {
+        self.pin_dir.join("v2/weft_pods")
     }
 
     /// Pinned host-gw fast-path map of this node.

@@ -1,0 +1,199 @@
+//! Local pod endpoints, from the records weft-cni writes (one JSON file per
+//! pod interface in `--endpoints-dir`, written at ADD, removed at DEL), into
+//! the datapath: `weft_pods` (decapsulated traffic goes straight into the
+//! pod) and `weft_from_pod` on each pod's host-side veth (its traffic is
+//! encapsulated or forwarded where it leaves the pod). Reconciled like
+//! everything else, from the records and the devices that exist: after a
+//! restart, a pod deleted meanwhile leaves the map, a new one enters it.
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::programs::TcAttachType;
+use serde::Deserialize;
+use weft_common::{prog_names, PodEntry};
+
+use crate::{datapath::Datapath, lease::parse_mac, netlink::Netlink, reconcile::Changes};
+
+/// One pod interface, as weft-cni records it (the contract between the two).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointRecord {
+    #[serde(rename = "containerID")]
+    pub container_id: Option<String>,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub pod_mac: String,
+    pub host_veth: String,
+    pub host_ifindex: u32,
+    pub bridge_mac: String,
+}
+
+impl EndpointRecord {
+    pub fn parse(bytes: &[u8]) -> Result<EndpointRecord> {
+        let r: EndpointRecord = serde_json::from_slice(bytes).context("not an endpoint record")?;
+        if r.host_ifindex == 0 {
+            bail!("hostIfindex is 0");
+        }
+        Ok(r)
+    }
+
+    fn entry(&self) -> Result<PodEntry> {
+        Ok(PodEntry {
+            host_ifindex: self.host_ifindex,
+            pod_mac: parse_mac(&self.pod_mac).with_context(|| format!("podMac {:?}", self.pod_mac))?,
+            gw_mac: parse_mac(&self.bridge_mac).with_context(|| format!("bridgeMac {:?}", self.bridge_mac))?,
+        })
+    }
+}
+
+/// Reads every `*.json` record in `dir` (a missing directory holds none).
+/// Bad records are returned as errors naming the file, never fatal.
+pub fn read_records(dir: &Path) -> Vec<(PathBuf, Result<EndpointRecord>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let r = std::fs::read(&p).map_err(anyhow::Error::from).and_then(|b| EndpointRecord::parse(&b));
+            (p, r)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// A cheap fingerprint of the directory (names and modification times), so
+/// the agent notices a record added or removed within a second.
+pub fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut v: Vec<_> = entries.flatten().filter_map(|e| Some((e.file_name(), e.metadata().ok()?.modified().ok()?))).collect();
+        v.sort();
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+pub struct PodEndpoints {
+    dir: PathBuf,
+    /// Host veths `weft_from_pod` is attached to (by this process).
+    attached: HashSet<u32>,
+    /// Record file -> the problem last logged for it.
+    warned: HashMap<PathBuf, String>,
+}
+
+impl PodEndpoints {
+    pub fn new(dir: &Path) -> PodEndpoints {
+        PodEndpoints { dir: dir.to_path_buf(), attached: HashSet::new(), warned: HashMap::new() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records whose host veth exists with the recorded name and index:
+    /// the pods that exist. The others are skipped (a pod deleted while
+    /// weftd was away, a record being written) with one warning each.
+    async fn live(&mut self, nl: &Netlink) -> Result<BTreeMap<Ipv4Addr, (PodEntry, String)>> {
+        let links: HashMap<u32, String> = nl.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+        let mut want = BTreeMap::new();
+        let mut problems = HashMap::new();
+        for (path, rec) in read_records(&self.dir) {
+            let r = rec.and_then(|r| {
+                match links.get(&r.host_ifindex) {
+                    Some(name) if *name == r.host_veth => {}
+                    Some(name) => bail!("device #{} is {name}, not {}", r.host_ifindex, r.host_veth),
+                    None => bail!("its host veth {} (#{}) does not exist", r.host_veth, r.host_ifindex),
+                }
+                Ok((r.ip, r.entry()?, r.host_veth))
+            });
+            match r {
+                Ok((ip, e, veth)) => {
+                    want.insert(ip, (e, veth));
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    if self.warned.get(&path) != Some(&msg) {
+                        log::warn!("endpoint record {}: {msg}; skipping it", path.display());
+                    }
+                    problems.insert(path, msg);
+                }
+            }
+        }
+        self.warned = problems;
+        Ok(want)
+    }
+
+    /// Makes `weft_pods` and the per-pod links match the live records.
+    pub async fn reconcile(&mut self, dp: &mut Datapath, nl: &Netlink) -> Result<Changes> {
+        let mut ch = Changes::default();
+        let want = self.live(nl).await?;
+        let have = dp.pods()?;
+        // Links first, then the entry: decap into a pod never precedes the
+        // program on its veth (and the reverse on the way out).
+        let want_links: HashSet<u32> = want.values().map(|(e, _)| e.host_ifindex).collect();
+        for (e, veth) in want.values() {
+            if !self.attached.contains(&e.host_ifindex) {
+                let r = dp.attach_tc_many(prog_names::FROM_POD, veth, e.host_ifindex, TcAttachType::Ingress);
+                if r.is_ok() {
+                    self.attached.insert(e.host_ifindex);
+                }
+                ch.tally(r, true);
+            }
+        }
+        for (ip, (e, _)) in &want {
+            if have.get(ip) != Some(e) {
+                ch.tally(dp.set_pod(*ip, e), true);
+            }
+        }
+        for ip in have.keys() {
+            if !want.contains_key(ip) {
+                ch.tally(dp.remove_pod(*ip), false);
+            }
+        }
+        for idx in dp.pinned_links(prog_names::FROM_POD) {
+            if !want_links.contains(&idx) {
+                ch.tally(dp.release_link(prog_names::FROM_POD, idx), false);
+                self.attached.remove(&idx);
+            }
+        }
+        self.attached.retain(|i| want_links.contains(i));
+        Ok(ch)
+    }
+
+    /// `--no-fast-path`: nothing of an earlier run's pod shortcuts stays.
+    pub fn clear(dp: &mut Datapath) -> Result<usize> {
+        let pods = dp.pods()?;
+        for ip in pods.keys() {
+            dp.remove_pod(*ip)?;
+        }
+        for idx in dp.pinned_links(prog_names::FROM_POD) {
+            dp.release_link(prog_names::FROM_POD, idx)?;
+        }
+        Ok(pods.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_parse_as_weft_cni_writes_them() {
+        let r = EndpointRecord::parse(br#"{"containerID":"abc","ifname":"eth0","netns":"/var/run/netns/x","ip":"10.244.1.5","podMac":"0a:58:0a:f4:01:05","hostVeth":"veth1a2b3c4d","hostIfindex":17,"bridge":"cni0","bridgeMac":"02:00:00:00:00:01","mtu":1450}"#).unwrap();
+        assert_eq!(r.ip, Ipv4Addr::new(10, 244, 1, 5));
+        assert_eq!(r.container_id.as_deref(), Some("abc"));
+        assert_eq!(r.entry().unwrap(), PodEntry { host_ifindex: 17, pod_mac: [0x0a, 0x58, 0x0a, 0xf4, 1, 5], gw_mac: [2, 0, 0, 0, 0, 1] });
+        for bad in [&b"{"[..], br#"{"ip":"10.0.0.1"}"#, br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"zz","hostVeth":"v","hostIfindex":3,"bridgeMac":"02:00:00:00:00:01"}"#] {
+            assert!(EndpointRecord::parse(bad).and_then(|r| r.entry()).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let zero = br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"02:00:00:00:00:02","hostVeth":"v","hostIfindex":0,"bridgeMac":"02:00:00:00:00:01"}"#;
+        assert!(EndpointRecord::parse(zero).is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Pod endpoints in the datapath (weft-cni's records, written here by the
+//! harness exactly as weft-cni writes them): decapsulated traffic goes
+//! straight into a registered pod (bpf_redirect_peer; `decap_to_pod`
+//! counts it), the pod's traffic is encapsulated at its own veth (weft.1
+//! sends nothing), TTL behaves as with the host's two routing hops, a
+//! removed record takes the pod out, and after a kill -9 restart the map
+//! holds exactly the pods that exist.
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use weft_common::stat;
+use weft_tests::{bpf, cmd, netns::Netns, Cluster, NodeRef, Wiring};
+
+fn counter(c: &Cluster, n: NodeRef, idx: u32) -> Result<(u64, u64)> {
+    bpf::stat_counter(&c.weft_node(n)?.stats_pin(), idx)
+}
+
+/// Waits until node `n`'s weft_pods holds exactly `ips`.
+fn wait_pods(c: &Cluster, n: NodeRef, ips: &[std::net::Ipv4Addr]) -> Result<()> {
+    let w = c.weft_node(n)?;
+    let mut want: Vec<String> = ips.iter().map(|ip| ip.octets().iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")).collect();
+    want.sort();
+    cmd::poll(&format!("node {n}: weft_pods = {ips:?}"), Duration::from_secs(10), Duration::from_millis(100), || {
+        let dump = bpf::map_dump(&w.pods_pin()).map_err(|e| format!("{e:#}"))?;
+        let mut have: Vec<String> = dump.as_array().cloned().unwrap_or_default().iter()
+            .map(|e| e["formatted"]["key"].as_array().map(|k| k.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default())
+            .collect();
+        have.sort();
+        if have == want { Ok(Some(())) } else { Err(format!("have {have:?}, want {want:?}")) }
+    })
+}
+
+fn tx_packets(ns: &Netns, dev: &str) -> Result<u64> {
+    let out = ns.ip(&["-j", "-s", "link", "show", "dev", dev])?;
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    v[0]["stats64"]["tx"]["packets"].as_u64().with_context(|| format!("no tx packets for {dev}: {out}"))
+}
+
+/// `ping -t ttl -c 1`: true if a reply came, false on time-exceeded (anything else fails).
+fn ping_ttl(from: &Netns, to: std::net::Ipv4Addr, ttl: u8) -> Result<bool> {
+    let out = from.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", &ttl.to_string(), &to.to_string()])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if text.contains(" 1 received") {
+        return Ok(true);
+    }
+    ensure!(text.contains("Time to live exceeded"), "ping -t {ttl} {to}: neither a reply nor time-exceeded:\n{text}");
+    Ok(false)
+}
+
+#[test]
+fn registered_pods_skip_the_host_path() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().weft_nodes(2).build()?;
+    c.wait_converged()?;
+    let (p1, p2, p3) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(1, Wiring::Bridge)?);
+    let rec1 = c.register_endpoint(p1)?;
+    let rec2 = c.register_endpoint(p2)?;
+    wait_pods(&c, 1, &[c.pods[p1].ip])?;
+    wait_pods(&c, 2, &[c.pods[p2].ip])?;
+    let (ip1, ip2, ip3) = (c.pods[p1].ip, c.pods[p2].ip, c.pods[p3].ip);
+
+    // Echo requests go straight into pod 2 on node 2, replies into pod 1 on node 1;
+    // node 1 encapsulates at pod 1's veth, so weft.1 sends nothing.
+    let (d1, d2) = (counter(&c, 1, stat::DECAP_TO_POD)?.0, counter(&c, 2, stat::DECAP_TO_POD)?.0);
+    let weft1_tx = tx_packets(c.node_ns(1)?, "weft.1")?;
+    weft_tests::traffic::ping_ok(&c.pods[p1].ns, ip2, 5)?;
+    ensure!(counter(&c, 2, stat::DECAP_TO_POD)?.0 >= d2 + 5, "node 2 delivered no echo requests straight into pod 2");
+    ensure!(counter(&c, 1, stat::DECAP_TO_POD)?.0 >= d1 + 5, "node 1 delivered no echo replies straight into pod 1");
+    ensure!(tx_packets(c.node_ns(1)?, "weft.1")? == weft1_tx, "pod 1's traffic went through weft.1 instead of its veth");
+    let (_, b2) = counter(&c, 2, stat::DECAP_TO_POD)?;
+    let t = weft_tests::traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, ip2, 4 << 20).context("tcp pod 1 -> pod 2")?;
+    ensure!(counter(&c, 2, stat::DECAP_TO_POD)?.1 - b2 >= 4 << 20, "the 4 MiB did not go straight into pod 2");
+    eprintln!("tcp registered pod -> registered pod: {:.0} Mbit/s", t.mbit_per_s());
+
+    // Two routing hops, as without weft: TTL 2 expires at node 2, 3 arrives.
+    ensure!(!ping_ttl(&c.pods[p1].ns, ip2, 2)?, "TTL 2 reached the pod on the other node");
+    ensure!(ping_ttl(&c.pods[p1].ns, ip2, 3)?, "TTL 3 did not reach the pod on the other node");
+
+    // An unregistered pod on node 1 still works through the host path.
+    let d1 = counter(&c, 1, stat::DECAP_TO_POD)?.0;
+    weft_tests::traffic::ping_ok(&c.pods[p2].ns, ip3, 3)?;
+    ensure!(counter(&c, 1, stat::DECAP_TO_POD)?.0 == d1, "traffic to an unregistered pod was delivered as if registered");
+
+    // DEL removes the record: pod 2 leaves node 2's map and keeps working.
+    std::fs::remove_file(&rec2)?;
+    wait_pods(&c, 2, &[])?;
+    ensure!(!c.weft_node(2)?.pin_dir.join("v2/links").read_dir()?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("weft_from_pod-")),
+        "node 2 kept weft_from_pod on the removed pod's veth");
+    weft_tests::traffic::ping_ok(&c.pods[p1].ns, ip2, 3).context("after pod 2's record went")?;
+
+    // kill -9; while weftd is away pod 1's veth goes (its record stays, as
+    // if DEL never ran) and pod 3 is registered: the restarted weftd holds
+    // exactly the pods that exist.
+    c.weft_node_mut(1)?.kill();
+    c.register_endpoint(p3)?;
+    c.node_ns(1)?.ip(&["link", "del", &c.pods[p1].host_veth.clone()])?;
+    c.start_weftd(1)?;
+    wait_pods(&c, 1, &[ip3])?;
+    let log = c.weft_node(1)?.log_tail(40);
+    ensure!(log.contains(&rec1.display().to_string()) && log.contains("does not exist"), "no warning about the stale record {}:\n{log}", rec1.display());
+    weft_tests::traffic::ping_ok(&c.pods[p2].ns, ip3, 3).context("to pod 3 after the restart")?;
+    c.pass();
+    Ok(())
+}

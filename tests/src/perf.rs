@@ -53,9 +53,25 @@ fn start_server(ns: &Netns, prog: &str, args: &[&str], bound_s: u64) -> Result<S
     Ok(Server(child))
 }
 
+/// Runs `f` up to three times while it fails because the server was not
+/// listening yet (a loaded machine can take longer than the grace period).
+fn retry_connect<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    for _ in 0..2 {
+        match f() {
+            Err(e) if format!("{e:#}").contains("unable to connect") => std::thread::sleep(Duration::from_millis(500)),
+            r => return r,
+        }
+    }
+    f()
+}
+
 /// iperf3 from `client` to `server_ip` (in `server`) for `secs` seconds
 /// with `streams` parallel TCP streams.
 pub fn iperf3(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, streams: u32) -> Result<Bulk> {
+    retry_connect(|| iperf3_once(client, server, server_ip, secs, streams))
+}
+
+fn iperf3_once(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, streams: u32) -> Result<Bulk> {
     let ip = server_ip.to_string();
     let _srv = start_server(server, "iperf3", &["-s", "-1", "-B", &ip], secs as u64 + 15)?;
     let (t, p, bound) = (secs.to_string(), streams.to_string(), (secs + 10).to_string());
@@ -86,6 +102,44 @@ pub fn sockperf_rtt(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u
         (Some(p50_us), Some(p99_us)) => Ok(RoundTrip { p50_us, p99_us }),
         _ => bail!("sockperf {} -> {ip}: no percentiles in its output:\n{text}", client.name()),
     }
+}
+
+/// iperf3 UDP from `client` with `len`-byte datagrams, as fast as it can
+/// send (`-b 0`) for `secs` seconds: datagrams per second that arrived.
+pub fn udp_pps(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, len: u32) -> Result<f64> {
+    retry_connect(|| udp_pps_once(client, server, server_ip, secs, len))
+}
+
+fn udp_pps_once(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, len: u32) -> Result<f64> {
+    let ip = server_ip.to_string();
+    let _srv = start_server(server, "iperf3", &["-s", "-1", "-B", &ip], secs as u64 + 15)?;
+    let (t, l, bound) = (secs.to_string(), len.to_string(), (secs + 10).to_string());
+    let out = client.exec_output("timeout", &[&bound, "taskset", "-c", CLIENT_CPU, "iperf3", "-c", &ip, "-u", "-b", "0", "-l", &l, "-t", &t, "-J"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let j: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("iperf3 -u -J output: {text:.300}"))?;
+    if let Some(e) = j.get("error") {
+        bail!("iperf3 -u {} -> {ip}: {e}", client.name());
+    }
+    // The receiver's view (iperf3 3.12: end.sum holds the server's counts).
+    let sum = &j["end"]["sum"];
+    let (packets, lost, seconds) = (sum["packets"].as_f64(), sum["lost_packets"].as_f64(), sum["seconds"].as_f64());
+    match (packets, lost, seconds) {
+        (Some(p), Some(l), Some(s)) if s > 0.0 => Ok((p - l).max(0.0) / s),
+        _ => bail!("iperf3 -u: no end.sum packets/lost_packets/seconds in {text:.300}"),
+    }
+}
+
+/// Busy CPU time of the whole machine (user, system, irq, softirq; not idle
+/// or iowait), in seconds, from /proc/stat: the cost of a path is the busy
+/// time a transfer takes, wherever in the kernel it is spent.
+pub fn cpu_busy_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let f: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    anyhow::ensure!(f.len() >= 7, "odd /proc/stat line: {line}");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((f[0] + f[1] + f[2] + f[5] + f[6]) / hz)
 }
 
 /// Median, min and max.

@@ -11,7 +11,7 @@ use crate::status;
 
 pub const APT_PACKAGES: &[&str] = &[
     "clang-16", "llvm-16", "libbpf-dev", "linux-libc-dev", "bpftool", "iproute2", "iputils-ping", "iperf3", "sockperf",
-    "ethtool", "tcpdump", "protobuf-compiler", "libprotobuf-dev", "etcd-server", "etcd-client", "openssl",
+    "ethtool", "tcpdump", "protobuf-compiler", "libprotobuf-dev", "etcd-server", "etcd-client", "openssl", "gnuplot-nox",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -1,7 +1,7 @@
 //! `cargo xtask <command>`: bootstrap the machine, build, test, run weftd,
 //! and a lab of network namespaces running weft.
 mod bench;
-mod bench_host_gw;
+mod bench_dataplanes;
 mod bootstrap;
 mod lab;
 
@@ -52,10 +52,11 @@ enum Cmd {
     },
     /// Benchmarks (figures, not pass/fail), written into docs/performance.md:
     /// `control-plane` measures leases written -> programmed and weftd's RSS
-    /// for both stores; `host-gw` pod-to-pod throughput and latency with the
-    /// fast path on and off against the bare underlay.
+    /// for both stores; `dataplanes` every pod-to-pod path (weft's and
+    /// flannel's, vxlan and host-gw) against the bare underlay, veth and
+    /// wire-realistic; `host-gw` its host-gw part in veth mode.
     Bench {
-        #[arg(value_parser = ["control-plane", "host-gw"])]
+        #[arg(value_parser = ["control-plane", "dataplanes", "host-gw"])]
         what: String,
         /// control-plane: lease counts to measure.
         #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
@@ -156,7 +157,11 @@ fn real_main() -> Result<()> {
             status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd"]))?;
             let weftd = target_dir().join("release/weftd");
             match what.as_str() {
-                "host-gw" => bench_host_gw::run(&weftd, runs.max(1), secs.max(1)),
+                "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw"),
+                "dataplanes" => {
+                    let modes = [bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire];
+                    bench_dataplanes::run(&weftd, &["vxlan", "host-gw"], &modes, runs.max(1), secs.max(1), "dataplanes")
+                }
                 _ => bench::control_plane(&weftd, &sizes),
             }
         }

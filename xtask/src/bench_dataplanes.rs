@@ -1,0 +1,312 @@
+//! `cargo xtask bench dataplanes` (and its subset `bench host-gw`): every
+//! path pod traffic can take between two nodes, measured in one run with the
+//! same traffic, each as a ratio to the bare underlay of the same testbed:
+//! - vxlan testbed: bare underlay; flannel's kernel vxlan (two nodes
+//!   programmed exactly as flanneld programs them); weft vxlan with TC decap
+//!   and with XDP decap (pods registered, as weft-cni registers them); weft
+//!   vxlan through the overlay device (unregistered pods);
+//! - host-gw testbed: bare; flannel's host-gw routes; weft host-gw with the
+//!   fast path on and off.
+//! Metrics: TCP 1 and 4 streams (iperf3), TCP request/response round trip
+//! p50/p99 (sockperf, 64 bytes), 64-byte UDP datagrams per second (iperf3),
+//! and busy CPU seconds of the machine per GB moved (1-stream run). Two
+//! underlay modes: veth as it is (64 KB GSO packets cross it untouched) and
+//! wire-realistic (TSO/GSO/GRO off on every underlay port: MTU-sized packets,
+//! as from a physical NIC). Paths alternate within each run so drift hits
+//! them alike; figures are medians over runs with min and max. Before each
+//! weft figure is kept, its counters must show that weft's programs carried
+//! the traffic. A benchmark, not a test.
+use std::{net::Ipv4Addr, path::Path as FsPath, time::Duration};
+
+use anyhow::{ensure, Context, Result};
+use weft_common::stat;
+use weft_tests::{bpf, cmd, flannel_node::FlannelBackend, netns::Netns, perf, Cluster, Wiring};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Family {
+    Vxlan,
+    HostGw,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    Bare,
+    FlannelVxlan,
+    WeftVxlanTc,
+    WeftVxlanXdp,
+    WeftVxlanHostPath,
+    FlannelHostGw,
+    WeftHostGwFast,
+    WeftHostGwStack,
+}
+
+impl Path {
+    fn label(self) -> &'static str {
+        match self {
+            Path::Bare => "bare underlay",
+            Path::FlannelVxlan => "flannel vxlan (kernel)",
+            Path::WeftVxlanTc => "weft vxlan, TC decap",
+            Path::WeftVxlanXdp => "weft vxlan, XDP decap",
+            Path::WeftVxlanHostPath => "weft vxlan, unregistered pod (via weft.1)",
+            Path::FlannelHostGw => "flannel host-gw (routes)",
+            Path::WeftHostGwFast => "weft host-gw, fast path",
+            Path::WeftHostGwStack => "weft host-gw, --no-fast-path",
+        }
+    }
+
+    /// weftd's flags for this path (None: weft's nodes are not involved).
+    fn weftd_flags(self) -> Option<&'static [&'static str]> {
+        match self {
+            Path::WeftVxlanTc | Path::WeftVxlanHostPath | Path::WeftHostGwFast => Some(&[]),
+            Path::WeftVxlanXdp => Some(&["--xdp-decap"]),
+            Path::WeftHostGwStack => Some(&["--no-fast-path"]),
+            _ => None,
+        }
+    }
+}
+
+fn paths(f: Family) -> &'static [Path] {
+    match f {
+        // Host path right after TC: same flags, no restart between them.
+        Family::Vxlan => &[Path::Bare, Path::FlannelVxlan, Path::WeftVxlanTc, Path::WeftVxlanHostPath, Path::WeftVxlanXdp],
+        Family::HostGw => &[Path::Bare, Path::FlannelHostGw, Path::WeftHostGwFast, Path::WeftHostGwStack],
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Veth,
+    Wire,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Veth => "veth (GSO passes)",
+            Mode::Wire => "wire-realistic (TSO/GSO/GRO off)",
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct Samples {
+    one: Vec<f64>,
+    four: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    pps: Vec<f64>,
+    cpu_per_gb: Vec<f64>,
+}
+
+/// One two-node testbed: two weft nodes and two flannel-programmed nodes of
+/// the same backend on one switch, one pod per node (weft's registered,
+/// plus an unregistered pod per weft node).
+struct Bed {
+    c: Cluster,
+    weft: [usize; 2],
+    unregistered: [usize; 2],
+    flannel: [usize; 2],
+    flags: Option<Vec<String>>,
+}
+
+impl Bed {
+    fn build(f: Family) -> Result<Bed> {
+        let (cfg, fb) = match f {
+            Family::Vxlan => (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#, FlannelBackend::Vxlan),
+            Family::HostGw => (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#, FlannelBackend::HostGw),
+        };
+        let mut c = Cluster::builder().config_json(cfg).weft_nodes(2).build()?;
+        c.wait_converged()?;
+        let (f1, f2) = (c.add_flannel_node_with(fb, 0)?, c.add_flannel_node_with(fb, 0)?);
+        c.program_flannel_nodes()?;
+        c.wait_converged()?;
+        let weft = [c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?];
+        let unregistered = [c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?];
+        let flannel = [c.add_pod(f1, Wiring::Bridge)?, c.add_pod(f2, Wiring::Bridge)?];
+        for p in weft {
+            c.register_endpoint(p)?;
+        }
+        Ok(Bed { c, weft, unregistered, flannel, flags: Some(vec![]) })
+    }
+
+    /// Restarts both weftd with `flags` unless they run with them already,
+    /// then waits until the pods are registered (or not, without the fast path).
+    fn set_weftd(&mut self, flags: &[&str]) -> Result<()> {
+        let want: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        if self.flags.as_ref() == Some(&want) {
+            return Ok(());
+        }
+        for n in [1, 2] {
+            self.c.weft_node_mut(n)?.stop();
+            self.c.start_weftd_with(n, flags)?;
+        }
+        let registered = !flags.contains(&"--no-fast-path");
+        for n in [1, 2] {
+            self.c.wait_node_ready(n)?;
+            let w = self.c.weft_node(n)?;
+            cmd::poll(&format!("node {n}: pod registered = {registered}"), Duration::from_secs(15), Duration::from_millis(50), || {
+                let k = bpf::map_dump(&w.pods_pin()).map_err(|e| format!("{e:#}"))?.as_array().map(|a| a.len()).unwrap_or(0);
+                if (k == 1) == registered { Ok(Some(())) } else { Err(format!("{k} pods in weft_pods")) }
+            })?;
+        }
+        self.c.wait_converged()?;
+        self.flags = Some(want);
+        Ok(())
+    }
+
+    /// (client, server, server address) of a path.
+    fn ends(&self, p: Path) -> Result<(&Netns, &Netns, Ipv4Addr)> {
+        let pods = |[a, b]: [usize; 2]| (&self.c.pods[a].ns, &self.c.pods[b].ns, self.c.pods[b].ip);
+        Ok(match p {
+            Path::Bare => (self.c.node_ns(1)?, self.c.node_ns(2)?, self.c.node_ip(2)?),
+            Path::FlannelVxlan | Path::FlannelHostGw => pods(self.flannel),
+            Path::WeftVxlanHostPath => pods(self.unregistered),
+            _ => pods(self.weft),
+        })
+    }
+
+    /// The counter that proves weft carried a path's traffic, on node 2
+    /// (receiving) for vxlan, node 1 (sending) for host-gw.
+    fn proof(&self, p: Path) -> Result<Option<(u64, &'static str)>> {
+        let (n, idx, what) = match p {
+            Path::WeftVxlanTc => (2, stat::DECAP_TO_POD, "decap_to_pod"),
+            Path::WeftVxlanXdp => (2, stat::DECAP_XDP, "decap_xdp"),
+            Path::WeftVxlanHostPath => (2, stat::DECAP, "decap"),
+            Path::WeftHostGwFast => (1, stat::FWD, "fwd"),
+            _ => return Ok(None),
+        };
+        Ok(Some((bpf::stat_counter(&self.c.weft_node(n)?.stats_pin(), idx)?.1, what)))
+    }
+
+    /// Offloads on every underlay port (nodes' eth0, the switch's ports).
+    fn set_offloads(&self, on: bool) -> Result<()> {
+        let v = if on { "on" } else { "off" };
+        let mut ports: Vec<(&Netns, String)> = self.c.nodes().into_iter().map(|n| Ok((self.c.node_ns(n)?, "eth0".to_string()))).collect::<Result<_>>()?;
+        for n in self.c.nodes() {
+            ports.push((&self.c.sw, format!("vn{n}")));
+        }
+        for (ns, dev) in ports {
+            ns.exec("ethtool", &["-K", &dev, "tso", v, "gso", v, "gro", v]).with_context(|| format!("ethtool -K {dev} in {}", ns.name()))?;
+        }
+        Ok(())
+    }
+}
+
+fn measure(bed: &Bed, p: Path, secs: u32, s: &mut Samples) -> Result<()> {
+    let (client, server, ip) = bed.ends(p)?;
+    let before = bed.proof(p)?;
+    let busy0 = perf::cpu_busy_seconds()?;
+    let one = perf::iperf3(client, server, ip, secs, 1)?;
+    let busy = perf::cpu_busy_seconds()? - busy0;
+    let four = perf::iperf3(client, server, ip, secs, 4)?;
+    let rtt = perf::sockperf_rtt(client, server, ip, secs)?;
+    let pps = perf::udp_pps(client, server, ip, secs, 64)?;
+    if let (Some((b0, what)), Some((b1, _))) = (before, bed.proof(p)?) {
+        let moved = one.gbit_per_s * 1e9 / 8.0 * secs as f64;
+        ensure!((b1 - b0) as f64 > moved * 0.5, "{}: weft's `{what}` counter moved {} bytes while iperf3 moved {moved:.0}: the figures would not describe weft", p.label(), b1 - b0);
+    }
+    let gb = one.gbit_per_s * secs as f64 / 8.0;
+    println!("    {:44} 1 stream {:6.2} Gbit/s, 4 streams {:6.2}, RTT p50 {:5.1} us p99 {:5.1}, {:7.0} pps, {:.2} CPU s/GB",
+        p.label(), one.gbit_per_s, four.gbit_per_s, rtt.p50_us, rtt.p99_us, pps, busy / gb);
+    s.one.push(one.gbit_per_s);
+    s.four.push(four.gbit_per_s);
+    s.p50.push(rtt.p50_us);
+    s.p99.push(rtt.p99_us);
+    s.pps.push(pps);
+    s.cpu_per_gb.push(busy / gb);
+    Ok(())
+}
+
+struct Result1 {
+    family: Family,
+    mode: Mode,
+    path: Path,
+    s: Samples,
+}
+
+pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs: u32, section: &str) -> Result<()> {
+    std::env::set_var("WEFTD_BIN", weftd);
+    let mut all: Vec<Result1> = vec![];
+    for fam in families {
+        let family = if *fam == "host-gw" { Family::HostGw } else { Family::Vxlan };
+        let mut bed = Bed::build(family)?;
+        for &mode in modes {
+            bed.set_offloads(mode == Mode::Veth)?;
+            let ps = paths(family);
+            let mut samples: Vec<Samples> = vec![Samples::default(); ps.len()];
+            for r in 1..=runs {
+                println!("bench: {family:?} testbed, {}, run {r}/{runs}", mode.label());
+                for (i, &p) in ps.iter().enumerate() {
+                    if let Some(flags) = p.weftd_flags() {
+                        bed.set_weftd(flags)?;
+                    }
+                    measure(&bed, p, secs, &mut samples[i]).with_context(|| format!("{} ({})", p.label(), mode.label()))?;
+                }
+            }
+            all.extend(ps.iter().zip(samples).map(|(&path, s)| Result1 { family, mode, path, s }));
+        }
+        bed.c.pass();
+    }
+    write(&all, runs, secs, section)
+}
+
+fn med(v: &[f64]) -> (f64, f64, f64) {
+    perf::spread(v.to_vec())
+}
+
+fn write(all: &[Result1], runs: usize, secs: u32, section: &str) -> Result<()> {
+    let mut md = String::new();
+    let mut json = vec![];
+    let mut chart = String::new();
+    for fam in [Family::Vxlan, Family::HostGw] {
+        for mode in [Mode::Veth, Mode::Wire] {
+            let rows: Vec<&Result1> = all.iter().filter(|r| r.family == fam && r.mode == mode).collect();
+            let Some(bare) = rows.iter().find(|r| r.path == Path::Bare) else { continue };
+            let (b1, b4, bp50, bpps) = (med(&bare.s.one).0, med(&bare.s.four).0, med(&bare.s.p50).0, med(&bare.s.pps).0);
+            md.push_str(&format!("\n**{fam:?} testbed, {}**\n\n| path | 1 stream Gbit/s (min-max) | ratio | 4 streams | ratio | RTT p50 us (+bare) | p99 us | 64 B UDP kpps | ratio | CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|\n", mode.label()));
+            for r in rows {
+                let (one, lo, hi) = med(&r.s.one);
+                let (four, p50, p99, pps, cpu) = (med(&r.s.four).0, med(&r.s.p50).0, med(&r.s.p99).0, med(&r.s.pps).0, med(&r.s.cpu_per_gb).0);
+                md.push_str(&format!("| {} | {one:.2} ({lo:.2}-{hi:.2}) | **{:.2}** | {four:.2} | {:.2} | {p50:.1} (+{:.1}) | {p99:.1} | {:.0} | {:.2} | {cpu:.2} |\n",
+                    r.path.label(), one / b1, four / b4, p50 - bp50, pps / 1e3, pps / bpps));
+                chart.push_str(&format!("\"{} / {:?} {}\" {:.3}\n", r.path.label(), fam, if mode == Mode::Veth { "veth" } else { "wire" }, one / b1));
+                json.push(serde_json::json!({
+                    "testbed": format!("{fam:?}"), "mode": mode.label(), "path": r.path.label(),
+                    "gbit_per_s_1": r.s.one, "gbit_per_s_4": r.s.four, "rtt_p50_us": r.s.p50, "rtt_p99_us": r.s.p99,
+                    "udp64_pps": r.s.pps, "cpu_s_per_gb": r.s.cpu_per_gb,
+                    "ratio_1": one / b1, "ratio_4": four / b4, "rtt_p50_over_bare_us": p50 - bp50, "ratio_pps": pps / bpps,
+                }));
+            }
+        }
+    }
+    println!("{md}");
+    let dir = crate::workspace().join("docs/perf");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join(format!("{section}.json")), serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "secs": secs, "results": json }))?)?;
+    let png = chart_png(&dir, section, &chart);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    crate::bench::write_section(section, &format!("Pod-to-pod paths ({section})"), &format!(
+        "Command: `cargo xtask bench {section}` (release weftd; per testbed two weft nodes and two nodes programmed as \
+         flanneld programs them, on one switch; {runs} runs alternating the paths; iperf3 {secs} s, sockperf TCP \
+         ping-pong 64 B {secs} s, iperf3 UDP 64 B `-b 0` {secs} s; client on CPU 0, server on CPU 1). Ratios are of \
+         medians, to the bare underlay (node to node) of the same testbed and mode. CPU s/GB: busy time of the whole \
+         machine during the 1-stream run per GB moved. Per-run samples: `docs/perf/{section}.json`{}. Machine: {cores} cores.\n{md}\n",
+        match &png { Ok(p) => format!("; chart: `docs/perf/{p}`\n\n![1-stream throughput, ratio to bare](perf/{p})"), Err(e) => format!(" (no chart: {e:#})") }
+    ))
+}
+
+/// A bar chart of the 1-stream ratios with gnuplot (Debian's gnuplot-nox).
+fn chart_png(dir: &FsPath, name: &str, data: &str) -> Result<String> {
+    let dat = dir.join(format!("{name}.dat"));
+    std::fs::write(&dat, data)?;
+    let png = format!("{name}.png");
+    let script = format!(
+        "set terminal png size 1100,{} font ',10'\nset output '{}'\nset style data histograms\nset style fill solid 0.8\n\
+         set yrange [0:*]\nset ylabel 'TCP 1 stream, ratio to bare'\nset xtics rotate by -35 left\nset grid ytics\nset key off\n\
+         set bmargin 14\nplot '{}' using 2:xtic(1) lc rgb '#3b6ea5'\n",
+        520, dir.join(&png).display(), dat.display());
+    let out = cmd::output(std::process::Command::new("gnuplot").arg("-e").arg(&script))?;
+    let _ = std::fs::remove_file(&dat);
+    ensure!(out.status.success(), "gnuplot: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(png)
+}

@@ -1,8 +1,8 @@
 //! Pod endpoints in the datapath (weft-cni's records, written here by the
 //! harness exactly as weft-cni writes them): decapsulated traffic goes
 //! straight into a registered pod (bpf_redirect_peer; `decap_to_pod`
-//! counts it), the pod's traffic is encapsulated at its own veth (weft.1
-//! sends nothing), TTL behaves as with the host's two routing hops, a
+//! counts it), the pod's traffic is encapsulated at its own veth (it flows
+//! with weft.1 down, the unregistered pod's does not), TTL behaves as with the host's two routing hops, a
 //! removed record takes the pod out, and after a kill -9 restart the map
 //! holds exactly the pods that exist.
 use std::time::Duration;
@@ -30,12 +30,6 @@ fn wait_pods(c: &Cluster, n: NodeRef, ips: &[std::net::Ipv4Addr]) -> Result<()> 
     })
 }
 
-fn tx_packets(ns: &Netns, dev: &str) -> Result<u64> {
-    let out = ns.ip(&["-j", "-s", "link", "show", "dev", dev])?;
-    let v: serde_json::Value = serde_json::from_str(&out)?;
-    v[0]["stats64"]["tx"]["packets"].as_u64().with_context(|| format!("no tx packets for {dev}: {out}"))
-}
-
 /// `ping -t ttl -c 1`: true if a reply came, false on time-exceeded (anything else fails).
 fn ping_ttl(from: &Netns, to: std::net::Ipv4Addr, ttl: u8) -> Result<bool> {
     let out = from.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", &ttl.to_string(), &to.to_string()])?;
@@ -59,14 +53,28 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
     wait_pods(&c, 2, &[c.pods[p2].ip])?;
     let (ip1, ip2, ip3) = (c.pods[p1].ip, c.pods[p2].ip, c.pods[p3].ip);
 
-    // Echo requests go straight into pod 2 on node 2, replies into pod 1 on node 1;
-    // node 1 encapsulates at pod 1's veth, so weft.1 sends nothing.
+    // Echo requests go straight into pod 2 on node 2, replies into pod 1 on node 1.
     let (d1, d2) = (counter(&c, 1, stat::DECAP_TO_POD)?.0, counter(&c, 2, stat::DECAP_TO_POD)?.0);
-    let weft1_tx = tx_packets(c.node_ns(1)?, "weft.1")?;
     weft_tests::traffic::ping_ok(&c.pods[p1].ns, ip2, 5)?;
     ensure!(counter(&c, 2, stat::DECAP_TO_POD)?.0 >= d2 + 5, "node 2 delivered no echo requests straight into pod 2");
     ensure!(counter(&c, 1, stat::DECAP_TO_POD)?.0 >= d1 + 5, "node 1 delivered no echo replies straight into pod 1");
-    ensure!(tx_packets(c.node_ns(1)?, "weft.1")? == weft1_tx, "pod 1's traffic went through weft.1 instead of its veth");
+    // Node 1 encapsulates at pod 1's veth: with weft.1 down (and its routes
+    // gone with it) pod 1 still reaches pod 2, the unregistered pod 3 does not.
+    let ns1 = c.node_ns(1)?;
+    ns1.ip(&["link", "set", "weft.1", "down"])?;
+    let with_weft1_down = (|| -> Result<()> {
+        weft_tests::traffic::ping_ok(&c.pods[p1].ns, ip2, 3).context("registered pod with weft.1 down")?;
+        weft_tests::traffic::ping_fails(&c.pods[p3].ns, ip2, 2).context("unregistered pod with weft.1 down")
+    })();
+    ns1.ip(&["link", "set", "weft.1", "up"])?;
+    with_weft1_down?;
+    cmd::poll("node 1 to restore its routes on weft.1", Duration::from_secs(15), Duration::from_millis(100), || {
+        match weft_tests::traffic::ping(&c.pods[p3].ns, ip2, 1) {
+            Ok(st) if st.all_received() => Ok(Some(())),
+            Ok(st) => Err(st.output),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })?;
     let (_, b2) = counter(&c, 2, stat::DECAP_TO_POD)?;
     let t = weft_tests::traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, ip2, 4 << 20).context("tcp pod 1 -> pod 2")?;
     ensure!(counter(&c, 2, stat::DECAP_TO_POD)?.1 - b2 >= 4 << 20, "the 4 MiB did not go straight into pod 2");

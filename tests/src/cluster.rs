@@ -414,6 +414,12 @@ impl Cluster {
     }
 
     /// Starts weftd on node `n` with `extra` flags after the cluster's own.
+    /// Starts weftd on node `n` through `wrapper` (see [`WeftNode::start_wrapped`]).
+    pub fn start_weftd_wrapped(&mut self, n: NodeRef, wrapper: &[&str]) -> Result<()> {
+        let args: Vec<String> = self.store.weftd_args().into_iter().chain(self.weftd_args.iter().cloned()).collect();
+        self.weft_node_mut(n)?.start_wrapped(wrapper, &args)
+    }
+
     pub fn start_weftd_with(&mut self, n: NodeRef, extra: &[&str]) -> Result<()> {
         let args: Vec<String> =
             self.store.weftd_args().into_iter().chain(self.weftd_args.iter().cloned()).chain(extra.iter().map(|s| s.to_string())).collect();

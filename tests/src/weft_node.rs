@@ -48,13 +48,26 @@ impl WeftNode {
     /// visible), stdout+stderr appended to `self.log`. `args` carry the lease
     /// store's flags ([`crate::store::LeaseStore::weftd_args`]) and any others.
     pub fn start(&mut self, args: &[String]) -> Result<()> {
+        self.start_wrapped(&[], args)
+    }
+
+    /// As [`WeftNode::start`], with weftd run through `wrapper` (a command
+    /// and its arguments that execs what follows, e.g. `setpriv ... --`).
+    pub fn start_wrapped(&mut self, wrapper: &[&str], args: &[String]) -> Result<()> {
         if self.running() {
             return Ok(());
         }
         bpf::ensure_bpffs()?;
         let bin = cmd::weftd_bin()?;
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).with_context(|| format!("opening {}", self.log.display()))?;
-        let mut c = self.ns.nsenter(&bin);
+        let mut c = match wrapper.split_first() {
+            None => self.ns.nsenter(&bin),
+            Some((prog, rest)) => {
+                let mut c = self.ns.nsenter(std::path::Path::new(prog));
+                c.args(rest).arg(&bin);
+                c
+            }
+        };
         c.args(["--iface", "eth0"])
             .arg("--subnet-file")
             .arg(&self.subnet_file)

@@ -11,7 +11,7 @@ use crate::status;
 
 pub const APT_PACKAGES: &[&str] = &[
     "clang-16", "llvm-16", "libbpf-dev", "linux-libc-dev", "bpftool", "iproute2", "iputils-ping", "iperf3", "sockperf",
-    "ethtool", "tcpdump", "protobuf-compiler", "libprotobuf-dev", "etcd-server", "etcd-client", "openssl", "gnuplot-nox",
+    "ethtool", "tcpdump", "protobuf-compiler", "libprotobuf-dev", "etcd-server", "etcd-client", "openssl", "gnuplot-nox", "python3-venv",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -131,6 +131,21 @@ fn llvm_major(name: &str) -> Option<String> {
     (!major.is_empty()).then_some(major)
 }
 
+/// The Kubernetes schema validator the manifest test uses, from PyPI, in a
+/// virtualenv of the build directory (nothing installed system-wide).
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+pub fn kubernetes_validate_bin() -> PathBuf {
+    crate::target_dir().join("xtask-venv/bin/kubernetes-validate")
+}
+
+fn install_kubernetes_validate() -> Result<()> {
+    let venv = crate::target_dir().join("xtask-venv");
+    println!("bootstrap: installing {KUBERNETES_VALIDATE} from PyPI into {} (a virtualenv)", venv.display());
+    status(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    status(Command::new(venv.join("bin/pip")).args(["install", "-q", KUBERNETES_VALIDATE]))
+}
+
 pub fn run() -> Result<()> {
     let mut did = Vec::new();
     let missing = missing_packages()?;
@@ -148,8 +163,12 @@ pub fn run() -> Result<()> {
         install_bpf_linker(&sysroot)?;
         did.push("bpf-linker".into());
     }
+    if !kubernetes_validate_bin().is_file() {
+        install_kubernetes_validate()?;
+        did.push("kubernetes-validate".into());
+    }
     if did.is_empty() {
-        println!("bootstrap: nothing to install ({} apt packages, nightly rust-src, bpf-linker present)", APT_PACKAGES.len());
+        println!("bootstrap: nothing to install ({} apt packages, nightly rust-src, bpf-linker, kubernetes-validate present)", APT_PACKAGES.len());
     } else {
         println!("bootstrap: installed {}", did.join(", "));
     }

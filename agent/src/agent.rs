@@ -121,6 +121,7 @@ pub async fn run(args: Args) -> Result<()> {
         Some((vni, port, overlay, vtep_mac, direct_routing)) => {
             nl.set_only_addr(overlay.index, own.network_addr()).await?;
             let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
+            spawn_kernel_logs(&mut dp);
             dp.set_config(&DatapathConfig {
                 vni,
                 local_ip: underlay.iface_ip.octets(),
@@ -152,6 +153,9 @@ pub async fn run(args: Args) -> Result<()> {
             let (dp, fast) = if bpf {
                 bpffs::ensure_mounted(&args.bpf_pin_dir)?;
                 let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
+                spawn_kernel_logs(&mut dp);
+                // No VXLAN here: only the flags matter (kernel logs off at start).
+                dp.set_config(&DatapathConfig::default())?;
                 let fast = fast_path_setting(&args, &mut dp, true)?;
                 (Some(dp), fast)
             } else {
@@ -173,6 +177,29 @@ pub async fn run(args: Args) -> Result<()> {
         log::info!("leaving lease {own}, routes and programs in place (pass --cleanup-on-exit to remove them)");
     }
     res
+}
+
+/// Prints what the kernel programs log (aya-log), when `weftd log-level
+/// debug` has switched them on; idle otherwise.
+fn spawn_kernel_logs(dp: &mut Datapath) {
+    let Some(logger) = dp.take_logger() else { return };
+    // SAFETY: the logger owns its ring buffer's fd, open and unchanged for
+    // as long as the AsyncFd (which owns the logger) lives.
+    let mut fd = match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+        Ok(fd) => fd,
+        Err(e) => return log::warn!("kernel-side logs unavailable: {}", e.into_parts().1),
+    };
+    tokio::spawn(async move {
+        loop {
+            match fd.readable_mut().await {
+                Ok(mut guard) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                }
+                Err(e) => return log::warn!("kernel-side logs stopped: {e}"),
+            }
+        }
+    });
 }
 
 /// `--datapath`: whether weft's BPF programs carry the traffic. `auto`

@@ -66,6 +66,23 @@ pub fn release_all_links(pin_root: &Path) -> Result<bool> {
     Ok(any)
 }
 
+/// Passes the programs' log records to weftd's logger at info level under
+/// the target `weft_kernel`: they exist only while `weftd log-level debug`
+/// has them on, so weftd's own level filter must not hide them.
+pub struct KernelLogs;
+
+impl log::Log for KernelLogs {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        log::logger().log(&log::Record::builder().args(*r.args()).level(log::Level::Info).target("weft_kernel").build());
+    }
+    fn flush(&self) {
+        log::logger().flush()
+    }
+}
+
 pub struct Datapath {
     ebpf: Ebpf,
     vteps: LpmTrie<MapData, [u8; 4], VtepEntry>,
@@ -73,6 +90,8 @@ pub struct Datapath {
     stats: PerCpuArray<MapData, Counter>,
     hostgw: LpmTrie<MapData, [u8; 4], HostGwEntry>,
     pods: HashMap<MapData, [u8; 4], PodEntry>,
+    /// Reader of the programs' aya-log ring buffer, until the agent takes it.
+    logger: Option<aya_log::EbpfLogger<KernelLogs>>,
     pin_dir: Option<PathBuf>,
 }
 
@@ -98,13 +117,19 @@ impl Datapath {
         let stats = PerCpuArray::try_from(ebpf.take_map(map_names::STATS).context("map weft_stats missing")?)?;
         let hostgw = LpmTrie::try_from(ebpf.take_map(map_names::HOSTGW).context("map weft_hostgw missing")?)?;
         let pods = HashMap::try_from(ebpf.take_map(map_names::PODS).context("map weft_pods missing")?)?;
+        let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLogs).map_err(|e| log::warn!("kernel-side logs unavailable: {e}")).ok();
         for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD, prog_names::FROM_POD] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }
         let x: &mut Xdp = ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
         x.load().context("loading program weft_xdp_decap")?;
-        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, pin_dir: dir })
+        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, logger, pin_dir: dir })
+    }
+
+    /// The reader of the programs' log records (see `ebpf/src/klog.rs`).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<KernelLogs>> {
+        self.logger.take()
     }
 
     pub fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {

@@ -6,6 +6,21 @@ fn main() -> std::process::ExitCode {
     for (k, v) in weft_agent::cli::flanneld_env_fallbacks(|k| std::env::var(k).ok()) {
         std::env::set_var(k, v);
     }
+    // Subcommands that act on a running node, then exit.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("log-level") {
+        let a = weft_agent::log_level::LogLevelArgs::parse_from(&argv[1..]);
+        return match weft_agent::log_level::run(&a) {
+            Ok(msg) => {
+                println!("{msg}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weftd log-level: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let args = weft_agent::cli::Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

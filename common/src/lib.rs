@@ -101,6 +101,9 @@ pub mod cfg_flags {
     /// Compute the outer UDP checksum (default off, as the kernel's vxlan), from
     /// headers alone for non-GSO TCP, UDP and ICMP; other packets keep 0.
     pub const UDP_CSUM: u32 = 1 << 0;
+    /// Kernel-side debug logs (aya-log) on: off by default, switched at run
+    /// time by `weftd log-level`, which flips this bit in the pinned map.
+    pub const LOG_DEBUG: u32 = 1 << 1;
 }
 
 /// This node's datapath configuration, element 0 of the config array.

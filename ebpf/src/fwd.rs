@@ -77,6 +77,9 @@ pub fn forward(ctx: &TcContext, in_ifindex: u32, peer: &HostGwEntry) -> i32 {
     let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
     // TTL 1 expires here: the stack sends the ICMP time-exceeded.
     if ip.ttl <= 1 {
+        if crate::klog::on() {
+            aya_log_ebpf::debug!(ctx, "weft_fwd: TTL {} to {:i}: to the stack (time-exceeded)", ip.ttl, u32::from_be_bytes(ip.daddr));
+        }
         return to_stack(true, len);
     }
     let (ttl, proto) = (ip.ttl, ip.proto);
@@ -91,6 +94,7 @@ pub fn forward(ctx: &TcContext, in_ifindex: u32, peer: &HostGwEntry) -> i32 {
     fib.__bindgen_anon_2.tos = ip.tos;
     fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.saddr);
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.daddr);
+    let fib_dst = ip.daddr;
     // SAFETY: helper call with a stack buffer of the size we pass.
     let rc = unsafe {
         bpf_fib_lookup(ctx.as_ptr(), &mut fib, core::mem::size_of::<FibParams>() as i32, 0)
@@ -101,6 +105,9 @@ pub fn forward(ctx: &TcContext, in_ifindex: u32, peer: &HostGwEntry) -> i32 {
         || out != peer.ifindex
         || gw != u32::from_ne_bytes(peer.gateway)
     {
+        if crate::klog::on() {
+            aya_log_ebpf::debug!(ctx, "weft_fwd: FIB answer {} (0 ok, 7 no neighbour) via #{} for {:i} is not weft's route: to the stack", rc, out, u32::from_be_bytes(fib_dst));
+        }
         return to_stack(true, len);
     }
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH {

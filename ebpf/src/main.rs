@@ -21,6 +21,7 @@ mod from_pod;
 mod fwd;
 mod l3;
 mod hdr;
+mod klog;
 mod maps;
 
 use aya_ebpf::{
@@ -75,6 +76,9 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
         }
         Verdict::Drop(reason) => {
             decap::count(reason, len);
+            if klog::on() {
+                aya_log_ebpf::debug!(&ctx, "weft_decap: dropped VXLAN for us, reason {} (weft_stats index)", reason);
+            }
             TC_ACT_SHOT as i32
         }
         Verdict::Decap(eth) => {

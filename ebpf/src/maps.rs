@@ -34,6 +34,13 @@ pub fn config() -> Option<&'static DatapathConfig> {
     }
 }
 
+/// The configuration's flags, also before it is complete (host-gw nodes
+/// never set a VNI).
+#[inline(always)]
+pub fn flags() -> u32 {
+    weft_config.get(0).map_or(0, |c| c.flags)
+}
+
 #[inline(always)]
 pub fn vtep_for(daddr: [u8; 4]) -> Option<&'static VtepEntry> {
     weft_vteps.get(&Key::new(32, daddr))

@@ -15,6 +15,7 @@ pub mod log_level;
 pub mod netconfig;
 pub mod netlink;
 pub mod reconcile;
+pub mod status;
 pub mod store;
 pub mod subnet;
 pub mod subnet_env;

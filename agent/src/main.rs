@@ -21,6 +21,26 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if argv.get(1).map(String::as_str) == Some("status") {
+        let a = weft_agent::status::StatusArgs::parse_from(&argv[1..]);
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("weftd status: starting the runtime: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        return match rt.block_on(weft_agent::status::run(&a)) {
+            Ok(out) => {
+                println!("{out}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weftd status: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let args = weft_agent::cli::Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,

@@ -1,0 +1,165 @@
+//! `weftd status [--json]`: what a node holds and does, for people and
+//! scripts. Reads the lease store, the node's subnet.env, its routes and the
+//! pinned maps (no running weftd needed, nothing written): every lease with
+//! the datapath that carries its traffic from this node, the registered pod
+//! endpoints, and the datapath's counters. Takes weftd's own flags and
+//! environment, so `weftd status` in the DaemonSet's container just works.
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use anyhow::{Context, Result};
+use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData, PerCpuArray};
+use clap::Parser;
+use serde_json::{json, Value};
+use weft_common::{map_names, stat, Counter, HostGwEntry, PodEntry, VtepEntry};
+
+use crate::{
+    cli::Args,
+    datapath::PIN_LAYOUT,
+    lease::{format_mac, Lease},
+    local_store::LocalStore,
+    netlink::Netlink,
+    store::{self, EtcdStore, Store},
+    subnet::Ipv4Net,
+    subnet_env,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "weftd status", about = "Leases, peers and the datapath each uses, pod endpoints and counters of this node")]
+pub struct StatusArgs {
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub node: Args,
+}
+
+fn pinned(dir: &Path, name: &str) -> Result<MapData> {
+    let p = dir.join(PIN_LAYOUT).join(name);
+    MapData::from_pin(&p).with_context(|| format!("opening {}", p.display()))
+}
+
+/// The pinned maps' contents (empty where a map is not pinned: a node on
+/// the kernel datapath or the udp backend has none).
+struct Maps {
+    vteps: BTreeMap<Ipv4Net, VtepEntry>,
+    hostgw: BTreeMap<Ipv4Net, HostGwEntry>,
+    pods: BTreeMap<Ipv4Addr, PodEntry>,
+    counters: Option<Vec<Counter>>,
+}
+
+fn read_maps(dir: &Path) -> Maps {
+    let vteps = pinned(dir, map_names::VTEPS).ok().and_then(|m| LpmTrie::<_, [u8; 4], VtepEntry>::try_from(Map::LpmTrie(m)).ok())
+        .map(|t| t.iter().filter_map(|kv| kv.ok()).filter_map(|(k, v)| Some((Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).ok()?, v))).collect())
+        .unwrap_or_default();
+    let hostgw = pinned(dir, map_names::HOSTGW).ok().and_then(|m| LpmTrie::<_, [u8; 4], HostGwEntry>::try_from(Map::LpmTrie(m)).ok())
+        .map(|t| t.iter().filter_map(|kv| kv.ok()).filter_map(|(k, v)| Some((Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).ok()?, v))).collect())
+        .unwrap_or_default();
+    let pods = pinned(dir, map_names::PODS).ok().and_then(|m| HashMap::<_, [u8; 4], PodEntry>::try_from(Map::HashMap(m)).ok())
+        .map(|h| h.iter().filter_map(|kv| kv.ok()).map(|(k, v)| (Ipv4Addr::from(k), v)).collect())
+        .unwrap_or_default();
+    let counters = pinned(dir, map_names::STATS).ok().and_then(|m| PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(m)).ok()).map(|a| {
+        (0..stat::COUNT)
+            .map(|i| a.get(&i, 0).map(|v| v.iter().fold(Counter::default(), |s, c| Counter { packets: s.packets + c.packets, bytes: s.bytes + c.bytes })).unwrap_or_default())
+            .collect()
+    });
+    Maps { vteps, hostgw, pods, counters }
+}
+
+/// The datapath that carries this node's traffic to `l`, from the routes
+/// and the maps: what the kernel will really do, not what the lease says.
+fn datapath_of(l: &Lease, routes: &[crate::netlink::Route], names: &BTreeMap<u32, String>, maps: &Maps) -> String {
+    let best = routes.iter().filter(|r| r.dst.contains_net(&l.subnet)).max_by_key(|r| r.dst.prefix_len());
+    let Some(r) = best else { return "none (no route)".into() };
+    let dev = r.oif.and_then(|i| names.get(&i)).cloned().unwrap_or_default();
+    if dev.starts_with("weft.") {
+        return if maps.vteps.contains_key(&l.subnet) { "vxlan (bpf)".into() } else { "vxlan (kernel)".into() };
+    }
+    if dev.starts_with("flannel") && r.gateway.is_none() {
+        return "udp".into();
+    }
+    if r.gateway == Some(l.attrs.public_ip) {
+        return if maps.hostgw.contains_key(&l.subnet) { "host-gw (fast path)".into() } else { "host-gw (routes)".into() };
+    }
+    format!("other: route via {} dev {dev}", r.gateway.map(|g| g.to_string()).unwrap_or_else(|| "-".into()))
+}
+
+pub async fn run(a: &StatusArgs) -> Result<String> {
+    let n = &a.node;
+    let store = if n.etcd_endpoints.is_empty() {
+        Store::Local(LocalStore::open(&n.store_dir)?)
+    } else {
+        let auth = store::EtcdAuth {
+            cafile: n.etcd_cafile.clone(),
+            certfile: n.etcd_certfile.clone(),
+            keyfile: n.etcd_keyfile.clone(),
+            username: n.etcd_username.clone(),
+            password: n.etcd_password.clone(),
+        };
+        Store::Etcd(tokio::time::timeout(std::time::Duration::from_secs(10), EtcdStore::connect(&n.etcd_endpoints, &n.etcd_prefix, &auth)).await.context("connecting to etcd: timed out")??)
+    };
+    let (_, raw) = store.list().await.context("listing the leases")?;
+    let own = subnet_env::previous_subnet(&n.subnet_file);
+    let nl = Netlink::new()?;
+    let routes = nl.main_routes_full().await?;
+    let names: BTreeMap<u32, String> = nl.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+    let maps = read_maps(&n.bpf_pin_dir);
+
+    let mut leases = vec![];
+    for (k, v) in &raw {
+        match Lease::parse(k, v) {
+            Ok(l) => {
+                let mine = Some(l.subnet) == own;
+                let vtep = l.attrs.vxlan_data().ok().map(|d| format_mac(&d.vtep_mac));
+                leases.push(json!({
+                    "subnet": l.subnet.to_string(),
+                    "public_ip": l.attrs.public_ip.to_string(),
+                    "backend": l.attrs.backend_type.clone().unwrap_or_else(|| "udp".into()),
+                    "vtep_mac": vtep,
+                    "this_node": mine,
+                    "datapath": if mine { "this node".to_string() } else { datapath_of(&l, &routes, &names, &maps) },
+                }));
+            }
+            Err(e) => leases.push(json!({ "key": k, "error": format!("{e:#}") })),
+        }
+    }
+    let pods: Vec<Value> = maps.pods.iter().map(|(ip, e)| json!({
+        "ip": ip.to_string(), "host_ifindex": e.host_ifindex,
+        "host_veth": names.get(&e.host_ifindex), "pod_mac": format_mac(&e.pod_mac), "gateway_mac": format_mac(&e.gw_mac),
+    })).collect();
+    let counters: Option<serde_json::Map<String, Value>> = maps.counters.as_ref().map(|c| {
+        c.iter().enumerate().map(|(i, c)| (stat::NAMES[i].to_string(), json!({ "packets": c.packets, "bytes": c.bytes }))).collect()
+    });
+    let doc = json!({
+        "subnet": own.map(|s| s.to_string()),
+        "subnet_file": n.subnet_file.display().to_string(),
+        "bpf_pins": n.bpf_pin_dir.join(PIN_LAYOUT).display().to_string(),
+        "leases": leases, "pods": pods, "counters": counters,
+    });
+    if a.json {
+        return Ok(serde_json::to_string_pretty(&doc)?);
+    }
+    let mut out = format!("node: subnet {} (from {})\n\nleases ({}):\n  {:<18} {:<15} {:<8} {:<17} {}\n",
+        own.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()), n.subnet_file.display(), leases.len(), "SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "DATAPATH");
+    for l in &leases {
+        if let Some(e) = l.get("error") {
+            out += &format!("  {:<18} {e}\n", l["key"].as_str().unwrap_or(""));
+            continue;
+        }
+        let s = |k: &str| l[k].as_str().unwrap_or("-").to_string();
+        out += &format!("  {:<18} {:<15} {:<8} {:<17} {}\n", s("subnet"), s("public_ip"), s("backend"), s("vtep_mac"), s("datapath"));
+    }
+    out += &format!("\npod endpoints ({}):\n", pods.len());
+    for p in &pods {
+        out += &format!("  {:<15} {} (#{}) pod MAC {}\n", p["ip"].as_str().unwrap_or(""), p["host_veth"].as_str().unwrap_or("?"), p["host_ifindex"], p["pod_mac"].as_str().unwrap_or(""));
+    }
+    match &maps.counters {
+        Some(c) => {
+            out += "\ncounters (packets, bytes):\n";
+            for (i, v) in c.iter().enumerate() {
+                out += &format!("  {:<16} {:>12} {:>16}\n", stat::NAMES[i], v.packets, v.bytes);
+            }
+        }
+        None => out += &format!("\nno pinned counters in {} (kernel datapath, or weftd never ran here)\n", n.bpf_pin_dir.display()),
+    }
+    Ok(out)
+}

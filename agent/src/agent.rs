@@ -108,6 +108,7 @@ pub async fn run(args: Args) -> Result<()> {
     health.stage("claiming a subnet");
     let own = acquire::acquire(&store, &cfg, &attrs, subnet_env::previous_subnet(&args.subnet_file), args.subnet_lease_ttl).await?;
     health.lease_held(true);
+    health.metrics.lease_renewed();
 
     if !bpf && datapath::release_all_links(&args.bpf_pin_dir)? {
         log::info!("kernel datapath: released the BPF links an earlier run pinned in {}", args.bpf_pin_dir.display());
@@ -122,6 +123,7 @@ pub async fn run(args: Args) -> Result<()> {
             nl.set_only_addr(overlay.index, own.network_addr()).await?;
             let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
             spawn_kernel_logs(&mut dp);
+            health.metrics.set_pin_dir(args.bpf_pin_dir.join(crate::datapath::PIN_LAYOUT));
             dp.set_config(&DatapathConfig {
                 vni,
                 local_ip: underlay.iface_ip.octets(),
@@ -154,6 +156,7 @@ pub async fn run(args: Args) -> Result<()> {
                 bpffs::ensure_mounted(&args.bpf_pin_dir)?;
                 let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
                 spawn_kernel_logs(&mut dp);
+                health.metrics.set_pin_dir(args.bpf_pin_dir.join(crate::datapath::PIN_LAYOUT));
                 // No VXLAN here: only the flags matter (kernel logs off at start).
                 dp.set_config(&DatapathConfig::default())?;
                 let fast = fast_path_setting(&args, &mut dp, true)?;
@@ -309,11 +312,13 @@ impl Node {
                     match self.store.renew(&self.own, &self.attrs, ttl).await {
                         Ok(()) => {
                             log::info!("renewed lease {} for {ttl} s", self.own);
+                            self.health.metrics.lease_renewed();
                             renew_at = Instant::now() + renew_every;
                         }
                         Err(e) => {
                             let retry = Duration::from_secs(60).min(Duration::from_secs((ttl / 10).max(1) as u64));
                             log::warn!("renewing lease {} failed, retrying in {retry:?}: {e:#}", self.own);
+                            crate::metrics::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             renew_at = Instant::now() + retry;
                         }
                     }
@@ -367,6 +372,7 @@ impl Node {
         if self.store.create(&self.own, &self.attrs, ttl).await? {
             log::info!("re-acquired lease {}", self.own);
             self.health.lease_held(true);
+            self.health.metrics.lease_renewed();
             self.leases.insert(self.own.to_key(), serde_json::to_vec(&self.attrs)?);
             Ok(())
         } else {
@@ -427,6 +433,8 @@ impl Node {
                 (want.len(), reconcile::apply_host_gw(&self.nl, *underlay, &want, skipped, dp).await)
             }
         };
+        self.health.metrics.leases(self.leases.len(), peers);
+        self.health.metrics.reconciled(t.elapsed().as_secs_f64(), matches!(&res, Ok(ch) if ch.errors == 0));
         match res {
             Ok(ch) => {
                 if ch != reconcile::Changes::default() {

@@ -1,6 +1,7 @@
-//! `/healthz` (the process serves) and `/readyz` (200 only when our lease is
+//! `/healthz` (the process serves), `/readyz` (200 only when our lease is
 //! held, subnet.env is written and the last reconcile left the dataplane
-//! matching the leases; 503 with the reason otherwise) on
+//! matching the leases; 503 with the reason otherwise) and `/metrics`
+//! (Prometheus, see `metrics.rs`) on
 //! `--healthz-ip`/`--healthz-port`. A few lines of HTTP/1.1 on tokio: one
 //! request per connection, bounded in size and time.
 use std::{
@@ -25,23 +26,29 @@ struct State {
     dataplane: Option<String>,
 }
 
-#[derive(Debug)]
-pub struct Health(Mutex<State>);
+pub struct Health {
+    state: Mutex<State>,
+    /// Served as /metrics.
+    pub metrics: crate::metrics::Metrics,
+}
 
 impl Default for Health {
     fn default() -> Self {
-        Health(Mutex::new(State {
-            stage: "starting".into(),
-            lease_held: false,
-            subnet_env_written: false,
-            dataplane: Some("not reconciled with the leases yet".into()),
-        }))
+        Health {
+            state: Mutex::new(State {
+                stage: "starting".into(),
+                lease_held: false,
+                subnet_env_written: false,
+                dataplane: Some("not reconciled with the leases yet".into()),
+            }),
+            metrics: Default::default(),
+        }
     }
 }
 
 impl Health {
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()))
     }
     pub fn stage(&self, s: impl Into<String>) {
         self.with(|st| st.stage = s.into());
@@ -112,7 +119,8 @@ pub fn respond(request_line: &str, health: &Health) -> (u16, String) {
             Ok(()) => (200, "ready\n".into()),
             Err(why) => (503, format!("not ready: {why}\n")),
         },
-        _ => (404, "not found: try /healthz or /readyz\n".into()),
+        "/metrics" => (200, health.metrics.render(health.readiness().is_ok())),
+        _ => (404, "not found: try /healthz, /readyz or /metrics\n".into()),
     }
 }
 
@@ -130,14 +138,17 @@ async fn answer(mut s: TcpStream, health: &Health) -> std::io::Result<()> {
         }
     }
     let text = String::from_utf8_lossy(&buf[..n]);
-    let (code, body) = respond(text.lines().next().unwrap_or(""), health);
+    let line = text.lines().next().unwrap_or("");
+    let (code, body) = respond(line, health);
+    // Prometheus' text exposition format names its version.
+    let ctype = if line.split_whitespace().nth(1).is_some_and(|p| p.starts_with("/metrics")) { "text/plain; version=0.0.4; charset=utf-8" } else { "text/plain; charset=utf-8" };
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
         _ => "Service Unavailable",
     };
-    let head = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     s.write_all(head.as_bytes()).await?;
     if !text.starts_with("HEAD ") {
         s.write_all(body.as_bytes()).await?;
@@ -165,7 +176,10 @@ mod tests {
         h.dataplane(Some("2 errors".into()));
         assert!(respond("GET /readyz HTTP/1.0", &h).1.contains("2 errors"));
         assert_eq!(respond("GET /healthz HTTP/1.1", &h).0, 200);
-        assert_eq!(respond("GET /metrics HTTP/1.1", &h).0, 404);
+        assert_eq!(respond("GET /metricz HTTP/1.1", &h).0, 404);
+        let (c, m) = respond("GET /metrics HTTP/1.1", &h);
+        assert_eq!(c, 200);
+        assert!(m.contains("# TYPE weft_ready gauge\nweft_ready 0\n"), "{m}");
         assert_eq!(respond("POST /readyz HTTP/1.1", &h).0, 400);
         assert_eq!(respond("", &h).0, 400);
     }

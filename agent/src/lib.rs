@@ -11,6 +11,7 @@ pub mod iface;
 pub mod kernel_vxlan;
 pub mod lease;
 pub mod local_store;
+pub mod metrics;
 pub mod log_level;
 pub mod netconfig;
 pub mod netlink;

@@ -234,7 +234,10 @@ impl LocalStore {
                         rev = Some(now_rev);
                         last_stamp = self.stamp();
                     }
-                    Err(e) => log::warn!("reading the lease store {}: {e:#}", self.dir.display()),
+                    Err(e) => {
+                        crate::metrics::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        log::warn!("reading the lease store {}: {e:#}", self.dir.display())
+                    }
                 }
             }
             tokio::time::sleep(POLL).await;

@@ -169,6 +169,7 @@ impl EtcdStore {
                     }
                     Err(e) => {
                         log::warn!("lease list failed, retrying in {backoff:?}: {e:#}");
+                        crate::metrics::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(10));
                         continue;
@@ -183,6 +184,7 @@ impl EtcdStore {
                 }
                 Err((r, e)) => {
                     log::warn!("lease watch broken at revision {r}, resuming in {backoff:?}: {e:#}");
+                    crate::metrics::STORE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     next_rev = Some(r);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));

@@ -131,19 +131,27 @@ fn llvm_major(name: &str) -> Option<String> {
     (!major.is_empty()).then_some(major)
 }
 
-/// The Kubernetes schema validator the manifest test uses, from PyPI, in a
-/// virtualenv of the build directory (nothing installed system-wide).
-const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+/// Checkers the tests use, from PyPI, in a virtualenv of the build directory
+/// (nothing installed system-wide): the Kubernetes schema validator for the
+/// manifests, and Prometheus' own client library, whose parser reads /metrics.
+const PIP_PACKAGES: [(&str, &str); 2] = [("kubernetes-validate==1.37.0", "kubernetes_validate"), ("prometheus-client==0.21.1", "prometheus_client")];
 
-pub fn kubernetes_validate_bin() -> PathBuf {
-    crate::target_dir().join("xtask-venv/bin/kubernetes-validate")
+fn venv() -> PathBuf {
+    crate::target_dir().join("xtask-venv")
 }
 
-fn install_kubernetes_validate() -> Result<()> {
-    let venv = crate::target_dir().join("xtask-venv");
-    println!("bootstrap: installing {KUBERNETES_VALIDATE} from PyPI into {} (a virtualenv)", venv.display());
-    status(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    status(Command::new(venv.join("bin/pip")).args(["install", "-q", KUBERNETES_VALIDATE]))
+fn pip_packages_present() -> bool {
+    let modules: Vec<&str> = PIP_PACKAGES.iter().map(|(_, m)| *m).collect();
+    Command::new(venv().join("bin/python")).arg("-c").arg(format!("import {}", modules.join(", ")))
+        .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null())
+        .status().is_ok_and(|s| s.success())
+}
+
+fn install_pip_packages() -> Result<()> {
+    let pkgs: Vec<&str> = PIP_PACKAGES.iter().map(|(p, _)| *p).collect();
+    println!("bootstrap: installing {} from PyPI into {} (a virtualenv)", pkgs.join(" "), venv().display());
+    status(Command::new("python3").arg("-m").arg("venv").arg(venv()))?;
+    status(Command::new(venv().join("bin/pip")).args(["install", "-q"]).args(&pkgs))
 }
 
 pub fn run() -> Result<()> {
@@ -163,12 +171,12 @@ pub fn run() -> Result<()> {
         install_bpf_linker(&sysroot)?;
         did.push("bpf-linker".into());
     }
-    if !kubernetes_validate_bin().is_file() {
-        install_kubernetes_validate()?;
-        did.push("kubernetes-validate".into());
+    if !pip_packages_present() {
+        install_pip_packages()?;
+        did.push("pip packages".into());
     }
     if did.is_empty() {
-        println!("bootstrap: nothing to install ({} apt packages, nightly rust-src, bpf-linker, kubernetes-validate present)", APT_PACKAGES.len());
+        println!("bootstrap: nothing to install ({} apt packages, nightly rust-src, bpf-linker, kubernetes-validate and prometheus-client present)", APT_PACKAGES.len());
     } else {
         println!("bootstrap: installed {}", did.join(", "));
     }

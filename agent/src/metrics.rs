@@ -1,0 +1,121 @@
+//! Prometheus metrics, served as `/metrics` on the health port (text
+//! exposition format 0.0.4). The datapath's counters are read from the
+//! pinned `weft_stats` at each scrape (no copy to go stale); the control
+//! plane's figures are kept here by the agent as they happen.
+use std::{
+    fmt::Write,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Mutex,
+    },
+    time::Instant,
+};
+
+use aya::maps::{Map, MapData, PerCpuArray};
+use weft_common::{map_names, stat, Counter};
+
+/// Errors talking to the lease store (list, watch, renew), process-wide:
+/// the store code counts where it logs.
+pub static STORE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Default)]
+struct Reconciles {
+    count: u64,
+    sum_s: f64,
+    last_s: f64,
+    errors: u64,
+}
+
+pub struct Metrics {
+    started: Instant,
+    /// Where the pinned maps live (None: no BPF datapath on this node).
+    pin_dir: Mutex<Option<PathBuf>>,
+    leases: AtomicU64,
+    peers: AtomicU64,
+    /// When our lease was last created or renewed.
+    lease_since: Mutex<Option<Instant>>,
+    reconciles: Mutex<Reconciles>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            pin_dir: Mutex::new(None),
+            leases: AtomicU64::new(0),
+            peers: AtomicU64::new(0),
+            lease_since: Mutex::new(None),
+            reconciles: Mutex::new(Reconciles::default()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    pub fn set_pin_dir(&self, dir: PathBuf) {
+        *lock(&self.pin_dir) = Some(dir);
+    }
+    pub fn lease_renewed(&self) {
+        *lock(&self.lease_since) = Some(Instant::now());
+    }
+    pub fn leases(&self, leases: usize, peers: usize) {
+        self.leases.store(leases as u64, Relaxed);
+        self.peers.store(peers as u64, Relaxed);
+    }
+    pub fn reconciled(&self, seconds: f64, ok: bool) {
+        let mut r = lock(&self.reconciles);
+        r.count += 1;
+        r.sum_s += seconds;
+        r.last_s = seconds;
+        r.errors += !ok as u64;
+    }
+
+    fn datapath_counters(&self) -> Option<Vec<Counter>> {
+        let dir = lock(&self.pin_dir).clone()?;
+        let data = MapData::from_pin(dir.join(map_names::STATS)).ok()?;
+        let a = PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(data)).ok()?;
+        (0..stat::COUNT)
+            .map(|i| a.get(&i, 0).ok().map(|v| v.iter().fold(Counter::default(), |s, c| Counter { packets: s.packets + c.packets, bytes: s.bytes + c.bytes })))
+            .collect()
+    }
+
+    /// The exposition text; `ready` is /readyz's answer.
+    pub fn render(&self, ready: bool) -> String {
+        let mut o = String::new();
+        if let Some(c) = self.datapath_counters() {
+            let by = |f: fn(&Counter) -> u64| -> Vec<(String, String)> {
+                c.iter().enumerate().map(|(i, c)| (format!("{{what=\"{}\"}}", stat::NAMES[i]), f(c).to_string())).collect()
+            };
+            family(&mut o, "weft_datapath_packets_total", "counter", "Packets by what weft's BPF datapath did with them (encap, decap, fwd, drop_<reason>, ...).", &by(|c| c.packets));
+            family(&mut o, "weft_datapath_bytes_total", "counter", "Bytes by what weft's BPF datapath did with them.", &by(|c| c.bytes));
+        }
+        let one = |v: String| vec![(String::new(), v)];
+        family(&mut o, "weft_leases", "gauge", "Leases in the store, ours included.", &one(self.leases.load(Relaxed).to_string()));
+        family(&mut o, "weft_peers", "gauge", "Peers this node programs (leases of its backend that passed the checks).", &one(self.peers.load(Relaxed).to_string()));
+        if let Some(t) = *lock(&self.lease_since) {
+            family(&mut o, "weft_lease_age_seconds", "gauge", "Seconds since our lease was created or last renewed.", &one(format!("{:.3}", t.elapsed().as_secs_f64())));
+        }
+        let r = lock(&self.reconciles);
+        family(&mut o, "weft_reconcile_duration_seconds", "summary", "Time to reconcile the dataplane with the leases.",
+            &[("_sum".into(), format!("{:.6}", r.sum_s)), ("_count".into(), r.count.to_string())]);
+        family(&mut o, "weft_reconcile_last_duration_seconds", "gauge", "Duration of the last reconcile.", &one(format!("{:.6}", r.last_s)));
+        family(&mut o, "weft_reconcile_errors_total", "counter", "Reconciles that failed or left errors.", &one(r.errors.to_string()));
+        family(&mut o, "weft_store_errors_total", "counter", "Errors talking to the lease store (list, watch, renew).", &one(STORE_ERRORS.load(Relaxed).to_string()));
+        family(&mut o, "weft_ready", "gauge", "1 when /readyz answers 200.", &one((ready as u8).to_string()));
+        family(&mut o, "weft_uptime_seconds", "gauge", "Seconds since weftd started.", &one(format!("{:.3}", self.started.elapsed().as_secs_f64())));
+        o
+    }
+}
+
+/// One metric family: HELP, TYPE, then `name<suffix-or-labels> value` per
+/// sample (a sample's first part is either `{labels}` or a `_sum`-style suffix).
+fn family(o: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (tail, v) in samples {
+        let _ = writeln!(o, "{name}{tail} {v}");
+    }
+}

@@ -1,0 +1,77 @@
+//! /metrics on the health port: parsed by Prometheus' own client library
+//! (its text-format parser, from the bootstrap's virtualenv), and its values
+//! move as they should: datapath counters equal bpftool's reading of the
+//! pinned map, leases and peers follow the store, reconciles are counted.
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::{ensure, Context, Result};
+use weft_common::stat;
+use weft_tests::{bpf, cmd, netns::Netns, Cluster, Wiring};
+
+const PORT: &str = "10256";
+
+fn scrape(ns: &Netns) -> Result<String> {
+    let script = format!("exec 3<>/dev/tcp/127.0.0.1/{PORT} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3");
+    let r = ns.exec("timeout", &["3", "bash", "-c", &script])?;
+    ensure!(r.starts_with("HTTP/1.1 200") && r.contains("Content-Type: text/plain; version=0.0.4"), "GET /metrics:\n{r:.400}");
+    Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// Every sample as `name{labels}` -> value, through prometheus_client's parser
+/// (which fails on anything that is not the text exposition format).
+fn parse(text: &str) -> Result<HashMap<String, f64>> {
+    let py = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| cmd::workspace_dir().join("target")).join("xtask-venv/bin/python");
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new(&py).arg("-c").arg(script).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped())
+        .spawn().with_context(|| format!("running {} (run `cargo xtask bootstrap`)", py.display()))?;
+    std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, text.as_bytes())?;
+    drop(child.stdin.take());
+    let out = child.wait_with_output()?;
+    ensure!(out.status.success(), "prometheus_client could not parse /metrics: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn metrics_parse_and_move() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().weft_nodes(2).weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", PORT]).build()?;
+    c.wait_converged()?;
+    let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
+    weft_tests::traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3)?;
+    let ns = c.node_ns(1)?;
+    let m = parse(&scrape(ns)?)?;
+    let get = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().with_context(|| format!("no sample {k} in {m:?}"));
+    ensure!(get(&m, "weft_leases")? == 2.0 && get(&m, "weft_peers")? == 1.0, "leases/peers: {m:?}");
+    ensure!(get(&m, "weft_ready")? == 1.0, "not ready per /metrics");
+    ensure!(get(&m, "weft_reconcile_duration_seconds_count")? >= 1.0, "no reconcile counted");
+    ensure!(get(&m, "weft_lease_age_seconds")? < 60.0, "lease age {}", get(&m, "weft_lease_age_seconds")?);
+    let w1 = c.weft_node(1)?;
+    for name in ["encap", "decap"] {
+        let idx = stat::NAMES.iter().position(|n| *n == name).unwrap() as u32;
+        let (packets, bytes) = bpf::stat_counter(&w1.stats_pin(), idx)?;
+        ensure!(packets >= 3, "{name}: {packets} packets counted for 3 pings");
+        ensure!(get(&m, &format!("weft_datapath_packets_total{{what=\"{name}\"}}"))? == packets as f64
+            && get(&m, &format!("weft_datapath_bytes_total{{what=\"{name}\"}}"))? == bytes as f64, "{name}: /metrics disagrees with bpftool ({packets}, {bytes})");
+    }
+    // A third node joins: leases and peers follow.
+    let n3 = c.add_weft_node()?;
+    c.start_weftd(n3)?;
+    c.wait_node_ready(n3)?;
+    c.wait_converged()?;
+    let ns = c.node_ns(1)?;
+    cmd::poll("node 1's /metrics to see 3 leases", Duration::from_secs(10), Duration::from_millis(100), || {
+        let m = parse(&scrape(ns).map_err(|e| format!("{e:#}"))?).map_err(|e| format!("{e:#}"))?;
+        if m.get("weft_leases") == Some(&3.0) && m.get("weft_peers") == Some(&2.0) { Ok(Some(())) } else { Err(format!("{m:?}")) }
+    })?;
+    c.pass();
+    Ok(())
+}

@@ -390,11 +390,11 @@ impl Node {
                     f.ensure(dp, &self.nl).await;
                 }
                 match direct {
-                    None => (n, reconcile::apply(dp, &self.nl, overlay.index, &want).await),
+                    None => (n, reconcile::apply(dp, &self.nl, overlay.index, &want, &want.keys().copied().collect()).await),
                     Some(underlay) => (n, async {
                         // Decided per peer on every reconcile: a route change moves a peer.
-                        let (tunnel, direct) = reconcile::split_direct(&self.nl, *underlay, want).await?;
-                        let mut ch = reconcile::apply(dp, &self.nl, overlay.index, &tunnel).await?;
+                        let (tunnel, direct) = reconcile::split_direct(&self.nl, *underlay, want.clone()).await?;
+                        let mut ch = reconcile::apply(dp, &self.nl, overlay.index, &want, &tunnel.keys().copied().collect()).await?;
                         let d = reconcile::apply_host_gw(&self.nl, *underlay, &direct, &mut HashSet::new(), fast.is_some().then_some(&mut *dp)).await?;
                         ch.added += d.added;
                         ch.removed += d.removed;

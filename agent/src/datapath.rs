@@ -90,6 +90,7 @@ pub struct Datapath {
     stats: PerCpuArray<MapData, Counter>,
     hostgw: LpmTrie<MapData, [u8; 4], HostGwEntry>,
     pods: HashMap<MapData, [u8; 4], PodEntry>,
+    vtep_ips: HashMap<MapData, [u8; 4], u32>,
     /// Reader of the programs' aya-log ring buffer, until the agent takes it.
     logger: Option<aya_log::EbpfLogger<KernelLogs>>,
     pin_dir: Option<PathBuf>,
@@ -117,6 +118,7 @@ impl Datapath {
         let stats = PerCpuArray::try_from(ebpf.take_map(map_names::STATS).context("map weft_stats missing")?)?;
         let hostgw = LpmTrie::try_from(ebpf.take_map(map_names::HOSTGW).context("map weft_hostgw missing")?)?;
         let pods = HashMap::try_from(ebpf.take_map(map_names::PODS).context("map weft_pods missing")?)?;
+        let vtep_ips = HashMap::try_from(ebpf.take_map(map_names::VTEP_IPS).context("map weft_vtep_ips missing")?)?;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLogs).map_err(|e| log::warn!("kernel-side logs unavailable: {e}")).ok();
         for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD, prog_names::FROM_POD] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
@@ -124,7 +126,7 @@ impl Datapath {
         }
         let x: &mut Xdp = ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
         x.load().context("loading program weft_xdp_decap")?;
-        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, logger, pin_dir: dir })
+        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, logger, pin_dir: dir })
     }
 
     /// The reader of the programs' log records (see `ebpf/src/klog.rs`).
@@ -274,6 +276,19 @@ impl Datapath {
     pub fn remove_hostgw(&mut self, net: &Ipv4Net) -> Result<()> {
         let key = Key::new(net.prefix_len() as u32, net.network_addr().octets());
         self.hostgw.remove(&key).with_context(|| format!("removing weft_hostgw[{net}]"))
+    }
+
+    /// The VTEP addresses decap accepts VXLAN from.
+    pub fn vtep_ips(&self) -> Result<std::collections::BTreeSet<Ipv4Addr>> {
+        self.vtep_ips.keys().map(|k| k.map(Ipv4Addr::from).context("reading weft_vtep_ips")).collect()
+    }
+
+    pub fn add_vtep_ip(&mut self, ip: Ipv4Addr) -> Result<()> {
+        self.vtep_ips.insert(ip.octets(), 1, 0).with_context(|| format!("writing weft_vtep_ips[{ip}]"))
+    }
+
+    pub fn remove_vtep_ip(&mut self, ip: Ipv4Addr) -> Result<()> {
+        self.vtep_ips.remove(&ip.octets()).with_context(|| format!("removing weft_vtep_ips[{ip}]"))
     }
 
     /// Every registered local pod: IPv4 -> endpoint.

@@ -187,13 +187,22 @@ impl Changes {
     }
 }
 
-/// Makes the map and the routes match `want`. Errors on one peer are logged
-/// and counted; the others are still programmed.
-pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &BTreeMap<Ipv4Net, VtepEntry>) -> Result<Changes> {
+/// Makes the maps and the routes match `want`: every vxlan peer goes into
+/// `weft_vteps` and its PublicIP into `weft_vtep_ips` (decap accepts VXLAN
+/// from it, for its subnet's sources), and those in `routed` (all but the
+/// peers DirectRouting reaches by plain route) get a route on the overlay
+/// device. Errors on one peer are logged and counted; the others are still
+/// programmed.
+pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &BTreeMap<Ipv4Net, VtepEntry>, routed: &HashSet<Ipv4Net>) -> Result<Changes> {
     let mut ch = Changes::default();
     let have = dp.vteps()?;
+    let ips: std::collections::BTreeSet<Ipv4Addr> = want.values().map(|e| Ipv4Addr::from(e.ip)).collect();
+    let have_ips = dp.vtep_ips()?;
     // Map entries before routes on the way in, routes before entries on the
     // way out: a route never points at a missing entry.
+    for ip in ips.difference(&have_ips) {
+        ch.tally(dp.add_vtep_ip(*ip), true);
+    }
     for (net, e) in want {
         if have.get(net) != Some(e) {
             ch.tally(dp.set_vtep(net, e), true);
@@ -201,7 +210,7 @@ pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
     }
     let routes = nl.routes_via(overlay_index).await?;
     let have_routes: HashSet<(Ipv4Net, Option<std::net::Ipv4Addr>)> = routes.iter().copied().collect();
-    for net in want.keys() {
+    for net in want.keys().filter(|n| routed.contains(n)) {
         if !have_routes.contains(&(*net, Some(net.network_addr()))) {
             if let Err(err) = nl.replace_route(net, overlay_index).await {
                 ch.tally(Err(err), true);
@@ -209,7 +218,7 @@ pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
         }
     }
     for (net, _) in &routes {
-        if !want.contains_key(net) {
+        if !routed.contains(net) || !want.contains_key(net) {
             ch.tally(nl.delete_route(net, overlay_index).await, false);
         }
     }
@@ -217,6 +226,9 @@ pub async fn apply(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
         if !want.contains_key(net) {
             ch.tally(dp.remove_vtep(net), false);
         }
+    }
+    for ip in have_ips.difference(&ips) {
+        ch.tally(dp.remove_vtep_ip(*ip), false);
     }
     Ok(ch)
 }

@@ -75,6 +75,10 @@ fn node(local: [u8; 4], mac: [u8; 6], mtu: u32) -> Datapath {
     })
     .unwrap();
     dp.set_vtep(&"10.244.2.0/24".parse::<Ipv4Net>().unwrap(), &VtepEntry { ip: NODE_B, mac: MAC_B, _pad: [0; 2] }).unwrap();
+    // Both nodes hold leases: A owns 10.244.1.0/24 (decap on B checks senders).
+    dp.set_vtep(&"10.244.1.0/24".parse::<Ipv4Net>().unwrap(), &VtepEntry { ip: NODE_A, mac: MAC_A, _pad: [0; 2] }).unwrap();
+    dp.add_vtep_ip(NODE_A.into()).unwrap();
+    dp.add_vtep_ip(NODE_B.into()).unwrap();
     dp
 }
 
@@ -393,4 +397,28 @@ fn from_pod_encapsulates_only_the_registered_pods_routed_traffic() {
         assert_eq!(out, f, "{why}: unchanged");
     }
     assert_eq!(counter(&a, stat::ENCAP), 1);
+}
+
+#[test]
+fn decap_accepts_only_lease_holders_for_their_own_subnets() {
+    let mut b = node(NODE_B, MAC_B, 1500);
+    // From A, inner source in A's subnet: accepted.
+    let ok = pod_packet([10, 244, 2, 3], 1);
+    assert_eq!(run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &ok)).0, TC_ACT_REDIRECT);
+    // From an address that holds no lease: dropped before anything else.
+    let mut stranger = vxlan_frame(NODE_B, 8472, 1, 0x08, &ok);
+    stranger[26..30].copy_from_slice(&[192, 168, 77, 99]);
+    let c = { stranger[24..26].copy_from_slice(&[0, 0]); csum(&stranger[14..34]) };
+    stranger[24..26].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(run_tc(&mut b, prog_names::DECAP, &stranger).0, TC_ACT_SHOT);
+    assert_eq!(counter(&b, stat::DROP_UNKNOWN_VTEP), 1);
+    assert_eq!(run_xdp(&mut b, &stranger).0, XDP_DROP, "XDP drops it early too");
+    assert_eq!(counter(&b, stat::DROP_UNKNOWN_VTEP), 2);
+    // From A, but claiming a source in B's subnet, or outside every lease.
+    for (i, src) in [[10, 244, 2, 9], [10, 99, 0, 1]].into_iter().enumerate() {
+        let spoofed = ipv4_udp(src, [10, 244, 2, 3], 1, 5201, 63, 100);
+        assert_eq!(run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &spoofed)).0, TC_ACT_SHOT, "inner source {src:?}");
+        assert_eq!(counter(&b, stat::DROP_SPOOFED), i as u64 + 1);
+    }
+    assert_eq!(counter(&b, stat::DECAP), 1, "only the genuine packet was decapsulated");
 }

@@ -16,7 +16,8 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 
 /// Names of the pinned maps. The kernel keeps 15 characters of a map name.
 pub mod map_names {
-    /// LPM trie: remote pod subnet -> VTEP.
+    /// LPM trie: remote pod subnet -> VTEP (every vxlan peer, also those
+    /// DirectRouting reaches by route: decap checks senders against it).
     pub const VTEPS: &str = "weft_vteps";
     /// Array with one element: this node's datapath configuration.
     pub const CONFIG: &str = "weft_config";
@@ -27,7 +28,9 @@ pub mod map_names {
     pub const HOSTGW: &str = "weft_hostgw";
     /// Hash: local pod IPv4 -> its endpoint (host-side veth, MACs).
     pub const PODS: &str = "weft_pods";
-    pub const ALL: [&str; 5] = [VTEPS, CONFIG, STATS, HOSTGW, PODS];
+    /// Hash: PublicIP of every vxlan peer -> 1: the VTEPs decap accepts.
+    pub const VTEP_IPS: &str = "weft_vtep_ips";
+    pub const ALL: [&str; 6] = [VTEPS, CONFIG, STATS, HOSTGW, PODS, VTEP_IPS];
 }
 
 /// Names of the kernel programs (their function names in `ebpf/`).
@@ -44,6 +47,9 @@ pub mod prog_names {
     /// pod's traffic to peers right where it leaves the pod.
     pub const FROM_POD: &str = "weft_from_pod";
 }
+
+/// Maximum number of peers' VTEP addresses.
+pub const MAX_VTEP_IPS: u32 = 65536;
 
 /// Maximum number of remote subnets (peers) the VTEP map holds.
 pub const MAX_VTEPS: u32 = 65536;
@@ -172,7 +178,12 @@ pub mod stat {
     pub const FWD_STACK: u32 = 12;
     /// Decapsulated and delivered straight into a local pod (bpf_redirect_peer).
     pub const DECAP_TO_POD: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// VXLAN for us from an address that is no vxlan peer's PublicIP.
+    pub const DROP_UNKNOWN_VTEP: u32 = 14;
+    /// VXLAN from a peer's VTEP whose inner source address lies outside
+    /// that peer's subnet (flannel accepts it; weft does not).
+    pub const DROP_SPOOFED: u32 = 15;
+    pub const COUNT: u32 = 16;
     /// Slots in the stats map: more than [`COUNT`], so that new counters do
     /// not change the pinned map's layout.
     pub const SLOTS: u32 = 32;
@@ -193,6 +204,8 @@ pub mod stat {
         "fwd",
         "fwd_stack",
         "decap_to_pod",
+        "drop_unknown_vtep",
+        "drop_spoofed",
     ];
 }
 

@@ -64,6 +64,15 @@ pub fn classify(data: usize, end: usize, cfg: &DatapathConfig, gso: bool) -> Ver
     {
         return Verdict::Drop(stat::DROP_MALFORMED);
     }
+    // Anti-spoofing, which flannel lacks: only a lease holder's VTEP may
+    // send us VXLAN, and only for inner sources inside its own subnet.
+    if !maps::is_vtep(ip.saddr) {
+        return Verdict::Drop(stat::DROP_UNKNOWN_VTEP);
+    }
+    match maps::vtep_for(inner_ip.saddr) {
+        Some(v) if v.ip == ip.saddr => {}
+        _ => return Verdict::Drop(stat::DROP_SPOOFED),
+    }
     // The inner packet enters the overlay device, whose MAC is our VtepMAC.
     Verdict::Decap(EthHdr { dst: cfg.vtep_mac, src: inner_eth.src, proto: ETH_P_IP })
 }

@@ -3,7 +3,7 @@ use aya_ebpf::{
     btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
-use weft_common::{stat, Counter, DatapathConfig, HostGwEntry, PodEntry, SubnetAddr, VtepEntry, MAX_PODS, MAX_VTEPS};
+use weft_common::{stat, Counter, DatapathConfig, HostGwEntry, PodEntry, SubnetAddr, VtepEntry, MAX_PODS, MAX_VTEPS, MAX_VTEP_IPS};
 
 /// Remote pod subnet -> peer VTEP. Written by the agent from the leases.
 #[btf_map]
@@ -17,6 +17,15 @@ pub static weft_hostgw: LpmTrie<SubnetAddr, HostGwEntry, { MAX_VTEPS as usize }>
 /// Local pod IPv4 -> endpoint. Written by the agent from weft-cni's records.
 #[btf_map]
 pub static weft_pods: HashMap<[u8; 4], PodEntry, { MAX_PODS as usize }> = HashMap::new();
+
+/// Every vxlan peer's PublicIP: the only VTEPs decap accepts VXLAN from.
+#[btf_map]
+pub static weft_vtep_ips: HashMap<[u8; 4], u32, { MAX_VTEP_IPS as usize }> = HashMap::new();
+
+#[inline(always)]
+pub fn is_vtep(ip: [u8; 4]) -> bool {
+    weft_vtep_ips.get_ptr(&ip).is_some()
+}
 
 /// Element 0: this node's configuration. Written by the agent at start.
 #[btf_map]

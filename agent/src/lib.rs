@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod fast_path;
 pub mod health;
 pub mod iface;
+pub mod install_cni;
 pub mod kernel_vxlan;
 pub mod lease;
 pub mod local_store;

@@ -62,7 +62,7 @@ pub fn path(dir: &Path, container_id: &str, ifname: &str) -> PathBuf {
 
 /// Writes the record atomically (tmp in the same directory, fsync, rename).
 pub fn write(dir: &Path, rec: &EndpointRecord) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| CniError::io(format!("creating {}", dir.display()), &e))?;
+    std::fs::create_dir_all(dir).map_err(|e| CniError::io(format!("creating the endpoint record directory {}", dir.display()), &e))?;
     let dst = path(dir, &rec.container_id, &rec.ifname);
     let tmp = dst.with_extension("json.tmp");
     let body = serde_json::to_vec(rec).map_err(|e| CniError::internal(format!("encoding the endpoint record: {e}")))?;
@@ -86,7 +86,8 @@ pub fn remove(dir: &Path, container_id: &str, ifname: &str) -> Result<bool> {
     let _ = std::fs::remove_file(p.with_extension("json.tmp"));
     match std::fs::remove_file(&p) {
         Ok(()) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        // ENOTDIR: a path through a file, where no record can be.
+        Err(e) if e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(false),
         Err(e) => Err(CniError::io(format!("removing endpoint record {}", p.display()), &e)),
     }
 }

@@ -300,6 +300,52 @@ fn check_reports_drift() -> Result<()> {
     Ok(())
 }
 
+/// A retried ADD after one that died half-way (its reservation and an
+/// unnamed host veth left behind) takes both over instead of failing or
+/// leaking; a host veth name held by someone else's link is refused and
+/// that link left alone.
+#[test]
+fn add_after_a_crashed_add() -> Result<()> {
+    let c = cluster(1)?;
+    let (node, cni) = (c.node_ns(1)?, c.weft_cni(1)?);
+    let pod = Netns::create(&format!("{}-n1-r", c.prefix))?;
+    // The attachment's host veth name and address, learnt from an ADD and DEL.
+    let r = cni.add(node, "crash1", &pod)?.result()?;
+    let (veth, ip) = (r["interfaces"][1]["name"].as_str().context("veth")?.to_string(), cni::result_ip(&r)?);
+    cni.del(node, "crash1", Some(&pod), Some(&r))?.empty_success()?;
+    // What a crash after the reservation and the veth pair leaves behind.
+    std::fs::write(cni.store_dir().join(ip.to_string()), "crash1\r\neth0")?;
+    node.ip(&["link", "add", &veth, "type", "veth", "peer", "name", "leftover0"])?;
+    let other = Netns::create(&format!("{}-n1-r2", c.prefix))?;
+    let ro = cni.add(node, "other", &other)?.result()?;
+    ensure!(cni::result_ip(&ro)? != ip, "another pod got the reserved {ip}");
+    let r2 = cni.add(node, "crash1", &pod)?.result()?;
+    ensure!(cni::result_ip(&r2)? == ip && r2["interfaces"][1]["name"] == veth.as_str(), "the retried ADD: {r2}");
+    ensure!(node.ip(&["link", "show", "dev", "leftover0"]).is_err(), "the leftover pair is still there");
+    ensure!(cni.allocations()?.len() == 2, "reservations: {:?}", cni.allocations()?);
+    cni.check(node, "crash1", &pod, &r2)?.empty_success()?;
+
+    // Someone else's link under the name: refused, untouched, nothing reserved.
+    let pod3 = Netns::create(&format!("{}-n1-r3", c.prefix))?;
+    let r3 = cni.add(node, "crash3", &pod3)?.result()?;
+    let veth3 = r3["interfaces"][1]["name"].as_str().context("veth")?.to_string();
+    cni.del(node, "crash3", Some(&pod3), Some(&r3))?.empty_success()?;
+    node.ip(&["link", "add", &veth3, "type", "veth", "peer", "name", "foreign0"])?;
+    node.ip(&["link", "set", "dev", &veth3, "alias", "someone else's"])?;
+    let e = cni.add(node, "crash3", &pod3)?.error(999)?;
+    ensure!(e["msg"].as_str().unwrap_or_default().contains("taken"), "{e}");
+    ensure!(node.ip(&["link", "show", "dev", "foreign0"]).is_ok(), "the foreign link was deleted");
+    ensure!(cni.allocations()?.len() == 2, "the refused ADD kept a reservation: {:?}", cni.allocations()?);
+    ensure!(ip_json(&pod3, &["link", "show"])?.as_array().map(|a| a.len()) == Some(1), "the refused ADD left an interface in the pod");
+    node.ip(&["link", "del", "dev", &veth3])?;
+    cni.del(node, "crash1", Some(&pod), Some(&r2))?.empty_success()?;
+    cni.del(node, "other", Some(&other), Some(&ro))?.empty_success()?;
+    nothing_made(node, &pod, &cni, false)?;
+    drop((pod, other, pod3));
+    c.pass();
+    Ok(())
+}
+
 /// Bad input gets the spec's error code with a clear message, and leaves
 /// nothing behind; so does a failure after the veth pair was made.
 #[test]

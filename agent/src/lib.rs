@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod fast_path;
 pub mod health;
 pub mod iface;
+pub mod install_cni;
 pub mod kernel_vxlan;
 pub mod lease;
 pub mod local_store;

@@ -518,8 +518,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Adds pod number k (k = pods on that node so far + 1) to node `n`.
-    /// Returns the index into `self.pods`.
     /// Every pair of `pods` (indexes into `self.pods`) on different nodes
     /// pings, `count` packets each way, all replies required.
     pub fn ping_across_nodes(&self, pods: &[usize], count: u32) -> Result<()> {
@@ -535,11 +533,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Adds pod number k (k = pods on that node so far + 1) to node `n`
+    /// (`Wiring::Cni`: through weft-cni, on weft nodes). Returns the index
+    /// into `self.pods`.
     pub fn add_pod(&mut self, n: NodeRef, wiring: Wiring) -> Result<usize> {
         let k = self.pods.iter().filter(|p| p.node == n).count() as u32 + 1;
-        let env = self.node_env(n)?;
         let name = format!("{}-n{n}-p{k}", self.prefix);
-        let pod = Pod::create(self.node_ns(n)?, n, &env, k, wiring, &name)?;
+        let pod = if wiring == Wiring::Cni {
+            Pod::create_cni(self.node_ns(n)?, n, &self.weft_cni(n)?, &name)?
+        } else {
+            Pod::create(self.node_ns(n)?, n, &self.node_env(n)?, k, wiring, &name)?
+        };
         self.pods.push(pod);
         Ok(self.pods.len() - 1)
     }
@@ -569,6 +573,12 @@ impl Cluster {
         std::fs::write(&tmp, rec.to_string())?;
         std::fs::rename(&tmp, &path)?;
         Ok(path)
+    }
+
+    /// weft-cni as [`Wiring::Cni`] pods of node `n` get it: the node's
+    /// subnet.env, its state under `<temp dir>/n<N>/cni/`.
+    pub fn weft_cni(&self, n: NodeRef) -> Result<crate::cni::WeftCni> {
+        crate::cni::WeftCni::for_node(self, n, "cni")
     }
 
     /// Leases currently in the store: (store key, value); the store key is

@@ -11,6 +11,7 @@
 pub mod bpf;
 pub mod cluster;
 pub mod cmd;
+pub mod cni;
 pub mod etcd;
 pub mod flannel_node;
 pub mod netns;

@@ -1,9 +1,14 @@
-//! Pod namespaces wired to a node, the two ways CNI plugins do it.
+//! Pod namespaces wired to a node: by weft-cni as a runtime runs it, or by
+//! hand the two ways CNI plugins do it.
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 
-use crate::{netns::Netns, subnet_env::SubnetEnv};
+use crate::{
+    cni::{self, WeftCni},
+    netns::Netns,
+    subnet_env::SubnetEnv,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wiring {
@@ -13,6 +18,11 @@ pub enum Wiring {
     /// Calico style: pod address /32 with `default dev eth0`, node-side veth
     /// with proxy_arp and a /32 route to the pod.
     VethRoute,
+    /// weft-cni's ADD, run as a container runtime runs it (what the lab
+    /// uses): cni0, a veth pair, an address from the node's subnet.env.
+    /// Its addresses come from weft-cni's store, so do not mix it with
+    /// `Bridge` pods (numbered by the harness) on one node.
+    Cni,
 }
 
 pub struct Pod {
@@ -22,6 +32,8 @@ pub struct Pod {
     pub node: u32,
     /// Node-side veth name (in the node's namespace).
     pub host_veth: String,
+    /// For `Wiring::Cni`: the container ID and weft-cni's ADD result.
+    pub cni: Option<(String, serde_json::Value)>,
     pub ns: Netns,
 }
 
@@ -55,6 +67,7 @@ impl Pod {
                     ns.ip(&["link", "set", "eth0", "up"])?;
                     ns.ip(&["route", "add", "default", "via", &env.host(1).to_string()])?;
                 }
+                Wiring::Cni => anyhow::bail!("Wiring::Cni pods are made by Pod::create_cni"),
                 Wiring::VethRoute => {
                     node.sysctl(&format!("net.ipv4.conf.{host_veth}.proxy_arp"), "1")?;
                     // Answer at once (default: a random delay up to 0.8 s), as Calico does.
@@ -69,6 +82,16 @@ impl Pod {
             Ok(())
         })();
         r.with_context(|| format!("wiring pod {pod_ns} ({wiring:?}) to node netns {}", node.name()))?;
-        Ok(Pod { ip, wiring, node: n, host_veth, ns })
+        Ok(Pod { ip, wiring, node: n, host_veth, cni: None, ns })
+    }
+
+    /// Creates pod namespace `pod_ns` on node `n` and runs weft-cni's ADD
+    /// for it (container ID = the namespace's name, interface eth0).
+    pub fn create_cni(node: &Netns, n: u32, cni: &WeftCni, pod_ns: &str) -> Result<Pod> {
+        let ns = Netns::create(pod_ns)?;
+        let result = cni.add(node, pod_ns, &ns)?.result().with_context(|| format!("weft-cni ADD for pod {pod_ns} on node netns {}", node.name()))?;
+        let ip = cni::result_ip(&result)?;
+        let host_veth = result["interfaces"][1]["name"].as_str().with_context(|| format!("no host veth in {result}"))?.to_string();
+        Ok(Pod { ip, wiring: Wiring::Cni, node: n, host_veth, cni: Some((pod_ns.to_string(), result)), ns })
     }
 }

@@ -227,6 +227,81 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: 
     Ok(Transfer { bytes: got, elapsed })
 }
 
+/// One TCP exchange through a translated address: a listener on
+/// `0.0.0.0:listen_port` in `server`, a client in `client` connecting to
+/// `connect` (e.g. a node's hostPort that portmap DNATs to the server).
+/// Returns the address the server's end of the connection had (the
+/// translated destination) and the client's address as the server saw it.
+/// Every step has a 10 s timeout.
+pub fn tcp_exchange(client: &Netns, server: &Netns, listen_port: u16, connect: SocketAddr) -> Result<(SocketAddr, SocketAddr)> {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let (cpath, spath) = (client.path(), server.path());
+    let (sname, cname) = (server.name().to_string(), client.name().to_string());
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let server_t = std::thread::spawn(move || -> Result<(SocketAddr, SocketAddr)> {
+        let r = (|| {
+            enter(&spath)?;
+            let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, listen_port)).with_context(|| format!("listening on port {listen_port} in netns {sname}"))?;
+            l.set_nonblocking(true)?;
+            Ok::<_, anyhow::Error>(l)
+        })();
+        let l = match r {
+            Ok(l) => {
+                let _ = ready_tx.send(Ok(()));
+                l
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(format!("{e:#}")));
+                return Err(e);
+            }
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        let (mut s, peer) = loop {
+            match l.accept() {
+                Ok(x) => break x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => bail!("accept on port {listen_port} in netns {sname}: {e}"),
+            }
+        };
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).with_context(|| format!("reading the greeting in netns {sname}"))?;
+        if &buf != b"hello" {
+            bail!("server in {sname} got {buf:?}");
+        }
+        s.write_all(b"world")?;
+        Ok((s.local_addr()?, peer))
+    });
+    match ready_rx.recv_timeout(TIMEOUT) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = server_t.join();
+            bail!("tcp server: {e}");
+        }
+        Err(_) => bail!("tcp server in netns {} did not start", server.name()),
+    }
+    let client_t = std::thread::spawn(move || -> Result<()> {
+        enter(&cpath)?;
+        let mut s = TcpStream::connect_timeout(&connect, TIMEOUT).with_context(|| format!("connecting from netns {cname} to {connect}"))?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.write_all(b"hello")?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).with_context(|| format!("reading the answer in netns {cname}"))?;
+        if &buf != b"world" {
+            bail!("client in {cname} got {buf:?}");
+        }
+        Ok(())
+    });
+    let client_r = client_t.join().map_err(|_| anyhow::anyhow!("tcp client thread panicked"))?;
+    if let Err(e) = client_r {
+        // The server gives up after its accept timeout.
+        let _ = server_t.join();
+        return Err(e);
+    }
+    server_t.join().map_err(|_| anyhow::anyhow!("tcp server thread panicked"))?
+}
+
 /// A bounded packet capture (`timeout <secs> tcpdump -c <max>`) running in
 /// a namespace; stopped (SIGTERM, then SIGKILL) on [`Capture::finish`] or drop.
 pub struct Capture {

@@ -68,20 +68,24 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, etcd: bool) -> Result<()> {
     check_interrupt()?;
     c.wait_converged()?;
     println!("lab: routes converged after {:.1?}", t0.elapsed());
-    // Mix the wirings: odd nodes a cni0 bridge pod, even nodes a veth+route
-    // pod, every third node both.
+    // Every pod through weft-cni, run as a container runtime runs it (its
+    // address store and endpoint records in the lab's temp dir): one per
+    // node, two on every third node.
     for n in 1..=nodes {
-        if n % 2 == 1 || n % 3 == 0 {
-            c.add_pod(n, Wiring::Bridge)?;
-        }
-        if n % 2 == 0 || n % 3 == 0 {
-            c.add_pod(n, Wiring::VethRoute)?;
+        c.add_pod(n, Wiring::Cni)?;
+        if n % 3 == 0 {
+            c.add_pod(n, Wiring::Cni)?;
         }
     }
     check_interrupt()?;
-    println!("\npods:");
+    println!("\npods (weft-cni ADD: cni0, a veth pair, an address from the node's subnet.env):");
     for p in &c.pods {
-        println!("  {:<18} {:<14} {:?} on node {}", p.ns.name(), p.ip.to_string(), p.wiring, p.node);
+        println!("  {:<18} {:<14} on node {}, host veth {}", p.ns.name(), p.ip.to_string(), p.node, p.host_veth);
+    }
+    let cni = c.weft_cni(1)?;
+    println!("\nendpoint records weft-cni wrote for weftd on node 1 ({}):", cni.endpoints_dir.display());
+    for (name, rec) in cni.records()? {
+        println!("  {name}: {rec}");
     }
 
     println!("\nping (3 packets) between pods on different nodes:");

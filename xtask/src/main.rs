@@ -27,7 +27,7 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Bootstrap, build weftd, run `cargo test --workspace` (needs root).
+    /// Bootstrap, build weftd and weft-cni, run `cargo test --workspace` (needs root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name, `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -109,8 +109,9 @@ pub fn status(c: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Builds weftd and weft-cni (the lab and the tests run both); returns weftd's path.
 fn build_weftd() -> Result<PathBuf> {
-    status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd"]))?;
+    status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-cni", "--bin", "weft-cni"]))?;
     Ok(target_dir().join("debug/weftd"))
 }
 
@@ -137,7 +138,7 @@ fn real_main() -> Result<()> {
             bootstrap::run()?;
             let weftd = build_weftd()?;
             let mut c = cargo();
-            c.args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("WEFTD_BIN", &weftd);
+            c.args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("WEFTD_BIN", &weftd).env("WEFT_CNI_BIN", weftd.with_file_name("weft-cni"));
             // Test errors are anyhow errors: their messages say what failed;
             // captured backtraces (RUST_BACKTRACE=1) only bury them.
             if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {

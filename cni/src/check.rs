@@ -1,0 +1,144 @@
+//! CHECK: everything ADD made and prevResult lists is still there and as
+//! ADD left it: the bridge with the gateway address, the host veth (a port
+//! of the bridge, up, hairpin as configured), the pod interface (MAC, up,
+//! address, the routes), the address reservation, the endpoint record, and
+//! the address still inside the node's subnet. Every problem found is
+//! reported at once (error 101, weft-cni's own code: no well-known one
+//! means "not as expected").
+use crate::{
+    add::open_pod_netns,
+    config::NetConf,
+    del::is_ours,
+    endpoint,
+    env::Attachment,
+    error::{code, CniError, Result},
+    ipam::Store,
+    link::{in_netns, mac_string, Netlink},
+    naming,
+    result::CniResult,
+    subnet_env::SubnetEnv,
+};
+
+pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
+    let prev = conf.prev_result.as_ref().ok_or_else(|| CniError::new(code::INVALID_CONFIG, "invalid network config: CHECK needs prevResult (the result of the ADD)"))?;
+    let prev = CniResult::parse(prev)?;
+    let netns = att.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let failed = |m: String| CniError::new(code::CHECK_FAILED, m);
+
+    let pod_i = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == att.ifname && i.sandbox.as_deref() == Some(netns.as_str()))
+        .ok_or_else(|| failed(format!("prevResult lists no interface {} in {netns}", att.ifname)))?;
+    let pod_if = &prev.interfaces[pod_i];
+    let ipc = prev.ips.iter().find(|i| i.interface == Some(pod_i)).ok_or_else(|| failed(format!("prevResult lists no address on {}", att.ifname)))?;
+    let gw = ipc.gateway;
+    let host = naming::host_veth(&att.container_id, &att.ifname);
+    let alias = naming::alias(&conf.name, &att.container_id, &att.ifname);
+    let ns = open_pod_netns(att.netns.as_deref().unwrap_or(std::path::Path::new("")))?;
+
+    let mut problems: Vec<String> = Vec::new();
+    if !prev.interfaces.iter().any(|i| i.name == host && i.sandbox.is_none()) {
+        problems.push(format!("prevResult does not list the host veth {host}"));
+    }
+
+    // The node side.
+    let nl = Netlink::new()?;
+    let bridge = nl.link_by_name(&conf.bridge)?;
+    match &bridge {
+        None => problems.push(format!("bridge {} is missing", conf.bridge)),
+        Some(b) => {
+            if b.kind.as_deref() != Some("bridge") {
+                problems.push(format!("{} is not a bridge", conf.bridge));
+            }
+            if !b.up {
+                problems.push(format!("bridge {} is down", conf.bridge));
+            }
+            if let Some(gw) = gw {
+                if !nl.addrs(b.index)?.iter().any(|(a, l)| *a == gw && *l == ipc.prefix_len) {
+                    problems.push(format!("bridge {} lacks the gateway address {gw}/{}", conf.bridge, ipc.prefix_len));
+                }
+            }
+        }
+    }
+    let hv = nl.link_by_name(&host)?;
+    match &hv {
+        None => problems.push(format!("host veth {host} of {} in {netns} is missing (deleted by hand?)", att.ifname)),
+        Some(h) => {
+            if !is_ours(h, &alias) {
+                problems.push(format!("{host} is not this attachment's veth (alias {:?})", h.alias));
+            }
+            if bridge.as_ref().is_some_and(|b| h.master != Some(b.index)) {
+                problems.push(format!("host veth {host} is not a port of {}", conf.bridge));
+            }
+            if !h.up {
+                problems.push(format!("host veth {host} is down"));
+            }
+            if conf.hairpin_mode && h.hairpin != Some(true) {
+                problems.push(format!("host veth {host} lacks hairpin mode"));
+            }
+            let want = prev.interfaces.iter().find(|i| i.name == host).and_then(|i| i.mac.clone());
+            if want.is_some() && h.mac.map(|m| mac_string(&m)) != want {
+                problems.push(format!("host veth {host} has MAC {:?}, prevResult says {want:?}", h.mac.map(|m| mac_string(&m))));
+            }
+        }
+    }
+
+    // The pod side.
+    let routes = prev.routes.clone();
+    let (addr, len) = (ipc.address, ipc.prefix_len);
+    let pod_problems = in_netns(&ns, |p| {
+        let mut v = Vec::new();
+        let Some(l) = p.link_by_name(&att.ifname)? else {
+            v.push(format!("{} is missing in {netns}", att.ifname));
+            return Ok(v);
+        };
+        if l.kind.as_deref() != Some("veth") {
+            v.push(format!("{} in {netns} is not a veth", att.ifname));
+        }
+        if !l.up {
+            v.push(format!("{} in {netns} is down", att.ifname));
+        }
+        if pod_if.mac.is_some() && l.mac.map(|m| mac_string(&m)) != pod_if.mac {
+            v.push(format!("{} in {netns} has MAC {:?}, prevResult says {:?}", att.ifname, l.mac.map(|m| mac_string(&m)), pod_if.mac));
+        }
+        if !p.addrs(l.index)?.contains(&(addr, len)) {
+            v.push(format!("{} in {netns} lacks its address {addr}/{len}", att.ifname));
+        }
+        let have = p.routes()?;
+        for r in &routes {
+            let via = r.gw.or(gw);
+            if !have.iter().any(|h| h.dst == r.dst && h.prefix_len == r.prefix_len && h.gw == via) {
+                v.push(format!("{netns} lacks the route {}/{} via {}", r.dst, r.prefix_len, via.map(|g| g.to_string()).unwrap_or_default()));
+            }
+        }
+        Ok(v)
+    })?;
+    problems.extend(pod_problems);
+
+    // The reservation, the record, the node's subnet.
+    match Store::open(&conf.data_dir, &conf.name, false)? {
+        Some(s) if s.find(&att.container_id, &att.ifname)?.contains(&addr) => {}
+        _ => problems.push(format!("{addr} is not reserved for {}/{} in the address store", att.container_id, att.ifname)),
+    }
+    match endpoint::read(&conf.endpoints_dir, &att.container_id, &att.ifname)? {
+        None => problems.push(format!("endpoint record {} is missing", endpoint::path(&conf.endpoints_dir, &att.container_id, &att.ifname).display())),
+        Some(r) => {
+            // A missing host veth is reported above; its ifindex is compared when it is there.
+            let ifindex = hv.as_ref().map(|h| h.index);
+            let stale_ifindex = ifindex.is_some_and(|i| i != r.host_ifindex);
+            if r.ip != addr || r.host_veth != host || stale_ifindex || r.netns != netns {
+                problems.push(format!("endpoint record says {} on {} (#{}) in {}, the pod has {addr} on {host} (#{})", r.ip, r.host_veth, r.host_ifindex, r.netns, ifindex.map(|i| i.to_string()).unwrap_or("-".into())));
+            }
+        }
+    }
+    match SubnetEnv::read(&conf.subnet_file) {
+        Ok(env) if !env.contains(addr) => problems.push(format!("{addr} is outside the node's subnet {}/{} (the node's lease changed)", env.subnet, env.prefix_len)),
+        Ok(_) => {}
+        Err(e) => problems.push(e.msg),
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(failed(format!("{}/{} is not as ADD left it: {}", att.container_id, att.ifname, problems.join("; "))))
+}

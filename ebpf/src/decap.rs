@@ -58,9 +58,12 @@ pub fn classify(data: usize, end: usize, cfg: &DatapathConfig, gso: bool) -> Ver
     let outer_len = u16::from_be_bytes(ip.tot_len) as usize;
     let udp_len = u16::from_be_bytes(udp.len) as usize;
     let inner_len = u16::from_be_bytes(inner_ip.tot_len) as usize;
+    // Lengths must agree with each other and, unless GSO (whose length
+    // fields the kernel rewrites per segment), with the frame itself: a
+    // truncated frame is never decapsulated.
     if inner_ip.vihl >> 4 != 4
         || inner_ip.vihl & 0xf < 5
-        || (!gso && (udp_len + IP_LEN != outer_len || inner_len + ENCAP_LEN > outer_len))
+        || (!gso && (udp_len + IP_LEN != outer_len || inner_len + ENCAP_LEN > outer_len || ETH_LEN + outer_len > end - data))
     {
         return Verdict::Drop(stat::DROP_MALFORMED);
     }

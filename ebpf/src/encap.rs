@@ -54,14 +54,20 @@ pub fn run(ctx: &TcContext) -> i32 {
     if ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
         return drop(stat::DROP_MALFORMED, len);
     }
+    // A pod's non-GSO packet must be as long as its header says (a raw
+    // socket can claim more): a truncated packet is not sent on.
+    // SAFETY: ctx wraps a valid __sk_buff.
+    let gso_size = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).gso_size };
+    let tot_len = u16::from_be_bytes(ip.tot_len) as u32;
+    if gso_size == 0 && (tot_len < IP_LEN as u32 || tot_len + ETH_LEN as u32 > len) {
+        return drop(stat::DROP_MALFORMED, len);
+    }
     let Some(vtep) = maps::vtep_for(ip.daddr) else {
         if crate::klog::on() {
             aya_log_ebpf::debug!(ctx, "weft_encap: no lease covers {:i}: dropped", u32::from_be_bytes(ip.daddr));
         }
         return drop(stat::DROP_NO_LEASE, len);
     };
-    // SAFETY: ctx wraps a valid __sk_buff.
-    let gso_size = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).gso_size };
     if gso_size == 0 && len - ETH_LEN as u32 + ENCAP_LEN as u32 > cfg.underlay_mtu {
         if crate::klog::on() {
             aya_log_ebpf::debug!(ctx, "weft_encap: {} bytes to {:i} exceed the underlay MTU {} once encapsulated: dropped", len, u32::from_be_bytes(ip.daddr), cfg.underlay_mtu);

@@ -15,11 +15,13 @@ pub enum Verdict {
     Decap(EthHdr),
 }
 
-/// Classifies the frame in `[data, end)`. Every read is bounds-checked.
+/// Classifies the frame whose first bytes are `[data, end)` (the linear
+/// part; in TC the rest may lie in fragments) and whose length is
+/// `frame_len`. Every read is bounds-checked.
 /// `gso`: the frame is a GSO super-packet (TC only); its length fields are
 /// rewritten per segment by the kernel, so they are not checked against each other.
 #[inline(always)]
-pub fn classify(data: usize, end: usize, cfg: &DatapathConfig, gso: bool) -> Verdict {
+pub fn classify(data: usize, end: usize, frame_len: usize, cfg: &DatapathConfig, gso: bool) -> Verdict {
     if data + ETH_LEN + IP_LEN + UDP_LEN > end {
         return Verdict::Pass;
     }
@@ -63,7 +65,7 @@ pub fn classify(data: usize, end: usize, cfg: &DatapathConfig, gso: bool) -> Ver
     // truncated frame is never decapsulated.
     if inner_ip.vihl >> 4 != 4
         || inner_ip.vihl & 0xf < 5
-        || (!gso && (udp_len + IP_LEN != outer_len || inner_len + ENCAP_LEN > outer_len || ETH_LEN + outer_len > end - data))
+        || (!gso && (udp_len + IP_LEN != outer_len || inner_len + ENCAP_LEN > outer_len || ETH_LEN + outer_len > frame_len))
     {
         return Verdict::Drop(stat::DROP_MALFORMED);
     }

@@ -69,7 +69,7 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
             return deliver(&ctx, cfg.overlay_ifindex);
         }
     }
-    match decap::classify(data, ctx.data_end(), cfg, gso) {
+    match decap::classify(data, ctx.data_end(), len as usize, cfg, gso) {
         Verdict::Pass => {
             decap::count(stat::PASS, len);
             TC_ACT_OK as i32
@@ -138,7 +138,7 @@ pub fn weft_xdp_decap(ctx: XdpContext) -> u32 {
     let Some(cfg) = maps::config() else {
         return xdp_action::XDP_PASS;
     };
-    match decap::classify(ctx.data(), ctx.data_end(), cfg, false) {
+    match decap::classify(ctx.data(), ctx.data_end(), len as usize, cfg, false) {
         // Counted by weft_decap, which sees every frame XDP passes.
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop(reason) => {

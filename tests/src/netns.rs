@@ -25,6 +25,12 @@ impl Netns {
         Ok(ns)
     }
 
+    /// A handle on a namespace someone else owns (never deleted by this
+    /// handle): for threads that need their own `Netns` value.
+    pub fn borrowed(name: &str) -> Netns {
+        Netns { name: name.to_string(), keep: true }
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

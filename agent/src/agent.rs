@@ -102,7 +102,7 @@ pub async fn run(args: Args) -> Result<()> {
             }
             (LeaseAttrs::host_gw(underlay.public_ip), underlay.link.mtu, None)
         }
-        ref b => bail!("backend {:?} is not implemented in weft yet (vxlan and host-gw are)", b.type_name()),
+        Backend::Udp { .. } => (LeaseAttrs::udp(underlay.public_ip), underlay.link.mtu - crate::udp::UDP_OVERHEAD, None),
     };
 
     health.stage("claiming a subnet");
@@ -114,6 +114,10 @@ pub async fn run(args: Args) -> Result<()> {
         log::info!("kernel datapath: released the BPF links an earlier run pinned in {}", args.bpf_pin_dir.display());
     }
     let dataplane = match setup {
+        _ if matches!(cfg.backend, Backend::Udp { .. }) => {
+            let Backend::Udp { port } = cfg.backend else { unreachable!("matched above") };
+            start_udp(&nl, &args, &cfg, &own, std::net::SocketAddrV4::new(underlay.iface_ip, port), mtu, &health).await?
+        }
         Some((vni, _, overlay, _, direct_routing)) if !bpf => {
             nl.set_only_addr(overlay.index, own.network_addr()).await?;
             log::info!("kernel vxlan device {} programmed per peer as flanneld does (neighbour, FDB, route)", overlay.name);
@@ -180,6 +184,22 @@ pub async fn run(args: Args) -> Result<()> {
         log::info!("leaving lease {own}, routes and programs in place (pass --cleanup-on-exit to remove them)");
     }
     res
+}
+
+/// The udp backend: the TUN and its workers, the TUN's address (our
+/// subnet's network address /32), MTU and one route for the whole network,
+/// as flannel sets up `flannel0`.
+async fn start_udp(nl: &Netlink, args: &Args, cfg: &NetConfig, own: &Ipv4Net, bind: std::net::SocketAddrV4, mtu: u32, health: &Health) -> Result<Dataplane> {
+    let path = crate::udp::UdpPath::start(&crate::udp::UdpConfig { bind, tun_mtu: mtu, workers: args.udp_workers, offload: !args.udp_no_offload })?;
+    let dev = nl.link_by_name(&path.name).await?.with_context(|| format!("TUN {} vanished", path.name))?;
+    nl.set_only_addr(dev.index, own.network_addr()).await?;
+    nl.set_link_up(dev.index, &path.name, mtu).await?;
+    netlink::disable_ipv6(&path.name);
+    nl.replace_dev_route(&cfg.network, dev.index).await?;
+    health.metrics.set_udp_stats(path.stats.clone());
+    log::info!("udp: {} up (address {}/32, MTU {mtu}, route {} dev {}); peers reached at their PublicIP, port {}",
+        path.name, own.network_addr(), cfg.network, path.name, bind.port());
+    Ok(Dataplane::Udp { path, dev: dev.index, peers: BTreeMap::new() })
 }
 
 /// Prints what the kernel programs log (aya-log), when `weftd log-level
@@ -257,6 +277,8 @@ enum Dataplane {
     /// holds the peers off our L2 segment (warned about once). `dp` holds
     /// the fast path's map and program (none with the kernel datapath).
     HostGw { underlay: u32, skipped: HashSet<Ipv4Net>, dp: Option<Datapath>, fast: Option<FastPath> },
+    /// The udp path (TUN + UDP workers; no BPF); `peers` as last given to it.
+    Udp { path: crate::udp::UdpPath, dev: u32, peers: BTreeMap<Ipv4Net, std::net::Ipv4Addr> },
 }
 
 struct Node {
@@ -432,6 +454,26 @@ impl Node {
                 };
                 (want.len(), reconcile::apply_host_gw(&self.nl, *underlay, &want, skipped, dp).await)
             }
+            Dataplane::Udp { path, dev, peers } => {
+                let want = reconcile::desired_udp(&self.leases, &self.own, &self.cfg, &mut self.warned);
+                let n = want.len();
+                let mut ch = reconcile::Changes {
+                    added: want.iter().filter(|(k, v)| peers.get(k) != Some(v)).count(),
+                    removed: peers.keys().filter(|k| !want.contains_key(k)).count(),
+                    errors: 0,
+                };
+                let list: Vec<_> = want.iter().map(|(net, ip)| (*net, crate::udp::peer_addr(*ip, path.port))).collect();
+                path.peers.store(crate::udp::PeerMap::new(&list));
+                *peers = want;
+                (n, async {
+                    // The one route for the network: put back if someone removed it.
+                    let have = self.nl.routes_via(*dev).await?;
+                    if !have.iter().any(|(d, g)| *d == self.cfg.network && g.is_none()) {
+                        ch.tally(self.nl.replace_dev_route(&self.cfg.network, *dev).await, true);
+                    }
+                    Ok(ch)
+                }.await)
+            }
         };
         self.health.metrics.leases(self.leases.len(), peers);
         self.health.metrics.reconciled(t.elapsed().as_secs_f64(), matches!(&res, Ok(ch) if ch.errors == 0));
@@ -484,6 +526,8 @@ impl Node {
                     log::warn!("{e:#}");
                 }
             }
+            // Closing the TUN (when the path drops) removes it and its route.
+            Dataplane::Udp { .. } => {}
             Dataplane::HostGw { underlay, dp, .. } => {
                 match self.nl.routes_via(*underlay).await {
                     Ok(routes) => {

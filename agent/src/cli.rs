@@ -148,6 +148,16 @@ pub struct Args {
     #[arg(long, env = "WEFTD_OVERLAY_KIND", default_value = "ifb", value_parser = ["ifb", "veth"], help_heading = "Datapath")]
     pub overlay_kind: String,
 
+    /// udp backend: worker threads, each with its own TUN queue and socket
+    /// (0: one per core).
+    #[arg(long, env = "WEFTD_UDP_WORKERS", default_value_t = 0, help_heading = "Datapath")]
+    pub udp_workers: usize,
+
+    /// udp backend: no offloads (TSO on the TUN, GSO/GRO on the sockets);
+    /// every packet then costs syscalls of its own. For measuring.
+    #[arg(long, env = "WEFTD_UDP_NO_OFFLOAD", help_heading = "Datapath")]
+    pub udp_no_offload: bool,
+
     /// Remove the lease, devices, routes, programs and pins on exit
     /// (default: leave them so pods keep talking across a restart).
     #[arg(long, env = "WEFTD_CLEANUP_ON_EXIT")]

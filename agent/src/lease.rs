@@ -69,6 +69,16 @@ impl LeaseAttrs {
         LeaseAttrs { public_ip, public_ipv6: None, backend_type: Some("host-gw".into()), backend_data: None }
     }
 
+    /// flannel's udp lease: neither BackendType nor BackendData.
+    pub fn udp(public_ip: Ipv4Addr) -> LeaseAttrs {
+        LeaseAttrs { public_ip, public_ipv6: None, backend_type: None, backend_data: None }
+    }
+
+    /// Whether this is a udp lease (flannel writes no BackendType for udp).
+    pub fn is_udp(&self) -> bool {
+        matches!(self.backend_type.as_deref(), None | Some("udp"))
+    }
+
     /// The VXLAN parameters, if this is a usable vxlan lease.
     pub fn vxlan_data(&self) -> Result<VxlanData> {
         if self.backend_type.as_deref() != Some("vxlan") {
@@ -116,6 +126,8 @@ mod tests {
         assert!(hostgw.attrs.vxlan_data().unwrap_err().to_string().contains("host-gw"));
         let udp = Lease::parse("10.244.3.0-24", br#"{"PublicIP":"10.0.0.3","PublicIPv6":null}"#).unwrap();
         assert!(udp.attrs.vxlan_data().is_err());
+        assert!(udp.attrs.is_udp());
+        assert_eq!(serde_json::to_string(&LeaseAttrs::udp("10.0.0.3".parse().unwrap())).unwrap(), r#"{"PublicIP":"10.0.0.3","PublicIPv6":null}"#);
         assert!(Lease::parse("10.244.3.0-24", b"garbage").is_err());
         let badmac = Lease::parse("10.244.4.0-24", br#"{"PublicIP":"10.0.0.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}"#).unwrap();
         assert!(format!("{:#}", badmac.attrs.vxlan_data().unwrap_err()).contains("VtepMAC"));

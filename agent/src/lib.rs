@@ -21,3 +21,4 @@ pub mod status;
 pub mod store;
 pub mod subnet;
 pub mod subnet_env;
+pub mod udp;

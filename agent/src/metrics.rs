@@ -36,6 +36,8 @@ pub struct Metrics {
     /// When our lease was last created or renewed.
     lease_since: Mutex<Option<Instant>>,
     reconciles: Mutex<Reconciles>,
+    /// The udp path's counters (None: not the udp backend).
+    udp: Mutex<Option<std::sync::Arc<crate::udp::Stats>>>,
 }
 
 impl Default for Metrics {
@@ -47,6 +49,7 @@ impl Default for Metrics {
             peers: AtomicU64::new(0),
             lease_since: Mutex::new(None),
             reconciles: Mutex::new(Reconciles::default()),
+            udp: Mutex::new(None),
         }
     }
 }
@@ -58,6 +61,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Metrics {
     pub fn set_pin_dir(&self, dir: PathBuf) {
         *lock(&self.pin_dir) = Some(dir);
+    }
+    pub fn set_udp_stats(&self, s: std::sync::Arc<crate::udp::Stats>) {
+        *lock(&self.udp) = Some(s);
     }
     pub fn lease_renewed(&self) {
         *lock(&self.lease_since) = Some(Instant::now());
@@ -92,6 +98,14 @@ impl Metrics {
             };
             family(&mut o, "weft_datapath_packets_total", "counter", "Packets by what weft's BPF datapath did with them (encap, decap, fwd, drop_<reason>, ...).", &by(|c| c.packets));
             family(&mut o, "weft_datapath_bytes_total", "counter", "Bytes by what weft's BPF datapath did with them.", &by(|c| c.bytes));
+        }
+        if let Some(u) = lock(&self.udp).as_ref() {
+            let snap = u.snapshot();
+            let by = |f: fn(&(&str, u64, u64)) -> u64| -> Vec<(String, String)> {
+                snap.iter().map(|c| (format!("{{what=\"{}\"}}", c.0), f(c).to_string())).collect()
+            };
+            family(&mut o, "weft_udp_packets_total", "counter", "Packets by what the udp path did with them (tx, rx, drop_<reason>, ...).", &by(|c| c.1));
+            family(&mut o, "weft_udp_bytes_total", "counter", "Bytes by what the udp path did with them.", &by(|c| c.2));
         }
         let one = |v: String| vec![(String::new(), v)];
         family(&mut o, "weft_leases", "gauge", "Leases in the store, ours included.", &one(self.leases.load(Relaxed).to_string()));

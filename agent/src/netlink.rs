@@ -201,6 +201,11 @@ impl Netlink {
         self.link_by_name(name).await?.with_context(|| format!("device {name} vanished"))
     }
 
+    /// Sets a device we opened ourselves (the udp path's TUN) up with `mtu`.
+    pub async fn set_link_up(&self, index: u32, name: &str, mtu: u32) -> Result<()> {
+        self.set_up(index, name, mtu).await
+    }
+
     async fn set_up(&self, index: u32, name: &str, mtu: u32) -> Result<()> {
         // NOARP: the encap program takes IPv4 only, so neighbour resolution on
         // the overlay must not send ARP (an ifb is NOARP by itself).
@@ -299,6 +304,18 @@ impl Netlink {
             Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting route {net}")),
         }
+    }
+
+    /// `<net> dev <link>` (scope link, no gateway): the udp path's one route
+    /// for the whole network, as flannel's `flannel0` has.
+    pub async fn replace_dev_route(&self, net: &Ipv4Net, index: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net.network_addr(), net.prefix_len())
+            .output_interface(index)
+            .protocol(RouteProtocol::from(RTPROT_WEFT))
+            .scope(RouteScope::Link)
+            .build();
+        self.h.route().add(msg).replace().execute().await.with_context(|| format!("adding route {net} dev #{index}"))
     }
 
     fn overlay_route(net: &Ipv4Net, index: u32) -> RouteMessage {

@@ -73,6 +73,18 @@ pub fn desired_host_gw(leases: &BTreeMap<String, Vec<u8>>, own: &Ipv4Net, cfg: &
     })
 }
 
+/// udp peers: remote subnet -> the peer's PublicIP, for flannel's udp
+/// leases (no BackendType).
+pub fn desired_udp(leases: &BTreeMap<String, Vec<u8>>, own: &Ipv4Net, cfg: &NetConfig, warned: &mut HashMap<String, String>) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    desired(leases, own, cfg, warned, |l| {
+        if l.attrs.is_udp() {
+            Ok(l.attrs.public_ip)
+        } else {
+            anyhow::bail!("BackendType is {:?}, not udp's (none)", l.attrs.backend_type.as_deref().unwrap_or_default())
+        }
+    })
+}
+
 /// Whether `ip` is on our L2 segment: the best route to it (weft's own routes
 /// aside) has no gateway and leaves by the underlay. Else says why not.
 pub fn on_link(routes: &[Route], ip: Ipv4Addr, underlay: u32) -> std::result::Result<(), String> {
@@ -260,5 +272,9 @@ mod tests {
         let hg = desired_host_gw(&leases, &own, &cfg, &mut warned);
         assert_eq!(hg.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.4.0/24"]);
         assert!(warned["10.244.2.0-24"].contains("not \"host-gw\""), "{warned:?}");
+        leases.insert("10.244.6.0-24".to_string(), br#"{"PublicIP":"192.168.77.6","PublicIPv6":null}"#.to_vec());
+        let udp = desired_udp(&leases, &own, &cfg, &mut warned);
+        assert_eq!(udp.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.6.0/24"]);
+        assert!(warned["10.244.2.0-24"].contains("not udp's"), "{warned:?}");
     }
 }

@@ -74,7 +74,8 @@ fn datapath_of(l: &Lease, routes: &[crate::netlink::Route], names: &BTreeMap<u32
     if dev.starts_with("weft.") {
         return if maps.vteps.contains_key(&l.subnet) { "vxlan (bpf)".into() } else { "vxlan (kernel)".into() };
     }
-    if dev.starts_with("flannel") && r.gateway.is_none() {
+    // The udp path's TUN: weft's `weft<N>` or flannel's `flannel<N>`.
+    if (dev.starts_with("flannel") || (dev.starts_with("weft") && !dev.starts_with("weft."))) && r.gateway.is_none() {
         return "udp".into();
     }
     if r.gateway == Some(l.attrs.public_ip) {

@@ -362,6 +362,35 @@ impl Cluster {
         Ok(n)
     }
 
+    /// Adds a node running the reference flannel udp peer on segment 0 and
+    /// writes its lease (started by [`Cluster::program_flannel_nodes`]).
+    pub fn add_flannel_udp_node(&mut self) -> Result<NodeRef> {
+        self.add_flannel_node_with(FlannelBackend::Udp, 0)
+    }
+
+    /// udp keeps its peers in the process, not in the kernel: converged is
+    /// when every node's host reaches every other node's TUN address (the
+    /// subnet's network address), which takes both nodes' peer tables.
+    pub fn wait_converged_udp(&self) -> Result<()> {
+        for a in self.nodes() {
+            for b in self.nodes() {
+                if a == b {
+                    continue;
+                }
+                let to = self.node_env(b)?.subnet;
+                let ns = self.node_ns(a)?;
+                cmd::poll(&format!("node {a} reaching node {b}'s TUN address {to} over udp"), Duration::from_secs(20), Duration::from_millis(100), || {
+                    match crate::traffic::ping(ns, to, 1) {
+                        Ok(st) if st.all_received() => Ok(Some(())),
+                        Ok(st) => Err(st.output),
+                        Err(e) => Err(format!("{e:#}")),
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reprograms every flannel node from the leases now in the store.
     pub fn program_flannel_nodes(&self) -> Result<()> {
         for f in &self.flannel {
@@ -464,6 +493,9 @@ impl Cluster {
     pub fn wait_converged(&self) -> Result<()> {
         if self.is_host_gw() {
             return self.wait_converged_host_gw();
+        }
+        if self.backend_type() == "udp" {
+            return self.wait_converged_udp();
         }
         let mut subnets = Vec::new();
         for n in self.nodes() {

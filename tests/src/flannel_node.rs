@@ -18,6 +18,9 @@ pub enum FlannelBackend {
     /// vxlan with `"DirectRouting": true`: on-link peers get a plain route.
     VxlanDirect,
     HostGw,
+    /// flannel's udp backend: the reference peer (`flannel-udp-ref`, one
+    /// packet per syscall as flannel's proxy) on a TUN `flannel0`.
+    Udp,
 }
 
 impl FlannelBackend {
@@ -26,6 +29,7 @@ impl FlannelBackend {
         match self {
             FlannelBackend::Vxlan | FlannelBackend::VxlanDirect => "vxlan",
             FlannelBackend::HostGw => "host-gw",
+            FlannelBackend::Udp => "udp",
         }
     }
 }
@@ -40,6 +44,28 @@ pub struct FlannelNode {
     /// The lease's key in the store (full etcd key, or the name on the embedded store).
     pub lease_key: String,
     pub ns: Netns,
+    /// udp: the running reference peer (restarted by each reprogram).
+    proxy: std::sync::Mutex<Option<std::process::Child>>,
+}
+
+impl Drop for FlannelNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.proxy.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            crate::cmd::terminate(&mut c, std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+/// The reference udp peer's binary: `$WEFT_UDP_REF_BIN`, else next to weftd.
+pub fn udp_ref_bin() -> Result<std::path::PathBuf> {
+    let p = match std::env::var_os("WEFT_UDP_REF_BIN") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => crate::cmd::weftd_bin()?.with_file_name("flannel-udp-ref"),
+    };
+    if !p.exists() {
+        bail!("{} does not exist: build it (`cargo build -p weft-tests --bin flannel-udp-ref`) or set WEFT_UDP_REF_BIN", p.display());
+    }
+    Ok(p)
 }
 
 /// A random locally administered unicast MAC.
@@ -76,7 +102,13 @@ impl FlannelNode {
             let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1500 };
             let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
             store.put(&env.lease_name(), &value)?;
-            return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), lease_key, ns });
+            return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), lease_key, ns, proxy: Default::default() });
+        }
+        if backend == FlannelBackend::Udp {
+            // flannel's udp lease has no BackendType; FLANNEL_MTU = 1500 - 28.
+            let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1472 };
+            store.put(&env.lease_name(), &format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null}}"#))?;
+            return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), lease_key, ns, proxy: Default::default() });
         }
         let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1450 };
         let mac = random_mac();
@@ -87,7 +119,7 @@ impl FlannelNode {
         ns.ip(&["link", "set", "flannel.1", "up"])?;
         let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#);
         store.put(&env.lease_name(), &value)?;
-        Ok(FlannelNode { n, ip, env, backend, mac, lease_key, ns })
+        Ok(FlannelNode { n, ip, env, backend, mac, lease_key, ns, proxy: Default::default() })
     }
 
     /// Programs the kernel from the other leases of our backend type, as
@@ -97,7 +129,45 @@ impl FlannelNode {
             FlannelBackend::Vxlan => self.reprogram_vxlan(store, false),
             FlannelBackend::VxlanDirect => self.reprogram_vxlan(store, true),
             FlannelBackend::HostGw => self.reprogram_host_gw(store),
+            FlannelBackend::Udp => self.reprogram_udp(store),
         }
+    }
+
+    /// (Re)starts the reference udp peer with every other udp lease (no
+    /// BackendType) as a peer; waits until its TUN has the network's route.
+    fn reprogram_udp(&self, store: &LeaseStore) -> Result<Vec<String>> {
+        let mut peers = Vec::new();
+        for (name, v) in store.list()? {
+            let k = store.key(&name);
+            let Some((sub, len)) = parse_lease_name(&k) else { continue };
+            let j: serde_json::Value = serde_json::from_str(&v).with_context(|| format!("lease {k} is not JSON: {v}"))?;
+            if k == self.lease_key || j.get("BackendType").is_some_and(|t| !t.is_null()) {
+                continue;
+            }
+            let public = j.get("PublicIP").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no PublicIP: {v}"))?;
+            peers.push(format!("{sub}/{len}={public}"));
+        }
+        let mut slot = self.proxy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut c) = slot.take() {
+            crate::cmd::terminate(&mut c, std::time::Duration::from_secs(2));
+        }
+        let bin = udp_ref_bin()?;
+        let mut c = self.ns.nsenter(&bin);
+        c.args(["--tun", "flannel0", "--local", &self.ip.to_string(), "--subnet", &self.env.cidr(), "--network", &self.env.network, "--mtu", &self.env.mtu.to_string()]);
+        for p in &peers {
+            c.args(["--peer", p]);
+        }
+        c.stdin(std::process::Stdio::null());
+        *slot = Some(c.spawn().with_context(|| format!("starting {}", crate::cmd::describe(&c)))?);
+        drop(slot);
+        crate::cmd::poll(&format!("flannel0 in {}", self.ns.name()), std::time::Duration::from_secs(10), std::time::Duration::from_millis(50), || {
+            match self.ns.ip(&["route", "show", "dev", "flannel0"]) {
+                Ok(r) if r.contains(&self.env.network) => Ok(Some(())),
+                Ok(r) => Err(format!("routes on flannel0: {r:?}")),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        })?;
+        Ok(peers.into_iter().map(|p| p.split('=').next().unwrap_or_default().to_string()).collect())
     }
 
     /// For every other host-gw lease: `ip route replace <subnet> via

@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod cni;
 pub mod etcd;
 pub mod flannel_node;
+pub mod metrics;
 pub mod netns;
 pub mod perf;
 pub mod pod;

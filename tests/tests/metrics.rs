@@ -6,16 +6,9 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, netns::Netns, Cluster, Wiring};
+use weft_tests::{bpf, cmd, Cluster, Wiring};
 
-const PORT: &str = "10256";
-
-fn scrape(ns: &Netns) -> Result<String> {
-    let script = format!("exec 3<>/dev/tcp/127.0.0.1/{PORT} && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3");
-    let r = ns.exec("timeout", &["3", "bash", "-c", &script])?;
-    ensure!(r.starts_with("HTTP/1.1 200") && r.contains("Content-Type: text/plain; version=0.0.4"), "GET /metrics:\n{r:.400}");
-    Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-}
+use weft_tests::metrics::{scrape, PORT};
 
 /// Every sample as `name{labels}` -> value, through prometheus_client's parser
 /// (which fails on anything that is not the text exposition format).

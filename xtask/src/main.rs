@@ -109,9 +109,10 @@ pub fn status(c: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Builds weftd and weft-cni (the lab and the tests run both); returns weftd's path.
+/// Builds weftd, weft-cni and the reference flannel udp peer (the lab and
+/// the tests run them); returns weftd's path.
 fn build_weftd() -> Result<PathBuf> {
-    status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-cni", "--bin", "weft-cni"]))?;
+    status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-cni", "--bin", "weft-cni", "-p", "weft-tests", "--bin", "flannel-udp-ref"]))?;
     Ok(target_dir().join("debug/weftd"))
 }
 
@@ -155,7 +156,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Bench { what, sizes, runs, secs } => {
             bootstrap::run()?;
-            status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd"]))?;
+            status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-tests", "--bin", "flannel-udp-ref"]))?;
             let weftd = target_dir().join("release/weftd");
             match what.as_str() {
                 "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw"),

@@ -6,7 +6,9 @@
 //!   and with XDP decap (pods registered, as weft-cni registers them); weft
 //!   vxlan through the overlay device (unregistered pods);
 //! - host-gw testbed: bare; flannel's host-gw routes; weft host-gw with the
-//!   fast path on and off.
+//!   fast path on and off;
+//! - udp testbed: bare; the reference udp peer (flannel's proxy: one packet
+//!   per syscall, one thread); weft udp, with its offloads and without.
 //! Metrics: TCP 1 and 4 streams (iperf3), TCP request/response round trip
 //! p50/p99 (sockperf, 64 bytes), 64-byte UDP datagrams per second (iperf3),
 //! and busy CPU seconds of the machine per GB moved (1-stream run). Two
@@ -20,12 +22,13 @@ use std::{net::Ipv4Addr, path::Path as FsPath, time::Duration};
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, flannel_node::FlannelBackend, netns::Netns, perf, Cluster, Wiring};
+use weft_tests::{bpf, cmd, flannel_node::FlannelBackend, metrics, netns::Netns, perf, Cluster, Wiring};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Family {
     Vxlan,
     HostGw,
+    Udp,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -38,6 +41,9 @@ enum Path {
     FlannelHostGw,
     WeftHostGwFast,
     WeftHostGwStack,
+    FlannelUdpRef,
+    WeftUdp,
+    WeftUdpNoOffload,
 }
 
 impl Path {
@@ -51,13 +57,17 @@ impl Path {
             Path::FlannelHostGw => "flannel host-gw (routes)",
             Path::WeftHostGwFast => "weft host-gw, fast path",
             Path::WeftHostGwStack => "weft host-gw, --no-fast-path",
+            Path::FlannelUdpRef => "flannel udp (reference proxy)",
+            Path::WeftUdp => "weft udp",
+            Path::WeftUdpNoOffload => "weft udp, --udp-no-offload",
         }
     }
 
     /// weftd's flags for this path (None: weft's nodes are not involved).
     fn weftd_flags(self) -> Option<&'static [&'static str]> {
         match self {
-            Path::WeftVxlanTc | Path::WeftVxlanHostPath | Path::WeftHostGwFast => Some(&[]),
+            Path::WeftVxlanTc | Path::WeftVxlanHostPath | Path::WeftHostGwFast | Path::WeftUdp => Some(&[]),
+            Path::WeftUdpNoOffload => Some(&["--udp-no-offload"]),
             Path::WeftVxlanXdp => Some(&["--xdp-decap"]),
             Path::WeftHostGwStack => Some(&["--no-fast-path"]),
             _ => None,
@@ -70,6 +80,7 @@ fn paths(f: Family) -> &'static [Path] {
         // Host path right after TC: same flags, no restart between them.
         Family::Vxlan => &[Path::Bare, Path::FlannelVxlan, Path::WeftVxlanTc, Path::WeftVxlanHostPath, Path::WeftVxlanXdp],
         Family::HostGw => &[Path::Bare, Path::FlannelHostGw, Path::WeftHostGwFast, Path::WeftHostGwStack],
+        Family::Udp => &[Path::Bare, Path::FlannelUdpRef, Path::WeftUdp, Path::WeftUdpNoOffload],
     }
 }
 
@@ -102,6 +113,7 @@ struct Samples {
 /// the same backend on one switch, one pod per node (weft's registered,
 /// plus an unregistered pod per weft node).
 struct Bed {
+    family: Family,
     c: Cluster,
     weft: [usize; 2],
     unregistered: [usize; 2],
@@ -114,8 +126,10 @@ impl Bed {
         let (cfg, fb) = match f {
             Family::Vxlan => (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#, FlannelBackend::Vxlan),
             Family::HostGw => (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#, FlannelBackend::HostGw),
+            Family::Udp => (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}"#, FlannelBackend::Udp),
         };
-        let mut c = Cluster::builder().config_json(cfg).weft_nodes(2).build()?;
+        // udp's counters are in weftd's /metrics (no pinned maps).
+        let mut c = Cluster::builder().config_json(cfg).weft_nodes(2).weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", metrics::PORT]).build()?;
         c.wait_converged()?;
         let (f1, f2) = (c.add_flannel_node_with(fb, 0)?, c.add_flannel_node_with(fb, 0)?);
         c.program_flannel_nodes()?;
@@ -123,10 +137,12 @@ impl Bed {
         let weft = [c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?];
         let unregistered = [c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?];
         let flannel = [c.add_pod(f1, Wiring::Bridge)?, c.add_pod(f2, Wiring::Bridge)?];
-        for p in weft {
-            c.register_endpoint(p)?;
+        if f != Family::Udp {
+            for p in weft {
+                c.register_endpoint(p)?;
+            }
         }
-        Ok(Bed { c, weft, unregistered, flannel, flags: Some(vec![]) })
+        Ok(Bed { family: f, c, weft, unregistered, flannel, flags: Some(vec![]) })
     }
 
     /// Restarts both weftd with `flags` unless they run with them already,
@@ -143,6 +159,9 @@ impl Bed {
         let registered = !flags.contains(&"--no-fast-path");
         for n in [1, 2] {
             self.c.wait_node_ready(n)?;
+            if self.family == Family::Udp {
+                continue;
+            }
             let w = self.c.weft_node(n)?;
             cmd::poll(&format!("node {n}: pod registered = {registered}"), Duration::from_secs(15), Duration::from_millis(50), || {
                 let k = bpf::map_dump(&w.pods_pin()).map_err(|e| format!("{e:#}"))?.as_array().map(|a| a.len()).unwrap_or(0);
@@ -159,7 +178,7 @@ impl Bed {
         let pods = |[a, b]: [usize; 2]| (&self.c.pods[a].ns, &self.c.pods[b].ns, self.c.pods[b].ip);
         Ok(match p {
             Path::Bare => (self.c.node_ns(1)?, self.c.node_ns(2)?, self.c.node_ip(2)?),
-            Path::FlannelVxlan | Path::FlannelHostGw => pods(self.flannel),
+            Path::FlannelVxlan | Path::FlannelHostGw | Path::FlannelUdpRef => pods(self.flannel),
             Path::WeftVxlanHostPath => pods(self.unregistered),
             _ => pods(self.weft),
         })
@@ -173,6 +192,10 @@ impl Bed {
             Path::WeftVxlanXdp => (2, stat::DECAP_XDP, "decap_xdp"),
             Path::WeftVxlanHostPath => (2, stat::DECAP, "decap"),
             Path::WeftHostGwFast => (1, stat::FWD, "fwd"),
+            Path::WeftUdp | Path::WeftUdpNoOffload => {
+                let text = metrics::scrape(self.c.node_ns(2)?)?;
+                return Ok(Some((metrics::sample(&text, "weft_udp_bytes_total{what=\"rx\"}") as u64, "udp rx")));
+            }
             _ => return Ok(None),
         };
         Ok(Some((bpf::stat_counter(&self.c.weft_node(n)?.stats_pin(), idx)?.1, what)))
@@ -228,7 +251,11 @@ pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs:
     std::env::set_var("WEFTD_BIN", weftd);
     let mut all: Vec<Result1> = vec![];
     for fam in families {
-        let family = if *fam == "host-gw" { Family::HostGw } else { Family::Vxlan };
+        let family = match *fam {
+            "host-gw" => Family::HostGw,
+            "udp" => Family::Udp,
+            _ => Family::Vxlan,
+        };
         let mut bed = Bed::build(family)?;
         for &mode in modes {
             bed.set_offloads(mode == Mode::Veth)?;
@@ -258,7 +285,7 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str) -> Result<()> {
     let mut md = String::new();
     let mut json = vec![];
     let mut chart = String::new();
-    for fam in [Family::Vxlan, Family::HostGw] {
+    for fam in [Family::Vxlan, Family::HostGw, Family::Udp] {
         for mode in [Mode::Veth, Mode::Wire] {
             let rows: Vec<&Result1> = all.iter().filter(|r| r.family == fam && r.mode == mode).collect();
             let Some(bare) = rows.iter().find(|r| r.path == Path::Bare) else { continue };

@@ -53,10 +53,10 @@ enum Cmd {
     /// Benchmarks (figures, not pass/fail), written into docs/performance.md:
     /// `control-plane` measures leases written -> programmed and weftd's RSS
     /// for both stores; `dataplanes` every pod-to-pod path (weft's and
-    /// flannel's, vxlan and host-gw) against the bare underlay, veth and
-    /// wire-realistic; `host-gw` its host-gw part in veth mode.
+    /// flannel's; vxlan, host-gw and udp) against the bare underlay, veth and
+    /// wire-realistic; `host-gw` its host-gw part in veth mode, `udp` its udp part.
     Bench {
-        #[arg(value_parser = ["control-plane", "dataplanes", "host-gw"])]
+        #[arg(value_parser = ["control-plane", "dataplanes", "host-gw", "udp"])]
         what: String,
         /// control-plane: lease counts to measure.
         #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
@@ -160,9 +160,13 @@ fn real_main() -> Result<()> {
             let weftd = target_dir().join("release/weftd");
             match what.as_str() {
                 "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw"),
+                "udp" => {
+                    let modes = [bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire];
+                    bench_dataplanes::run(&weftd, &["udp"], &modes, runs.max(1), secs.max(1), "udp")
+                }
                 "dataplanes" => {
                     let modes = [bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire];
-                    bench_dataplanes::run(&weftd, &["vxlan", "host-gw"], &modes, runs.max(1), secs.max(1), "dataplanes")
+                    bench_dataplanes::run(&weftd, &["vxlan", "host-gw", "udp"], &modes, runs.max(1), secs.max(1), "dataplanes")
                 }
                 _ => bench::control_plane(&weftd, &sizes),
             }

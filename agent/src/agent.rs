@@ -475,6 +475,18 @@ impl Node {
                 }.await)
             }
         };
+        // Every backend but udp (whose TUN route covers the network): a
+        // subnet nobody holds is unreachable, not routed out of the node.
+        let res = match (res, &self.dataplane) {
+            (Ok(mut ch), Dataplane::Vxlan { .. } | Dataplane::KernelVxlan { .. } | Dataplane::HostGw { .. }) => {
+                match self.nl.ensure_unreachable(&self.cfg.network).await {
+                    Ok(added) => ch.added += added as usize,
+                    Err(e) => ch.tally(Err(e), true),
+                }
+                Ok(ch)
+            }
+            (res, _) => res,
+        };
         self.health.metrics.leases(self.leases.len(), peers);
         self.health.metrics.reconciled(t.elapsed().as_secs_f64(), matches!(&res, Ok(ch) if ch.errors == 0));
         match res {
@@ -494,6 +506,9 @@ impl Node {
     async fn cleanup(&mut self) {
         log::info!("--cleanup-on-exit: removing lease {}, routes, devices, programs and pins", self.own);
         if let Err(e) = self.store.delete(&self.own).await {
+            log::warn!("{e:#}");
+        }
+        if let Err(e) = self.nl.delete_unreachable(&self.cfg.network).await {
             log::warn!("{e:#}");
         }
         match &self.dataplane {

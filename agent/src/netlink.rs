@@ -8,7 +8,7 @@ use rtnetlink::{
     packet_route::{
         address::AddressAttribute,
         link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
-        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope},
+        route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
     },
     Handle, LinkIfb, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -25,6 +25,8 @@ pub struct Route {
     pub oif: Option<u32>,
     pub gateway: Option<Ipv4Addr>,
     pub protocol: u8,
+    /// An `unreachable` route (no device; the kernel answers ICMP unreachable).
+    pub unreachable: bool,
 }
 
 /// A stream of "routes or links changed" notices from the kernel (the IPv4
@@ -262,6 +264,7 @@ impl Netlink {
                 oif: None,
                 gateway: None,
                 protocol: u8::from(r.header.protocol),
+                unreachable: r.header.kind == RouteType::Unreachable,
             };
             let mut table = r.header.table as u32;
             for a in &r.attributes {
@@ -304,6 +307,36 @@ impl Netlink {
             Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting route {net}")),
         }
+    }
+
+    /// `unreachable <net> proto 254 metric 4294967295`: the network's
+    /// catch-all, below every peer's route, so traffic to a subnet no lease
+    /// holds (a node that left) is answered with ICMP unreachable at once
+    /// instead of following the default route out of the node.
+    pub async fn ensure_unreachable(&self, net: &Ipv4Net) -> Result<bool> {
+        let have = self.main_routes_full().await?.into_iter().any(|r| r.unreachable && r.dst == *net && r.protocol == RTPROT_WEFT);
+        if have {
+            return Ok(false);
+        }
+        self.h.route().add(Self::unreachable_route(net)).replace().execute().await.with_context(|| format!("adding route unreachable {net}"))?;
+        Ok(true)
+    }
+
+    pub async fn delete_unreachable(&self, net: &Ipv4Net) -> Result<()> {
+        match self.h.route().del(Self::unreachable_route(net)).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting route unreachable {net}")),
+        }
+    }
+
+    fn unreachable_route(net: &Ipv4Net) -> RouteMessage {
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net.network_addr(), net.prefix_len())
+            .kind(RouteType::Unreachable)
+            .priority(u32::MAX)
+            .protocol(RouteProtocol::from(RTPROT_WEFT))
+            .build()
     }
 
     /// `<net> dev <link>` (scope link, no gateway): the udp path's one route

@@ -70,6 +70,9 @@ fn read_maps(dir: &Path) -> Maps {
 fn datapath_of(l: &Lease, routes: &[crate::netlink::Route], names: &BTreeMap<u32, String>, maps: &Maps) -> String {
     let best = routes.iter().filter(|r| r.dst.contains_net(&l.subnet)).max_by_key(|r| r.dst.prefix_len());
     let Some(r) = best else { return "none (no route)".into() };
+    if r.unreachable {
+        return "none (unreachable: no route of its own)".into();
+    }
     let dev = r.oif.and_then(|i| names.get(&i)).cloned().unwrap_or_default();
     if dev.starts_with("weft.") {
         return if maps.vteps.contains_key(&l.subnet) { "vxlan (bpf)".into() } else { "vxlan (kernel)".into() };

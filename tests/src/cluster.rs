@@ -362,6 +362,27 @@ impl Cluster {
         Ok(n)
     }
 
+    /// Waits until weft node `n` holds exactly `subnets` (each /24) as vxlan
+    /// peers: those routes on weft.1 and those weft_vteps entries, nothing
+    /// else. Returns how long it took.
+    pub fn wait_exact_vxlan_peers(&self, n: NodeRef, subnets: &[Ipv4Addr], timeout: Duration) -> Result<Duration> {
+        let t0 = std::time::Instant::now();
+        let w = self.weft_node(n)?;
+        let want: std::collections::BTreeSet<String> = subnets.iter().map(|s| format!("{s}/24")).collect();
+        cmd::poll(&format!("node {n} to hold exactly the vxlan peers {want:?}"), timeout, Duration::from_millis(100), || {
+            let routes = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
+            let have: std::collections::BTreeSet<String> = routes.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
+            let dump = bpf::map_dump(&w.vteps_pin()).map_err(|e| format!("{e:#}"))?;
+            let entries = dump.as_array().map(|a| a.len()).unwrap_or(0);
+            if have == want && entries == subnets.len() && subnets.iter().all(|s| bpf::vteps_contains(&dump, *s)) {
+                Ok(Some(()))
+            } else {
+                Err(format!("routes on weft.1 {have:?}, {entries} weft_vteps entries: {dump}"))
+            }
+        })?;
+        Ok(t0.elapsed())
+    }
+
     /// Adds a node running the reference flannel udp peer on segment 0 and
     /// writes its lease (started by [`Cluster::program_flannel_nodes`]).
     pub fn add_flannel_udp_node(&mut self) -> Result<NodeRef> {

@@ -135,3 +135,8 @@ pub fn terminate(child: &mut std::process::Child, grace: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| !r.starts_with('Z')))
+}

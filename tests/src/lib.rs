@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod netns;
 pub mod perf;
 pub mod pod;
+pub mod report;
 pub mod state;
 pub mod store;
 pub mod subnet_env;

@@ -332,7 +332,8 @@ fn chart_png(dir: &FsPath, name: &str, data: &str) -> Result<String> {
          set yrange [0:*]\nset ylabel 'TCP 1 stream, ratio to bare'\nset xtics rotate by -35 left\nset grid ytics\nset key off\n\
          set bmargin 14\nplot '{}' using 2:xtic(1) lc rgb '#3b6ea5'\n",
         520, dir.join(&png).display(), dat.display());
-    let out = cmd::output(std::process::Command::new("gnuplot").arg("-e").arg(&script))?;
+    // `-e` takes one line: gnuplot does not split it at newlines.
+    let out = cmd::output(std::process::Command::new("gnuplot").arg("-e").arg(script.replace('\n', "; ")))?;
     let _ = std::fs::remove_file(&dat);
     ensure!(out.status.success(), "gnuplot: {}", String::from_utf8_lossy(&out.stderr));
     Ok(png)

@@ -4,6 +4,7 @@ mod bench;
 mod bench_dataplanes;
 mod bootstrap;
 mod lab;
+mod soak;
 
 use std::{path::PathBuf, process::Command};
 
@@ -68,6 +69,10 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         secs: u32,
     },
+    /// The long reliability run: node loss, load with churn (60 s), etcd
+    /// faults (a 60 s outage, a slow etcd, restarts after compaction) and
+    /// restart without loss, one test at a time; writes docs/reliability.md.
+    Soak,
     /// Bootstrap, build, run weftd with the given flags (inside an existing
     /// network namespace with --netns).
     Run {
@@ -146,6 +151,11 @@ fn real_main() -> Result<()> {
                 c.env("RUST_LIB_BACKTRACE", "0");
             }
             status(&mut c)
+        }
+        Cmd::Soak => {
+            bootstrap::run()?;
+            let weftd = build_weftd()?;
+            soak::run(&weftd)
         }
         Cmd::Lab { down: true, .. } => lab::down(),
         Cmd::Lab { keep, nodes, etcd, .. } => {

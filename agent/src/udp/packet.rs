@@ -108,15 +108,38 @@ const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 const CWR: u8 = 0x80;
 
+/// How a TSO packet splits: header length, segment payload size, count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments {
+    /// IP + TCP header length (each segment starts with its own copy).
+    pub hl: usize,
+    pub mss: usize,
+    pub count: usize,
+    /// Payload bytes in all.
+    pub payload: usize,
+}
+
+impl Segments {
+    /// Length of every segment but the last (which may be shorter).
+    pub fn seg_len(&self) -> usize {
+        self.hl + self.mss.min(self.payload.max(1))
+    }
+    /// Payload range of segment `i` within the TSO packet.
+    pub fn payload_range(&self, i: usize) -> std::ops::Range<usize> {
+        self.hl + (i * self.mss).min(self.payload)..self.hl + ((i + 1) * self.mss).min(self.payload)
+    }
+}
+
 /// Segments a TCP/IPv4 TSO packet (`pkt`: IPv4 header, TCP header, payload;
 /// its TCP checksum field holds whatever the sender left) into packets of at
-/// most `mss` payload bytes, written back to back into `out` (cleared
-/// first), each with its own IP id, total length and header checksum, TCP
-/// sequence number, flags (FIN and PSH only on the last, CWR only on the
-/// first) and full TCP checksum, and with the TTL decremented (the sender's
-/// half of flannel's rule). Returns the length of each segment but the last
-/// (they are all equal) and the number of segments.
-pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Result<(usize, usize), Refused> {
+/// most `mss` payload bytes without copying the payload: writes only each
+/// segment's headers, back to back, into `hdrs` (cleared first), each with
+/// its own IP id, total length and header checksum, TCP sequence number,
+/// flags (FIN and PSH only on the last, CWR only on the first) and full TCP
+/// checksum (over its payload, read in place), and with the TTL decremented
+/// (the sender's half of flannel's rule). Segment `i` on the wire is header
+/// `i` followed by `pkt[payload_range(i)]`.
+pub fn segment_tcp4_headers(pkt: &[u8], mss: usize, hdrs: &mut Vec<u8>) -> Result<Segments, Refused> {
     let ip = parse_ipv4(pkt)?;
     if ip.proto != IPPROTO_TCP || mss == 0 || pkt.len() < ip.header_len + 20 {
         return Err(Refused::Malformed);
@@ -130,46 +153,55 @@ pub fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Result<(usize,
     if pkt[8] <= 1 {
         return Err(Refused::Ttl);
     }
-    let payload = &pkt[hl..];
-    let n = payload.len().div_ceil(mss).max(1);
+    let payload = pkt.len() - hl;
+    let segs = Segments { hl, mss, count: payload.div_ceil(mss).max(1), payload };
     let id0 = u16::from_be_bytes([pkt[4], pkt[5]]);
     let seq0 = u32::from_be_bytes([pkt[th + 4], pkt[th + 5], pkt[th + 6], pkt[th + 7]]);
     let flags = pkt[th + 13];
-    out.clear();
-    for i in 0..n {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let at = out.len();
-        out.extend_from_slice(&pkt[..hl]);
-        out.extend_from_slice(chunk);
-        let seg = &mut out[at..];
-        let total = (hl + chunk.len()) as u16;
-        seg[2..4].copy_from_slice(&total.to_be_bytes());
-        seg[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-        seg[8] -= 1;
-        csum::fix_ipv4(&mut seg[..th]);
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        seg[th + 4..th + 8].copy_from_slice(&seq.to_be_bytes());
+    hdrs.clear();
+    for i in 0..segs.count {
+        let chunk = &pkt[segs.payload_range(i)];
+        let at = hdrs.len();
+        hdrs.extend_from_slice(&pkt[..hl]);
+        let h = &mut hdrs[at..];
+        h[2..4].copy_from_slice(&((hl + chunk.len()) as u16).to_be_bytes());
+        h[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+        h[8] -= 1;
+        csum::fix_ipv4(&mut h[..th]);
+        h[th + 4..th + 8].copy_from_slice(&seq0.wrapping_add((i * mss) as u32).to_be_bytes());
         let mut f = flags;
-        if i + 1 < n {
+        if i + 1 < segs.count {
             f &= !(FIN | PSH);
         }
         if i > 0 {
             f &= !CWR;
         }
-        seg[th + 13] = f;
-        seg[th + 16] = 0;
-        seg[th + 17] = 0;
+        h[th + 13] = f;
+        h[th + 16] = 0;
+        h[th + 17] = 0;
         let tcp_len = (tcp_hl + chunk.len()) as u16;
-        let acc = csum::add(csum::pseudo(&seg[12..16], &seg[16..20], IPPROTO_TCP, tcp_len), &seg[th..]);
-        let c = csum::finish(acc);
-        seg[th + 16..th + 18].copy_from_slice(&c);
+        let acc = csum::add(csum::add(csum::pseudo(&h[12..16], &h[16..20], IPPROTO_TCP, tcp_len), &h[th..hl]), chunk);
+        h[th + 16..th + 18].copy_from_slice(&csum::finish(acc));
     }
-    Ok((hl + mss.min(payload.len().max(1)), n))
+    Ok(segs)
 }
 
 #[cfg(test)]
 pub mod tests {
     use super::*;
+
+    /// [`segment_tcp4_headers`] with every segment laid out whole, back to
+    /// back, in `out` (header, then its payload): what goes on the wire.
+    fn segment_tcp4(pkt: &[u8], mss: usize, out: &mut Vec<u8>) -> Result<Segments, Refused> {
+        let mut hdrs = Vec::new();
+        let segs = segment_tcp4_headers(pkt, mss, &mut hdrs)?;
+        out.clear();
+        for (i, h) in hdrs.chunks(segs.hl).enumerate() {
+            out.extend_from_slice(h);
+            out.extend_from_slice(&pkt[segs.payload_range(i)]);
+        }
+        Ok(segs)
+    }
 
     /// A TCP/IPv4 packet with valid checksums.
     pub fn tcp4(src: [u8; 4], dst: [u8; 4], seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -251,7 +283,8 @@ pub mod tests {
         let payload: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         let big = tcp4([10, 244, 1, 2], [10, 244, 2, 3], 1000, 0x18 | 0x80 | 0x01, &payload);
         let mut out = Vec::new();
-        let (seg_len, n) = segment_tcp4(&big, 1400, &mut out).unwrap();
+        let segs = segment_tcp4(&big, 1400, &mut out).unwrap();
+        let (seg_len, n) = (segs.seg_len(), segs.count);
         assert_eq!((seg_len, n), (1440, 8));
         let mut got = Vec::new();
         for (i, seg) in out.chunks(seg_len).enumerate() {

@@ -69,7 +69,7 @@ struct Buffers {
     /// TUN reads; the first `pending` hold small packets waiting for `sendmmsg`.
     slots: Vec<Vec<u8>>,
     dsts: [SocketAddrV4; SLOTS],
-    /// Segments of one TSO packet, back to back.
+    /// The segment headers of one TSO packet, back to back.
     segs: Vec<u8>,
     recv: Vec<Vec<u8>>,
     coal: Coalescer,
@@ -85,7 +85,7 @@ impl Worker {
         let mut b = Buffers {
             slots: (0..SLOTS).map(|_| vec![0u8; BUF]).collect(),
             dsts: [SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); SLOTS],
-            segs: Vec::with_capacity(2 * BUF),
+            segs: Vec::with_capacity(64 * 120),
             recv: (0..RECV_BATCH).map(|_| vec![0u8; 65_536]).collect(),
             coal: Coalescer::default(),
             icmp: [0; VNET_HDR_LEN + 576],
@@ -150,7 +150,7 @@ impl Worker {
                 st.add(stat::DROP_NO_LEASE, pkt.len());
                 let len = packet::icmp_net_unreachable(pkt, &mut b.icmp[VNET_HDR_LEN..]);
                 b.icmp[..VNET_HDR_LEN].fill(0);
-                self.write_tun(&b.icmp[..VNET_HDR_LEN + len], st);
+                self.write_tun(&[&b.icmp[..VNET_HDR_LEN + len]], st);
                 st.packets[stat::ICMP_SENT] += 1;
                 continue;
             };
@@ -160,9 +160,10 @@ impl Worker {
                     self.send_batch(b, pending, st);
                     pending = 0;
                     let mss = u16::from_ne_bytes([hdr[4], hdr[5]]) as usize;
-                    match packet::segment_tcp4(&b.slots[idx][VNET_HDR_LEN..n], mss, &mut b.segs) {
-                        Ok((seg_len, count)) => {
-                            self.send_segments(&b.segs, seg_len, count, dst, st);
+                    let pkt = &b.slots[idx][VNET_HDR_LEN..n];
+                    match packet::segment_tcp4_headers(pkt, mss, &mut b.segs) {
+                        Ok(segs) => {
+                            self.send_segments(pkt, &b.segs, segs, dst, st);
                             st.packets[stat::TSO_READS] += 1;
                         }
                         Err(r) => st.refused(r, n - VNET_HDR_LEN),
@@ -249,25 +250,33 @@ impl Worker {
         unsafe { libc::poll(&mut p, 1, 10) > 0 }
     }
 
-    /// Sends `count` segments laid back to back in `segs` (each `seg_len`
-    /// long but the last) to `dst`: with UDP GSO one `sendmsg` per 64 KB,
-    /// else one datagram each.
-    fn send_segments(&self, segs: &[u8], seg_len: usize, count: usize, dst: SocketAddrV4, st: &mut Local) {
+    /// Sends the segments of the TSO packet `pkt` to `dst`, each its header
+    /// from `hdrs` and its payload read in place (no copy): with UDP GSO one
+    /// `sendmsg` per 64 KB (an iovec pair per segment), else one datagram each.
+    fn send_segments(&self, pkt: &[u8], hdrs: &[u8], segs: packet::Segments, dst: SocketAddrV4, st: &mut Local) {
+        let seg_len = segs.seg_len();
         let per_send = if self.feats.gso { (MAX_DATAGRAM / seg_len).clamp(1, GSO_MAX_SEGS) } else { 1 };
         let mut name = sys::sockaddr(dst);
-        let mut at = 0;
-        let mut left = count;
-        while left > 0 {
-            let k = left.min(per_send);
-            let len = (k * seg_len).min(segs.len() - at);
-            let mut iov = libc::iovec { iov_base: segs[at..].as_ptr() as *mut libc::c_void, iov_len: len };
+        let mut iov: [libc::iovec; 2 * GSO_MAX_SEGS] = unsafe { std::mem::zeroed() };
+        let mut first = 0;
+        while first < segs.count {
+            let k = (segs.count - first).min(per_send);
+            let mut len = 0;
+            for j in 0..k {
+                let i = first + j;
+                let h = &hdrs[i * segs.hl..(i + 1) * segs.hl];
+                let p = &pkt[segs.payload_range(i)];
+                iov[2 * j] = libc::iovec { iov_base: h.as_ptr() as *mut libc::c_void, iov_len: h.len() };
+                iov[2 * j + 1] = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
+                len += h.len() + p.len();
+            }
             // Room for one cmsg holding a u16 (UDP_SEGMENT's size).
             let mut cbuf = [0u64; 4];
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
             msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = 2 * k;
             if k > 1 {
                 // SAFETY: cbuf is large and aligned enough for one cmsg of a u16.
                 unsafe {
@@ -281,27 +290,26 @@ impl Worker {
                 }
             }
             let r = loop {
-                // SAFETY: msg points at iov, name and cbuf, all alive here.
+                // SAFETY: msg points at iov (into hdrs and pkt), name and cbuf, all alive here.
                 let r = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, 0) };
                 if r < 0 && would_block(&io::Error::last_os_error()) && self.wait_writable() {
                     continue;
                 }
                 break r;
             };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                let what = if e.raw_os_error() == Some(libc::EMSGSIZE) { stat::DROP_TOO_BIG } else { stat::DROP_SEND };
-                st.packets[what] += k as u64;
-                st.bytes[what] += len as u64;
-            } else {
-                st.packets[stat::TX] += k as u64;
-                st.bytes[stat::TX] += len as u64;
+            let what = if r >= 0 {
                 if k > 1 {
                     st.packets[stat::GSO_SENDS] += 1;
                 }
-            }
-            at += len;
-            left -= k;
+                stat::TX
+            } else if io::Error::last_os_error().raw_os_error() == Some(libc::EMSGSIZE) {
+                stat::DROP_TOO_BIG
+            } else {
+                stat::DROP_SEND
+            };
+            st.packets[what] += k as u64;
+            st.bytes[what] += len as u64;
+            first += k;
         }
     }
 
@@ -326,7 +334,6 @@ impl Worker {
             let n = unsafe { libc::recvmmsg(self.sock.as_raw_fd(), msgs.as_mut_ptr(), RECV_BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                self.flush_coalescer(b, st);
                 return if would_block(&e) { Ok(()) } else { Err(e) };
             }
             for i in 0..n as usize {
@@ -344,20 +351,23 @@ impl Worker {
                 let (recv, coal) = (&mut b.recv[i], &mut b.coal);
                 for pkt in recv[..len].chunks_mut(seg) {
                     if let Some(p) = self.accept(map, src, pkt, st) {
-                        if !coal.append(p) {
+                        // SAFETY: p stays in b.recv, untouched, until the
+                        // coalescer is flushed at the latest at this round's end.
+                        if !unsafe { coal.append(p) } {
                             if !coal.is_empty() {
-                                self.write_tun(coal.take(), st);
+                                coal.take(|pieces| self.write_tun(pieces, st));
                             }
-                            coal.start(p);
+                            unsafe { coal.start(p) };
                         }
                     }
                 }
             }
+            // The next recvmmsg reuses the buffers the coalescer points into.
+            self.flush_coalescer(b, st);
             if (n as usize) < RECV_BATCH {
                 break;
             }
         }
-        self.flush_coalescer(b, st);
         Ok(())
     }
 
@@ -396,16 +406,24 @@ impl Worker {
 
     fn flush_coalescer(&self, b: &mut Buffers, st: &mut Local) {
         if !b.coal.is_empty() {
-            self.write_tun(b.coal.take(), st);
+            b.coal.take(|pieces| self.write_tun(pieces, st));
         }
     }
 
-    fn write_tun(&self, data: &[u8], st: &mut Local) {
-        // SAFETY: writing a buffer we own, of its length.
-        let r = unsafe { libc::write(self.tun.as_raw_fd(), data.as_ptr() as *const libc::c_void, data.len()) };
+    /// Writes one packet, gathered from `pieces` (virtio-net header first).
+    fn write_tun(&self, pieces: &[&[u8]], st: &mut Local) {
+        let mut iov: [libc::iovec; 80] = unsafe { std::mem::zeroed() };
+        let n = pieces.len().min(iov.len());
+        let mut len = 0;
+        for (v, p) in iov.iter_mut().zip(pieces) {
+            *v = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
+            len += p.len();
+        }
+        // SAFETY: the iovecs point into `pieces`, alive for the call.
+        let r = unsafe { libc::writev(self.tun.as_raw_fd(), iov.as_ptr(), n as i32) };
         if r < 0 {
-            st.add(stat::DROP_TUN_WRITE, data.len());
-        } else if data[1] == VNET_GSO_TCPV4 {
+            st.add(stat::DROP_TUN_WRITE, len);
+        } else if pieces[0].get(1) == Some(&VNET_GSO_TCPV4) {
             st.packets[stat::GRO_WRITES] += 1;
         }
     }

@@ -35,7 +35,7 @@ pub fn run(weftd: &Path) -> Result<()> {
     let body = format!(
         "# weft reliability\n\nWritten by `cargo xtask soak` ({:.0} min; tests {}; each one at a time, at its long length: \
          churn 60 s, etcd outage 60 s). `cargo xtask test` runs the same tests at their short length (churn 15 s, \
-         outage 30 s). Machine: {cores} cores. What each test does and asserts is in its file under `tests/tests/`.\n\n{md}",
+         outage 30 s). Machine: {cores} cores. What each test does and asserts is in its file under `tests/tests/`; where a figure says 0 packets lost, the test fails on any loss.\n\n{md}",
         t0.elapsed().as_secs_f64() / 60.0, TESTS.join(", "));
     let doc = crate::workspace().join("docs/reliability.md");
     std::fs::write(&doc, body).with_context(|| format!("writing {}", doc.display()))?;

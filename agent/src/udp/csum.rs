@@ -5,8 +5,29 @@
 //! result's native bytes are exactly the bytes to store (no swaps per word).
 
 /// Adds `data` to a running sum (unfolded; fold with [`fold`]).
+///
+/// The bulk goes 16 bytes at a time into four independent sums of 32-bit
+/// words (no carries to chain: 2^32 words fit a u64), which the compiler
+/// turns into vector adds; that is about twice the speed of one 64-bit
+/// add-with-carry chain, and this sum runs over every byte the udp path
+/// moves (segment checksums on send, verification on receive). Summing
+/// 32-bit words is the same one's-complement sum: 2^16 = 1 modulo 2^16 - 1.
 #[inline]
-pub fn add(mut acc: u64, data: &[u8]) -> u64 {
+pub fn add(acc: u64, data: &[u8]) -> u64 {
+    let mut wide = [0u64; 4];
+    let mut blocks = data.chunks_exact(16);
+    for b in &mut blocks {
+        for (k, w) in wide.iter_mut().enumerate() {
+            *w += u32::from_ne_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]) as u64;
+        }
+    }
+    let acc = add_word(add_word(acc, wide[0] + wide[1]), wide[2] + wide[3]);
+    add_tail(acc, blocks.remainder())
+}
+
+/// The last 0..16 bytes of [`add`].
+#[inline]
+fn add_tail(mut acc: u64, data: &[u8]) -> u64 {
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         let v = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
@@ -92,6 +113,13 @@ mod tests {
         }
         let ones = vec![0xffu8; 4097];
         assert_eq!(u16::from_be_bytes(finish(add(0, &ones))), slow(&ones));
+        // The largest inputs, and a running sum carried in, as the udp path adds them.
+        let big: Vec<u8> = (0..65_535u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
+        assert_eq!(u16::from_be_bytes(finish(add(0, &big))), slow(&big));
+        let full = vec![0xffu8; 65_535];
+        assert_eq!(u16::from_be_bytes(finish(add(0, &full))), slow(&full));
+        let split = add(add(0, &big[..1000]), &big[1000..]);
+        assert_eq!(fold(split), fold(add(0, &big)));
     }
 
     #[test]

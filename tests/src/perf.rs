@@ -1,6 +1,6 @@
-//! Throughput and latency between two namespaces with Debian's tools:
-//! iperf3 (TCP bulk) and sockperf (TCP request/response). Both sides are
-//! bounded in time (`timeout`), servers serve one test and exit. For the
+//! Throughput and latency between two namespaces: Debian's iperf3 (TCP
+//! bulk, UDP rate) and the project's weft-rr (UDP request/response). Both
+//! sides are bounded in time (`timeout`), servers serve one test and exit. For the
 //! benchmarks (`cargo xtask bench`), never for pass/fail timing.
 use std::{
     net::Ipv4Addr,
@@ -86,22 +86,51 @@ fn iperf3_once(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, s
     Ok(Bulk { gbit_per_s: bps / 1e9, retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0) })
 }
 
-/// sockperf TCP ping-pong (64-byte messages, one outstanding) from `client`
-/// to `server_ip` for `secs` seconds: full round-trip percentiles.
-pub fn sockperf_rtt(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32) -> Result<RoundTrip> {
-    let ip = server_ip.to_string();
-    let _srv = start_server(server, "sockperf", &["sr", "--tcp", "-i", &ip, "-p", "11111"], secs as u64 + 15)?;
-    let (t, bound) = (secs.to_string(), (secs + 10).to_string());
-    let out = client.exec_output("timeout", &[&bound, "taskset", "-c", CLIENT_CPU, "sockperf", "pp", "--tcp", "-i", &ip, "-p", "11111", "-t", &t, "-m", "64", "--full-rtt"])?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let pct = |p: &str| {
-        // "sockperf: ---> percentile 50.000 =   12.345"
-        text.lines().find(|l| l.contains(&format!("percentile {p} ="))).and_then(|l| l.rsplit('=').next()?.trim().parse::<f64>().ok())
-    };
-    match (pct("50.000"), pct("99.000")) {
-        (Some(p50_us), Some(p99_us)) => Ok(RoundTrip { p50_us, p99_us }),
-        _ => bail!("sockperf {} -> {ip}: no percentiles in its output:\n{text}", client.name()),
+/// UDP request/response (64-byte datagrams, one outstanding) from `client`
+/// to `server_ip` with the project's busy-polling tool (`weft-rr`, next to
+/// weftd): up to 200,000 round trips or `secs` seconds, percentiles of the
+/// full round trip. Polling ends take the receivers' wake-ups out of the
+/// figure; on this kind of VM they are 100-700 us and swing between runs,
+/// which sockperf's blocking ends measured instead of the path.
+pub fn rr_rtt(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32) -> Result<RoundTrip> {
+    let bin = rr_bin()?;
+    let bin = bin.to_str().context("weft-rr path is not UTF-8")?;
+    let bind = format!("{server_ip}:11111");
+    let _srv = start_server(server, bin, &["server", &bind, &(secs + 5).to_string()], secs as u64 + 10)?;
+    rr_client(client, bin, server_ip, secs)
+}
+
+/// The client half alone, against an address nobody answers on (for the
+/// tool's own test: it must fail rather than report a figure).
+pub fn rr_rtt_without_server(client: &Netns, server_ip: Ipv4Addr, secs: u32) -> Result<RoundTrip> {
+    let bin = rr_bin()?;
+    rr_client(client, bin.to_str().context("weft-rr path is not UTF-8")?, server_ip, secs)
+}
+
+fn rr_client(client: &Netns, bin: &str, server_ip: Ipv4Addr, secs: u32) -> Result<RoundTrip> {
+    let to = format!("{server_ip}:11111");
+    let bound = (secs + 10).to_string();
+    let out = client.exec_output("timeout", &[&bound, "taskset", "-c", CLIENT_CPU, bin, "client", &to, "200000", &secs.to_string(), "64"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("weft-rr {} -> {to}: {}", client.name(), String::from_utf8_lossy(&out.stderr).trim());
     }
+    let j: serde_json::Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("weft-rr {} -> {to}: {text:.300}{}", client.name(), String::from_utf8_lossy(&out.stderr)))?;
+    match (j["p50_us"].as_f64(), j["p99_us"].as_f64()) {
+        (Some(p50_us), Some(p99_us)) => Ok(RoundTrip { p50_us, p99_us }),
+        _ => bail!("weft-rr {} -> {to}: no percentiles in {text}", client.name()),
+    }
+}
+
+/// The request/response tool: `$WEFT_RR_BIN`, else next to weftd.
+fn rr_bin() -> Result<std::path::PathBuf> {
+    let p = match std::env::var_os("WEFT_RR_BIN") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => cmd::weftd_bin()?.with_file_name("weft-rr"),
+    };
+    anyhow::ensure!(p.exists(), "{} does not exist: build it (`cargo build -p weft-tests --bin weft-rr`) or set WEFT_RR_BIN", p.display());
+    Ok(p)
 }
 
 /// iperf3 UDP from `client` with `len`-byte datagrams, as fast as it can
@@ -147,6 +176,7 @@ pub fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
         0 => (f64::NAN, f64::NAN, f64::NAN),
+        n if n % 2 == 0 => ((v[n / 2 - 1] + v[n / 2]) / 2.0, v[0], v[n - 1]),
         n => (v[n / 2], v[0], v[n - 1]),
     }
 }

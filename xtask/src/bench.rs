@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{ensure, Context, Result};
-use weft_tests::{bpf, cmd, Cluster};
+use weft_tests::{bpf, cmd, perf, Cluster};
 
 /// A /10 holds 16,384 /24 subnets: room for 5,000 leases.
 const NETWORK: &str = r#"{"Network":"10.0.0.0/10","Backend":{"Type":"vxlan"}}"#;
@@ -54,11 +54,6 @@ fn one_run(embedded: bool, n: usize) -> Result<Sample> {
     Ok(Sample { seconds, rss_mb: kb / 1024.0 })
 }
 
-fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
     // The harness starts the weftd named here (a release build).
     std::env::set_var("WEFTD_BIN", weftd);
@@ -72,8 +67,8 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
                 println!("bench control-plane: {store:8} N = {n:5} run {r}: {:.3} s, RSS {:.1} MB", s.seconds, s.rss_mb);
                 samples.push(s);
             }
-            let (t, tmin, tmax) = median(samples.iter().map(|s| s.seconds).collect());
-            let (m, _, mmax) = median(samples.iter().map(|s| s.rss_mb).collect());
+            let (t, tmin, tmax) = perf::spread(samples.iter().map(|s| s.seconds).collect());
+            let (m, _, mmax) = perf::spread(samples.iter().map(|s| s.rss_mb).collect());
             rows.push(format!("| {store} | {n} | {:.0} ms ({:.0}-{:.0}) | {m:.1} MB (max {mmax:.1}) |", t * 1e3, tmin * 1e3, tmax * 1e3));
         }
     }

@@ -9,8 +9,9 @@
 //!   fast path on and off;
 //! - udp testbed: bare; the reference udp peer (flannel's proxy: one packet
 //!   per syscall, one thread); weft udp, with its offloads and without.
-//! Metrics: TCP 1 and 4 streams (iperf3), TCP request/response round trip
-//! p50/p99 (sockperf, 64 bytes), 64-byte UDP datagrams per second (iperf3),
+//! Metrics: TCP 1 and 4 streams (iperf3), UDP request/response round trip
+//! p50/p99 (weft-rr, 64 bytes, busy-polling ends), 64-byte UDP datagrams per
+//! second (iperf3),
 //! and busy CPU seconds of the machine per GB moved (1-stream run). Two
 //! underlay modes: veth as it is (64 KB GSO packets cross it untouched) and
 //! wire-realistic (TSO/GSO/GRO off on every underlay port: MTU-sized packets,
@@ -222,7 +223,7 @@ fn measure(bed: &Bed, p: Path, secs: u32, s: &mut Samples) -> Result<()> {
     let one = perf::iperf3(client, server, ip, secs, 1)?;
     let busy = perf::cpu_busy_seconds()? - busy0;
     let four = perf::iperf3(client, server, ip, secs, 4)?;
-    let rtt = perf::sockperf_rtt(client, server, ip, secs)?;
+    let rtt = perf::rr_rtt(client, server, ip, secs)?;
     let pps = perf::udp_pps(client, server, ip, secs, 64)?;
     if let (Some((b0, what)), Some((b1, _))) = (before, bed.proof(p)?) {
         let moved = one.gbit_per_s * 1e9 / 8.0 * secs as f64;
@@ -314,8 +315,8 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str) -> Result<()> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     crate::bench::write_section(section, &format!("Pod-to-pod paths ({section})"), &format!(
         "Command: `cargo xtask bench {section}` (release weftd; per testbed two weft nodes and two nodes programmed as \
-         flanneld programs them, on one switch; {runs} runs alternating the paths; iperf3 {secs} s, sockperf TCP \
-         ping-pong 64 B {secs} s, iperf3 UDP 64 B `-b 0` {secs} s; client on CPU 0, server on CPU 1). Ratios are of \
+         flanneld programs them, on one switch; {runs} runs alternating the paths; iperf3 {secs} s, weft-rr UDP \
+         request/response 64 B (both ends busy-polling, so no wake-ups in the figure) up to {secs} s, iperf3 UDP 64 B `-b 0` {secs} s; client on CPU 0, server on CPU 1). Ratios are of \
          medians, to the bare underlay (node to node) of the same testbed and mode. CPU s/GB: busy time of the whole \
          machine during the 1-stream run per GB moved. Per-run samples: `docs/perf/{section}.json`{}. Machine: {cores} cores.\n{md}\n",
         match &png { Ok(p) => format!("; chart: `docs/perf/{p}`\n\n![1-stream throughput, ratio to bare](perf/{p})"), Err(e) => format!(" (no chart: {e:#})") }

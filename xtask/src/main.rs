@@ -65,7 +65,7 @@ enum Cmd {
         /// Traffic benchmarks: runs per path.
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Traffic benchmarks: seconds per iperf3/sockperf measurement.
+        /// Traffic benchmarks: seconds per iperf3/weft-rr measurement.
         #[arg(long, default_value_t = 5)]
         secs: u32,
     },
@@ -117,7 +117,7 @@ pub fn status(c: &mut Command) -> Result<()> {
 /// Builds weftd, weft-cni and the reference flannel udp peer (the lab and
 /// the tests run them); returns weftd's path.
 fn build_weftd() -> Result<PathBuf> {
-    status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-cni", "--bin", "weft-cni", "-p", "weft-tests", "--bin", "flannel-udp-ref"]))?;
+    status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-cni", "--bin", "weft-cni", "-p", "weft-tests", "--bin", "flannel-udp-ref", "--bin", "weft-rr"]))?;
     Ok(target_dir().join("debug/weftd"))
 }
 
@@ -166,7 +166,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Bench { what, sizes, runs, secs } => {
             bootstrap::run()?;
-            status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-tests", "--bin", "flannel-udp-ref"]))?;
+            status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-tests", "--bin", "flannel-udp-ref", "--bin", "weft-rr"]))?;
             let weftd = target_dir().join("release/weftd");
             match what.as_str() {
                 "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw"),

@@ -104,6 +104,18 @@ pub fn weftd_bin() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// A helper binary of weft-tests built next to weftd (`name`), or `$env`.
+pub fn sibling_bin(name: &str, env: &str) -> Result<PathBuf> {
+    let p = match std::env::var_os(env) {
+        Some(p) => PathBuf::from(p),
+        None => weftd_bin()?.with_file_name(name),
+    };
+    if !p.exists() {
+        bail!("{} does not exist: build it (`cargo build -p weft-tests --bin {name}`) or set {env}", p.display());
+    }
+    Ok(p)
+}
+
 /// Last `n` lines of a file (for failure reports).
 pub fn tail(path: &std::path::Path, n: usize) -> String {
     match std::fs::read(path) {

@@ -58,14 +58,7 @@ impl Drop for FlannelNode {
 
 /// The reference udp peer's binary: `$WEFT_UDP_REF_BIN`, else next to weftd.
 pub fn udp_ref_bin() -> Result<std::path::PathBuf> {
-    let p = match std::env::var_os("WEFT_UDP_REF_BIN") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => crate::cmd::weftd_bin()?.with_file_name("flannel-udp-ref"),
-    };
-    if !p.exists() {
-        bail!("{} does not exist: build it (`cargo build -p weft-tests --bin flannel-udp-ref`) or set WEFT_UDP_REF_BIN", p.display());
-    }
-    Ok(p)
+    crate::cmd::sibling_bin("flannel-udp-ref", "WEFT_UDP_REF_BIN")
 }
 
 /// A random locally administered unicast MAC.

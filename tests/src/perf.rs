@@ -125,12 +125,7 @@ fn rr_client(client: &Netns, bin: &str, server_ip: Ipv4Addr, secs: u32) -> Resul
 
 /// The request/response tool: `$WEFT_RR_BIN`, else next to weftd.
 fn rr_bin() -> Result<std::path::PathBuf> {
-    let p = match std::env::var_os("WEFT_RR_BIN") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => cmd::weftd_bin()?.with_file_name("weft-rr"),
-    };
-    anyhow::ensure!(p.exists(), "{} does not exist: build it (`cargo build -p weft-tests --bin weft-rr`) or set WEFT_RR_BIN", p.display());
-    Ok(p)
+    cmd::sibling_bin("weft-rr", "WEFT_RR_BIN")
 }
 
 /// iperf3 UDP from `client` with `len`-byte datagrams, as fast as it can

@@ -114,8 +114,8 @@ pub fn status(c: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Builds weftd, weft-cni and the reference flannel udp peer (the lab and
-/// the tests run them); returns weftd's path.
+/// Builds weftd, weft-cni, the reference flannel udp peer and weft-rr (the
+/// lab, the tests and the benchmarks run them); returns weftd's path.
 fn build_weftd() -> Result<PathBuf> {
     status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-cni", "--bin", "weft-cni", "-p", "weft-tests", "--bin", "flannel-udp-ref", "--bin", "weft-rr"]))?;
     Ok(target_dir().join("debug/weftd"))

@@ -190,7 +190,7 @@ pub async fn run(args: Args) -> Result<()> {
 /// subnet's network address /32), MTU and one route for the whole network,
 /// as flannel sets up `flannel0`.
 async fn start_udp(nl: &Netlink, args: &Args, cfg: &NetConfig, own: &Ipv4Net, bind: std::net::SocketAddrV4, mtu: u32, health: &Health) -> Result<Dataplane> {
-    let path = crate::udp::UdpPath::start(&crate::udp::UdpConfig { bind, tun_mtu: mtu, workers: args.udp_workers, offload: !args.udp_no_offload })?;
+    let path = crate::udp::UdpPath::start(&crate::udp::UdpConfig { bind, tun_mtu: mtu, workers: args.udp_workers, offload: !args.udp_no_offload, pin: args.udp_per_cpu })?;
     let dev = nl.link_by_name(&path.name).await?.with_context(|| format!("TUN {} vanished", path.name))?;
     nl.set_only_addr(dev.index, own.network_addr()).await?;
     nl.set_link_up(dev.index, &path.name, mtu).await?;

@@ -158,6 +158,14 @@ pub struct Args {
     #[arg(long, env = "WEFTD_UDP_NO_OFFLOAD", help_heading = "Datapath")]
     pub udp_no_offload: bool,
 
+    /// udp backend: per-CPU workers: worker i pinned on the i-th CPU weftd
+    /// may use, each received datagram handed to the worker of the CPU that
+    /// received it (less CPU per byte and more throughput with many flows;
+    /// a single flow may end up sharing one CPU with its own endpoints).
+    /// Default: workers unpinned, datagrams spread by the kernel's hash.
+    #[arg(long, env = "WEFTD_UDP_PER_CPU", help_heading = "Datapath")]
+    pub udp_per_cpu: bool,
+
     /// Remove the lease, devices, routes, programs and pins on exit
     /// (default: leave them so pods keep talking across a restart).
     #[arg(long, env = "WEFTD_CLEANUP_ON_EXIT")]

@@ -192,3 +192,61 @@ fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// "0-1" or "0,2-3" (a Cpus_allowed_list) as CPU numbers.
+fn cpu_list(s: &str) -> Result<Vec<usize>> {
+    let mut v = vec![];
+    for part in s.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => v.extend(a.parse::<usize>()?..=b.parse::<usize>()?),
+            None => v.push(part.parse::<usize>()?),
+        }
+    }
+    Ok(v)
+}
+
+fn allowed_cpus(status_path: &str) -> Result<Vec<usize>> {
+    let status = std::fs::read_to_string(status_path).with_context(|| format!("reading {status_path}"))?;
+    cpu_list(status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).context("no Cpus_allowed_list")?)
+}
+
+/// `--udp-per-cpu`: worker i runs pinned on the i-th CPU weftd may use,
+/// received datagrams are steered to the worker of their CPU, and pods
+/// still talk both ways, with a weft node and with the reference peer.
+#[test]
+fn udp_per_cpu_workers_are_pinned_and_carry_traffic() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().config_json(UDP).embedded_store().weft_nodes(2)
+        .weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", PORT, "--udp-per-cpu"]).build()?;
+    let f = c.add_flannel_udp_node()?;
+    c.program_flannel_nodes()?;
+    c.wait_converged()?;
+    for n in [1, 2] {
+        let w = c.weft_node(n)?;
+        let pid = w.pid().context("weftd is not running")?;
+        let allowed = allowed_cpus(&format!("/proc/{pid}/status"))?;
+        let mut workers = vec![];
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if let Some(i) = comm.trim().strip_prefix("weft-udp-") {
+                let i: usize = i.parse()?;
+                let pinned = allowed_cpus(&t.path().join("status").to_string_lossy())?;
+                workers.push((i, pinned));
+            }
+        }
+        ensure!(!workers.is_empty(), "node {n}: no weft-udp-N threads in weftd {pid}");
+        for (i, pinned) in &workers {
+            ensure!(*pinned == vec![allowed[i % allowed.len()]], "node {n}: worker {i} may run on {pinned:?}, want only CPU {}", allowed[i % allowed.len()]);
+        }
+        ensure!(w.log_tail(400).contains("steered by CPU: true"), "node {n}: weftd did not say it steers datagrams by CPU:\n{}", w.log_tail(30));
+    }
+    let p1 = c.add_pod(1, Wiring::Bridge)?;
+    let p2 = c.add_pod(2, Wiring::Bridge)?;
+    let p3 = c.add_pod(f, Wiring::Bridge)?;
+    c.ping_across_nodes(&[p1, p2, p3], 3)?;
+    for (a, b, what) in [(p1, p2, "weft -> weft"), (p2, p1, "weft -> weft, back"), (p3, p1, "flannel udp -> weft")] {
+        traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip, 8 << 20).with_context(|| format!("tcp {what} with --udp-per-cpu"))?;
+    }
+    c.pass();
+    Ok(())
+}

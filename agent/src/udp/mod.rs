@@ -10,6 +10,7 @@
 //! segments into wire-sized packets itself and sends with UDP GSO, and
 //! merges received segments (UDP GRO) back into TSO packets for the TUN.
 //! Buffers are allocated once per worker.
+pub mod cpus;
 pub mod csum;
 pub mod gro;
 pub mod packet;
@@ -112,6 +113,9 @@ pub struct UdpConfig {
     pub workers: usize,
     /// Offloads (TSO on the TUN, GSO/GRO on the sockets) where the kernel has them.
     pub offload: bool,
+    /// Worker i pinned on the i-th CPU weftd may use, and each received
+    /// datagram handed to the worker of the CPU that received it (`cpus.rs`).
+    pub pin: bool,
 }
 
 /// The running udp path: the TUN and its workers. Dropping it stops the
@@ -142,17 +146,32 @@ impl UdpPath {
         let stats = Arc::new(Stats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        let mut feats = None;
-        for (i, tun) in tuns.into_iter().enumerate() {
-            let (sock, f) = sys::udp_socket(cfg.bind, cfg.offload)?;
-            feats.get_or_insert(f);
-            let w = worker::Worker { tun, sock, feats: f, peers: peers.clone(), stats: stats.clone(), stop: stop.clone(), tun_mtu: cfg.tun_mtu as usize };
+        let placement = worker_cpus(cfg.pin, workers);
+        let mut socks = Vec::new();
+        for _ in 0..tuns.len() {
+            socks.push(sys::udp_socket(cfg.bind, cfg.offload)?);
+        }
+        // Every socket is in the reuseport group now: socket i is worker i's.
+        let steered = match (socks.first(), placement.iter().any(Option::is_some)) {
+            (Some((s, _)), true) => match cpus::attach_steering(s, &cpus::steering_program(&placement)) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("udp: cannot steer datagrams by CPU ({e}); the kernel spreads them by hash");
+                    false
+                }
+            },
+            _ => false,
+        };
+        let f = socks.first().map(|(_, f)| *f).context("no udp worker")?;
+        for (i, (tun, (sock, feats))) in tuns.into_iter().zip(socks).enumerate() {
+            let cpu = placement[i];
+            let w = worker::Worker { tun, sock, feats, cpu, peers: peers.clone(), stats: stats.clone(), stop: stop.clone(), tun_mtu: cfg.tun_mtu as usize };
             threads.push(std::thread::Builder::new().name(format!("weft-udp-{i}")).spawn(move || w.run()).context("starting a udp worker")?);
         }
-        let f = feats.context("no udp worker")?;
         log::info!(
-            "udp: {name}, {workers} workers (one TUN queue and one socket on {} each), TSO on the TUN: {}, UDP GSO: {}, UDP GRO: {}",
-            cfg.bind, cfg.offload, f.gso, f.gro
+            "udp: {name}, {workers} workers (one TUN queue and one socket on {} each), TSO on the TUN: {}, UDP GSO: {}, UDP GRO: {}, pinned on CPUs: {}, steered by CPU: {steered}",
+            cfg.bind, cfg.offload, f.gso, f.gro,
+            if placement.iter().any(Option::is_some) { format!("{:?}", placement.iter().flatten().collect::<Vec<_>>()) } else { "no".into() }
         );
         Ok(UdpPath { name, peers, stats, port: cfg.bind.port(), stop, threads })
     }
@@ -165,6 +184,20 @@ impl Drop for UdpPath {
             let _ = t.join();
         }
     }
+}
+
+/// The CPU of each of `workers` workers: the allowed CPUs in turn, or none
+/// (not pinning, or the affinity mask cannot be read).
+fn worker_cpus(pin: bool, workers: usize) -> Vec<Option<usize>> {
+    let allowed = if pin {
+        cpus::allowed().unwrap_or_else(|e| {
+            log::warn!("udp: cannot read the CPU affinity mask ({e}); workers run unpinned");
+            vec![]
+        })
+    } else {
+        vec![]
+    };
+    (0..workers.max(1)).map(|i| (!allowed.is_empty()).then(|| allowed[i % allowed.len()])).collect()
 }
 
 /// The peers' socket address for a lease's PublicIP.

@@ -36,6 +36,8 @@ pub struct Worker {
     pub tun: OwnedFd,
     pub sock: OwnedFd,
     pub feats: SocketFeatures,
+    /// The CPU to pin this worker on (None: unpinned).
+    pub cpu: Option<usize>,
     pub peers: Arc<Peers>,
     pub stats: Arc<Stats>,
     pub stop: Arc<AtomicBool>,
@@ -82,6 +84,11 @@ fn would_block(e: &io::Error) -> bool {
 
 impl Worker {
     pub fn run(self) {
+        if let Some(cpu) = self.cpu {
+            if let Err(e) = super::cpus::pin_current_thread(cpu) {
+                log::warn!("udp worker: cannot pin on CPU {cpu} ({e}); running unpinned");
+            }
+        }
         let mut b = Buffers {
             slots: (0..SLOTS).map(|_| vec![0u8; BUF]).collect(),
             dsts: [SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); SLOTS],

@@ -8,7 +8,8 @@
 //! - host-gw testbed: bare; flannel's host-gw routes; weft host-gw with the
 //!   fast path on and off;
 //! - udp testbed: bare; the reference udp peer (flannel's proxy: one packet
-//!   per syscall, one thread); weft udp, with its offloads and without.
+//!   per syscall, one thread); weft udp, with its offloads and without,
+//!   and with per-CPU workers (--udp-per-cpu).
 //! Metrics: TCP 1 and 4 streams (iperf3), UDP request/response round trip
 //! p50/p99 (weft-rr, 64 bytes, busy-polling ends), 64-byte UDP datagrams per
 //! second (iperf3),
@@ -45,6 +46,7 @@ enum Path {
     FlannelUdpRef,
     WeftUdp,
     WeftUdpNoOffload,
+    WeftUdpPerCpu,
 }
 
 impl Path {
@@ -61,6 +63,7 @@ impl Path {
             Path::FlannelUdpRef => "flannel udp (reference proxy)",
             Path::WeftUdp => "weft udp",
             Path::WeftUdpNoOffload => "weft udp, --udp-no-offload",
+            Path::WeftUdpPerCpu => "weft udp, --udp-per-cpu",
         }
     }
 
@@ -69,6 +72,7 @@ impl Path {
         match self {
             Path::WeftVxlanTc | Path::WeftVxlanHostPath | Path::WeftHostGwFast | Path::WeftUdp => Some(&[]),
             Path::WeftUdpNoOffload => Some(&["--udp-no-offload"]),
+            Path::WeftUdpPerCpu => Some(&["--udp-per-cpu"]),
             Path::WeftVxlanXdp => Some(&["--xdp-decap"]),
             Path::WeftHostGwStack => Some(&["--no-fast-path"]),
             _ => None,
@@ -81,7 +85,7 @@ fn paths(f: Family) -> &'static [Path] {
         // Host path right after TC: same flags, no restart between them.
         Family::Vxlan => &[Path::Bare, Path::FlannelVxlan, Path::WeftVxlanTc, Path::WeftVxlanHostPath, Path::WeftVxlanXdp],
         Family::HostGw => &[Path::Bare, Path::FlannelHostGw, Path::WeftHostGwFast, Path::WeftHostGwStack],
-        Family::Udp => &[Path::Bare, Path::FlannelUdpRef, Path::WeftUdp, Path::WeftUdpNoOffload],
+        Family::Udp => &[Path::Bare, Path::FlannelUdpRef, Path::WeftUdp, Path::WeftUdpPerCpu, Path::WeftUdpNoOffload],
     }
 }
 
@@ -193,7 +197,7 @@ impl Bed {
             Path::WeftVxlanXdp => (2, stat::DECAP_XDP, "decap_xdp"),
             Path::WeftVxlanHostPath => (2, stat::DECAP, "decap"),
             Path::WeftHostGwFast => (1, stat::FWD, "fwd"),
-            Path::WeftUdp | Path::WeftUdpNoOffload => {
+            Path::WeftUdp | Path::WeftUdpNoOffload | Path::WeftUdpPerCpu => {
                 let text = metrics::scrape(self.c.node_ns(2)?)?;
                 return Ok(Some((metrics::sample(&text, "weft_udp_bytes_total{what=\"rx\"}") as u64, "udp rx")));
             }
@@ -241,6 +245,19 @@ fn measure(bed: &Bed, p: Path, secs: u32, s: &mut Samples) -> Result<()> {
     Ok(())
 }
 
+/// One extra 1-stream iperf3 run of `p` under `perf record -a -g` (apart
+/// from the measured runs, so the profiler's cost is in no figure); the
+/// report goes to `target/bench-profiles/`, its top lines to stdout.
+fn profile_one_stream(bed: &Bed, p: Path, mode: Mode, secs: u32) -> Result<()> {
+    let (client, server, ip) = bed.ends(p)?;
+    let name = format!("{:?}-{}-{}", bed.family, if mode == Mode::Veth { "veth" } else { "wire" }, p.label())
+        .to_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let (bulk, top) = crate::profile::system_wide(&name, secs, || perf::iperf3(client, server, ip, secs, 1))?;
+    println!("    profile of {} ({:.2} Gbit/s under perf), self time, whole machine:\n{top}", p.label(), bulk.gbit_per_s);
+    Ok(())
+}
+
 struct Result1 {
     family: Family,
     mode: Mode,
@@ -248,7 +265,7 @@ struct Result1 {
     s: Samples,
 }
 
-pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs: u32, section: &str) -> Result<()> {
+pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs: u32, section: &str, profile: bool) -> Result<()> {
     std::env::set_var("WEFTD_BIN", weftd);
     let mut all: Vec<Result1> = vec![];
     for fam in families {
@@ -269,6 +286,14 @@ pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs:
                         bed.set_weftd(flags)?;
                     }
                     measure(&bed, p, secs, &mut samples[i]).with_context(|| format!("{} ({})", p.label(), mode.label()))?;
+                }
+            }
+            if profile {
+                for &p in ps {
+                    if let Some(flags) = p.weftd_flags() {
+                        bed.set_weftd(flags)?;
+                    }
+                    profile_one_stream(&bed, p, mode, secs).with_context(|| format!("profiling {} ({})", p.label(), mode.label()))?;
                 }
             }
             all.extend(ps.iter().zip(samples).map(|(&path, s)| Result1 { family, mode, path, s }));

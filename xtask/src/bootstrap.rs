@@ -12,6 +12,8 @@ use crate::status;
 pub const APT_PACKAGES: &[&str] = &[
     "clang-16", "llvm-16", "libbpf-dev", "linux-libc-dev", "bpftool", "iproute2", "iputils-ping", "iperf3",
     "ethtool", "tcpdump", "protobuf-compiler", "libprotobuf-dev", "etcd-server", "etcd-client", "openssl", "gnuplot-nox", "python3-venv",
+    // perf, for `cargo xtask bench --profile`.
+    "linux-perf",
     // The reference CNI plugins (in /usr/lib/cni): weft-cni's tests chain
     // portmap and bandwidth after it and compare it with host-local.
     "containernetworking-plugins",

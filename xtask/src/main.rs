@@ -4,6 +4,7 @@ mod bench;
 mod bench_dataplanes;
 mod bootstrap;
 mod lab;
+mod profile;
 mod soak;
 
 use std::{path::PathBuf, process::Command};
@@ -68,6 +69,14 @@ enum Cmd {
         /// Traffic benchmarks: seconds per iperf3/weft-rr measurement.
         #[arg(long, default_value_t = 5)]
         secs: u32,
+        /// Traffic benchmarks: after the runs, profile one more 1-stream
+        /// run of every path with `perf record -a -g` (reports in
+        /// target/bench-profiles/, top symbols printed).
+        #[arg(long)]
+        profile: bool,
+        /// Traffic benchmarks: underlay modes to measure.
+        #[arg(long, value_parser = ["both", "veth", "wire"], default_value = "both")]
+        mode: String,
     },
     /// The long reliability run: node loss, load with churn (60 s), etcd
     /// faults (a 60 s outage, a slow etcd, restarts after compaction) and
@@ -164,20 +173,19 @@ fn real_main() -> Result<()> {
             status(cargo().arg("build"))?;
             lab::run(&target_dir().join("debug/weftd"), nodes, keep, etcd)
         }
-        Cmd::Bench { what, sizes, runs, secs } => {
+        Cmd::Bench { what, sizes, runs, secs, profile, mode } => {
             bootstrap::run()?;
             status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-tests", "--bin", "flannel-udp-ref", "--bin", "weft-rr"]))?;
             let weftd = target_dir().join("release/weftd");
+            let modes: &[bench_dataplanes::Mode] = match mode.as_str() {
+                "veth" => &[bench_dataplanes::Mode::Veth],
+                "wire" => &[bench_dataplanes::Mode::Wire],
+                _ => &[bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire],
+            };
             match what.as_str() {
-                "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw"),
-                "udp" => {
-                    let modes = [bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire];
-                    bench_dataplanes::run(&weftd, &["udp"], &modes, runs.max(1), secs.max(1), "udp")
-                }
-                "dataplanes" => {
-                    let modes = [bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire];
-                    bench_dataplanes::run(&weftd, &["vxlan", "host-gw", "udp"], &modes, runs.max(1), secs.max(1), "dataplanes")
-                }
+                "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw", profile),
+                "udp" => bench_dataplanes::run(&weftd, &["udp"], modes, runs.max(1), secs.max(1), "udp", profile),
+                "dataplanes" => bench_dataplanes::run(&weftd, &["vxlan", "host-gw", "udp"], modes, runs.max(1), secs.max(1), "dataplanes", profile),
                 _ => bench::control_plane(&weftd, &sizes),
             }
         }

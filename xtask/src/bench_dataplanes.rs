@@ -19,7 +19,8 @@
 //! as from a physical NIC). Paths alternate within each run so drift hits
 //! them alike; figures are medians over runs with min and max. Before each
 //! weft figure is kept, its counters must show that weft's programs carried
-//! the traffic. A benchmark, not a test.
+//! the traffic. Every path gets a 1 s warm-up transfer, not kept, before it
+//! is measured. A benchmark, not a test.
 use std::{net::Ipv4Addr, path::Path as FsPath, time::Duration};
 
 use anyhow::{ensure, Context, Result};
@@ -68,9 +69,12 @@ impl Path {
     }
 
     /// weftd's flags for this path (None: weft's nodes are not involved).
+    /// The bare underlay runs between the weft nodes, so it takes the
+    /// default flags: an XDP program left on their eth0 by the previous
+    /// path would take GSO from the switch's ports and slow bare down.
     fn weftd_flags(self) -> Option<&'static [&'static str]> {
         match self {
-            Path::WeftVxlanTc | Path::WeftVxlanHostPath | Path::WeftHostGwFast | Path::WeftUdp => Some(&[]),
+            Path::Bare | Path::WeftVxlanTc | Path::WeftVxlanHostPath | Path::WeftHostGwFast | Path::WeftUdp => Some(&[]),
             Path::WeftUdpNoOffload => Some(&["--udp-no-offload"]),
             Path::WeftUdpPerCpu => Some(&["--udp-per-cpu"]),
             Path::WeftVxlanXdp => Some(&["--xdp-decap"]),
@@ -124,6 +128,8 @@ struct Bed {
     unregistered: [usize; 2],
     flannel: [usize; 2],
     flags: Option<Vec<String>>,
+    /// The underlay mode being measured (its offloads).
+    mode: Mode,
 }
 
 impl Bed {
@@ -147,7 +153,7 @@ impl Bed {
                 c.register_endpoint(p)?;
             }
         }
-        Ok(Bed { family: f, c, weft, unregistered, flannel, flags: Some(vec![]) })
+        Ok(Bed { family: f, c, weft, unregistered, flannel, flags: Some(vec![]), mode: Mode::Veth })
     }
 
     /// Restarts both weftd with `flags` unless they run with them already,
@@ -160,6 +166,13 @@ impl Bed {
         for n in [1, 2] {
             self.c.weft_node_mut(n)?.stop();
             self.c.start_weftd_with(n, flags)?;
+        }
+        // Attaching XDP to a node's eth0 turned GSO off on its switch port
+        // and detaching it does not turn it back on: set the mode's offloads
+        // again (best effort: with XDP attached the port cannot take GSO,
+        // which is the truth of that path on veth).
+        if let Err(e) = self.set_offloads(self.mode == Mode::Veth) {
+            println!("    (offloads after restarting weftd with {flags:?}: {e:#})");
         }
         let registered = !flags.contains(&"--no-fast-path");
         for n in [1, 2] {
@@ -222,6 +235,10 @@ impl Bed {
 
 fn measure(bed: &Bed, p: Path, secs: u32, s: &mut Samples) -> Result<()> {
     let (client, server, ip) = bed.ends(p)?;
+    // A 1 s transfer first, not kept: every path is measured warm (neighbours
+    // resolved, workers and caches awake), not only those whose weftd was
+    // not just restarted.
+    perf::iperf3(client, server, ip, 1, 1).with_context(|| format!("warm-up of {}", p.label()))?;
     let before = bed.proof(p)?;
     let busy0 = perf::cpu_busy_seconds()?;
     let one = perf::iperf3(client, server, ip, secs, 1)?;
@@ -276,6 +293,7 @@ pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs:
         };
         let mut bed = Bed::build(family)?;
         for &mode in modes {
+            bed.mode = mode;
             bed.set_offloads(mode == Mode::Veth)?;
             let ps = paths(family);
             let mut samples: Vec<Samples> = vec![Samples::default(); ps.len()];
@@ -339,8 +357,8 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str) -> Result<()> {
     let png = chart_png(&dir, section, &chart);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     crate::bench::write_section(section, &format!("Pod-to-pod paths ({section})"), &format!(
-        "Command: `cargo xtask bench {section}` (release weftd; per testbed two weft nodes and two nodes programmed as \
-         flanneld programs them, on one switch; {runs} runs alternating the paths; iperf3 {secs} s, weft-rr UDP \
+        "Command: `cargo xtask bench {section} --runs {runs} --secs {secs}` (release weftd; per testbed two weft nodes and two nodes programmed as \
+         flanneld programs them, on one switch; {runs} runs alternating the paths, each path after a 1 s warm-up transfer; iperf3 {secs} s, weft-rr UDP \
          request/response 64 B (both ends busy-polling, so no wake-ups in the figure) up to {secs} s, iperf3 UDP 64 B `-b 0` {secs} s; client on CPU 0, server on CPU 1). Ratios are of \
          medians, to the bare underlay (node to node) of the same testbed and mode. CPU s/GB: busy time of the whole \
          machine during the 1-stream run per GB moved. Per-run samples: `docs/perf/{section}.json`{}. Machine: {cores} cores.\n{md}\n",

@@ -77,7 +77,7 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
         rows.join("\n")
     );
     println!("\n{table}");
-    write_section("control-plane", "Control plane", &format!(
+    write_section(&docs_dir(), "control-plane", "Control plane", &format!(
         "Command: `cargo xtask bench control-plane` (release weftd; one node; N leases written at once, \
          etcd in transactions of 125 puts, the embedded store in one locked write; timed until weft.1 \
          has N routes, map entries checked after). Machine: {} cores. Target: 5,000 leases in under \
@@ -88,8 +88,15 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
 
 /// Replaces the section between `<!-- NAME -->` markers in docs/performance.md
 /// (other benchmarks own the other sections).
-pub fn write_section(name: &str, title: &str, body: &str) -> Result<()> {
-    let path = crate::workspace().join("docs/performance.md");
+/// `docs/`, where the benchmarks write their figures.
+pub fn docs_dir() -> std::path::PathBuf {
+    crate::workspace().join("docs")
+}
+
+/// Writes (or replaces) section `name` of `<docs>/performance.md`.
+pub fn write_section(docs: &Path, name: &str, title: &str, body: &str) -> Result<()> {
+    std::fs::create_dir_all(docs)?;
+    let path = docs.join("performance.md");
     let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# weft performance\n\nFigures written by `cargo xtask bench`; each section says the command that made it.\n".into());
     let (start, end) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
     let section = format!("{start}\n## {title}\n\n{body}{end}");

@@ -282,7 +282,9 @@ struct Result1 {
     s: Samples,
 }
 
-pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs: u32, section: &str, profile: bool) -> Result<()> {
+/// Measures `families` in `modes` and writes the section `section` of
+/// `<docs>/performance.md`, with its JSON and chart in `<docs>/perf/`.
+pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs: u32, section: &str, profile: bool, docs: &FsPath) -> Result<()> {
     std::env::set_var("WEFTD_BIN", weftd);
     let mut all: Vec<Result1> = vec![];
     for fam in families {
@@ -318,14 +320,14 @@ pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs:
         }
         bed.c.pass();
     }
-    write(&all, runs, secs, section)
+    write(&all, runs, secs, section, docs)
 }
 
 fn med(v: &[f64]) -> (f64, f64, f64) {
     perf::spread(v.to_vec())
 }
 
-fn write(all: &[Result1], runs: usize, secs: u32, section: &str) -> Result<()> {
+fn write(all: &[Result1], runs: usize, secs: u32, section: &str, docs: &FsPath) -> Result<()> {
     let mut md = String::new();
     let mut json = vec![];
     let mut chart = String::new();
@@ -351,12 +353,12 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str) -> Result<()> {
         }
     }
     println!("{md}");
-    let dir = crate::workspace().join("docs/perf");
+    let dir = docs.join("perf");
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join(format!("{section}.json")), serde_json::to_string_pretty(&serde_json::json!({ "runs": runs, "secs": secs, "results": json }))?)?;
     let png = chart_png(&dir, section, &chart);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    crate::bench::write_section(section, &format!("Pod-to-pod paths ({section})"), &format!(
+    crate::bench::write_section(docs, section, &format!("Pod-to-pod paths ({section})"), &format!(
         "Command: `cargo xtask bench {section} --runs {runs} --secs {secs}` (release weftd; per testbed two weft nodes and two nodes programmed as \
          flanneld programs them, on one switch; {runs} runs alternating the paths, each path after a 1 s warm-up transfer; iperf3 {secs} s, weft-rr UDP \
          request/response 64 B (both ends busy-polling, so no wake-ups in the figure) up to {secs} s, iperf3 UDP 64 B `-b 0` {secs} s; client on CPU 0, server on CPU 1). Ratios are of \

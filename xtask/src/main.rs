@@ -29,7 +29,9 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Bootstrap, build weftd and weft-cni, run `cargo test --workspace` (needs root).
+    /// Bootstrap, build weftd and weft-cni, run `cargo test --workspace`
+    /// (needs root); a whole run (no arguments) first smokes the dataplane
+    /// benchmark (every path once, 1 s, figures in target/bench-smoke/).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name, `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -130,6 +132,16 @@ fn build_weftd() -> Result<PathBuf> {
     Ok(target_dir().join("debug/weftd"))
 }
 
+/// `cargo xtask bench dataplanes` cut to a smoke: every path of every
+/// testbed once, 1 s per figure, veth mode, on the debug weftd, figures into
+/// target/bench-smoke/ (never docs/). It fails where the benchmark would:
+/// a path that carries no traffic, a counter that does not show weft
+/// carried it, a tool whose output cannot be read.
+fn bench_smoke(weftd: &std::path::Path) -> Result<()> {
+    println!("xtask: benchmark smoke (cargo xtask bench dataplanes, 1 run of 1 s, veth mode; figures in target/bench-smoke/)");
+    bench_dataplanes::run(weftd, &["vxlan", "host-gw", "udp"], &[bench_dataplanes::Mode::Veth], 1, 1, "dataplanes", false, &target_dir().join("bench-smoke"))
+}
+
 fn main() {
     if let Err(e) = real_main() {
         eprintln!("xtask: error: {e:#}");
@@ -159,7 +171,14 @@ fn real_main() -> Result<()> {
             if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
                 c.env("RUST_LIB_BACKTRACE", "0");
             }
-            status(&mut c)
+            // A whole run (no test named) also smokes the dataplane
+            // benchmark, first, so cargo test's summary stays the last word.
+            let smoke = if args.is_empty() { Some(bench_smoke(&weftd)) } else { None };
+            let tests = status(&mut c);
+            if let Some(Err(e)) = smoke {
+                bail!("the benchmark smoke failed: {e:#}");
+            }
+            tests
         }
         Cmd::Soak => {
             bootstrap::run()?;
@@ -183,9 +202,9 @@ fn real_main() -> Result<()> {
                 _ => &[bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire],
             };
             match what.as_str() {
-                "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw", profile),
-                "udp" => bench_dataplanes::run(&weftd, &["udp"], modes, runs.max(1), secs.max(1), "udp", profile),
-                "dataplanes" => bench_dataplanes::run(&weftd, &["vxlan", "host-gw", "udp"], modes, runs.max(1), secs.max(1), "dataplanes", profile),
+                "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw", profile, &bench::docs_dir()),
+                "udp" => bench_dataplanes::run(&weftd, &["udp"], modes, runs.max(1), secs.max(1), "udp", profile, &bench::docs_dir()),
+                "dataplanes" => bench_dataplanes::run(&weftd, &["vxlan", "host-gw", "udp"], modes, runs.max(1), secs.max(1), "dataplanes", profile, &bench::docs_dir()),
                 _ => bench::control_plane(&weftd, &sizes),
             }
         }

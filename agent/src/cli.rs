@@ -160,8 +160,8 @@ pub struct Args {
 
     /// udp backend: per-CPU workers: worker i pinned on the i-th CPU weftd
     /// may use, each received datagram handed to the worker of the CPU that
-    /// received it (less CPU per byte and more throughput with many flows;
-    /// a single flow may end up sharing one CPU with its own endpoints).
+    /// received it (more throughput with several flows; a single flow may
+    /// end up sharing one CPU with its own endpoints).
     /// Default: workers unpinned, datagrams spread by the kernel's hash.
     #[arg(long, env = "WEFTD_UDP_PER_CPU", help_heading = "Datapath")]
     pub udp_per_cpu: bool,

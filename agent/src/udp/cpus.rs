@@ -6,8 +6,10 @@
 //! Why: by default the kernel picks a worker by a hash of the outer
 //! addresses, so the softirq that queued a datagram on one CPU may wake a
 //! worker on another and the payload crosses caches. Kept on the receiving
-//! CPU, the copy out of the socket reads cache-hot data: less CPU per byte
-//! and more throughput with many flows. Why not the default: a flow's
+//! CPU, the copy out of the socket reads cache-hot data. Measured on the
+//! 2-core testbed: more throughput with several flows (4 streams 7.50
+//! against 6.19 Gbit/s), CPU per byte from equal to 20% less depending on
+//! the run. Why not the default: a flow's
 //! whole path then follows the CPU that receives it (the TUN sends a flow
 //! to the queue that last wrote it), so one flow can end up sharing one
 //! CPU with its own endpoints; and pinned workers cannot move away from a

@@ -10,10 +10,10 @@
 //! - udp testbed: bare; the reference udp peer (flannel's proxy: one packet
 //!   per syscall, one thread); weft udp, with its offloads and without,
 //!   and with per-CPU workers (--udp-per-cpu).
+//!
 //! Metrics: TCP 1 and 4 streams (iperf3), UDP request/response round trip
 //! p50/p99 (weft-rr, 64 bytes, busy-polling ends), 64-byte UDP datagrams per
-//! second (iperf3),
-//! and busy CPU seconds of the machine per GB moved (1-stream run). Two
+//! second (iperf3), and busy CPU seconds of the machine per GB moved (1-stream run). Two
 //! underlay modes: veth as it is (64 KB GSO packets cross it untouched) and
 //! wire-realistic (TSO/GSO/GRO off on every underlay port: MTU-sized packets,
 //! as from a physical NIC). Paths alternate within each run so drift hits

@@ -19,7 +19,7 @@
 //! cannot run.
 use std::{
     io,
-    os::fd::{AsRawFd, OwnedFd},
+    os::fd::{AsRawFd, BorrowedFd},
 };
 
 /// The CPUs this process may run on (its affinity mask, which a cpuset or
@@ -75,7 +75,7 @@ pub fn steering_program(cpus: &[Option<usize>]) -> Vec<libc::sock_filter> {
 
 /// Attaches `prog` to the reuseport group of `sock` (one socket of the
 /// group stands for all of it).
-pub fn attach_steering(sock: &OwnedFd, prog: &[libc::sock_filter]) -> io::Result<()> {
+pub fn attach_steering(sock: BorrowedFd<'_>, prog: &[libc::sock_filter]) -> io::Result<()> {
     if prog.len() > libc::BPF_MAXINSNS as usize {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("steering program of {} instructions", prog.len())));
     }
@@ -128,7 +128,7 @@ mod tests {
     /// hash would spread them over both).
     #[test]
     fn datagrams_land_on_the_socket_of_the_receiving_cpu() {
-        use std::{net::UdpSocket, os::fd::FromRawFd, time::Duration};
+        use std::{net::UdpSocket, os::fd::AsFd, time::Duration};
         let cpu = allowed().unwrap()[0];
         // A thread of our own, so pinning it leaves the test harness alone.
         std::thread::spawn(move || {
@@ -139,10 +139,7 @@ mod tests {
                 let b = reuseport_socket(&at.to_string());
                 let mut map = [None, None];
                 map[target] = Some(cpu);
-                // SAFETY: a's fd stays open (borrowed for the call).
-                let fd = unsafe { OwnedFd::from_raw_fd(a.as_raw_fd()) };
-                attach_steering(&fd, &steering_program(&map)).unwrap();
-                std::mem::forget(fd);
+                attach_steering(a.as_fd(), &steering_program(&map)).unwrap();
                 // From 20 source ports: a hash would spread them over both.
                 for _ in 0..20 {
                     UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"x", at).unwrap();
@@ -167,7 +164,7 @@ mod tests {
     }
 
     fn reuseport_socket(at: &str) -> std::net::UdpSocket {
-        use std::os::fd::FromRawFd;
+        use std::os::fd::{FromRawFd, OwnedFd};
         let at: std::net::SocketAddrV4 = at.parse().unwrap();
         // SAFETY: a plain socket(2), owned at once.
         let fd = unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)) };

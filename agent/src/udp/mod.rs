@@ -153,7 +153,7 @@ impl UdpPath {
         }
         // Every socket is in the reuseport group now: socket i is worker i's.
         let steered = match (socks.first(), placement.iter().any(Option::is_some)) {
-            (Some((s, _)), true) => match cpus::attach_steering(s, &cpus::steering_program(&placement)) {
+            (Some((s, _)), true) => match cpus::attach_steering(std::os::fd::AsFd::as_fd(s), &cpus::steering_program(&placement)) {
                 Ok(()) => true,
                 Err(e) => {
                     log::warn!("udp: cannot steer datagrams by CPU ({e}); the kernel spreads them by hash");

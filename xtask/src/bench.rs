@@ -86,14 +86,14 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
     ))
 }
 
-/// Replaces the section between `<!-- NAME -->` markers in docs/performance.md
-/// (other benchmarks own the other sections).
 /// `docs/`, where the benchmarks write their figures.
 pub fn docs_dir() -> std::path::PathBuf {
     crate::workspace().join("docs")
 }
 
-/// Writes (or replaces) section `name` of `<docs>/performance.md`.
+/// Replaces the section between `<!-- NAME -->` markers in
+/// `<docs>/performance.md`, or appends it (other benchmarks own the other
+/// sections).
 pub fn write_section(docs: &Path, name: &str, title: &str, body: &str) -> Result<()> {
     std::fs::create_dir_all(docs)?;
     let path = docs.join("performance.md");

@@ -191,6 +191,15 @@ impl Bed {
         Ok(())
     }
 
+    /// Runs weftd as path `p` needs it (a path with no flags of its own
+    /// leaves weftd as it is).
+    fn prepare(&mut self, p: Path) -> Result<()> {
+        match p.weftd_flags() {
+            Some(flags) => self.set_weftd(flags),
+            None => Ok(()),
+        }
+    }
+
     /// (client, server, server address) of a path.
     fn ends(&self, p: Path) -> Result<(&Netns, &Netns, Ipv4Addr)> {
         let pods = |[a, b]: [usize; 2]| (&self.c.pods[a].ns, &self.c.pods[b].ns, self.c.pods[b].ip);
@@ -282,9 +291,26 @@ struct Result1 {
     s: Samples,
 }
 
-/// Measures `families` in `modes` and writes the section `section` of
+/// What one benchmark run measures and where it writes.
+pub struct Plan<'a> {
+    /// Testbeds: "vxlan", "host-gw", "udp".
+    pub families: &'a [&'a str],
+    pub modes: &'a [Mode],
+    pub runs: usize,
+    pub secs: u32,
+    /// The section of `<docs>/performance.md` (and name of its JSON and chart).
+    pub section: &'a str,
+    /// One more 1-stream run per path under `perf record` afterwards.
+    pub profile: bool,
+    /// Where performance.md and perf/ are.
+    pub docs: &'a FsPath,
+}
+
+/// Measures the plan's families in its modes and writes its section of
 /// `<docs>/performance.md`, with its JSON and chart in `<docs>/perf/`.
-pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs: u32, section: &str, profile: bool, docs: &FsPath) -> Result<()> {
+pub fn run(weftd: &FsPath, plan: &Plan) -> Result<()> {
+    let &Plan { families, modes, runs, secs, section, profile, docs } = plan;
+    let (runs, secs) = (runs.max(1), secs.max(1));
     std::env::set_var("WEFTD_BIN", weftd);
     let mut all: Vec<Result1> = vec![];
     for fam in families {
@@ -302,17 +328,13 @@ pub fn run(weftd: &FsPath, families: &[&str], modes: &[Mode], runs: usize, secs:
             for r in 1..=runs {
                 println!("bench: {family:?} testbed, {}, run {r}/{runs}", mode.label());
                 for (i, &p) in ps.iter().enumerate() {
-                    if let Some(flags) = p.weftd_flags() {
-                        bed.set_weftd(flags)?;
-                    }
+                    bed.prepare(p)?;
                     measure(&bed, p, secs, &mut samples[i]).with_context(|| format!("{} ({})", p.label(), mode.label()))?;
                 }
             }
             if profile {
                 for &p in ps {
-                    if let Some(flags) = p.weftd_flags() {
-                        bed.set_weftd(flags)?;
-                    }
+                    bed.prepare(p)?;
                     profile_one_stream(&bed, p, mode, secs).with_context(|| format!("profiling {} ({})", p.label(), mode.label()))?;
                 }
             }

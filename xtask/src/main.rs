@@ -139,7 +139,10 @@ fn build_weftd() -> Result<PathBuf> {
 /// carried it, a tool whose output cannot be read.
 fn bench_smoke(weftd: &std::path::Path) -> Result<()> {
     println!("xtask: benchmark smoke (cargo xtask bench dataplanes, 1 run of 1 s, veth mode; figures in target/bench-smoke/)");
-    bench_dataplanes::run(weftd, &["vxlan", "host-gw", "udp"], &[bench_dataplanes::Mode::Veth], 1, 1, "dataplanes", false, &target_dir().join("bench-smoke"))
+    let docs = target_dir().join("bench-smoke");
+    bench_dataplanes::run(weftd, &bench_dataplanes::Plan {
+        families: &["vxlan", "host-gw", "udp"], modes: &[bench_dataplanes::Mode::Veth], runs: 1, secs: 1, section: "dataplanes", profile: false, docs: &docs,
+    })
 }
 
 fn main() {
@@ -201,10 +204,16 @@ fn real_main() -> Result<()> {
                 "wire" => &[bench_dataplanes::Mode::Wire],
                 _ => &[bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire],
             };
+            let docs = bench::docs_dir();
+            let plan = |families, modes, section| bench_dataplanes::Plan { families, modes, runs, secs, section, profile, docs: &docs };
             match what.as_str() {
-                "host-gw" => bench_dataplanes::run(&weftd, &["host-gw"], &[bench_dataplanes::Mode::Veth], runs.max(1), secs.max(1), "host-gw", profile, &bench::docs_dir()),
-                "udp" => bench_dataplanes::run(&weftd, &["udp"], modes, runs.max(1), secs.max(1), "udp", profile, &bench::docs_dir()),
-                "dataplanes" => bench_dataplanes::run(&weftd, &["vxlan", "host-gw", "udp"], modes, runs.max(1), secs.max(1), "dataplanes", profile, &bench::docs_dir()),
+                // host-gw alone is veth mode unless a mode is named.
+                "host-gw" => {
+                    let modes = if mode == "both" { &[bench_dataplanes::Mode::Veth][..] } else { modes };
+                    bench_dataplanes::run(&weftd, &plan(&["host-gw"], modes, "host-gw"))
+                }
+                "udp" => bench_dataplanes::run(&weftd, &plan(&["udp"], modes, "udp")),
+                "dataplanes" => bench_dataplanes::run(&weftd, &plan(&["vxlan", "host-gw", "udp"], modes, "dataplanes")),
                 _ => bench::control_plane(&weftd, &sizes),
             }
         }

@@ -249,18 +249,23 @@ fn measure(bed: &Bed, p: Path, secs: u32, s: &mut Samples) -> Result<()> {
     // not just restarted.
     perf::iperf3(client, server, ip, 1, 1).with_context(|| format!("warm-up of {}", p.label()))?;
     let before = bed.proof(p)?;
+    let rx0 = rx_counters(server)?;
     let busy0 = perf::cpu_busy_seconds()?;
     let one = perf::iperf3(client, server, ip, secs, 1)?;
     let busy = perf::cpu_busy_seconds()? - busy0;
-    let four = perf::iperf3(client, server, ip, secs, 4)?;
-    let rtt = perf::rr_rtt(client, server, ip, secs)?;
-    let pps = perf::udp_pps(client, server, ip, secs, 64)?;
+    let rx = rx_counters(server)?;
+    // Per-packet costs scale with packets per byte: 64 KB GSO packets or
+    // MTU-sized ones make a fortyfold difference.
+    let per_packet = (rx.1 - rx0.1) as f64 / (rx.0 - rx0.0).max(1) as f64;
     if let (Some((b0, what)), Some((b1, _))) = (before, bed.proof(p)?) {
         let moved = one.gbit_per_s * 1e9 / 8.0 * secs as f64;
         ensure!((b1 - b0) as f64 > moved * 0.5, "{}: weft's `{what}` counter moved {} bytes while iperf3 moved {moved:.0}: the figures would not describe weft", p.label(), b1 - b0);
     }
+    let four = perf::iperf3(client, server, ip, secs, 4)?;
+    let rtt = perf::rr_rtt(client, server, ip, secs)?;
+    let pps = perf::udp_pps(client, server, ip, secs, 64)?;
     let gb = one.gbit_per_s * secs as f64 / 8.0;
-    println!("    {:44} 1 stream {:6.2} Gbit/s, 4 streams {:6.2}, RTT p50 {:5.1} us p99 {:5.1}, {:7.0} pps, {:.2} CPU s/GB",
+    println!("    {:44} 1 stream {:6.2} Gbit/s, 4 streams {:6.2}, RTT p50 {:5.1} us p99 {:5.1}, {:7.0} pps, {:.2} CPU s/GB, {per_packet:.0} B/packet in",
         p.label(), one.gbit_per_s, four.gbit_per_s, rtt.p50_us, rtt.p99_us, pps, busy / gb);
     s.one.push(one.gbit_per_s);
     s.four.push(four.gbit_per_s);
@@ -269,6 +274,13 @@ fn measure(bed: &Bed, p: Path, secs: u32, s: &mut Samples) -> Result<()> {
     s.pps.push(pps);
     s.cpu_per_gb.push(busy / gb);
     Ok(())
+}
+
+/// (packets, bytes) eth0 of `ns` has received.
+fn rx_counters(ns: &Netns) -> Result<(u64, u64)> {
+    let j: serde_json::Value = serde_json::from_str(&ns.exec("ip", &["-s", "-j", "link", "show", "eth0"])?).context("ip -s -j link show eth0")?;
+    let rx = &j[0]["stats64"]["rx"];
+    Ok((rx["packets"].as_u64().context("no rx packets")?, rx["bytes"].as_u64().context("no rx bytes")?))
 }
 
 /// One extra 1-stream iperf3 run of `p` under `perf record -a -g` (apart
@@ -304,12 +316,15 @@ pub struct Plan<'a> {
     pub profile: bool,
     /// Where performance.md and perf/ are.
     pub docs: &'a FsPath,
+    /// Label fragments (lower case) of the paths to measure; empty: all.
+    /// The bare underlay, every ratio's base, is always measured.
+    pub only: &'a [String],
 }
 
 /// Measures the plan's families in its modes and writes its section of
 /// `<docs>/performance.md`, with its JSON and chart in `<docs>/perf/`.
 pub fn run(weftd: &FsPath, plan: &Plan) -> Result<()> {
-    let &Plan { families, modes, runs, secs, section, profile, docs } = plan;
+    let &Plan { families, modes, runs, secs, section, profile, docs, only } = plan;
     let (runs, secs) = (runs.max(1), secs.max(1));
     std::env::set_var("WEFTD_BIN", weftd);
     let mut all: Vec<Result1> = vec![];
@@ -319,11 +334,19 @@ pub fn run(weftd: &FsPath, plan: &Plan) -> Result<()> {
             "udp" => Family::Udp,
             _ => Family::Vxlan,
         };
+        let ps: Vec<Path> = paths(family)
+            .iter()
+            .copied()
+            .filter(|p| *p == Path::Bare || only.is_empty() || only.iter().any(|o| p.label().to_lowercase().contains(&o.to_lowercase())))
+            .collect();
+        // A filter that picks none of this testbed's paths skips it.
+        if ps.len() == 1 && !only.is_empty() {
+            continue;
+        }
         let mut bed = Bed::build(family)?;
         for &mode in modes {
             bed.mode = mode;
             bed.set_offloads(mode == Mode::Veth)?;
-            let ps = paths(family);
             let mut samples: Vec<Samples> = vec![Samples::default(); ps.len()];
             for r in 1..=runs {
                 println!("bench: {family:?} testbed, {}, run {r}/{runs}", mode.label());
@@ -333,7 +356,7 @@ pub fn run(weftd: &FsPath, plan: &Plan) -> Result<()> {
                 }
             }
             if profile {
-                for &p in ps {
+                for &p in &ps {
                     bed.prepare(p)?;
                     profile_one_stream(&bed, p, mode, secs).with_context(|| format!("profiling {} ({})", p.label(), mode.label()))?;
                 }

@@ -79,6 +79,12 @@ enum Cmd {
         /// Traffic benchmarks: underlay modes to measure.
         #[arg(long, value_parser = ["both", "veth", "wire"], default_value = "both")]
         mode: String,
+        /// Traffic benchmarks: measure only the paths whose label contains
+        /// one of these (comma-separated, e.g. `tc decap,flannel vxlan`; bare
+        /// is always measured). A filtered run writes into
+        /// target/bench-explore/, never into docs/.
+        #[arg(long, value_delimiter = ',')]
+        paths: Vec<String>,
     },
     /// The long reliability run: node loss, load with churn (60 s), etcd
     /// faults (a 60 s outage, a slow etcd, restarts after compaction) and
@@ -141,7 +147,7 @@ fn bench_smoke(weftd: &std::path::Path) -> Result<()> {
     println!("xtask: benchmark smoke (cargo xtask bench dataplanes, 1 run of 1 s, veth mode; figures in target/bench-smoke/)");
     let docs = target_dir().join("bench-smoke");
     bench_dataplanes::run(weftd, &bench_dataplanes::Plan {
-        families: &["vxlan", "host-gw", "udp"], modes: &[bench_dataplanes::Mode::Veth], runs: 1, secs: 1, section: "dataplanes", profile: false, docs: &docs,
+        families: &["vxlan", "host-gw", "udp"], modes: &[bench_dataplanes::Mode::Veth], runs: 1, secs: 1, section: "dataplanes", profile: false, docs: &docs, only: &[],
     })
 }
 
@@ -195,7 +201,7 @@ fn real_main() -> Result<()> {
             status(cargo().arg("build"))?;
             lab::run(&target_dir().join("debug/weftd"), nodes, keep, etcd)
         }
-        Cmd::Bench { what, sizes, runs, secs, profile, mode } => {
+        Cmd::Bench { what, sizes, runs, secs, profile, mode, paths } => {
             bootstrap::run()?;
             status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-tests", "--bin", "flannel-udp-ref", "--bin", "weft-rr"]))?;
             let weftd = target_dir().join("release/weftd");
@@ -204,8 +210,9 @@ fn real_main() -> Result<()> {
                 "wire" => &[bench_dataplanes::Mode::Wire],
                 _ => &[bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire],
             };
-            let docs = bench::docs_dir();
-            let plan = |families, modes, section| bench_dataplanes::Plan { families, modes, runs, secs, section, profile, docs: &docs };
+            let docs = if paths.is_empty() { bench::docs_dir() } else { target_dir().join("bench-explore") };
+            let only = &paths;
+            let plan = |families, modes, section| bench_dataplanes::Plan { families, modes, runs, secs, section, profile, docs: &docs, only };
             match what.as_str() {
                 // host-gw alone is veth mode unless a mode is named.
                 "host-gw" => {

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::TcContext,
     EbpfContext,
 };
-use weft_common::{cfg_flags, stat};
+use weft_common::{cfg_flags, stat, VtepEntry};
 
 use crate::{csum, hdr::*, maps};
 
@@ -35,8 +35,11 @@ fn drop(reason: u32, len: u32) -> i32 {
     TC_ACT_SHOT as i32
 }
 
+/// Encapsulates the frame in `ctx` for the VTEP that holds its destination:
+/// `known` when the caller already looked it up (weft_from_pod), else
+/// looked up here. One LPM lookup per packet either way.
 #[inline(always)]
-pub fn run(ctx: &TcContext) -> i32 {
+pub fn run(ctx: &TcContext, known: Option<&'static VtepEntry>) -> i32 {
     let len = ctx.len();
     let Some(cfg) = maps::config() else {
         return drop(stat::DROP_NO_CONFIG, len);
@@ -62,7 +65,7 @@ pub fn run(ctx: &TcContext) -> i32 {
     if gso_size == 0 && (tot_len < IP_LEN as u32 || tot_len + ETH_LEN as u32 > len) {
         return drop(stat::DROP_MALFORMED, len);
     }
-    let Some(vtep) = maps::vtep_for(ip.daddr) else {
+    let Some(vtep) = known.or_else(|| maps::vtep_for(ip.daddr)) else {
         if crate::klog::on() {
             aya_log_ebpf::debug!(ctx, "weft_encap: no lease covers {:i}: dropped", u32::from_be_bytes(ip.daddr));
         }

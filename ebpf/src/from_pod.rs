@@ -39,9 +39,9 @@ pub fn run(ctx: &TcContext) -> i32 {
         let in_ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
         return fwd::forward(ctx, in_ifindex, peer);
     }
-    if maps::vtep_for(ip.daddr).is_none() {
+    let Some(vtep) = maps::vtep_for(ip.daddr) else {
         return TC_ACT_OK as i32;
-    }
+    };
     let (ttl, proto) = (ip.ttl, ip.proto);
     // TTL 1 expires at this hop: the stack sends the ICMP time-exceeded.
     if ttl <= 1 {
@@ -51,5 +51,5 @@ pub fn run(ctx: &TcContext) -> i32 {
         maps::count(stat::DROP_HELPER, ctx.len());
         return aya_ebpf::bindings::TC_ACT_SHOT as i32;
     }
-    encap::run(ctx)
+    encap::run(ctx, Some(vtep))
 }

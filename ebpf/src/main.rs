@@ -40,7 +40,7 @@ const XDP_DECAP_MARK: u32 = 0x7765_6674; // "weft"
 
 #[classifier]
 pub fn weft_encap(ctx: TcContext) -> i32 {
-    encap::run(&ctx)
+    encap::run(&ctx, None)
 }
 
 #[classifier]

@@ -372,6 +372,13 @@ fn med(v: &[f64]) -> (f64, f64, f64) {
     perf::spread(v.to_vec())
 }
 
+/// Median (min, max) of the per-run ratios `a[i] / b[i]`: each path against
+/// the bare underlay of its own run, so drift between runs (this machine's
+/// bare figure moved by a quarter from one run to the next) cancels.
+fn paired(a: &[f64], b: &[f64]) -> (f64, f64, f64) {
+    med(&a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<_>>())
+}
+
 fn write(all: &[Result1], runs: usize, secs: u32, section: &str, docs: &FsPath) -> Result<()> {
     let mut md = String::new();
     let mut json = vec![];
@@ -379,20 +386,23 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str, docs: &FsPath) 
     for fam in [Family::Vxlan, Family::HostGw, Family::Udp] {
         for mode in [Mode::Veth, Mode::Wire] {
             let rows: Vec<&Result1> = all.iter().filter(|r| r.family == fam && r.mode == mode).collect();
-            let Some(bare) = rows.iter().find(|r| r.path == Path::Bare) else { continue };
-            let (b1, b4, bp50, bpps) = (med(&bare.s.one).0, med(&bare.s.four).0, med(&bare.s.p50).0, med(&bare.s.pps).0);
-            md.push_str(&format!("\n**{fam:?} testbed, {}**\n\n| path | 1 stream Gbit/s (min-max) | ratio | 4 streams | ratio | RTT p50 us (+bare) | p99 us | 64 B UDP kpps | ratio | CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|\n", mode.label()));
+            let Some(&bare) = rows.iter().find(|r| r.path == Path::Bare) else { continue };
+            md.push_str(&format!("\n**{fam:?} testbed, {}**\n\n| path | 1 stream Gbit/s (min-max) | ratio (min-max) | 4 streams | ratio | RTT p50 us (+bare) | p99 us | 64 B UDP kpps | ratio | CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|\n", mode.label()));
+            let b = &bare.s;
             for r in rows {
                 let (one, lo, hi) = med(&r.s.one);
                 let (four, p50, p99, pps, cpu) = (med(&r.s.four).0, med(&r.s.p50).0, med(&r.s.p99).0, med(&r.s.pps).0, med(&r.s.cpu_per_gb).0);
-                md.push_str(&format!("| {} | {one:.2} ({lo:.2}-{hi:.2}) | **{:.2}** | {four:.2} | {:.2} | {p50:.1} (+{:.1}) | {p99:.1} | {:.0} | {:.2} | {cpu:.2} |\n",
-                    r.path.label(), one / b1, four / b4, p50 - bp50, pps / 1e3, pps / bpps));
-                chart.push_str(&format!("\"{} / {:?} {}\" {:.3}\n", r.path.label(), fam, if mode == Mode::Veth { "veth" } else { "wire" }, one / b1));
+                let (r1, r1lo, r1hi) = paired(&r.s.one, &b.one);
+                let (r4, rpps) = (paired(&r.s.four, &b.four).0, paired(&r.s.pps, &b.pps).0);
+                let over = med(&r.s.p50.iter().zip(&b.p50).map(|(x, y)| x - y).collect::<Vec<_>>()).0;
+                md.push_str(&format!("| {} | {one:.2} ({lo:.2}-{hi:.2}) | **{r1:.2}** ({r1lo:.2}-{r1hi:.2}) | {four:.2} | {r4:.2} | {p50:.1} (+{over:.1}) | {p99:.1} | {:.0} | {rpps:.2} | {cpu:.2} |\n",
+                    r.path.label(), pps / 1e3));
+                chart.push_str(&format!("\"{} / {:?} {}\" {r1:.3}\n", r.path.label(), fam, if mode == Mode::Veth { "veth" } else { "wire" }));
                 json.push(serde_json::json!({
                     "testbed": format!("{fam:?}"), "mode": mode.label(), "path": r.path.label(),
                     "gbit_per_s_1": r.s.one, "gbit_per_s_4": r.s.four, "rtt_p50_us": r.s.p50, "rtt_p99_us": r.s.p99,
                     "udp64_pps": r.s.pps, "cpu_s_per_gb": r.s.cpu_per_gb,
-                    "ratio_1": one / b1, "ratio_4": four / b4, "rtt_p50_over_bare_us": p50 - bp50, "ratio_pps": pps / bpps,
+                    "ratio_1": r1, "ratio_1_min": r1lo, "ratio_1_max": r1hi, "ratio_4": r4, "rtt_p50_over_bare_us": over, "ratio_pps": rpps,
                 }));
             }
         }
@@ -406,8 +416,9 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str, docs: &FsPath) 
     crate::bench::write_section(docs, section, &format!("Pod-to-pod paths ({section})"), &format!(
         "Command: `cargo xtask bench {section} --runs {runs} --secs {secs}` (release weftd; per testbed two weft nodes and two nodes programmed as \
          flanneld programs them, on one switch; {runs} runs alternating the paths, each path after a 1 s warm-up transfer; iperf3 {secs} s, weft-rr UDP \
-         request/response 64 B (both ends busy-polling, so no wake-ups in the figure) up to {secs} s, iperf3 UDP 64 B `-b 0` {secs} s; client on CPU 0, server on CPU 1). Ratios are of \
-         medians, to the bare underlay (node to node) of the same testbed and mode. CPU s/GB: busy time of the whole \
+         request/response 64 B (both ends busy-polling, so no wake-ups in the figure) up to {secs} s, iperf3 UDP 64 B `-b 0` {secs} s; client on CPU 0, server on CPU 1). A ratio is the \
+         median over runs of the path's figure divided by the bare underlay's (node to node) of the same run, testbed and mode, with min-max for 1 stream; \
+         +bare is the median of the same per-run differences. CPU s/GB: busy time of the whole \
          machine during the 1-stream run per GB moved. Per-run samples: `docs/perf/{section}.json`{}. Machine: {cores} cores.\n{md}\n",
         match &png { Ok(p) => format!("; chart: `docs/perf/{p}`\n\n![1-stream throughput, ratio to bare](perf/{p})"), Err(e) => format!(" (no chart: {e:#})") }
     ))

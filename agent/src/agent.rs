@@ -152,6 +152,10 @@ pub async fn run(args: Args) -> Result<()> {
             }
             let direct = direct_routing.then_some(underlay.link.index);
             let fast = fast_path_setting(&args, &mut dp, direct_routing)?;
+            // weft_decap delivers routed peer-pod packets itself here.
+            if dp.release_links(prog_names::TO_POD)? {
+                log::info!("released the weft_to_pod link an earlier host-gw run left on {}", underlay.link.name);
+            }
             Dataplane::Vxlan { dp, vni, overlay, direct, fast }
         }
         None => {
@@ -164,6 +168,7 @@ pub async fn run(args: Args) -> Result<()> {
                 // No VXLAN here: only the flags matter (kernel logs off at start).
                 dp.set_config(&DatapathConfig::default())?;
                 let fast = fast_path_setting(&args, &mut dp, true)?;
+                receiving_fast_path(&mut dp, fast.is_some(), &underlay.link)?;
                 (Some(dp), fast)
             } else {
                 (None, None)
@@ -263,6 +268,24 @@ fn fast_path_setting(args: &Args, dp: &mut Datapath, routed_peers: bool) -> Resu
     log::info!("fast path on: pod endpoints from {}{}", fast.endpoints_dir().display(),
         if routed_peers { format!(", weft_fwd on {}", args.pod_bridge) } else { String::new() });
     Ok(Some(fast))
+}
+
+/// host-gw's receiving half of the fast path: `weft_to_pod` on the
+/// underlay's ingress while the fast path is on (a peer pod's packet for a
+/// registered local pod goes straight into it), released when it is off.
+/// Attaching is not fatal: without it the stack delivers the same packets.
+fn receiving_fast_path(dp: &mut Datapath, on: bool, underlay: &netlink::Link) -> Result<()> {
+    if !on {
+        if dp.release_links(prog_names::TO_POD)? {
+            log::info!("fast path off: released the weft_to_pod link an earlier run left on {}", underlay.name);
+        }
+        return Ok(());
+    }
+    match dp.attach_tc(prog_names::TO_POD, &underlay.name, underlay.index, TcAttachType::Ingress) {
+        Ok(()) => log::info!("fast path: weft_to_pod on {} ingress: peer pods' packets for registered local pods go straight into them", underlay.name),
+        Err(e) => log::warn!("fast path: cannot attach weft_to_pod to {}; the stack delivers peer pods' packets instead: {e:#}", underlay.name),
+    }
+    Ok(())
 }
 
 /// What carries our traffic, per backend.

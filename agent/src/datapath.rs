@@ -120,7 +120,7 @@ impl Datapath {
         let pods = HashMap::try_from(ebpf.take_map(map_names::PODS).context("map weft_pods missing")?)?;
         let vtep_ips = HashMap::try_from(ebpf.take_map(map_names::VTEP_IPS).context("map weft_vtep_ips missing")?)?;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLogs).map_err(|e| log::warn!("kernel-side logs unavailable: {e}")).ok();
-        for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD, prog_names::FROM_POD] {
+        for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD, prog_names::FROM_POD, prog_names::TO_POD] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }

@@ -4,7 +4,7 @@
 mod frames;
 
 use frames::*;
-use weft_agent::datapath::Datapath;
+use weft_agent::{datapath::Datapath, subnet::Ipv4Net};
 use weft_common::{prog_names, stat};
 
 #[test]
@@ -304,4 +304,60 @@ fn decap_accepts_only_lease_holders_for_their_own_subnets() {
         assert_eq!(counter(&b, stat::DROP_SPOOFED), i as u64 + 1);
     }
     assert_eq!(counter(&b, stat::DECAP), 1, "only the genuine packet was decapsulated");
+}
+
+/// With host-gw, node B routes A's subnet via A on the device the test run
+/// uses (lo): a frame of A's pod to B's host (destination MAC 0, lo's own,
+/// so PACKET_HOST) for a registered pod goes straight into it, through
+/// weft_to_pod (host-gw) and weft_decap (DirectRouting) alike.
+#[test]
+fn a_routed_peer_pods_packet_goes_straight_into_a_registered_pod() {
+    let mut b = node(NODE_B, MAC_B, 1500);
+    // SAFETY: a valid C string.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    assert_ne!(lo, 0);
+    let route = |dp: &mut Datapath, net: &str, ifindex: u32| {
+        dp.set_hostgw(&net.parse::<Ipv4Net>().unwrap(), &weft_common::HostGwEntry { gateway: NODE_A, ifindex }).unwrap()
+    };
+    route(&mut b, "10.244.1.0/24", lo);
+    route(&mut b, "10.244.5.0/24", lo + 1000);
+    register_pod(&mut b, [10, 244, 2, 3]);
+    let inner = pod_packet([10, 244, 2, 3], 9); // from 10.244.1.2
+    for (i, prog) in [prog_names::TO_POD, prog_names::DECAP].into_iter().enumerate() {
+        let (rc, out) = run_tc(&mut b, prog, &eth([0; 6], MAC_A, 0x0800, &inner));
+        assert_eq!(rc, TC_ACT_REDIRECT, "{prog}: into the pod (bpf_redirect_peer)");
+        assert_eq!(&out[0..6], &POD_MAC, "{prog}: to the pod's MAC");
+        assert_eq!(&out[6..12], &GW_MAC, "{prog}: from its gateway's MAC");
+        assert_eq!(out[22], inner[8] - 1, "{prog}: TTL - 1, the hop the host would have made");
+        assert_eq!(csum(&out[14..34]), 0, "{prog}: IPv4 header checksum still verifies");
+        assert_eq!(&out[34..], &inner[20..], "{prog}: payload untouched");
+        assert_eq!(counter(&b, stat::ROUTED_TO_POD), i as u64 + 1);
+    }
+
+    let mut options = inner.clone();
+    options.splice(20..20, [1, 1, 1, 1]); // four NOPs
+    options[0] = 0x46;
+    let tot = options.len() as u16;
+    options[2..4].copy_from_slice(&tot.to_be_bytes());
+    options[10..12].copy_from_slice(&[0, 0]);
+    let c = csum(&options[..24]);
+    options[10..12].copy_from_slice(&c.to_be_bytes());
+    let untouched = [
+        ("unregistered destination", eth([0; 6], MAC_A, 0x0800, &pod_packet([10, 244, 2, 4], 9))),
+        ("source outside every routed peer subnet", eth([0; 6], MAC_A, 0x0800, &ipv4_udp([192, 168, 77, 1], [10, 244, 2, 3], 1, 2, 64, 10))),
+        ("peer routed through another interface", eth([0; 6], MAC_A, 0x0800, &ipv4_udp([10, 244, 5, 2], [10, 244, 2, 3], 1, 2, 64, 10))),
+        ("TTL 1 (the stack sends time-exceeded)", eth([0; 6], MAC_A, 0x0800, &ipv4_udp([10, 244, 1, 2], [10, 244, 2, 3], 1, 2, 1, 10))),
+        ("IP options (the forwarding path's job)", eth([0; 6], MAC_A, 0x0800, &options)),
+        ("not addressed to this host (multicast MAC)", eth([0x01, 0, 0x5e, 0, 0, 1], MAC_A, 0x0800, &inner)),
+        ("ARP", eth([0; 6], MAC_A, 0x0806, &[0u8; 28])),
+    ];
+    for (why, f) in untouched {
+        for prog in [prog_names::TO_POD, prog_names::DECAP] {
+            let (rc, out) = run_tc(&mut b, prog, &f);
+            assert_eq!(rc, TC_ACT_OK, "{prog}, {why}: to the stack");
+            assert_eq!(out, f, "{prog}, {why}: unchanged");
+        }
+    }
+    assert_eq!(counter(&b, stat::ROUTED_TO_POD), 2);
+    assert_eq!(counter(&b, stat::PASS), 7, "weft_decap counts what it hands on");
 }

@@ -46,6 +46,9 @@ pub mod prog_names {
     /// TC ingress on a pod's host-side veth: encapsulate or forward the
     /// pod's traffic to peers right where it leaves the pod.
     pub const FROM_POD: &str = "weft_from_pod";
+    /// TC ingress on the underlay with host-gw: a peer pod's packet for a
+    /// registered local pod goes straight into it.
+    pub const TO_POD: &str = "weft_to_pod";
 }
 
 /// Maximum number of peers' VTEP addresses.
@@ -183,7 +186,10 @@ pub mod stat {
     /// VXLAN from a peer's VTEP whose inner source address lies outside
     /// that peer's subnet (flannel accepts it; weft does not).
     pub const DROP_SPOOFED: u32 = 15;
-    pub const COUNT: u32 = 16;
+    /// host-gw fast path, receiving side: a peer pod's packet delivered
+    /// straight into a local pod from the underlay (bpf_redirect_peer).
+    pub const ROUTED_TO_POD: u32 = 16;
+    pub const COUNT: u32 = 17;
     /// Slots in the stats map: more than [`COUNT`], so that new counters do
     /// not change the pinned map's layout.
     pub const SLOTS: u32 = 32;
@@ -206,6 +212,7 @@ pub mod stat {
         "decap_to_pod",
         "drop_unknown_vtep",
         "drop_spoofed",
+        "routed_to_pod",
     ];
 }
 

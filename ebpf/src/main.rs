@@ -6,10 +6,13 @@
 //!   the inner packet into the overlay device;
 //! - `weft_fwd`    TC ingress of the pod bridge: the host-gw fast path;
 //! - `weft_from_pod` TC ingress of a registered pod's host-side veth: encap
-//!   or forward right where the pod's traffic leaves it.
+//!   or forward right where the pod's traffic leaves it;
+//! - `weft_to_pod` TC ingress of the underlay with host-gw: a peer pod's
+//!   packet for a registered local pod goes straight into it.
 //!
-//! Decapsulated traffic for a registered local pod skips the overlay device
-//! and the host's routing: it goes straight into the pod (bpf_redirect_peer).
+//! Traffic for a registered local pod, decapsulated or routed by a peer,
+//! skips the overlay device and the host's routing: it goes straight into
+//! the pod (bpf_redirect_peer, `to_pod.rs`).
 #![no_std]
 #![no_main]
 #![allow(non_upper_case_globals)]
@@ -23,10 +26,11 @@ mod l3;
 mod hdr;
 mod klog;
 mod maps;
+mod to_pod;
 
 use aya_ebpf::{
     bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
-    helpers::{bpf_redirect, bpf_redirect_peer, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
     EbpfContext,
@@ -54,6 +58,11 @@ pub fn weft_from_pod(ctx: TcContext) -> i32 {
 }
 
 #[classifier]
+pub fn weft_to_pod(ctx: TcContext) -> i32 {
+    to_pod::from_peer(&ctx).unwrap_or(TC_ACT_OK as i32)
+}
+
+#[classifier]
 pub fn weft_decap(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let Some(cfg) = maps::config() else {
@@ -70,10 +79,11 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
         }
     }
     match decap::classify(data, ctx.data_end(), len as usize, cfg, gso) {
-        Verdict::Pass => {
+        // Not VXLAN for us; a DirectRouting peer's pod may have routed it to one of ours.
+        Verdict::Pass => to_pod::from_peer(&ctx).unwrap_or_else(|| {
             decap::count(stat::PASS, len);
             TC_ACT_OK as i32
-        }
+        }),
         Verdict::Drop(reason) => {
             decap::count(reason, len);
             if klog::on() {
@@ -95,33 +105,11 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
     }
 }
 
-/// Where a decapsulated frame goes: straight into a registered local pod
-/// (MACs rewritten as its gateway would, TTL - 1 for the hop the host would
-/// have made), else into the overlay device and the host's routing.
+/// Where a decapsulated frame goes: straight into a registered local pod,
+/// else into the overlay device and the host's routing.
 #[inline(always)]
 fn deliver(ctx: &TcContext, overlay_ifindex: u32) -> i32 {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + ETH_LEN + hdr::IP_LEN > end {
-        return redirect_to_overlay(overlay_ifindex);
-    }
-    // SAFETY: bounds checked just above.
-    let ip = unsafe { &*((data + ETH_LEN) as *const hdr::Ipv4Hdr) };
-    let (ttl, proto) = (ip.ttl, ip.proto);
-    let Some(pod) = maps::pod(ip.daddr) else {
-        return redirect_to_overlay(overlay_ifindex);
-    };
-    // TTL 1 expires at this hop: the stack answers time-exceeded.
-    if ttl <= 1 {
-        return redirect_to_overlay(overlay_ifindex);
-    }
-    let eth = EthHdr { dst: pod.pod_mac, src: pod.gw_mac, proto: hdr::ETH_P_IP };
-    if l3::dec_ttl(ctx, ttl, proto).is_err() || ctx.store(0, &eth, 0).is_err() {
-        decap::count(stat::DROP_HELPER, ctx.len());
-        return TC_ACT_SHOT as i32;
-    }
-    decap::count(stat::DECAP_TO_POD, ctx.len());
-    // SAFETY: plain helper call.
-    unsafe { bpf_redirect_peer(pod.host_ifindex, 0) as i32 }
+    to_pod::deliver(ctx, stat::DECAP_TO_POD).unwrap_or_else(|| redirect_to_overlay(overlay_ifindex))
 }
 
 /// The inner packet enters the stack on the overlay device, as it does on

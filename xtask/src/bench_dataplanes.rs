@@ -25,7 +25,7 @@ use std::{net::Ipv4Addr, path::Path as FsPath, time::Duration};
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, flannel_node::FlannelBackend, metrics, netns::Netns, perf, Cluster, Wiring};
+use weft_tests::{bpf, cmd, flannel_node::FlannelBackend, metrics, netns::Netns, perf, Cluster, NodeRef, Wiring};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Family {
@@ -211,21 +211,21 @@ impl Bed {
         })
     }
 
-    /// The counter that proves weft carried a path's traffic, on node 2
-    /// (receiving) for vxlan, node 1 (sending) for host-gw.
-    fn proof(&self, p: Path) -> Result<Option<(u64, &'static str)>> {
-        let (n, idx, what) = match p {
-            Path::WeftVxlanTc => (2, stat::DECAP_TO_POD, "decap_to_pod"),
-            Path::WeftVxlanXdp => (2, stat::DECAP_XDP, "decap_xdp"),
-            Path::WeftVxlanHostPath => (2, stat::DECAP, "decap"),
-            Path::WeftHostGwFast => (1, stat::FWD, "fwd"),
+    /// The counters that prove weft carried a path's traffic: node 2's
+    /// (receiving) for vxlan, both halves of the fast path for host-gw.
+    fn proof(&self, p: Path) -> Result<Vec<(u64, &'static str)>> {
+        let counters: &[(NodeRef, u32, &'static str)] = match p {
+            Path::WeftVxlanTc => &[(2, stat::DECAP_TO_POD, "decap_to_pod")],
+            Path::WeftVxlanXdp => &[(2, stat::DECAP_XDP, "decap_xdp")],
+            Path::WeftVxlanHostPath => &[(2, stat::DECAP, "decap")],
+            Path::WeftHostGwFast => &[(1, stat::FWD, "fwd"), (2, stat::ROUTED_TO_POD, "routed_to_pod")],
             Path::WeftUdp | Path::WeftUdpNoOffload | Path::WeftUdpPerCpu => {
                 let text = metrics::scrape(self.c.node_ns(2)?)?;
-                return Ok(Some((metrics::sample(&text, "weft_udp_bytes_total{what=\"rx\"}") as u64, "udp rx")));
+                return Ok(vec![(metrics::sample(&text, "weft_udp_bytes_total{what=\"rx\"}") as u64, "udp rx")]);
             }
-            _ => return Ok(None),
+            _ => &[],
         };
-        Ok(Some((bpf::stat_counter(&self.c.weft_node(n)?.stats_pin(), idx)?.1, what)))
+        counters.iter().map(|&(n, idx, what)| Ok((bpf::stat_counter(&self.c.weft_node(n)?.stats_pin(), idx)?.1, what))).collect()
     }
 
     /// Offloads on every underlay port (nodes' eth0, the switch's ports).
@@ -257,8 +257,8 @@ fn measure(bed: &Bed, p: Path, secs: u32, s: &mut Samples) -> Result<()> {
     // Per-packet costs scale with packets per byte: 64 KB GSO packets or
     // MTU-sized ones make a fortyfold difference.
     let per_packet = (rx.1 - rx0.1) as f64 / (rx.0 - rx0.0).max(1) as f64;
-    if let (Some((b0, what)), Some((b1, _))) = (before, bed.proof(p)?) {
-        let moved = one.gbit_per_s * 1e9 / 8.0 * secs as f64;
+    let moved = one.gbit_per_s * 1e9 / 8.0 * secs as f64;
+    for ((b0, what), (b1, _)) in before.into_iter().zip(bed.proof(p)?) {
         ensure!((b1 - b0) as f64 > moved * 0.5, "{}: weft's `{what}` counter moved {} bytes while iperf3 moved {moved:.0}: the figures would not describe weft", p.label(), b1 - b0);
     }
     let four = perf::iperf3(client, server, ip, secs, 4)?;

@@ -1,0 +1,75 @@
+//! The last hop into a registered local pod, taken by the programs instead
+//! of the host: TTL - 1, the MACs the pod's gateway would write, and
+//! `bpf_redirect_peer` through the pod's host-side veth, so the packet
+//! enters the pod's namespace at once (no routing, no bridge, no veth
+//! backlog queue on the way).
+//!
+//! Two callers: `weft_decap` for decapsulated VXLAN (`DECAP_TO_POD`), and
+//! [`from_peer`] on the underlay's TC ingress for plain IPv4 that a host-gw
+//! (or DirectRouting) peer's pod routed to one of ours (`ROUTED_TO_POD`),
+//! the receiving half of the host-gw fast path whose sending half is
+//! `weft_fwd`/`weft_from_pod`. As there, what is skipped is netfilter's
+//! FORWARD hooks for peer-pod to local-pod traffic only: a packet from any
+//! other source (the outside world, a node address, a subnet weft does not
+//! route host-gw style) goes to the stack as before.
+use aya_ebpf::{bindings::__sk_buff, helpers::bpf_redirect_peer, programs::TcContext, EbpfContext};
+use weft_common::stat;
+
+use crate::{hdr::*, l3, maps};
+
+/// `skb->pkt_type` of a frame addressed to this host's MAC.
+const PACKET_HOST: u32 = 0;
+
+/// Delivers the IPv4 packet behind the frame's Ethernet header into the
+/// local pod it is addressed to and counts it under `counter`; None (frame
+/// untouched) when no registered pod holds the destination or its TTL
+/// expires here (the stack then answers time-exceeded).
+#[inline(always)]
+pub fn deliver(ctx: &TcContext, counter: u32) -> Option<i32> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + ETH_LEN + IP_LEN > end {
+        return None;
+    }
+    // SAFETY: bounds checked just above.
+    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
+    let (ttl, proto) = (ip.ttl, ip.proto);
+    let pod = maps::pod(ip.daddr)?;
+    if ttl <= 1 {
+        return None;
+    }
+    let eth = EthHdr { dst: pod.pod_mac, src: pod.gw_mac, proto: ETH_P_IP };
+    if l3::dec_ttl(ctx, ttl, proto).is_err() || ctx.store(0, &eth, 0).is_err() {
+        maps::count(stat::DROP_HELPER, ctx.len());
+        return Some(aya_ebpf::bindings::TC_ACT_SHOT as i32);
+    }
+    maps::count(counter, ctx.len());
+    // SAFETY: plain helper call.
+    Some(unsafe { bpf_redirect_peer(pod.host_ifindex, 0) as i32 })
+}
+
+/// A frame that arrived on the underlay addressed to this host: if it holds
+/// an IPv4 packet (no options) from a pod of a peer routed host-gw style
+/// through this very interface, to a registered local pod, it goes straight
+/// into that pod. None: the stack handles the frame, untouched.
+#[inline(always)]
+pub fn from_peer(ctx: &TcContext) -> Option<i32> {
+    let skb = ctx.as_ptr() as *const __sk_buff;
+    // SAFETY: ctx wraps a valid __sk_buff.
+    let (pkt_type, in_ifindex) = unsafe { ((*skb).pkt_type, (*skb).ifindex) };
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if pkt_type != PACKET_HOST || data + ETH_LEN + IP_LEN > end {
+        return None;
+    }
+    // SAFETY: bounds checked just above.
+    let eth = unsafe { &*(data as *const EthHdr) };
+    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
+    // Options would need the forwarding path's handling: the stack's job.
+    if eth.proto != ETH_P_IP || ip.vihl != 0x45 {
+        return None;
+    }
+    let peer = maps::hostgw_for(ip.saddr)?;
+    if peer.ifindex != in_ifindex {
+        return None;
+    }
+    deliver(ctx, stat::ROUTED_TO_POD)
+}

@@ -1,0 +1,91 @@
+//! The receiving half of the host-gw fast path in a live cluster:
+//! `weft_to_pod` on the underlay's ingress delivers a peer pod's packets
+//! straight into a registered local pod (`routed_to_pod` counts them: ping
+//! and TCP both ways), with the two routing hops' TTL the host path has;
+//! an unregistered pod and the node's own traffic still take the host
+//! path; `--no-fast-path` at a restart releases the program.
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use weft_common::stat;
+use weft_tests::{bpf, cmd, netns::Netns, traffic, Cluster, NodeRef, Wiring};
+
+const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
+
+fn routed_to_pod(c: &Cluster, n: NodeRef) -> Result<(u64, u64)> {
+    bpf::stat_counter(&c.weft_node(n)?.stats_pin(), stat::ROUTED_TO_POD)
+}
+
+fn to_pod_pinned(c: &Cluster, n: NodeRef) -> Result<bool> {
+    let links = c.weft_node(n)?.pin_dir.join("v2/links");
+    Ok(links.read_dir()?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("weft_to_pod-")))
+}
+
+/// `ping -t ttl -c 1`: true if a reply came, false on time-exceeded (anything else fails).
+fn ping_ttl(from: &Netns, to: std::net::Ipv4Addr, ttl: u8) -> Result<bool> {
+    let out = from.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", &ttl.to_string(), &to.to_string()])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if text.contains(" 1 received") {
+        return Ok(true);
+    }
+    ensure!(text.contains("Time to live exceeded"), "ping -t {ttl} {to}: neither a reply nor time-exceeded:\n{text}");
+    Ok(false)
+}
+
+#[test]
+fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().config_json(HOST_GW).weft_nodes(2).build()?;
+    c.wait_converged()?;
+    for n in [1, 2] {
+        ensure!(to_pod_pinned(&c, n)?, "node {n}: no weft_to_pod link pinned with the fast path on");
+    }
+    let (p1, p2, p3) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
+    c.register_endpoint(p1)?;
+    c.register_endpoint(p2)?;
+    let (ip2, ip3) = (c.pods[p2].ip, c.pods[p3].ip);
+    // The records are read on their own schedule: wait for the first delivery.
+    cmd::poll("node 2 to deliver pod 1's pings straight into pod 2", Duration::from_secs(10), Duration::from_millis(200), || {
+        let before = routed_to_pod(&c, 2).map_err(|e| format!("{e:#}"))?.0;
+        traffic::ping(&c.pods[p1].ns, ip2, 1).map_err(|e| format!("{e:#}"))?;
+        let after = routed_to_pod(&c, 2).map_err(|e| format!("{e:#}"))?.0;
+        if after > before { Ok(Some(())) } else { Err("not yet".into()) }
+    })?;
+
+    let (r1, r2) = (routed_to_pod(&c, 1)?.0, routed_to_pod(&c, 2)?.0);
+    traffic::ping_ok(&c.pods[p1].ns, ip2, 5)?;
+    ensure!(routed_to_pod(&c, 2)?.0 >= r2 + 5, "node 2 delivered no echo requests straight into pod 2");
+    ensure!(routed_to_pod(&c, 1)?.0 >= r1 + 5, "node 1 delivered no echo replies straight into pod 1");
+    let (_, b2) = routed_to_pod(&c, 2)?;
+    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, ip2, 4 << 20).context("tcp pod 1 -> pod 2")?;
+    ensure!(routed_to_pod(&c, 2)?.1 - b2 >= 4 << 20, "the 4 MiB did not go straight into pod 2");
+    eprintln!("host-gw tcp registered pod -> registered pod: {:.0} Mbit/s", t.mbit_per_s());
+
+    // Two routing hops, as without weft: TTL 2 expires at node 2, 3 arrives.
+    ensure!(!ping_ttl(&c.pods[p1].ns, ip2, 2)?, "TTL 2 reached the pod on the other node");
+    ensure!(ping_ttl(&c.pods[p1].ns, ip2, 3)?, "TTL 3 did not reach the pod on the other node");
+
+    // The host path still carries what is not peer pod -> registered pod.
+    let r2 = routed_to_pod(&c, 2)?.0;
+    traffic::ping_ok(&c.pods[p1].ns, ip3, 5).context("to the unregistered pod 3")?;
+    traffic::ping_ok(c.node_ns(1)?, ip2, 3).context("node 1 itself to pod 2")?;
+    let r = routed_to_pod(&c, 2)?.0 - r2;
+    ensure!(r == 0, "node 2 counted {r} packets of an unregistered pod or of a node as delivered straight into a pod");
+
+    // Restarted with --no-fast-path: the link goes, traffic keeps flowing.
+    c.weft_node_mut(2)?.stop();
+    c.start_weftd_with(2, &["--no-fast-path"])?;
+    cmd::poll("node 2 to release weft_to_pod (--no-fast-path)", Duration::from_secs(15), Duration::from_millis(100), || {
+        match to_pod_pinned(&c, 2) {
+            Ok(false) => Ok(Some(())),
+            Ok(true) => Err(c.weft_node(2).map(|w| w.log_tail(5)).unwrap_or_default()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })?;
+    c.wait_node_ready(2)?;
+    let r2 = routed_to_pod(&c, 2)?.0;
+    traffic::ping_ok(&c.pods[p1].ns, ip2, 3).context("pod 1 -> pod 2 after --no-fast-path")?;
+    ensure!(routed_to_pod(&c, 2)?.0 == r2, "weft_to_pod still delivers after --no-fast-path");
+    c.pass();
+    Ok(())
+}

@@ -218,18 +218,23 @@ fn register_pod(dp: &mut Datapath, ip: [u8; 4]) {
     dp.set_pod(ip.into(), &weft_common::PodEntry { host_ifindex: POD_VETH, pod_mac: POD_MAC, gw_mac: GW_MAC }).unwrap();
 }
 
+/// A program's answer `(rc, out)` delivers IPv4 packet `inner` straight
+/// into the registered pod, as the pod's gateway would have.
+fn assert_into_pod((rc, out): (u32, Vec<u8>), inner: &[u8], who: &str) {
+    assert_eq!(rc, TC_ACT_REDIRECT, "{who}: into the pod (bpf_redirect_peer)");
+    assert_eq!(&out[0..6], &POD_MAC, "{who}: to the pod's MAC");
+    assert_eq!(&out[6..12], &GW_MAC, "{who}: from its gateway's MAC, as the bridge would deliver it");
+    assert_eq!(out[22], inner[8] - 1, "{who}: TTL - 1, the hop the host would have made");
+    assert_eq!(csum(&out[14..34]), 0, "{who}: IPv4 header checksum still verifies");
+    assert_eq!(&out[34..], &inner[20..], "{who}: payload untouched");
+}
+
 #[test]
 fn decap_delivers_straight_into_a_registered_pod() {
     let mut b = node(NODE_B, MAC_B, 1500);
     register_pod(&mut b, [10, 244, 2, 3]);
     let inner = pod_packet([10, 244, 2, 3], 9);
-    let (rc, out) = run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &inner));
-    assert_eq!(rc, TC_ACT_REDIRECT, "into the pod (bpf_redirect_peer)");
-    assert_eq!(&out[0..6], &POD_MAC, "to the pod's MAC");
-    assert_eq!(&out[6..12], &GW_MAC, "from its gateway's MAC, as the bridge would deliver it");
-    assert_eq!(out[22], inner[8] - 1, "TTL - 1: the hop the host would have made");
-    assert_eq!(csum(&out[14..34]), 0, "IPv4 header checksum still verifies");
-    assert_eq!(&out[34..], &inner[20..], "payload untouched");
+    assert_into_pod(run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &inner)), &inner, "decap");
     assert_eq!(counter(&b, stat::DECAP_TO_POD), 1);
     assert_eq!(counter(&b, stat::DECAP), 1);
 
@@ -324,13 +329,7 @@ fn a_routed_peer_pods_packet_goes_straight_into_a_registered_pod() {
     register_pod(&mut b, [10, 244, 2, 3]);
     let inner = pod_packet([10, 244, 2, 3], 9); // from 10.244.1.2
     for (i, prog) in [prog_names::TO_POD, prog_names::DECAP].into_iter().enumerate() {
-        let (rc, out) = run_tc(&mut b, prog, &eth([0; 6], MAC_A, 0x0800, &inner));
-        assert_eq!(rc, TC_ACT_REDIRECT, "{prog}: into the pod (bpf_redirect_peer)");
-        assert_eq!(&out[0..6], &POD_MAC, "{prog}: to the pod's MAC");
-        assert_eq!(&out[6..12], &GW_MAC, "{prog}: from its gateway's MAC");
-        assert_eq!(out[22], inner[8] - 1, "{prog}: TTL - 1, the hop the host would have made");
-        assert_eq!(csum(&out[14..34]), 0, "{prog}: IPv4 header checksum still verifies");
-        assert_eq!(&out[34..], &inner[20..], "{prog}: payload untouched");
+        assert_into_pod(run_tc(&mut b, prog, &eth([0; 6], MAC_A, 0x0800, &inner)), &inner, prog);
         assert_eq!(counter(&b, stat::ROUTED_TO_POD), i as u64 + 1);
     }
 

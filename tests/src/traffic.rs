@@ -85,6 +85,20 @@ pub fn ping_fails(from: &Netns, to: Ipv4Addr, count: u32) -> Result<()> {
     Ok(())
 }
 
+/// One ping with TTL `ttl`: true if the reply came, false on
+/// time-exceeded (anything else is an error).
+pub fn ping_ttl(from: &Netns, to: Ipv4Addr, ttl: u8) -> Result<bool> {
+    let out = from.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", &ttl.to_string(), &to.to_string()])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if text.contains(" 1 received") {
+        return Ok(true);
+    }
+    if !text.contains("Time to live exceeded") {
+        bail!("ping -t {ttl} {to}: neither a reply nor time-exceeded:\n{text}");
+    }
+    Ok(false)
+}
+
 /// Moves the calling thread into the network namespace at `path`.
 fn enter(path: &Path) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;

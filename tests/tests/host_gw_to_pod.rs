@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, netns::Netns, traffic, Cluster, NodeRef, Wiring};
+use weft_tests::{bpf, cmd, traffic, Cluster, NodeRef, Wiring};
 
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
 
@@ -19,17 +19,6 @@ fn routed_to_pod(c: &Cluster, n: NodeRef) -> Result<(u64, u64)> {
 fn to_pod_pinned(c: &Cluster, n: NodeRef) -> Result<bool> {
     let links = c.weft_node(n)?.pin_dir.join("v2/links");
     Ok(links.read_dir()?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("weft_to_pod-")))
-}
-
-/// `ping -t ttl -c 1`: true if a reply came, false on time-exceeded (anything else fails).
-fn ping_ttl(from: &Netns, to: std::net::Ipv4Addr, ttl: u8) -> Result<bool> {
-    let out = from.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", &ttl.to_string(), &to.to_string()])?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if text.contains(" 1 received") {
-        return Ok(true);
-    }
-    ensure!(text.contains("Time to live exceeded"), "ping -t {ttl} {to}: neither a reply nor time-exceeded:\n{text}");
-    Ok(false)
 }
 
 #[test]
@@ -62,8 +51,8 @@ fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
     eprintln!("host-gw tcp registered pod -> registered pod: {:.0} Mbit/s", t.mbit_per_s());
 
     // Two routing hops, as without weft: TTL 2 expires at node 2, 3 arrives.
-    ensure!(!ping_ttl(&c.pods[p1].ns, ip2, 2)?, "TTL 2 reached the pod on the other node");
-    ensure!(ping_ttl(&c.pods[p1].ns, ip2, 3)?, "TTL 3 did not reach the pod on the other node");
+    ensure!(!traffic::ping_ttl(&c.pods[p1].ns, ip2, 2)?, "TTL 2 reached the pod on the other node");
+    ensure!(traffic::ping_ttl(&c.pods[p1].ns, ip2, 3)?, "TTL 3 did not reach the pod on the other node");
 
     // The host path still carries what is not peer pod -> registered pod.
     let r2 = routed_to_pod(&c, 2)?.0;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, netns::Netns, Cluster, NodeRef, Wiring};
+use weft_tests::{bpf, cmd, traffic, Cluster, NodeRef, Wiring};
 
 fn counter(c: &Cluster, n: NodeRef, idx: u32) -> Result<(u64, u64)> {
     bpf::stat_counter(&c.weft_node(n)?.stats_pin(), idx)
@@ -28,17 +28,6 @@ fn wait_pods(c: &Cluster, n: NodeRef, ips: &[std::net::Ipv4Addr]) -> Result<()> 
         have.sort();
         if have == want { Ok(Some(())) } else { Err(format!("have {have:?}, want {want:?}")) }
     })
-}
-
-/// `ping -t ttl -c 1`: true if a reply came, false on time-exceeded (anything else fails).
-fn ping_ttl(from: &Netns, to: std::net::Ipv4Addr, ttl: u8) -> Result<bool> {
-    let out = from.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", &ttl.to_string(), &to.to_string()])?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    if text.contains(" 1 received") {
-        return Ok(true);
-    }
-    ensure!(text.contains("Time to live exceeded"), "ping -t {ttl} {to}: neither a reply nor time-exceeded:\n{text}");
-    Ok(false)
 }
 
 #[test]
@@ -81,8 +70,8 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
     eprintln!("tcp registered pod -> registered pod: {:.0} Mbit/s", t.mbit_per_s());
 
     // Two routing hops, as without weft: TTL 2 expires at node 2, 3 arrives.
-    ensure!(!ping_ttl(&c.pods[p1].ns, ip2, 2)?, "TTL 2 reached the pod on the other node");
-    ensure!(ping_ttl(&c.pods[p1].ns, ip2, 3)?, "TTL 3 did not reach the pod on the other node");
+    ensure!(!traffic::ping_ttl(&c.pods[p1].ns, ip2, 2)?, "TTL 2 reached the pod on the other node");
+    ensure!(traffic::ping_ttl(&c.pods[p1].ns, ip2, 3)?, "TTL 3 did not reach the pod on the other node");
 
     // An unregistered pod on node 1 still works through the host path:
     // node 1 decapsulates its 10 echo requests into weft.1, not into a pod

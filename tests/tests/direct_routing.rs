@@ -1,7 +1,8 @@
 //! vxlan with `"DirectRouting": true`: a peer on our L2 segment is routed
 //! host-gw style (`via <PublicIP> dev eth0`, no encapsulation), a peer behind
 //! the router through VXLAN; every pod reaches every pod. Two nodes on
-//! segment A, one on segment B.
+//! segment A, one on segment B. A registered pod gets the direct peer's
+//! packets straight from weft_decap (`routed_to_pod`).
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -43,6 +44,18 @@ fn direct_routing_per_peer() -> Result<()> {
     ensure!(encap()? == before, "traffic to a same-segment peer was encapsulated");
     // The bridge pod's echo requests took the fast path (weft_fwd on cni0).
     ensure!(fwd()? >= fwd_before + 5, "the fast path forwarded {} of 5 echo requests to the direct peer", fwd()? - fwd_before);
+    // Registered, node 1's bridge pod gets the direct peer's packets from
+    // weft_decap straight into it (no VXLAN: the routed-peer delivery).
+    c.register_endpoint(pods[0])?;
+    let routed = || bpf::stat_packets(&c.weft_node(1)?.stats_pin(), stat::ROUTED_TO_POD);
+    cmd::poll("node 1 to deliver the direct peer's pings straight into pod 1", Duration::from_secs(10), Duration::from_millis(200), || {
+        let r0 = routed().map_err(|e| format!("{e:#}"))?;
+        traffic::ping(&c.pods[pods[1]].ns, c.pods[pods[0]].ip, 1).map_err(|e| format!("{e:#}"))?;
+        if routed().map_err(|e| format!("{e:#}"))? > r0 { Ok(Some(())) } else { Err("not yet".into()) }
+    })?;
+    let r0 = routed()?;
+    traffic::ping_ok(&c.pods[pods[1]].ns, c.pods[pods[0]].ip, 5)?;
+    ensure!(routed()? >= r0 + 5, "node 1 delivered {} of 5 echo requests from the direct peer straight into pod 1", routed()? - r0);
     traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip, 5)?;
     ensure!(encap()? >= before + 5, "traffic across the router was not encapsulated");
     let t = traffic::tcp_transfer(&c.pods[pods[0]].ns, &c.pods[pods[2]].ns, c.pods[pods[2]].ip, 2 << 20).context("tcp A -> B through VXLAN")?;

@@ -40,7 +40,7 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
     let rec2 = c.register_endpoint(p2)?;
     wait_pods(&c, 1, &[c.pods[p1].ip])?;
     wait_pods(&c, 2, &[c.pods[p2].ip])?;
-    let (_ip1, ip2, ip3) = (c.pods[p1].ip, c.pods[p2].ip, c.pods[p3].ip);
+    let (ip2, ip3) = (c.pods[p2].ip, c.pods[p3].ip);
 
     // Echo requests go straight into pod 2 on node 2, replies into pod 1 on node 1.
     let (d1, d2) = (counter(&c, 1, stat::DECAP_TO_POD)?.0, counter(&c, 2, stat::DECAP_TO_POD)?.0);

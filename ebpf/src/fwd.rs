@@ -17,7 +17,7 @@
 use aya_ebpf::{
     bindings::{
         bpf_fib_lookup as FibParams, bpf_redir_neigh, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        TC_ACT_OK, __sk_buff,
+        TC_ACT_OK,
     },
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
@@ -28,8 +28,6 @@ use weft_common::{stat, HostGwEntry};
 use crate::{hdr::*, l3, maps};
 
 const AF_INET: u8 = 2;
-/// `skb->pkt_type` of a frame addressed to this host's MAC.
-const PACKET_HOST: u32 = 0;
 
 /// Hands the packet to the stack; `counted`: it was peer traffic, so the
 /// fast path says it declined.
@@ -44,19 +42,9 @@ fn to_stack(counted: bool, len: u32) -> i32 {
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> i32 {
     let len = ctx.len();
-    let skb = ctx.as_ptr() as *const __sk_buff;
-    // SAFETY: ctx wraps a valid __sk_buff.
-    let (pkt_type, in_ifindex) = unsafe { ((*skb).pkt_type, (*skb).ifindex) };
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if pkt_type != PACKET_HOST || data + ETH_LEN + IP_LEN > end {
+    let Some((ip, in_ifindex)) = l3::routed_ipv4(ctx) else {
         return to_stack(false, len);
-    }
-    // SAFETY: bounds checked just above.
-    let eth = unsafe { &*(data as *const EthHdr) };
-    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
-    if eth.proto != ETH_P_IP || ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
-        return to_stack(false, len);
-    }
+    };
     let Some(peer) = maps::hostgw_for(ip.daddr) else {
         return to_stack(false, len);
     };

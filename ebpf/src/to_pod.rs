@@ -12,13 +12,10 @@
 //! FORWARD hooks for peer-pod to local-pod traffic only: a packet from any
 //! other source (the outside world, a node address, a subnet weft does not
 //! route host-gw style) goes to the stack as before.
-use aya_ebpf::{bindings::__sk_buff, helpers::bpf_redirect_peer, programs::TcContext, EbpfContext};
-use weft_common::stat;
+use aya_ebpf::{helpers::bpf_redirect_peer, programs::TcContext};
+use weft_common::{stat, PodEntry};
 
 use crate::{hdr::*, l3, maps};
-
-/// `skb->pkt_type` of a frame addressed to this host's MAC.
-const PACKET_HOST: u32 = 0;
 
 /// Delivers the IPv4 packet behind the frame's Ethernet header into the
 /// local pod it is addressed to and counts it under `counter`; None (frame
@@ -32,8 +29,34 @@ pub fn deliver(ctx: &TcContext, counter: u32) -> Option<i32> {
     }
     // SAFETY: bounds checked just above.
     let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
-    let (ttl, proto) = (ip.ttl, ip.proto);
     let pod = maps::pod(ip.daddr)?;
+    into(ctx, &pod, ip.ttl, ip.proto, counter)
+}
+
+/// A frame that arrived on the underlay addressed to this host: if it holds
+/// an IPv4 packet (no options) to a registered local pod from a pod of a
+/// peer routed host-gw style through this very interface, it goes straight
+/// into that pod. None: the stack handles the frame, untouched. The pod
+/// lookup (a hash miss for the node's own traffic) comes before the peer's
+/// (an LPM trie walk).
+#[inline(always)]
+pub fn from_peer(ctx: &TcContext) -> Option<i32> {
+    let (ip, in_ifindex) = l3::routed_ipv4(ctx)?;
+    // Options would need the forwarding path's handling: the stack's job.
+    if ip.vihl != 0x45 {
+        return None;
+    }
+    let pod = maps::pod(ip.daddr)?;
+    if maps::hostgw_for(ip.saddr)?.ifindex != in_ifindex {
+        return None;
+    }
+    into(ctx, &pod, ip.ttl, ip.proto, stat::ROUTED_TO_POD)
+}
+
+/// TTL - 1, the gateway's MACs and the redirect into `pod`; None if the
+/// TTL expires at this hop.
+#[inline(always)]
+fn into(ctx: &TcContext, pod: &PodEntry, ttl: u8, proto: u8, counter: u32) -> Option<i32> {
     if ttl <= 1 {
         return None;
     }
@@ -45,31 +68,4 @@ pub fn deliver(ctx: &TcContext, counter: u32) -> Option<i32> {
     maps::count(counter, ctx.len());
     // SAFETY: plain helper call.
     Some(unsafe { bpf_redirect_peer(pod.host_ifindex, 0) as i32 })
-}
-
-/// A frame that arrived on the underlay addressed to this host: if it holds
-/// an IPv4 packet (no options) from a pod of a peer routed host-gw style
-/// through this very interface, to a registered local pod, it goes straight
-/// into that pod. None: the stack handles the frame, untouched.
-#[inline(always)]
-pub fn from_peer(ctx: &TcContext) -> Option<i32> {
-    let skb = ctx.as_ptr() as *const __sk_buff;
-    // SAFETY: ctx wraps a valid __sk_buff.
-    let (pkt_type, in_ifindex) = unsafe { ((*skb).pkt_type, (*skb).ifindex) };
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if pkt_type != PACKET_HOST || data + ETH_LEN + IP_LEN > end {
-        return None;
-    }
-    // SAFETY: bounds checked just above.
-    let eth = unsafe { &*(data as *const EthHdr) };
-    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
-    // Options would need the forwarding path's handling: the stack's job.
-    if eth.proto != ETH_P_IP || ip.vihl != 0x45 {
-        return None;
-    }
-    let peer = maps::hostgw_for(ip.saddr)?;
-    if peer.ifindex != in_ifindex {
-        return None;
-    }
-    deliver(ctx, stat::ROUTED_TO_POD)
 }

@@ -160,8 +160,13 @@ impl WeftNode {
 
     /// Whether weftd has the fast path (`weft_fwd`) attached: its link pin.
     pub fn fast_path_attached(&self) -> bool {
+        self.link_pinned("weft_fwd")
+    }
+
+    /// Whether weftd holds a pinned link of program `prog` (on any device).
+    pub fn link_pinned(&self, prog: &str) -> bool {
         std::fs::read_dir(self.pin_dir.join("v2/links"))
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("weft_fwd-")))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{prog}-"))))
             .unwrap_or(false)
     }
 

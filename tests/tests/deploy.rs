@@ -72,7 +72,7 @@ fn weftd_runs_with_the_manifests_capabilities() -> Result<()> {
     c.register_endpoint(pods[0])?;
     let w1 = c.weft_node(1)?;
     cmd::poll("node 1 (narrow caps) to attach weft_from_pod", Duration::from_secs(10), Duration::from_millis(100), || {
-        let pinned = std::fs::read_dir(w1.pin_dir.join("v2/links")).map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("weft_from_pod-"))).unwrap_or(false);
+        let pinned = w1.link_pinned("weft_from_pod");
         if pinned { Ok(Some(())) } else { Err(w1.log_tail(5)) }
     })?;
     c.ping_across_nodes(&pods, 3)?;

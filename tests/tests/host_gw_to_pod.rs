@@ -17,8 +17,7 @@ fn routed_to_pod(c: &Cluster, n: NodeRef) -> Result<(u64, u64)> {
 }
 
 fn to_pod_pinned(c: &Cluster, n: NodeRef) -> Result<bool> {
-    let links = c.weft_node(n)?.pin_dir.join("v2/links");
-    Ok(links.read_dir()?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("weft_to_pod-")))
+    Ok(c.weft_node(n)?.link_pinned("weft_to_pod"))
 }
 
 #[test]

@@ -84,7 +84,7 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
     // DEL removes the record: pod 2 leaves node 2's map and keeps working.
     std::fs::remove_file(&rec2)?;
     wait_pods(&c, 2, &[])?;
-    ensure!(!c.weft_node(2)?.pin_dir.join("v2/links").read_dir()?.flatten().any(|e| e.file_name().to_string_lossy().starts_with("weft_from_pod-")),
+    ensure!(!c.weft_node(2)?.link_pinned("weft_from_pod"),
         "node 2 kept weft_from_pod on the removed pod's veth");
     weft_tests::traffic::ping_ok(&c.pods[p1].ns, ip2, 3).context("after pod 2's record went")?;
 

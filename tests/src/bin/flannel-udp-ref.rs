@@ -1,11 +1,12 @@
 //! A reference peer for flannel's udp wire format, written from the format
 //! (not from weft's code) and moving packets the way flannel's proxy
-//! (backend/udp/proxy_amd64.c) does: one thread, one poll loop, one packet
-//! per syscall. TUN packets go to the peer whose subnet holds the
-//! destination as the bare IPv4 packet in one UDP datagram (source and
-//! destination port 8285), inner TTL decremented (0: dropped); a destination
-//! no peer holds is answered with ICMP net unreachable written back into
-//! the TUN; received datagrams get the same TTL rule and go into the TUN.
+//! (backend/udp/proxy_amd64.c) does: one thread, one packet per syscall,
+//! poll only when neither side has a packet waiting. TUN packets go to the
+//! peer whose subnet holds the destination as the bare IPv4 packet in one
+//! UDP datagram (source and destination port 8285), inner TTL decremented
+//! (0: dropped); a destination no peer holds is answered with ICMP net
+//! unreachable written back into the TUN; received datagrams get the same
+//! TTL rule and go into the TUN.
 //! The tests use it as a flannel udp node, the benchmark as the baseline.
 //!
 //! Usage: flannel-udp-ref --tun NAME --local IP --subnet A.B.C.D/LEN
@@ -136,6 +137,12 @@ fn main() -> Result<()> {
     let sock = UdpSocket::bind(SocketAddrV4::new(local, port)).with_context(|| format!("binding {local}:{port}"))?;
     peers.sort_by(|a, b| b.1.cmp(&a.1));
     let mut buf = vec![0u8; 65_536];
+    // As flannel's run_proxy: the TUN non-blocking, the socket read with
+    // MSG_DONTWAIT; after a poll, one packet each way per round until
+    // neither side has one (poll is skipped while traffic flows).
+    // SAFETY: fcntl on our own descriptor.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    sock.set_nonblocking(true).context("non-blocking socket")?;
     let mut pfd = [
         libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -145,34 +152,44 @@ fn main() -> Result<()> {
         if unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) } < 0 {
             continue;
         }
-        if pfd[0].revents & libc::POLLIN != 0 {
-            // SAFETY: reading into our buffer.
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-            if n >= 20 {
-                let p = &mut buf[..n as usize];
-                let dst = u32::from_be_bytes([p[16], p[17], p[18], p[19]]);
-                match peers.iter().find(|(net, len, _)| dst & mask(*len) == *net) {
-                    None => {
-                        let r = net_unreachable(p);
-                        // SAFETY: writing our buffer.
-                        unsafe { libc::write(fd.as_raw_fd(), r.as_ptr() as *const libc::c_void, r.len()) };
-                    }
-                    Some((_, _, to)) => {
-                        if decrement_ttl(p).is_some() {
-                            let _ = sock.send_to(p, to);
-                        }
-                    }
-                }
-            }
+        while tun_to_udp(&fd, &sock, &peers, &mut buf) | udp_to_tun(&sock, &fd, &mut buf) {}
+    }
+}
+
+/// One packet from the TUN to its peer (flannel's tun_to_udp); false: none was waiting.
+fn tun_to_udp(tun: &OwnedFd, sock: &UdpSocket, peers: &[(u32, u8, SocketAddrV4)], buf: &mut [u8]) -> bool {
+    // SAFETY: reading into our buffer.
+    let n = unsafe { libc::read(tun.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+    if n < 20 {
+        return false;
+    }
+    let p = &mut buf[..n as usize];
+    let dst = u32::from_be_bytes([p[16], p[17], p[18], p[19]]);
+    match peers.iter().find(|(net, len, _)| dst & mask(*len) == *net) {
+        None => {
+            let r = net_unreachable(p);
+            // SAFETY: writing our buffer.
+            unsafe { libc::write(tun.as_raw_fd(), r.as_ptr() as *const libc::c_void, r.len()) };
         }
-        if pfd[1].revents & libc::POLLIN != 0 {
-            if let Ok((n, _)) = sock.recv_from(&mut buf) {
-                let p = &mut buf[..n];
-                if decrement_ttl(p).is_some() {
-                    // SAFETY: writing our buffer.
-                    unsafe { libc::write(fd.as_raw_fd(), p.as_ptr() as *const libc::c_void, p.len()) };
-                }
+        Some((_, _, to)) => {
+            if decrement_ttl(p).is_some() {
+                let _ = sock.send_to(p, to);
             }
         }
     }
+    true
+}
+
+/// One datagram from the socket into the TUN (flannel's udp_to_tun); false: none was waiting.
+fn udp_to_tun(sock: &UdpSocket, tun: &OwnedFd, buf: &mut [u8]) -> bool {
+    let Ok((n, _)) = sock.recv_from(buf) else { return false };
+    if n < 20 {
+        return false;
+    }
+    let p = &mut buf[..n];
+    if decrement_ttl(p).is_some() {
+        // SAFETY: writing our buffer.
+        unsafe { libc::write(tun.as_raw_fd(), p.as_ptr() as *const libc::c_void, p.len()) };
+    }
+    true
 }

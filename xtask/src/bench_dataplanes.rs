@@ -84,6 +84,15 @@ impl Path {
     }
 }
 
+/// Whether the `--paths` filter `o` picks the path labelled `label`: a
+/// fragment of the label (any case), or with a leading `=` the whole label.
+fn picks(o: &str, label: &str) -> bool {
+    match o.strip_prefix('=') {
+        Some(exact) => label.eq_ignore_ascii_case(exact.trim()),
+        None => label.to_lowercase().contains(&o.to_lowercase()),
+    }
+}
+
 fn paths(f: Family) -> &'static [Path] {
     match f {
         // Host path right after TC: same flags, no restart between them.
@@ -337,7 +346,7 @@ pub fn run(weftd: &FsPath, plan: &Plan) -> Result<()> {
         let ps: Vec<Path> = paths(family)
             .iter()
             .copied()
-            .filter(|p| *p == Path::Bare || only.is_empty() || only.iter().any(|o| p.label().to_lowercase().contains(&o.to_lowercase())))
+            .filter(|p| *p == Path::Bare || only.is_empty() || only.iter().any(|o| picks(o, p.label())))
             .collect();
         // A filter that picks none of this testbed's paths skips it.
         if ps.len() == 1 && !only.is_empty() {

@@ -80,9 +80,9 @@ enum Cmd {
         #[arg(long, value_parser = ["both", "veth", "wire"], default_value = "both")]
         mode: String,
         /// Traffic benchmarks: measure only the paths whose label contains
-        /// one of these (comma-separated, e.g. `tc decap,flannel vxlan`; bare
-        /// is always measured). A filtered run writes into
-        /// target/bench-explore/, never into docs/.
+        /// one of these (comma-separated, e.g. `tc decap,flannel vxlan`;
+        /// `=weft udp` picks that label only; bare is always measured). A
+        /// filtered run writes into target/bench-explore/, never into docs/.
         #[arg(long, value_delimiter = ',')]
         paths: Vec<String>,
     },

@@ -449,3 +449,17 @@ fn chart_png(dir: &FsPath, name: &str, data: &str) -> Result<String> {
     ensure!(out.status.success(), "gnuplot: {}", String::from_utf8_lossy(&out.stderr));
     Ok(png)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::picks;
+
+    #[test]
+    fn a_paths_filter_picks_by_fragment_or_whole_label() {
+        assert!(picks("weft udp", "weft udp, --udp-per-cpu"));
+        assert!(picks("TC DECAP", "weft vxlan, TC decap"));
+        assert!(picks("=weft udp", "weft udp"));
+        assert!(!picks("=weft udp", "weft udp, --udp-per-cpu"));
+        assert!(!picks("host-gw", "weft udp"));
+    }
+}

@@ -137,12 +137,12 @@ fn main() -> Result<()> {
     let sock = UdpSocket::bind(SocketAddrV4::new(local, port)).with_context(|| format!("binding {local}:{port}"))?;
     peers.sort_by(|a, b| b.1.cmp(&a.1));
     let mut buf = vec![0u8; 65_536];
-    // As flannel's run_proxy: the TUN non-blocking, the socket read with
-    // MSG_DONTWAIT; after a poll, one packet each way per round until
-    // neither side has one (poll is skipped while traffic flows).
+    // As flannel's run_proxy: the TUN non-blocking, the socket blocking but
+    // read with MSG_DONTWAIT (sends wait for room, as flannel's sendto);
+    // after a poll, one packet each way per round until neither side has
+    // one (poll is skipped while traffic flows).
     // SAFETY: fcntl on our own descriptor.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    sock.set_nonblocking(true).context("non-blocking socket")?;
     let mut pfd = [
         libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -182,14 +182,18 @@ fn tun_to_udp(tun: &OwnedFd, sock: &UdpSocket, peers: &[(u32, u8, SocketAddrV4)]
 
 /// One datagram from the socket into the TUN (flannel's udp_to_tun); false: none was waiting.
 fn udp_to_tun(sock: &UdpSocket, tun: &OwnedFd, buf: &mut [u8]) -> bool {
-    let Ok((n, _)) = sock.recv_from(buf) else { return false };
+    // SAFETY: receiving into our buffer.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
     if n < 20 {
         return false;
     }
-    let p = &mut buf[..n];
+    let p = &mut buf[..n as usize];
     if decrement_ttl(p).is_some() {
+        // flannel's tun_send_packet: the TUN is non-blocking, so retry on EAGAIN.
         // SAFETY: writing our buffer.
-        unsafe { libc::write(tun.as_raw_fd(), p.as_ptr() as *const libc::c_void, p.len()) };
+        while unsafe { libc::write(tun.as_raw_fd(), p.as_ptr() as *const libc::c_void, p.len()) } < 0
+            && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+        {}
     }
     true
 }

@@ -357,7 +357,7 @@ impl Node {
                     match self.store.renew(&self.own, &self.attrs, ttl).await {
                         Ok(()) => {
                             log::info!("renewed lease {} for {ttl} s", self.own);
-                            self.health.metrics.lease_renewed();
+                            self.health.metrics.lease_renewal_counted();
                             renew_at = Instant::now() + renew_every;
                         }
                         Err(e) => {
@@ -511,7 +511,8 @@ impl Node {
             (res, _) => res,
         };
         self.health.metrics.leases(self.leases.len(), peers);
-        self.health.metrics.reconciled(t.elapsed().as_secs_f64(), matches!(&res, Ok(ch) if ch.errors == 0));
+        let (added, removed) = res.as_ref().map(|ch| (ch.added, ch.removed)).unwrap_or_default();
+        self.health.metrics.reconciled(t.elapsed().as_secs_f64(), matches!(&res, Ok(ch) if ch.errors == 0), added, removed);
         match res {
             Ok(ch) => {
                 if ch != reconcile::Changes::default() {

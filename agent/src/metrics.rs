@@ -25,6 +25,10 @@ struct Reconciles {
     sum_s: f64,
     last_s: f64,
     errors: u64,
+    /// Dataplane entries (map entries, routes, FDB/neighbour entries, udp
+    /// peers) the reconciles added or updated, and removed: the work they did.
+    added: u64,
+    removed: u64,
 }
 
 pub struct Metrics {
@@ -35,6 +39,9 @@ pub struct Metrics {
     peers: AtomicU64,
     /// When our lease was last created or renewed.
     lease_since: Mutex<Option<Instant>>,
+    /// Renewals of our lease that the store accepted (not its creation, nor
+    /// a re-claim after it was lost).
+    lease_renewals: AtomicU64,
     reconciles: Mutex<Reconciles>,
     /// The udp path's counters (None: not the udp backend).
     udp: Mutex<Option<std::sync::Arc<crate::udp::Stats>>>,
@@ -48,6 +55,7 @@ impl Default for Metrics {
             leases: AtomicU64::new(0),
             peers: AtomicU64::new(0),
             lease_since: Mutex::new(None),
+            lease_renewals: AtomicU64::new(0),
             reconciles: Mutex::new(Reconciles::default()),
             udp: Mutex::new(None),
         }
@@ -65,15 +73,25 @@ impl Metrics {
     pub fn set_udp_stats(&self, s: std::sync::Arc<crate::udp::Stats>) {
         *lock(&self.udp) = Some(s);
     }
+    /// Our lease was created, renewed or claimed again: its age restarts.
     pub fn lease_renewed(&self) {
         *lock(&self.lease_since) = Some(Instant::now());
+    }
+    /// The store accepted a renewal of our existing lease.
+    pub fn lease_renewal_counted(&self) {
+        self.lease_renewals.fetch_add(1, Relaxed);
+        self.lease_renewed();
     }
     pub fn leases(&self, leases: usize, peers: usize) {
         self.leases.store(leases as u64, Relaxed);
         self.peers.store(peers as u64, Relaxed);
     }
-    pub fn reconciled(&self, seconds: f64, ok: bool) {
+    /// One reconcile: how long it took, whether it was clean, and the
+    /// entries it added/updated and removed.
+    pub fn reconciled(&self, seconds: f64, ok: bool, added: usize, removed: usize) {
         let mut r = lock(&self.reconciles);
+        r.added += added as u64;
+        r.removed += removed as u64;
         r.count += 1;
         r.sum_s += seconds;
         r.last_s = seconds;
@@ -118,6 +136,9 @@ impl Metrics {
             &[("_sum".into(), format!("{:.6}", r.sum_s)), ("_count".into(), r.count.to_string())]);
         family(&mut o, "weft_reconcile_last_duration_seconds", "gauge", "Duration of the last reconcile.", &one(format!("{:.6}", r.last_s)));
         family(&mut o, "weft_reconcile_errors_total", "counter", "Reconciles that failed or left errors.", &one(r.errors.to_string()));
+        family(&mut o, "weft_reconcile_changes_total", "counter", "Dataplane entries (map entries, routes, FDB and neighbour entries, udp peers) reconciles added or updated, and removed.",
+            &[("{op=\"added\"}".into(), r.added.to_string()), ("{op=\"removed\"}".into(), r.removed.to_string())]);
+        family(&mut o, "weft_lease_renewals_total", "counter", "Renewals of our lease the store accepted (not its creation or a re-claim).", &one(self.lease_renewals.load(Relaxed).to_string()));
         family(&mut o, "weft_store_errors_total", "counter", "Errors talking to the lease store (list, watch, renew).", &one(STORE_ERRORS.load(Relaxed).to_string()));
         family(&mut o, "weft_ready", "gauge", "1 when /readyz answers 200.", &one((ready as u8).to_string()));
         family(&mut o, "weft_uptime_seconds", "gauge", "Seconds since weftd started.", &one(format!("{:.3}", self.started.elapsed().as_secs_f64())));

@@ -1,24 +1,22 @@
 //! weftd, the node agent of weft. See the README's ARCHITECTURE section.
-pub mod acquire;
+//!
+//! - [`agent`]: `weftd run`, a list of named steps, then the event loop.
+//! - [`subnet`]: subnet managers (etcd, the embedded store), leases.
+//! - [`backend`]: backends (vxlan, host-gw, udp) and their reconciles.
+//! - [`dataplane`]: the BPF programs and their pinned maps, the fast path.
+//! - [`net`]: netlink, and the choice of the underlay interface.
+//! - the rest: flags, net-conf, subnet.env, health and metrics, and the
+//!   subcommands (`status`, `log-level`, `install-cni`).
 pub mod agent;
-pub mod bpffs;
+pub mod backend;
 pub mod cli;
-pub mod datapath;
-pub mod endpoints;
-pub mod fast_path;
+pub mod dataplane;
 pub mod health;
-pub mod iface;
 pub mod install_cni;
-pub mod kernel_vxlan;
-pub mod lease;
-pub mod local_store;
-pub mod metrics;
 pub mod log_level;
+pub mod metrics;
+pub mod net;
 pub mod netconfig;
-pub mod netlink;
-pub mod reconcile;
 pub mod status;
-pub mod store;
 pub mod subnet;
 pub mod subnet_env;
-pub mod udp;

@@ -9,7 +9,7 @@ use aya::maps::{Array, Map, MapData};
 use clap::Parser;
 use weft_common::{cfg_flags, map_names, DatapathConfig};
 
-use crate::datapath::PIN_LAYOUT;
+use crate::dataplane::pins;
 
 #[derive(Parser, Debug)]
 #[command(name = "weftd log-level", about = "Switch the kernel programs' debug logs on or off at run time")]
@@ -22,8 +22,7 @@ pub struct LogLevelArgs {
 }
 
 pub fn run(a: &LogLevelArgs) -> Result<String> {
-    let pin = a.bpf_pin_dir.join(PIN_LAYOUT).join(map_names::CONFIG);
-    let data = MapData::from_pin(&pin).with_context(|| format!("opening {} (is weftd running with --bpf-pin-dir {}?)", pin.display(), a.bpf_pin_dir.display()))?;
+    let data = pins::map(&a.bpf_pin_dir, map_names::CONFIG).with_context(|| format!("is weftd running with --bpf-pin-dir {}?", a.bpf_pin_dir.display()))?;
     let mut cfg: Array<MapData, DatapathConfig> = Array::try_from(Map::Array(data)).context("weft_config is not an array of DatapathConfig")?;
     let mut c = cfg.get(&0, 0).context("reading weft_config")?;
     if a.level == "debug" {
@@ -32,5 +31,5 @@ pub fn run(a: &LogLevelArgs) -> Result<String> {
         c.flags &= !cfg_flags::LOG_DEBUG;
     }
     cfg.set(0, c, 0).context("writing weft_config")?;
-    Ok(format!("kernel-side logs: {} (weft_config flags {:#x} in {})", a.level, c.flags, pin.display()))
+    Ok(format!("kernel-side logs: {} (weft_config flags {:#x} in {})", a.level, c.flags, a.bpf_pin_dir.display()))
 }

@@ -12,8 +12,7 @@ use std::{
     time::Instant,
 };
 
-use aya::maps::{Map, MapData, PerCpuArray};
-use weft_common::{map_names, stat, Counter};
+use weft_common::{stat, Counter};
 
 /// Errors talking to the lease store (list, watch, renew), process-wide:
 /// the store code counts where it logs.
@@ -33,7 +32,7 @@ struct Reconciles {
 
 pub struct Metrics {
     started: Instant,
-    /// Where the pinned maps live (None: no BPF datapath on this node).
+    /// `--bpf-pin-dir` (None: no BPF datapath on this node).
     pin_dir: Mutex<Option<PathBuf>>,
     leases: AtomicU64,
     peers: AtomicU64,
@@ -44,7 +43,7 @@ pub struct Metrics {
     lease_renewals: AtomicU64,
     reconciles: Mutex<Reconciles>,
     /// The udp path's counters (None: not the udp backend).
-    udp: Mutex<Option<std::sync::Arc<crate::udp::Stats>>>,
+    udp: Mutex<Option<std::sync::Arc<crate::backend::udp::Stats>>>,
 }
 
 impl Default for Metrics {
@@ -70,7 +69,7 @@ impl Metrics {
     pub fn set_pin_dir(&self, dir: PathBuf) {
         *lock(&self.pin_dir) = Some(dir);
     }
-    pub fn set_udp_stats(&self, s: std::sync::Arc<crate::udp::Stats>) {
+    pub fn set_udp_stats(&self, s: std::sync::Arc<crate::backend::udp::Stats>) {
         *lock(&self.udp) = Some(s);
     }
     /// Our lease was created, renewed or claimed again: its age restarts.
@@ -99,12 +98,7 @@ impl Metrics {
     }
 
     fn datapath_counters(&self) -> Option<Vec<Counter>> {
-        let dir = lock(&self.pin_dir).clone()?;
-        let data = MapData::from_pin(dir.join(map_names::STATS)).ok()?;
-        let a = PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(data)).ok()?;
-        (0..stat::COUNT)
-            .map(|i| a.get(&i, 0).ok().map(|v| v.iter().fold(Counter::default(), |s, c| Counter { packets: s.packets + c.packets, bytes: s.bytes + c.bytes })))
-            .collect()
+        crate::dataplane::pins::counters(lock(&self.pin_dir).as_deref()?)
     }
 
     /// The exposition text; `ready` is /readyz's answer.

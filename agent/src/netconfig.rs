@@ -5,26 +5,7 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::subnet::Ipv4Net;
-
-/// The backend section as far as weft uses it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
-    /// `direct_routing`: peers on our L2 segment are routed host-gw style.
-    Vxlan { vni: u32, port: u16, direct_routing: bool },
-    HostGw,
-    Udp { port: u16 },
-}
-
-impl Backend {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Backend::Vxlan { .. } => "vxlan",
-            Backend::HostGw => "host-gw",
-            Backend::Udp { .. } => "udp",
-        }
-    }
-}
+use crate::{backend::Config as Backend, subnet::Ipv4Net};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
@@ -32,6 +13,7 @@ pub struct NetConfig {
     pub subnet_len: u8,
     pub subnet_min: Ipv4Addr,
     pub subnet_max: Ipv4Addr,
+    /// The `Backend` section, as read by the backend it names.
     pub backend: Backend,
 }
 
@@ -47,19 +29,6 @@ struct RawConfig {
     #[serde(rename = "EnableIPv6")]
     enable_ipv6: Option<bool>,
     backend: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-struct RawBackend {
-    #[serde(rename = "Type")]
-    kind: Option<String>,
-    #[serde(rename = "VNI")]
-    vni: Option<u32>,
-    port: Option<u32>,
-    direct_routing: Option<bool>,
-    #[serde(rename = "GBP")]
-    gbp: Option<bool>,
 }
 
 fn parse_addr(field: &str, s: &str) -> Result<Ipv4Addr> {
@@ -115,7 +84,7 @@ impl NetConfig {
         if u32::from(subnet_min) > u32::from(subnet_max) {
             bail!("config fields SubnetMin/SubnetMax: {subnet_min} is above {subnet_max}");
         }
-        let backend = parse_backend(raw.backend)?;
+        let backend = Backend::parse(raw.backend)?;
         Ok(NetConfig { network, subnet_len, subnet_min, subnet_max, backend })
     }
 
@@ -124,35 +93,6 @@ impl NetConfig {
         let step = 1u64 << (32 - self.subnet_len);
         let (min, max) = (u32::from(self.subnet_min) as u64, u32::from(self.subnet_max) as u64);
         (min..=max).step_by(step as usize).map(move |a| Ipv4Net::new(Ipv4Addr::from(a as u32), self.subnet_len).expect("len <= 30"))
-    }
-}
-
-fn parse_backend(v: Option<serde_json::Value>) -> Result<Backend> {
-    let raw: RawBackend = match v {
-        None | Some(serde_json::Value::Null) => RawBackend::default(),
-        Some(v) => serde_json::from_value(v).context("config field Backend: not an object of flannel's backend shape")?,
-    };
-    let port = |default: u16| -> Result<u16> {
-        match raw.port {
-            None | Some(0) => Ok(default),
-            Some(p) if p <= 65535 => Ok(p as u16),
-            Some(p) => bail!("config field Backend.Port: {p} is not a UDP port"),
-        }
-    };
-    match raw.kind.as_deref().unwrap_or("udp") {
-        "vxlan" => {
-            let vni = raw.vni.unwrap_or(1);
-            if vni == 0 || vni > 0xff_ffff {
-                bail!("config field Backend.VNI: {vni} is outside 1..=16777215");
-            }
-            if raw.gbp == Some(true) {
-                bail!("config field Backend.GBP: group-based policy is not supported by weft");
-            }
-            Ok(Backend::Vxlan { vni, port: port(weft_common::VXLAN_PORT)?, direct_routing: raw.direct_routing == Some(true) })
-        }
-        "host-gw" => Ok(Backend::HostGw),
-        "udp" => Ok(Backend::Udp { port: port(8285)? }),
-        other => bail!("config field Backend.Type: unknown backend {other:?} (known: vxlan, host-gw, udp)"),
     }
 }
 
@@ -166,13 +106,13 @@ mod tests {
         assert_eq!(c.subnet_len, 24);
         assert_eq!(c.subnet_min, Ipv4Addr::new(10, 244, 1, 0));
         assert_eq!(c.subnet_max, Ipv4Addr::new(10, 244, 255, 0));
-        assert_eq!(c.backend, Backend::Vxlan { vni: 1, port: 8472, direct_routing: false });
+        assert_eq!(c.backend, Backend::Vxlan(crate::backend::vxlan::Config { vni: 1, port: 8472, direct_routing: false }));
         let d = NetConfig::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":4,"Port":4789,"DirectRouting":true}}"#).unwrap();
-        assert_eq!(d.backend, Backend::Vxlan { vni: 4, port: 4789, direct_routing: true });
+        assert_eq!(d.backend, Backend::Vxlan(crate::backend::vxlan::Config { vni: 4, port: 4789, direct_routing: true }));
         assert_eq!(c.candidate_subnets().count(), 255);
         let small = NetConfig::parse(r#"{"Network":"10.1.0.0/24"}"#).unwrap();
         assert_eq!(small.subnet_len, 26);
-        assert_eq!(small.backend, Backend::Udp { port: 8285 });
+        assert_eq!(small.backend, Backend::Udp(crate::backend::udp::backend::Config { port: 8285 }));
         assert_eq!(small.candidate_subnets().map(|s| s.to_string()).collect::<Vec<_>>(), ["10.1.0.64/26", "10.1.0.128/26", "10.1.0.192/26"]);
     }
 

@@ -7,19 +7,15 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use anyhow::{Context, Result};
-use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData, PerCpuArray};
 use clap::Parser;
 use serde_json::{json, Value};
-use weft_common::{map_names, stat, Counter, HostGwEntry, PodEntry, VtepEntry};
+use weft_common::{stat, Counter, HostGwEntry, PodEntry, VtepEntry};
 
 use crate::{
     cli::Args,
-    datapath::PIN_LAYOUT,
-    lease::{format_mac, Lease},
-    local_store::LocalStore,
-    netlink::Netlink,
-    store::{self, EtcdStore, Store},
-    subnet::Ipv4Net,
+    dataplane::{pins, PIN_LAYOUT},
+    net::netlink::{Netlink, Route},
+    subnet::{self, lease::{format_mac, Lease}, Ipv4Net},
     subnet_env,
 };
 
@@ -33,11 +29,6 @@ pub struct StatusArgs {
     pub node: Args,
 }
 
-fn pinned(dir: &Path, name: &str) -> Result<MapData> {
-    let p = dir.join(PIN_LAYOUT).join(name);
-    MapData::from_pin(&p).with_context(|| format!("opening {}", p.display()))
-}
-
 /// The pinned maps' contents (empty where a map is not pinned: a node on
 /// the kernel datapath or the udp backend has none).
 struct Maps {
@@ -48,26 +39,12 @@ struct Maps {
 }
 
 fn read_maps(dir: &Path) -> Maps {
-    let vteps = pinned(dir, map_names::VTEPS).ok().and_then(|m| LpmTrie::<_, [u8; 4], VtepEntry>::try_from(Map::LpmTrie(m)).ok())
-        .map(|t| t.iter().filter_map(|kv| kv.ok()).filter_map(|(k, v)| Some((Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).ok()?, v))).collect())
-        .unwrap_or_default();
-    let hostgw = pinned(dir, map_names::HOSTGW).ok().and_then(|m| LpmTrie::<_, [u8; 4], HostGwEntry>::try_from(Map::LpmTrie(m)).ok())
-        .map(|t| t.iter().filter_map(|kv| kv.ok()).filter_map(|(k, v)| Some((Ipv4Net::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).ok()?, v))).collect())
-        .unwrap_or_default();
-    let pods = pinned(dir, map_names::PODS).ok().and_then(|m| HashMap::<_, [u8; 4], PodEntry>::try_from(Map::HashMap(m)).ok())
-        .map(|h| h.iter().filter_map(|kv| kv.ok()).map(|(k, v)| (Ipv4Addr::from(k), v)).collect())
-        .unwrap_or_default();
-    let counters = pinned(dir, map_names::STATS).ok().and_then(|m| PerCpuArray::<_, Counter>::try_from(Map::PerCpuArray(m)).ok()).map(|a| {
-        (0..stat::COUNT)
-            .map(|i| a.get(&i, 0).map(|v| v.iter().fold(Counter::default(), |s, c| Counter { packets: s.packets + c.packets, bytes: s.bytes + c.bytes })).unwrap_or_default())
-            .collect()
-    });
-    Maps { vteps, hostgw, pods, counters }
+    Maps { vteps: pins::vteps(dir), hostgw: pins::hostgw(dir), pods: pins::pods(dir), counters: pins::counters(dir) }
 }
 
 /// The datapath that carries this node's traffic to `l`, from the routes
 /// and the maps: what the kernel will really do, not what the lease says.
-fn datapath_of(l: &Lease, routes: &[crate::netlink::Route], names: &BTreeMap<u32, String>, maps: &Maps) -> String {
+fn datapath_of(l: &Lease, routes: &[Route], names: &BTreeMap<u32, String>, maps: &Maps) -> String {
     let best = routes.iter().filter(|r| r.dst.contains_net(&l.subnet)).max_by_key(|r| r.dst.prefix_len());
     let Some(r) = best else { return "none (no route)".into() };
     if r.unreachable {
@@ -89,19 +66,8 @@ fn datapath_of(l: &Lease, routes: &[crate::netlink::Route], names: &BTreeMap<u32
 
 pub async fn run(a: &StatusArgs) -> Result<String> {
     let n = &a.node;
-    let store = if n.etcd_endpoints.is_empty() {
-        Store::Local(LocalStore::open(&n.store_dir)?)
-    } else {
-        let auth = store::EtcdAuth {
-            cafile: n.etcd_cafile.clone(),
-            certfile: n.etcd_certfile.clone(),
-            keyfile: n.etcd_keyfile.clone(),
-            username: n.etcd_username.clone(),
-            password: n.etcd_password.clone(),
-        };
-        Store::Etcd(tokio::time::timeout(std::time::Duration::from_secs(10), EtcdStore::connect(&n.etcd_endpoints, &n.etcd_prefix, &auth)).await.context("connecting to etcd: timed out")??)
-    };
-    let (_, raw) = store.list().await.context("listing the leases")?;
+    let manager = tokio::time::timeout(std::time::Duration::from_secs(10), subnet::from_args(n)).await.context("connecting to the lease store: timed out")??;
+    let raw = manager.leases().await.context("listing the leases")?;
     let own = subnet_env::previous_subnet(&n.subnet_file);
     let nl = Netlink::new()?;
     let routes = nl.main_routes_full().await?;

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use weft_agent::{datapath::Datapath, subnet::Ipv4Net};
+use weft_agent::{dataplane::Datapath, subnet::Ipv4Net};
 use weft_common::{prog_names, stat, HostGwEntry};
 
 const TC_ACT_OK: u32 = 0;

@@ -13,7 +13,7 @@
 mod frames;
 
 use frames::*;
-use weft_agent::datapath::Datapath;
+use weft_agent::dataplane::Datapath;
 use weft_common::{prog_names, stat};
 
 const VXLAN: u16 = 8472;

@@ -4,7 +4,7 @@
 mod frames;
 
 use frames::*;
-use weft_agent::{datapath::Datapath, subnet::Ipv4Net};
+use weft_agent::{dataplane::Datapath, subnet::Ipv4Net};
 use weft_common::{prog_names, stat};
 
 #[test]

@@ -1,7 +1,7 @@
 //! Frames, nodes and runners shared by the BPF_PROG_TEST_RUN test files.
 #![allow(dead_code)]
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use weft_agent::{datapath::Datapath, subnet::Ipv4Net};
+use weft_agent::{dataplane::Datapath, subnet::Ipv4Net};
 use weft_common::{prog_names, DatapathConfig, VtepEntry, VXLAN_PORT};
 
 pub const TC_ACT_OK: u32 = 0;

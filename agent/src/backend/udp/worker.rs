@@ -62,7 +62,6 @@ impl Local {
         self.add(match r {
             Refused::Malformed => stat::DROP_MALFORMED,
             Refused::Ttl => stat::DROP_TTL,
-            Refused::TooBig => stat::DROP_TOO_BIG,
         }, bytes)
     }
 }
@@ -108,12 +107,12 @@ impl Worker {
             };
             let map = self.peers.load();
             if ready[0] {
-                if let Err(e) = self.from_tun(&map, &mut b, &mut local) {
+                if let Err(e) = self.tun_to_wire(&map, &mut b, &mut local) {
                     log::warn!("udp worker: reading the TUN: {e}");
                 }
             }
             if ready[1] {
-                if let Err(e) = self.from_wire(&map, &mut b, &mut local) {
+                if let Err(e) = self.wire_to_tun(&map, &mut b, &mut local) {
                     log::warn!("udp worker: receiving: {e}");
                 }
             }
@@ -123,7 +122,7 @@ impl Worker {
     }
 
     /// TUN -> wire.
-    fn from_tun(&self, map: &PeerMap, b: &mut Buffers, st: &mut Local) -> io::Result<()> {
+    fn tun_to_wire(&self, map: &PeerMap, b: &mut Buffers, st: &mut Local) -> io::Result<()> {
         let mut pending = 0;
         for _ in 0..READS_PER_WAKE {
             let idx = pending;
@@ -321,7 +320,7 @@ impl Worker {
     }
 
     /// Wire -> TUN.
-    fn from_wire(&self, map: &PeerMap, b: &mut Buffers, st: &mut Local) -> io::Result<()> {
+    fn wire_to_tun(&self, map: &PeerMap, b: &mut Buffers, st: &mut Local) -> io::Result<()> {
         let mut iov: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
         let mut names: [libc::sockaddr_in; RECV_BATCH] = unsafe { std::mem::zeroed() };
         let mut cbufs = [[0u64; 4]; RECV_BATCH];

@@ -6,11 +6,12 @@
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 
-use crate::{lease::{Lease, LeaseAttrs}, netconfig::NetConfig, store::Store, subnet::Ipv4Net};
+use super::{lease::{Lease, LeaseAttrs}, registry::Registry, Ipv4Net};
+use crate::netconfig::NetConfig;
 
 const ATTEMPTS: usize = 20;
 
-pub async fn acquire(store: &Store, cfg: &NetConfig, attrs: &LeaseAttrs, previous: Option<Ipv4Net>, ttl: i64) -> Result<Ipv4Net> {
+pub async fn acquire(store: &impl Registry, cfg: &NetConfig, attrs: &LeaseAttrs, previous: Option<Ipv4Net>, ttl: i64) -> Result<Ipv4Net> {
     for attempt in 1..=ATTEMPTS {
         let (_rev, kvs) = store.list().await?;
         let mut taken: Vec<Ipv4Net> = vec![];

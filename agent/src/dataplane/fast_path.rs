@@ -12,7 +12,10 @@ use std::path::Path;
 use aya::programs::TcAttachType;
 use weft_common::prog_names;
 
-use crate::{datapath::Datapath, endpoints::PodEndpoints, netlink::Netlink};
+use anyhow::Result;
+
+use super::{endpoints::PodEndpoints, Datapath};
+use crate::{cli::Args, net::netlink::{self, Netlink}};
 
 pub struct FastPath {
     /// `weft_fwd` on the bridge, where peers are routed host-gw style.
@@ -21,6 +24,26 @@ pub struct FastPath {
 }
 
 impl FastPath {
+    /// The fast path, unless --no-fast-path: pod endpoints always, the bridge
+    /// program where peers are routed host-gw style (the host-gw backend, vxlan
+    /// with DirectRouting). What is off is released, so the flags say what runs.
+    pub fn from_args(args: &Args, dp: &mut Datapath, routed_peers: bool) -> Result<Option<FastPath>> {
+        if (!routed_peers || args.no_fast_path) && dp.release_links(prog_names::FWD)? {
+            log::info!("released the weft_fwd link an earlier run left on the pod bridge");
+        }
+        if args.no_fast_path {
+            let n = PodEndpoints::clear(dp)?;
+            if n > 0 {
+                log::info!("fast path off: removed {n} pod endpoints an earlier run registered");
+            }
+            return Ok(None);
+        }
+        let fast = FastPath::new(routed_peers.then_some(args.pod_bridge.as_str()), &args.endpoints_dir);
+        log::info!("fast path on: pod endpoints from {}{}", fast.endpoints_dir().display(),
+            if routed_peers { format!(", weft_fwd on {}", args.pod_bridge) } else { String::new() });
+        Ok(Some(fast))
+    }
+
     pub fn new(bridge: Option<&str>, endpoints_dir: &Path) -> FastPath {
         FastPath { bridge: bridge.map(BridgeAttach::new), pods: PodEndpoints::new(endpoints_dir) }
     }
@@ -93,4 +116,22 @@ impl BridgeAttach {
             },
         }
     }
+}
+
+/// host-gw's receiving half of the fast path: `weft_to_pod` on the
+/// underlay's ingress while the fast path is on (a peer pod's packet for a
+/// registered local pod goes straight into it), released when it is off.
+/// Attaching is not fatal: without it the stack delivers the same packets.
+pub fn receiving_half(dp: &mut Datapath, on: bool, underlay: &netlink::Link) -> Result<()> {
+    if !on {
+        if dp.release_links(prog_names::TO_POD)? {
+            log::info!("fast path off: released the weft_to_pod link an earlier run left on {}", underlay.name);
+        }
+        return Ok(());
+    }
+    match dp.attach_tc(prog_names::TO_POD, &underlay.name, underlay.index, TcAttachType::Ingress) {
+        Ok(()) => log::info!("fast path: weft_to_pod on {} ingress: peer pods' packets for registered local pods go straight into them", underlay.name),
+        Err(e) => log::warn!("fast path: cannot attach weft_to_pod to {}; the stack delivers peer pods' packets instead: {e:#}", underlay.name),
+    }
+    Ok(())
 }

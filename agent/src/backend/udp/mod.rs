@@ -10,6 +10,7 @@
 //! segments into wire-sized packets itself and sends with UDP GSO, and
 //! merges received segments (UDP GRO) back into TSO packets for the TUN.
 //! Buffers are allocated once per worker.
+pub mod backend;
 pub mod cpus;
 pub mod csum;
 pub mod gro;
@@ -19,7 +20,7 @@ pub mod sys;
 mod worker;
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::SocketAddrV4,
     sync::{atomic::{AtomicBool, AtomicU64, Ordering::Relaxed}, Arc},
     thread::JoinHandle,
 };
@@ -198,9 +199,4 @@ fn worker_cpus(pin: bool, workers: usize) -> Vec<Option<usize>> {
         vec![]
     };
     (0..workers.max(1)).map(|i| (!allowed.is_empty()).then(|| allowed[i % allowed.len()])).collect()
-}
-
-/// The peers' socket address for a lease's PublicIP.
-pub fn peer_addr(public_ip: Ipv4Addr, port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(public_ip, port)
 }

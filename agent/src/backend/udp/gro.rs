@@ -170,7 +170,7 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::udp::packet::tests::tcp4;
+    use crate::backend::udp::packet::tests::tcp4;
 
     const A: [u8; 4] = [10, 244, 1, 2];
     const B: [u8; 4] = [10, 244, 2, 3];
@@ -182,7 +182,7 @@ mod tests {
     /// Sums a merged packet as the kernel will (partial checksum completed).
     fn complete(merged: &[u8]) -> Vec<u8> {
         let mut p = merged[VNET_HDR_LEN..].to_vec();
-        crate::udp::packet::complete_csum(&mut p, 20, 16).unwrap();
+        crate::backend::udp::packet::complete_csum(&mut p, 20, 16).unwrap();
         p
     }
 
@@ -200,7 +200,7 @@ mod tests {
         assert_eq!(out[1], VNET_GSO_TCPV4);
         assert_eq!(u16::from_ne_bytes([out[4], out[5]]), 1000);
         let p = complete(&out);
-        assert!(crate::udp::packet::tests::tcp_ok(&p));
+        assert!(crate::backend::udp::packet::tests::tcp_ok(&p));
         assert_eq!(p.len(), 40 + 4000);
         assert_eq!(p[33], 0x18);
         assert!(c.is_empty());

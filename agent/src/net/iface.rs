@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use regex::Regex;
 
-use crate::{netlink::{Link, Netlink}, subnet::Ipv4Net};
+use super::netlink::{Link, Netlink};
+use crate::subnet::Ipv4Net;
 
 #[derive(Debug, Clone)]
 pub struct Underlay {

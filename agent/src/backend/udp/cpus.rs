@@ -171,7 +171,7 @@ mod tests {
         let one: libc::c_int = 1;
         // SAFETY: an int option, its size passed.
         assert_eq!(unsafe { libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, &one as *const _ as *const libc::c_void, 4) }, 0);
-        let sa = crate::udp::sys::sockaddr(at);
+        let sa = crate::backend::udp::sys::sockaddr(at);
         // SAFETY: a sockaddr_in, its size passed.
         assert_eq!(unsafe { libc::bind(fd.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_in>() as u32) }, 0);
         std::net::UdpSocket::from(fd)

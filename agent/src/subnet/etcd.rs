@@ -1,4 +1,4 @@
-//! The lease store: flannel's etcd v3 key schema. `<prefix>/config` holds the
+//! The etcd registry: flannel's etcd v3 key schema. `<prefix>/config` holds the
 //! network config, `<prefix>/subnets/<a.b.c.d>-<len>` one lease each, attached
 //! to an etcd lease so that it disappears when its holder stops renewing.
 //!
@@ -14,21 +14,13 @@ use etcd_client::{
     WatchOptions, WatchStream,
 };
 
-use crate::{lease::LeaseAttrs, subnet::Ipv4Net};
-
-/// One change to the set of leases.
-#[derive(Debug, Clone)]
-pub enum LeaseEvent {
-    /// The full set as of a revision: replaces whatever was known.
-    Snapshot(Vec<(String, Vec<u8>)>),
-    Put(String, Vec<u8>),
-    Delete(String),
-}
+use super::{lease::LeaseAttrs, registry::Registry, Ipv4Net, LeaseEvent};
 
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
     prefix: String,
+    endpoints: String,
 }
 
 /// How to authenticate to etcd: TLS (CA, optional client certificate) and/or
@@ -85,7 +77,7 @@ impl EtcdStore {
         let client = Client::connect(endpoints, Some(opts))
             .await
             .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
-        Ok(EtcdStore { client, prefix: prefix.trim_end_matches('/').to_string() })
+        Ok(EtcdStore { client, prefix: prefix.trim_end_matches('/').to_string(), endpoints: endpoints.join(",") })
     }
 
     fn subnets_prefix(&self) -> String {
@@ -97,7 +89,7 @@ impl EtcdStore {
     }
 
     /// The raw network config JSON, or None when the key does not exist.
-    pub async fn network_config(&self) -> Result<Option<String>> {
+    async fn read_network_config(&self) -> Result<Option<String>> {
         let key = format!("{}/config", self.prefix);
         let resp = self.client.clone().get(key.clone(), None).await.with_context(|| format!("reading {key}"))?;
         match resp.kvs().first() {
@@ -107,7 +99,7 @@ impl EtcdStore {
     }
 
     /// All leases (key suffix after `subnets/`, raw value) and the revision they were read at.
-    pub async fn list(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
+    async fn list_leases(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
         let p = self.subnets_prefix();
         let resp = self.client.clone().get(p.clone(), Some(GetOptions::new().with_prefix())).await
             .with_context(|| format!("listing {p}"))?;
@@ -122,7 +114,7 @@ impl EtcdStore {
 
     /// Creates the lease only if nobody holds the key (flannel's transaction).
     /// Returns false when the subnet is taken.
-    pub async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+    async fn create_lease(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
         let key = self.lease_key(subnet);
         let value = serde_json::to_vec(attrs)?;
         let id = self.grant(ttl).await?;
@@ -137,7 +129,7 @@ impl EtcdStore {
     }
 
     /// Writes our lease under a fresh etcd lease (flannel's renewal: grant and put again).
-    pub async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
+    async fn renew_lease(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
         let key = self.lease_key(subnet);
         let id = self.grant(ttl).await?;
         self.client.clone().put(key.clone(), serde_json::to_vec(attrs)?, Some(PutOptions::new().with_lease(id))).await
@@ -145,7 +137,7 @@ impl EtcdStore {
         Ok(())
     }
 
-    pub async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
+    async fn delete_lease(&self, subnet: &Ipv4Net) -> Result<()> {
         let key = self.lease_key(subnet);
         self.client.clone().delete(key.clone(), None).await.with_context(|| format!("deleting {key}"))?;
         Ok(())
@@ -154,13 +146,13 @@ impl EtcdStore {
     /// Streams lease changes into `tx` forever: a snapshot first, then every
     /// event. Reconnects with backoff; the receiver keeps the dataplane as it
     /// is meanwhile. Returns only when the receiver is gone.
-    pub async fn watch_leases(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
+    async fn watch_leases(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
         let mut backoff = Duration::from_millis(200);
         let mut next_rev: Option<i64> = None;
         loop {
             let rev = match next_rev {
                 Some(r) => r,
-                None => match self.list().await {
+                None => match self.list_leases().await {
                     Ok((rev, kvs)) => {
                         if tx.send(LeaseEvent::Snapshot(kvs)).await.is_err() {
                             return;
@@ -243,61 +235,41 @@ enum WatchEnd {
     Compacted(i64),
 }
 
-/// The lease store weftd runs on: etcd for clusters, the embedded store for
-/// one machine. Same operations, same semantics.
-#[derive(Clone)]
-pub enum Store {
-    Etcd(EtcdStore),
-    Local(crate::local_store::LocalStore),
-}
-
-impl Store {
-    pub async fn list(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
-        match self {
-            Store::Etcd(s) => s.list().await,
-            Store::Local(s) => s.list().await,
-        }
+impl Registry for EtcdStore {
+    fn describe(&self) -> String {
+        format!("etcd at {} (prefix {})", self.endpoints, self.prefix)
     }
-    pub async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
-        match self {
-            Store::Etcd(s) => s.create(subnet, attrs, ttl).await,
-            Store::Local(s) => s.create(subnet, attrs, ttl).await,
-        }
-    }
-    pub async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
-        match self {
-            Store::Etcd(s) => s.renew(subnet, attrs, ttl).await,
-            Store::Local(s) => s.renew(subnet, attrs, ttl).await,
-        }
-    }
-    pub async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
-        match self {
-            Store::Etcd(s) => s.delete(subnet).await,
-            Store::Local(s) => s.delete(subnet).await,
-        }
-    }
-    pub async fn watch_leases(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
-        match self {
-            Store::Etcd(s) => s.watch_leases(tx).await,
-            Store::Local(s) => s.watch_leases(tx).await,
-        }
-    }
-}
-
-/// Waits for `<prefix>/config` to exist, as flanneld does, logging while it waits.
-pub async fn wait_for_config(store: &EtcdStore) -> Result<String> {
-    let mut logged = false;
-    loop {
-        match store.network_config().await {
-            Ok(Some(c)) => return Ok(c),
-            Ok(None) if !logged => {
-                log::warn!("network config {}/config does not exist yet; waiting for it", store.prefix);
-                logged = true;
+    /// Waits for `<prefix>/config` to exist, as flanneld does, logging while it waits.
+    async fn network_config(&self) -> Result<(String, String)> {
+        let mut logged = false;
+        let source = format!("{}/config", self.prefix);
+        loop {
+            match self.read_network_config().await {
+                Ok(Some(c)) => return Ok((c, source)),
+                Ok(None) if !logged => {
+                    log::warn!("network config {source} does not exist yet; waiting for it");
+                    logged = true;
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("cannot read the network config: {e:#}"),
             }
-            Ok(None) => {}
-            Err(e) => log::warn!("cannot read the network config: {e:#}"),
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    async fn list(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
+        self.list_leases().await
+    }
+    async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+        self.create_lease(subnet, attrs, ttl).await
+    }
+    async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
+        self.renew_lease(subnet, attrs, ttl).await
+    }
+    async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
+        self.delete_lease(subnet).await
+    }
+    async fn watch(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
+        self.watch_leases(tx).await
     }
 }
 

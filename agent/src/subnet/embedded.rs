@@ -20,7 +20,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::{lease::LeaseAttrs, store::LeaseEvent, subnet::Ipv4Net};
+use super::{lease::LeaseAttrs, registry::Registry, Ipv4Net, LeaseEvent};
 
 /// Events kept for watchers; older ones are compacted away.
 const MAX_EVENTS: usize = 10_000;
@@ -108,12 +108,14 @@ impl Db {
 #[derive(Clone, Debug)]
 pub struct LocalStore {
     dir: PathBuf,
+    /// flannel's net-conf.json: the network config, as a file beside the store.
+    net_config: PathBuf,
 }
 
 impl LocalStore {
-    pub fn open(dir: &Path) -> Result<LocalStore> {
+    pub fn open(dir: &Path, net_config: &Path) -> Result<LocalStore> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating the store directory {}", dir.display()))?;
-        Ok(LocalStore { dir: dir.to_path_buf() })
+        Ok(LocalStore { dir: dir.to_path_buf(), net_config: net_config.to_path_buf() })
     }
 
     fn db_path(&self) -> PathBuf {
@@ -155,12 +157,23 @@ impl LocalStore {
         tokio::task::spawn_blocking(move || me.locked_sync(f)).await.context("store task")?
     }
 
-    pub async fn list(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
+}
+
+impl Registry for LocalStore {
+    fn describe(&self) -> String {
+        format!("the embedded lease store in {} (network config {})", self.dir.display(), self.net_config.display())
+    }
+
+    async fn network_config(&self) -> Result<(String, String)> {
+        Ok((wait_for_config_file(&self.net_config).await?, self.net_config.display().to_string()))
+    }
+
+    async fn list(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
         self.locked(|db, _| Ok(((db.revision, db.snapshot()), false))).await
     }
 
     /// Creates the lease only if nobody holds the subnet. False when taken.
-    pub async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+    async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
         let (key, value) = (subnet.to_key(), serde_json::to_string(attrs)?);
         self.locked(move |db, now| {
             if db.leases.contains_key(&key) {
@@ -173,7 +186,7 @@ impl LocalStore {
     }
 
     /// Writes our lease with a fresh TTL.
-    pub async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
+    async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
         let (key, value) = (subnet.to_key(), serde_json::to_string(attrs)?);
         self.locked(move |db, now| {
             db.put(&key, value, ttl, now);
@@ -182,7 +195,7 @@ impl LocalStore {
         .await
     }
 
-    pub async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
+    async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
         let key = subnet.to_key();
         self.locked(move |db, _| {
             let had = db.leases.remove(&key).is_some();
@@ -194,15 +207,10 @@ impl LocalStore {
         .await
     }
 
-    fn stamp(&self) -> Option<(SystemTime, u64)> {
-        let m = std::fs::metadata(self.db_path()).ok()?;
-        Some((m.modified().ok()?, m.len()))
-    }
-
     /// Streams lease changes into `tx`: a snapshot, then every event, polling
     /// the file's metadata; relists when the event log no longer reaches back
     /// to our revision. Returns only when the receiver is gone.
-    pub async fn watch_leases(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
+    async fn watch(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {
         let mut rev: Option<i64> = None;
         let mut last_stamp = None;
         let mut last_lock = Instant::now() - EXPIRE_EVERY;
@@ -242,6 +250,13 @@ impl LocalStore {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+}
+
+impl LocalStore {
+    fn stamp(&self) -> Option<(SystemTime, u64)> {
+        let m = std::fs::metadata(self.db_path()).ok()?;
+        Some((m.modified().ok()?, m.len()))
     }
 }
 
@@ -285,7 +300,7 @@ mod tests {
         let mut tasks = vec![];
         for n in 0..16u8 {
             // Separate handles: separate open file descriptions, as separate processes have.
-            let s = LocalStore::open(&d).unwrap();
+            let s = LocalStore::open(&d, Path::new("/nonexistent/net-conf.json")).unwrap();
             tasks.push(tokio::spawn(async move { s.create(&net, &attrs(n), 60).await.unwrap() }));
         }
         let mut wins = 0;
@@ -293,7 +308,7 @@ mod tests {
             wins += t.await.unwrap() as usize;
         }
         assert_eq!(wins, 1, "exactly one create may win");
-        let (rev, kvs) = LocalStore::open(&d).unwrap().list().await.unwrap();
+        let (rev, kvs) = LocalStore::open(&d, Path::new("/nonexistent/net-conf.json")).unwrap().list().await.unwrap();
         assert_eq!((rev, kvs.len()), (1, 1));
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -305,12 +320,12 @@ mod tests {
     #[tokio::test]
     async fn watch_sees_every_event_and_expiry() {
         let d = dir("watch");
-        let s = LocalStore::open(&d).unwrap();
+        let s = LocalStore::open(&d, Path::new("/nonexistent/net-conf.json")).unwrap();
         let a: Ipv4Net = "10.244.1.0/24".parse().unwrap();
         let b: Ipv4Net = "10.244.2.0/24".parse().unwrap();
         assert!(s.create(&a, &attrs(1), 3600).await.unwrap());
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(s.clone().watch_leases(tx));
+        tokio::spawn(s.clone().watch(tx));
         assert!(matches!(next(&mut rx).await, LeaseEvent::Snapshot(kvs) if kvs.len() == 1));
         assert!(s.create(&b, &attrs(2), 1).await.unwrap());
         assert!(!s.create(&b, &attrs(3), 1).await.unwrap(), "taken");
@@ -343,7 +358,7 @@ mod tests {
         let d = dir("corrupt");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("store.json"), "{garbage").unwrap();
-        let e = format!("{:#}", LocalStore::open(&d).unwrap().list().await.unwrap_err());
+        let e = format!("{:#}", LocalStore::open(&d, Path::new("/nonexistent/net-conf.json")).unwrap().list().await.unwrap_err());
         assert!(e.contains("store.json") && e.contains("not a weft store file"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }

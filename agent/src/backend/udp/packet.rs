@@ -17,8 +17,6 @@ pub enum Refused {
     Malformed,
     /// TTL would reach 0 (flannel: dropped, no ICMP).
     Ttl,
-    /// Larger than the TUN's MTU (received) or than a datagram can carry.
-    TooBig,
 }
 
 /// The checked facts of an IPv4 packet.

@@ -16,7 +16,8 @@ use aya::programs::TcAttachType;
 use serde::Deserialize;
 use weft_common::{prog_names, PodEntry};
 
-use crate::{datapath::Datapath, lease::parse_mac, netlink::Netlink, reconcile::Changes};
+use super::Datapath;
+use crate::{backend::Changes, net::netlink::Netlink, subnet::lease::parse_mac};
 
 /// One pod interface, as weft-cni records it (the contract between the two).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

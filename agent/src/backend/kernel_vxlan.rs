@@ -22,11 +22,10 @@ use rtnetlink::{
 };
 use weft_common::VtepEntry;
 
+use super::peers::Changes;
 use crate::{
-    lease::format_mac,
-    netlink::{errno, Link, Netlink},
-    reconcile::Changes,
-    subnet::Ipv4Net,
+    net::netlink::{errno, Link, Netlink},
+    subnet::{lease::format_mac, Ipv4Net},
 };
 
 /// What the device must be.

@@ -1,7 +1,17 @@
-//! Loads weft's kernel programs, pins their maps, attaches them, and gives
-//! typed access to the maps. Pins live under `<pin-dir>/v1/`: the version is
-//! part of the path because aya reopens a pinned map without checking its
-//! layout, so a change to a map's key or value must bump it.
+//! weft's BPF dataplane: loads the kernel programs, pins their maps,
+//! attaches them, and gives typed access to the maps ([`Datapath`]). Pins
+//! live under `<pin-dir>/<PIN_LAYOUT>/`: the version is part of the path
+//! because aya reopens a pinned map without checking its layout, so a
+//! change to a map's key or value must bump it. Beside it: the bpffs mount
+//! ([`bpffs`]), reading pinned maps without loading ([`pins`]: status,
+//! metrics, log-level), the programs' logs ([`kernel_logs`]), and the
+//! shortcuts past the host's forwarding path ([`fast_path`], [`endpoints`]).
+pub mod bpffs;
+pub mod endpoints;
+pub mod fast_path;
+pub mod kernel_logs;
+pub mod pins;
+
 use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
@@ -20,7 +30,8 @@ use aya::{
 };
 use weft_common::{map_names, prog_names, stat, Counter, DatapathConfig, HostGwEntry, PodEntry, VtepEntry};
 
-use crate::subnet::Ipv4Net;
+use crate::{cli::Args, health::Health, subnet::Ipv4Net};
+pub use kernel_logs::KernelLogs;
 
 /// Pins a link so it outlives weftd (flannel leaves its dataplane in place on
 /// exit, and so does weft). An already pinned link was updated in place and
@@ -55,6 +66,37 @@ pub fn probe() -> std::result::Result<(), String> {
     Datapath::load(None).map(drop).map_err(|e| format!("the kernel refused weft's programs: {e:#}"))
 }
 
+/// `--datapath`: whether weft's BPF programs carry the traffic. `auto`
+/// probes the kernel and falls back to the kernel's own datapath, saying why.
+pub fn choose_bpf(args: &Args) -> Result<bool> {
+    match (args.datapath.as_str(), probe()) {
+        ("kernel", _) => {
+            log::info!("datapath: kernel (--datapath kernel): the kernel's vxlan device and routes, as flanneld programs them");
+            Ok(false)
+        }
+        ("bpf", Err(why)) => anyhow::bail!("--datapath bpf, but this kernel cannot run weft's BPF datapath: {why}"),
+        (_, Ok(())) => {
+            log::info!("datapath: bpf (the kernel passed the probe: TCX links, programs verified)");
+            Ok(true)
+        }
+        (_, Err(why)) => {
+            log::warn!("datapath: kernel fallback, because {why}; traffic is carried as flanneld carries it");
+            Ok(false)
+        }
+    }
+}
+
+/// The BPF dataplane of a running node: bpffs mounted, programs loaded with
+/// their maps pinned under `--bpf-pin-dir` (reused if there), their logs
+/// printed, and /metrics told where the counters are.
+pub fn start(args: &Args, health: &Health) -> Result<Datapath> {
+    bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+    let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
+    kernel_logs::spawn(&mut dp);
+    health.metrics.set_pin_dir(args.bpf_pin_dir.clone());
+    Ok(dp)
+}
+
 /// Releases every link pinned under `<pin_root>/<layout>/links` (the kernel
 /// datapath must not leave a BPF program on the underlay); true if any was.
 pub fn release_all_links(pin_root: &Path) -> Result<bool> {
@@ -64,23 +106,6 @@ pub fn release_all_links(pin_root: &Path) -> Result<bool> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     Ok(any)
-}
-
-/// Passes the programs' log records to weftd's logger at info level under
-/// the target `weft_kernel`: they exist only while `weftd log-level debug`
-/// has them on, so weftd's own level filter must not hide them.
-pub struct KernelLogs;
-
-impl log::Log for KernelLogs {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record) {
-        log::logger().log(&log::Record::builder().args(*r.args()).level(log::Level::Info).target("weft_kernel").build());
-    }
-    fn flush(&self) {
-        log::logger().flush()
-    }
 }
 
 pub struct Datapath {
@@ -311,12 +336,7 @@ impl Datapath {
 
     /// Counters summed over CPUs, indexed by `weft_common::stat`.
     pub fn stats(&self) -> Result<Vec<Counter>> {
-        (0..stat::COUNT)
-            .map(|i| {
-                let per_cpu = self.stats.get(&i, 0)?;
-                Ok(per_cpu.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes }))
-            })
-            .collect()
+        (0..stat::COUNT).map(|i| Ok(pins::sum(&self.stats.get(&i, 0)?))).collect()
     }
 
     /// Removes the pinned maps and links (`--cleanup-on-exit`).

@@ -1,0 +1,109 @@
+//! `weftd` (the daemon): a list of named steps that bring a node up, as
+//! flanneld's main does, then the event loop ([`event_loop`]) that keeps
+//! the dataplane equal to the leases until a signal. Which subnet manager
+//! and which backend run is decided in [`crate::subnet::from_args`] and
+//! [`crate::backend::build`]; nothing here knows their kinds.
+mod event_loop;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Result;
+
+use crate::{
+    backend::{self, Backend},
+    cli::Args,
+    dataplane,
+    health::{self, Health},
+    net::{iface, netlink::Netlink},
+    subnet::{self, Ipv4Net, SubnetManager},
+    subnet_env::{self, SubnetEnv},
+};
+
+pub async fn run(args: Args) -> Result<()> {
+    let args = Arc::new(args);
+    let health = serve_health(&args).await?;
+    let manager = subnet_manager(&args, &health).await?;
+    let cfg = manager.network_config(&health).await?;
+    health.stage("setting up the node");
+    let nl = Netlink::new()?;
+    let underlay = underlay(&args, &nl).await?;
+    let node = backend::Node { args: args.clone(), nl: nl.clone(), underlay, health: health.clone(), network: cfg.network };
+    let mut backend = backend::build(&cfg, node).await?;
+    let own = acquire_lease(&args, manager.as_ref(), &cfg, backend.as_ref(), &health).await?;
+    start_backend(&args, backend.as_mut(), own).await?;
+    write_subnet_env(&args, &cfg.network, own, backend.mtu(), &health)?;
+
+    let watch = manager.clone().run(own, backend.lease_attrs().clone(), health.clone());
+    let mut node = event_loop::EventLoop::new(backend, health);
+    let res = node.run(&args, watch).await;
+    if args.cleanup_on_exit {
+        log::info!("--cleanup-on-exit: removing lease {own}, routes, devices, programs and pins");
+        if let Err(e) = manager.release(&own).await {
+            log::warn!("{e:#}");
+        }
+        if let Err(e) = nl.delete_unreachable(&cfg.network).await {
+            log::warn!("{e:#}");
+        }
+        node.cleanup().await;
+    } else {
+        log::info!("leaving lease {own}, routes and programs in place (pass --cleanup-on-exit to remove them)");
+    }
+    res
+}
+
+/// `/healthz`, `/readyz` and `/metrics` on `--healthz-port` (0: none).
+async fn serve_health(args: &Args) -> Result<Arc<Health>> {
+    let health = Arc::new(Health::default());
+    if args.healthz_port != 0 {
+        health::spawn(SocketAddr::new(args.healthz_ip, args.healthz_port), health.clone()).await?;
+    }
+    Ok(health)
+}
+
+/// Where the leases live (etcd, or the embedded store).
+async fn subnet_manager(args: &Args, health: &Health) -> Result<Arc<dyn SubnetManager>> {
+    health.stage("connecting to the lease store");
+    let manager = subnet::from_args(args).await?;
+    log::info!("leases: {}", manager.describe());
+    Ok(manager)
+}
+
+/// The underlay interface and our PublicIP (`--iface`, `--public-ip`, ...).
+async fn underlay(args: &Args, nl: &Netlink) -> Result<iface::Underlay> {
+    let selector = iface::Selector {
+        ifaces: args.iface.clone(),
+        regexes: args.iface_regex.clone(),
+        can_reach: args.iface_can_reach,
+        public_ip: args.public_ip,
+    };
+    let u = iface::select(nl, &selector).await?;
+    log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", u.link.name, u.link.index, u.link.mtu, u.iface_ip, u.public_ip);
+    Ok(u)
+}
+
+/// Our subnet, held under a lease that announces the backend's attributes
+/// (the subnet of the last subnet.env is preferred).
+async fn acquire_lease(args: &Args, manager: &dyn SubnetManager, cfg: &crate::netconfig::NetConfig, backend: &dyn Backend, health: &Health) -> Result<Ipv4Net> {
+    health.stage("claiming a subnet");
+    let own = manager.acquire(cfg, backend.lease_attrs(), subnet_env::previous_subnet(&args.subnet_file)).await?;
+    health.lease_held(true);
+    health.metrics.lease_renewed();
+    Ok(own)
+}
+
+/// The backend on our subnet; without BPF, no program an earlier run
+/// pinned stays attached.
+async fn start_backend(args: &Args, backend: &mut dyn Backend, own: Ipv4Net) -> Result<()> {
+    if !backend.uses_bpf() && dataplane::release_all_links(&args.bpf_pin_dir)? {
+        log::info!("kernel datapath: released the BPF links an earlier run pinned in {}", args.bpf_pin_dir.display());
+    }
+    backend.start(own).await
+}
+
+/// flannel's subnet.env, which the CNI plugin reads.
+fn write_subnet_env(args: &Args, network: &Ipv4Net, own: Ipv4Net, mtu: u32, health: &Health) -> Result<()> {
+    SubnetEnv { network: *network, subnet: own, mtu, ipmasq: false }.write(&args.subnet_file)?;
+    log::info!("wrote {} (subnet {own}, MTU {mtu})", args.subnet_file.display());
+    health.subnet_env_written();
+    Ok(())
+}

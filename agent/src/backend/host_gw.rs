@@ -1,0 +1,108 @@
+//! The host-gw backend: no encapsulation, each peer's subnet routed `via
+//! <its PublicIP> dev <underlay>` as flanneld routes it ([`super::routed`]),
+//! plus, where BPF runs and unless `--no-fast-path`, the fast path: pod
+//! endpoints, `weft_fwd` on the pod bridge and `weft_to_pod` on the underlay.
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::{bail, Result};
+use futures::future::BoxFuture;
+use weft_common::DatapathConfig;
+
+use super::{
+    peers::{desired, Warned},
+    routed::{self, Routed},
+    Backend, Node, Reconciled,
+};
+use crate::{
+    dataplane::{self, fast_path::{self, FastPath}, Datapath},
+    subnet::{lease::LeaseAttrs, Ipv4Net, Leases},
+};
+
+pub struct HostGwBackend {
+    node: Node,
+    bpf: bool,
+    attrs: LeaseAttrs,
+    routed: Routed,
+    /// The fast path's map and programs (none on the kernel datapath).
+    dp: Option<Datapath>,
+    fast: Option<FastPath>,
+    own: Option<Ipv4Net>,
+}
+
+impl HostGwBackend {
+    pub fn new(node: Node) -> Result<HostGwBackend> {
+        let u = &node.underlay;
+        // flannel's rule: host-gw routes to PublicIPs, so they must be
+        // the addresses the peers' packets really arrive at.
+        if u.public_ip != u.iface_ip {
+            bail!("the host-gw backend needs PublicIP {} on interface {} (it has {}): behind NAT host-gw cannot work; use vxlan",
+                u.public_ip, u.link.name, u.iface_ip);
+        }
+        let bpf = dataplane::choose_bpf(&node.args)?;
+        let (attrs, routed) = (LeaseAttrs::host_gw(u.public_ip), Routed::new(u.link.index));
+        Ok(HostGwBackend { node, bpf, attrs, routed, dp: None, fast: None, own: None })
+    }
+}
+
+/// host-gw peers: remote subnet -> the peer's PublicIP (the next hop).
+pub fn desired_host_gw(leases: &Leases, own: &Ipv4Net, network: &Ipv4Net, warned: &mut Warned) -> BTreeMap<Ipv4Net, Ipv4Addr> {
+    desired(leases, own, network, warned, |l| match l.attrs.backend_type.as_deref() {
+        Some("host-gw") => Ok(l.attrs.public_ip),
+        other => anyhow::bail!("BackendType is {:?}, not \"host-gw\"", other.unwrap_or("(none: udp)")),
+    })
+}
+
+
+impl Backend for HostGwBackend {
+    fn lease_attrs(&self) -> &LeaseAttrs {
+        &self.attrs
+    }
+    fn mtu(&self) -> u32 {
+        self.node.underlay.link.mtu
+    }
+    fn uses_bpf(&self) -> bool {
+        self.bpf
+    }
+    fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (args, underlay) = (&self.node.args, &self.node.underlay);
+            log::info!("host-gw: peers on this L2 segment are routed via their PublicIP on {}", underlay.link.name);
+            if self.bpf {
+                let mut dp = dataplane::start(args, &self.node.health)?;
+                // No VXLAN here: only the flags matter (kernel logs off at start).
+                dp.set_config(&DatapathConfig::default())?;
+                self.fast = FastPath::from_args(args, &mut dp, true)?;
+                fast_path::receiving_half(&mut dp, self.fast.is_some(), &underlay.link)?;
+                self.dp = Some(dp);
+            }
+            self.own = Some(own);
+            Ok(())
+        })
+    }
+    fn reconcile<'a>(&'a mut self, leases: &'a Leases, warned: &'a mut Warned) -> BoxFuture<'a, Result<Reconciled>> {
+        Box::pin(async move {
+            let Some(own) = self.own else { bail!("host-gw backend not started") };
+            let nl = &self.node.nl;
+            let want = desired_host_gw(leases, &own, &self.node.network, warned);
+            let dp = match (self.dp.as_mut(), self.fast.as_mut()) {
+                (Some(dp), Some(f)) => {
+                    f.ensure(dp, nl).await;
+                    Some(dp)
+                }
+                _ => None,
+            };
+            let mut changes = self.routed.apply(nl, &want, dp).await?;
+            routed::ensure_unreachable(nl, &self.node.network, &mut changes).await;
+            Ok(Reconciled { peers: want.len(), changes })
+        })
+    }
+    fn cleanup(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.routed.cleanup(&self.node.nl).await;
+            // Unpinning the links detaches the fast path.
+            if let Some(Err(e)) = self.dp.as_ref().map(|d| d.remove_pins()) {
+                log::warn!("{e:#}");
+            }
+        })
+    }
+}

@@ -1,0 +1,143 @@
+//! Peers reached by plain routes via their PublicIP on the underlay: the
+//! host-gw backend, and vxlan's DirectRouting peers on our L2 segment. Both
+//! use [`Routed`], so DirectRouting reuses host-gw's code rather than a copy.
+use std::{collections::{BTreeMap, HashMap, HashSet}, net::Ipv4Addr};
+
+use anyhow::Result;
+use weft_common::{HostGwEntry, VtepEntry};
+
+use super::peers::Changes;
+use crate::{dataplane::Datapath, net::netlink::{Netlink, Route, RTPROT_WEFT}, subnet::Ipv4Net};
+
+/// Whether `ip` is on our L2 segment: the best route to it (weft's own routes
+/// aside) has no gateway and leaves by the underlay. Else says why not.
+pub fn on_link(routes: &[Route], ip: Ipv4Addr, underlay: u32) -> std::result::Result<(), String> {
+    let best = routes.iter().filter(|r| r.protocol != RTPROT_WEFT && r.dst.contains(ip)).max_by_key(|r| r.dst.prefix_len());
+    match best {
+        Some(r) if r.gateway.is_none() && r.oif == Some(underlay) => Ok(()),
+        Some(r) if r.gateway.is_some() => Err(format!("its route goes via {}", r.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED))),
+        Some(_) => Err("its route leaves by another interface".into()),
+        None => Err("there is no route to it".into()),
+    }
+}
+
+/// vxlan with DirectRouting: peers on our L2 segment are reached host-gw
+/// style (returned second), the others through VXLAN (returned first).
+pub async fn split_direct(nl: &Netlink, underlay: u32, want: BTreeMap<Ipv4Net, VtepEntry>) -> Result<(BTreeMap<Ipv4Net, VtepEntry>, BTreeMap<Ipv4Net, Ipv4Addr>)> {
+    let routes = nl.main_routes_full().await?;
+    let (mut tunnel, mut direct) = (BTreeMap::new(), BTreeMap::new());
+    for (net, e) in want {
+        let pip = Ipv4Addr::from(e.ip);
+        if on_link(&routes, pip, underlay).is_ok() {
+            direct.insert(net, pip);
+        } else {
+            tunnel.insert(net, e);
+        }
+    }
+    Ok((tunnel, direct))
+}
+
+/// host-gw: makes `<subnet> via <PublicIP> dev <underlay>` exist for every
+/// peer on our L2 segment (the best route to its PublicIP has no gateway),
+/// and no weft route for anything else. A peer across a router cannot be
+/// reached this way: it is skipped with a warning (once while it stays so).
+/// With `fast` (the fast path is on), `weft_hostgw` is made to hold exactly
+/// the routed peers, after their routes.
+async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net, Ipv4Addr>, skipped: &mut HashSet<Ipv4Net>, fast: Option<&mut Datapath>) -> Result<Changes> {
+    let mut ch = Changes::default();
+    let routes = nl.main_routes_full().await?;
+    let mut reachable = BTreeMap::new();
+    let mut now_skipped = HashSet::new();
+    for (net, pip) in want {
+        match on_link(&routes, *pip, underlay) {
+            Ok(()) => {
+                reachable.insert(*net, *pip);
+            }
+            Err(how) => {
+                if !skipped.contains(net) {
+                    log::warn!("host-gw: peer {net} (PublicIP {pip}) is not on the same L2 segment ({how}); skipping it");
+                }
+                now_skipped.insert(*net);
+            }
+        }
+    }
+    *skipped = now_skipped;
+    let have: HashMap<Ipv4Net, Option<Ipv4Addr>> = routes.iter().filter(|r| r.protocol == RTPROT_WEFT && r.oif == Some(underlay)).map(|r| (r.dst, r.gateway)).collect();
+    for (net, pip) in &reachable {
+        if have.get(net) != Some(&Some(*pip)) {
+            ch.tally(nl.replace_gw_route(net, *pip, underlay).await, true);
+        }
+    }
+    for net in have.keys() {
+        if !reachable.contains_key(net) {
+            ch.tally(nl.delete_weft_route(net, underlay).await, false);
+        }
+    }
+    if let Some(dp) = fast {
+        sync_hostgw_map(dp, underlay, &reachable, &mut ch)?;
+    }
+    Ok(ch)
+}
+
+/// The fast path's map follows the routes. Its changes are not counted as
+/// peers added or removed (the routes are); their errors are.
+fn sync_hostgw_map(dp: &mut Datapath, underlay: u32, routed: &BTreeMap<Ipv4Net, Ipv4Addr>, ch: &mut Changes) -> Result<()> {
+    let have = dp.hostgw()?;
+    for net in have.keys() {
+        if !routed.contains_key(net) {
+            if let Err(e) = dp.remove_hostgw(net) {
+                ch.tally(Err(e), false);
+            }
+        }
+    }
+    for (net, pip) in routed {
+        let e = HostGwEntry { gateway: pip.octets(), ifindex: underlay };
+        if have.get(net) != Some(&e) {
+            if let Err(err) = dp.set_hostgw(net, &e) {
+                ch.tally(Err(err), true);
+            }
+        }
+    }
+    Ok(())
+}
+
+
+/// The routed peers of one underlay, and those skipped (warned about once).
+pub struct Routed {
+    pub underlay: u32,
+    skipped: HashSet<Ipv4Net>,
+}
+
+impl Routed {
+    pub fn new(underlay: u32) -> Routed {
+        Routed { underlay, skipped: HashSet::new() }
+    }
+
+    /// Routes (and with `fast`, the fast path's `weft_hostgw`) for exactly `want`.
+    pub async fn apply(&mut self, nl: &Netlink, want: &BTreeMap<Ipv4Net, Ipv4Addr>, fast: Option<&mut Datapath>) -> Result<Changes> {
+        apply_host_gw(nl, self.underlay, want, &mut self.skipped, fast).await
+    }
+
+    /// Removes every weft route on the underlay (`--cleanup-on-exit`).
+    pub async fn cleanup(&self, nl: &Netlink) {
+        match nl.routes_via(self.underlay).await {
+            Ok(routes) => {
+                for (net, _) in routes {
+                    if let Err(e) = nl.delete_weft_route(&net, self.underlay).await {
+                        log::warn!("{e:#}");
+                    }
+                }
+            }
+            Err(e) => log::warn!("{e:#}"),
+        }
+    }
+}
+
+/// Every backend but udp (whose TUN route covers the network): a subnet
+/// nobody holds is unreachable, not routed out of the node.
+pub async fn ensure_unreachable(nl: &Netlink, network: &Ipv4Net, ch: &mut Changes) {
+    match nl.ensure_unreachable(network).await {
+        Ok(added) => ch.added += added as usize,
+        Err(e) => ch.tally(Err(e), true),
+    }
+}

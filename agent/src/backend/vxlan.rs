@@ -1,0 +1,278 @@
+//! The vxlan backend: flannel's VXLAN (VNI, UDP 8472, VtepMACs from the
+//! leases) carried by weft's BPF programs (`weft_encap` on the overlay
+//! device's egress, `weft_decap` on the underlay's ingress, maps of VTEPs),
+//! or, where the kernel cannot run them, by the kernel's own vxlan device
+//! programmed as flanneld programs flannel.1 ([`super::kernel_vxlan`]).
+//! With DirectRouting, peers on our L2 segment are routed as host-gw routes
+//! them ([`super::routed`]), decided per peer on every reconcile.
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use aya::programs::TcAttachType;
+use futures::future::BoxFuture;
+use weft_common::{prog_names, DatapathConfig, VtepEntry, VXLAN_OVERHEAD};
+
+use super::{
+    kernel_vxlan,
+    peers::{desired, Changes, Warned},
+    routed::{self, Routed},
+    Backend, Node, Reconciled, Section,
+};
+use crate::{
+    dataplane::{self, fast_path::FastPath, Datapath},
+    net::netlink::{self, Link, Netlink},
+    subnet::{lease::{format_mac, LeaseAttrs}, Ipv4Net, Leases},
+};
+
+/// The `Backend` section of a vxlan network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub vni: u32,
+    pub port: u16,
+    /// Peers on our L2 segment are routed host-gw style.
+    pub direct_routing: bool,
+}
+
+impl Config {
+    pub fn parse(raw: &Section) -> Result<Config> {
+        let vni = raw.vni.unwrap_or(1);
+        if vni == 0 || vni > 0xff_ffff {
+            bail!("config field Backend.VNI: {vni} is outside 1..=16777215");
+        }
+        if raw.gbp == Some(true) {
+            bail!("config field Backend.GBP: group-based policy is not supported by weft");
+        }
+        Ok(Config { vni, port: raw.port(weft_common::VXLAN_PORT)?, direct_routing: raw.direct_routing == Some(true) })
+    }
+}
+
+/// What carries the VXLAN.
+enum Carrier {
+    /// weft's programs; `fast`: the shortcuts past the host (None: --no-fast-path).
+    Bpf { dp: Box<Datapath>, fast: Option<FastPath> },
+    /// The kernel's vxlan device, programmed per peer (the fallback).
+    Kernel,
+    /// Not started yet.
+    Pending,
+}
+
+pub struct VxlanBackend {
+    cfg: Config,
+    node: Node,
+    bpf: bool,
+    /// `weft.<VNI>`: an ifb for BPF (its MAC is our VtepMAC), else the kernel vxlan device.
+    overlay: Link,
+    vtep_mac: [u8; 6],
+    attrs: LeaseAttrs,
+    carrier: Carrier,
+    /// With DirectRouting: the peers routed on our segment.
+    direct: Option<Routed>,
+    own: Option<Ipv4Net>,
+}
+
+fn random_mac() -> [u8; 6] {
+    let mut m: [u8; 6] = rand::random();
+    m[0] = (m[0] & 0xfe) | 0x02; // unicast, locally administered
+    m
+}
+
+impl VxlanBackend {
+    /// Chooses the carrier and makes the overlay device first: its MAC is
+    /// the VtepMAC our lease announces.
+    pub async fn new(cfg: &Config, node: Node) -> Result<VxlanBackend> {
+        let bpf = dataplane::choose_bpf(&node.args)?;
+        let (args, nl, underlay) = (&node.args, &node.nl, &node.underlay);
+        let name = format!("weft.{}", cfg.vni);
+        let mtu = underlay.link.mtu - VXLAN_OVERHEAD;
+        let overlay = if bpf {
+            dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+            nl.ensure_overlay(&name, args.overlay_kind == "veth", mtu, random_mac()).await?
+        } else {
+            kernel_vxlan::ensure_device(nl, &kernel_vxlan::VxlanDev {
+                name: &name, vni: cfg.vni, port: cfg.port, underlay: underlay.link.index, local: underlay.iface_ip, mtu, mac: random_mac(),
+            }).await?
+        };
+        let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
+        netlink::disable_ipv6(&name);
+        let attrs = LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac);
+        let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
+        Ok(VxlanBackend { cfg: *cfg, node, bpf, overlay, vtep_mac, attrs, carrier: Carrier::Pending, direct, own: None })
+    }
+
+    /// weft's programs on the overlay device and the underlay, configured
+    /// for our VNI, port and VtepMAC; XDP decap and the fast path as the flags say.
+    fn start_bpf(&mut self) -> Result<Carrier> {
+        let (args, underlay, Config { vni, port, direct_routing }) = (&self.node.args, &self.node.underlay, self.cfg);
+        let mut dp = dataplane::start(args, &self.node.health)?;
+        dp.set_config(&DatapathConfig {
+            vni,
+            local_ip: underlay.iface_ip.octets(),
+            underlay_ifindex: underlay.link.index,
+            overlay_ifindex: self.overlay.index,
+            vtep_mac: self.vtep_mac,
+            port,
+            flags: if args.vxlan_udp_csum { weft_common::cfg_flags::UDP_CSUM } else { 0 },
+            underlay_mtu: underlay.link.mtu,
+        })?;
+        dp.attach_tc(prog_names::ENCAP, &self.overlay.name, self.overlay.index, TcAttachType::Egress)?;
+        dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
+        if args.xdp_decap {
+            dp.attach_xdp(&underlay.link.name, underlay.link.index)?;
+        } else if dp.release_links(prog_names::XDP_DECAP)? {
+            log::info!("detached the XDP decap an earlier run left on {} (no --xdp-decap now)", underlay.link.name);
+        }
+        log::info!("datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
+            self.overlay.name, underlay.link.name, if args.xdp_decap { " (XDP + TC)" } else { " (TC)" }, format_mac(&self.vtep_mac));
+        if direct_routing {
+            log::info!("DirectRouting: peers on this L2 segment are routed via their PublicIP on {}, the others through VXLAN", underlay.link.name);
+        }
+        let fast = FastPath::from_args(args, &mut dp, direct_routing)?;
+        // weft_decap delivers routed peer-pod packets itself here.
+        if dp.release_links(prog_names::TO_POD)? {
+            log::info!("released the weft_to_pod link an earlier host-gw run left on {}", underlay.link.name);
+        }
+        Ok(Carrier::Bpf { dp: Box::new(dp), fast })
+    }
+
+    async fn apply(&mut self, leases: &Leases, warned: &mut Warned) -> Result<Reconciled> {
+        let own = self.own()?;
+        let want = desired_vxlan(leases, &own, &self.node.network, self.cfg.vni, warned);
+        let nl = &self.node.nl;
+        let mut out = Reconciled { peers: want.len(), changes: Changes::default() };
+        // Decided per peer on every reconcile: a route change moves a peer.
+        let (tunnel, routed) = match &self.direct {
+            Some(d) => routed::split_direct(nl, d.underlay, want.clone()).await?,
+            None => (want.clone(), BTreeMap::new()),
+        };
+        let ch = &mut out.changes;
+        match &mut self.carrier {
+            Carrier::Bpf { dp, fast } => {
+                if let Some(f) = fast {
+                    f.ensure(dp, nl).await;
+                }
+                ch.merge(apply_bpf(dp, nl, self.overlay.index, &want, &tunnel.keys().copied().collect()).await?);
+                if let Some(d) = &mut self.direct {
+                    ch.merge(d.apply(nl, &routed, fast.is_some().then_some(&mut **dp)).await?);
+                }
+            }
+            Carrier::Kernel => {
+                ch.merge(kernel_vxlan::apply(nl, self.overlay.index, &tunnel).await?);
+                if let Some(d) = &mut self.direct {
+                    ch.merge(d.apply(nl, &routed, None).await?);
+                }
+            }
+            Carrier::Pending => bail!("vxlan backend not started"),
+        }
+        routed::ensure_unreachable(nl, &self.node.network, ch).await;
+        Ok(out)
+    }
+
+    fn own(&self) -> Result<Ipv4Net> {
+        self.own.context("vxlan backend not started")
+    }
+}
+/// vxlan peers: remote subnet -> VTEP, for leases of our VNI.
+pub fn desired_vxlan(leases: &Leases, own: &Ipv4Net, network: &Ipv4Net, vni: u32, warned: &mut Warned) -> BTreeMap<Ipv4Net, VtepEntry> {
+    desired(leases, own, network, warned, |l| {
+        let d = l.attrs.vxlan_data()?;
+        if d.vni != vni {
+            anyhow::bail!("VNI {} differs from ours ({vni})", d.vni);
+        }
+        Ok(VtepEntry { ip: l.attrs.public_ip.octets(), mac: d.vtep_mac, _pad: [0; 2] })
+    })
+}
+
+
+/// Makes the maps and the routes match `want`: every vxlan peer goes into
+/// `weft_vteps` and its PublicIP into `weft_vtep_ips` (decap accepts VXLAN
+/// from it, for its subnet's sources), and those in `routed` (all but the
+/// peers DirectRouting reaches by plain route) get a route on the overlay
+/// device. Errors on one peer are logged and counted; the others are still
+/// programmed.
+async fn apply_bpf(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &BTreeMap<Ipv4Net, VtepEntry>, routed: &HashSet<Ipv4Net>) -> Result<Changes> {
+    let mut ch = Changes::default();
+    let have = dp.vteps()?;
+    let ips: std::collections::BTreeSet<Ipv4Addr> = want.values().map(|e| Ipv4Addr::from(e.ip)).collect();
+    let have_ips = dp.vtep_ips()?;
+    // Map entries before routes on the way in, routes before entries on the
+    // way out: a route never points at a missing entry.
+    for ip in ips.difference(&have_ips) {
+        ch.tally(dp.add_vtep_ip(*ip), true);
+    }
+    for (net, e) in want {
+        if have.get(net) != Some(e) {
+            ch.tally(dp.set_vtep(net, e), true);
+        }
+    }
+    let routes = nl.routes_via(overlay_index).await?;
+    let have_routes: HashSet<(Ipv4Net, Option<std::net::Ipv4Addr>)> = routes.iter().copied().collect();
+    for net in want.keys().filter(|n| routed.contains(n)) {
+        if !have_routes.contains(&(*net, Some(net.network_addr()))) {
+            if let Err(err) = nl.replace_route(net, overlay_index).await {
+                ch.tally(Err(err), true);
+            }
+        }
+    }
+    for (net, _) in &routes {
+        if !routed.contains(net) || !want.contains_key(net) {
+            ch.tally(nl.delete_route(net, overlay_index).await, false);
+        }
+    }
+    for net in have.keys() {
+        if !want.contains_key(net) {
+            ch.tally(dp.remove_vtep(net), false);
+        }
+    }
+    for ip in have_ips.difference(&ips) {
+        ch.tally(dp.remove_vtep_ip(*ip), false);
+    }
+    Ok(ch)
+}
+
+
+impl Backend for VxlanBackend {
+    fn lease_attrs(&self) -> &LeaseAttrs {
+        &self.attrs
+    }
+    fn mtu(&self) -> u32 {
+        self.node.underlay.link.mtu - VXLAN_OVERHEAD
+    }
+    fn uses_bpf(&self) -> bool {
+        self.bpf
+    }
+    fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.node.nl.set_only_addr(self.overlay.index, own.network_addr()).await?;
+            self.carrier = if self.bpf {
+                self.start_bpf()?
+            } else {
+                log::info!("kernel vxlan device {} programmed per peer as flanneld does (neighbour, FDB, route)", self.overlay.name);
+                Carrier::Kernel
+            };
+            self.own = Some(own);
+            Ok(())
+        })
+    }
+    fn reconcile<'a>(&'a mut self, leases: &'a Leases, warned: &'a mut Warned) -> BoxFuture<'a, Result<Reconciled>> {
+        Box::pin(self.apply(leases, warned))
+    }
+    fn cleanup(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let nl = &self.node.nl;
+            if let Some(d) = &self.direct {
+                d.cleanup(nl).await;
+            }
+            // Deleting the device removes its routes (and neighbours, FDB)
+            // and detaches its links.
+            if let Err(e) = nl.delete_link(self.overlay.index).await {
+                log::warn!("{e:#}");
+            }
+            if let Carrier::Bpf { dp, .. } = &self.carrier {
+                if let Err(e) = dp.remove_pins() {
+                    log::warn!("{e:#}");
+                }
+            }
+        })
+    }
+}

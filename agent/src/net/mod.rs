@@ -1,0 +1,5 @@
+//! The host's network as weftd sees it: rtnetlink ([`netlink`]: links,
+//! addresses, routes, change notifications) and the choice of the underlay
+//! interface and our public address ([`iface`]).
+pub mod iface;
+pub mod netlink;

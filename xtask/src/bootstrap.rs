@@ -172,6 +172,20 @@ pub fn run() -> Result<()> {
         status(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
         did.push("rust-src".into());
     }
+    // The lint step (xtask/src/lint.rs): clippy and rustfmt on both
+    // toolchains (the kernel programs are checked with nightly).
+    for tc in ["stable", "nightly"] {
+        for comp in ["clippy", "rustfmt"] {
+            let have = Command::new("rustup").args(["component", "list", "--installed", "--toolchain", tc]).output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with(comp)))
+                .unwrap_or(false);
+            if !have {
+                println!("bootstrap: installing {comp} for the {tc} toolchain (rustup component add {comp} --toolchain {tc})");
+                status(Command::new("rustup").args(["component", "add", comp, "--toolchain", tc]))?;
+                did.push(format!("{comp} ({tc})"));
+            }
+        }
+    }
     if !on_path("bpf-linker") {
         install_bpf_linker(&sysroot)?;
         did.push("bpf-linker".into());
@@ -181,7 +195,7 @@ pub fn run() -> Result<()> {
         did.push("pip packages".into());
     }
     if did.is_empty() {
-        println!("bootstrap: nothing to install ({} apt packages, nightly rust-src, bpf-linker, kubernetes-validate and prometheus-client present)", APT_PACKAGES.len());
+        println!("bootstrap: nothing to install ({} apt packages, nightly rust-src, clippy and rustfmt, bpf-linker, kubernetes-validate and prometheus-client present)", APT_PACKAGES.len());
     } else {
         println!("bootstrap: installed {}", did.join(", "));
     }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_dataplanes;
 mod bootstrap;
 mod lab;
+mod lint;
 mod profile;
 mod soak;
 
@@ -24,14 +25,18 @@ enum Cmd {
     /// Install what building and testing weft needs (Debian/Ubuntu, root):
     /// apt packages, nightly rust-src, bpf-linker. Says what it installs.
     Bootstrap,
+    /// rustfmt --check and clippy -D warnings over the workspace and the
+    /// kernel programs (what a whole `cargo xtask test` checks first).
+    Lint,
     /// Bootstrap, then build the workspace (agent/build.rs builds the eBPF object).
     Build {
         #[arg(long)]
         release: bool,
     },
     /// Bootstrap, build weftd and weft-cni, run `cargo test --workspace`
-    /// (needs root); a whole run (no arguments) first smokes the dataplane
-    /// benchmark (every path once, 1 s, figures in target/bench-smoke/).
+    /// (needs root); a whole run (no arguments) first checks rustfmt and
+    /// clippy (as `cargo xtask lint`) and smokes the dataplane benchmark
+    /// (every path once, 1 s, figures in target/bench-smoke/).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name, `-- --nocapture`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -161,6 +166,10 @@ fn main() {
 fn real_main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Bootstrap => bootstrap::run(),
+        Cmd::Lint => {
+            bootstrap::run()?;
+            lint::run()
+        }
         Cmd::Build { release } => {
             bootstrap::run()?;
             let mut c = cargo();
@@ -180,10 +189,17 @@ fn real_main() -> Result<()> {
             if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
                 c.env("RUST_LIB_BACKTRACE", "0");
             }
-            // A whole run (no test named) also smokes the dataplane
-            // benchmark, first, so cargo test's summary stays the last word.
-            let smoke = if args.is_empty() { Some(bench_smoke(&weftd)) } else { None };
+            // A whole run (no test named) first checks the habits and
+            // smokes the dataplane benchmark; the tests run whatever those
+            // say, so cargo test's summary stays the last word and one run
+            // reports every failure.
+            let whole = args.is_empty();
+            let lint = if whole { Some(lint::run()) } else { None };
+            let smoke = if whole { Some(bench_smoke(&weftd)) } else { None };
             let tests = status(&mut c);
+            if let Some(Err(e)) = lint {
+                bail!("{e:#}");
+            }
             if let Some(Err(e)) = smoke {
                 bail!("the benchmark smoke failed: {e:#}");
             }

@@ -121,7 +121,11 @@ impl Worker {
         }
     }
 
-    /// TUN -> wire.
+    /// TUN -> wire. Long on purpose: one read loop that batches up to
+    /// READS_PER_WAKE packets into the pending sendmmsg/GSO slots, with the
+    /// per-packet decisions (TSO segment, ICMP unreachable, TTL, peer lookup)
+    /// inline, because splitting it would pass the batch state around on
+    /// the per-packet hot path.
     fn tun_to_wire(&self, map: &PeerMap, b: &mut Buffers, st: &mut Local) -> io::Result<()> {
         let mut pending = 0;
         for _ in 0..READS_PER_WAKE {

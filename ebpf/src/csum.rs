@@ -29,15 +29,11 @@ fn fold(mut s: u32) -> u16 {
 }
 
 /// The outer UDP checksum of a non-GSO VXLAN frame whose headers are `h` and
-/// whose inner packet starts at `inner` (bounds `end`); None when it cannot
-/// be computed from headers.
+/// whose inner packet (still unencapsulated) is in `ctx` after its Ethernet
+/// header; None when it cannot be computed from headers.
 #[inline(always)]
-pub fn outer_udp_lco(h: &VxlanFrameHdrs, inner: usize, end: usize) -> Option<[u8; 2]> {
-    if inner + IP_LEN + UDP_LEN > end {
-        return None;
-    }
-    // SAFETY: bounds checked just above.
-    let ip = unsafe { &*(inner as *const Ipv4Hdr) };
+pub fn outer_udp_lco<P: Packet>(h: &VxlanFrameHdrs, ctx: &P) -> Option<[u8; 2]> {
+    let EthIpv4Udp { ip, udp, .. } = at(ctx, 0)?;
     if ip.vihl != 0x45 || ip.frag[0] & 0x3f != 0 || ip.frag[1] != 0 {
         return None;
     }
@@ -46,11 +42,8 @@ pub fn outer_udp_lco(h: &VxlanFrameHdrs, inner: usize, end: usize) -> Option<[u8
     let inner_l4 = match ip.proto {
         IPPROTO_ICMP => 0,
         IPPROTO_TCP | IPPROTO_UDP => {
-            if ip.proto == IPPROTO_UDP {
-                let udp = unsafe { &*((inner + IP_LEN) as *const UdpHdr) };
-                if udp.csum == [0, 0] {
-                    return None; // sender chose no checksum: nothing to lean on
-                }
+            if ip.proto == IPPROTO_UDP && udp.csum == [0, 0] {
+                return None; // sender chose no checksum: nothing to lean on
             }
             let mut p = add_bytes(0, &ip.saddr);
             p = add_bytes(p, &ip.daddr);

@@ -1,88 +1,71 @@
-//! Decapsulation of VXLAN addressed to this node. The parse is shared by the
-//! TC and XDP programs; a frame that is not ours is handed on untouched.
-use weft_common::{stat, DatapathConfig};
+//! TC ingress on the underlay (`weft_decap`): VXLAN addressed to this node
+//! is decapsulated and delivered, into a registered local pod or else into
+//! the overlay device; a frame `weft_xdp_decap` already decapsulated (its
+//! mark in the XDP metadata) is only delivered. Any other frame may be a
+//! DirectRouting peer's pod's packet for one of ours (`to_pod.rs`), or goes
+//! to the stack untouched.
+use aya_ebpf::{
+    bindings::{__sk_buff, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS},
+    helpers::bpf_redirect,
+    programs::TcContext,
+    EbpfContext,
+};
+use weft_common::{stat, VXLAN_OVERHEAD};
 
-use crate::{hdr::*, maps};
+use crate::{
+    hdr, klog, maps, to_pod,
+    verdict::{Drop, Outcome, Step, Verdict},
+    vxlan,
+};
 
-/// What to do with a frame arriving on the underlay.
-pub enum Verdict {
-    /// Not VXLAN for us: hand it to the stack untouched.
-    Pass,
-    /// VXLAN for us but unacceptable: drop, counted under this reason.
-    Drop(u32),
-    /// Ours: strip `VXLAN_OVERHEAD` bytes after the outer Ethernet header and
-    /// give the inner packet this Ethernet header.
-    Decap(EthHdr),
+/// XDP metadata word meaning "already decapsulated by weft_xdp_decap".
+pub const XDP_DECAP_MARK: u32 = 0x7765_6674; // "weft"
+
+/// Not VXLAN for us and not for a local pod: the stack's, counted.
+const PASS: Outcome = Ok(Verdict::Pass(Some(stat::PASS)));
+
+/// The first step for the frame in `ctx`, `len` bytes long: done, or
+/// decapsulated in place, then to be [`deliver`]ed into the overlay device
+/// whose ifindex the step carries.
+#[inline(always)]
+pub fn run(ctx: &TcContext, len: u32) -> Step<u32> {
+    let Some(cfg) = maps::config() else {
+        return Step::Done(PASS);
+    };
+    // SAFETY: in bounds (checked in hdr).
+    if hdr::meta_ptr::<_, u32>(ctx).is_some_and(|mark| unsafe { *mark } == XDP_DECAP_MARK) {
+        return Step::Done(deliver(ctx, cfg.overlay_ifindex));
+    }
+    // SAFETY: ctx wraps a valid __sk_buff.
+    let gso = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).gso_size != 0 };
+    match vxlan::classify(ctx, len as usize, cfg, gso) {
+        // Not VXLAN for us; a DirectRouting peer's pod may have routed it to one of ours.
+        Ok(None) => Step::Done(to_pod::from_peer(ctx).unwrap_or(PASS)),
+        Err(Drop(reason)) => {
+            if klog::on() {
+                aya_log_ebpf::debug!(ctx, "weft_decap: dropped VXLAN for us, reason {} (weft_stats index)", reason);
+            }
+            Step::Done(Err(Drop(reason)))
+        }
+        Ok(Some(eth)) => {
+            let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
+            if ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, flags).is_err() || ctx.store(0, &eth, 0).is_err() {
+                return Step::Done(Err(Drop(stat::DROP_HELPER)));
+            }
+            Step::Decapped(cfg.overlay_ifindex)
+        }
+    }
 }
 
-/// Classifies the frame whose first bytes are `[data, end)` (the linear
-/// part; in TC the rest may lie in fragments) and whose length is
-/// `frame_len`. Every read is bounds-checked.
-/// `gso`: the frame is a GSO super-packet (TC only); its length fields are
-/// rewritten per segment by the kernel, so they are not checked against each other.
+/// Where a decapsulated frame goes: straight into a registered local pod
+/// (counted `DECAP_TO_POD`), else into the overlay device (not counted
+/// again), so that it enters the stack there, as it does on flannel.1, and
+/// reverse-path filtering and routing see the overlay.
 #[inline(always)]
-pub fn classify(data: usize, end: usize, frame_len: usize, cfg: &DatapathConfig, gso: bool) -> Verdict {
-    if data + ETH_LEN + IP_LEN + UDP_LEN > end {
-        return Verdict::Pass;
-    }
-    // SAFETY: bounds checked just above.
-    let eth = unsafe { &*(data as *const EthHdr) };
-    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
-    // Only option-less, unfragmented IPv4/UDP to our address can be ours;
-    // anything else belongs to the stack (which reassembles fragments).
-    if eth.proto != ETH_P_IP
-        || ip.vihl != 0x45
-        || ip.proto != IPPROTO_UDP
-        || ip.frag[0] & 0x3f != 0
-        || ip.frag[1] != 0
-        || ip.daddr != cfg.local_ip
-    {
-        return Verdict::Pass;
-    }
-    let udp = unsafe { &*((data + ETH_LEN + IP_LEN) as *const UdpHdr) };
-    if udp.dport != cfg.port.to_be_bytes() {
-        return Verdict::Pass;
-    }
-    // From here on the frame is addressed to our VXLAN port: nobody else
-    // will take it, so anything wrong is a counted drop.
-    if data + VXLAN_FRAME_HDRS + IP_LEN > end {
-        return Verdict::Drop(stat::DROP_MALFORMED);
-    }
-    let vx = unsafe { &*((data + ETH_LEN + IP_LEN + UDP_LEN) as *const VxlanHdr) };
-    if vx.flags & VXLAN_FLAG_I == 0 || vx.vni != vni_bytes(cfg.vni) {
-        return Verdict::Drop(stat::DROP_WRONG_VNI);
-    }
-    let inner_eth = unsafe { &*((data + ETH_LEN + ENCAP_LEN - ETH_LEN) as *const EthHdr) };
-    if inner_eth.proto != ETH_P_IP {
-        return Verdict::Drop(stat::DROP_NOT_IPV4);
-    }
-    let inner_ip = unsafe { &*((data + VXLAN_FRAME_HDRS) as *const Ipv4Hdr) };
-    let outer_len = u16::from_be_bytes(ip.tot_len) as usize;
-    let udp_len = u16::from_be_bytes(udp.len) as usize;
-    let inner_len = u16::from_be_bytes(inner_ip.tot_len) as usize;
-    // Lengths must agree with each other and, unless GSO (whose length
-    // fields the kernel rewrites per segment), with the frame itself: a
-    // truncated frame is never decapsulated.
-    if inner_ip.vihl >> 4 != 4
-        || inner_ip.vihl & 0xf < 5
-        || (!gso && (udp_len + IP_LEN != outer_len || inner_len + ENCAP_LEN > outer_len || ETH_LEN + outer_len > frame_len))
-    {
-        return Verdict::Drop(stat::DROP_MALFORMED);
-    }
-    // Anti-spoofing, which flannel lacks: only a lease holder's VTEP may
-    // send us VXLAN, and only for inner sources inside its own subnet.
-    if !maps::is_vtep(ip.saddr) {
-        return Verdict::Drop(stat::DROP_UNKNOWN_VTEP);
-    }
-    match maps::vtep_for(inner_ip.saddr) {
-        Some(v) if v.ip == ip.saddr => {}
-        _ => return Verdict::Drop(stat::DROP_SPOOFED),
-    }
-    // The inner packet enters the overlay device, whose MAC is our VtepMAC.
-    Verdict::Decap(EthHdr { dst: cfg.vtep_mac, src: inner_eth.src, proto: ETH_P_IP })
-}
-
-#[inline(always)]
-pub fn count(idx: u32, len: u32) {
-    maps::count(idx, len)
+pub fn deliver(ctx: &TcContext, overlay_ifindex: u32) -> Outcome {
+    to_pod::deliver(ctx, stat::DECAP_TO_POD).unwrap_or_else(|| {
+        // SAFETY: plain helper call.
+        let action = unsafe { bpf_redirect(overlay_ifindex, BPF_F_INGRESS as u64) as i32 };
+        Ok(Verdict::Redirect { action, stat: None })
+    })
 }

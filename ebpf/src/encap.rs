@@ -3,9 +3,8 @@
 //! flannel's kernel vxlan device would, then redirected out of the underlay.
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
-        TC_ACT_SHOT, __sk_buff,
+        __sk_buff, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
+        BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::{bpf_get_hash_recalc, bpf_redirect_neigh},
     programs::TcContext,
@@ -13,7 +12,12 @@ use aya_ebpf::{
 };
 use weft_common::{cfg_flags, stat, VtepEntry};
 
-use crate::{csum, hdr::*, maps};
+use crate::{
+    csum,
+    hdr::*,
+    maps,
+    verdict::{Drop, Outcome, Verdict},
+};
 
 /// `BPF_F_ADJ_ROOM_ENCAP_L2(len)`: the inner L2 header length, in the top byte.
 const fn encap_l2(len: u64) -> u64 {
@@ -29,33 +33,23 @@ const ADJ_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64
     | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
     | encap_l2(ETH_LEN as u64);
 
-#[inline(always)]
-fn drop(reason: u32, len: u32) -> i32 {
-    maps::count(reason, len);
-    TC_ACT_SHOT as i32
-}
-
 /// Encapsulates the frame in `ctx` for the VTEP that holds its destination:
 /// `known` when the caller already looked it up (weft_from_pod), else
 /// looked up here. One LPM lookup per packet either way.
 #[inline(always)]
-pub fn run(ctx: &TcContext, known: Option<&'static VtepEntry>) -> i32 {
+pub fn run(ctx: &TcContext, known: Option<&'static VtepEntry>) -> Outcome {
     let len = ctx.len();
     let Some(cfg) = maps::config() else {
-        return drop(stat::DROP_NO_CONFIG, len);
+        return Err(Drop(stat::DROP_NO_CONFIG));
     };
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + ETH_LEN + IP_LEN > end {
-        return drop(stat::DROP_MALFORMED, len);
-    }
-    // SAFETY: bounds checked just above.
-    let eth = unsafe { &*(data as *const EthHdr) };
+    let Some(EthIpv4 { eth, ip }) = at(ctx, 0) else {
+        return Err(Drop(stat::DROP_MALFORMED));
+    };
     if eth.proto != ETH_P_IP {
-        return drop(stat::DROP_NOT_IPV4, len);
+        return Err(Drop(stat::DROP_NOT_IPV4));
     }
-    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
     if ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
-        return drop(stat::DROP_MALFORMED, len);
+        return Err(Drop(stat::DROP_MALFORMED));
     }
     // A pod's non-GSO packet must be as long as its header says (a raw
     // socket can claim more): a truncated packet is not sent on.
@@ -63,19 +57,25 @@ pub fn run(ctx: &TcContext, known: Option<&'static VtepEntry>) -> i32 {
     let gso_size = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).gso_size };
     let tot_len = u16::from_be_bytes(ip.tot_len) as u32;
     if gso_size == 0 && (tot_len < IP_LEN as u32 || tot_len + ETH_LEN as u32 > len) {
-        return drop(stat::DROP_MALFORMED, len);
+        return Err(Drop(stat::DROP_MALFORMED));
     }
     let Some(vtep) = known.or_else(|| maps::vtep_for(ip.daddr)) else {
         if crate::klog::on() {
             aya_log_ebpf::debug!(ctx, "weft_encap: no lease covers {:i}: dropped", u32::from_be_bytes(ip.daddr));
         }
-        return drop(stat::DROP_NO_LEASE, len);
+        return Err(Drop(stat::DROP_NO_LEASE));
     };
     if gso_size == 0 && len - ETH_LEN as u32 + ENCAP_LEN as u32 > cfg.underlay_mtu {
         if crate::klog::on() {
-            aya_log_ebpf::debug!(ctx, "weft_encap: {} bytes to {:i} exceed the underlay MTU {} once encapsulated: dropped", len, u32::from_be_bytes(ip.daddr), cfg.underlay_mtu);
+            aya_log_ebpf::debug!(
+                ctx,
+                "weft_encap: {} bytes to {:i} exceed the underlay MTU {} once encapsulated: dropped",
+                len,
+                u32::from_be_bytes(ip.daddr),
+                cfg.underlay_mtu
+            );
         }
-        return drop(stat::DROP_TOO_BIG, len);
+        return Err(Drop(stat::DROP_TOO_BIG));
     }
 
     let inner_ip_len = len - ETH_LEN as u32;
@@ -109,19 +109,19 @@ pub fn run(ctx: &TcContext, known: Option<&'static VtepEntry>) -> i32 {
     // GSO packets keep 0: segmentation copies the outer header into every
     // segment (BPF cannot ask for SKB_GSO_UDP_TUNNEL_CSUM).
     if cfg.flags & cfg_flags::UDP_CSUM != 0 && gso_size == 0 {
-        if let Some(c) = csum::outer_udp_lco(&h, data + ETH_LEN, end) {
+        if let Some(c) = csum::outer_udp_lco(&h, ctx) {
             h.udp.csum = c;
         }
     }
     let underlay = cfg.underlay_ifindex;
 
     if ctx.adjust_room(ENCAP_LEN as i32, BPF_ADJ_ROOM_MAC, ADJ_FLAGS).is_err() {
-        return drop(stat::DROP_HELPER, len);
+        return Err(Drop(stat::DROP_HELPER));
     }
     if ctx.store(0, &h, 0).is_err() {
-        return drop(stat::DROP_HELPER, len);
+        return Err(Drop(stat::DROP_HELPER));
     }
-    maps::count(stat::ENCAP, len);
     // SAFETY: NULL params = look up the next hop for the outer destination.
-    unsafe { bpf_redirect_neigh(underlay, core::ptr::null_mut(), 0, 0) as i32 }
+    let action = unsafe { bpf_redirect_neigh(underlay, core::ptr::null_mut(), 0, 0) as i32 };
+    Ok(Verdict::Redirect { action, stat: Some(stat::ENCAP) })
 }

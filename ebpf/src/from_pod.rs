@@ -6,33 +6,33 @@
 //! other frame (to a local pod, to the host, not from the registered pod's
 //! address, not sent to its gateway MAC) goes on unchanged: the bridge and
 //! the stack handle it as before.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, __sk_buff},
-    programs::TcContext,
-    EbpfContext,
-};
+use aya_ebpf::{bindings::__sk_buff, programs::TcContext, EbpfContext};
 use weft_common::stat;
 
-use crate::{encap, fwd, hdr::*, l3, maps};
+use crate::{
+    encap, fwd,
+    hdr::*,
+    l3, maps,
+    verdict::{Drop, Outcome, Verdict},
+};
+
+/// Not for this program: on unchanged, uncounted.
+const ON: Outcome = Ok(Verdict::Pass(None));
 
 #[inline(always)]
-pub fn run(ctx: &TcContext) -> i32 {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + ETH_LEN + IP_LEN > end {
-        return TC_ACT_OK as i32;
-    }
-    // SAFETY: bounds checked just above.
-    let eth = unsafe { &*(data as *const EthHdr) };
-    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
+pub fn run(ctx: &TcContext) -> Outcome {
+    let Some(EthIpv4 { eth, ip }) = at(ctx, 0) else {
+        return ON;
+    };
     if eth.proto != ETH_P_IP || ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
-        return TC_ACT_OK as i32;
+        return ON;
     }
     // Only routed traffic of the pod registered with this address.
     let Some(pod) = maps::pod(ip.saddr) else {
-        return TC_ACT_OK as i32;
+        return ON;
     };
     if eth.dst != pod.gw_mac {
-        return TC_ACT_OK as i32;
+        return ON;
     }
     if let Some(peer) = maps::hostgw_for(ip.daddr) {
         // SAFETY: ctx wraps a valid __sk_buff.
@@ -40,16 +40,15 @@ pub fn run(ctx: &TcContext) -> i32 {
         return fwd::forward(ctx, in_ifindex, peer);
     }
     let Some(vtep) = maps::vtep_for(ip.daddr) else {
-        return TC_ACT_OK as i32;
+        return ON;
     };
     let (ttl, proto) = (ip.ttl, ip.proto);
     // TTL 1 expires at this hop: the stack sends the ICMP time-exceeded.
     if ttl <= 1 {
-        return TC_ACT_OK as i32;
+        return ON;
     }
     if l3::dec_ttl(ctx, ttl, proto).is_err() {
-        maps::count(stat::DROP_HELPER, ctx.len());
-        return aya_ebpf::bindings::TC_ACT_SHOT as i32;
+        return Err(Drop(stat::DROP_HELPER));
     }
     encap::run(ctx, Some(vtep))
 }

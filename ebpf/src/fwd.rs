@@ -15,38 +15,33 @@
 //! pod-to-peer-pod traffic only (never for other destinations, so
 //! masquerading to the outside is untouched). `--no-fast-path` turns it off.
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup as FibParams, bpf_redir_neigh, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        TC_ACT_OK,
-    },
+    bindings::{bpf_fib_lookup as FibParams, bpf_redir_neigh, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
     helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
     EbpfContext,
 };
 use weft_common::{stat, HostGwEntry};
 
-use crate::{hdr::*, l3, maps};
+use crate::{
+    hdr::*,
+    l3, maps,
+    verdict::{Drop, Outcome, Verdict},
+};
 
 const AF_INET: u8 = 2;
 
-/// Hands the packet to the stack; `counted`: it was peer traffic, so the
-/// fast path says it declined.
-#[inline(always)]
-fn to_stack(counted: bool, len: u32) -> i32 {
-    if counted {
-        maps::count(stat::FWD_STACK, len);
-    }
-    TC_ACT_OK as i32
-}
+/// Not peer traffic: to the stack, uncounted.
+const NOT_PEER: Outcome = Ok(Verdict::Pass(None));
+/// Peer traffic the fast path declined: to the stack, counted.
+const TO_STACK: Outcome = Ok(Verdict::Pass(Some(stat::FWD_STACK)));
 
 #[inline(always)]
-pub fn run(ctx: &TcContext) -> i32 {
-    let len = ctx.len();
+pub fn run(ctx: &TcContext) -> Outcome {
     let Some((ip, in_ifindex)) = l3::routed_ipv4(ctx) else {
-        return to_stack(false, len);
+        return NOT_PEER;
     };
     let Some(peer) = maps::hostgw_for(ip.daddr) else {
-        return to_stack(false, len);
+        return NOT_PEER;
     };
     forward(ctx, in_ifindex, peer)
 }
@@ -55,20 +50,16 @@ pub fn run(ctx: &TcContext) -> i32 {
 /// holds its destination), or hands it to the stack. The frame's headers
 /// are read again here, bounds-checked.
 #[inline(always)]
-pub fn forward(ctx: &TcContext, in_ifindex: u32, peer: &HostGwEntry) -> i32 {
-    let len = ctx.len();
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + ETH_LEN + IP_LEN > end {
-        return to_stack(true, len);
-    }
-    // SAFETY: bounds checked just above.
-    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
+pub fn forward(ctx: &TcContext, in_ifindex: u32, peer: &HostGwEntry) -> Outcome {
+    let Some(ip) = at::<_, Ipv4Hdr>(ctx, ETH_LEN) else {
+        return TO_STACK;
+    };
     // TTL 1 expires here: the stack sends the ICMP time-exceeded.
     if ip.ttl <= 1 {
         if crate::klog::on() {
             aya_log_ebpf::debug!(ctx, "weft_fwd: TTL {} to {:i}: to the stack (time-exceeded)", ip.ttl, u32::from_be_bytes(ip.daddr));
         }
-        return to_stack(true, len);
+        return TO_STACK;
     }
     let (ttl, proto) = (ip.ttl, ip.proto);
 
@@ -84,48 +75,48 @@ pub fn forward(ctx: &TcContext, in_ifindex: u32, peer: &HostGwEntry) -> i32 {
     fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.daddr);
     let fib_dst = ip.daddr;
     // SAFETY: helper call with a stack buffer of the size we pass.
-    let rc = unsafe {
-        bpf_fib_lookup(ctx.as_ptr(), &mut fib, core::mem::size_of::<FibParams>() as i32, 0)
-    } as u32;
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut fib, core::mem::size_of::<FibParams>() as i32, 0) } as u32;
     // SAFETY: reading the unions the kernel filled in.
     let (gw, out) = unsafe { (fib.__bindgen_anon_4.ipv4_dst, fib.ifindex) };
-    if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
-        || out != peer.ifindex
-        || gw != u32::from_ne_bytes(peer.gateway)
-    {
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) || out != peer.ifindex || gw != u32::from_ne_bytes(peer.gateway) {
         if crate::klog::on() {
-            aya_log_ebpf::debug!(ctx, "weft_fwd: FIB answer {} (0 ok, 7 no neighbour) via #{} for {:i} is not weft's route: to the stack", rc, out, u32::from_be_bytes(fib_dst));
+            aya_log_ebpf::debug!(
+                ctx,
+                "weft_fwd: FIB answer {} (0 ok, 7 no neighbour) via #{} for {:i} is not weft's route: to the stack",
+                rc,
+                out,
+                u32::from_be_bytes(fib_dst)
+            );
         }
-        return to_stack(true, len);
+        return TO_STACK;
     }
     if rc == BPF_FIB_LKUP_RET_NO_NEIGH {
         // Without a neighbour the kernel skipped its MTU check: do it here.
         let mut mtu: u32 = 0;
         // SAFETY: helper call; mtu is an out-parameter on our stack.
         if unsafe { bpf_check_mtu(ctx.as_ptr(), out, &mut mtu, 0, 0) } != 0 {
-            return to_stack(true, len);
+            return TO_STACK;
         }
     }
 
     if l3::dec_ttl(ctx, ttl, proto).is_err() {
-        maps::count(stat::DROP_HELPER, len);
-        return aya_ebpf::bindings::TC_ACT_SHOT as i32;
+        return Err(Drop(stat::DROP_HELPER));
     }
-    maps::count(stat::FWD, len);
     if rc == BPF_FIB_LKUP_RET_SUCCESS {
         // SAFETY: reading the MACs the kernel filled in on success.
         let macs = unsafe { fib.__bindgen_anon_6.__bindgen_anon_2 };
         let hdr = EthHdr { dst: macs.dmac, src: macs.smac, proto: ETH_P_IP };
         if ctx.store(0, &hdr, 0).is_err() {
-            maps::count(stat::DROP_HELPER, len);
-            return aya_ebpf::bindings::TC_ACT_SHOT as i32;
+            return Err(Drop(stat::DROP_HELPER));
         }
         // SAFETY: plain helper call.
-        return unsafe { bpf_redirect(out, 0) as i32 };
+        let action = unsafe { bpf_redirect(out, 0) as i32 };
+        return Ok(Verdict::Redirect { action, stat: Some(stat::FWD) });
     }
     // No neighbour entry yet: the kernel resolves it (ARP) and sends.
     let mut nh = bpf_redir_neigh { nh_family: AF_INET as u32, __bindgen_anon_1: unsafe { core::mem::zeroed() } };
     nh.__bindgen_anon_1.ipv4_nh = gw;
     // SAFETY: helper call with a stack buffer of the size we pass.
-    unsafe { bpf_redirect_neigh(out, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) as i32 }
+    let action = unsafe { bpf_redirect_neigh(out, &mut nh, core::mem::size_of::<bpf_redir_neigh>() as i32, 0) as i32 };
+    Ok(Verdict::Redirect { action, stat: Some(stat::FWD) })
 }

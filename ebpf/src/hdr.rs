@@ -1,5 +1,11 @@
 //! Wire headers as byte-only structs (alignment 1, no padding), so a header can
-//! be read straight from packet memory and written with one `skb_store_bytes`.
+//! be read straight from packet memory and written with one `skb_store_bytes`,
+//! and [`at`], the one bounds-checked way to reach them in a packet.
+use aya_ebpf::{
+    bindings::__sk_buff,
+    programs::{TcContext, XdpContext},
+    EbpfContext,
+};
 
 pub const ETH_LEN: usize = 14;
 pub const IP_LEN: usize = 20;
@@ -54,6 +60,130 @@ pub struct VxlanHdr {
     pub _rsvd: [u8; 3],
     pub vni: [u8; 3],
     pub _rsvd2: u8,
+}
+
+/// Ethernet + IPv4 header: the front of every frame the programs route.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthIpv4 {
+    pub eth: EthHdr,
+    pub ip: Ipv4Hdr,
+}
+
+/// Ethernet + IPv4 (no options) + UDP: the front of a frame that may be VXLAN.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthIpv4Udp {
+    pub eth: EthHdr,
+    pub ip: Ipv4Hdr,
+    pub udp: UdpHdr,
+}
+
+/// A received VXLAN frame's headers, up to and including the inner IPv4
+/// header (`VXLAN_FRAME_HDRS + IP_LEN` bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct VxlanFrame {
+    pub eth: EthHdr,
+    pub ip: Ipv4Hdr,
+    pub udp: UdpHdr,
+    pub vxlan: VxlanHdr,
+    pub inner_eth: EthHdr,
+    pub inner_ip: Ipv4Hdr,
+}
+
+// The composite headers are the wire headers back to back, no padding.
+const _: () = assert!(core::mem::size_of::<EthIpv4>() == ETH_LEN + IP_LEN);
+const _: () = assert!(core::mem::size_of::<EthIpv4Udp>() == ETH_LEN + IP_LEN + UDP_LEN);
+const _: () = assert!(core::mem::size_of::<VxlanFrame>() == VXLAN_FRAME_HDRS + IP_LEN);
+
+/// Plain data that may be read from (and written to) packet memory: no
+/// padding, every bit pattern valid.
+///
+/// # Safety
+/// Only for `repr(C)` types made of integers and byte arrays.
+pub unsafe trait Pod: Copy {}
+// SAFETY: all of them are repr(C) structs of bytes and byte arrays, or u32.
+unsafe impl Pod for EthHdr {}
+unsafe impl Pod for Ipv4Hdr {}
+unsafe impl Pod for UdpHdr {}
+unsafe impl Pod for EthIpv4 {}
+unsafe impl Pod for EthIpv4Udp {}
+unsafe impl Pod for VxlanFrame {}
+unsafe impl Pod for u32 {}
+
+/// A program's packet as the verifier sees it: `[data, data_end)`, and the
+/// metadata area `[data_meta, data)` in front of it. TC and XDP.
+pub trait Packet {
+    fn data_start(&self) -> usize;
+    fn data_stop(&self) -> usize;
+    fn meta_start(&self) -> usize;
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn data_start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn data_stop(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn meta_start(&self) -> usize {
+        // SAFETY: ctx wraps a valid __sk_buff.
+        unsafe { (*(self.as_ptr() as *const __sk_buff)).data_meta as usize }
+    }
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn data_start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn data_stop(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn meta_start(&self) -> usize {
+        self.metadata()
+    }
+}
+
+/// The one bounds check behind every packet access: a `T` at `start + off`
+/// when it ends at or before `end`. Written as the verifier wants it (packet
+/// pointer + constant compared with the end pointer), and inlined so that
+/// `off` is a constant at each use.
+#[inline(always)]
+fn bounded<T: Pod>(start: usize, off: usize, end: usize) -> Option<*mut T> {
+    let p = start + off;
+    if p + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some(p as *mut T)
+}
+
+/// The `T` at byte `off` of the packet's linear data, or None if the packet
+/// is shorter. Every header the programs parse is read through here.
+#[inline(always)]
+pub fn at<P: Packet, T: Pod>(ctx: &P, off: usize) -> Option<&T> {
+    // SAFETY: in bounds (checked in `bounded`); T is Pod.
+    bounded(ctx.data_start(), off, ctx.data_stop()).map(|p| unsafe { &*p })
+}
+
+/// [`at`] for writing, where the program writes packet memory itself
+/// (XDP): a pointer to the in-bounds `T` at byte `off`.
+#[inline(always)]
+pub fn ptr_at<P: Packet, T: Pod>(ctx: &P, off: usize) -> Option<*mut T> {
+    bounded(ctx.data_start(), off, ctx.data_stop())
+}
+
+/// A pointer to the `T` at the front of the metadata area (which ends where
+/// the data starts), or None if the area is smaller.
+#[inline(always)]
+pub fn meta_ptr<P: Packet, T: Pod>(ctx: &P) -> Option<*mut T> {
+    bounded(ctx.meta_start(), 0, ctx.data_start())
 }
 
 /// The 64 bytes at the front of an encapsulated frame, written in one store.

@@ -2,7 +2,7 @@
 //! forward instead of the kernel.
 use aya_ebpf::{bindings::__sk_buff, programs::TcContext, EbpfContext};
 
-use crate::hdr::{EthHdr, Ipv4Hdr, ETH_LEN, ETH_P_IP, IP_LEN};
+use crate::hdr::{at, EthIpv4, Ipv4Hdr, ETH_LEN, ETH_P_IP};
 
 /// `skb->pkt_type` of a frame addressed to this host's MAC.
 const PACKET_HOST: u32 = 0;
@@ -15,16 +15,14 @@ pub fn routed_ipv4(ctx: &TcContext) -> Option<(Ipv4Hdr, u32)> {
     let skb = ctx.as_ptr() as *const __sk_buff;
     // SAFETY: ctx wraps a valid __sk_buff.
     let (pkt_type, in_ifindex) = unsafe { ((*skb).pkt_type, (*skb).ifindex) };
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if pkt_type != PACKET_HOST || data + ETH_LEN + IP_LEN > end {
+    if pkt_type != PACKET_HOST {
         return None;
     }
-    // SAFETY: bounds checked just above.
-    let (eth, ip) = unsafe { (&*(data as *const EthHdr), *((data + ETH_LEN) as *const Ipv4Hdr)) };
+    let EthIpv4 { eth, ip } = at(ctx, 0)?;
     if eth.proto != ETH_P_IP || ip.vihl >> 4 != 4 || ip.vihl & 0xf < 5 {
         return None;
     }
-    Some((ip, in_ifindex))
+    Some((*ip, in_ifindex))
 }
 
 /// Offset of the IPv4 TTL byte and of the header checksum in the frame.

@@ -1,18 +1,23 @@
-//! weft's kernel programs. One program per attach point:
-//! - `weft_encap`  TC egress of the overlay device: VXLAN encapsulation;
-//! - `weft_decap`  TC ingress of the underlay: VXLAN decapsulation;
+//! weft's kernel programs: only their entry points, one per attach point,
+//! each body in its own module:
+//! - `weft_encap`  TC egress of the overlay device: VXLAN encapsulation (`encap.rs`);
+//! - `weft_decap`  TC ingress of the underlay: VXLAN decapsulation (`decap.rs`);
 //! - `weft_xdp_decap` XDP on the underlay (opt-in): decapsulates earlier and
 //!   leaves a mark in the XDP metadata so that `weft_decap` only has to steer
-//!   the inner packet into the overlay device;
-//! - `weft_fwd`    TC ingress of the pod bridge: the host-gw fast path;
+//!   the inner packet into the overlay device (`xdp_decap.rs`);
+//! - `weft_fwd`    TC ingress of the pod bridge: the host-gw fast path (`fwd.rs`);
 //! - `weft_from_pod` TC ingress of a registered pod's host-side veth: encap
-//!   or forward right where the pod's traffic leaves it;
+//!   or forward right where the pod's traffic leaves it (`from_pod.rs`);
 //! - `weft_to_pod` TC ingress of the underlay with host-gw: a peer pod's
-//!   packet for a registered local pod goes straight into it.
+//!   packet for a registered local pod goes straight into it (`to_pod.rs`).
 //!
 //! Traffic for a registered local pod, decapsulated or routed by a peer,
 //! skips the overlay device and the host's routing: it goes straight into
 //! the pod (bpf_redirect_peer, `to_pod.rs`).
+//!
+//! A program's body decides ([`verdict::Outcome`]: go on, or drop for a
+//! reason); its entry point here counts that decision in `weft_stats`, for
+//! the packet's length as it arrived, and returns the action.
 #![no_std]
 #![no_main]
 #![allow(non_upper_case_globals)]
@@ -22,146 +27,68 @@ mod decap;
 mod encap;
 mod from_pod;
 mod fwd;
-mod l3;
 mod hdr;
 mod klog;
+mod l3;
 mod maps;
 mod to_pod;
+mod verdict;
+mod vxlan;
+mod xdp_decap;
 
 use aya_ebpf::{
-    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
-    helpers::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
-    EbpfContext,
 };
-use decap::Verdict;
-use hdr::{EthHdr, ETH_LEN};
+use verdict::{Step, Verdict};
 use weft_common::{stat, VXLAN_OVERHEAD};
 
-/// XDP metadata word meaning "already decapsulated by weft_xdp_decap".
-const XDP_DECAP_MARK: u32 = 0x7765_6674; // "weft"
-
 #[classifier]
-pub fn weft_encap(ctx: TcContext) -> i32 {
-    encap::run(&ctx, None)
-}
-
-#[classifier]
-pub fn weft_fwd(ctx: TcContext) -> i32 {
-    fwd::run(&ctx)
-}
-
-#[classifier]
-pub fn weft_from_pod(ctx: TcContext) -> i32 {
-    from_pod::run(&ctx)
-}
-
-#[classifier]
-pub fn weft_to_pod(ctx: TcContext) -> i32 {
-    to_pod::from_peer(&ctx).unwrap_or(TC_ACT_OK as i32)
-}
-
-#[classifier]
-pub fn weft_decap(ctx: TcContext) -> i32 {
+fn weft_encap(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    let Some(cfg) = maps::config() else {
-        decap::count(stat::PASS, len);
-        return TC_ACT_OK as i32;
-    };
-    let skb = ctx.as_ptr() as *const __sk_buff;
-    // SAFETY: ctx wraps a valid __sk_buff.
-    let (meta, data, gso) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize, (*skb).gso_size != 0) };
-    if meta + 4 <= data {
-        // SAFETY: bounds checked just above.
-        if unsafe { *(meta as *const u32) } == XDP_DECAP_MARK {
-            return deliver(&ctx, cfg.overlay_ifindex);
-        }
-    }
-    match decap::classify(data, ctx.data_end(), len as usize, cfg, gso) {
-        // Not VXLAN for us; a DirectRouting peer's pod may have routed it to one of ours.
-        Verdict::Pass => to_pod::from_peer(&ctx).unwrap_or_else(|| {
-            decap::count(stat::PASS, len);
-            TC_ACT_OK as i32
-        }),
-        Verdict::Drop(reason) => {
-            decap::count(reason, len);
-            if klog::on() {
-                aya_log_ebpf::debug!(&ctx, "weft_decap: dropped VXLAN for us, reason {} (weft_stats index)", reason);
-            }
-            TC_ACT_SHOT as i32
-        }
-        Verdict::Decap(eth) => {
-            let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
-            if ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, flags).is_err()
-                || ctx.store(0, &eth, 0).is_err()
-            {
-                decap::count(stat::DROP_HELPER, len);
-                return TC_ACT_SHOT as i32;
-            }
-            decap::count(stat::DECAP, len - VXLAN_OVERHEAD);
-            deliver(&ctx, cfg.overlay_ifindex)
-        }
-    }
+    verdict::tc(encap::run(&ctx, None), len)
 }
 
-/// Where a decapsulated frame goes: straight into a registered local pod,
-/// else into the overlay device and the host's routing.
-#[inline(always)]
-fn deliver(ctx: &TcContext, overlay_ifindex: u32) -> i32 {
-    to_pod::deliver(ctx, stat::DECAP_TO_POD).unwrap_or_else(|| redirect_to_overlay(overlay_ifindex))
+#[classifier]
+fn weft_fwd(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    verdict::tc(fwd::run(&ctx), len)
 }
 
-/// The inner packet enters the stack on the overlay device, as it does on
-/// flannel.1, so reverse-path filtering and routing see the overlay.
-#[inline(always)]
-fn redirect_to_overlay(ifindex: u32) -> i32 {
-    // SAFETY: plain helper call.
-    unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) as i32 }
+#[classifier]
+fn weft_from_pod(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    verdict::tc(from_pod::run(&ctx), len)
+}
+
+#[classifier]
+fn weft_to_pod(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    verdict::tc(to_pod::run(&ctx), len)
+}
+
+#[classifier]
+fn weft_decap(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    match decap::run(&ctx, len) {
+        Step::Done(out) => verdict::tc(out, len),
+        // Counted as decapsulated, then as what its delivery did, both for
+        // the inner frame's length.
+        Step::Decapped(overlay_ifindex) => {
+            let inner = len - VXLAN_OVERHEAD;
+            maps::count(stat::DECAP, inner);
+            verdict::tc(decap::deliver(&ctx, overlay_ifindex), inner)
+        }
+    }
 }
 
 #[xdp]
-pub fn weft_xdp_decap(ctx: XdpContext) -> u32 {
+fn weft_xdp_decap(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
-    let Some(cfg) = maps::config() else {
-        return xdp_action::XDP_PASS;
-    };
-    match decap::classify(ctx.data(), ctx.data_end(), len as usize, cfg, false) {
-        // Counted by weft_decap, which sees every frame XDP passes.
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Drop(reason) => {
-            decap::count(reason, len);
-            xdp_action::XDP_DROP
-        }
-        Verdict::Decap(eth) => xdp_decap(&ctx, &eth, len),
+    match xdp_decap::run(&ctx, len) {
+        Step::Done(out) => verdict::xdp(out, len),
+        Step::Decapped(()) => verdict::xdp(Ok(Verdict::Pass(Some(stat::DECAP_XDP))), len - VXLAN_OVERHEAD),
     }
-}
-
-#[inline(always)]
-fn xdp_decap(ctx: &XdpContext, eth: &EthHdr, len: u32) -> u32 {
-    let raw = ctx.as_ptr() as *mut _;
-    // SAFETY: helper calls on our own context; pointers re-derived after each.
-    unsafe {
-        if bpf_xdp_adjust_head(raw, VXLAN_OVERHEAD as i32) != 0 {
-            decap::count(stat::DROP_HELPER, len);
-            return xdp_action::XDP_DROP;
-        }
-        if bpf_xdp_adjust_meta(raw, -4) != 0 {
-            decap::count(stat::DROP_HELPER, len);
-            return xdp_action::XDP_DROP;
-        }
-        let (meta, data, end) = (ctx.metadata(), ctx.data(), ctx.data_end());
-        if meta + 4 > data || data + ETH_LEN > end {
-            decap::count(stat::DROP_HELPER, len);
-            return xdp_action::XDP_DROP;
-        }
-        *(meta as *mut u32) = XDP_DECAP_MARK;
-        // Same Ethernet header as the TC path: weft_decap sees the mark and
-        // redirects into the overlay device, whose MAC is our VtepMAC.
-        *(data as *mut EthHdr) = *eth;
-    }
-    decap::count(stat::DECAP_XDP, len - VXLAN_OVERHEAD);
-    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]
@@ -170,6 +97,13 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+/// The object's license, as the kernel reads it: the ebpf crate's own
+/// license, `MIT OR GPL-2.0-only` (Cargo.toml), in the kernel's spelling.
+/// It must be one the kernel deems GPL-compatible ("GPL", "GPL v2", "GPL and
+/// additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL"),
+/// else the verifier refuses the GPL-only helpers `weft_fwd` and
+/// `weft_from_pod` call (bpf_fib_lookup, bpf_check_mtu). Apache-2.0, the
+/// rest of weft's license, is not among them.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -15,20 +15,26 @@
 use aya_ebpf::{helpers::bpf_redirect_peer, programs::TcContext};
 use weft_common::{stat, PodEntry};
 
-use crate::{hdr::*, l3, maps};
+use crate::{
+    hdr::*,
+    l3, maps,
+    verdict::{Drop, Outcome, Verdict},
+};
+
+/// `weft_to_pod`: [`from_peer`], and every other frame to the stack,
+/// uncounted.
+#[inline(always)]
+pub fn run(ctx: &TcContext) -> Outcome {
+    from_peer(ctx).unwrap_or(Ok(Verdict::Pass(None)))
+}
 
 /// Delivers the IPv4 packet behind the frame's Ethernet header into the
-/// local pod it is addressed to and counts it under `counter`; None (frame
+/// local pod it is addressed to, to be counted under `counter`; None (frame
 /// untouched) when no registered pod holds the destination or its TTL
 /// expires here (the stack then answers time-exceeded).
 #[inline(always)]
-pub fn deliver(ctx: &TcContext, counter: u32) -> Option<i32> {
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + ETH_LEN + IP_LEN > end {
-        return None;
-    }
-    // SAFETY: bounds checked just above.
-    let ip = unsafe { &*((data + ETH_LEN) as *const Ipv4Hdr) };
+pub fn deliver(ctx: &TcContext, counter: u32) -> Option<Outcome> {
+    let ip = at::<_, Ipv4Hdr>(ctx, ETH_LEN)?;
     let pod = maps::pod(ip.daddr)?;
     into(ctx, &pod, ip.ttl, ip.proto, counter)
 }
@@ -40,7 +46,7 @@ pub fn deliver(ctx: &TcContext, counter: u32) -> Option<i32> {
 /// lookup (a hash miss for the node's own traffic) comes before the peer's
 /// (an LPM trie walk).
 #[inline(always)]
-pub fn from_peer(ctx: &TcContext) -> Option<i32> {
+pub fn from_peer(ctx: &TcContext) -> Option<Outcome> {
     let (ip, in_ifindex) = l3::routed_ipv4(ctx)?;
     // Options would need the forwarding path's handling: the stack's job.
     if ip.vihl != 0x45 {
@@ -56,16 +62,15 @@ pub fn from_peer(ctx: &TcContext) -> Option<i32> {
 /// TTL - 1, the gateway's MACs and the redirect into `pod`; None if the
 /// TTL expires at this hop.
 #[inline(always)]
-fn into(ctx: &TcContext, pod: &PodEntry, ttl: u8, proto: u8, counter: u32) -> Option<i32> {
+fn into(ctx: &TcContext, pod: &PodEntry, ttl: u8, proto: u8, counter: u32) -> Option<Outcome> {
     if ttl <= 1 {
         return None;
     }
     let eth = EthHdr { dst: pod.pod_mac, src: pod.gw_mac, proto: ETH_P_IP };
     if l3::dec_ttl(ctx, ttl, proto).is_err() || ctx.store(0, &eth, 0).is_err() {
-        maps::count(stat::DROP_HELPER, ctx.len());
-        return Some(aya_ebpf::bindings::TC_ACT_SHOT as i32);
+        return Some(Err(Drop(stat::DROP_HELPER)));
     }
-    maps::count(counter, ctx.len());
     // SAFETY: plain helper call.
-    Some(unsafe { bpf_redirect_peer(pod.host_ifindex, 0) as i32 })
+    let action = unsafe { bpf_redirect_peer(pod.host_ifindex, 0) as i32 };
+    Some(Ok(Verdict::Redirect { action, stat: Some(counter) }))
 }

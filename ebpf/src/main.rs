@@ -97,13 +97,13 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
-/// The object's license, as the kernel reads it: the ebpf crate's own
-/// license, `MIT OR GPL-2.0-only` (Cargo.toml), in the kernel's spelling.
-/// It must be one the kernel deems GPL-compatible ("GPL", "GPL v2", "GPL and
-/// additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL"),
-/// else the verifier refuses the GPL-only helpers `weft_fwd` and
-/// `weft_from_pod` call (bpf_fib_lookup, bpf_check_mtu). Apache-2.0, the
-/// rest of weft's license, is not among them.
+/// The object's license, as the kernel reads it. The crate is
+/// `Apache-2.0 OR GPL-2.0-only` (Cargo.toml); the kernel knows only its own
+/// strings ("GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL",
+/// "Dual MIT/GPL", "Dual MPL/GPL"), none for Apache-2.0, so the object
+/// names its GPL option. Without a GPL-compatible string the verifier
+/// refuses the GPL-only helpers `weft_fwd` and `weft_from_pod` call
+/// (bpf_fib_lookup, bpf_check_mtu).
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -23,17 +23,6 @@ pub enum FlannelBackend {
     Udp,
 }
 
-impl FlannelBackend {
-    /// The lease's `BackendType`.
-    pub fn type_name(self) -> &'static str {
-        match self {
-            FlannelBackend::Vxlan | FlannelBackend::VxlanDirect => "vxlan",
-            FlannelBackend::HostGw => "host-gw",
-            FlannelBackend::Udp => "udp",
-        }
-    }
-}
-
 /// A flannel node's view of another lease: (store key, subnet address,
 /// prefix length, parsed JSON, PublicIP).
 type OtherLease = (String, std::net::Ipv4Addr, u8, serde_json::Value, String);

@@ -82,3 +82,14 @@ pub fn start_round(round: u32, nodes: u32, embedded: bool, config: Option<&str>)
     c.pass();
     Ok(())
 }
+
+/// The race in 3 rounds, each on a fresh cluster of `nodes` nodes: round 1
+/// with the default network config, rounds 2 and 3 offering exactly `nodes`
+/// subnets (10.244.1.0 .. 10.244.<nodes>.0), so the nodes must collide and
+/// choose again. See [`start_round`].
+pub fn three_rounds(nodes: u32, embedded: bool) -> Result<()> {
+    let tight = format!(r#"{{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.{nodes}.0","Backend":{{"Type":"vxlan"}}}}"#);
+    start_round(1, nodes, embedded, None)?;
+    start_round(2, nodes, embedded, Some(&tight))?;
+    start_round(3, nodes, embedded, Some(&tight))
+}

@@ -88,11 +88,7 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
 #[test]
 fn embedded_simultaneous_start() -> Result<()> {
     weft_tests::require_root()?;
-    let tight = r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}"#;
-    simultaneous::start_round(1, 3, true, None)?;
-    simultaneous::start_round(2, 3, true, Some(tight))?;
-    simultaneous::start_round(3, 3, true, Some(tight))?;
-    Ok(())
+    simultaneous::three_rounds(3, true)
 }
 
 #[test]

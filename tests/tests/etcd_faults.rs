@@ -297,11 +297,7 @@ fn watch_behind_compaction_relists() -> Result<()> {
 #[test]
 fn simultaneous_start() -> Result<()> {
     weft_tests::require_root()?;
-    let tight = r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.4.0","Backend":{"Type":"vxlan"}}"#;
-    simultaneous::start_round(1, 4, false, None)?;
-    simultaneous::start_round(2, 4, false, Some(tight))?;
-    simultaneous::start_round(3, 4, false, Some(tight))?;
-    Ok(())
+    simultaneous::three_rounds(4, false)
 }
 
 /// 1,000 flannel vxlan leases in 8 transactions, then deleted in one request.

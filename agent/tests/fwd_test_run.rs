@@ -3,14 +3,16 @@
 //! runs its thread inside a fresh network namespace holding exactly the
 //! routes and neighbours the case needs (never the machine's own). Needs
 //! root, as CI runs.
+mod frames;
+
 use std::process::Command;
+
+use frames::{csum, TC_ACT_OK, TC_ACT_REDIRECT};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weft_agent::{dataplane::Datapath, subnet::Ipv4Net};
 use weft_common::{prog_names, stat, HostGwEntry};
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
 const PEER: [u8; 4] = [192, 168, 77, 2];
 const PEER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
 const UNDER_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
@@ -77,17 +79,6 @@ fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).unwrap();
     // SAFETY: valid C string; resolved in this thread's namespace.
     unsafe { libc::if_nametoindex(c.as_ptr()) }
-}
-
-fn csum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in bytes.chunks(2) {
-        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// A pod's frame to the host (destination MAC 0 = the test device's own,

@@ -370,9 +370,8 @@ impl Cluster {
         let w = self.weft_node(n)?;
         let want: std::collections::BTreeSet<String> = subnets.iter().map(|s| format!("{s}/24")).collect();
         cmd::poll(&format!("node {n} to hold exactly the vxlan peers {want:?}"), timeout, Duration::from_millis(100), || {
-            let routes = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
-            let have: std::collections::BTreeSet<String> = routes.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
-            let dump = bpf::map_dump(&w.vteps_pin()).map_err(|e| format!("{e:#}"))?;
+            let have = w.route_set().map_err(|e| format!("{e:#}"))?;
+            let dump = w.vteps().map_err(|e| format!("{e:#}"))?;
             let entries = dump.as_array().map(|a| a.len()).unwrap_or(0);
             if have == want && entries == subnets.len() && subnets.iter().all(|s| bpf::vteps_contains(&dump, *s)) {
                 Ok(Some(()))
@@ -381,6 +380,32 @@ impl Cluster {
             }
         })?;
         Ok(t0.elapsed())
+    }
+
+    /// Waits until every weft node in `nodes` has (or, with `present` false,
+    /// lacks) both the route and the weft_vteps entry for `subnet`/24; the
+    /// timeout counts from `start` (so several waits can share one budget).
+    /// Returns the time since `start`.
+    pub fn wait_peer(&self, nodes: &[NodeRef], subnet: Ipv4Addr, present: bool, start: std::time::Instant, timeout: Duration) -> Result<Duration> {
+        for &n in nodes {
+            let w = self.weft_node(n)?;
+            let what = format!("{} to {} {subnet}/24", w.ns.name(), if present { "program" } else { "forget" });
+            cmd::poll(&what, timeout.saturating_sub(start.elapsed()), Duration::from_millis(100), || {
+                let (r, v, detail) = w.peer_state(subnet).map_err(|e| format!("{e:#}"))?;
+                if r == present && v == present {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("route present: {r}, weft_vteps entry present: {v}\n{detail}"))
+                }
+            })?;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// (packets, bytes) of datapath counter `idx` (`weft_common::stat::*`)
+    /// on weft node `n`, read from its pinned weft_stats with bpftool.
+    pub fn stat_counter(&self, n: NodeRef, idx: u32) -> Result<(u64, u64)> {
+        bpf::stat_counter(&self.weft_node(n)?.stats_pin(), idx)
     }
 
     /// Adds a node running the reference flannel udp peer on segment 0 and

@@ -192,6 +192,15 @@ impl EtcdServer {
         Ok(v.pointer("/kvs/0/lease").and_then(|l| l.as_i64()).filter(|l| *l != 0))
     }
 
+    /// The revision that created `key` (None: no key). A key deleted (or
+    /// expired) and written again gets a new one, so an unchanged create
+    /// revision proves the key was never lost in between.
+    pub fn create_revision(&self, key: &str) -> Result<Option<i64>> {
+        let out = self.ctl(&["get", "-w", "json", key])?;
+        let v: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("parsing etcdctl json {out:?}"))?;
+        Ok(v.pointer("/kvs/0/create_revision").and_then(|l| l.as_i64()))
+    }
+
     /// Deletes the keys in [`from`, `to`) in one request; returns how many.
     pub fn del_range(&self, from: &str, to: &str) -> Result<u32> {
         let out = self.ctl(&["del", from, to])?;

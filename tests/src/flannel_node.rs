@@ -23,16 +23,9 @@ pub enum FlannelBackend {
     Udp,
 }
 
-impl FlannelBackend {
-    /// The lease's `BackendType`.
-    pub fn type_name(self) -> &'static str {
-        match self {
-            FlannelBackend::Vxlan | FlannelBackend::VxlanDirect => "vxlan",
-            FlannelBackend::HostGw => "host-gw",
-            FlannelBackend::Udp => "udp",
-        }
-    }
-}
+/// A flannel node's view of another lease: (store key, subnet address,
+/// prefix length, parsed JSON, PublicIP).
+type OtherLease = (String, std::net::Ipv4Addr, u8, serde_json::Value, String);
 
 pub struct FlannelNode {
     pub n: u32,
@@ -178,9 +171,8 @@ impl FlannelNode {
         Ok(done)
     }
 
-    /// Every other lease of `backend` in the store: (key, subnet address,
-    /// prefix length, parsed JSON, PublicIP).
-    fn other_leases(&self, store: &LeaseStore, backend: &str) -> Result<Vec<(String, std::net::Ipv4Addr, u8, serde_json::Value, String)>> {
+    /// Every other lease of `backend` in the store (see [`OtherLease`]).
+    fn other_leases(&self, store: &LeaseStore, backend: &str) -> Result<Vec<OtherLease>> {
         let mut out = Vec::new();
         for (name, v) in store.list()? {
             let k = store.key(&name);

@@ -19,6 +19,7 @@ pub mod netns;
 pub mod perf;
 pub mod pod;
 pub mod report;
+pub mod simultaneous;
 pub mod state;
 pub mod store;
 pub mod subnet_env;

@@ -40,6 +40,14 @@ impl Netns {
         PathBuf::from("/var/run/netns").join(&self.name)
     }
 
+    /// The ifindex of device `dev` in this namespace (`ip -j link show`):
+    /// weftd names its link pins by it, so tests find a device's pins.
+    pub fn ifindex(&self, dev: &str) -> Result<u32> {
+        let out = self.ip(&["-j", "link", "show", "dev", dev])?;
+        let j: serde_json::Value = serde_json::from_str(&out).with_context(|| format!("ip -j link show {dev}: {out}"))?;
+        j[0]["ifindex"].as_u64().map(|i| i as u32).with_context(|| format!("no ifindex for {dev}: {out}"))
+    }
+
     /// A `Command` that runs `prog args` inside the namespace (`ip netns exec`).
     /// Note: `ip netns exec` remounts /sys and hides /sys/fs/bpf; use
     /// [`Netns::nsenter`] for programs that need bpffs.

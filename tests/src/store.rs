@@ -38,10 +38,6 @@ impl LeaseStore {
         }
     }
 
-    pub fn is_embedded(&self) -> bool {
-        matches!(self, LeaseStore::Embedded(_))
-    }
-
     /// Writes the network config (`<prefix>/config`, or net-conf.json).
     pub fn write_config(&self, json: &str) -> Result<()> {
         match self {

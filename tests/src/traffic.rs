@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::netns::Netns;
 
@@ -100,13 +100,78 @@ pub fn ping_ttl(from: &Netns, to: Ipv4Addr, ttl: u8) -> Result<bool> {
 }
 
 /// Moves the calling thread into the network namespace at `path`.
-fn enter(path: &Path) -> Result<()> {
+pub fn enter(path: &Path) -> Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: setns on a valid fd; affects only this thread's network namespace.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         bail!("setns({}): {}", path.display(), std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Runs `f` on a new thread moved into `ns` (setns(2) changes only the
+/// calling thread's namespace, so the test's own thread stays where it is);
+/// join the handle for its result. For in-process sockets in a pod or node
+/// namespace without forking a helper binary.
+pub fn spawn_in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> Result<T> + Send + 'static) -> std::thread::JoinHandle<Result<T>> {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        enter(&path)?;
+        f()
+    })
+}
+
+/// [`spawn_in_ns`] and wait: `f`'s result (an error if the thread panicked).
+pub fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    join(spawn_in_ns(ns, f))
+}
+
+/// Joins a helper thread: its result, or an error if it panicked.
+pub fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
+    h.join().map_err(|_| anyhow::anyhow!("helper thread panicked"))?
+}
+
+/// The Internet checksum (RFC 1071) of `b`: written into a header whose
+/// checksum field is zero, or 0 over a header that verifies. For tests that
+/// craft IPv4/ICMP/UDP packets by hand.
+pub fn inet_csum(b: &[u8]) -> u16 {
+    let mut s: u32 = b.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// A bounded ping flood running in the background: `count` echo requests at
+/// 250/s (`-i 0.004`, 2 s to answer each), killed by `timeout` after `secs`
+/// at the latest. Tests start one before a disruption (restart, etcd outage,
+/// node loss) and [`PingFlood::all_answered`] proves nothing was lost across it.
+pub struct PingFlood {
+    child: std::process::Child,
+    count: u32,
+}
+
+impl PingFlood {
+    pub fn start(from: &Netns, to: Ipv4Addr, count: u32, secs: u32) -> Result<PingFlood> {
+        let child = from
+            .command("timeout", &[&secs.to_string(), "ping", "-n", "-q", "-i", "0.004", "-c", &count.to_string(), "-W", "2", &to.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("starting the ping flood")?;
+        Ok(PingFlood { child, count })
+    }
+
+    /// Waits for the flood to end; its summary line ("N packets transmitted,
+    /// N received, ..."), or an error naming `what` unless every one of the
+    /// `count` requests was answered.
+    pub fn all_answered(self, what: &str) -> Result<String> {
+        let out = self.child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let n = self.count;
+        ensure!(text.contains(&format!("{n} packets transmitted, {n} received")), "{what}: echo requests lost (of {n} at 250/s):\n{text}");
+        Ok(text.lines().find(|l| l.contains("transmitted")).unwrap_or_default().to_string())
+    }
 }
 
 struct XorShift(u64);

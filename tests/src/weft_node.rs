@@ -2,6 +2,7 @@
 //! SIGKILL after 2 s) and removes its bpffs pin directory; the namespace goes
 //! with the `Netns` field.
 use std::{
+    collections::BTreeSet,
     net::Ipv4Addr,
     path::{Path, PathBuf},
     process::{Child, Stdio},
@@ -11,6 +12,15 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{bpf, cmd, netns::Netns, subnet_env::SubnetEnv};
+
+/// One pinned link of a node: the pin's file name (`weft_encap-7`), the
+/// kernel's link id and the id of the program the link runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedLink {
+    pub pin: String,
+    pub link_id: u64,
+    pub prog_id: u64,
+}
 
 pub struct WeftNode {
     /// Node number N: netns `<prefix>-nN`, underlay address 192.168.77.N.
@@ -131,6 +141,66 @@ impl WeftNode {
     /// backend installed (`<subnet> via <peer> dev eth0`, any device).
     pub fn host_gw_routes(&self) -> Result<String> {
         self.ns.ip(&["-4", "route", "show", "proto", "254"])
+    }
+
+    /// The destinations of the routes on weft.1 ("10.244.7.0/24", ...): the
+    /// route half of "which peers does this node program".
+    pub fn route_set(&self) -> Result<BTreeSet<String>> {
+        Ok(self.overlay_routes()?.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
+    }
+
+    /// bpftool's JSON dump of weft_vteps: the map half of "which peers".
+    pub fn vteps(&self) -> Result<serde_json::Value> {
+        bpf::map_dump(&self.vteps_pin())
+    }
+
+    /// Whether this node programs `subnet`/24 as a vxlan peer: (route on
+    /// weft.1, weft_vteps entry, both as text for a failure message). One
+    /// reading for the tests that wait for a peer to come or go.
+    pub fn peer_state(&self, subnet: Ipv4Addr) -> Result<(bool, bool, String)> {
+        let routes = self.route_set()?;
+        let dump = self.vteps()?;
+        let has_route = routes.contains(&format!("{subnet}/24"));
+        let has_vtep = bpf::vteps_contains(&dump, subnet);
+        Ok((has_route, has_vtep, format!("routes {routes:?}\nweft_vteps {dump}")))
+    }
+
+    /// Occurrences of `needle` in weftd's whole log (all runs on this node):
+    /// evidence for the test's output, or events that only the log records.
+    pub fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().matches(needle).count()
+    }
+
+    /// This node's pinned TC/XDP links (`<pin dir>/v2/links/<prog>-<ifindex>`)
+    /// as bpftool reads them: a restarted weftd that replaces its programs
+    /// through the pinned links keeps each link id and changes the program id
+    /// behind it; state to assert on instead of weftd's log.
+    pub fn pinned_links(&self) -> Result<Vec<PinnedLink>> {
+        let dir = self.pin_dir.join("v2/links");
+        let mut out = vec![];
+        for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let p = e?.path();
+            let j: serde_json::Value = serde_json::from_str(&cmd::sh("bpftool", &["link", "show", "pinned", &p.to_string_lossy(), "-j"])?)?;
+            out.push(PinnedLink {
+                pin: p.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+                link_id: j["id"].as_u64().with_context(|| format!("no link id for {}: {j}", p.display()))?,
+                prog_id: j["prog_id"].as_u64().with_context(|| format!("no prog_id for {}: {j}", p.display()))?,
+            });
+        }
+        out.sort_by(|a, b| a.pin.cmp(&b.pin));
+        Ok(out)
+    }
+
+    /// Waits until every link in `before` (an earlier [`WeftNode::pinned_links`])
+    /// runs a new program through the same link: same pins, same link ids,
+    /// new program ids, as a restarted weftd leaves them when it replaced
+    /// its programs through the pinned links. Returns the links then.
+    pub fn wait_links_replaced(&self, before: &[PinnedLink], timeout: Duration) -> Result<Vec<PinnedLink>> {
+        cmd::poll(&format!("{}: a new program behind every pinned link", self.ns.name()), timeout, Duration::from_millis(50), || {
+            let now = self.pinned_links().map_err(|e| format!("{e:#}"))?;
+            let replaced = now.len() == before.len() && now.iter().zip(before).all(|(a, b)| a.pin == b.pin && a.link_id == b.link_id && a.prog_id != b.prog_id);
+            if replaced { Ok(Some(now)) } else { Err(format!("pinned links before {before:?}, now {now:?}")) }
+        })
     }
 
     /// Whether the node has a device named `name`.

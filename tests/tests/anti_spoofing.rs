@@ -3,19 +3,16 @@
 //! comes from an address that holds no lease, or from a lease holder but
 //! with an inner source outside that holder's subnet. The pod never sees it;
 //! genuine traffic keeps flowing.
-use std::{net::{Ipv4Addr, UdpSocket}, os::fd::AsRawFd, time::Duration};
+use std::{net::{Ipv4Addr, UdpSocket}, time::Duration};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, netns::Netns, Cluster, Wiring};
-
-fn csum(b: &[u8]) -> u16 {
-    let mut s: u32 = b.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
+use weft_tests::{
+    bpf,
+    netns::Netns,
+    traffic::{in_ns, inet_csum, join, spawn_in_ns},
+    Cluster, Wiring,
+};
 
 /// VXLAN payload (VNI 1) carrying Ethernet + IPv4/UDP from `src` to `dst:9999`.
 fn vxlan_payload(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, tag: &[u8]) -> Vec<u8> {
@@ -28,7 +25,7 @@ fn vxlan_payload(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, tag: &[u8]) -> 
     ip.extend([0, 1, 0x40, 0, 64, 17, 0, 0]);
     ip.extend(src.octets());
     ip.extend(dst.octets());
-    let c = csum(&ip);
+    let c = inet_csum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     p.extend(ip);
     p.extend(4444u16.to_be_bytes());
@@ -37,19 +34,6 @@ fn vxlan_payload(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, tag: &[u8]) -> 
     p.extend([0, 0]);
     p.extend(tag);
     p
-}
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    let path = ns.path();
-    std::thread::spawn(move || -> Result<T> {
-        let fd = std::fs::File::open(&path)?;
-        // SAFETY: setns on a valid fd; only this thread changes namespace.
-        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns: {}", std::io::Error::last_os_error());
-        }
-        f()
-    }).join().map_err(|_| anyhow::anyhow!("thread panicked"))?
 }
 
 #[test]
@@ -65,24 +49,16 @@ fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
     let vtep: Vec<u8> = mac[0]["address"].as_str().context("weft.1 MAC")?.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
     let vtep: [u8; 6] = vtep.try_into().map_err(|_| anyhow::anyhow!("odd MAC"))?;
     // The pod listens on UDP 9999 and reports what arrives.
-    let listener = {
-        let ns_path = c.pods[p1].ns.path();
-        std::thread::spawn(move || -> Result<Vec<Vec<u8>>> {
-            let fd = std::fs::File::open(&ns_path)?;
-            // SAFETY: as in_ns.
-            if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("setns: {}", std::io::Error::last_os_error());
-            }
-            let s = UdpSocket::bind((pod_ip, 9999))?;
-            s.set_read_timeout(Some(Duration::from_millis(1500)))?;
-            let mut got = vec![];
-            let mut buf = [0u8; 256];
-            while let Ok(n) = s.recv(&mut buf) {
-                got.push(buf[..n].to_vec());
-            }
-            Ok(got)
-        })
-    };
+    let listener = spawn_in_ns(&c.pods[p1].ns, move || -> Result<Vec<Vec<u8>>> {
+        let s = UdpSocket::bind((pod_ip, 9999))?;
+        s.set_read_timeout(Some(Duration::from_millis(1500)))?;
+        let mut got = vec![];
+        let mut buf = [0u8; 256];
+        while let Ok(n) = s.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        Ok(got)
+    });
     std::thread::sleep(Duration::from_millis(200));
     let stats = c.weft_node(1)?.stats_pin();
     let (unknown0, spoofed0) = (bpf::stat_packets(&stats, stat::DROP_UNKNOWN_VTEP)?, bpf::stat_packets(&stats, stat::DROP_SPOOFED)?);
@@ -97,7 +73,7 @@ fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
     send(c.node_ns(2)?, vxlan_payload(vtep, Ipv4Addr::new(10, 99, 0, 1), pod_ip, b"spoofed-source"))?;
     // Node 2 with a source inside its subnet: genuine.
     send(c.node_ns(2)?, vxlan_payload(vtep, Ipv4Addr::new(node2_subnet.octets()[0], node2_subnet.octets()[1], node2_subnet.octets()[2], 5), pod_ip, b"genuine"))?;
-    let got = listener.join().map_err(|_| anyhow::anyhow!("listener panicked"))??;
+    let got = join(listener)?;
     let got: Vec<String> = got.iter().map(|g| String::from_utf8_lossy(g).into_owned()).collect();
     ensure!(got == ["genuine"], "the pod received {got:?}; only the genuine datagram may arrive");
     ensure!(bpf::stat_packets(&stats, stat::DROP_UNKNOWN_VTEP)? == unknown0 + 1, "the stranger's VXLAN was not counted as drop_unknown_vtep");

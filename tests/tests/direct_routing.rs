@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, traffic, Cluster, Wiring};
+use weft_tests::{cmd, traffic, Cluster, Wiring};
 
 #[test]
 fn direct_routing_per_peer() -> Result<()> {
@@ -37,8 +37,8 @@ fn direct_routing_per_peer() -> Result<()> {
     let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::VethRoute)?, c.add_pod(3, Wiring::Bridge)?];
     c.ping_across_nodes(&pods, 3)?;
     // Node 1 encapsulates for node 3 only: pinging node 2's pod adds nothing.
-    let encap = || bpf::stat_packets(&c.weft_node(1)?.stats_pin(), stat::ENCAP);
-    let fwd = || bpf::stat_packets(&c.weft_node(1)?.stats_pin(), stat::FWD);
+    let encap = || c.stat_counter(1, stat::ENCAP).map(|(p, _)| p);
+    let fwd = || c.stat_counter(1, stat::FWD).map(|(p, _)| p);
     let (before, fwd_before) = (encap()?, fwd()?);
     traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[1]].ip, 5)?;
     ensure!(encap()? == before, "traffic to a same-segment peer was encapsulated");
@@ -47,7 +47,7 @@ fn direct_routing_per_peer() -> Result<()> {
     // Registered, node 1's bridge pod gets the direct peer's packets from
     // weft_decap straight into it (no VXLAN: the routed-peer delivery).
     c.register_endpoint(pods[0])?;
-    let routed = || bpf::stat_packets(&c.weft_node(1)?.stats_pin(), stat::ROUTED_TO_POD);
+    let routed = || c.stat_counter(1, stat::ROUTED_TO_POD).map(|(p, _)| p);
     cmd::poll("node 1 to deliver the direct peer's pings straight into pod 1", Duration::from_secs(10), Duration::from_millis(200), || {
         let r0 = routed().map_err(|e| format!("{e:#}"))?;
         traffic::ping(&c.pods[pods[1]].ns, c.pods[pods[0]].ip, 1).map_err(|e| format!("{e:#}"))?;

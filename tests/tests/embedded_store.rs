@@ -11,69 +11,10 @@
 //! - with `--subnet-lease-ttl 10`, the lease of a SIGKILLed weftd expires and
 //!   its subnet leaves the other nodes within 20 s, while the live nodes keep
 //!   renewing theirs.
-use std::{
-    collections::BTreeSet,
-    net::Ipv4Addr,
-    os::unix::fs::MetadataExt,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use weft_tests::{bpf, cmd, traffic, weft_node::WeftNode, Cluster, Wiring};
-
-/// Whether node `w` has (route on weft.1, weft_vteps entry) for `subnet`/24.
-fn peer_state(w: &WeftNode, subnet: Ipv4Addr) -> Result<(bool, bool, String), String> {
-    let routes = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
-    let have: BTreeSet<&str> = routes.lines().filter_map(|l| l.split_whitespace().next()).collect();
-    let dump = bpf::map_dump(&w.vteps_pin()).map_err(|e| format!("{e:#}"))?;
-    let has_route = have.contains(format!("{subnet}/24").as_str());
-    let has_vtep = bpf::vteps_contains(&dump, subnet);
-    Ok((has_route, has_vtep, format!("routes {have:?}\nweft_vteps {dump}")))
-}
-
-/// Waits until every node in `nodes` has (or, with `present` false, lacks)
-/// both the route and the VTEP entry for `subnet`/24; the timeout counts from `start`.
-fn wait_peer(c: &Cluster, nodes: &[u32], subnet: Ipv4Addr, present: bool, start: Instant, timeout: Duration) -> Result<Duration> {
-    for &n in nodes {
-        let w = c.weft_node(n)?;
-        let what = format!("{} to {} {subnet}/24", w.ns.name(), if present { "program" } else { "forget" });
-        cmd::poll(&what, timeout.saturating_sub(start.elapsed()), Duration::from_millis(100), || {
-            let (r, v, detail) = peer_state(w, subnet)?;
-            if r == present && v == present {
-                Ok(Some(()))
-            } else {
-                Err(format!("route present: {r}, weft_vteps entry present: {v}\n{detail}"))
-            }
-        })?;
-    }
-    Ok(start.elapsed())
-}
-
-/// Every weft node's lease is in the store file with its PublicIP, and the
-/// subnets are distinct; returns them.
-fn check_leases(c: &Cluster, what: &str) -> Result<BTreeSet<String>> {
-    let leases = c.store.list()?;
-    ensure!(leases.len() == c.weft.len(), "{what}: {} leases in the store, want {}: {leases:#?}", leases.len(), c.weft.len());
-    let mut subnets = BTreeSet::new();
-    for w in &c.weft {
-        let env = w.subnet_env()?;
-        let mine: Vec<&(String, String)> = leases.iter().filter(|(_, v)| v.contains(&format!("\"PublicIP\":\"{}\"", w.ip))).collect();
-        ensure!(
-            mine.len() == 1 && mine[0].0 == env.lease_name(),
-            "{what}: node {} (subnet.env {}) has leases {mine:?}; store.json: {}",
-            w.n,
-            env.cidr(),
-            c.embedded()?.raw()
-        );
-        ensure!(subnets.insert(env.cidr()), "{what}: subnet {} is in two subnet.env files", env.cidr());
-    }
-    Ok(subnets)
-}
-
-/// Lines of weftd's log containing `needle`.
-fn log_count(w: &WeftNode, needle: &str) -> usize {
-    std::fs::read_to_string(&w.log).unwrap_or_default().matches(needle).count()
-}
+use weft_tests::{simultaneous, traffic, Cluster, Wiring};
 
 #[test]
 fn embedded_three_nodes_and_flannel_node() -> Result<()> {
@@ -81,10 +22,10 @@ fn embedded_three_nodes_and_flannel_node() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(3).embedded_store().build()?;
     ensure!(c.etcd().is_err() && c.store.pid().is_none(), "an embedded-store cluster must not run etcd");
     for w in &c.weft {
-        ensure!(log_count(w, "embedded lease store") >= 1, "{}: weftd did not log that it uses the embedded store:\n{}", w.ns.name(), w.log_tail(20));
+        ensure!(w.log_count("embedded lease store") >= 1, "{}: weftd did not log that it uses the embedded store:\n{}", w.ns.name(), w.log_tail(20));
     }
     c.wait_converged()?;
-    let subnets = check_leases(&c, "after start")?;
+    let subnets = simultaneous::check_leases(&c, "after start")?;
     eprintln!("embedded store: 3 leases {subnets:?}, converged");
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
@@ -105,7 +46,7 @@ fn embedded_three_nodes_and_flannel_node() -> Result<()> {
     let pf = c.add_pod(f, Wiring::Bridge)?;
     c.program_flannel_nodes()?;
     let start = Instant::now();
-    let took = wait_peer(&c, &[1, 2, 3], fsub, true, start, Duration::from_secs(10)).context("weft nodes learning a lease put into the store file")?;
+    let took = c.wait_peer(&[1, 2, 3], fsub, true, start, Duration::from_secs(10)).context("weft nodes learning a lease put into the store file")?;
     eprintln!("embedded store: flannel node's lease programmed on all weft nodes {took:?} after the put");
     for &p in &[p1, p2] {
         traffic::ping_ok(&c.pods[pf].ns, c.pods[p].ip, 3).with_context(|| format!("flannel pod -> {}", c.pods[p].ns.name()))?;
@@ -121,7 +62,7 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(3).embedded_store().build()?;
     c.wait_converged()?;
     let gone = c.node_env(3)?;
-    wait_peer(&c, &[1, 2], gone.subnet, true, Instant::now(), Duration::from_secs(10)).context("before the deletion")?;
+    c.wait_peer(&[1, 2], gone.subnet, true, Instant::now(), Duration::from_secs(10)).context("before the deletion")?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p3 = c.add_pod(3, Wiring::Bridge)?;
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 2)?;
@@ -130,7 +71,7 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
     let rev_before = c.embedded()?.read_db()?["revision"].as_i64().unwrap_or(0);
     ensure!(c.delete_lease(3)?, "deleting {} from the store file: it was not there; store.json: {}", gone.lease_name(), c.embedded()?.raw());
     let start = Instant::now();
-    let took = wait_peer(&c, &[1, 2], gone.subnet, false, start, Duration::from_secs(10))
+    let took = c.wait_peer(&[1, 2], gone.subnet, false, start, Duration::from_secs(10))
         .with_context(|| format!("after deleting {} from the store file (revision {rev_before} -> {rev_before}+1)", gone.lease_name()))?;
     eprintln!("embedded store: peers forgot {} {took:?} after its lease was deleted from the store file", gone.cidr());
     ensure!(c.lease(3)?.is_none(), "{} is back in the store: {}", gone.lease_name(), c.embedded()?.raw());
@@ -142,73 +83,12 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
     Ok(())
 }
 
-/// Number of processes blocked waiting for a lock on inode `ino` (/proc/locks
-/// lists waiters as `N: -> FLOCK ... <maj:min:ino> ...`).
-fn flock_waiters(ino: u64) -> usize {
-    let text = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.contains("->") && l.contains("FLOCK"))
-        .filter(|l| l.split_whitespace().any(|f| f.rsplit(':').next().and_then(|i| i.parse::<u64>().ok()) == Some(ino) && f.matches(':').count() == 2))
-        .count()
-}
-
-/// Starts 3 weftd while the harness holds the store's lock, waits until all
-/// 3 are blocked on it, then releases it: they contend at the same instant.
-fn simultaneous_round(round: u32, config: Option<&str>) -> Result<()> {
-    let mut b = Cluster::builder().weft_nodes(3).embedded_store().no_start();
-    if let Some(cfg) = config {
-        b = b.config_json(cfg);
-    }
-    let mut c = b.build()?;
-    let ns: Vec<u32> = c.weft.iter().map(|w| w.n).collect();
-    let lock = c.embedded()?.lock()?;
-    let ino = std::fs::metadata(c.embedded()?.dir.join("store.lock"))?.ino();
-    for &n in &ns {
-        c.start_weftd(n)?;
-    }
-    let waiting = cmd::poll(&format!("round {round}: 3 weftd blocked on the store lock"), Duration::from_secs(20), Duration::from_millis(50), || {
-        for w in c.weft.iter_mut() {
-            if let Some(why) = w.exit_status() {
-                return Err(why);
-            }
-        }
-        match flock_waiters(ino) {
-            n if n >= 3 => Ok(Some(n)),
-            n => Err(format!("{n} waiters on inode {ino}; /proc/locks:\n{}", std::fs::read_to_string("/proc/locks").unwrap_or_default())),
-        }
-    });
-    let released = Instant::now();
-    drop(lock);
-    let waiting = waiting?;
-    for &n in &ns {
-        c.wait_node_ready(n).with_context(|| format!("round {round}"))?;
-    }
-    c.wait_converged().with_context(|| format!("round {round}"))?;
-    for w in c.weft.iter_mut() {
-        if let Some(why) = w.exit_status() {
-            bail!("round {round}: {why}");
-        }
-    }
-    let subnets = check_leases(&c, &format!("round {round}"))?;
-    let collisions: usize = c.weft.iter().map(|w| log_count(w, "was taken by another node")).sum();
-    eprintln!(
-        "round {round}: {waiting} weftd released together; 3 distinct leases {subnets:?}, converged {:?} after the release; {collisions} claim collisions logged",
-        released.elapsed()
-    );
-    c.pass();
-    Ok(())
-}
-
 /// 3 rounds (fresh cluster each); rounds 2 and 3 offer exactly 3 subnets, so
 /// the nodes must collide and choose again.
 #[test]
 fn embedded_simultaneous_start() -> Result<()> {
     weft_tests::require_root()?;
-    let tight = r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.3.0","Backend":{"Type":"vxlan"}}"#;
-    simultaneous_round(1, None)?;
-    simultaneous_round(2, Some(tight))?;
-    simultaneous_round(3, Some(tight))?;
-    Ok(())
+    simultaneous::three_rounds(3, true)
 }
 
 #[test]
@@ -217,7 +97,7 @@ fn embedded_lease_of_dead_node_expires() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(3).embedded_store().weftd_args(&["--subnet-lease-ttl", "10"]).build()?;
     c.wait_converged()?;
     let gone = c.node_env(3)?;
-    wait_peer(&c, &[1, 2], gone.subnet, true, Instant::now(), Duration::from_secs(10)).context("before the kill")?;
+    c.wait_peer(&[1, 2], gone.subnet, true, Instant::now(), Duration::from_secs(10)).context("before the kill")?;
     let entry = c.embedded()?.entry(&gone.lease_name())?.context("node 3's entry")?;
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let left = entry["expires_ms"].as_u64().unwrap_or(0).saturating_sub(now_ms);
@@ -233,7 +113,7 @@ fn embedded_lease_of_dead_node_expires() -> Result<()> {
 
     c.weft_node_mut(3)?.kill();
     let start = Instant::now();
-    let took = wait_peer(&c, &[1, 2], gone.subnet, false, start, Duration::from_secs(20))
+    let took = c.wait_peer(&[1, 2], gone.subnet, false, start, Duration::from_secs(20))
         .with_context(|| format!("{} after node 3's weftd was SIGKILLed (TTL 10 s); store.json: {}", gone.cidr(), c.embedded().map(|e| e.raw()).unwrap_or_default()))?;
     eprintln!("embedded store: {} expired and left the peers {took:?} after its weftd was killed", gone.cidr());
     ensure!(c.embedded()?.entry(&gone.lease_name())?.is_none(), "the expired entry is still in store.json: {}", c.embedded()?.raw());
@@ -250,8 +130,8 @@ fn embedded_lease_of_dead_node_expires() -> Result<()> {
             bail!("{why}");
         }
     }
-    wait_peer(&c, &[1], c.node_env(2)?.subnet, true, Instant::now(), Duration::from_secs(5)).context("live peers stay programmed")?;
-    wait_peer(&c, &[2], c.node_env(1)?.subnet, true, Instant::now(), Duration::from_secs(5)).context("live peers stay programmed")?;
+    c.wait_peer(&[1], c.node_env(2)?.subnet, true, Instant::now(), Duration::from_secs(5)).context("live peers stay programmed")?;
+    c.wait_peer(&[2], c.node_env(1)?.subnet, true, Instant::now(), Duration::from_secs(5)).context("live peers stay programmed")?;
     c.pass();
     Ok(())
 }

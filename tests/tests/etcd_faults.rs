@@ -22,53 +22,15 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use weft_tests::{bpf, cmd, flannel_node::random_mac, report, traffic, weft_node::WeftNode, Cluster, Wiring};
+use weft_tests::{bpf, cmd, flannel_node::random_mac, report, simultaneous, traffic::{self, PingFlood}, Cluster, Wiring};
 
 /// flanneld's vxlan lease value.
 fn lease_value(public_ip: Ipv4Addr, mac: &str) -> String {
     format!(r#"{{"PublicIP":"{public_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#)
 }
 
-/// The destinations of the routes on weft.1 ("10.244.7.0/24", ...).
-fn route_set(w: &WeftNode) -> Result<BTreeSet<String>, String> {
-    let routes = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
-    Ok(routes.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
-}
-
-fn vteps(w: &WeftNode) -> Result<serde_json::Value, String> {
-    bpf::map_dump(&w.vteps_pin()).map_err(|e| format!("{e:#}"))
-}
-
 fn vtep_count(dump: &serde_json::Value) -> usize {
     dump.as_array().map(|a| a.len()).unwrap_or(0)
-}
-
-/// Whether node `w` has (route on weft.1, weft_vteps entry) for `subnet`/24.
-fn peer_state(w: &WeftNode, subnet: Ipv4Addr) -> Result<(bool, bool, String), String> {
-    let routes = route_set(w)?;
-    let dump = vteps(w)?;
-    let has_route = routes.contains(&format!("{subnet}/24"));
-    let has_vtep = bpf::vteps_contains(&dump, subnet);
-    Ok((has_route, has_vtep, format!("routes {routes:?}\nweft_vteps {dump}")))
-}
-
-/// Waits until every node in `nodes` has (or, with `present` false, lacks)
-/// both the route and the VTEP entry for `subnet`/24.
-fn wait_peer(c: &Cluster, nodes: &[u32], subnet: Ipv4Addr, present: bool, timeout: Duration) -> Result<Duration> {
-    let start = Instant::now();
-    for &n in nodes {
-        let w = c.weft_node(n)?;
-        let what = format!("{} to {} {subnet}/24", w.ns.name(), if present { "program" } else { "forget" });
-        cmd::poll(&what, timeout.saturating_sub(start.elapsed()), Duration::from_millis(100), || {
-            let (r, v, detail) = peer_state(w, subnet)?;
-            if r == present && v == present {
-                Ok(Some(()))
-            } else {
-                Err(format!("route present: {r}, weft_vteps entry present: {v}\n{detail}"))
-            }
-        })?;
-    }
-    Ok(start.elapsed())
 }
 
 /// Waits (10 s) until both nodes' weft_vteps entry for `subnet` carries `ip` and `mac`.
@@ -79,7 +41,7 @@ fn wait_vtep_value(c: &Cluster, subnet: Ipv4Addr, ip: Ipv4Addr, mac: &str) -> Re
     }
     for w in &c.weft {
         cmd::poll(&format!("{}: weft_vteps[{subnet}/24] = {ip} {mac}", w.ns.name()), Duration::from_secs(10), Duration::from_millis(100), || {
-            let dump = vteps(w)?;
+            let dump = w.vteps().map_err(|e| format!("{e:#}"))?;
             match bpf::vtep_of(&dump, subnet) {
                 Some(v) if v == (ip, m) => Ok(Some(())),
                 got => Err(format!("entry is {got:?}; dump {dump}")),
@@ -103,11 +65,6 @@ fn lease_key(c: &Cluster, subnet: Ipv4Addr) -> String {
     format!("{}/subnets/{subnet}-24", c.etcd_prefix)
 }
 
-/// Lines of weftd's log containing `needle` (for evidence in the output).
-fn log_count(w: &WeftNode, needle: &str) -> usize {
-    std::fs::read_to_string(&w.log).unwrap_or_default().matches(needle).count()
-}
-
 /// etcd is SIGKILLed for 30 s (60 s in the soak) and started again with the same data dir.
 #[test]
 fn etcd_outage_keeps_dataplane() -> Result<()> {
@@ -123,15 +80,15 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
     ensure!(lease_ids_before.iter().all(|l| l.is_some()), "leases without an etcd lease before the outage: {keys:?} {lease_ids_before:?}");
     let mut before = Vec::new();
     for w in &c.weft {
-        before.push((route_set(w).map_err(anyhow::Error::msg)?, vteps(w).map_err(anyhow::Error::msg)?));
+        before.push((w.route_set()?, w.vteps()?));
     }
     let unchanged = |c: &mut Cluster, when: &str| -> Result<()> {
         for (i, w) in c.weft.iter_mut().enumerate() {
             if let Some(why) = w.exit_status() {
                 bail!("{when}: {why}");
             }
-            let routes = route_set(w).map_err(anyhow::Error::msg)?;
-            let dump = vteps(w).map_err(anyhow::Error::msg)?;
+            let routes = w.route_set()?;
+            let dump = w.vteps()?;
             ensure!(routes == before[i].0, "{when}: routes on weft.1 in {} changed: {:?} -> {routes:?}", w.ns.name(), before[i].0);
             ensure!(dump == before[i].1, "{when}: weft_vteps in {} changed: {} -> {dump}", w.ns.name(), before[i].1);
         }
@@ -151,7 +108,7 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
     unchanged(&mut c, "at the end of the outage")?;
     std::thread::sleep(Duration::from_secs(length).saturating_sub(outage.elapsed()));
     for w in &c.weft {
-        eprintln!("{}: during the outage weftd logged {} broken-watch and {} failed-renewal lines", w.ns.name(), log_count(w, "lease watch broken"), log_count(w, "renewing lease"));
+        eprintln!("{}: during the outage weftd logged {} broken-watch and {} failed-renewal lines", w.ns.name(), w.log_count("lease watch broken"), w.log_count("renewing lease"));
     }
 
     c.etcd_mut()?.restart().context("restarting etcd with the same data dir")?;
@@ -166,7 +123,7 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
     // resumed by themselves.
     let extra = free_subnet(&c, &[])?;
     c.etcd()?.put(&lease_key(&c, extra), &lease_value("192.168.77.250".parse()?, &random_mac()))?;
-    let took = wait_peer(&c, &[1, 2], extra, true, Duration::from_secs(15)).context("a lease written after etcd came back")?;
+    let took = c.wait_peer(&[1, 2], extra, true, Instant::now(), Duration::from_secs(15)).context("a lease written after etcd came back")?;
     eprintln!("lease written after etcd's restart programmed on both nodes {took:?} after the put ({:?} after the restart)", back.elapsed());
     report::figure("etcd_outage", &format!("etcd killed for {length} s: pings lost during the outage"), 0.0, "packets");
     report::figure("etcd_outage", "after etcd returned: a new lease programmed on both nodes", back.elapsed().as_secs_f64(), "s");
@@ -213,7 +170,7 @@ fn watch_survives_compaction() -> Result<()> {
     let key = lease_key(&c, subnet);
     let mac = random_mac();
     c.etcd()?.put(&key, &lease_value("192.168.77.250".parse()?, &mac))?;
-    let took = wait_peer(&c, &[1, 2], subnet, true, Duration::from_secs(10)).context("a lease written after compaction")?;
+    let took = c.wait_peer(&[1, 2], subnet, true, Instant::now(), Duration::from_secs(10)).context("a lease written after compaction")?;
     eprintln!("compacted at revision {rev}; lease {subnet}/24 programmed on both nodes in {took:?}");
     wait_vtep_value(&c, subnet, "192.168.77.250".parse()?, &mac)?;
     // An update (new PublicIP and VtepMAC, as after a peer's re-install) arrives too.
@@ -221,10 +178,10 @@ fn watch_survives_compaction() -> Result<()> {
     c.etcd()?.put(&key, &lease_value("192.168.77.249".parse()?, mac2))?;
     wait_vtep_value(&c, subnet, "192.168.77.249".parse()?, mac2).context("a lease updated after compaction")?;
     ensure!(c.etcd()?.del(&key)? == 1, "deleting {key}: etcd deleted nothing");
-    let took = wait_peer(&c, &[1, 2], subnet, false, Duration::from_secs(10)).context("the lease deleted after compaction")?;
+    let took = c.wait_peer(&[1, 2], subnet, false, Instant::now(), Duration::from_secs(10)).context("the lease deleted after compaction")?;
     eprintln!("... and forgotten {took:?} after its deletion");
     for w in &c.weft {
-        eprintln!("{}: watch relisted after compaction {} times", w.ns.name(), log_count(w, "fell behind etcd's compaction"));
+        eprintln!("{}: watch relisted after compaction {} times", w.ns.name(), w.log_count("fell behind etcd's compaction"));
     }
     c.pass();
     Ok(())
@@ -242,7 +199,7 @@ fn restart_after_compaction_relists() -> Result<()> {
     let y = free_subnet(&c, &[x])?;
     let z = free_subnet(&c, &[x, y])?;
     c.etcd()?.put(&lease_key(&c, x), &lease_value("192.168.77.251".parse()?, &random_mac()))?;
-    wait_peer(&c, &[1, 2], x, true, Duration::from_secs(10)).context("lease X before the kill")?;
+    c.wait_peer(&[1, 2], x, true, Instant::now(), Duration::from_secs(10)).context("lease X before the kill")?;
 
     c.weft_node_mut(2)?.kill();
     ensure!(c.etcd()?.del(&lease_key(&c, x))? == 1, "deleting X");
@@ -305,13 +262,13 @@ fn watch_behind_compaction_relists() -> Result<()> {
     let y = free_subnet(&c, &[x])?;
     let z = free_subnet(&c, &[x, y])?;
     c.etcd()?.put(&lease_key(&c, x), &lease_value("192.168.77.251".parse()?, &random_mac()))?;
-    wait_peer(&c, &[1, 2], x, true, Duration::from_secs(10)).context("lease X before the partition")?;
+    c.wait_peer(&[1, 2], x, true, Instant::now(), Duration::from_secs(10)).context("lease X before the partition")?;
     let w2 = c.weft_node(2)?;
-    let broken_before = log_count(w2, "lease watch broken");
+    let broken_before = w2.log_count("lease watch broken");
     {
         let _cut = EtcdPartition::new(&w2.ns)?;
         cmd::poll("node 2's weftd to notice its broken watch", Duration::from_secs(10), Duration::from_millis(100), || {
-            if log_count(w2, "lease watch broken") > broken_before { Ok(Some(())) } else { Err(w2.log_tail(5)) }
+            if w2.log_count("lease watch broken") > broken_before { Ok(Some(())) } else { Err(w2.log_tail(5)) }
         })?;
         ensure!(c.etcd()?.del(&lease_key(&c, x))? == 1, "deleting X");
         c.etcd()?.put(&lease_key(&c, y), &lease_value("192.168.77.252".parse()?, &random_mac()))?;
@@ -323,49 +280,14 @@ fn watch_behind_compaction_relists() -> Result<()> {
         let rev = c.etcd()?.revision()?;
         c.etcd()?.compact(rev)?;
         // Node 2 still has the deleted X and lacks Y: it cannot know yet.
-        let (r, v, detail) = peer_state(w2, x).map_err(anyhow::Error::msg)?;
+        let (r, v, detail) = w2.peer_state(x)?;
         ensure!(r && v, "node 2 dropped X while cut off from etcd: {detail}");
     }
     let start = Instant::now();
     wait_exact_peers(&c, y, Duration::from_secs(20))?;
-    let relists = log_count(w2, "fell behind etcd's compaction");
+    let relists = w2.log_count("fell behind etcd's compaction");
     ensure!(relists >= 1, "node 2 converged but never took the compaction path; log:\n{}", w2.log_tail(20));
     eprintln!("node 2 relisted after compaction ({relists}x) and holds exactly {{peer, {y}/24}} {:?} after the partition ended", start.elapsed());
-    c.pass();
-    Ok(())
-}
-
-/// Starts 4 weftd back to back on fresh nodes and checks the outcome.
-fn simultaneous_round(round: u32, config: Option<&str>) -> Result<()> {
-    let mut b = Cluster::builder().weft_nodes(4).no_start();
-    if let Some(cfg) = config {
-        b = b.config_json(cfg);
-    }
-    let mut c = b.build()?;
-    let ns: Vec<u32> = c.weft.iter().map(|w| w.n).collect();
-    for &n in &ns {
-        c.start_weftd(n)?;
-    }
-    for &n in &ns {
-        c.wait_node_ready(n).with_context(|| format!("round {round}"))?;
-    }
-    c.wait_converged().with_context(|| format!("round {round}"))?;
-    // Exactly 4 leases, one per node, each at the subnet of its subnet.env.
-    let leases = c.leases()?;
-    ensure!(leases.len() == 4, "round {round}: {} leases, want 4: {leases:#?}", leases.len());
-    let mut subnets = BTreeSet::new();
-    for w in c.weft.iter_mut() {
-        if let Some(why) = w.exit_status() {
-            bail!("round {round}: {why}");
-        }
-        let env = w.subnet_env()?;
-        let key = format!("{}/subnets/{}", c.etcd_prefix, env.lease_name());
-        let mine: Vec<&(String, String)> = leases.iter().filter(|(_, v)| v.contains(&format!("\"PublicIP\":\"{}\"", w.ip))).collect();
-        ensure!(mine.len() == 1 && mine[0].0 == key, "round {round}: node {} (subnet.env {}) has leases {mine:?}", w.n, env.cidr());
-        ensure!(subnets.insert(env.cidr()), "round {round}: subnet {} is in two subnet.env files", env.cidr());
-    }
-    let collisions: usize = c.weft.iter().map(|w| log_count(w, "was taken by another node")).sum();
-    eprintln!("round {round}: 4 distinct leases {subnets:?}, all converged; {collisions} claim collisions logged");
     c.pass();
     Ok(())
 }
@@ -375,11 +297,7 @@ fn simultaneous_round(round: u32, config: Option<&str>) -> Result<()> {
 #[test]
 fn simultaneous_start() -> Result<()> {
     weft_tests::require_root()?;
-    let tight = r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.4.0","Backend":{"Type":"vxlan"}}"#;
-    simultaneous_round(1, None)?;
-    simultaneous_round(2, Some(tight))?;
-    simultaneous_round(3, Some(tight))?;
-    Ok(())
+    simultaneous::three_rounds(4, false)
 }
 
 /// 1,000 flannel vxlan leases in 8 transactions, then deleted in one request.
@@ -391,8 +309,8 @@ fn thousand_leases_at_once() -> Result<()> {
     // upward); the 1,000 leases are 10.4.0.0/24 .. 10.7.249.0/24.
     let c = Cluster::builder().weft_nodes(1).network("10.0.0.0/12").build()?;
     let w = c.weft_node(1)?;
-    let base_routes = route_set(w).map_err(anyhow::Error::msg)?;
-    let base_vteps = vtep_count(&vteps(w).map_err(anyhow::Error::msg)?);
+    let base_routes = w.route_set()?;
+    let base_vteps = vtep_count(&w.vteps()?);
     ensure!(base_routes.is_empty() && base_vteps == 0, "a lone node already has routes {base_routes:?} / {base_vteps} VTEP entries");
     let subnets: Vec<Ipv4Addr> = (0..N).map(|i| Ipv4Addr::new(10, 4 + (i / 250) as u8, (i % 250) as u8, 0)).collect();
     let kvs: Vec<(String, String)> = subnets
@@ -414,18 +332,18 @@ fn thousand_leases_at_once() -> Result<()> {
         ensure!(got.as_deref() == Some(v.as_str()), "{k}: stored {got:?}, wrote {v}");
     }
     cmd::poll(&format!("{N} routes and VTEP entries"), Duration::from_secs(30), Duration::from_millis(250), || {
-        let routes = route_set(w)?;
+        let routes = w.route_set().map_err(|e| format!("{e:#}"))?;
         if routes != want {
             return Err(format!("{} of {N} routes on weft.1 (+{} others); weftd log:\n{}", routes.intersection(&want).count(), routes.difference(&want).count(), w.log_tail(5)));
         }
-        let n = vtep_count(&vteps(w)?);
+        let n = vtep_count(&w.vteps().map_err(|e| format!("{e:#}"))?);
         if n != N {
             return Err(format!("{n} of {N} weft_vteps entries"));
         }
         Ok(Some(()))
     })?;
     let programmed = start.elapsed();
-    let dump = vteps(w).map_err(anyhow::Error::msg)?;
+    let dump = w.vteps()?;
     let missing: Vec<&Ipv4Addr> = subnets.iter().filter(|s| !bpf::vteps_contains(&dump, **s)).take(5).collect();
     ensure!(missing.is_empty(), "weft_vteps has {N} entries but lacks e.g. {missing:?}");
     // Every entry carries its own lease's PublicIP and VtepMAC.
@@ -441,8 +359,8 @@ fn thousand_leases_at_once() -> Result<()> {
     let deleted = c.etcd()?.del_range(&format!("{p}10.4."), &format!("{p}10.8"))?;
     ensure!(deleted as usize == N, "deleting the range removed {deleted} keys, want {N}");
     cmd::poll(&format!("all {N} routes and VTEP entries to go"), Duration::from_secs(30), Duration::from_millis(250), || {
-        let routes = route_set(w)?;
-        let n = vtep_count(&vteps(w)?);
+        let routes = w.route_set().map_err(|e| format!("{e:#}"))?;
+        let n = vtep_count(&w.vteps().map_err(|e| format!("{e:#}"))?);
         if routes.is_empty() && n == 0 {
             Ok(Some(()))
         } else {
@@ -461,18 +379,7 @@ fn thousand_leases_at_once() -> Result<()> {
 fn wait_exact_peers(c: &Cluster, extra: Ipv4Addr, timeout: Duration) -> Result<()> {
     let own: Vec<Ipv4Addr> = [1, 2].iter().map(|n| c.node_env(*n).map(|e| e.subnet)).collect::<Result<_>>()?;
     for (i, n) in [1u32, 2].into_iter().enumerate() {
-        let w = c.weft_node(n)?;
-        let want: BTreeSet<String> = [own[1 - i], extra].iter().map(|s| format!("{s}/24")).collect();
-        cmd::poll(&format!("{} to hold exactly the current leases", w.ns.name()), timeout, Duration::from_millis(200), || {
-            let routes = route_set(w)?;
-            let dump = vteps(w)?;
-            let vt_ok = vtep_count(&dump) == want.len() && want.iter().all(|s| bpf::vteps_contains(&dump, s.trim_end_matches("/24").parse().unwrap()));
-            if routes == want && vt_ok {
-                Ok(Some(()))
-            } else {
-                Err(format!("want {want:?}; routes on weft.1 {routes:?}; weft_vteps {dump}\nweftd log:\n{}", w.log_tail(8)))
-            }
-        })?;
+        c.wait_exact_vxlan_peers(n, &[own[1 - i], extra], timeout).with_context(|| format!("weftd log:\n{}", c.weft_node(n).map(|w| w.log_tail(8)).unwrap_or_default()))?;
     }
     Ok(())
 }
@@ -491,8 +398,7 @@ fn etcd_slow_then_restarted_after_compaction() -> Result<()> {
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 2)?;
     let pids: Vec<Option<u32>> = c.weft.iter().map(|w| w.pid()).collect();
     // 6,000 echo requests at 250/s: 24 s, bounded by count and time.
-    let flood = c.pods[p1].ns.command("timeout", &["60", "ping", "-n", "-q", "-i", "0.004", "-c", "6000", "-W", "2", &c.pods[p2].ip.to_string()])
-        .stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().context("starting the ping flood")?;
+    let flood = PingFlood::start(&c.pods[p1].ns, c.pods[p2].ip, 6000, 60)?;
     let etcd_pid = c.etcd()?.pid().context("etcd not running")? as i32;
     let mut written = Vec::new();
     let t0 = Instant::now();
@@ -537,9 +443,7 @@ fn etcd_slow_then_restarted_after_compaction() -> Result<()> {
     for (w, pid) in c.weft.iter_mut().zip(&pids) {
         ensure!(w.running() && w.pid() == *pid, "{}: weftd restarted or died", w.ns.name());
     }
-    let out = flood.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(text.contains("6000 packets transmitted, 6000 received"), "pod traffic lost while etcd was slow or restarting:\n{text}");
+    flood.all_answered("pod traffic while etcd was slow or restarting")?;
     report::figure("etcd_slow", "echo requests lost (of 6,000 at 250/s)", 0.0, "packets");
     c.pass();
     Ok(())

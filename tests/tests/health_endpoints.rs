@@ -4,20 +4,12 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use weft_tests::{cmd, netns::Netns, Cluster};
-
-const PORT: &str = "10256";
-
-/// A plain HTTP/1.0 GET from inside the node's namespace (bash's /dev/tcp).
-fn get(ns: &Netns, path: &str) -> Result<String> {
-    let script = format!("exec 3<>/dev/tcp/127.0.0.1/{PORT} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3");
-    ns.exec("timeout", &["3", "bash", "-c", &script])
-}
+use weft_tests::{cmd, metrics::{get, ARGS}, Cluster};
 
 #[test]
 fn health_endpoints() -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder().weft_nodes(1).no_start().weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", PORT]).build()?;
+    let mut c = Cluster::builder().weft_nodes(1).no_start().weftd_args(&ARGS).build()?;
     let config_key = format!("{}/config", c.etcd_prefix);
     let config = c.etcd()?.get(&config_key)?.expect("the builder wrote the config");
     c.etcd()?.del(&config_key)?;

@@ -12,10 +12,6 @@ use weft_tests::{bpf, cmd, traffic, Cluster, NodeRef, Wiring};
 
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
 
-fn counter(c: &Cluster, n: NodeRef, idx: u32) -> Result<(u64, u64)> {
-    bpf::stat_counter(&c.weft_node(n)?.stats_pin(), idx)
-}
-
 fn wait_attached(c: &Cluster, n: NodeRef, want: bool) -> Result<()> {
     let w = c.weft_node(n)?;
     cmd::poll(&format!("node {n}: fast path attached = {want}"), Duration::from_secs(15), Duration::from_millis(100), || {
@@ -46,37 +42,37 @@ fn fast_path_carries_pod_traffic() -> Result<()> {
     let peers = bpf::map_dump(&c.weft_node(1)?.hostgw_pin())?;
     ensure!(peers.as_array().map(|a| a.len()) == Some(2), "node 1: weft_hostgw should hold the 2 peers, has {peers}");
 
-    let (fwd0, _) = counter(&c, 1, stat::FWD)?;
+    let (fwd0, _) = c.stat_counter(1, stat::FWD)?;
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 5)?;
-    let (fwd1, _) = counter(&c, 1, stat::FWD)?;
+    let (fwd1, _) = c.stat_counter(1, stat::FWD)?;
     ensure!(fwd1 >= fwd0 + 5, "node 1 fast path forwarded {} of 5 echo requests", fwd1 - fwd0);
-    let (_, bytes0) = counter(&c, 1, stat::FWD)?;
+    let (_, bytes0) = c.stat_counter(1, stat::FWD)?;
     let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3].ns, c.pods[p3].ip, 4 << 20).context("tcp pod 1 -> pod 3")?;
-    let (_, bytes1) = counter(&c, 1, stat::FWD)?;
+    let (_, bytes1) = c.stat_counter(1, stat::FWD)?;
     ensure!(bytes1 - bytes0 >= 4 << 20, "the fast path carried {} bytes of a 4 MiB transfer", bytes1 - bytes0);
     eprintln!("fast path tcp n1->n3: {} bytes ({:.0} Mbit/s), {} bytes through weft_fwd", t.bytes, t.mbit_per_s(), bytes1 - bytes0);
     // Replies come back through node 3's fast path.
-    ensure!(counter(&c, 3, stat::FWD)?.0 >= 5, "node 3's fast path carried no replies");
+    ensure!(c.stat_counter(3, stat::FWD)?.0 >= 5, "node 3's fast path carried no replies");
 
     // Node 2 forwards through the stack: same reachability, no counts.
     traffic::ping_ok(&c.pods[p2].ns, c.pods[p3].ip, 3)?;
     traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p1].ns, c.pods[p1].ip, 1 << 20).context("tcp pod 2 -> pod 1 without the fast path")?;
-    ensure!(counter(&c, 2, stat::FWD)?.0 == 0, "node 2 (--no-fast-path) counted fast-path packets");
+    ensure!(c.stat_counter(2, stat::FWD)?.0 == 0, "node 2 (--no-fast-path) counted fast-path packets");
 
     // TTL 1: the fast path declines, the stack answers time-exceeded.
-    let (stack0, _) = counter(&c, 1, stat::FWD_STACK)?;
+    let (stack0, _) = c.stat_counter(1, stat::FWD_STACK)?;
     let out = c.pods[p1].ns.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", "1", &c.pods[p3].ip.to_string()])?;
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(text.contains("Time to live exceeded"), "ping -t 1 across nodes: want time-exceeded from node 1, got:\n{text}");
-    ensure!(counter(&c, 1, stat::FWD_STACK)?.0 > stack0, "the TTL-1 packet was not counted as handed to the stack");
+    ensure!(c.stat_counter(1, stat::FWD_STACK)?.0 > stack0, "the TTL-1 packet was not counted as handed to the stack");
 
     // Restarted with --no-fast-path: the link is released, traffic keeps flowing.
     c.weft_node_mut(1)?.stop();
     c.start_weftd_with(1, &["--no-fast-path"])?;
     wait_attached(&c, 1, false)?;
-    let (f0, _) = counter(&c, 1, stat::FWD)?;
+    let (f0, _) = c.stat_counter(1, stat::FWD)?;
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 3)?;
-    ensure!(counter(&c, 1, stat::FWD)?.0 == f0, "weft_fwd still counts after --no-fast-path");
+    ensure!(c.stat_counter(1, stat::FWD)?.0 == f0, "weft_fwd still counts after --no-fast-path");
     c.pass();
     Ok(())
 }

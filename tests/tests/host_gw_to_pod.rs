@@ -8,13 +8,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, traffic, Cluster, NodeRef, Wiring};
+use weft_tests::{cmd, traffic, Cluster, NodeRef, Wiring};
 
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
-
-fn routed_to_pod(c: &Cluster, n: NodeRef) -> Result<(u64, u64)> {
-    bpf::stat_counter(&c.weft_node(n)?.stats_pin(), stat::ROUTED_TO_POD)
-}
 
 fn to_pod_pinned(c: &Cluster, n: NodeRef) -> Result<bool> {
     Ok(c.weft_node(n)?.link_pinned("weft_to_pod"))
@@ -34,19 +30,19 @@ fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
     let (ip2, ip3) = (c.pods[p2].ip, c.pods[p3].ip);
     // The records are read on their own schedule: wait for the first delivery.
     cmd::poll("node 2 to deliver pod 1's pings straight into pod 2", Duration::from_secs(10), Duration::from_millis(200), || {
-        let before = routed_to_pod(&c, 2).map_err(|e| format!("{e:#}"))?.0;
+        let before = c.stat_counter(2, stat::ROUTED_TO_POD).map_err(|e| format!("{e:#}"))?.0;
         traffic::ping(&c.pods[p1].ns, ip2, 1).map_err(|e| format!("{e:#}"))?;
-        let after = routed_to_pod(&c, 2).map_err(|e| format!("{e:#}"))?.0;
+        let after = c.stat_counter(2, stat::ROUTED_TO_POD).map_err(|e| format!("{e:#}"))?.0;
         if after > before { Ok(Some(())) } else { Err("not yet".into()) }
     })?;
 
-    let (r1, r2) = (routed_to_pod(&c, 1)?.0, routed_to_pod(&c, 2)?.0);
+    let (r1, r2) = (c.stat_counter(1, stat::ROUTED_TO_POD)?.0, c.stat_counter(2, stat::ROUTED_TO_POD)?.0);
     traffic::ping_ok(&c.pods[p1].ns, ip2, 5)?;
-    ensure!(routed_to_pod(&c, 2)?.0 >= r2 + 5, "node 2 delivered no echo requests straight into pod 2");
-    ensure!(routed_to_pod(&c, 1)?.0 >= r1 + 5, "node 1 delivered no echo replies straight into pod 1");
-    let (_, b2) = routed_to_pod(&c, 2)?;
+    ensure!(c.stat_counter(2, stat::ROUTED_TO_POD)?.0 >= r2 + 5, "node 2 delivered no echo requests straight into pod 2");
+    ensure!(c.stat_counter(1, stat::ROUTED_TO_POD)?.0 >= r1 + 5, "node 1 delivered no echo replies straight into pod 1");
+    let (_, b2) = c.stat_counter(2, stat::ROUTED_TO_POD)?;
     let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, ip2, 4 << 20).context("tcp pod 1 -> pod 2")?;
-    ensure!(routed_to_pod(&c, 2)?.1 - b2 >= 4 << 20, "the 4 MiB did not go straight into pod 2");
+    ensure!(c.stat_counter(2, stat::ROUTED_TO_POD)?.1 - b2 >= 4 << 20, "the 4 MiB did not go straight into pod 2");
     eprintln!("host-gw tcp registered pod -> registered pod: {:.0} Mbit/s", t.mbit_per_s());
 
     // Two routing hops, as without weft: TTL 2 expires at node 2, 3 arrives.
@@ -54,10 +50,10 @@ fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
     ensure!(traffic::ping_ttl(&c.pods[p1].ns, ip2, 3)?, "TTL 3 did not reach the pod on the other node");
 
     // The host path still carries what is not peer pod -> registered pod.
-    let r2 = routed_to_pod(&c, 2)?.0;
+    let r2 = c.stat_counter(2, stat::ROUTED_TO_POD)?.0;
     traffic::ping_ok(&c.pods[p1].ns, ip3, 5).context("to the unregistered pod 3")?;
     traffic::ping_ok(c.node_ns(1)?, ip2, 3).context("node 1 itself to pod 2")?;
-    let r = routed_to_pod(&c, 2)?.0 - r2;
+    let r = c.stat_counter(2, stat::ROUTED_TO_POD)?.0 - r2;
     ensure!(r == 0, "node 2 counted {r} packets of an unregistered pod or of a node as delivered straight into a pod");
 
     // Restarted with --no-fast-path: the link goes, traffic keeps flowing.
@@ -71,9 +67,9 @@ fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
         }
     })?;
     c.wait_node_ready(2)?;
-    let r2 = routed_to_pod(&c, 2)?.0;
+    let r2 = c.stat_counter(2, stat::ROUTED_TO_POD)?.0;
     traffic::ping_ok(&c.pods[p1].ns, ip2, 3).context("pod 1 -> pod 2 after --no-fast-path")?;
-    ensure!(routed_to_pod(&c, 2)?.0 == r2, "weft_to_pod still delivers after --no-fast-path");
+    ensure!(c.stat_counter(2, stat::ROUTED_TO_POD)?.0 == r2, "weft_to_pod still delivers after --no-fast-path");
     c.pass();
     Ok(())
 }

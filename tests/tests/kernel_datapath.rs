@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use weft_tests::{cmd, traffic, Cluster, NodeRef, Wiring};
+use weft_tests::{cmd, metrics, traffic, Cluster, NodeRef, Wiring};
 
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
 
@@ -25,7 +25,7 @@ fn vtep_mac(c: &Cluster, n: NodeRef) -> Result<String> {
 fn vxlan_kernel_datapath_interworks() -> Result<()> {
     weft_tests::require_root()?;
     let mut c = Cluster::builder().weft_nodes(2).no_start().build()?;
-    c.start_weftd_with(1, &["--datapath", "kernel"])?;
+    c.start_weftd_with(1, &[&["--datapath", "kernel"][..], &metrics::ARGS].concat())?;
     c.start_weftd(2)?;
     c.wait_node_ready(1)?;
     c.wait_node_ready(2)?;
@@ -45,12 +45,19 @@ fn vxlan_kernel_datapath_interworks() -> Result<()> {
         ensure!(entries.lines().any(|l| l.starts_with(&want) && l.contains("self permanent")), "node 1 fdb lacks `{want} self permanent`:\n{entries}");
     }
     // Idempotent: the link events of pod creation make node 1 reconcile,
-    // and a reconcile that finds everything in place changes (and logs) nothing.
-    let changes = |c: &Cluster| -> Result<usize> { Ok(std::fs::read_to_string(&c.weft_node(1)?.log)?.matches("added/updated").count()) };
-    let before = changes(&c)?;
+    // and a reconcile that finds everything in place changes nothing
+    // (weft_reconcile_changes_total stays where it was).
+    let ns1 = c.node_ns(1)?;
+    let before = metrics::reconciles(ns1)?;
+    ensure!(before.count >= 1 && before.added >= 3, "node 1 converged but /metrics counts no reconcile that programmed its 2 peers: {before:?}");
     let pods = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::VethRoute)?, c.add_pod(f, Wiring::Bridge)?];
     c.ping_across_nodes(&pods, 3)?;
-    ensure!(changes(&c)? == before, "node 1 changed its entries again without a lease change:\n{}", c.weft_node(1)?.log_tail(8));
+    let ns1 = c.node_ns(1)?;
+    let after = cmd::poll("node 1 to reconcile after the pods' link events", Duration::from_secs(10), Duration::from_millis(100), || {
+        let r = metrics::reconciles(ns1).map_err(|e| format!("{e:#}"))?;
+        if r.count > before.count { Ok(Some(r)) } else { Err(format!("{r:?}")) }
+    })?;
+    ensure!((after.added, after.removed) == (before.added, before.removed), "node 1 changed entries without a lease change: {before:?} -> {after:?}\n{}", c.weft_node(1)?.log_tail(8));
     for (a, b) in [(0, 1), (1, 0), (0, 2), (2, 0)] {
         traffic::tcp_transfer(&c.pods[pods[a]].ns, &c.pods[pods[b]].ns, c.pods[pods[b]].ip, 2 << 20)
             .with_context(|| format!("tcp {} -> {}", c.pods[pods[a]].ns.name(), c.pods[pods[b]].ns.name()))?;
@@ -67,6 +74,9 @@ fn vxlan_kernel_datapath_interworks() -> Result<()> {
         let stale = routes.contains(&subnet2.cidr()) || neigh.contains(&format!("{} ", subnet2.subnet)) || fdb.contains(&mac2);
         if stale { Err(format!("routes:\n{routes}\nneigh:\n{neigh}\nfdb:\n{fdb}")) } else { Ok(Some(())) }
     })?;
+    // The reconcile that removed them counted them (route, neighbour, FDB entry).
+    let gone = metrics::reconciles(ns1)?;
+    ensure!(gone.removed >= after.removed + 3, "node 1 removed node 2's route, neighbour and FDB entry but counted {} removals", gone.removed - after.removed);
     traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip, 3).context("node 1 -> flannel after node 2 left")?;
     c.pass();
     Ok(())

@@ -8,7 +8,7 @@ use anyhow::{ensure, Context, Result};
 use weft_common::stat;
 use weft_tests::{bpf, cmd, Cluster, Wiring};
 
-use weft_tests::metrics::{scrape, PORT};
+use weft_tests::metrics::{scrape, ARGS};
 
 /// Every sample as `name{labels}` -> value, through prometheus_client's parser
 /// (which fails on anything that is not the text exposition format).
@@ -36,7 +36,7 @@ print(json.dumps(out))
 #[test]
 fn metrics_parse_and_move() -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder().weft_nodes(2).weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", PORT]).build()?;
+    let mut c = Cluster::builder().weft_nodes(2).weftd_args(&ARGS).build()?;
     c.wait_converged()?;
     let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
     weft_tests::traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3)?;

@@ -4,10 +4,10 @@
 //! seconds; traffic to a lost node's pods is answered with ICMP unreachable
 //! (weft's catch-all route for the network) instead of leaving the node;
 //! and a 250/s ping between pods on nodes 1 and 2 loses nothing meanwhile.
-use std::{process::Stdio, time::{Duration, Instant}};
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use weft_tests::{report, Cluster, Wiring};
+use weft_tests::{report, traffic::PingFlood, Cluster, Wiring};
 
 const TTL: u64 = 10;
 
@@ -22,8 +22,7 @@ fn lost_nodes_leave_every_peer_and_nothing_else() -> Result<()> {
     let (ip2, ip3, ip4) = (c.pods[pods[1]].ip, c.pods[pods[2]].ip, c.pods[pods[3]].ip);
     // 250 echo requests a second between nodes 1 and 2 for the whole test
     // (bounded: 7,500 requests, 60 s).
-    let flood = c.pods[pods[0]].ns.command("timeout", &["60", "ping", "-n", "-q", "-i", "0.004", "-c", "7500", "-W", "2", &ip2.to_string()])
-        .stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting the ping flood")?;
+    let flood = PingFlood::start(&c.pods[pods[0]].ns, ip2, 7500, 60)?;
     std::thread::sleep(Duration::from_secs(1));
 
     // Node 3 crashes: no one deletes its lease; it expires.
@@ -55,9 +54,7 @@ fn lost_nodes_leave_every_peer_and_nothing_else() -> Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         ensure!(text.contains("Unreachable") && text.contains(" 0 received"), "ping to {ip} on a lost node should be answered unreachable:\n{text}");
     }
-    let out = flood.wait_with_output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(text.contains("7500 packets transmitted, 7500 received"), "pod traffic between the nodes that stayed lost packets:\n{text}");
+    flood.all_answered("pod traffic between the nodes that stayed")?;
     report::figure("node_loss", "echo requests lost between the remaining nodes (of 7,500 at 250/s)", 0.0, "packets");
     c.pass();
     Ok(())

@@ -11,10 +11,6 @@ use anyhow::{ensure, Context, Result};
 use weft_common::stat;
 use weft_tests::{bpf, cmd, traffic, Cluster, NodeRef, Wiring};
 
-fn counter(c: &Cluster, n: NodeRef, idx: u32) -> Result<(u64, u64)> {
-    bpf::stat_counter(&c.weft_node(n)?.stats_pin(), idx)
-}
-
 /// Waits until node `n`'s weft_pods holds exactly `ips`.
 fn wait_pods(c: &Cluster, n: NodeRef, ips: &[std::net::Ipv4Addr]) -> Result<()> {
     let w = c.weft_node(n)?;
@@ -43,10 +39,10 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
     let (ip2, ip3) = (c.pods[p2].ip, c.pods[p3].ip);
 
     // Echo requests go straight into pod 2 on node 2, replies into pod 1 on node 1.
-    let (d1, d2) = (counter(&c, 1, stat::DECAP_TO_POD)?.0, counter(&c, 2, stat::DECAP_TO_POD)?.0);
+    let (d1, d2) = (c.stat_counter(1, stat::DECAP_TO_POD)?.0, c.stat_counter(2, stat::DECAP_TO_POD)?.0);
     weft_tests::traffic::ping_ok(&c.pods[p1].ns, ip2, 5)?;
-    ensure!(counter(&c, 2, stat::DECAP_TO_POD)?.0 >= d2 + 5, "node 2 delivered no echo requests straight into pod 2");
-    ensure!(counter(&c, 1, stat::DECAP_TO_POD)?.0 >= d1 + 5, "node 1 delivered no echo replies straight into pod 1");
+    ensure!(c.stat_counter(2, stat::DECAP_TO_POD)?.0 >= d2 + 5, "node 2 delivered no echo requests straight into pod 2");
+    ensure!(c.stat_counter(1, stat::DECAP_TO_POD)?.0 >= d1 + 5, "node 1 delivered no echo replies straight into pod 1");
     // Node 1 encapsulates at pod 1's veth: with weft.1 down (and its routes
     // gone with it) pod 1 still reaches pod 2, the unregistered pod 3 does not.
     let ns1 = c.node_ns(1)?;
@@ -64,9 +60,9 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
             Err(e) => Err(format!("{e:#}")),
         }
     })?;
-    let (_, b2) = counter(&c, 2, stat::DECAP_TO_POD)?;
+    let (_, b2) = c.stat_counter(2, stat::DECAP_TO_POD)?;
     let t = weft_tests::traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, ip2, 4 << 20).context("tcp pod 1 -> pod 2")?;
-    ensure!(counter(&c, 2, stat::DECAP_TO_POD)?.1 - b2 >= 4 << 20, "the 4 MiB did not go straight into pod 2");
+    ensure!(c.stat_counter(2, stat::DECAP_TO_POD)?.1 - b2 >= 4 << 20, "the 4 MiB did not go straight into pod 2");
     eprintln!("tcp registered pod -> registered pod: {:.0} Mbit/s", t.mbit_per_s());
 
     // Two routing hops, as without weft: TTL 2 expires at node 2, 3 arrives.
@@ -76,9 +72,9 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
     // An unregistered pod on node 1 still works through the host path:
     // node 1 decapsulates its 10 echo requests into weft.1, not into a pod
     // (a stray segment of the closed TCP connection may still reach pod 1).
-    let (d1, dec1) = (counter(&c, 1, stat::DECAP_TO_POD)?.0, counter(&c, 1, stat::DECAP)?.0);
+    let (d1, dec1) = (c.stat_counter(1, stat::DECAP_TO_POD)?.0, c.stat_counter(1, stat::DECAP)?.0);
     weft_tests::traffic::ping_ok(&c.pods[p2].ns, ip3, 10)?;
-    let (to_pod, decap) = (counter(&c, 1, stat::DECAP_TO_POD)?.0 - d1, counter(&c, 1, stat::DECAP)?.0 - dec1);
+    let (to_pod, decap) = (c.stat_counter(1, stat::DECAP_TO_POD)?.0 - d1, c.stat_counter(1, stat::DECAP)?.0 - dec1);
     ensure!(decap >= 10 && to_pod < 10, "traffic to an unregistered pod: {decap} decapsulated, {to_pod} of them straight into a pod");
 
     // DEL removes the record: pod 2 leaves node 2's map and keeps working.

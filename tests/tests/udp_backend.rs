@@ -9,9 +9,10 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, ensure, Context, Result};
 use weft_tests::{
-    metrics::{udp_packets, PORT},
+    metrics::{udp_packets, ARGS},
     netns::Netns,
-    traffic, Cluster, NodeRef, Wiring,
+    traffic::{self, inet_csum},
+    Cluster, NodeRef, Wiring,
 };
 
 const UDP: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}"#;
@@ -43,7 +44,7 @@ fn ping_ttl(from: &Netns, to: Ipv4Addr, ttl: u8) -> Result<bool> {
 #[test]
 fn udp_backend_end_to_end_and_with_flannels_format() -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder().config_json(UDP).weft_nodes(2).weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", PORT]).build()?;
+    let mut c = Cluster::builder().config_json(UDP).weft_nodes(2).weftd_args(&ARGS).build()?;
     let f = c.add_flannel_udp_node()?;
     c.program_flannel_nodes()?;
     c.wait_converged()?;
@@ -126,16 +127,9 @@ fn echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, extra: usize) -> Vec<u8> {
     p.extend_from_slice(&dst.octets());
     p.extend_from_slice(&[8, 0, 0, 0, 0, 7, 0, 1]);
     p.resize(len, 0xab);
-    let sum = |d: &[u8]| {
-        let mut s: u32 = d.chunks(2).map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32).sum();
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        !(s as u16)
-    };
-    let c = sum(&p[..20]);
+    let c = inet_csum(&p[..20]);
     p[10..12].copy_from_slice(&c.to_be_bytes());
-    let c = sum(&p[20..]);
+    let c = inet_csum(&p[20..]);
     p[22..24].copy_from_slice(&c.to_be_bytes());
     p
 }
@@ -144,7 +138,7 @@ fn echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, extra: usize) -> Vec<u8> {
 fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
     weft_tests::require_root()?;
     let mut c = Cluster::builder().config_json(UDP).embedded_store().weft_nodes(2)
-        .weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", PORT]).build()?;
+        .weftd_args(&ARGS).build()?;
     c.wait_converged()?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
@@ -217,7 +211,7 @@ fn allowed_cpus(status_path: &str) -> Result<Vec<usize>> {
 fn udp_per_cpu_workers_are_pinned_and_carry_traffic() -> Result<()> {
     weft_tests::require_root()?;
     let mut c = Cluster::builder().config_json(UDP).embedded_store().weft_nodes(2)
-        .weftd_args(&["--healthz-ip", "127.0.0.1", "--healthz-port", PORT, "--udp-per-cpu"]).build()?;
+        .weftd_args(&[&ARGS[..], &["--udp-per-cpu"]].concat()).build()?;
     let f = c.add_flannel_udp_node()?;
     c.program_flannel_nodes()?;
     c.wait_converged()?;

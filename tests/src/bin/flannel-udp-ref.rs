@@ -135,7 +135,7 @@ fn main() -> Result<()> {
     ip(&["link", "set", &tun, "mtu", &mtu.to_string(), "up"])?;
     ip(&["route", "replace", &network, "dev", &tun])?;
     let sock = UdpSocket::bind(SocketAddrV4::new(local, port)).with_context(|| format!("binding {local}:{port}"))?;
-    peers.sort_by(|a, b| b.1.cmp(&a.1));
+    peers.sort_by_key(|b| std::cmp::Reverse(b.1));
     let mut buf = vec![0u8; 65_536];
     // As flannel's run_proxy: the TUN non-blocking, the socket blocking but
     // read with MSG_DONTWAIT (sends wait for room, as flannel's sendto);

@@ -64,7 +64,7 @@ fn server(bind: &str, secs: &str) -> Result<(), String> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 polls = polls.wrapping_add(1);
-                if polls % 4096 == 0 && Instant::now() >= end {
+                if polls.is_multiple_of(4096) && Instant::now() >= end {
                     return Ok(());
                 }
                 yield_cpu();

@@ -322,7 +322,7 @@ fn hostile_frames_are_passed_or_dropped_and_counted() {
                 }
                 None => refused += 1,
             }
-            if !(*kind == 'd') {
+            if *kind != 'd' {
                 break;
             }
         }

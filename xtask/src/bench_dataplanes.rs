@@ -40,7 +40,7 @@ enum Path {
     FlannelVxlan,
     WeftVxlanTc,
     WeftVxlanXdp,
-    WeftVxlanHostPath,
+    WeftVxlanViaHost,
     FlannelHostGw,
     WeftHostGwFast,
     WeftHostGwStack,
@@ -57,7 +57,7 @@ impl Path {
             Path::FlannelVxlan => "flannel vxlan (kernel)",
             Path::WeftVxlanTc => "weft vxlan, TC decap",
             Path::WeftVxlanXdp => "weft vxlan, XDP decap",
-            Path::WeftVxlanHostPath => "weft vxlan, unregistered pod (via weft.1)",
+            Path::WeftVxlanViaHost => "weft vxlan, unregistered pod (via weft.1)",
             Path::FlannelHostGw => "flannel host-gw (routes)",
             Path::WeftHostGwFast => "weft host-gw, fast path",
             Path::WeftHostGwStack => "weft host-gw, --no-fast-path",
@@ -74,7 +74,7 @@ impl Path {
     /// path would take GSO from the switch's ports and slow bare down.
     fn weftd_flags(self) -> Option<&'static [&'static str]> {
         match self {
-            Path::Bare | Path::WeftVxlanTc | Path::WeftVxlanHostPath | Path::WeftHostGwFast | Path::WeftUdp => Some(&[]),
+            Path::Bare | Path::WeftVxlanTc | Path::WeftVxlanViaHost | Path::WeftHostGwFast | Path::WeftUdp => Some(&[]),
             Path::WeftUdpNoOffload => Some(&["--udp-no-offload"]),
             Path::WeftUdpPerCpu => Some(&["--udp-per-cpu"]),
             Path::WeftVxlanXdp => Some(&["--xdp-decap"]),
@@ -96,7 +96,7 @@ fn picks(o: &str, label: &str) -> bool {
 fn paths(f: Family) -> &'static [Path] {
     match f {
         // Host path right after TC: same flags, no restart between them.
-        Family::Vxlan => &[Path::Bare, Path::FlannelVxlan, Path::WeftVxlanTc, Path::WeftVxlanHostPath, Path::WeftVxlanXdp],
+        Family::Vxlan => &[Path::Bare, Path::FlannelVxlan, Path::WeftVxlanTc, Path::WeftVxlanViaHost, Path::WeftVxlanXdp],
         Family::HostGw => &[Path::Bare, Path::FlannelHostGw, Path::WeftHostGwFast, Path::WeftHostGwStack],
         Family::Udp => &[Path::Bare, Path::FlannelUdpRef, Path::WeftUdp, Path::WeftUdpPerCpu, Path::WeftUdpNoOffload],
     }
@@ -215,7 +215,7 @@ impl Bed {
         Ok(match p {
             Path::Bare => (self.c.node_ns(1)?, self.c.node_ns(2)?, self.c.node_ip(2)?),
             Path::FlannelVxlan | Path::FlannelHostGw | Path::FlannelUdpRef => pods(self.flannel),
-            Path::WeftVxlanHostPath => pods(self.unregistered),
+            Path::WeftVxlanViaHost => pods(self.unregistered),
             _ => pods(self.weft),
         })
     }
@@ -226,7 +226,7 @@ impl Bed {
         let counters: &[(NodeRef, u32, &'static str)] = match p {
             Path::WeftVxlanTc => &[(2, stat::DECAP_TO_POD, "decap_to_pod")],
             Path::WeftVxlanXdp => &[(2, stat::DECAP_XDP, "decap_xdp")],
-            Path::WeftVxlanHostPath => &[(2, stat::DECAP, "decap")],
+            Path::WeftVxlanViaHost => &[(2, stat::DECAP, "decap")],
             Path::WeftHostGwFast => &[(1, stat::FWD, "fwd"), (2, stat::ROUTED_TO_POD, "routed_to_pod")],
             Path::WeftUdp | Path::WeftUdpNoOffload | Path::WeftUdpPerCpu => {
                 let text = metrics::scrape(self.c.node_ns(2)?)?;

@@ -25,7 +25,7 @@ use crate::{
     local_store::{self, LocalStore},
     store::{self, EtcdStore, LeaseEvent, Store},
     subnet::Ipv4Net,
-    subnet_env::{self, SubnetEnv},
+    subnet_env,
 };
 
 const RESYNC: Duration = Duration::from_secs(10);
@@ -177,7 +177,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
     };
 
-    SubnetEnv { network: cfg.network, subnet: own, mtu, ipmasq: false }.write(&args.subnet_file)?;
+    subnet_env::write(&args.subnet_file, cfg.network, own, mtu)?;
     log::info!("wrote {} (subnet {own}, MTU {mtu})", args.subnet_file.display());
     health.subnet_env_written();
 

@@ -150,9 +150,14 @@ impl SubnetEnv {
         crate::fs::write_atomic(path, self.render().as_bytes(), None)
     }
 
-    /// The subnet with its prefix length: "10.244.73.0/24".
-    pub fn cidr(&self) -> Ipv4Cidr {
-        Ipv4Cidr { addr: self.subnet, prefix_len: self.prefix_len }
+    /// The subnet as configurations and `ip route` write it: "10.244.73.0/24".
+    pub fn cidr(&self) -> String {
+        Ipv4Cidr { addr: self.subnet, prefix_len: self.prefix_len }.to_string()
+    }
+
+    /// The subnet's name in flannel's lease store: "10.244.73.0-24".
+    pub fn lease_name(&self) -> String {
+        format!("{}-{}", self.subnet, self.prefix_len)
     }
 
     /// The n-th address of the subnet (0: the network address, 1: the gateway).
@@ -194,7 +199,7 @@ mod tests {
         assert_eq!((e.subnet, e.prefix_len, e.mtu, e.ipmasq), (Ipv4Addr::new(10, 244, 73, 0), 24, 1450, Some(false)));
         assert_eq!(e.gateway(), Ipv4Addr::new(10, 244, 73, 1));
         assert_eq!(e.host(2), Ipv4Addr::new(10, 244, 73, 2));
-        assert_eq!(e.cidr().to_string(), "10.244.73.0/24");
+        assert_eq!((e.cidr(), e.lease_name()), ("10.244.73.0/24".to_string(), "10.244.73.0-24".to_string()));
         assert_eq!(e.broadcast(), Ipv4Addr::new(10, 244, 73, 255));
         assert!(e.contains(Ipv4Addr::new(10, 244, 73, 9)) && !e.contains(Ipv4Addr::new(10, 244, 74, 9)));
         assert_eq!(e.render(), FLANNELD);

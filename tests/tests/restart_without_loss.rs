@@ -11,7 +11,7 @@ use weft_tests::{cmd, perf, report, Cluster, NodeRef, Wiring};
 
 /// Program ids behind node `n`'s pinned TC links.
 fn link_progs(c: &Cluster, n: NodeRef) -> Result<Vec<(String, u64)>> {
-    let dir = c.weft_node(n)?.pin_dir.join("v2/links");
+    let dir = weft_common::pins::links_dir(&c.weft_node(n)?.pin_dir);
     let mut out = vec![];
     for e in std::fs::read_dir(&dir)? {
         let p = e?.path();

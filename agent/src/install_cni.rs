@@ -9,7 +9,6 @@
 //! place; running it again changes nothing.
 use std::{
     ffi::OsString,
-    io::Write,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
@@ -79,9 +78,10 @@ pub fn conflist(a: &InstallArgs) -> serde_json::Value {
     })
 }
 
-/// Writes `bytes` to `dst` with `mode` through a temporary file in the same
-/// directory and a rename. Returns false (touching nothing) when `dst`
-/// already has exactly these bytes and this mode.
+/// Writes `bytes` to `dst` with `mode` atomically
+/// ([`weft_common::fs::write_atomic`]: the runtime never execs or reads half
+/// a file). Returns false (touching nothing) when `dst` already has exactly
+/// these bytes and this mode.
 pub fn install_file(bytes: &[u8], dst: &Path, mode: u32) -> Result<bool> {
     let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -90,20 +90,9 @@ pub fn install_file(bytes: &[u8], dst: &Path, mode: u32) -> Result<bool> {
             return Ok(false);
         }
     }
-    let name = dst.file_name().and_then(|n| n.to_str()).context("destination has no file name")?;
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let r = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, dst).with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing {}", dir.display()))
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.map(|_| true)
+    dst.file_name().and_then(|n| n.to_str()).context("destination has no file name")?;
+    weft_common::fs::write_atomic(dst, bytes, Some(mode)).with_context(|| format!("installing {}", dst.display()))?;
+    Ok(true)
 }
 
 /// Installs both files; one line per file says what happened.

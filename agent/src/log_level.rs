@@ -9,7 +9,7 @@ use aya::maps::{Array, Map, MapData};
 use clap::Parser;
 use weft_common::{cfg_flags, map_names, DatapathConfig};
 
-use crate::dataplane::pins;
+use crate::dataplane::pinned;
 
 #[derive(Parser, Debug)]
 #[command(name = "weftd log-level", about = "Switch the kernel programs' debug logs on or off at run time")]
@@ -22,7 +22,7 @@ pub struct LogLevelArgs {
 }
 
 pub fn run(a: &LogLevelArgs) -> Result<String> {
-    let data = pins::map(&a.bpf_pin_dir, map_names::CONFIG).with_context(|| format!("is weftd running with --bpf-pin-dir {}?", a.bpf_pin_dir.display()))?;
+    let data = pinned::map(&a.bpf_pin_dir, map_names::CONFIG).with_context(|| format!("is weftd running with --bpf-pin-dir {}?", a.bpf_pin_dir.display()))?;
     let mut cfg: Array<MapData, DatapathConfig> = Array::try_from(Map::Array(data)).context("weft_config is not an array of DatapathConfig")?;
     let mut c = cfg.get(&0, 0).context("reading weft_config")?;
     if a.level == "debug" {

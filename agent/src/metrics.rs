@@ -98,7 +98,7 @@ impl Metrics {
     }
 
     fn datapath_counters(&self) -> Option<Vec<Counter>> {
-        crate::dataplane::pins::counters(lock(&self.pin_dir).as_deref()?)
+        crate::dataplane::pinned::counters(lock(&self.pin_dir).as_deref()?)
     }
 
     /// The exposition text; `ready` is /readyz's answer.

@@ -13,7 +13,7 @@ use weft_common::{stat, Counter, HostGwEntry, PodEntry, VtepEntry};
 
 use crate::{
     cli::Args,
-    dataplane::{pins, PIN_LAYOUT},
+    dataplane::pinned,
     net::netlink::{Netlink, Route},
     subnet::{self, lease::{format_mac, Lease}, Ipv4Net},
     subnet_env,
@@ -39,7 +39,7 @@ struct Maps {
 }
 
 fn read_maps(dir: &Path) -> Maps {
-    Maps { vteps: pins::vteps(dir), hostgw: pins::hostgw(dir), pods: pins::pods(dir), counters: pins::counters(dir) }
+    Maps { vteps: pinned::vteps(dir), hostgw: pinned::hostgw(dir), pods: pinned::pods(dir), counters: pinned::counters(dir) }
 }
 
 /// The datapath that carries this node's traffic to `l`, from the routes
@@ -102,7 +102,7 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
     let doc = json!({
         "subnet": own.map(|s| s.to_string()),
         "subnet_file": n.subnet_file.display().to_string(),
-        "bpf_pins": n.bpf_pin_dir.join(PIN_LAYOUT).display().to_string(),
+        "bpf_pins": weft_common::pins::dir(&n.bpf_pin_dir).display().to_string(),
         "leases": leases, "pods": pods, "counters": counters,
     });
     if a.json {

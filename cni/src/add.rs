@@ -5,6 +5,7 @@
 use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
 
 use serde_json::Value;
+use weft_common::mac::format_mac;
 
 use crate::{
     config::NetConf,
@@ -12,10 +13,10 @@ use crate::{
     env::Attachment,
     error::{code, CniError, Result},
     ipam::{Range, Store},
-    link::{self, in_netns, mac_for, mac_string, Netlink},
+    link::{self, in_netns, mac_for, Netlink},
     naming,
     result::{CniResult, Interface, IpConfig, Route},
-    subnet_env::SubnetEnv,
+    subnet_env::{self, SubnetEnv},
 };
 
 /// Opens `CNI_NETNS`: 3 when it does not exist, 4 when it is no network
@@ -38,9 +39,9 @@ pub fn open_pod_netns(path: &Path) -> Result<File> {
 pub fn pod_routes(conf: &NetConf, env: &SubnetEnv) -> Vec<Route> {
     let gw = Some(env.gateway());
     let mut v = Vec::new();
-    if let Some((net, len)) = env.network {
-        if len > 0 && len < env.prefix_len {
-            v.push(Route { dst: net, prefix_len: len, gw });
+    if let Some(net) = env.network {
+        if net.prefix_len > 0 && net.prefix_len < env.prefix_len {
+            v.push(Route { dst: net.addr, prefix_len: net.prefix_len, gw });
         }
     }
     if conf.is_default_gateway {
@@ -82,7 +83,7 @@ impl Undo<'_> {
 pub fn add(conf: &NetConf, att: &Attachment) -> Result<Value> {
     let netns = att.netns.as_ref().ok_or_else(|| CniError::new(code::INVALID_ENV, "required environment variable CNI_NETNS is missing"))?;
     let ns = open_pod_netns(netns)?;
-    let env = SubnetEnv::read(&conf.subnet_file)?;
+    let env = subnet_env::read(&conf.subnet_file)?;
     // The spec: an interface of that name in the pod is an error. Checked
     // before anything is made.
     if in_netns(&ns, |nl| nl.link_by_name(&att.ifname))?.is_some() {
@@ -146,14 +147,14 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
     })?;
     let hv = nl.link_by_index(hv.index)?.ok_or_else(|| CniError::internal(format!("host veth {host} vanished")))?;
     let bridge = nl.link_by_index(bridge.index)?.ok_or_else(|| CniError::internal(format!("bridge {} vanished", conf.bridge)))?;
-    let mac = |m: Option<[u8; 6]>| m.map(|m| mac_string(&m));
+    let mac = |m: Option<[u8; 6]>| m.map(|m| format_mac(&m));
 
     let rec = EndpointRecord {
         container_id: att.container_id.clone(),
         ifname: att.ifname.clone(),
         netns: netns.clone(),
         ip,
-        pod_mac: mac_string(&pod.mac.unwrap_or(pod_mac)),
+        pod_mac: format_mac(&pod.mac.unwrap_or(pod_mac)),
         host_veth: host.clone(),
         host_ifindex: hv.index,
         bridge: conf.bridge.clone(),

@@ -5,6 +5,8 @@
 //! the address still inside the node's subnet. Every problem found is
 //! reported at once (error 101, weft-cni's own code: no well-known one
 //! means "not as expected").
+use weft_common::mac::format_mac;
+
 use crate::{
     add::open_pod_netns,
     config::NetConf,
@@ -13,10 +15,10 @@ use crate::{
     env::Attachment,
     error::{code, CniError, Result},
     ipam::Store,
-    link::{in_netns, mac_string, Netlink},
+    link::{in_netns, Netlink},
     naming,
     result::CniResult,
-    subnet_env::SubnetEnv,
+    subnet_env,
 };
 
 pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
@@ -78,8 +80,8 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
                 problems.push(format!("host veth {host} lacks hairpin mode"));
             }
             let want = prev.interfaces.iter().find(|i| i.name == host).and_then(|i| i.mac.clone());
-            if want.is_some() && h.mac.map(|m| mac_string(&m)) != want {
-                problems.push(format!("host veth {host} has MAC {:?}, prevResult says {want:?}", h.mac.map(|m| mac_string(&m))));
+            if want.is_some() && h.mac.map(|m| format_mac(&m)) != want {
+                problems.push(format!("host veth {host} has MAC {:?}, prevResult says {want:?}", h.mac.map(|m| format_mac(&m))));
             }
         }
     }
@@ -99,8 +101,8 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
         if !l.up {
             v.push(format!("{} in {netns} is down", att.ifname));
         }
-        if pod_if.mac.is_some() && l.mac.map(|m| mac_string(&m)) != pod_if.mac {
-            v.push(format!("{} in {netns} has MAC {:?}, prevResult says {:?}", att.ifname, l.mac.map(|m| mac_string(&m)), pod_if.mac));
+        if pod_if.mac.is_some() && l.mac.map(|m| format_mac(&m)) != pod_if.mac {
+            v.push(format!("{} in {netns} has MAC {:?}, prevResult says {:?}", att.ifname, l.mac.map(|m| format_mac(&m)), pod_if.mac));
         }
         if !p.addrs(l.index)?.contains(&(addr, len)) {
             v.push(format!("{} in {netns} lacks its address {addr}/{len}", att.ifname));
@@ -132,7 +134,7 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
             }
         }
     }
-    match SubnetEnv::read(&conf.subnet_file) {
+    match subnet_env::read(&conf.subnet_file) {
         Ok(env) if !env.contains(addr) => problems.push(format!("{addr} is outside the node's subnet {}/{} (the node's lease changed)", env.subnet, env.prefix_len)),
         Ok(_) => {}
         Err(e) => problems.push(e.msg),

@@ -75,12 +75,6 @@ fn io(what: impl std::fmt::Display, e: &std::io::Error) -> CniError {
     CniError::io(what, e)
 }
 
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 impl Store {
     /// The store of network `network` under `data_dir`; created if `create`,
     /// else None when it does not exist (DEL, GC and CHECK create nothing).
@@ -177,7 +171,7 @@ impl Store {
                 let _ = std::fs::remove_file(&path);
                 return Err(io(format!("writing {}", path.display()), &e));
             }
-            sync_dir(&self.dir);
+            let _ = weft_common::fs::sync_dir(&self.dir);
             // Only where the next search starts: losing it costs nothing.
             let _ = std::fs::write(self.dir.join(LAST_RESERVED), ip.to_string());
             return Ok((ip, false));

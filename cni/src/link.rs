@@ -49,10 +49,6 @@ pub struct RouteState {
     pub oif: Option<u32>,
 }
 
-pub fn mac_string(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
 /// `0a:58:<the four bytes of ip>`: the pod interface's MAC (and a new
 /// bridge's, from the gateway), as Kubernetes' kubenet and older CNI
 /// plugins derive it. Fixed per address, so a peer's ARP entry stays right
@@ -351,6 +347,6 @@ mod tests {
 
     #[test]
     fn macs() {
-        assert_eq!(mac_string(&mac_for(Ipv4Addr::new(10, 244, 1, 5))), "0a:58:0a:f4:01:05");
+        assert_eq!(weft_common::mac::format_mac(&mac_for(Ipv4Addr::new(10, 244, 1, 5))), "0a:58:0a:f4:01:05");
     }
 }

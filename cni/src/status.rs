@@ -5,9 +5,9 @@
 use crate::{
     config::NetConf,
     error::{code, CniError, Result},
-    subnet_env::SubnetEnv,
+    subnet_env,
 };
 
 pub fn status(conf: &NetConf) -> Result<()> {
-    SubnetEnv::read(&conf.subnet_file).map(|_| ()).map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("weft-cni cannot add pods: {}", e.msg)).with_details(e.details))
+    subnet_env::read(&conf.subnet_file).map(|_| ()).map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("weft-cni cannot add pods: {}", e.msg)).with_details(e.details))
 }

@@ -1,11 +1,24 @@
-//! Types shared by weft's kernel programs (`ebpf/`) and its agent (`agent/`).
+//! Types shared by weft's kernel programs (`ebpf/`) and its agent (`agent/`),
+//! and (feature `std`) the contracts between weftd, weft-cni and the test
+//! harness that cross crates: [`subnet_env`], [`endpoint`] records, the
+//! [`pins`] layout, [`mac`] formatting and atomic file replacement ([`fs`]).
 //!
 //! Every map key and value is defined here once, `#[repr(C)]`, with explicit
 //! padding so that the layout is the same on both sides and the verifier never
 //! sees an unaligned stack access. Addresses are kept in network byte order as
 //! `[u8; 4]` (what the packet holds, so the datapath compares without swapping);
 //! other integers are host order.
-#![no_std]
+// no_std for the kernel programs; `std` (the userspace contracts) links std.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+#[cfg(feature = "std")]
+pub mod endpoint;
+#[cfg(feature = "std")]
+pub mod fs;
+pub mod mac;
+pub mod pins;
+#[cfg(feature = "std")]
+pub mod subnet_env;
 
 /// UDP port of flannel's vxlan backend (the Linux default, not IANA's 4789).
 pub const VXLAN_PORT: u16 = 8472;
@@ -238,7 +251,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<HostGwEntry>(), 8);
         assert_eq!(core::mem::size_of::<PodEntry>(), 16);
-        assert!(stat::COUNT <= stat::SLOTS);
+        const { assert!(stat::COUNT <= stat::SLOTS) };
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

@@ -639,18 +639,21 @@ impl Cluster {
             Ok(v[0].clone())
         };
         let (pod_if, host_if, bridge) = (link(&pod.ns, "eth0")?, link(&node.ns, &pod.host_veth)?, link(&node.ns, "cni0")?);
-        let id = pod.ns.name().to_string();
-        let rec = serde_json::json!({
-            "containerID": id, "ifname": "eth0", "netns": pod.ns.path(), "ip": pod.ip.to_string(),
-            "podMac": pod_if["address"], "hostVeth": pod.host_veth, "hostIfindex": host_if["ifindex"],
-            "bridge": "cni0", "bridgeMac": bridge["address"], "mtu": pod_if["mtu"],
-        });
-        std::fs::create_dir_all(&node.endpoints_dir)?;
-        let path = node.endpoints_dir.join(format!("{id}-eth0.json"));
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, rec.to_string())?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(path)
+        let str_of = |v: &serde_json::Value, what: &str| v.as_str().map(String::from).with_context(|| format!("{what}: {v}"));
+        let u32_of = |v: &serde_json::Value, what: &str| v.as_u64().map(|n| n as u32).with_context(|| format!("{what}: {v}"));
+        let rec = weft_common::endpoint::EndpointRecord {
+            container_id: pod.ns.name().to_string(),
+            ifname: "eth0".into(),
+            netns: pod.ns.path().display().to_string(),
+            ip: pod.ip,
+            pod_mac: str_of(&pod_if["address"], "pod eth0's MAC")?,
+            host_veth: pod.host_veth.clone(),
+            host_ifindex: u32_of(&host_if["ifindex"], "host veth's ifindex")?,
+            bridge: "cni0".into(),
+            bridge_mac: str_of(&bridge["address"], "cni0's MAC")?,
+            mtu: u32_of(&pod_if["mtu"], "pod eth0's MTU")?,
+        };
+        weft_common::endpoint::write(&node.endpoints_dir, &rec).with_context(|| format!("writing the endpoint record of pod {p}"))
     }
 
     /// weft-cni as [`Wiring::Cni`] pods of node `n` get it: the node's

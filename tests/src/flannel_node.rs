@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{netns::Netns, store::LeaseStore, subnet_env::{parse_lease_name, SubnetEnv}};
+use crate::{netns::Netns, store::LeaseStore, subnet_env::{flannel_node_env, parse_lease_name, SubnetEnv}};
 
 /// The flannel backend a [`FlannelNode`] is programmed as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub fn random_mac() -> String {
     x ^= x >> 7;
     x ^= x << 17;
     let b = x.to_le_bytes();
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", (b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5])
+    weft_common::mac::format_mac(&[(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]])
 }
 
 impl FlannelNode {
@@ -85,18 +85,18 @@ impl FlannelNode {
             .context("no free /24 from .200 upward for the flannel node")?;
         let lease_key = store.key(&format!("{subnet}-24"));
         if backend == FlannelBackend::HostGw {
-            let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1500 };
+            let env = flannel_node_env(network, subnet, 1500);
             let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
             store.put(&env.lease_name(), &value)?;
             return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), lease_key, ns, proxy: Default::default() });
         }
         if backend == FlannelBackend::Udp {
             // flannel's udp lease has no BackendType; FLANNEL_MTU = 1500 - 28.
-            let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1472 };
+            let env = flannel_node_env(network, subnet, 1472);
             store.put(&env.lease_name(), &format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null}}"#))?;
             return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), lease_key, ns, proxy: Default::default() });
         }
-        let env = SubnetEnv { network: format!("{network}/16"), subnet, prefix_len: 24, mtu: 1450 };
+        let env = flannel_node_env(network, subnet, 1450);
         let mac = random_mac();
         let ips = ip.to_string();
         ns.ip(&["link", "add", "flannel.1", "type", "vxlan", "id", "1", "dev", "eth0", "local", &ips, "dstport", "8472", "nolearning"])?;
@@ -139,7 +139,8 @@ impl FlannelNode {
         }
         let bin = udp_ref_bin()?;
         let mut c = self.ns.nsenter(&bin);
-        c.args(["--tun", "flannel0", "--local", &self.ip.to_string(), "--subnet", &self.env.cidr(), "--network", &self.env.network, "--mtu", &self.env.mtu.to_string()]);
+        let network = self.env.network.map(|n| n.to_string()).unwrap_or_default();
+        c.args(["--tun", "flannel0", "--local", &self.ip.to_string(), "--subnet", &self.env.cidr(), "--network", &network, "--mtu", &self.env.mtu.to_string()]);
         for p in &peers {
             c.args(["--peer", p]);
         }
@@ -148,7 +149,7 @@ impl FlannelNode {
         drop(slot);
         crate::cmd::poll(&format!("flannel0 in {}", self.ns.name()), std::time::Duration::from_secs(10), std::time::Duration::from_millis(50), || {
             match self.ns.ip(&["route", "show", "dev", "flannel0"]) {
-                Ok(r) if r.contains(&self.env.network) => Ok(Some(())),
+                Ok(r) if r.contains(&network) => Ok(Some(())),
                 Ok(r) => Err(format!("routes on flannel0: {r:?}")),
                 Err(e) => Err(format!("{e:#}")),
             }

@@ -177,11 +177,9 @@ impl EmbeddedStore {
         self.dir.join("store.json")
     }
 
-    /// Writes net-conf.json atomically (temp file + rename).
+    /// Writes net-conf.json atomically (weftd rereads it while it runs).
     pub fn write_config(&self, json: &str) -> Result<()> {
-        let tmp = self.net_conf.with_extension("json.tmp");
-        std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.net_conf).with_context(|| format!("renaming to {}", self.net_conf.display()))
+        weft_common::fs::write_atomic(&self.net_conf, json.as_bytes(), None).with_context(|| format!("writing {}", self.net_conf.display()))
     }
 
     /// Takes the store's exclusive lock (blocks while a weftd holds it).
@@ -211,15 +209,9 @@ impl EmbeddedStore {
         std::fs::read_to_string(self.db_path()).unwrap_or_else(|e| format!("(cannot read {}: {e})", self.db_path().display()))
     }
 
+    /// Replaces store.json as weftd does (under the lock, atomically).
     fn write_db(&self, db: &Value) -> Result<()> {
-        let tmp = self.dir.join(".store.json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(serde_json::to_string(db)?.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.db_path()).with_context(|| format!("replacing {}", self.db_path().display()))
+        weft_common::fs::write_atomic(&self.db_path(), serde_json::to_string(db)?.as_bytes(), None).with_context(|| format!("replacing {}", self.db_path().display()))
     }
 
     /// Under the lock: read, let `f` change the leases and return the events

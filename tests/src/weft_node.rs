@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use weft_common::{map_names, pins};
 
 use crate::{bpf, cmd, netns::Netns, subnet_env::SubnetEnv};
 
@@ -129,7 +130,7 @@ impl WeftNode {
 
     /// The subnet.env weftd wrote, if it is there and complete.
     pub fn subnet_env(&self) -> Result<SubnetEnv> {
-        SubnetEnv::read(&self.subnet_file)
+        crate::subnet_env::read(&self.subnet_file)
     }
 
     /// `ip -4 route show dev weft.1` in the node.
@@ -210,22 +211,22 @@ impl WeftNode {
 
     /// Pinned VTEP map of this node.
     pub fn vteps_pin(&self) -> PathBuf {
-        self.pin_dir.join("v2/weft_vteps")
+        pins::dir(&self.pin_dir).join(map_names::VTEPS)
     }
 
     /// Pinned counters of this node.
     pub fn stats_pin(&self) -> PathBuf {
-        self.pin_dir.join("v2/weft_stats")
+        pins::dir(&self.pin_dir).join(map_names::STATS)
     }
 
     /// Pinned pod endpoint map of this node.
     pub fn pods_pin(&self) -> PathBuf {
-        self.pin_dir.join("v2/weft_pods")
+        pins::dir(&self.pin_dir).join(map_names::PODS)
     }
 
     /// Pinned host-gw fast-path map of this node.
     pub fn hostgw_pin(&self) -> PathBuf {
-        self.pin_dir.join("v2/weft_hostgw")
+        pins::dir(&self.pin_dir).join(map_names::HOSTGW)
     }
 
     /// Whether weftd has the fast path (`weft_fwd`) attached: its link pin.
@@ -235,8 +236,8 @@ impl WeftNode {
 
     /// Whether weftd holds a pinned link of program `prog` (on any device).
     pub fn link_pinned(&self, prog: &str) -> bool {
-        std::fs::read_dir(self.pin_dir.join("v2/links"))
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{prog}-"))))
+        std::fs::read_dir(pins::links_dir(&self.pin_dir))
+            .map(|d| d.flatten().any(|e| pins::link_ifindex(&e.file_name().to_string_lossy(), prog).is_some()))
             .unwrap_or(false)
     }
 

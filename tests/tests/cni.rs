@@ -14,6 +14,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
+use weft_common::mac::format_mac;
 use weft_tests::{
     cmd,
     cni::{self, bridge_ports, exec, ip_json, veths, Attachment, CniArgs, Runtime, WeftCni},
@@ -56,6 +57,7 @@ fn add_check_del() -> Result<()> {
     let node = c.node_ns(1)?;
     let r = cni.add(node, &cid, &pod)?.result()?;
     let (gw, len, mtu) = (env.host(1), env.prefix_len, env.mtu);
+    let network = env.network.context("FLANNEL_NETWORK")?.to_string();
 
     // The result, field by field, against what the kernel has.
     ensure!(r["cniVersion"] == "1.0.0", "cniVersion: {r}");
@@ -79,13 +81,13 @@ fn add_check_del() -> Result<()> {
     let ip = cni::result_ip(&r)?;
     ensure!(ip == env.host(2), "the first pod gets the subnet's second address (host-local's order), got {ip}");
     let o = ip.octets();
-    ensure!(pl["address"] == format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]), "pod MAC {}", pl["address"]);
+    ensure!(pl["address"] == format_mac(&[0x0a, 0x58, o[0], o[1], o[2], o[3]]), "pod MAC {}", pl["address"]);
     ensure!(r["ips"] == json!([{"address": format!("{ip}/{len}"), "gateway": gw.to_string(), "interface": 2}]), "ips: {}", r["ips"]);
     let pa = one(ip_json(&pod, &["-4", "addr", "show", "dev", "eth0"])?, "pod addresses")?;
     ensure!(pa["addr_info"] == json!([pa["addr_info"][0].clone()]) && pa["addr_info"][0]["local"] == ip.to_string() && pa["addr_info"][0]["prefixlen"] == len, "pod addresses: {pa}");
-    ensure!(r["routes"] == json!([{"dst": env.network, "gw": gw.to_string()}, {"dst": "0.0.0.0/0", "gw": gw.to_string()}]), "routes: {}", r["routes"]);
+    ensure!(r["routes"] == json!([{"dst": network, "gw": gw.to_string()}, {"dst": "0.0.0.0/0", "gw": gw.to_string()}]), "routes: {}", r["routes"]);
     let routes = ip_json(&pod, &["-4", "route", "show"])?;
-    for (dst, what) in [("default", "default"), (env.network.as_str(), "cluster network")] {
+    for (dst, what) in [("default", "default"), (network.as_str(), "cluster network")] {
         ensure!(
             routes.as_array().is_some_and(|a| a.iter().any(|x| x["dst"] == dst && x["gateway"] == gw.to_string() && x["dev"] == "eth0")),
             "pod lacks the {what} route via {gw}: {routes}"
@@ -566,7 +568,7 @@ fn compared_with_host_local() -> Result<()> {
     let host_local = cni::debian_plugin("host-local")?;
     let hl_conf = |data_dir: &Path| {
         json!({"cniVersion": "1.0.0", "name": "weft", "type": "host-local", "ipam": {"type": "host-local",
-            "ranges": [[{"subnet": env.cidr()}]], "dataDir": data_dir, "routes": [{"dst": env.network}, {"dst": "0.0.0.0/0"}]}})
+            "ranges": [[{"subnet": env.cidr()}]], "dataDir": data_dir, "routes": [{"dst": env.network.map(|n| n.to_string())}, {"dst": "0.0.0.0/0"}]}})
     };
     let pods: Vec<Netns> = (0..4).map(|i| Netns::create(&format!("{}-n1-h{i}", c.prefix))).collect::<Result<_>>()?;
     for (i, p) in pods.iter().take(3).enumerate() {

@@ -318,7 +318,7 @@ fn thousand_leases_at_once() -> Result<()> {
         .enumerate()
         .map(|(i, s)| {
             let ip = Ipv4Addr::new(192, 168, 78, 1 + (i % 250) as u8);
-            let mac = format!("02:00:00:00:{:02x}:{:02x}", i >> 8, i & 0xff);
+            let mac = weft_common::mac::format_mac(&[2, 0, 0, 0, (i >> 8) as u8, (i & 0xff) as u8]);
             (format!("{}/subnets/{s}-24", c.etcd_prefix), lease_value(ip, &mac))
         })
         .collect();

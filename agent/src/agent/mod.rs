@@ -16,7 +16,7 @@ use crate::{
     health::{self, Health},
     net::{iface, netlink::Netlink},
     subnet::{self, Ipv4Net, SubnetManager},
-    subnet_env::{self, SubnetEnv},
+    subnet_env,
 };
 
 pub async fn run(args: Args) -> Result<()> {
@@ -102,7 +102,7 @@ async fn start_backend(args: &Args, backend: &mut dyn Backend, own: Ipv4Net) -> 
 
 /// flannel's subnet.env, which the CNI plugin reads.
 fn write_subnet_env(args: &Args, network: &Ipv4Net, own: Ipv4Net, mtu: u32, health: &Health) -> Result<()> {
-    SubnetEnv { network: *network, subnet: own, mtu, ipmasq: false }.write(&args.subnet_file)?;
+    subnet_env::write(&args.subnet_file, *network, own, mtu)?;
     log::info!("wrote {} (subnet {own}, MTU {mtu})", args.subnet_file.display());
     health.subnet_env_written();
     Ok(())

@@ -13,59 +13,28 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::programs::TcAttachType;
-use serde::Deserialize;
+/// One pod interface, as weft-cni records it (the contract between the two,
+/// defined once with its reader and writer in `weft_common::endpoint`).
+pub use weft_common::endpoint::EndpointRecord;
 use weft_common::{prog_names, PodEntry};
 
 use super::Datapath;
 use crate::{backend::Changes, net::netlink::Netlink, subnet::lease::parse_mac};
 
-/// One pod interface, as weft-cni records it (the contract between the two).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointRecord {
-    #[serde(rename = "containerID")]
-    pub container_id: Option<String>,
-    pub ifname: String,
-    pub ip: Ipv4Addr,
-    pub pod_mac: String,
-    pub host_veth: String,
-    pub host_ifindex: u32,
-    pub bridge_mac: String,
+/// The pod endpoint map's entry for a record.
+fn entry(r: &EndpointRecord) -> Result<PodEntry> {
+    Ok(PodEntry {
+        host_ifindex: r.host_ifindex,
+        pod_mac: parse_mac(&r.pod_mac).with_context(|| format!("podMac {:?}", r.pod_mac))?,
+        gw_mac: parse_mac(&r.bridge_mac).with_context(|| format!("bridgeMac {:?}", r.bridge_mac))?,
+    })
 }
 
-impl EndpointRecord {
-    pub fn parse(bytes: &[u8]) -> Result<EndpointRecord> {
-        let r: EndpointRecord = serde_json::from_slice(bytes).context("not an endpoint record")?;
-        if r.host_ifindex == 0 {
-            bail!("hostIfindex is 0");
-        }
-        Ok(r)
-    }
-
-    fn entry(&self) -> Result<PodEntry> {
-        Ok(PodEntry {
-            host_ifindex: self.host_ifindex,
-            pod_mac: parse_mac(&self.pod_mac).with_context(|| format!("podMac {:?}", self.pod_mac))?,
-            gw_mac: parse_mac(&self.bridge_mac).with_context(|| format!("bridgeMac {:?}", self.bridge_mac))?,
-        })
-    }
-}
-
-/// Reads every `*.json` record in `dir` (a missing directory holds none).
-/// Bad records are returned as errors naming the file, never fatal.
+/// Reads every `*.json` record in `dir` (a missing or unreadable directory
+/// holds none). Bad records are returned as errors naming the file, never fatal.
 pub fn read_records(dir: &Path) -> Vec<(PathBuf, Result<EndpointRecord>)> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
-    let mut out: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            let r = std::fs::read(&p).map_err(anyhow::Error::from).and_then(|b| EndpointRecord::parse(&b));
-            (p, r)
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    let all = weft_common::endpoint::list(dir).unwrap_or_default();
+    all.into_iter().map(|(p, r)| (p, r.map_err(anyhow::Error::from))).collect()
 }
 
 /// A cheap fingerprint of the directory (names and modification times), so
@@ -112,7 +81,7 @@ impl PodEndpoints {
                     Some(name) => bail!("device #{} is {name}, not {}", r.host_ifindex, r.host_veth),
                     None => bail!("its host veth {} (#{}) does not exist", r.host_veth, r.host_ifindex),
                 }
-                Ok((r.ip, r.entry()?, r.host_veth))
+                Ok((r.ip, entry(&r)?, r.host_veth))
             });
             match r {
                 Ok((ip, e, veth)) => {
@@ -185,16 +154,23 @@ impl PodEndpoints {
 mod tests {
     use super::*;
 
+    fn parse(b: &[u8]) -> Result<EndpointRecord> {
+        Ok(EndpointRecord::parse(b)?)
+    }
+
     #[test]
     fn records_parse_as_weft_cni_writes_them() {
-        let r = EndpointRecord::parse(br#"{"containerID":"abc","ifname":"eth0","netns":"/var/run/netns/x","ip":"10.244.1.5","podMac":"0a:58:0a:f4:01:05","hostVeth":"veth1a2b3c4d","hostIfindex":17,"bridge":"cni0","bridgeMac":"02:00:00:00:00:01","mtu":1450}"#).unwrap();
+        let r = parse(br#"{"containerID":"abc","ifname":"eth0","netns":"/var/run/netns/x","ip":"10.244.1.5","podMac":"0a:58:0a:f4:01:05","hostVeth":"veth1a2b3c4d","hostIfindex":17,"bridge":"cni0","bridgeMac":"02:00:00:00:00:01","mtu":1450}"#).unwrap();
         assert_eq!(r.ip, Ipv4Addr::new(10, 244, 1, 5));
-        assert_eq!(r.container_id.as_deref(), Some("abc"));
-        assert_eq!(r.entry().unwrap(), PodEntry { host_ifindex: 17, pod_mac: [0x0a, 0x58, 0x0a, 0xf4, 1, 5], gw_mac: [2, 0, 0, 0, 0, 1] });
+        assert_eq!(r.container_id, "abc");
+        assert_eq!(entry(&r).unwrap(), PodEntry { host_ifindex: 17, pod_mac: [0x0a, 0x58, 0x0a, 0xf4, 1, 5], gw_mac: [2, 0, 0, 0, 0, 1] });
         for bad in [&b"{"[..], br#"{"ip":"10.0.0.1"}"#, br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"zz","hostVeth":"v","hostIfindex":3,"bridgeMac":"02:00:00:00:00:01"}"#] {
-            assert!(EndpointRecord::parse(bad).and_then(|r| r.entry()).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(parse(bad).and_then(|r| entry(&r)).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+        // Only what weftd needs is required (no containerID, netns, bridge, mtu here).
+        let minimal = br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"02:00:00:00:00:02","hostVeth":"v","hostIfindex":3,"bridgeMac":"02:00:00:00:00:01"}"#;
+        assert_eq!(entry(&parse(minimal).unwrap()).unwrap().host_ifindex, 3);
         let zero = br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"02:00:00:00:00:02","hostVeth":"v","hostIfindex":0,"bridgeMac":"02:00:00:00:00:01"}"#;
-        assert!(EndpointRecord::parse(zero).is_err());
+        assert!(parse(zero).is_err());
     }
 }

@@ -1,16 +1,18 @@
 //! weft's BPF dataplane: loads the kernel programs, pins their maps,
 //! attaches them, and gives typed access to the maps ([`Datapath`]). Pins
-//! live under `<pin-dir>/<PIN_LAYOUT>/`: the version is part of the path
+//! live under `weft_common::pins::dir(<pin-dir>)`: the version is part of the path
 //! because aya reopens a pinned map without checking its layout, so a
-//! change to a map's key or value must bump it. Beside it: the bpffs mount
-//! ([`bpffs`]), reading pinned maps without loading ([`pins`]: status,
-//! metrics, log-level), the programs' logs ([`kernel_logs`]), and the
-//! shortcuts past the host's forwarding path ([`fast_path`], [`endpoints`]).
+//! change to a map's key or value must bump it. The layout is
+//! `weft_common::pins` (the test harness finds the pins through it too).
+//! Beside it: the bpffs mount ([`bpffs`]), reading pinned maps without
+//! loading ([`pinned`]: status, metrics, log-level), the programs' logs
+//! ([`kernel_logs`]), and the shortcuts past the host's forwarding path
+//! ([`fast_path`], [`endpoints`]).
 pub mod bpffs;
 pub mod endpoints;
 pub mod fast_path;
 pub mod kernel_logs;
-pub mod pins;
+pub mod pinned;
 
 use std::{
     collections::BTreeMap,
@@ -28,7 +30,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use weft_common::{map_names, prog_names, stat, Counter, DatapathConfig, HostGwEntry, PodEntry, VtepEntry};
+use weft_common::{map_names, pins, prog_names, stat, Counter, DatapathConfig, HostGwEntry, PodEntry, VtepEntry};
 
 use crate::{cli::Args, health::Health, subnet::Ipv4Net};
 pub use kernel_logs::KernelLogs;
@@ -50,10 +52,6 @@ fn pin_link(link: FdLink, pin: Option<&Path>) -> Result<()> {
 
 /// The kernel programs, built by build.rs from `ebpf/`.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weft.bpf.o"));
-
-/// Layout version of the pinned maps (see the module doc). v2: the host-gw
-/// fast path's map and counters.
-pub const PIN_LAYOUT: &str = "v2";
 
 /// Whether this kernel can run weft's BPF datapath: TCX links (Linux 6.6)
 /// and a verifier that accepts every program (loaded, then released).
@@ -100,7 +98,7 @@ pub fn start(args: &Args, health: &Health) -> Result<Datapath> {
 /// Releases every link pinned under `<pin_root>/<layout>/links` (the kernel
 /// datapath must not leave a BPF program on the underlay); true if any was.
 pub fn release_all_links(pin_root: &Path) -> Result<bool> {
-    let dir = pin_root.join(PIN_LAYOUT).join("links");
+    let dir = pins::links_dir(pin_root);
     let any = std::fs::read_dir(&dir).map(|d| d.count() > 0).unwrap_or(false);
     if any {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -126,7 +124,7 @@ impl Datapath {
     /// if already pinned, so a restart keeps every entry).
     pub fn load(pin_dir: Option<&Path>) -> Result<Datapath> {
         let mut loader = EbpfLoader::new();
-        let dir = pin_dir.map(|d| d.join(PIN_LAYOUT));
+        let dir = pin_dir.map(pins::dir);
         let paths: Vec<(&str, PathBuf)> = match &dir {
             Some(d) => {
                 std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -181,7 +179,7 @@ impl Datapath {
     /// As [`Datapath::attach_tc`], for a program that runs on many devices
     /// (one per pod): other devices' links are left alone.
     pub fn attach_tc_many(&mut self, prog: &str, ifname: &str, ifindex: u32, at: TcAttachType) -> Result<()> {
-        let pin = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{prog}-{ifindex}")));
+        let pin = self.pin_dir.as_ref().map(|d| d.join(pins::LINKS).join(pins::link_name(prog, ifindex)));
         let p: &mut SchedClassifier = self.ebpf.program_mut(prog).context("program missing")?.try_into()?;
         let id = match pin.as_ref().map(PinnedLink::from_pin) {
             Some(Ok(old)) => {
@@ -198,14 +196,14 @@ impl Datapath {
 
     /// The ifindexes `prog` has pinned links for.
     pub fn pinned_links(&self, prog: &str) -> Vec<u32> {
-        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) else { return vec![] };
+        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join(pins::LINKS)) else { return vec![] };
         let Ok(entries) = std::fs::read_dir(&dir) else { return vec![] };
-        entries.flatten().filter_map(|e| e.file_name().to_string_lossy().strip_prefix(&format!("{prog}-"))?.parse().ok()).collect()
+        entries.flatten().filter_map(|e| pins::link_ifindex(&e.file_name().to_string_lossy(), prog)).collect()
     }
 
     /// Releases `prog`'s pinned link on device `ifindex` (detaching it).
     pub fn release_link(&self, prog: &str, ifindex: u32) -> Result<()> {
-        if let Some(p) = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{prog}-{ifindex}"))) {
+        if let Some(p) = self.pin_dir.as_ref().map(|d| d.join(pins::LINKS).join(pins::link_name(prog, ifindex))) {
             match std::fs::remove_file(&p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).with_context(|| format!("removing {}", p.display())),
                 _ => {}
@@ -217,12 +215,11 @@ impl Datapath {
     /// Link pins of `prog` for another ifindex belong to a device that was
     /// deleted and recreated: unpinning releases those defunct links.
     fn unpin_stale_links(&self, prog: &str, ifindex: u32) {
-        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) else { return };
+        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join(pins::LINKS)) else { return };
         let Ok(entries) = std::fs::read_dir(&dir) else { return };
         for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(idx) = name.strip_prefix(&format!("{prog}-")) else { continue };
-            if idx.parse::<u32>().is_ok_and(|i| i != ifindex) {
+            let Some(idx) = pins::link_ifindex(&e.file_name().to_string_lossy(), prog) else { continue };
+            if idx != ifindex {
                 match std::fs::remove_file(e.path()) {
                     Ok(()) => log::info!("released stale link pin {} (device #{idx} is gone or replaced)", e.path().display()),
                     Err(err) => log::warn!("removing stale link pin {}: {err}", e.path().display()),
@@ -234,12 +231,11 @@ impl Datapath {
     /// Releases every pinned link of `prog` an earlier run left (so a flag
     /// that is now off says what runs); true if there was one.
     pub fn release_links(&self, prog: &str) -> Result<bool> {
-        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join("links")) else { return Ok(false) };
+        let Some(dir) = self.pin_dir.as_ref().map(|d| d.join(pins::LINKS)) else { return Ok(false) };
         let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(false) };
         let mut any = false;
         for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.strip_prefix(&format!("{prog}-")).is_some_and(|i| i.parse::<u32>().is_ok()) {
+            if pins::link_ifindex(&e.file_name().to_string_lossy(), prog).is_some() {
                 std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
                 any = true;
             }
@@ -249,7 +245,7 @@ impl Datapath {
 
     /// Attaches the XDP decapsulation in native mode, pinned like the TC links.
     pub fn attach_xdp(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
-        let pin = self.pin_dir.as_ref().map(|d| d.join("links").join(format!("{}-{ifindex}", prog_names::XDP_DECAP)));
+        let pin = self.pin_dir.as_ref().map(|d| d.join(pins::LINKS).join(pins::link_name(prog_names::XDP_DECAP, ifindex)));
         let x: &mut Xdp = self.ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
         let id = match pin.as_ref().map(PinnedLink::from_pin) {
             Some(Ok(old)) => x.attach_to_link(FdLink::from(old).try_into().context("pinned link is not an XDP link")?).with_context(|| format!("replacing XDP decap on {ifname}"))?,
@@ -336,7 +332,7 @@ impl Datapath {
 
     /// Counters summed over CPUs, indexed by `weft_common::stat`.
     pub fn stats(&self) -> Result<Vec<Counter>> {
-        (0..stat::COUNT).map(|i| Ok(pins::sum(&self.stats.get(&i, 0)?))).collect()
+        (0..stat::COUNT).map(|i| Ok(pinned::sum(&self.stats.get(&i, 0)?))).collect()
     }
 
     /// Removes the pinned maps and links (`--cleanup-on-exit`).

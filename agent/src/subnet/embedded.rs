@@ -11,7 +11,7 @@
 //! fell behind the log's start relists, as after an etcd compaction.
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
+    fs::OpenOptions,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -142,11 +142,9 @@ impl LocalStore {
         let expired = db.expire(now);
         let (out, changed) = f(&mut db, now)?;
         if changed || expired {
-            let tmp = self.dir.join(".store.json.tmp");
-            let mut file = File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-            serde_json::to_writer(&mut file, &db)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+            // Readers without the lock (`weftd status`, the harness) see
+            // the old file or the new one, never half of one.
+            weft_common::fs::write_atomic(&path, &serde_json::to_vec(&db)?, None).with_context(|| format!("replacing {}", path.display()))?;
         }
         drop(lock);
         Ok(out)

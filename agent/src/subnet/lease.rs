@@ -34,24 +34,10 @@ pub struct VxlanData {
     pub vtep_mac: [u8; 6],
 }
 
-pub fn format_mac(m: &[u8; 6]) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-}
+pub use weft_common::mac::format_mac;
 
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in out.iter_mut() {
-        let p = parts.next().with_context(|| format!("{s:?} is not a MAC address"))?;
-        if p.len() != 2 {
-            bail!("{s:?} is not a MAC address");
-        }
-        *b = u8::from_str_radix(p, 16).with_context(|| format!("{s:?} is not a MAC address"))?;
-    }
-    if parts.next().is_some() {
-        bail!("{s:?} is not a MAC address");
-    }
-    Ok(out)
+    weft_common::mac::parse_mac(s).with_context(|| format!("{s:?} is not a MAC address"))
 }
 
 impl LeaseAttrs {

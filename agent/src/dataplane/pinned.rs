@@ -7,12 +7,11 @@ use anyhow::{Context, Result};
 use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use weft_common::{map_names, stat, Counter, HostGwEntry, PodEntry, VtepEntry};
 
-use super::PIN_LAYOUT;
 use crate::subnet::Ipv4Net;
 
 /// The pinned map `name` of the node whose `--bpf-pin-dir` is `pin_root`.
 pub fn map(pin_root: &Path, name: &str) -> Result<MapData> {
-    let p = pin_root.join(PIN_LAYOUT).join(name);
+    let p = weft_common::pins::dir(pin_root).join(name);
     MapData::from_pin(&p).with_context(|| format!("opening {}", p.display()))
 }
 

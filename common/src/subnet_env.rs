@@ -1,0 +1,241 @@
+//! flannel's subnet.env (`/run/flannel/subnet.env`): weftd (or flanneld)
+//! writes it once it holds the node's lease, weft-cni reads it on every ADD,
+//! the test harness reads it to learn a node's subnet.
+//!
+//! ```text
+//! FLANNEL_NETWORK=10.244.0.0/16
+//! FLANNEL_SUBNET=10.244.73.1/24
+//! FLANNEL_MTU=1450
+//! FLANNEL_IPMASQ=false
+//! ```
+//!
+//! `KEY=value` lines; unknown keys and lines without `=` are ignored (flannel
+//! adds keys over time), so is surrounding whitespace. FLANNEL_SUBNET holds
+//! the subnet's first address (the gateway on the bridge), not its network
+//! address.
+//!
+//! To add a key (FLANNEL_IPV6_NETWORK, FLANNEL_IPV6_SUBNET): a constant in
+//! [`keys`], a field, an arm in [`SubnetEnv::parse`] and a line in
+//! [`SubnetEnv::render`].
+use std::{fmt, net::Ipv4Addr, path::Path};
+
+/// The keys weft reads and writes.
+pub mod keys {
+    pub const NETWORK: &str = "FLANNEL_NETWORK";
+    pub const SUBNET: &str = "FLANNEL_SUBNET";
+    pub const MTU: &str = "FLANNEL_MTU";
+    pub const IPMASQ: &str = "FLANNEL_IPMASQ";
+}
+
+/// The netmask of a prefix length (0..=32).
+pub fn mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - len)
+    }
+}
+
+/// An IPv4 prefix as subnet.env writes it: `a.b.c.d/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// `a.b.c.d/len` with len <= 32.
+    pub fn parse(s: &str) -> Option<Ipv4Cidr> {
+        let (ip, len) = s.split_once('/')?;
+        let prefix_len: u8 = len.parse().ok()?;
+        (prefix_len <= 32).then_some(())?;
+        Some(Ipv4Cidr { addr: ip.parse().ok()?, prefix_len })
+    }
+
+    /// The same prefix with the host bits cleared.
+    pub fn trunc(self) -> Ipv4Cidr {
+        Ipv4Cidr { addr: Ipv4Addr::from(u32::from(self.addr) & mask(self.prefix_len)), ..self }
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// What subnet.env says. Parsed and rendered here only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetEnv {
+    /// FLANNEL_NETWORK, host bits cleared; None when the file has none.
+    pub network: Option<Ipv4Cidr>,
+    /// Network address of the node's subnet (FLANNEL_SUBNET with the host
+    /// bits cleared).
+    pub subnet: Ipv4Addr,
+    /// FLANNEL_SUBNET's prefix length, 1..=30 (a gateway and at least one pod).
+    pub prefix_len: u8,
+    /// FLANNEL_MTU, 68..=65535.
+    pub mtu: u32,
+    /// FLANNEL_IPMASQ (`true` is true, any other value false); None when
+    /// absent. Rendered as `false` when None, as weftd always writes it.
+    pub ipmasq: Option<bool>,
+}
+
+/// Why a subnet.env cannot be used; the message names the key and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// FLANNEL_SUBNET of a subnet.env's text, host bits cleared, whatever else
+/// the file holds or lacks: a subnet weftd or flanneld held before, which
+/// weftd asks for again.
+pub fn previous_subnet(text: &str) -> Option<Ipv4Cidr> {
+    lines(text).find(|(k, _)| *k == keys::SUBNET).and_then(|(_, v)| Ipv4Cidr::parse(v)).map(Ipv4Cidr::trunc)
+}
+
+fn lines(text: &str) -> impl Iterator<Item = (&str, &str)> {
+    text.lines().filter_map(|l| l.trim().split_once('=')).map(|(k, v)| (k.trim(), v.trim()))
+}
+
+impl SubnetEnv {
+    pub fn parse(text: &str) -> Result<SubnetEnv, ParseError> {
+        let err = |m: String| ParseError(m);
+        let cidr = |k: &str, v: &str| Ipv4Cidr::parse(v).ok_or_else(|| err(format!("{k}={v} is not an IPv4 CIDR")));
+        let (mut network, mut subnet, mut mtu, mut ipmasq) = (None, None, None, None);
+        for (k, v) in lines(text) {
+            match k {
+                keys::NETWORK => network = Some(cidr(k, v)?),
+                keys::SUBNET => subnet = Some(cidr(k, v)?),
+                keys::MTU => mtu = Some(v.parse::<u32>().map_err(|_| err(format!("{k}={v} is not a number")))?),
+                keys::IPMASQ => ipmasq = Some(v == "true"),
+                _ => {}
+            }
+        }
+        let subnet = subnet.ok_or_else(|| err(format!("{} is missing", keys::SUBNET)))?;
+        let mtu = mtu.ok_or_else(|| err(format!("{} is missing", keys::MTU)))?;
+        if !(68..=65535).contains(&mtu) {
+            return Err(err(format!("{}={mtu} is outside 68..65535", keys::MTU)));
+        }
+        if !(1..=30).contains(&subnet.prefix_len) {
+            return Err(err(format!("{}={subnet}: the prefix must be 1..30 (a gateway and at least one pod)", keys::SUBNET)));
+        }
+        let subnet = subnet.trunc();
+        Ok(SubnetEnv { network: network.map(Ipv4Cidr::trunc), subnet: subnet.addr, prefix_len: subnet.prefix_len, mtu, ipmasq })
+    }
+
+    /// The file as flanneld writes it.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        if let Some(n) = self.network {
+            s += &format!("{}={n}\n", keys::NETWORK);
+        }
+        s += &format!("{}={}/{}\n", keys::SUBNET, self.gateway(), self.prefix_len);
+        s += &format!("{}={}\n", keys::MTU, self.mtu);
+        s += &format!("{}={}\n", keys::IPMASQ, self.ipmasq.unwrap_or(false));
+        s
+    }
+
+    /// Writes the file atomically ([`crate::fs::write_atomic`]), creating
+    /// its directory.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+        crate::fs::write_atomic(path, self.render().as_bytes(), None)
+    }
+
+    /// The subnet as configurations and `ip route` write it: "10.244.73.0/24".
+    pub fn cidr(&self) -> String {
+        Ipv4Cidr { addr: self.subnet, prefix_len: self.prefix_len }.to_string()
+    }
+
+    /// The subnet's name in flannel's lease store: "10.244.73.0-24".
+    pub fn lease_name(&self) -> String {
+        format!("{}-{}", self.subnet, self.prefix_len)
+    }
+
+    /// The n-th address of the subnet (0: the network address, 1: the gateway).
+    pub fn host(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet).wrapping_add(n))
+    }
+
+    /// The gateway on the bridge: the subnet's first address (FLANNEL_SUBNET's).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.host(1)
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet) | !mask(self.prefix_len))
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix_len) == u32::from(self.subnet)
+    }
+}
+
+impl std::str::FromStr for SubnetEnv {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        SubnetEnv::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLANNELD: &str = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.73.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
+
+    #[test]
+    fn parses_and_renders_flanneld_output() {
+        let e = SubnetEnv::parse(FLANNELD).unwrap();
+        assert_eq!(e.network, Some(Ipv4Cidr { addr: Ipv4Addr::new(10, 244, 0, 0), prefix_len: 16 }));
+        assert_eq!((e.subnet, e.prefix_len, e.mtu, e.ipmasq), (Ipv4Addr::new(10, 244, 73, 0), 24, 1450, Some(false)));
+        assert_eq!(e.gateway(), Ipv4Addr::new(10, 244, 73, 1));
+        assert_eq!(e.host(2), Ipv4Addr::new(10, 244, 73, 2));
+        assert_eq!((e.cidr(), e.lease_name()), ("10.244.73.0/24".to_string(), "10.244.73.0-24".to_string()));
+        assert_eq!(e.broadcast(), Ipv4Addr::new(10, 244, 73, 255));
+        assert!(e.contains(Ipv4Addr::new(10, 244, 73, 9)) && !e.contains(Ipv4Addr::new(10, 244, 74, 9)));
+        assert_eq!(e.render(), FLANNELD);
+        let e = SubnetEnv::parse(" FLANNEL_SUBNET = 10.9.0.1/29 \nFLANNEL_MTU=1400\nFLANNEL_NEW=x\njunk\n").unwrap();
+        assert_eq!((e.network, e.ipmasq, e.broadcast()), (None, None, Ipv4Addr::new(10, 9, 0, 7)));
+        assert_eq!(e.render(), "FLANNEL_SUBNET=10.9.0.1/29\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=false\n");
+    }
+
+    #[test]
+    fn rejects_what_cannot_work() {
+        let err = |t: &str| SubnetEnv::parse(t).unwrap_err().to_string();
+        assert_eq!(err("FLANNEL_MTU=1450\n"), "FLANNEL_SUBNET is missing");
+        assert_eq!(err("FLANNEL_SUBNET=10.0.0.1/24\n"), "FLANNEL_MTU is missing");
+        assert!(err("FLANNEL_SUBNET=10.0.0.1/31\nFLANNEL_MTU=1450").contains("prefix must be 1..30"));
+        assert_eq!(err("FLANNEL_SUBNET=junk\nFLANNEL_MTU=1450"), "FLANNEL_SUBNET=junk is not an IPv4 CIDR");
+        assert_eq!(err("FLANNEL_SUBNET=10.0.0.1/24\nFLANNEL_MTU=9"), "FLANNEL_MTU=9 is outside 68..65535");
+        assert_eq!(err("FLANNEL_SUBNET=10.0.0.1/24\nFLANNEL_MTU=x"), "FLANNEL_MTU=x is not a number");
+        assert_eq!(err("FLANNEL_NETWORK=10.0.0.0/33\nFLANNEL_SUBNET=10.0.0.1/24\nFLANNEL_MTU=1450"), "FLANNEL_NETWORK=10.0.0.0/33 is not an IPv4 CIDR");
+    }
+
+    #[test]
+    fn previous_subnet_needs_only_the_subnet() {
+        assert_eq!(previous_subnet("FLANNEL_SUBNET=10.244.73.1/24\n"), Some(Ipv4Cidr { addr: Ipv4Addr::new(10, 244, 73, 0), prefix_len: 24 }));
+        assert_eq!(previous_subnet(FLANNELD).map(|c| c.to_string()).as_deref(), Some("10.244.73.0/24"));
+        assert_eq!(previous_subnet("FLANNEL_MTU=1450\n"), None);
+    }
+
+    #[test]
+    fn writes_atomically() {
+        let dir = std::env::temp_dir().join(format!("weft-common-subnet-env-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("sub/subnet.env");
+        let e = SubnetEnv::parse(FLANNELD).unwrap();
+        e.write(&path).unwrap();
+        assert_eq!(SubnetEnv::parse(&std::fs::read_to_string(&path).unwrap()).unwrap(), e);
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -25,11 +25,14 @@ pub fn run() -> Result<()> {
     // The BPF crate builds core itself (ebpf/.cargo/config.toml); its own
     // target dir keeps clippy's metadata apart from build.rs's release build.
     let ebpf_target = crate::target_dir().join("ebpf-clippy");
-    let mut c = cargo();
+    // rustup's `cargo` proxy (not $CARGO, the stable toolchain's binary)
+    // picks the nightly, as agent/build.rs does; nothing of the outer
+    // (stable, host) build leaks in.
+    let mut c = std::process::Command::new("cargo");
     c.current_dir(&ebpf).args(["+nightly", "clippy", "--release", "--ignore-rust-version", "--target-dir"]).arg(&ebpf_target).args(["--", "-D", "warnings"]);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
-        if k.starts_with("RUSTC") || k == "RUSTFLAGS" || k == "RUSTUP_TOOLCHAIN" {
+        if k.starts_with("CARGO_") && k != "CARGO_HOME" || k == "CARGO" || k.starts_with("RUSTC") || k == "RUSTFLAGS" || k == "RUSTUP_TOOLCHAIN" {
             c.env_remove(k.as_ref());
         }
     }

@@ -18,10 +18,7 @@ fn main() {
     }
     let target_dir = root.join("target").join("ebpf");
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(&ebpf)
-        .args(["+nightly", "build", "--release", "--ignore-rust-version"])
-        .arg("--target-dir")
-        .arg(&target_dir);
+    cmd.current_dir(&ebpf).args(["+nightly", "build", "--release", "--ignore-rust-version"]).arg("--target-dir").arg(&target_dir);
     // Do not leak the outer (stable, host) build's settings into the BPF build.
     for (k, _) in env::vars() {
         if k.starts_with("CARGO_") && k != "CARGO_HOME" || k.starts_with("RUSTC") || k == "RUSTFLAGS" || k == "RUSTUP_TOOLCHAIN" {

@@ -9,20 +9,36 @@ use clap::Parser;
 /// flanneld name, so a flanneld DaemonSet's environment keeps working.
 pub const FLANNELD_ENV: [&str; 16] = [
     "NET_CONFIG_PATH",
-    "ETCD_ENDPOINTS", "ETCD_PREFIX", "ETCD_CAFILE", "ETCD_CERTFILE", "ETCD_KEYFILE", "ETCD_USERNAME", "ETCD_PASSWORD", "IFACE", "IFACE_REGEX", "IFACE_CAN_REACH", "PUBLIC_IP",
-    "SUBNET_FILE", "SUBNET_LEASE_RENEW_MARGIN", "HEALTHZ_IP", "HEALTHZ_PORT",
+    "ETCD_ENDPOINTS",
+    "ETCD_PREFIX",
+    "ETCD_CAFILE",
+    "ETCD_CERTFILE",
+    "ETCD_KEYFILE",
+    "ETCD_USERNAME",
+    "ETCD_PASSWORD",
+    "IFACE",
+    "IFACE_REGEX",
+    "IFACE_CAN_REACH",
+    "PUBLIC_IP",
+    "SUBNET_FILE",
+    "SUBNET_LEASE_RENEW_MARGIN",
+    "HEALTHZ_IP",
+    "HEALTHZ_PORT",
 ];
 
 /// For each flag flanneld also has: if `WEFTD_X` is unset and `FLANNELD_X` is
 /// set, returns `(WEFTD_X, value)` to set before parsing.
 pub fn flanneld_env_fallbacks(get: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
-    FLANNELD_ENV.iter().filter_map(|f| {
-        let ours = format!("WEFTD_{f}");
-        if get(&ours).is_some() {
-            return None;
-        }
-        get(&format!("FLANNELD_{f}")).map(|v| (ours, v))
-    }).collect()
+    FLANNELD_ENV
+        .iter()
+        .filter_map(|f| {
+            let ours = format!("WEFTD_{f}");
+            if get(&ours).is_some() {
+                return None;
+            }
+            get(&format!("FLANNELD_{f}")).map(|v| (ours, v))
+        })
+        .collect()
 }
 
 #[derive(Parser, Debug, Clone)]

@@ -141,7 +141,11 @@ async fn answer(mut s: TcpStream, health: &Health) -> std::io::Result<()> {
     let line = text.lines().next().unwrap_or("");
     let (code, body) = respond(line, health);
     // Prometheus' text exposition format names its version.
-    let ctype = if line.split_whitespace().nth(1).is_some_and(|p| p.starts_with("/metrics")) { "text/plain; version=0.0.4; charset=utf-8" } else { "text/plain; charset=utf-8" };
+    let ctype = if line.split_whitespace().nth(1).is_some_and(|p| p.starts_with("/metrics")) {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",

@@ -26,7 +26,11 @@ pub const PLUGIN: &str = "weft-cni";
 const CNI_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "weftd install-cni", bin_name = "weftd install-cni", about = "Install weft-cni and 10-weft.conflist for the container runtime (as kube-flannel's init containers)")]
+#[command(
+    name = "weftd install-cni",
+    bin_name = "weftd install-cni",
+    about = "Install weft-cni and 10-weft.conflist for the container runtime (as kube-flannel's init containers)"
+)]
 pub struct InstallArgs {
     /// The weft-cni binary to install [default: weft-cni next to the weftd executable].
     #[arg(long, env = "WEFTD_CNI_BIN")]

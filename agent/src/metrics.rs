@@ -108,7 +108,13 @@ impl Metrics {
             let by = |f: fn(&Counter) -> u64| -> Vec<(String, String)> {
                 c.iter().enumerate().map(|(i, c)| (format!("{{what=\"{}\"}}", stat::NAMES[i]), f(c).to_string())).collect()
             };
-            family(&mut o, "weft_datapath_packets_total", "counter", "Packets by what weft's BPF datapath did with them (encap, decap, fwd, drop_<reason>, ...).", &by(|c| c.packets));
+            family(
+                &mut o,
+                "weft_datapath_packets_total",
+                "counter",
+                "Packets by what weft's BPF datapath did with them (encap, decap, fwd, drop_<reason>, ...).",
+                &by(|c| c.packets),
+            );
             family(&mut o, "weft_datapath_bytes_total", "counter", "Bytes by what weft's BPF datapath did with them.", &by(|c| c.bytes));
         }
         if let Some(u) = lock(&self.udp).as_ref() {
@@ -121,19 +127,53 @@ impl Metrics {
         }
         let one = |v: String| vec![(String::new(), v)];
         family(&mut o, "weft_leases", "gauge", "Leases in the store, ours included.", &one(self.leases.load(Relaxed).to_string()));
-        family(&mut o, "weft_peers", "gauge", "Peers this node programs (leases of its backend that passed the checks).", &one(self.peers.load(Relaxed).to_string()));
+        family(
+            &mut o,
+            "weft_peers",
+            "gauge",
+            "Peers this node programs (leases of its backend that passed the checks).",
+            &one(self.peers.load(Relaxed).to_string()),
+        );
         if let Some(t) = *lock(&self.lease_since) {
-            family(&mut o, "weft_lease_age_seconds", "gauge", "Seconds since our lease was created or last renewed.", &one(format!("{:.3}", t.elapsed().as_secs_f64())));
+            family(
+                &mut o,
+                "weft_lease_age_seconds",
+                "gauge",
+                "Seconds since our lease was created or last renewed.",
+                &one(format!("{:.3}", t.elapsed().as_secs_f64())),
+            );
         }
         let r = lock(&self.reconciles);
-        family(&mut o, "weft_reconcile_duration_seconds", "summary", "Time to reconcile the dataplane with the leases.",
-            &[("_sum".into(), format!("{:.6}", r.sum_s)), ("_count".into(), r.count.to_string())]);
+        family(
+            &mut o,
+            "weft_reconcile_duration_seconds",
+            "summary",
+            "Time to reconcile the dataplane with the leases.",
+            &[("_sum".into(), format!("{:.6}", r.sum_s)), ("_count".into(), r.count.to_string())],
+        );
         family(&mut o, "weft_reconcile_last_duration_seconds", "gauge", "Duration of the last reconcile.", &one(format!("{:.6}", r.last_s)));
         family(&mut o, "weft_reconcile_errors_total", "counter", "Reconciles that failed or left errors.", &one(r.errors.to_string()));
-        family(&mut o, "weft_reconcile_changes_total", "counter", "Dataplane entries (map entries, routes, FDB and neighbour entries, udp peers) reconciles added or updated, and removed.",
-            &[("{op=\"added\"}".into(), r.added.to_string()), ("{op=\"removed\"}".into(), r.removed.to_string())]);
-        family(&mut o, "weft_lease_renewals_total", "counter", "Renewals of our lease the store accepted (not its creation or a re-claim).", &one(self.lease_renewals.load(Relaxed).to_string()));
-        family(&mut o, "weft_store_errors_total", "counter", "Errors talking to the lease store (list, watch, renew).", &one(STORE_ERRORS.load(Relaxed).to_string()));
+        family(
+            &mut o,
+            "weft_reconcile_changes_total",
+            "counter",
+            "Dataplane entries (map entries, routes, FDB and neighbour entries, udp peers) reconciles added or updated, and removed.",
+            &[("{op=\"added\"}".into(), r.added.to_string()), ("{op=\"removed\"}".into(), r.removed.to_string())],
+        );
+        family(
+            &mut o,
+            "weft_lease_renewals_total",
+            "counter",
+            "Renewals of our lease the store accepted (not its creation or a re-claim).",
+            &one(self.lease_renewals.load(Relaxed).to_string()),
+        );
+        family(
+            &mut o,
+            "weft_store_errors_total",
+            "counter",
+            "Errors talking to the lease store (list, watch, renew).",
+            &one(STORE_ERRORS.load(Relaxed).to_string()),
+        );
         family(&mut o, "weft_ready", "gauge", "1 when /readyz answers 200.", &one((ready as u8).to_string()));
         family(&mut o, "weft_uptime_seconds", "gauge", "Seconds since weftd started.", &one(format!("{:.3}", self.started.elapsed().as_secs_f64())));
         o

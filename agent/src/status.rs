@@ -15,7 +15,11 @@ use crate::{
     cli::Args,
     dataplane::pinned,
     net::netlink::{Netlink, Route},
-    subnet::{self, lease::{format_mac, Lease}, Ipv4Net},
+    subnet::{
+        self,
+        lease::{format_mac, Lease},
+        Ipv4Net,
+    },
     subnet_env,
 };
 
@@ -66,7 +70,8 @@ fn datapath_of(l: &Lease, routes: &[Route], names: &BTreeMap<u32, String>, maps:
 
 pub async fn run(a: &StatusArgs) -> Result<String> {
     let n = &a.node;
-    let manager = tokio::time::timeout(std::time::Duration::from_secs(10), subnet::from_args(n)).await.context("connecting to the lease store: timed out")??;
+    let manager =
+        tokio::time::timeout(std::time::Duration::from_secs(10), subnet::from_args(n)).await.context("connecting to the lease store: timed out")??;
     let raw = manager.leases().await.context("listing the leases")?;
     let own = subnet_env::previous_subnet(&n.subnet_file);
     let nl = Netlink::new()?;
@@ -92,13 +97,20 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
             Err(e) => leases.push(json!({ "key": k, "error": format!("{e:#}") })),
         }
     }
-    let pods: Vec<Value> = maps.pods.iter().map(|(ip, e)| json!({
-        "ip": ip.to_string(), "host_ifindex": e.host_ifindex,
-        "host_veth": names.get(&e.host_ifindex), "pod_mac": format_mac(&e.pod_mac), "gateway_mac": format_mac(&e.gw_mac),
-    })).collect();
-    let counters: Option<serde_json::Map<String, Value>> = maps.counters.as_ref().map(|c| {
-        c.iter().enumerate().map(|(i, c)| (stat::NAMES[i].to_string(), json!({ "packets": c.packets, "bytes": c.bytes }))).collect()
-    });
+    let pods: Vec<Value> = maps
+        .pods
+        .iter()
+        .map(|(ip, e)| {
+            json!({
+                "ip": ip.to_string(), "host_ifindex": e.host_ifindex,
+                "host_veth": names.get(&e.host_ifindex), "pod_mac": format_mac(&e.pod_mac), "gateway_mac": format_mac(&e.gw_mac),
+            })
+        })
+        .collect();
+    let counters: Option<serde_json::Map<String, Value>> = maps
+        .counters
+        .as_ref()
+        .map(|c| c.iter().enumerate().map(|(i, c)| (stat::NAMES[i].to_string(), json!({ "packets": c.packets, "bytes": c.bytes }))).collect());
     let doc = json!({
         "subnet": own.map(|s| s.to_string()),
         "subnet_file": n.subnet_file.display().to_string(),
@@ -108,8 +120,17 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
     if a.json {
         return Ok(serde_json::to_string_pretty(&doc)?);
     }
-    let mut out = format!("node: subnet {} (from {})\n\nleases ({}):\n  {:<18} {:<15} {:<8} {:<17} {}\n",
-        own.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()), n.subnet_file.display(), leases.len(), "SUBNET", "PUBLIC IP", "BACKEND", "VTEP MAC", "DATAPATH");
+    let mut out = format!(
+        "node: subnet {} (from {})\n\nleases ({}):\n  {:<18} {:<15} {:<8} {:<17} {}\n",
+        own.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+        n.subnet_file.display(),
+        leases.len(),
+        "SUBNET",
+        "PUBLIC IP",
+        "BACKEND",
+        "VTEP MAC",
+        "DATAPATH"
+    );
     for l in &leases {
         if let Some(e) = l.get("error") {
             out += &format!("  {:<18} {e}\n", l["key"].as_str().unwrap_or(""));
@@ -120,7 +141,13 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
     }
     out += &format!("\npod endpoints ({}):\n", pods.len());
     for p in &pods {
-        out += &format!("  {:<15} {} (#{}) pod MAC {}\n", p["ip"].as_str().unwrap_or(""), p["host_veth"].as_str().unwrap_or("?"), p["host_ifindex"], p["pod_mac"].as_str().unwrap_or(""));
+        out += &format!(
+            "  {:<15} {} (#{}) pod MAC {}\n",
+            p["ip"].as_str().unwrap_or(""),
+            p["host_veth"].as_str().unwrap_or("?"),
+            p["host_ifindex"],
+            p["pod_mac"].as_str().unwrap_or("")
+        );
     }
     match &maps.counters {
         Some(c) => {

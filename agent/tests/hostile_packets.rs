@@ -31,8 +31,13 @@ fn decap_model(f: &[u8]) -> bool {
         return false;
     }
     let (ip, udp, vx, ieth, iip) = (14, 34, 42, 50, 64);
-    let outer_ok = be16(12) == 0x0800 && f[ip] == 0x45 && f[ip + 9] == 17 && f[ip + 6] & 0x3f == 0 && f[ip + 7] == 0
-        && f[ip + 16..ip + 20] == NODE_B && be16(udp + 2) == VXLAN as usize;
+    let outer_ok = be16(12) == 0x0800
+        && f[ip] == 0x45
+        && f[ip + 9] == 17
+        && f[ip + 6] & 0x3f == 0
+        && f[ip + 7] == 0
+        && f[ip + 16..ip + 20] == NODE_B
+        && be16(udp + 2) == VXLAN as usize;
     let vxlan_ok = f[vx] & 0x08 != 0 && f[vx + 4..vx + 7] == [0, 0, 1];
     let inner_ok = be16(ieth + 12) == 0x0800 && f[iip] >> 4 == 4 && f[iip] & 0xf >= 5;
     let lengths_ok = be16(udp + 4) + 20 == be16(ip + 2) && be16(iip + 2) + 50 <= be16(ip + 2) && 14 + be16(ip + 2) <= f.len();
@@ -101,7 +106,13 @@ fn generate() -> Vec<(String, char, Vec<u8>)> {
     for (name, vni, flags) in [("wrong VNI", 2u32, 0x08u8), ("VNI 0", 0, 0x08), ("no I flag", 1, 0x00)] {
         out.push((name.into(), 'd', vxlan_frame(NODE_B, VXLAN, vni, flags, &ipv4_udp([10, 244, 1, 2], [10, 244, 2, 3], 1, 2, 64, 10))));
     }
-    for (name, at, val) in [("UDP length short", 38usize, 0u16), ("UDP length long", 38, 0xffff), ("outer total length short", 16, 40), ("outer total length long", 16, 0xffff), ("inner total length huge", 66, 0xffff)] {
+    for (name, at, val) in [
+        ("UDP length short", 38usize, 0u16),
+        ("UDP length long", 38, 0xffff),
+        ("outer total length short", 16, 40),
+        ("outer total length long", 16, 0xffff),
+        ("inner total length huge", 66, 0xffff),
+    ] {
         let mut f = v.clone();
         f[at..at + 2].copy_from_slice(&val.to_be_bytes());
         if at == 16 {
@@ -120,7 +131,11 @@ fn generate() -> Vec<(String, char, Vec<u8>)> {
     stranger[26..30].copy_from_slice(&[192, 168, 77, 99]);
     fix_ip_csum(&mut stranger, 14);
     out.push(("from an address without a lease".into(), 'd', stranger));
-    out.push(("inner source in B's own subnet, from A".into(), 'd', vxlan_frame(NODE_B, VXLAN, 1, 0x08, &ipv4_udp([10, 244, 2, 9], [10, 244, 2, 3], 1, 2, 64, 10))));
+    out.push((
+        "inner source in B's own subnet, from A".into(),
+        'd',
+        vxlan_frame(NODE_B, VXLAN, 1, 0x08, &ipv4_udp([10, 244, 2, 9], [10, 244, 2, 3], 1, 2, 64, 10)),
+    ));
     out.push(("inner IPv6 in VXLAN".into(), 'd', {
         let mut f = v.clone();
         f[62..64].copy_from_slice(&[0x86, 0xdd]);
@@ -277,7 +292,9 @@ impl KernelLogWatch {
                 let n = match kmsg.read(&mut buf) {
                     Ok(0) => return Err("/dev/kmsg ended".to_string()),
                     Ok(n) => n,
-                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => return Err("fell behind the kernel's ring buffer (EPIPE): messages were lost unread".into()),
+                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                        return Err("fell behind the kernel's ring buffer (EPIPE): messages were lost unread".into())
+                    }
                     Err(e) => return Err(format!("reading /dev/kmsg: {e}")),
                 };
                 let rec = String::from_utf8_lossy(&buf[..n]);
@@ -331,7 +348,10 @@ fn hostile_frames_are_passed_or_dropped_and_counted() {
     assert!(accepted >= 2, "the corpus lost its valid frames");
 
     let mutations: u64 = std::env::var("WEFT_MUTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let seeds: Vec<&(String, char, Vec<u8>)> = corpus.iter().filter(|(n, _, _)| n.starts_with("valid") || n.contains("TTL") || n.contains("options") || n.contains("fragment") || n.contains("VNI")).collect();
+    let seeds: Vec<&(String, char, Vec<u8>)> = corpus
+        .iter()
+        .filter(|(n, _, _)| n.starts_with("valid") || n.contains("TTL") || n.contains("options") || n.contains("fragment") || n.contains("VNI"))
+        .collect();
     let mut r = XorShift(0x005e_ed0f_7765_6674);
     let (mut run, mut refused, mut accepted) = (0u64, 0u64, 0u64);
     let t0 = std::time::Instant::now();

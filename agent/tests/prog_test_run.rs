@@ -114,11 +114,11 @@ fn decap_passes_everything_that_is_not_ours_untouched() {
     let mut icmp = ipv4_udp(NODE_A, NODE_B, 0, 0, 64, 40);
     icmp[9] = 1;
     let not_ours = [
-        vxlan_frame(NODE_B, 4789, 1, 0x08, &inner),               // another UDP port
-        vxlan_frame([192, 168, 77, 3], 8472, 1, 0x08, &inner),    // another host
-        eth(MAC_B, MAC_A, 0x0800, &icmp),                         // not UDP
-        eth(MAC_B, MAC_A, 0x0806, &[0u8; 28]),                    // ARP
-        eth(MAC_B, MAC_A, 0x86dd, &[0u8; 60]),                    // IPv6
+        vxlan_frame(NODE_B, 4789, 1, 0x08, &inner),                // another UDP port
+        vxlan_frame([192, 168, 77, 3], 8472, 1, 0x08, &inner),     // another host
+        eth(MAC_B, MAC_A, 0x0800, &icmp),                          // not UDP
+        eth(MAC_B, MAC_A, 0x0806, &[0u8; 28]),                     // ARP
+        eth(MAC_B, MAC_A, 0x86dd, &[0u8; 60]),                     // IPv6
         eth(MAC_B, MAC_A, 0x0800, &udp_to_b_without_udp_header()), // cut before the UDP header
     ];
     for (i, f) in not_ours.iter().enumerate() {
@@ -296,7 +296,10 @@ fn decap_accepts_only_lease_holders_for_their_own_subnets() {
     // From an address that holds no lease: dropped before anything else.
     let mut stranger = vxlan_frame(NODE_B, 8472, 1, 0x08, &ok);
     stranger[26..30].copy_from_slice(&[192, 168, 77, 99]);
-    let c = { stranger[24..26].copy_from_slice(&[0, 0]); csum(&stranger[14..34]) };
+    let c = {
+        stranger[24..26].copy_from_slice(&[0, 0]);
+        csum(&stranger[14..34])
+    };
     stranger[24..26].copy_from_slice(&c.to_be_bytes());
     assert_eq!(run_tc(&mut b, prog_names::DECAP, &stranger).0, TC_ACT_SHOT);
     assert_eq!(counter(&b, stat::DROP_UNKNOWN_VTEP), 1);

@@ -28,7 +28,10 @@ pub fn open_pod_netns(path: &Path) -> Result<File> {
         _ => CniError::io(format!("opening CNI_NETNS {}", path.display()), &e),
     })?;
     if link::is_own_netns(&ns) {
-        return Err(CniError::new(code::INVALID_ENV, format!("invalid CNI_NETNS: {} is weft-cni's own network namespace (the node's), not a pod's", path.display())));
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!("invalid CNI_NETNS: {} is weft-cni's own network namespace (the node's), not a pod's", path.display()),
+        ));
     }
     Ok(ns)
 }

@@ -22,7 +22,10 @@ use crate::{
 };
 
 pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
-    let prev = conf.prev_result.as_ref().ok_or_else(|| CniError::new(code::INVALID_CONFIG, "invalid network config: CHECK needs prevResult (the result of the ADD)"))?;
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "invalid network config: CHECK needs prevResult (the result of the ADD)"))?;
     let prev = CniResult::parse(prev)?;
     let netns = att.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let failed = |m: String| CniError::new(code::CHECK_FAILED, m);
@@ -130,12 +133,21 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
             let ifindex = hv.as_ref().map(|h| h.index);
             let stale_ifindex = ifindex.is_some_and(|i| i != r.host_ifindex);
             if r.ip != addr || r.host_veth != host || stale_ifindex || r.netns != netns {
-                problems.push(format!("endpoint record says {} on {} (#{}) in {}, the pod has {addr} on {host} (#{})", r.ip, r.host_veth, r.host_ifindex, r.netns, ifindex.map(|i| i.to_string()).unwrap_or("-".into())));
+                problems.push(format!(
+                    "endpoint record says {} on {} (#{}) in {}, the pod has {addr} on {host} (#{})",
+                    r.ip,
+                    r.host_veth,
+                    r.host_ifindex,
+                    r.netns,
+                    ifindex.map(|i| i.to_string()).unwrap_or("-".into())
+                ));
             }
         }
     }
     match subnet_env::read(&conf.subnet_file) {
-        Ok(env) if !env.contains(addr) => problems.push(format!("{addr} is outside the node's subnet {}/{} (the node's lease changed)", env.subnet, env.prefix_len)),
+        Ok(env) if !env.contains(addr) => {
+            problems.push(format!("{addr} is outside the node's subnet {}/{} (the node's lease changed)", env.subnet, env.prefix_len))
+        }
         Ok(_) => {}
         Err(e) => problems.push(e.msg),
     }

@@ -130,7 +130,10 @@ impl NetConf {
 
         let name = string(o, "name")?.ok_or_else(|| bad("name", "missing"))?;
         if !valid_name(&name) || name.len() > MAX_NAME_LEN {
-            return Err(bad("name", format!("{name:?} must start with an alphanumeric character followed by alphanumerics, '_', '.' or '-' (at most {MAX_NAME_LEN})")));
+            return Err(bad(
+                "name",
+                format!("{name:?} must start with an alphanumeric character followed by alphanumerics, '_', '.' or '-' (at most {MAX_NAME_LEN})"),
+            ));
         }
         let plugin_type = string(o, "type")?.ok_or_else(|| bad("type", "missing"))?;
 

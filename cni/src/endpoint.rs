@@ -4,8 +4,8 @@
 //! code); this is how weft-cni reports what goes wrong.
 use std::path::{Path, PathBuf};
 
-pub use weft_common::endpoint::{path, EndpointRecord};
 use weft_common::endpoint::{self as common, RecordError};
+pub use weft_common::endpoint::{path, EndpointRecord};
 
 use crate::error::{CniError, Result};
 

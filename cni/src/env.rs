@@ -101,11 +101,17 @@ impl Env {
                     missing.push("CNI_NETNS");
                 }
                 if !missing.is_empty() {
-                    return Err(CniError::new(code::INVALID_ENV, format!("required environment variables missing for {}: {}", command.name(), missing.join(", "))));
+                    return Err(CniError::new(
+                        code::INVALID_ENV,
+                        format!("required environment variables missing for {}: {}", command.name(), missing.join(", ")),
+                    ));
                 }
                 let (container_id, ifname) = (container_id.unwrap_or_default(), ifname.unwrap_or_default());
                 if !valid_container_id(&container_id) {
-                    return Err(invalid("CNI_CONTAINERID", format!("{container_id:?} must start with an alphanumeric character followed by alphanumerics, '_', '.' or '-'")));
+                    return Err(invalid(
+                        "CNI_CONTAINERID",
+                        format!("{container_id:?} must start with an alphanumeric character followed by alphanumerics, '_', '.' or '-'"),
+                    ));
                 }
                 if let Some(why) = ifname_problem(&ifname) {
                     return Err(invalid("CNI_IFNAME", format!("{ifname:?} is not an interface name: {why}")));

@@ -118,7 +118,11 @@ pub struct Netlink {
 
 impl Netlink {
     pub fn new() -> Result<Netlink> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().map_err(|e| CniError::internal(format!("starting a runtime: {e}")))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| CniError::internal(format!("starting a runtime: {e}")))?;
         let h = rt.block_on(async {
             let (conn, h, _) = rtnetlink::new_connection().map_err(|e| CniError::internal(format!("opening a netlink socket: {e}")))?;
             tokio::spawn(conn);
@@ -287,7 +291,9 @@ impl Netlink {
     }
 
     pub fn add_addr(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        self.rt.block_on(self.h.address().add(index, IpAddr::V4(ip), prefix_len).execute()).map_err(|e| nl_err(format!("adding {ip}/{prefix_len} to link #{index}"), e))
+        self.rt
+            .block_on(self.h.address().add(index, IpAddr::V4(ip), prefix_len).execute())
+            .map_err(|e| nl_err(format!("adding {ip}/{prefix_len} to link #{index}"), e))
     }
 
     /// `dst/len via gw dev index` in the main table.

@@ -149,7 +149,8 @@ impl CniResult {
                 }
             }
         };
-        for (key, items) in [("ips", self.ips.iter().map(|i| ip_json(i, offset)).collect::<Vec<_>>()), ("routes", self.routes.iter().map(route_json).collect())] {
+        for (key, items) in [("ips", self.ips.iter().map(|i| ip_json(i, offset)).collect::<Vec<_>>()), ("routes", self.routes.iter().map(route_json).collect())]
+        {
             match out.get_mut(key).and_then(Value::as_array_mut) {
                 Some(a) => a.extend(items),
                 None => out[key] = Value::Array(items),
@@ -168,7 +169,10 @@ impl CniResult {
         let list = |k: &str| v.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
         let mut interfaces = Vec::new();
         for i in list("interfaces") {
-            let name = i.get("name").and_then(Value::as_str).ok_or_else(|| CniError::new(code::INVALID_CONFIG, format!("invalid prevResult: interface {i} has no name")))?;
+            let name = i
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| CniError::new(code::INVALID_CONFIG, format!("invalid prevResult: interface {i} has no name")))?;
             interfaces.push(Interface {
                 name: name.to_string(),
                 mac: i.get("mac").and_then(Value::as_str).map(str::to_string),
@@ -216,7 +220,10 @@ mod tests {
                 Interface { name: "eth0".into(), mac: Some("0a:58:0a:f4:01:05".into()), mtu: Some(1450), sandbox: Some("/var/run/netns/p".into()) },
             ],
             ips: vec![IpConfig { address: Ipv4Addr::new(10, 244, 1, 5), prefix_len: 24, gateway: Some(gw), interface: Some(2) }],
-            routes: vec![Route { dst: Ipv4Addr::new(10, 244, 0, 0), prefix_len: 16, gw: Some(gw) }, Route { dst: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gw: Some(gw) }],
+            routes: vec![
+                Route { dst: Ipv4Addr::new(10, 244, 0, 0), prefix_len: 16, gw: Some(gw) },
+                Route { dst: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gw: Some(gw) },
+            ],
             dns: json!({}),
         }
     }

@@ -9,5 +9,7 @@ use crate::{
 };
 
 pub fn status(conf: &NetConf) -> Result<()> {
-    subnet_env::read(&conf.subnet_file).map(|_| ()).map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("weft-cni cannot add pods: {}", e.msg)).with_details(e.details))
+    subnet_env::read(&conf.subnet_file)
+        .map(|_| ())
+        .map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("weft-cni cannot add pods: {}", e.msg)).with_details(e.details))
 }

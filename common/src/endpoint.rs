@@ -188,10 +188,15 @@ mod tests {
 
     #[test]
     fn reading_is_tolerant_of_what_weftd_does_not_need() {
-        let minimal = br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"02:00:00:00:00:02","hostVeth":"v","hostIfindex":3,"bridgeMac":"02:00:00:00:00:01","future":1}"#;
+        let minimal =
+            br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"02:00:00:00:00:02","hostVeth":"v","hostIfindex":3,"bridgeMac":"02:00:00:00:00:01","future":1}"#;
         let r = EndpointRecord::parse(minimal).unwrap();
         assert_eq!((r.container_id.as_str(), r.netns.as_str(), r.bridge.as_str(), r.mtu, r.host_ifindex), ("", "", "", 0, 3));
-        for bad in [&b"{"[..], br#"{"ip":"10.0.0.1"}"#, br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"02:00:00:00:00:02","hostVeth":"v","hostIfindex":0,"bridgeMac":"02:00:00:00:00:01"}"#] {
+        for bad in [
+            &b"{"[..],
+            br#"{"ip":"10.0.0.1"}"#,
+            br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"02:00:00:00:00:02","hostVeth":"v","hostIfindex":0,"bridgeMac":"02:00:00:00:00:01"}"#,
+        ] {
             assert!(matches!(EndpointRecord::parse(bad), Err(RecordError::Invalid(_))), "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(EndpointRecord::parse(b"{").unwrap_err().to_string().split(':').next(), Some("not an endpoint record"));

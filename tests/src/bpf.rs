@@ -157,7 +157,8 @@ mod t {
     #[test]
     fn finds_keys() {
         let s = Ipv4Addr::new(10, 244, 7, 0);
-        let btf: serde_json::Value = serde_json::from_str(r#"[{"key":{"prefix_len":24,"data":[10,244,7,0]},"value":{"ip":[192,168,77,3],"mac":[1,2,3,4,5,6],"_pad":[0,0]}}]"#).unwrap();
+        let btf: serde_json::Value =
+            serde_json::from_str(r#"[{"key":{"prefix_len":24,"data":[10,244,7,0]},"value":{"ip":[192,168,77,3],"mac":[1,2,3,4,5,6],"_pad":[0,0]}}]"#).unwrap();
         assert!(vteps_contains(&btf, s));
         assert!(!vteps_contains(&btf, Ipv4Addr::new(10, 244, 8, 0)));
         let raw: serde_json::Value = serde_json::from_str(r#"[{"key":["0x18","0x00","0x00","0x00","0x0a","0xf4","0x07","0x00"],"value":["0xc0"]}]"#).unwrap();

@@ -122,10 +122,7 @@ impl ClusterBuilder {
         } else {
             LeaseStore::Etcd { server: EtcdServer::start(&sw, SWITCH_IP, tmp.path())?, prefix: self.etcd_prefix.clone() }
         };
-        let config = self
-            .config
-            .clone()
-            .unwrap_or_else(|| format!(r#"{{"Network":"{}","Backend":{{"Type":"vxlan"}}}}"#, self.network));
+        let config = self.config.clone().unwrap_or_else(|| format!(r#"{{"Network":"{}","Backend":{{"Type":"vxlan"}}}}"#, self.network));
         store.write_config(&config)?;
         let network: Ipv4Addr = self.network.split('/').next().unwrap_or_default().parse().with_context(|| format!("network {}", self.network))?;
         let mut c = Cluster {
@@ -496,8 +493,7 @@ impl Cluster {
     }
 
     pub fn start_weftd_with(&mut self, n: NodeRef, extra: &[&str]) -> Result<()> {
-        let args: Vec<String> =
-            self.store.weftd_args().into_iter().chain(self.weftd_args.iter().cloned()).chain(extra.iter().map(|s| s.to_string())).collect();
+        let args: Vec<String> = self.store.weftd_args().into_iter().chain(self.weftd_args.iter().cloned()).chain(extra.iter().map(|s| s.to_string())).collect();
         self.weft_node_mut(n)?.start(&args)
     }
 
@@ -604,8 +600,9 @@ impl Cluster {
                 if self.pods[a].node == self.pods[b].node {
                     continue;
                 }
-                crate::traffic::ping_ok(&self.pods[a].ns, self.pods[b].ip, count)
-                    .with_context(|| format!("pod {} ({:?}) -> pod {} ({:?})", self.pods[a].ns.name(), self.pods[a].wiring, self.pods[b].ns.name(), self.pods[b].wiring))?;
+                crate::traffic::ping_ok(&self.pods[a].ns, self.pods[b].ip, count).with_context(|| {
+                    format!("pod {} ({:?}) -> pod {} ({:?})", self.pods[a].ns.name(), self.pods[a].wiring, self.pods[b].ns.name(), self.pods[b].wiring)
+                })?;
             }
         }
         Ok(())
@@ -699,7 +696,12 @@ impl Cluster {
             s += &format!("--- flannel node {} `ip -4 route`:\n{}\n", f.ns.name(), f.ns.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
         }
         if let Some(rt) = &self.router {
-            s += &format!("--- segments {:?} (node, segment); router {} `ip -4 route`:\n{}\n", self.segment_of, rt.name(), rt.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
+            s += &format!(
+                "--- segments {:?} (node, segment); router {} `ip -4 route`:\n{}\n",
+                self.segment_of,
+                rt.name(),
+                rt.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}"))
+            );
         }
         s += &format!("--- leases:\n{:#?}\n", self.leases().unwrap_or_default());
         if let LeaseStore::Embedded(e) = &self.store {
@@ -727,12 +729,7 @@ impl Cluster {
                 .chain(self.nodes().iter().filter_map(|n| self.node_ns(*n).ok().map(|ns| ns.name().to_string())))
                 .chain(self.pods.iter().map(|p| p.ns.name().to_string()))
                 .collect(),
-            pids: self
-                .weft
-                .iter()
-                .filter_map(|w| w.pid().map(|p| (p, "weftd".to_string())))
-                .chain(self.store.pid().map(|p| (p, "etcd".to_string())))
-                .collect(),
+            pids: self.weft.iter().filter_map(|w| w.pid().map(|p| (p, "weftd".to_string()))).chain(self.store.pid().map(|p| (p, "etcd".to_string()))).collect(),
             pin_dirs: self.weft.iter().map(|w| w.pin_dir.clone()).collect(),
         };
         self.kept = true;

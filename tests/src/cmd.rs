@@ -79,8 +79,7 @@ pub fn run_prefix() -> String {
         x ^= x >> 33;
         let r = x as usize % (36 * 36);
         let p = format!("wft{}{}{}", pid % 100_000, B36[r / 36] as char, B36[r % 36] as char);
-        let taken = std::path::Path::new(&format!("/var/run/netns/{p}-sw")).exists()
-            || std::path::Path::new(&format!("/sys/fs/bpf/{p}-n1")).exists();
+        let taken = std::path::Path::new(&format!("/var/run/netns/{p}-sw")).exists() || std::path::Path::new(&format!("/sys/fs/bpf/{p}-n1")).exists();
         if !taken {
             return p;
         }

@@ -32,14 +32,22 @@ impl EtcdServer {
         let peer = format!("http://{ip}:2380");
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let args: Vec<String> = [
-            "--name", "default",
-            "--data-dir", &data_dir.to_string_lossy(),
-            "--listen-client-urls", &client,
-            "--advertise-client-urls", &client,
-            "--listen-peer-urls", &peer,
-            "--initial-advertise-peer-urls", &peer,
-            "--initial-cluster", &format!("default={peer}"),
-            "--initial-cluster-state", "new",
+            "--name",
+            "default",
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &format!("default={peer}"),
+            "--initial-cluster-state",
+            "new",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -215,7 +223,8 @@ impl EtcdServer {
     pub fn grant(&self, ttl: u64) -> Result<String> {
         let out = self.ctl(&["lease", "grant", &ttl.to_string()])?;
         // "lease 694d8b3f1a2c0c0a granted with TTL(3600s)"
-        let id = out.split_whitespace().nth(1).filter(|_| out.starts_with("lease ")).with_context(|| format!("unexpected `etcdctl lease grant` output {out:?}"))?;
+        let id =
+            out.split_whitespace().nth(1).filter(|_| out.starts_with("lease ")).with_context(|| format!("unexpected `etcdctl lease grant` output {out:?}"))?;
         Ok(id.to_string())
     }
 

@@ -9,7 +9,11 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{netns::Netns, store::LeaseStore, subnet_env::{flannel_node_env, parse_lease_name, SubnetEnv}};
+use crate::{
+    netns::Netns,
+    store::LeaseStore,
+    subnet_env::{flannel_node_env, parse_lease_name, SubnetEnv},
+};
 
 /// The flannel backend a [`FlannelNode`] is programmed as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,8 +60,7 @@ pub fn udp_ref_bin() -> Result<std::path::PathBuf> {
 
 /// A random locally administered unicast MAC.
 pub fn random_mac() -> String {
-    let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
-        ^ ((std::process::id() as u64) << 40);
+    let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 ^ ((std::process::id() as u64) << 40);
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
@@ -79,10 +82,8 @@ impl FlannelNode {
         let leases = store.list()?;
         let taken: Vec<Ipv4Addr> = leases.iter().filter_map(|(k, _)| parse_lease_name(k)).map(|(s, _)| s).collect();
         let o = network.octets();
-        let subnet = (200u8..=254)
-            .map(|x| Ipv4Addr::new(o[0], o[1], x, 0))
-            .find(|s| !taken.contains(s))
-            .context("no free /24 from .200 upward for the flannel node")?;
+        let subnet =
+            (200u8..=254).map(|x| Ipv4Addr::new(o[0], o[1], x, 0)).find(|s| !taken.contains(s)).context("no free /24 from .200 upward for the flannel node")?;
         let lease_key = store.key(&format!("{subnet}-24"));
         if backend == FlannelBackend::HostGw {
             let env = flannel_node_env(network, subnet, 1500);
@@ -147,12 +148,13 @@ impl FlannelNode {
         c.stdin(std::process::Stdio::null());
         *slot = Some(c.spawn().with_context(|| format!("starting {}", crate::cmd::describe(&c)))?);
         drop(slot);
-        crate::cmd::poll(&format!("flannel0 in {}", self.ns.name()), std::time::Duration::from_secs(10), std::time::Duration::from_millis(50), || {
-            match self.ns.ip(&["route", "show", "dev", "flannel0"]) {
-                Ok(r) if r.contains(&network) => Ok(Some(())),
-                Ok(r) => Err(format!("routes on flannel0: {r:?}")),
-                Err(e) => Err(format!("{e:#}")),
-            }
+        crate::cmd::poll(&format!("flannel0 in {}", self.ns.name()), std::time::Duration::from_secs(10), std::time::Duration::from_millis(50), || match self
+            .ns
+            .ip(&["route", "show", "dev", "flannel0"])
+        {
+            Ok(r) if r.contains(&network) => Ok(Some(())),
+            Ok(r) => Err(format!("routes on flannel0: {r:?}")),
+            Err(e) => Err(format!("{e:#}")),
         })?;
         Ok(peers.into_iter().map(|p| p.split('=').next().unwrap_or_default().to_string()).collect())
     }

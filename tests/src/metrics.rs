@@ -28,10 +28,7 @@ pub fn scrape(ns: &Netns) -> Result<String> {
 
 /// The value of the sample written exactly `name{labels}` (0 if absent).
 pub fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .next()
-        .unwrap_or(0.0)
+    text.lines().filter_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).next().unwrap_or(0.0)
 }
 
 /// `weft_udp_packets_total{what="<what>"}` of node namespace `ns`.

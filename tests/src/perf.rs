@@ -46,8 +46,8 @@ fn start_server(ns: &Netns, prog: &str, args: &[&str], bound_s: u64) -> Result<S
     let bound = bound_s.to_string();
     let mut full = vec![bound.as_str(), "taskset", "-c", SERVER_CPU, prog];
     full.extend(args);
-    let child = ns.command("timeout", &full).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
-        .with_context(|| format!("starting {prog} in netns {}", ns.name()))?;
+    let child =
+        ns.command("timeout", &full).stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {prog} in netns {}", ns.name()))?;
     // Both tools bind within milliseconds; the client retries anyway.
     std::thread::sleep(Duration::from_millis(300));
     Ok(Server(child))
@@ -115,8 +115,8 @@ fn rr_client(client: &Netns, bin: &str, server_ip: Ipv4Addr, secs: u32) -> Resul
     if !out.status.success() {
         bail!("weft-rr {} -> {to}: {}", client.name(), String::from_utf8_lossy(&out.stderr).trim());
     }
-    let j: serde_json::Value = serde_json::from_str(text.trim())
-        .with_context(|| format!("weft-rr {} -> {to}: {text:.300}{}", client.name(), String::from_utf8_lossy(&out.stderr)))?;
+    let j: serde_json::Value =
+        serde_json::from_str(text.trim()).with_context(|| format!("weft-rr {} -> {to}: {text:.300}{}", client.name(), String::from_utf8_lossy(&out.stderr)))?;
     match (j["p50_us"].as_f64(), j["p99_us"].as_f64()) {
         (Some(p50_us), Some(p99_us)) => Ok(RoundTrip { p50_us, p99_us }),
         _ => bail!("weft-rr {} -> {to}: no percentiles in {text}", client.name()),

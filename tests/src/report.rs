@@ -14,7 +14,11 @@ pub fn soak() -> bool {
 
 /// `short` seconds in CI, `long` in the soak.
 pub fn secs(short: u64, long: u64) -> u64 {
-    if soak() { long } else { short }
+    if soak() {
+        long
+    } else {
+        short
+    }
 }
 
 /// Records one figure of `test`.

@@ -17,7 +17,13 @@ pub fn check_leases(c: &Cluster, what: &str) -> Result<BTreeSet<String>> {
     for w in &c.weft {
         let env = w.subnet_env()?;
         let mine: Vec<&(String, String)> = leases.iter().filter(|(_, v)| v.contains(&format!("\"PublicIP\":\"{}\"", w.ip))).collect();
-        ensure!(mine.len() == 1 && mine[0].0 == env.lease_name(), "{what}: node {} (subnet.env {}) has leases {mine:?} ({})", w.n, env.cidr(), c.store.describe());
+        ensure!(
+            mine.len() == 1 && mine[0].0 == env.lease_name(),
+            "{what}: node {} (subnet.env {}) has leases {mine:?} ({})",
+            w.n,
+            env.cidr(),
+            c.store.describe()
+        );
         ensure!(subnets.insert(env.cidr()), "{what}: subnet {} is in two subnet.env files", env.cidr());
     }
     Ok(subnets)

@@ -29,9 +29,8 @@ impl LabState {
 
     pub fn from_json(v: &serde_json::Value) -> Result<LabState> {
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string).with_context(|| format!("state lacks {k}"));
-        let list = |k: &str| -> Vec<String> {
-            v.get(k).and_then(|x| x.as_array()).into_iter().flatten().filter_map(|x| x.as_str().map(str::to_string)).collect()
-        };
+        let list =
+            |k: &str| -> Vec<String> { v.get(k).and_then(|x| x.as_array()).into_iter().flatten().filter_map(|x| x.as_str().map(str::to_string)).collect() };
         Ok(LabState {
             prefix: s("prefix")?,
             temp_dir: PathBuf::from(s("temp_dir")?),
@@ -74,7 +73,9 @@ impl LabState {
             unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
             let mut gone = false;
             for _ in 0..40 {
-                if !Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true) {
+                if !Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+                {
                     gone = true;
                     break;
                 }

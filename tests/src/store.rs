@@ -29,12 +29,7 @@ impl LeaseStore {
     pub fn weftd_args(&self) -> Vec<String> {
         match self {
             LeaseStore::Etcd { server, prefix } => vec!["--etcd-endpoints".into(), server.endpoint().into(), "--etcd-prefix".into(), prefix.clone()],
-            LeaseStore::Embedded(e) => vec![
-                "--store-dir".into(),
-                e.dir.display().to_string(),
-                "--net-config-path".into(),
-                e.net_conf.display().to_string(),
-            ],
+            LeaseStore::Embedded(e) => vec!["--store-dir".into(), e.dir.display().to_string(), "--net-config-path".into(), e.net_conf.display().to_string()],
         }
     }
 
@@ -211,7 +206,8 @@ impl EmbeddedStore {
 
     /// Replaces store.json as weftd does (under the lock, atomically).
     fn write_db(&self, db: &Value) -> Result<()> {
-        weft_common::fs::write_atomic(&self.db_path(), serde_json::to_string(db)?.as_bytes(), None).with_context(|| format!("replacing {}", self.db_path().display()))
+        weft_common::fs::write_atomic(&self.db_path(), serde_json::to_string(db)?.as_bytes(), None)
+            .with_context(|| format!("replacing {}", self.db_path().display()))
     }
 
     /// Under the lock: read, let `f` change the leases and return the events
@@ -279,11 +275,14 @@ impl EmbeddedStore {
     pub fn put_many(&self, kvs: &[(String, String)], ttl_s: u64) -> Result<()> {
         self.modify(|leases, rev| {
             let expires = now_ms() + ttl_s * 1000;
-            Ok(kvs.iter().map(|(name, value)| {
-                *rev += 1;
-                leases.insert(name.clone(), json!({"value": value, "expires_ms": expires, "mod_revision": *rev}));
-                json!({"revision": *rev, "kind": "put", "key": name, "value": value})
-            }).collect())
+            Ok(kvs
+                .iter()
+                .map(|(name, value)| {
+                    *rev += 1;
+                    leases.insert(name.clone(), json!({"value": value, "expires_ms": expires, "mod_revision": *rev}));
+                    json!({"revision": *rev, "kind": "put", "key": name, "value": value})
+                })
+                .collect())
         })
         .map(|_| ())
     }

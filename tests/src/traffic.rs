@@ -57,7 +57,11 @@ pub fn ping_sized(from: &Netns, to: Ipv4Addr, count: u32, size: Option<u32>) -> 
             let nums: Vec<u32> = line.split(',').filter_map(|p| p.split_whitespace().next()?.parse().ok()).collect();
             st.transmitted = nums.first().copied().unwrap_or(0);
             st.received = nums.get(1).copied().unwrap_or(0);
-            st.duplicates = line.split(',').find(|p| p.contains("duplicates")).and_then(|p| p.trim().trim_start_matches('+').split_whitespace().next()?.parse().ok()).unwrap_or(0);
+            st.duplicates = line
+                .split(',')
+                .find(|p| p.contains("duplicates"))
+                .and_then(|p| p.trim().trim_start_matches('+').split_whitespace().next()?.parse().ok())
+                .unwrap_or(0);
         }
         // "rtt min/avg/max/mdev = 0.050/0.061/0.072/0.009 ms"
         if let Some(v) = line.strip_prefix("rtt min/avg/max/mdev = ") {

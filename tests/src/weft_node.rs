@@ -200,7 +200,11 @@ impl WeftNode {
         cmd::poll(&format!("{}: a new program behind every pinned link", self.ns.name()), timeout, Duration::from_millis(50), || {
             let now = self.pinned_links().map_err(|e| format!("{e:#}"))?;
             let replaced = now.len() == before.len() && now.iter().zip(before).all(|(a, b)| a.pin == b.pin && a.link_id == b.link_id && a.prog_id != b.prog_id);
-            if replaced { Ok(Some(now)) } else { Err(format!("pinned links before {before:?}, now {now:?}")) }
+            if replaced {
+                Ok(Some(now))
+            } else {
+                Err(format!("pinned links before {before:?}, now {now:?}"))
+            }
         })
     }
 

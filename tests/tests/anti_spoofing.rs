@@ -3,7 +3,10 @@
 //! comes from an address that holds no lease, or from a lease holder but
 //! with an inner source outside that holder's subnet. The pod never sees it;
 //! genuine traffic keeps flowing.
-use std::{net::{Ipv4Addr, UdpSocket}, time::Duration};
+use std::{
+    net::{Ipv4Addr, UdpSocket},
+    time::Duration,
+};
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
@@ -62,17 +65,25 @@ fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
     std::thread::sleep(Duration::from_millis(200));
     let stats = c.weft_node(1)?.stats_pin();
     let (unknown0, spoofed0) = (bpf::stat_packets(&stats, stat::DROP_UNKNOWN_VTEP)?, bpf::stat_packets(&stats, stat::DROP_SPOOFED)?);
-    let send = |ns: &Netns, payload: Vec<u8>| in_ns(ns, move || -> Result<()> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.send_to(&payload, (node1, 8472))?;
-        Ok(())
-    });
+    let send = |ns: &Netns, payload: Vec<u8>| {
+        in_ns(ns, move || -> Result<()> {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.send_to(&payload, (node1, 8472))?;
+            Ok(())
+        })
+    };
     // The switch (192.168.77.254) holds no lease.
-    send(&c.sw, vxlan_payload(vtep, Ipv4Addr::new(node2_subnet.octets()[0], node2_subnet.octets()[1], node2_subnet.octets()[2], 5), pod_ip, b"from-a-stranger"))?;
+    send(
+        &c.sw,
+        vxlan_payload(vtep, Ipv4Addr::new(node2_subnet.octets()[0], node2_subnet.octets()[1], node2_subnet.octets()[2], 5), pod_ip, b"from-a-stranger"),
+    )?;
     // Node 2 holds a lease, but claims a source outside its subnet.
     send(c.node_ns(2)?, vxlan_payload(vtep, Ipv4Addr::new(10, 99, 0, 1), pod_ip, b"spoofed-source"))?;
     // Node 2 with a source inside its subnet: genuine.
-    send(c.node_ns(2)?, vxlan_payload(vtep, Ipv4Addr::new(node2_subnet.octets()[0], node2_subnet.octets()[1], node2_subnet.octets()[2], 5), pod_ip, b"genuine"))?;
+    send(
+        c.node_ns(2)?,
+        vxlan_payload(vtep, Ipv4Addr::new(node2_subnet.octets()[0], node2_subnet.octets()[1], node2_subnet.octets()[2], 5), pod_ip, b"genuine"),
+    )?;
     let got = join(listener)?;
     let got: Vec<String> = got.iter().map(|g| String::from_utf8_lossy(g).into_owned()).collect();
     ensure!(got == ["genuine"], "the pod received {got:?}; only the genuine datagram may arrive");

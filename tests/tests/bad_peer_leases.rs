@@ -29,8 +29,16 @@ fn bad_peer_leases_touch_nothing_else() -> Result<()> {
         let w = c.weft_node(n)?;
         cmd::poll(&format!("node {n} to warn about every junk lease"), Duration::from_secs(10), Duration::from_millis(100), || {
             let log = w.log_tail(80);
-            let missing: Vec<&str> = junk.iter().filter(|(k, _, why)| !log.lines().any(|l| l.contains("ignoring lease") && l.contains(k) && l.contains(why))).map(|(k, _, _)| *k).collect();
-            if missing.is_empty() { Ok(Some(())) } else { Err(format!("no warning yet for {missing:?}:\n{log}")) }
+            let missing: Vec<&str> = junk
+                .iter()
+                .filter(|(k, _, why)| !log.lines().any(|l| l.contains("ignoring lease") && l.contains(k) && l.contains(why)))
+                .map(|(k, _, _)| *k)
+                .collect();
+            if missing.is_empty() {
+                Ok(Some(()))
+            } else {
+                Err(format!("no warning yet for {missing:?}:\n{log}"))
+            }
         })?;
     }
     for n in [1, 2] {

@@ -65,7 +65,8 @@ fn churn_under_all_to_all_load() -> Result<()> {
         }
     }
     c.ping_across_nodes(&[pods[0], pods[8], pods[16]], 1)?;
-    let core: Vec<(u32, std::net::Ipv4Addr, String)> = (1..=3).map(|n| Ok((n, c.node_env(n)?.subnet, c.lease(n)?.context("no lease")?))).collect::<Result<_>>()?;
+    let core: Vec<(u32, std::net::Ipv4Addr, String)> =
+        (1..=3).map(|n| Ok((n, c.node_env(n)?.subnet, c.lease(n)?.context("no lease")?))).collect::<Result<_>>()?;
     let pids: Vec<u32> = (1..=3).map(|n| c.weft_node(n)?.pid().context("weftd not running")).collect::<Result<_>>()?;
     let cpu0: Vec<f64> = pids.iter().map(|&p| report::cpu_rss(p).map(|r| r.0)).collect::<Result<_>>()?;
 
@@ -77,8 +78,15 @@ fn churn_under_all_to_all_load() -> Result<()> {
     for &p in &pods {
         let me = c.pods[p].ip.to_string();
         let peers: Vec<String> = pods.iter().filter(|&&q| c.pods[q].node != c.pods[p].node).map(|&q| c.pods[q].ip.to_string()).collect();
-        mesh.push(c.pods[p].ns.command("timeout", &[&(secs + 20).to_string(), "python3", "-c", MESH, &me, &peers.join(","), &secs.to_string(), &format!("{at:.3}")])
-            .stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("starting a mesh member")?);
+        mesh.push(
+            c.pods[p]
+                .ns
+                .command("timeout", &[&(secs + 20).to_string(), "python3", "-c", MESH, &me, &peers.join(","), &secs.to_string(), &format!("{at:.3}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .context("starting a mesh member")?,
+        );
     }
     std::thread::sleep(Duration::from_secs_f64((at - std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64()).max(0.0)));
     let t0 = Instant::now();

@@ -67,7 +67,10 @@ fn add_check_del() -> Result<()> {
     ensure!(ifs[0] == json!({"name": "cni0", "mac": br["address"]}), "interfaces[0] {} vs cni0 {br}", ifs[0]);
     ensure!(br["mtu"] == mtu, "cni0 MTU {} != FLANNEL_MTU {mtu}", br["mtu"]);
     let br_addr = one(ip_json(node, &["-4", "addr", "show", "dev", "cni0"])?, "cni0 addresses")?;
-    ensure!(br_addr["addr_info"].as_array().is_some_and(|a| a.iter().any(|x| x["local"] == gw.to_string() && x["prefixlen"] == len)), "cni0 lacks {gw}/{len}: {br_addr}");
+    ensure!(
+        br_addr["addr_info"].as_array().is_some_and(|a| a.iter().any(|x| x["local"] == gw.to_string() && x["prefixlen"] == len)),
+        "cni0 lacks {gw}/{len}: {br_addr}"
+    );
     let veth = ifs[1]["name"].as_str().context("interfaces[1].name")?.to_string();
     ensure!(veth.starts_with("veth") && veth.len() == 12, "host veth name {veth}");
     let hv = one(ip_json(node, &["-d", "link", "show", "dev", &veth])?, "host veth")?;
@@ -84,7 +87,10 @@ fn add_check_del() -> Result<()> {
     ensure!(pl["address"] == format_mac(&[0x0a, 0x58, o[0], o[1], o[2], o[3]]), "pod MAC {}", pl["address"]);
     ensure!(r["ips"] == json!([{"address": format!("{ip}/{len}"), "gateway": gw.to_string(), "interface": 2}]), "ips: {}", r["ips"]);
     let pa = one(ip_json(&pod, &["-4", "addr", "show", "dev", "eth0"])?, "pod addresses")?;
-    ensure!(pa["addr_info"] == json!([pa["addr_info"][0].clone()]) && pa["addr_info"][0]["local"] == ip.to_string() && pa["addr_info"][0]["prefixlen"] == len, "pod addresses: {pa}");
+    ensure!(
+        pa["addr_info"] == json!([pa["addr_info"][0].clone()]) && pa["addr_info"][0]["local"] == ip.to_string() && pa["addr_info"][0]["prefixlen"] == len,
+        "pod addresses: {pa}"
+    );
     ensure!(r["routes"] == json!([{"dst": network, "gw": gw.to_string()}, {"dst": "0.0.0.0/0", "gw": gw.to_string()}]), "routes: {}", r["routes"]);
     let routes = ip_json(&pod, &["-4", "route", "show"])?;
     for (dst, what) in [("default", "default"), (network.as_str(), "cluster network")] {
@@ -246,7 +252,12 @@ fn hundred_concurrent_adds() -> Result<()> {
     let t0 = std::time::Instant::now();
     let bad = ping_all(&c.pods[far].ns, &ips);
     ensure!(bad.is_empty(), "{} of {N} pods did not answer a pod on node 2: {bad:?}", bad.len());
-    eprintln!("{N} pods ({} .. {}) answered a pod on node 2 in {:.1?}", ips.iter().min().copied().unwrap_or(env.subnet), ips.iter().max().copied().unwrap_or(env.subnet), t0.elapsed());
+    eprintln!(
+        "{N} pods ({} .. {}) answered a pod on node 2 in {:.1?}",
+        ips.iter().min().copied().unwrap_or(env.subnet),
+        ips.iter().max().copied().unwrap_or(env.subnet),
+        t0.elapsed()
+    );
 
     // weftd crashes and comes back: the pods' wiring is untouched, CHECK passes.
     let subnet = env.cidr();
@@ -661,6 +672,10 @@ fn wait_registered(c: &Cluster, n: usize) -> Result<()> {
     let w = c.weft_node(1)?;
     weft_tests::cmd::poll(&format!("node 1's weft_pods to hold {n} pods"), std::time::Duration::from_secs(10), std::time::Duration::from_millis(100), || {
         let k = weft_tests::bpf::map_dump(&w.pods_pin()).map_err(|e| format!("{e:#}"))?.as_array().map(|a| a.len()).unwrap_or(0);
-        if k == n { Ok(Some(())) } else { Err(format!("{k} pods registered")) }
+        if k == n {
+            Ok(Some(()))
+        } else {
+            Err(format!("{k} pods registered"))
+        }
     })
 }

@@ -26,7 +26,10 @@ fn manifest_caps() -> Result<Vec<String>> {
 fn manifests_are_valid_kubernetes_objects() -> Result<()> {
     let files = [deploy_file("weft.yaml"), deploy_file("weft-privileged.yaml")];
     // Installed by `cargo xtask bootstrap` into a virtualenv of the build directory.
-    let bin = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| cmd::workspace_dir().join("target")).join("xtask-venv/bin/kubernetes-validate");
+    let bin = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cmd::workspace_dir().join("target"))
+        .join("xtask-venv/bin/kubernetes-validate");
     let out = cmd::output(std::process::Command::new(&bin).arg("--strict").args(&files))
         .with_context(|| format!("running {} (run `cargo xtask bootstrap`)", bin.display()))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -66,14 +69,21 @@ fn weftd_runs_with_the_manifests_capabilities() -> Result<()> {
     let log = |c: &Cluster, n| std::fs::read_to_string(&c.weft_node(n).unwrap().log).unwrap_or_default();
     ensure!(log(&c, 1).contains("datapath: bpf"), "node 1 ({caps:?}) is not on the BPF datapath:\n{}", log(&c, 1));
     ensure!(log(&c, 2).contains("datapath: kernel fallback"), "node 2 (no CAP_BPF) did not fall back and say so:\n{}", log(&c, 2));
-    ensure!(log(&c, 3).contains("datapath: kernel fallback, because the kernel refused weft's programs"),
-        "node 3 (no CAP_PERFMON) did not fall back because the verifier refused:\n{}", log(&c, 3));
+    ensure!(
+        log(&c, 3).contains("datapath: kernel fallback, because the kernel refused weft's programs"),
+        "node 3 (no CAP_PERFMON) did not fall back because the verifier refused:\n{}",
+        log(&c, 3)
+    );
     let pods = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(3, Wiring::Bridge)?];
     c.register_endpoint(pods[0])?;
     let w1 = c.weft_node(1)?;
     cmd::poll("node 1 (narrow caps) to attach weft_from_pod", Duration::from_secs(10), Duration::from_millis(100), || {
         let pinned = w1.link_pinned("weft_from_pod");
-        if pinned { Ok(Some(())) } else { Err(w1.log_tail(5)) }
+        if pinned {
+            Ok(Some(()))
+        } else {
+            Err(w1.log_tail(5))
+        }
     })?;
     c.ping_across_nodes(&pods, 3)?;
     c.pass();

@@ -12,16 +12,15 @@ use weft_tests::{cmd, traffic, Cluster, Wiring};
 #[test]
 fn direct_routing_per_peer() -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder()
-        .segments(&[2, 1])
-        .config_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#)
-        .build()?;
+    let mut c = Cluster::builder().segments(&[2, 1]).config_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).build()?;
     let sub = |n: u32| c.node_env(n).map(|e| e.cidr());
     let (s1, s2, s3) = (sub(1)?, sub(2)?, sub(3)?);
     // (node, peers reached directly via their PublicIP, peers through weft.1)
-    let plan = [(1, vec![(s2.clone(), c.node_ip(2)?)], vec![s3.clone()]),
-                (2, vec![(s1.clone(), c.node_ip(1)?)], vec![s3.clone()]),
-                (3, vec![], vec![s1.clone(), s2.clone()])];
+    let plan = [
+        (1, vec![(s2.clone(), c.node_ip(2)?)], vec![s3.clone()]),
+        (2, vec![(s1.clone(), c.node_ip(1)?)], vec![s3.clone()]),
+        (3, vec![], vec![s1.clone(), s2.clone()]),
+    ];
     for (n, direct, tunnel) in &plan {
         let w = c.weft_node(*n)?;
         cmd::poll(&format!("node {n}: direct {direct:?}, tunnel {tunnel:?}"), Duration::from_secs(20), Duration::from_millis(200), || {
@@ -29,9 +28,12 @@ fn direct_routing_per_peer() -> Result<()> {
             let overlay = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
             let direct_ok = direct.iter().all(|(s, ip)| host.lines().any(|l| l.starts_with(&format!("{s} via {ip} dev eth0"))))
                 && host.lines().filter(|l| l.contains("dev eth0")).count() == direct.len();
-            let tunnel_ok = tunnel.iter().all(|s| overlay.lines().any(|l| l.starts_with(s.as_str())))
-                && overlay.lines().count() == tunnel.len();
-            if direct_ok && tunnel_ok { Ok(Some(())) } else { Err(format!("proto 254 routes:\n{host}\nweft.1 routes:\n{overlay}")) }
+            let tunnel_ok = tunnel.iter().all(|s| overlay.lines().any(|l| l.starts_with(s.as_str()))) && overlay.lines().count() == tunnel.len();
+            if direct_ok && tunnel_ok {
+                Ok(Some(()))
+            } else {
+                Err(format!("proto 254 routes:\n{host}\nweft.1 routes:\n{overlay}"))
+            }
         })?;
     }
     let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::VethRoute)?, c.add_pod(3, Wiring::Bridge)?];
@@ -51,7 +53,11 @@ fn direct_routing_per_peer() -> Result<()> {
     cmd::poll("node 1 to deliver the direct peer's pings straight into pod 1", Duration::from_secs(10), Duration::from_millis(200), || {
         let r0 = routed().map_err(|e| format!("{e:#}"))?;
         traffic::ping(&c.pods[pods[1]].ns, c.pods[pods[0]].ip, 1).map_err(|e| format!("{e:#}"))?;
-        if routed().map_err(|e| format!("{e:#}"))? > r0 { Ok(Some(())) } else { Err("not yet".into()) }
+        if routed().map_err(|e| format!("{e:#}"))? > r0 {
+            Ok(Some(()))
+        } else {
+            Err("not yet".into())
+        }
     })?;
     let r0 = routed()?;
     traffic::ping_ok(&c.pods[pods[1]].ns, c.pods[pods[0]].ip, 5)?;
@@ -72,10 +78,7 @@ fn direct_routing_per_peer() -> Result<()> {
 fn direct_routing_mixed_with_flannel() -> Result<()> {
     use weft_tests::flannel_node::FlannelBackend;
     weft_tests::require_root()?;
-    let mut c = Cluster::builder()
-        .segments(&[2])
-        .config_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#)
-        .build()?;
+    let mut c = Cluster::builder().segments(&[2]).config_json(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#).build()?;
     let fa = c.add_flannel_node_with(FlannelBackend::VxlanDirect, 0)?;
     let fb = c.add_flannel_node_with(FlannelBackend::Vxlan, 1)?;
     c.program_flannel_nodes()?;
@@ -94,7 +97,10 @@ fn direct_routing_mixed_with_flannel() -> Result<()> {
         })?;
     }
     let fa_routes = c.node_ns(fa)?.ip(&["-4", "route"])?;
-    ensure!(fa_routes.contains(&format!("{} via {} dev eth0", c.node_env(1)?.cidr(), c.node_ip(1)?)), "flannel DirectRouting node routes weft node 1 directly:\n{fa_routes}");
+    ensure!(
+        fa_routes.contains(&format!("{} via {} dev eth0", c.node_env(1)?.cidr(), c.node_ip(1)?)),
+        "flannel DirectRouting node routes weft node 1 directly:\n{fa_routes}"
+    );
     let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(fa, Wiring::Bridge)?, c.add_pod(fb, Wiring::Bridge)?];
     c.ping_across_nodes(&pods, 2)?;
     let t = traffic::tcp_transfer(&c.pods[pods[2]].ns, &c.pods[pods[0]].ns, c.pods[pods[0]].ip, 2 << 20).context("tcp flannel (direct) -> weft")?;

@@ -71,7 +71,8 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
     let rev_before = c.embedded()?.read_db()?["revision"].as_i64().unwrap_or(0);
     ensure!(c.delete_lease(3)?, "deleting {} from the store file: it was not there; store.json: {}", gone.lease_name(), c.embedded()?.raw());
     let start = Instant::now();
-    let took = c.wait_peer(&[1, 2], gone.subnet, false, start, Duration::from_secs(10))
+    let took = c
+        .wait_peer(&[1, 2], gone.subnet, false, start, Duration::from_secs(10))
         .with_context(|| format!("after deleting {} from the store file (revision {rev_before} -> {rev_before}+1)", gone.lease_name()))?;
     eprintln!("embedded store: peers forgot {} {took:?} after its lease was deleted from the store file", gone.cidr());
     ensure!(c.lease(3)?.is_none(), "{} is back in the store: {}", gone.lease_name(), c.embedded()?.raw());
@@ -113,8 +114,9 @@ fn embedded_lease_of_dead_node_expires() -> Result<()> {
 
     c.weft_node_mut(3)?.kill();
     let start = Instant::now();
-    let took = c.wait_peer(&[1, 2], gone.subnet, false, start, Duration::from_secs(20))
-        .with_context(|| format!("{} after node 3's weftd was SIGKILLed (TTL 10 s); store.json: {}", gone.cidr(), c.embedded().map(|e| e.raw()).unwrap_or_default()))?;
+    let took = c.wait_peer(&[1, 2], gone.subnet, false, start, Duration::from_secs(20)).with_context(|| {
+        format!("{} after node 3's weftd was SIGKILLed (TTL 10 s); store.json: {}", gone.cidr(), c.embedded().map(|e| e.raw()).unwrap_or_default())
+    })?;
     eprintln!("embedded store: {} expired and left the peers {took:?} after its weftd was killed", gone.cidr());
     ensure!(c.embedded()?.entry(&gone.lease_name())?.is_none(), "the expired entry is still in store.json: {}", c.embedded()?.raw());
     // The live nodes renew (every 5 s with TTL 10): their leases outlive the

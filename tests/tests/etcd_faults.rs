@@ -22,7 +22,13 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use weft_tests::{bpf, cmd, flannel_node::random_mac, report, simultaneous, traffic::{self, PingFlood}, Cluster, Wiring};
+use weft_tests::{
+    bpf, cmd,
+    flannel_node::random_mac,
+    report, simultaneous,
+    traffic::{self, PingFlood},
+    Cluster, Wiring,
+};
 
 /// flanneld's vxlan lease value.
 fn lease_value(public_ip: Ipv4Addr, mac: &str) -> String {
@@ -54,11 +60,7 @@ fn wait_vtep_value(c: &Cluster, subnet: Ipv4Addr, ip: Ipv4Addr, mac: &str) -> Re
 /// A /24 in 10.244.0.0/16 from `.250` downward that no lease holds.
 fn free_subnet(c: &Cluster, skip: &[Ipv4Addr]) -> Result<Ipv4Addr> {
     let taken = c.leased_subnets()?;
-    (200u8..=250)
-        .rev()
-        .map(|x| Ipv4Addr::new(10, 244, x, 0))
-        .find(|s| !taken.contains(s) && !skip.contains(s))
-        .context("no free /24 in 10.244.200-250")
+    (200u8..=250).rev().map(|x| Ipv4Addr::new(10, 244, x, 0)).find(|s| !taken.contains(s) && !skip.contains(s)).context("no free /24 in 10.244.200-250")
 }
 
 fn lease_key(c: &Cluster, subnet: Ipv4Addr) -> String {
@@ -108,7 +110,12 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
     unchanged(&mut c, "at the end of the outage")?;
     std::thread::sleep(Duration::from_secs(length).saturating_sub(outage.elapsed()));
     for w in &c.weft {
-        eprintln!("{}: during the outage weftd logged {} broken-watch and {} failed-renewal lines", w.ns.name(), w.log_count("lease watch broken"), w.log_count("renewing lease"));
+        eprintln!(
+            "{}: during the outage weftd logged {} broken-watch and {} failed-renewal lines",
+            w.ns.name(),
+            w.log_count("lease watch broken"),
+            w.log_count("renewing lease")
+        );
     }
 
     c.etcd_mut()?.restart().context("restarting etcd with the same data dir")?;
@@ -132,13 +139,16 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
     let etcd = c.etcd()?;
     for (i, key) in keys.iter().enumerate() {
         let old = lease_ids_before[i];
-        let id = cmd::poll(&format!("{key} to be renewed after the outage"), Duration::from_secs(20).saturating_sub(back.elapsed()), Duration::from_millis(250), || {
-            match etcd.lease_of(key) {
+        let id = cmd::poll(
+            &format!("{key} to be renewed after the outage"),
+            Duration::from_secs(20).saturating_sub(back.elapsed()),
+            Duration::from_millis(250),
+            || match etcd.lease_of(key) {
                 Ok(Some(id)) if Some(id) != old => Ok(Some(id)),
                 Ok(id) => Err(format!("still under etcd lease {id:?} (before the outage: {old:?})")),
                 Err(e) => Err(format!("{e:#}")),
-            }
-        })
+            },
+        )
         .with_context(|| format!("weftd log:\n{}", c.weft[i].log_tail(20)))?;
         let ttl = c.etcd()?.ctl(&["lease", "timetolive", &format!("{id:x}")])?;
         eprintln!("{key} renewed after the outage: {ttl}", ttl = ttl.trim());
@@ -268,7 +278,11 @@ fn watch_behind_compaction_relists() -> Result<()> {
     {
         let _cut = EtcdPartition::new(&w2.ns)?;
         cmd::poll("node 2's weftd to notice its broken watch", Duration::from_secs(10), Duration::from_millis(100), || {
-            if w2.log_count("lease watch broken") > broken_before { Ok(Some(())) } else { Err(w2.log_tail(5)) }
+            if w2.log_count("lease watch broken") > broken_before {
+                Ok(Some(()))
+            } else {
+                Err(w2.log_tail(5))
+            }
         })?;
         ensure!(c.etcd()?.del(&lease_key(&c, x))? == 1, "deleting X");
         c.etcd()?.put(&lease_key(&c, y), &lease_value("192.168.77.252".parse()?, &random_mac()))?;
@@ -334,7 +348,12 @@ fn thousand_leases_at_once() -> Result<()> {
     cmd::poll(&format!("{N} routes and VTEP entries"), Duration::from_secs(30), Duration::from_millis(250), || {
         let routes = w.route_set().map_err(|e| format!("{e:#}"))?;
         if routes != want {
-            return Err(format!("{} of {N} routes on weft.1 (+{} others); weftd log:\n{}", routes.intersection(&want).count(), routes.difference(&want).count(), w.log_tail(5)));
+            return Err(format!(
+                "{} of {N} routes on weft.1 (+{} others); weftd log:\n{}",
+                routes.intersection(&want).count(),
+                routes.difference(&want).count(),
+                w.log_tail(5)
+            ));
         }
         let n = vtep_count(&w.vteps().map_err(|e| format!("{e:#}"))?);
         if n != N {
@@ -379,7 +398,8 @@ fn thousand_leases_at_once() -> Result<()> {
 fn wait_exact_peers(c: &Cluster, extra: Ipv4Addr, timeout: Duration) -> Result<()> {
     let own: Vec<Ipv4Addr> = [1, 2].iter().map(|n| c.node_env(*n).map(|e| e.subnet)).collect::<Result<_>>()?;
     for (i, n) in [1u32, 2].into_iter().enumerate() {
-        c.wait_exact_vxlan_peers(n, &[own[1 - i], extra], timeout).with_context(|| format!("weftd log:\n{}", c.weft_node(n).map(|w| w.log_tail(8)).unwrap_or_default()))?;
+        c.wait_exact_vxlan_peers(n, &[own[1 - i], extra], timeout)
+            .with_context(|| format!("weftd log:\n{}", c.weft_node(n).map(|w| w.log_tail(8)).unwrap_or_default()))?;
     }
     Ok(())
 }
@@ -422,7 +442,12 @@ fn etcd_slow_then_restarted_after_compaction() -> Result<()> {
         c.wait_exact_vxlan_peers(n, &want, Duration::from_secs(15)).with_context(|| format!("node {n} after the slow etcd"))?;
         last = t0.elapsed() - slow;
     }
-    report::figure("etcd_slow", &format!("4 leases written while etcd froze 2 s of every 3 ({:.0} s): all on both nodes, this long after", slow.as_secs_f64()), last.as_secs_f64(), "s");
+    report::figure(
+        "etcd_slow",
+        &format!("4 leases written while etcd froze 2 s of every 3 ({:.0} s): all on both nodes, this long after", slow.as_secs_f64()),
+        last.as_secs_f64(),
+        "s",
+    );
     // Compaction, then a crash and a restart.
     c.etcd()?.compact(c.etcd()?.revision()?)?;
     c.etcd_mut()?.kill();

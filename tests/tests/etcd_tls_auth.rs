@@ -29,8 +29,26 @@ fn make_certs(dir: &Path) -> Result<()> {
     std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
     for (name, cn) in [("server", "etcd"), ("client", "weftd")] {
         openssl(dir, &[&["req"][..], &ec, &["-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={cn}")]].concat())?;
-        openssl(dir, &["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", &format!("{name}.pem"), "-days", "1", "-extfile", &format!("{name}.ext")])?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "1",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        )?;
     }
     Ok(())
 }
@@ -50,14 +68,37 @@ impl Drop for TlsEtcd {
 impl TlsEtcd {
     fn start(sw: &Netns, dir: &Path) -> Result<TlsEtcd> {
         let d = |f: &str| dir.join(f).display().to_string();
-        let child = sw.command("etcd", &[
-            "--name", "tls", "--data-dir", &d("etcd-data"),
-            "--listen-client-urls", URL, "--advertise-client-urls", URL,
-            "--listen-peer-urls", "http://192.168.77.254:2390", "--initial-advertise-peer-urls", "http://192.168.77.254:2390",
-            "--initial-cluster", "tls=http://192.168.77.254:2390",
-            "--cert-file", &d("server.pem"), "--key-file", &d("server.key"),
-            "--trusted-ca-file", &d("ca.pem"), "--client-cert-auth",
-        ]).stdout(Stdio::null()).stderr(Stdio::from(std::fs::File::create(dir.join("etcd.log"))?)).spawn().context("starting etcd with TLS")?;
+        let child = sw
+            .command(
+                "etcd",
+                &[
+                    "--name",
+                    "tls",
+                    "--data-dir",
+                    &d("etcd-data"),
+                    "--listen-client-urls",
+                    URL,
+                    "--advertise-client-urls",
+                    URL,
+                    "--listen-peer-urls",
+                    "http://192.168.77.254:2390",
+                    "--initial-advertise-peer-urls",
+                    "http://192.168.77.254:2390",
+                    "--initial-cluster",
+                    "tls=http://192.168.77.254:2390",
+                    "--cert-file",
+                    &d("server.pem"),
+                    "--key-file",
+                    &d("server.key"),
+                    "--trusted-ca-file",
+                    &d("ca.pem"),
+                    "--client-cert-auth",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("etcd.log"))?))
+            .spawn()
+            .context("starting etcd with TLS")?;
         let e = TlsEtcd { child, dir: dir.to_path_buf() };
         cmd::poll("TLS etcd to be healthy", Duration::from_secs(15), Duration::from_millis(200), || {
             e.ctl(sw, &["endpoint", "health"]).map(|_| Some(())).map_err(|err| format!("{err:#}"))
@@ -80,12 +121,20 @@ fn weftd_until_ready(c: &Cluster, dir: &Path, tag: &str, extra: &[&str]) -> Resu
     let subnet_file = dir.join(format!("{tag}.env"));
     let log = dir.join(format!("{tag}.log"));
     let pins = PathBuf::from(format!("/sys/fs/bpf/{}-tls-{tag}", c.prefix));
-    let mut child = c.node_ns(1)?.nsenter(&cmd::weftd_bin()?)
+    let mut child = c
+        .node_ns(1)?
+        .nsenter(&cmd::weftd_bin()?)
         .args(["--etcd-endpoints", URL, "--iface", "eth0", "--subnet-lease-ttl", "60"])
-        .arg("--subnet-file").arg(&subnet_file).arg("--bpf-pin-dir").arg(&pins)
-        .args(extra).arg("--cleanup-on-exit")
-        .stdout(Stdio::null()).stderr(Stdio::from(std::fs::File::create(&log)?))
-        .spawn().context("starting weftd")?;
+        .arg("--subnet-file")
+        .arg(&subnet_file)
+        .arg("--bpf-pin-dir")
+        .arg(&pins)
+        .args(extra)
+        .arg("--cleanup-on-exit")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log)?))
+        .spawn()
+        .context("starting weftd")?;
     let r = cmd::poll(&format!("weftd ({tag}) to write its subnet file"), Duration::from_secs(15), Duration::from_millis(100), || {
         if let Ok(Some(st)) = child.try_wait() {
             return Err(format!("weftd exited ({st}): {}", cmd::tail(&log, 5)));
@@ -104,11 +153,16 @@ fn weftd_refused(c: &Cluster, dir: &Path, tag: &str, extra: &[&str], expect: &st
     let bin = cmd::weftd_bin()?;
     let ns_path = c.node_ns(1)?.path();
     let out = Command::new("timeout")
-        .args(["8", "nsenter"]).arg(format!("--net={}", ns_path.display())).arg("--").arg(&bin)
+        .args(["8", "nsenter"])
+        .arg(format!("--net={}", ns_path.display()))
+        .arg("--")
+        .arg(&bin)
         .args(["--etcd-endpoints", URL, "--iface", "eth0", "--bpf-pin-dir", &format!("/sys/fs/bpf/{}-tls-{tag}", c.prefix)])
-        .arg("--subnet-file").arg(&subnet_file)
+        .arg("--subnet-file")
+        .arg(&subnet_file)
         .args(extra)
-        .output().context("running weftd")?;
+        .output()
+        .context("running weftd")?;
     let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}-tls-{tag}", c.prefix));
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!subnet_file.exists(), "weftd ({tag}) got ready although etcd should refuse it:\n{err}");

@@ -4,7 +4,11 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use weft_tests::{cmd, metrics::{get, ARGS}, Cluster};
+use weft_tests::{
+    cmd,
+    metrics::{get, ARGS},
+    Cluster,
+};
 
 #[test]
 fn health_endpoints() -> Result<()> {
@@ -17,7 +21,11 @@ fn health_endpoints() -> Result<()> {
     let ns = c.node_ns(1)?;
     let waiting = cmd::poll("readyz to say it waits for the config", Duration::from_secs(10), Duration::from_millis(100), || {
         let r = get(ns, "/readyz").map_err(|e| format!("{e:#}"))?;
-        if r.starts_with("HTTP/1.1 503") && r.contains("waiting for the network config") { Ok(Some(r)) } else { Err(r) }
+        if r.starts_with("HTTP/1.1 503") && r.contains("waiting for the network config") {
+            Ok(Some(r))
+        } else {
+            Err(r)
+        }
     })?;
     ensure!(get(ns, "/healthz")?.starts_with("HTTP/1.1 200"), "healthz must be 200 while waiting");
     eprintln!("before the config: {}", waiting.lines().last().unwrap_or_default());
@@ -26,7 +34,11 @@ fn health_endpoints() -> Result<()> {
     let ns = c.node_ns(1)?;
     cmd::poll("readyz 200", Duration::from_secs(10), Duration::from_millis(100), || {
         let r = get(ns, "/readyz").map_err(|e| format!("{e:#}"))?;
-        if r.starts_with("HTTP/1.1 200") && r.ends_with("ready\n") { Ok(Some(())) } else { Err(r) }
+        if r.starts_with("HTTP/1.1 200") && r.ends_with("ready\n") {
+            Ok(Some(()))
+        } else {
+            Err(r)
+        }
     })?;
     ensure!(get(ns, "/nope")?.starts_with("HTTP/1.1 404"), "unknown paths are 404");
     c.pass();

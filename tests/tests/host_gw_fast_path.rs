@@ -15,7 +15,11 @@ const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}
 fn wait_attached(c: &Cluster, n: NodeRef, want: bool) -> Result<()> {
     let w = c.weft_node(n)?;
     cmd::poll(&format!("node {n}: fast path attached = {want}"), Duration::from_secs(15), Duration::from_millis(100), || {
-        if w.fast_path_attached() == want { Ok(Some(())) } else { Err(w.log_tail(5)) }
+        if w.fast_path_attached() == want {
+            Ok(Some(()))
+        } else {
+            Err(w.log_tail(5))
+        }
     })
 }
 

@@ -33,7 +33,11 @@ fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
         let before = c.stat_counter(2, stat::ROUTED_TO_POD).map_err(|e| format!("{e:#}"))?.0;
         traffic::ping(&c.pods[p1].ns, ip2, 1).map_err(|e| format!("{e:#}"))?;
         let after = c.stat_counter(2, stat::ROUTED_TO_POD).map_err(|e| format!("{e:#}"))?.0;
-        if after > before { Ok(Some(())) } else { Err("not yet".into()) }
+        if after > before {
+            Ok(Some(()))
+        } else {
+            Err("not yet".into())
+        }
     })?;
 
     let (r1, r2) = (c.stat_counter(1, stat::ROUTED_TO_POD)?.0, c.stat_counter(2, stat::ROUTED_TO_POD)?.0);
@@ -59,12 +63,10 @@ fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
     // Restarted with --no-fast-path: the link goes, traffic keeps flowing.
     c.weft_node_mut(2)?.stop();
     c.start_weftd_with(2, &["--no-fast-path"])?;
-    cmd::poll("node 2 to release weft_to_pod (--no-fast-path)", Duration::from_secs(15), Duration::from_millis(100), || {
-        match to_pod_pinned(&c, 2) {
-            Ok(false) => Ok(Some(())),
-            Ok(true) => Err(c.weft_node(2).map(|w| w.log_tail(5)).unwrap_or_default()),
-            Err(e) => Err(format!("{e:#}")),
-        }
+    cmd::poll("node 2 to release weft_to_pod (--no-fast-path)", Duration::from_secs(15), Duration::from_millis(100), || match to_pod_pinned(&c, 2) {
+        Ok(false) => Ok(Some(())),
+        Ok(true) => Err(c.weft_node(2).map(|w| w.log_tail(5)).unwrap_or_default()),
+        Err(e) => Err(format!("{e:#}")),
     })?;
     c.wait_node_ready(2)?;
     let r2 = c.stat_counter(2, stat::ROUTED_TO_POD)?.0;

@@ -34,7 +34,10 @@ fn vxlan_kernel_datapath_interworks() -> Result<()> {
     c.wait_converged()?;
     let w1 = c.weft_node(1)?;
     let dev = w1.ns.ip(&["-d", "link", "show", "weft.1"])?;
-    ensure!(dev.contains("vxlan id 1") && dev.contains("dstport 8472") && dev.contains("nolearning"), "node 1: weft.1 is not flannel's kind of vxlan device:\n{dev}");
+    ensure!(
+        dev.contains("vxlan id 1") && dev.contains("dstport 8472") && dev.contains("nolearning"),
+        "node 1: weft.1 is not flannel's kind of vxlan device:\n{dev}"
+    );
     ensure!(!w1.vteps_pin().exists(), "node 1 runs the kernel datapath but pinned {}", w1.vteps_pin().display());
     let log = std::fs::read_to_string(&w1.log)?;
     ensure!(log.contains("datapath: kernel"), "node 1's log does not say which datapath runs:\n{log}");
@@ -55,9 +58,17 @@ fn vxlan_kernel_datapath_interworks() -> Result<()> {
     let ns1 = c.node_ns(1)?;
     let after = cmd::poll("node 1 to reconcile after the pods' link events", Duration::from_secs(10), Duration::from_millis(100), || {
         let r = metrics::reconciles(ns1).map_err(|e| format!("{e:#}"))?;
-        if r.count > before.count { Ok(Some(r)) } else { Err(format!("{r:?}")) }
+        if r.count > before.count {
+            Ok(Some(r))
+        } else {
+            Err(format!("{r:?}"))
+        }
     })?;
-    ensure!((after.added, after.removed) == (before.added, before.removed), "node 1 changed entries without a lease change: {before:?} -> {after:?}\n{}", c.weft_node(1)?.log_tail(8));
+    ensure!(
+        (after.added, after.removed) == (before.added, before.removed),
+        "node 1 changed entries without a lease change: {before:?} -> {after:?}\n{}",
+        c.weft_node(1)?.log_tail(8)
+    );
     for (a, b) in [(0, 1), (1, 0), (0, 2), (2, 0)] {
         traffic::tcp_transfer(&c.pods[pods[a]].ns, &c.pods[pods[b]].ns, c.pods[pods[b]].ip, 2 << 20)
             .with_context(|| format!("tcp {} -> {}", c.pods[pods[a]].ns.name(), c.pods[pods[b]].ns.name()))?;
@@ -72,7 +83,11 @@ fn vxlan_kernel_datapath_interworks() -> Result<()> {
         let neigh = ns1.ip(&["neigh", "show", "dev", "weft.1"]).map_err(|e| format!("{e:#}"))?;
         let fdb = fdb(&c, 1).map_err(|e| format!("{e:#}"))?;
         let stale = routes.contains(&subnet2.cidr()) || neigh.contains(&format!("{} ", subnet2.subnet)) || fdb.contains(&mac2);
-        if stale { Err(format!("routes:\n{routes}\nneigh:\n{neigh}\nfdb:\n{fdb}")) } else { Ok(Some(())) }
+        if stale {
+            Err(format!("routes:\n{routes}\nneigh:\n{neigh}\nfdb:\n{fdb}"))
+        } else {
+            Ok(Some(()))
+        }
     })?;
     // The reconcile that removed them counted them (route, neighbour, FDB entry).
     let gone = metrics::reconciles(ns1)?;
@@ -97,7 +112,11 @@ fn switching_to_the_kernel_datapath_keeps_the_vtep() -> Result<()> {
     let w1 = c.weft_node(1)?;
     cmd::poll("node 1's weft.1 to become a kernel vxlan device", Duration::from_secs(15), Duration::from_millis(100), || {
         let d = w1.ns.ip(&["-d", "link", "show", "weft.1"]).map_err(|e| format!("{e:#}"))?;
-        if d.contains("vxlan id 1") { Ok(Some(())) } else { Err(d) }
+        if d.contains("vxlan id 1") {
+            Ok(Some(()))
+        } else {
+            Err(d)
+        }
     })?;
     c.wait_converged()?;
     ensure!(vtep_mac(&c, 1)? == mac, "the VtepMAC changed from {mac} to {}", vtep_mac(&c, 1)?);

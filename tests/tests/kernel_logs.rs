@@ -21,7 +21,13 @@ fn kernel_logs_switch_at_run_time() -> Result<()> {
     c.wait_converged()?;
     let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
     let w1 = c.weft_node(1)?;
-    cmd::poll("node 1's fast path", Duration::from_secs(10), Duration::from_millis(100), || if w1.fast_path_attached() { Ok(Some(())) } else { Err(w1.log_tail(3)) })?;
+    cmd::poll("node 1's fast path", Duration::from_secs(10), Duration::from_millis(100), || {
+        if w1.fast_path_attached() {
+            Ok(Some(()))
+        } else {
+            Err(w1.log_tail(3))
+        }
+    })?;
     let target = c.pods[p2].ip.to_string();
     let ttl1 = || c.pods[p1].ns.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", "1", &target]);
     let lines = || -> Result<usize> {
@@ -34,12 +40,10 @@ fn kernel_logs_switch_at_run_time() -> Result<()> {
     let out = log_level(&c, "debug")?;
     ensure!(out.contains("kernel-side logs: debug"), "weftd log-level debug said: {out}");
     ttl1()?;
-    cmd::poll("the kernel's log line in weftd's log", Duration::from_secs(5), Duration::from_millis(100), || {
-        match lines() {
-            Ok(n) if n >= 1 => Ok(Some(())),
-            Ok(_) => Err(c.weft_node(1).map(|w| w.log_tail(5)).unwrap_or_default()),
-            Err(e) => Err(format!("{e:#}")),
-        }
+    cmd::poll("the kernel's log line in weftd's log", Duration::from_secs(5), Duration::from_millis(100), || match lines() {
+        Ok(n) if n >= 1 => Ok(Some(())),
+        Ok(_) => Err(c.weft_node(1).map(|w| w.log_tail(5)).unwrap_or_default()),
+        Err(e) => Err(format!("{e:#}")),
     })?;
 
     log_level(&c, "off")?;

@@ -31,16 +31,21 @@ fn lease_deleted_removes_dataplane() -> Result<()> {
     let start = Instant::now();
     for n in [1, 2] {
         let w = c.weft_node(n)?;
-        weft_tests::cmd::poll(&format!("{} to forget {}", w.ns.name(), gone.cidr()), Duration::from_secs(10).saturating_sub(start.elapsed()), Duration::from_millis(200), || {
-            let routes = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
-            let has_route = routes.lines().any(|l| l.split_whitespace().next() == Some(gone.cidr().as_str()));
-            let dump = bpf::map_dump(&w.vteps_pin()).map_err(|e| format!("{e:#}"))?;
-            let has_vtep = bpf::vteps_contains(&dump, gone.subnet);
-            match (has_route, has_vtep) {
-                (false, false) => Ok(Some(())),
-                _ => Err(format!("route present: {has_route}, weft_vteps entry present: {has_vtep}\nroutes:\n{routes}\nweft_vteps: {dump}")),
-            }
-        })
+        weft_tests::cmd::poll(
+            &format!("{} to forget {}", w.ns.name(), gone.cidr()),
+            Duration::from_secs(10).saturating_sub(start.elapsed()),
+            Duration::from_millis(200),
+            || {
+                let routes = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
+                let has_route = routes.lines().any(|l| l.split_whitespace().next() == Some(gone.cidr().as_str()));
+                let dump = bpf::map_dump(&w.vteps_pin()).map_err(|e| format!("{e:#}"))?;
+                let has_vtep = bpf::vteps_contains(&dump, gone.subnet);
+                match (has_route, has_vtep) {
+                    (false, false) => Ok(Some(())),
+                    _ => Err(format!("route present: {has_route}, weft_vteps entry present: {has_vtep}\nroutes:\n{routes}\nweft_vteps: {dump}")),
+                }
+            },
+        )
         .with_context(|| format!("after deleting {key}"))?;
     }
     eprintln!("peers forgot {} {:?} after the lease was deleted", gone.cidr(), start.elapsed());

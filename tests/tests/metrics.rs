@@ -13,7 +13,8 @@ use weft_tests::metrics::{scrape, ARGS};
 /// Every sample as `name{labels}` -> value, through prometheus_client's parser
 /// (which fails on anything that is not the text exposition format).
 fn parse(text: &str) -> Result<HashMap<String, f64>> {
-    let py = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| cmd::workspace_dir().join("target")).join("xtask-venv/bin/python");
+    let py =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| cmd::workspace_dir().join("target")).join("xtask-venv/bin/python");
     let script = r#"
 import sys, json
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,8 +25,14 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         out[s.name + ("{" + labels + "}" if labels else "")] = s.value
 print(json.dumps(out))
 "#;
-    let mut child = std::process::Command::new(&py).arg("-c").arg(script).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped())
-        .spawn().with_context(|| format!("running {} (run `cargo xtask bootstrap`)", py.display()))?;
+    let mut child = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {} (run `cargo xtask bootstrap`)", py.display()))?;
     std::io::Write::write_all(child.stdin.as_mut().context("stdin")?, text.as_bytes())?;
     drop(child.stdin.take());
     let out = child.wait_with_output()?;
@@ -52,8 +59,11 @@ fn metrics_parse_and_move() -> Result<()> {
         let idx = stat::NAMES.iter().position(|n| *n == name).unwrap() as u32;
         let (packets, bytes) = bpf::stat_counter(&w1.stats_pin(), idx)?;
         ensure!(packets >= 3, "{name}: {packets} packets counted for 3 pings");
-        ensure!(get(&m, &format!("weft_datapath_packets_total{{what=\"{name}\"}}"))? == packets as f64
-            && get(&m, &format!("weft_datapath_bytes_total{{what=\"{name}\"}}"))? == bytes as f64, "{name}: /metrics disagrees with bpftool ({packets}, {bytes})");
+        ensure!(
+            get(&m, &format!("weft_datapath_packets_total{{what=\"{name}\"}}"))? == packets as f64
+                && get(&m, &format!("weft_datapath_bytes_total{{what=\"{name}\"}}"))? == bytes as f64,
+            "{name}: /metrics disagrees with bpftool ({packets}, {bytes})"
+        );
     }
     // A third node joins: leases and peers follow.
     let n3 = c.add_weft_node()?;
@@ -63,7 +73,11 @@ fn metrics_parse_and_move() -> Result<()> {
     let ns = c.node_ns(1)?;
     cmd::poll("node 1's /metrics to see 3 leases", Duration::from_secs(10), Duration::from_millis(100), || {
         let m = parse(&scrape(ns).map_err(|e| format!("{e:#}"))?).map_err(|e| format!("{e:#}"))?;
-        if m.get("weft_leases") == Some(&3.0) && m.get("weft_peers") == Some(&2.0) { Ok(Some(())) } else { Err(format!("{m:?}")) }
+        if m.get("weft_leases") == Some(&3.0) && m.get("weft_peers") == Some(&2.0) {
+            Ok(Some(()))
+        } else {
+            Err(format!("{m:?}"))
+        }
     })?;
     c.pass();
     Ok(())

@@ -17,12 +17,10 @@ fn own_lease_deleted_is_reclaimed() -> Result<()> {
     let key = c.lease_key(2)?;
     ensure!(c.etcd()?.del(&key)? == 1, "deleting {key}: etcd deleted nothing");
     let etcd = c.etcd()?;
-    let value = cmd::poll(&format!("weftd on node 2 to claim {key} again"), Duration::from_secs(10), Duration::from_millis(100), || {
-        match etcd.get(&key) {
-            Ok(Some(v)) => Ok(Some(v)),
-            Ok(None) => Err("still absent".into()),
-            Err(e) => Err(format!("{e:#}")),
-        }
+    let value = cmd::poll(&format!("weftd on node 2 to claim {key} again"), Duration::from_secs(10), Duration::from_millis(100), || match etcd.get(&key) {
+        Ok(Some(v)) => Ok(Some(v)),
+        Ok(None) => Err("still absent".into()),
+        Err(e) => Err(format!("{e:#}")),
     })?;
     ensure!(value.contains(&format!("\"{}\"", c.node_ip(2)?)), "reclaimed lease does not carry node 2's PublicIP: {value}");
     ensure!(c.weft_node(2)?.log_tail(20).contains("claiming it again"), "weftd did not log the lost lease");
@@ -50,7 +48,11 @@ fn cleanup_on_exit_removes_everything() -> Result<()> {
     let node1 = c.weft_node(1)?;
     cmd::poll("node 1 to drop node 2's subnet", Duration::from_secs(10), Duration::from_millis(100), || {
         let routes = node1.overlay_routes().map_err(|e| format!("{e:#}"))?;
-        if routes.lines().any(|l| l.split_whitespace().next() == Some(gone.as_str())) { Err(routes) } else { Ok(Some(())) }
+        if routes.lines().any(|l| l.split_whitespace().next() == Some(gone.as_str())) {
+            Err(routes)
+        } else {
+            Ok(Some(()))
+        }
     })?;
     c.pass();
     Ok(())
@@ -71,7 +73,11 @@ fn previous_subnet_file_is_reused() -> Result<()> {
     let node = c.weft_node(2)?;
     cmd::poll("restarted weftd to claim a subnet", Duration::from_secs(15), Duration::from_millis(100), || {
         let log = node.log_tail(20);
-        if log.contains("acquired lease") && log.matches("datapath attached").count() >= 2 { Ok(Some(())) } else { Err(log) }
+        if log.contains("acquired lease") && log.matches("datapath attached").count() >= 2 {
+            Ok(Some(()))
+        } else {
+            Err(log)
+        }
     })?;
     let log = c.weft_node(2)?.log_tail(20);
     ensure!(log.contains(&format!("acquired lease {before} (the subnet of our previous subnet file)")), "expected {before} from the subnet file:\n{log}");

@@ -18,11 +18,19 @@ fn wait_pods(c: &Cluster, n: NodeRef, ips: &[std::net::Ipv4Addr]) -> Result<()> 
     want.sort();
     cmd::poll(&format!("node {n}: weft_pods = {ips:?}"), Duration::from_secs(10), Duration::from_millis(100), || {
         let dump = bpf::map_dump(&w.pods_pin()).map_err(|e| format!("{e:#}"))?;
-        let mut have: Vec<String> = dump.as_array().cloned().unwrap_or_default().iter()
+        let mut have: Vec<String> = dump
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
             .map(|e| e["formatted"]["key"].as_array().map(|k| k.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default())
             .collect();
         have.sort();
-        if have == want { Ok(Some(())) } else { Err(format!("have {have:?}, want {want:?}")) }
+        if have == want {
+            Ok(Some(()))
+        } else {
+            Err(format!("have {have:?}, want {want:?}"))
+        }
     })
 }
 
@@ -80,8 +88,7 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
     // DEL removes the record: pod 2 leaves node 2's map and keeps working.
     std::fs::remove_file(&rec2)?;
     wait_pods(&c, 2, &[])?;
-    ensure!(!c.weft_node(2)?.link_pinned("weft_from_pod"),
-        "node 2 kept weft_from_pod on the removed pod's veth");
+    ensure!(!c.weft_node(2)?.link_pinned("weft_from_pod"), "node 2 kept weft_from_pod on the removed pod's veth");
     weft_tests::traffic::ping_ok(&c.pods[p1].ns, ip2, 3).context("after pod 2's record went")?;
 
     // kill -9; while weftd is away pod 1's veth goes (its record stays, as

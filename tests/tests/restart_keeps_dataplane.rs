@@ -36,9 +36,17 @@ fn restart_keeps_dataplane() -> Result<()> {
     let ns2 = c.node_ns(2)?;
     let r = cmd::poll("the restarted weftd's first reconcile", Duration::from_secs(10), Duration::from_millis(100), || {
         let r = metrics::reconciles(ns2).map_err(|e| format!("{e:#}"))?;
-        if r.count >= 1 { Ok(Some(r)) } else { Err(format!("{r:?}")) }
+        if r.count >= 1 {
+            Ok(Some(r))
+        } else {
+            Err(format!("{r:?}"))
+        }
     })?;
-    ensure!(r.added == 0 && r.removed == 0, "the restarted weftd had to reprogram its dataplane (pinned entries lost?): {r:?}\n{}", c.weft_node(2)?.log_tail(20));
+    ensure!(
+        r.added == 0 && r.removed == 0,
+        "the restarted weftd had to reprogram its dataplane (pinned entries lost?): {r:?}\n{}",
+        c.weft_node(2)?.log_tail(20)
+    );
     ensure!(c.node_env(2)?.cidr() == subnet_before, "node 2 changed subnet across a restart: {subnet_before} -> {}", c.node_env(2)?.cidr());
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("after the restart")?;
     let t = traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p1].ns, c.pods[p1].ip, 2 << 20).context("tcp after the restart")?;
@@ -69,11 +77,16 @@ fn overlay_device_recreated() -> Result<()> {
     // and the dead device's pin is released, so the pin count is unchanged.
     let node = c.weft_node(2)?;
     let new_encap = format!("weft_encap-{}", node.ns.ifindex("weft.1")?);
-    let links_after = cmd::poll("the restarted weftd to pin the new device's link and release the dead one's", Duration::from_secs(15), Duration::from_millis(100), || {
-        let now = node.pinned_links().map_err(|e| format!("{e:#}"))?;
-        let encap: Vec<&str> = now.iter().filter(|l| l.pin.starts_with("weft_encap-")).map(|l| l.pin.as_str()).collect();
-        if encap == [new_encap.as_str()] && now.len() == links_before.len() { Ok(Some(now)) } else { Err(format!("want only {new_encap} (was {old_encap:?}) and {} pins; pins now {now:?}", links_before.len())) }
-    })?;
+    let links_after =
+        cmd::poll("the restarted weftd to pin the new device's link and release the dead one's", Duration::from_secs(15), Duration::from_millis(100), || {
+            let now = node.pinned_links().map_err(|e| format!("{e:#}"))?;
+            let encap: Vec<&str> = now.iter().filter(|l| l.pin.starts_with("weft_encap-")).map(|l| l.pin.as_str()).collect();
+            if encap == [new_encap.as_str()] && now.len() == links_before.len() {
+                Ok(Some(now))
+            } else {
+                Err(format!("want only {new_encap} (was {old_encap:?}) and {} pins; pins now {now:?}", links_before.len()))
+            }
+        })?;
     ensure!(new_encap != old_encap[0], "weft.1 was recreated with its old ifindex ({new_encap}): the test proves nothing");
     eprintln!("link pins before {links_before:?}\nafter {links_after:?}");
     cmd::poll("pods to reach each other over the new device", Duration::from_secs(15), Duration::from_millis(200), || {

@@ -27,7 +27,11 @@ fn restart_and_upgrade_lose_nothing() -> Result<()> {
         let w = c.weft_node(n)?;
         cmd::poll("pod registered", Duration::from_secs(10), Duration::from_millis(100), || {
             let k = weft_tests::bpf::map_dump(&w.pods_pin()).map_err(|e| format!("{e:#}"))?.as_array().map(|a| a.len()).unwrap_or(0);
-            if k == 1 { Ok(Some(())) } else { Err(format!("{k}")) }
+            if k == 1 {
+                Ok(Some(()))
+            } else {
+                Err(format!("{k}"))
+            }
         })?;
     }
     let before = (c.weft_node(1)?.pinned_links()?, c.weft_node(2)?.pinned_links()?);

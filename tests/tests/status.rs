@@ -36,7 +36,11 @@ fn status_agrees_with_store_kernel_and_maps() -> Result<()> {
     let w1 = c.weft_node(1)?;
     cmd::poll("node 1 to register its pod", Duration::from_secs(10), Duration::from_millis(100), || {
         let d = bpf::map_dump(&w1.pods_pin()).map_err(|e| format!("{e:#}"))?;
-        if d.as_array().is_some_and(|a| a.len() == 1) { Ok(Some(())) } else { Err(d.to_string()) }
+        if d.as_array().is_some_and(|a| a.len() == 1) {
+            Ok(Some(()))
+        } else {
+            Err(d.to_string())
+        }
     })?;
 
     let doc: serde_json::Value = serde_json::from_str(&status(&c, 1, true)?).context("status --json is not JSON")?;
@@ -59,13 +63,19 @@ fn status_agrees_with_store_kernel_and_maps() -> Result<()> {
     for (idx, name) in [(stat::ENCAP, "encap"), (stat::DECAP, "decap"), (stat::DECAP_TO_POD, "decap_to_pod")] {
         let (packets, bytes) = bpf::stat_counter(&w1.stats_pin(), idx)?;
         ensure!(packets > 0, "{name}: no traffic counted");
-        ensure!(doc["counters"][name]["packets"] == packets && doc["counters"][name]["bytes"] == bytes,
-            "{name}: status {} vs bpftool {packets} packets {bytes} bytes", doc["counters"][name]);
+        ensure!(
+            doc["counters"][name]["packets"] == packets && doc["counters"][name]["bytes"] == bytes,
+            "{name}: status {} vs bpftool {packets} packets {bytes} bytes",
+            doc["counters"][name]
+        );
     }
     let text = status(&c, 1, false)?;
     for n in [1, 2, f] {
         let subnet = c.node_env(n)?.cidr();
-        ensure!(text.lines().any(|l| l.contains(&subnet) && l.contains(if n == 1 { "this node" } else { "vxlan (bpf)" })), "text status lacks {subnet}:\n{text}");
+        ensure!(
+            text.lines().any(|l| l.contains(&subnet) && l.contains(if n == 1 { "this node" } else { "vxlan (bpf)" })),
+            "text status lacks {subnet}:\n{text}"
+        );
     }
     ensure!(text.contains(&pod_ip) && text.contains("decap_to_pod"), "text status lacks the pod or the counters:\n{text}");
     eprintln!("{text}");

@@ -137,8 +137,7 @@ fn echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, extra: usize) -> Vec<u8> {
 #[test]
 fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder().config_json(UDP).embedded_store().weft_nodes(2)
-        .weftd_args(&ARGS).build()?;
+    let mut c = Cluster::builder().config_json(UDP).embedded_store().weft_nodes(2).weftd_args(&ARGS).build()?;
     c.wait_converged()?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
@@ -175,8 +174,13 @@ fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
     let mut got = Vec::new();
     weft_tests::cmd::poll("every hostile datagram counted", std::time::Duration::from_secs(5), std::time::Duration::from_millis(200), || {
         got = kinds.iter().zip(&before).map(|(k, b)| udp_packets(&n1, k).map(|v| (*k, v - b))).collect::<Result<Vec<_>>>().map_err(|e| format!("{e:#}"))?;
-        if got.iter().all(|(k, v)| *v == want(k)) { Ok(Some(())) } else { Err(format!("counted {got:?}")) }
-    }).with_context(|| format!("want exactly {:?}", kinds.iter().map(|k| (*k, want(k))).collect::<Vec<_>>()))?;
+        if got.iter().all(|(k, v)| *v == want(k)) {
+            Ok(Some(()))
+        } else {
+            Err(format!("counted {got:?}"))
+        }
+    })
+    .with_context(|| format!("want exactly {:?}", kinds.iter().map(|k| (*k, want(k))).collect::<Vec<_>>()))?;
     if !c.weft_node_mut(1)?.running() {
         bail!("weftd on node 1 died on hostile input");
     }
@@ -210,8 +214,7 @@ fn allowed_cpus(status_path: &str) -> Result<Vec<usize>> {
 #[test]
 fn udp_per_cpu_workers_are_pinned_and_carry_traffic() -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder().config_json(UDP).embedded_store().weft_nodes(2)
-        .weftd_args(&[&ARGS[..], &["--udp-per-cpu"]].concat()).build()?;
+    let mut c = Cluster::builder().config_json(UDP).embedded_store().weft_nodes(2).weftd_args(&[&ARGS[..], &["--udp-per-cpu"]].concat()).build()?;
     let f = c.add_flannel_udp_node()?;
     c.program_flannel_nodes()?;
     c.wait_converged()?;

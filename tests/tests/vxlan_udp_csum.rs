@@ -23,8 +23,13 @@ fn vxlan_udp_csum() -> Result<()> {
     let pf = c.add_pod(f, Wiring::Bridge)?;
     let weft_ip = c.node_ip(1)?.to_string();
     let filter = format!("udp dst port 8472 and src host {weft_ip}");
-    let dump = c.node_ns(f)?.command("timeout", &["10", "tcpdump", "-c", "3", "-nn", "-vv", "-i", "eth0", &filter])
-        .stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("starting tcpdump on the flannel node")?;
+    let dump = c
+        .node_ns(f)?
+        .command("timeout", &["10", "tcpdump", "-c", "3", "-nn", "-vv", "-i", "eth0", &filter])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting tcpdump on the flannel node")?;
     std::thread::sleep(std::time::Duration::from_millis(800));
     traffic::ping_ok(&c.pods[pw].ns, c.pods[pf].ip, 5).context("weft pod -> flannel pod with outer UDP checksums")?;
     let out = dump.wait_with_output()?;

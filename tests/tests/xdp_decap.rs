@@ -63,7 +63,11 @@ fn restart_without_flag_detaches_xdp() -> Result<()> {
     let ns = c.node_ns(2)?;
     weft_tests::cmd::poll("XDP to leave eth0 on node 2", std::time::Duration::from_secs(15), std::time::Duration::from_millis(100), || {
         let link = ns.ip(&["link", "show", "dev", "eth0"]).map_err(|e| format!("{e:#}"))?;
-        if link.contains("xdp") { Err(link) } else { Ok(Some(())) }
+        if link.contains("xdp") {
+            Err(link)
+        } else {
+            Ok(Some(()))
+        }
     })?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;

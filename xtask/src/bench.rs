@@ -27,7 +27,9 @@ fn leases(n: usize) -> Vec<(String, String)> {
             let (a, b) = (16 + i / 256, i % 256);
             let value = format!(
                 r#"{{"PublicIP":"192.168.78.{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:{:02x}:{:02x}"}}}}"#,
-                1 + i % 250, i / 256, i % 256
+                1 + i % 250,
+                i / 256,
+                i % 256
             );
             (format!("10.{a}.{b}.0-24"), value)
         })
@@ -42,7 +44,11 @@ fn one_run(embedded: bool, n: usize) -> Result<Sample> {
     c.store.put_many(&kvs)?;
     cmd::poll(&format!("{n} routes on weft.1"), Duration::from_secs(60), Duration::from_millis(5), || {
         let k = w.overlay_routes().map_err(|e| format!("{e:#}"))?.lines().count();
-        if k >= n { Ok(Some(())) } else { Err(format!("{k} of {n} routes")) }
+        if k >= n {
+            Ok(Some(()))
+        } else {
+            Err(format!("{k} of {n} routes"))
+        }
     })?;
     let seconds = t0.elapsed().as_secs_f64();
     let entries = bpf::map_dump(&w.vteps_pin())?.as_array().map(|a| a.len()).unwrap_or(0);
@@ -77,13 +83,18 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
         rows.join("\n")
     );
     println!("\n{table}");
-    write_section(&docs_dir(), "control-plane", "Control plane", &format!(
-        "Command: `cargo xtask bench control-plane` (release weftd; one node; N leases written at once, \
+    write_section(
+        &docs_dir(),
+        "control-plane",
+        "Control plane",
+        &format!(
+            "Command: `cargo xtask bench control-plane` (release weftd; one node; N leases written at once, \
          etcd in transactions of 125 puts, the embedded store in one locked write; timed until weft.1 \
          has N routes, map entries checked after). Machine: {} cores. Target: 5,000 leases in under \
          1 s, RSS under 50 MB.\n\n{table}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    ))
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        ),
+    )
 }
 
 /// `docs/`, where the benchmarks write their figures.
@@ -97,7 +108,8 @@ pub fn docs_dir() -> std::path::PathBuf {
 pub fn write_section(docs: &Path, name: &str, title: &str, body: &str) -> Result<()> {
     std::fs::create_dir_all(docs)?;
     let path = docs.join("performance.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# weft performance\n\nFigures written by `cargo xtask bench`; each section says the command that made it.\n".into());
+    let old = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| "# weft performance\n\nFigures written by `cargo xtask bench`; each section says the command that made it.\n".into());
     let (start, end) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
     let section = format!("{start}\n## {title}\n\n{body}{end}");
     let new = match (old.find(&start), old.find(&end)) {

@@ -192,7 +192,11 @@ impl Bed {
             let w = self.c.weft_node(n)?;
             cmd::poll(&format!("node {n}: pod registered = {registered}"), Duration::from_secs(15), Duration::from_millis(50), || {
                 let k = bpf::map_dump(&w.pods_pin()).map_err(|e| format!("{e:#}"))?.as_array().map(|a| a.len()).unwrap_or(0);
-                if (k == 1) == registered { Ok(Some(())) } else { Err(format!("{k} pods in weft_pods")) }
+                if (k == 1) == registered {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("{k} pods in weft_pods"))
+                }
             })?;
         }
         self.c.wait_converged()?;
@@ -268,14 +272,27 @@ fn measure(bed: &Bed, p: Path, secs: u32, s: &mut Samples) -> Result<()> {
     let per_packet = (rx.1 - rx0.1) as f64 / (rx.0 - rx0.0).max(1) as f64;
     let moved = one.gbit_per_s * 1e9 / 8.0 * secs as f64;
     for ((b0, what), (b1, _)) in before.into_iter().zip(bed.proof(p)?) {
-        ensure!((b1 - b0) as f64 > moved * 0.5, "{}: weft's `{what}` counter moved {} bytes while iperf3 moved {moved:.0}: the figures would not describe weft", p.label(), b1 - b0);
+        ensure!(
+            (b1 - b0) as f64 > moved * 0.5,
+            "{}: weft's `{what}` counter moved {} bytes while iperf3 moved {moved:.0}: the figures would not describe weft",
+            p.label(),
+            b1 - b0
+        );
     }
     let four = perf::iperf3(client, server, ip, secs, 4)?;
     let rtt = perf::rr_rtt(client, server, ip, secs)?;
     let pps = perf::udp_pps(client, server, ip, secs, 64)?;
     let gb = one.gbit_per_s * secs as f64 / 8.0;
-    println!("    {:44} 1 stream {:6.2} Gbit/s, 4 streams {:6.2}, RTT p50 {:5.1} us p99 {:5.1}, {:7.0} pps, {:.2} CPU s/GB, {per_packet:.0} B/packet in",
-        p.label(), one.gbit_per_s, four.gbit_per_s, rtt.p50_us, rtt.p99_us, pps, busy / gb);
+    println!(
+        "    {:44} 1 stream {:6.2} Gbit/s, 4 streams {:6.2}, RTT p50 {:5.1} us p99 {:5.1}, {:7.0} pps, {:.2} CPU s/GB, {per_packet:.0} B/packet in",
+        p.label(),
+        one.gbit_per_s,
+        four.gbit_per_s,
+        rtt.p50_us,
+        rtt.p99_us,
+        pps,
+        busy / gb
+    );
     s.one.push(one.gbit_per_s);
     s.four.push(four.gbit_per_s);
     s.p50.push(rtt.p50_us);
@@ -343,11 +360,7 @@ pub fn run(weftd: &FsPath, plan: &Plan) -> Result<()> {
             "udp" => Family::Udp,
             _ => Family::Vxlan,
         };
-        let ps: Vec<Path> = paths(family)
-            .iter()
-            .copied()
-            .filter(|p| *p == Path::Bare || only.is_empty() || only.iter().any(|o| picks(o, p.label())))
-            .collect();
+        let ps: Vec<Path> = paths(family).iter().copied().filter(|p| *p == Path::Bare || only.is_empty() || only.iter().any(|o| picks(o, p.label()))).collect();
         // A filter that picks none of this testbed's paths skips it.
         if ps.len() == 1 && !only.is_empty() {
             continue;
@@ -442,7 +455,10 @@ fn chart_png(dir: &FsPath, name: &str, data: &str) -> Result<String> {
         "set terminal png size 1100,{} font ',10'\nset output '{}'\nset style data histograms\nset style fill solid 0.8\n\
          set yrange [0:*]\nset ylabel 'TCP 1 stream, ratio to bare'\nset xtics rotate by -35 left\nset grid ytics\nset key off\n\
          set bmargin 14\nplot '{}' using 2:xtic(1) lc rgb '#3b6ea5'\n",
-        520, dir.join(&png).display(), dat.display());
+        520,
+        dir.join(&png).display(),
+        dat.display()
+    );
     // `-e` takes one line: gnuplot does not split it at newlines.
     let out = cmd::output(std::process::Command::new("gnuplot").arg("-e").arg(script.replace('\n', "; ")))?;
     let _ = std::fs::remove_file(&dat);

@@ -10,8 +10,23 @@ use anyhow::{bail, Context, Result};
 use crate::status;
 
 pub const APT_PACKAGES: &[&str] = &[
-    "clang-16", "llvm-16", "libbpf-dev", "linux-libc-dev", "bpftool", "iproute2", "iputils-ping", "iperf3",
-    "ethtool", "tcpdump", "protobuf-compiler", "libprotobuf-dev", "etcd-server", "etcd-client", "openssl", "gnuplot-nox", "python3-venv",
+    "clang-16",
+    "llvm-16",
+    "libbpf-dev",
+    "linux-libc-dev",
+    "bpftool",
+    "iproute2",
+    "iputils-ping",
+    "iperf3",
+    "ethtool",
+    "tcpdump",
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    "etcd-server",
+    "etcd-client",
+    "openssl",
+    "gnuplot-nox",
+    "python3-venv",
     // perf, for `cargo xtask bench --profile`.
     "linux-perf",
     // The reference CNI plugins (in /usr/lib/cni): weft-cni's tests chain
@@ -67,7 +82,8 @@ fn install_packages(pkgs: &[&str]) -> Result<()> {
     }
     let r = (|| {
         status(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
-        let install = status(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(pkgs).env("DEBIAN_FRONTEND", "noninteractive"));
+        let install =
+            status(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(pkgs).env("DEBIAN_FRONTEND", "noninteractive"));
         if let Err(e) = install {
             // A service that fails to start (policy) can fail the install of
             // etcd-server: what counts is whether dpkg has the packages now.
@@ -87,7 +103,9 @@ fn install_packages(pkgs: &[&str]) -> Result<()> {
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
-    Ok(PathBuf::from(output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context("the nightly toolchain is needed (rustup toolchain install nightly)")?))
+    Ok(PathBuf::from(
+        output(Command::new("rustc").args(["+nightly", "--print", "sysroot"])).context("the nightly toolchain is needed (rustup toolchain install nightly)")?,
+    ))
 }
 
 fn on_path(prog: &str) -> bool {
@@ -120,7 +138,10 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&p);
         std::os::unix::fs::symlink(lib.join(&name), &p).with_context(|| format!("symlinking {}", p.display()))?;
     }
-    println!("bootstrap: installing bpf-linker {BPF_LINKER_VERSION} (cargo install, feature llvm-{major}, against {}; takes a few minutes)", lib.join(&name).display());
+    println!(
+        "bootstrap: installing bpf-linker {BPF_LINKER_VERSION} (cargo install, feature llvm-{major}, against {}; takes a few minutes)",
+        lib.join(&name).display()
+    );
     status(
         Command::new("cargo")
             .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
@@ -147,9 +168,13 @@ fn venv() -> PathBuf {
 
 fn pip_packages_present() -> bool {
     let modules: Vec<&str> = PIP_PACKAGES.iter().map(|(_, m)| *m).collect();
-    Command::new(venv().join("bin/python")).arg("-c").arg(format!("import {}", modules.join(", ")))
-        .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null())
-        .status().is_ok_and(|s| s.success())
+    Command::new(venv().join("bin/python"))
+        .arg("-c")
+        .arg(format!("import {}", modules.join(", ")))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn install_pip_packages() -> Result<()> {
@@ -176,7 +201,9 @@ pub fn run() -> Result<()> {
     // toolchains (the kernel programs are checked with nightly).
     for tc in ["stable", "nightly"] {
         for comp in ["clippy", "rustfmt"] {
-            let have = Command::new("rustup").args(["component", "list", "--installed", "--toolchain", tc]).output()
+            let have = Command::new("rustup")
+                .args(["component", "list", "--installed", "--toolchain", tc])
+                .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with(comp)))
                 .unwrap_or(false);
             if !have {

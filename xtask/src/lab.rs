@@ -89,12 +89,18 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, etcd: bool) -> Result<()> {
     }
 
     println!("\nping (3 packets) between pods on different nodes:");
-    let pairs: Vec<(usize, usize)> = (0..c.pods.len())
-        .flat_map(|a| (0..c.pods.len()).map(move |b| (a, b)))
-        .filter(|&(a, b)| c.pods[a].node != c.pods[b].node)
-        .collect();
+    let pairs: Vec<(usize, usize)> =
+        (0..c.pods.len()).flat_map(|a| (0..c.pods.len()).map(move |b| (a, b))).filter(|&(a, b)| c.pods[a].node != c.pods[b].node).collect();
     let results: Vec<Result<traffic::PingStats>> = std::thread::scope(|s| {
-        let hs: Vec<_> = pairs.iter().map(|&(a, b)| s.spawn({ let c = &c; move || traffic::ping(&c.pods[a].ns, c.pods[b].ip, 3) })).collect();
+        let hs: Vec<_> = pairs
+            .iter()
+            .map(|&(a, b)| {
+                s.spawn({
+                    let c = &c;
+                    move || traffic::ping(&c.pods[a].ns, c.pods[b].ip, 3)
+                })
+            })
+            .collect();
         hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("ping thread panicked")))).collect()
     });
     let mut failed = 0;

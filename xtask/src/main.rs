@@ -121,7 +121,10 @@ pub fn cargo() -> Command {
     c.current_dir(workspace());
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
-        if k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_") || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&k.as_ref()) {
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || ["CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"].contains(&k.as_ref())
+        {
             c.env_remove(k.as_ref());
         }
     }
@@ -139,7 +142,23 @@ pub fn status(c: &mut Command) -> Result<()> {
 /// Builds weftd, weft-cni, the reference flannel udp peer and weft-rr (the
 /// lab, the tests and the benchmarks run them); returns weftd's path.
 fn build_weftd() -> Result<PathBuf> {
-    status(cargo().args(["build", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-cni", "--bin", "weft-cni", "-p", "weft-tests", "--bin", "flannel-udp-ref", "--bin", "weft-rr"]))?;
+    status(cargo().args([
+        "build",
+        "-p",
+        "weft-agent",
+        "--bin",
+        "weftd",
+        "-p",
+        "weft-cni",
+        "--bin",
+        "weft-cni",
+        "-p",
+        "weft-tests",
+        "--bin",
+        "flannel-udp-ref",
+        "--bin",
+        "weft-rr",
+    ]))?;
     Ok(target_dir().join("debug/weftd"))
 }
 
@@ -151,9 +170,19 @@ fn build_weftd() -> Result<PathBuf> {
 fn bench_smoke(weftd: &std::path::Path) -> Result<()> {
     println!("xtask: benchmark smoke (cargo xtask bench dataplanes, 1 run of 1 s, veth mode; figures in target/bench-smoke/)");
     let docs = target_dir().join("bench-smoke");
-    bench_dataplanes::run(weftd, &bench_dataplanes::Plan {
-        families: &["vxlan", "host-gw", "udp"], modes: &[bench_dataplanes::Mode::Veth], runs: 1, secs: 1, section: "dataplanes", profile: false, docs: &docs, only: &[],
-    })
+    bench_dataplanes::run(
+        weftd,
+        &bench_dataplanes::Plan {
+            families: &["vxlan", "host-gw", "udp"],
+            modes: &[bench_dataplanes::Mode::Veth],
+            runs: 1,
+            secs: 1,
+            section: "dataplanes",
+            profile: false,
+            docs: &docs,
+            only: &[],
+        },
+    )
 }
 
 fn main() {
@@ -219,7 +248,20 @@ fn real_main() -> Result<()> {
         }
         Cmd::Bench { what, sizes, runs, secs, profile, mode, paths } => {
             bootstrap::run()?;
-            status(cargo().args(["build", "--release", "-p", "weft-agent", "--bin", "weftd", "-p", "weft-tests", "--bin", "flannel-udp-ref", "--bin", "weft-rr"]))?;
+            status(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "weft-agent",
+                "--bin",
+                "weftd",
+                "-p",
+                "weft-tests",
+                "--bin",
+                "flannel-udp-ref",
+                "--bin",
+                "weft-rr",
+            ]))?;
             let weftd = target_dir().join("release/weftd");
             let modes: &[bench_dataplanes::Mode] = match mode.as_str() {
                 "veth" => &[bench_dataplanes::Mode::Veth],

@@ -26,8 +26,7 @@ pub fn system_wide<T>(name: &str, secs: u32, work: impl FnOnce() -> Result<T>) -
     std::fs::create_dir_all(&dir)?;
     let data = dir.join(format!("{name}.data"));
     let mut rec = Command::new("perf");
-    rec.args(["record", "-a", "-g", "-F", "997", "-o"]).arg(&data).args(["--", "sleep", &(secs + 1).to_string()])
-        .stdout(Stdio::null()).stderr(Stdio::null());
+    rec.args(["record", "-a", "-g", "-F", "997", "-o"]).arg(&data).args(["--", "sleep", &(secs + 1).to_string()]).stdout(Stdio::null()).stderr(Stdio::null());
     let mut rec = rec.spawn().context("starting perf record (Debian package linux-perf)")?;
     // perf needs a moment to set up its buffers on every CPU.
     std::thread::sleep(Duration::from_millis(500));
@@ -41,10 +40,20 @@ pub fn system_wide<T>(name: &str, secs: u32, work: impl FnOnce() -> Result<T>) -
     };
     let r = r?;
     ensure!(st.success(), "perf record failed ({st})");
-    let out = cmd::output(Command::new("perf").arg("report").arg("-i").arg(&data)
-        .args(["--stdio", "--no-children", "--sort", "comm,dso,sym", "-g", "none", "--percent-limit", "1", "-q"]))?;
+    let out = cmd::output(Command::new("perf").arg("report").arg("-i").arg(&data).args([
+        "--stdio",
+        "--no-children",
+        "--sort",
+        "comm,dso,sym",
+        "-g",
+        "none",
+        "--percent-limit",
+        "1",
+        "-q",
+    ]))?;
     ensure!(out.status.success(), "perf report: {}", String::from_utf8_lossy(&out.stderr));
-    let top: String = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).take(25).map(|l| format!("      {}\n", l.trim_end())).collect();
+    let top: String =
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).take(25).map(|l| format!("      {}\n", l.trim_end())).collect();
     std::fs::write(dir.join(format!("{name}.txt")), &top)?;
     Ok((r, top))
 }

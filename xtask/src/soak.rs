@@ -28,8 +28,13 @@ pub fn run(weftd: &Path) -> Result<()> {
     let mut md = String::from("| test | figure | value |\n|---|---|---|\n");
     for l in lines.lines() {
         let j: serde_json::Value = serde_json::from_str(l).with_context(|| format!("figure line {l:?}"))?;
-        md.push_str(&format!("| {} | {} | {:.2} {} |\n", j["test"].as_str().unwrap_or(""), j["what"].as_str().unwrap_or(""),
-            j["value"].as_f64().unwrap_or(f64::NAN), j["unit"].as_str().unwrap_or("")));
+        md.push_str(&format!(
+            "| {} | {} | {:.2} {} |\n",
+            j["test"].as_str().unwrap_or(""),
+            j["what"].as_str().unwrap_or(""),
+            j["value"].as_f64().unwrap_or(f64::NAN),
+            j["unit"].as_str().unwrap_or("")
+        ));
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let body = format!(

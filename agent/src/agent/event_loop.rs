@@ -105,7 +105,14 @@ impl EventLoop {
         match ch {
             Ok(ch) => {
                 if *ch != Changes::default() {
-                    log::info!("reconciled {} peers in {:?}: {} added/updated, {} removed, {} errors", self.peers, t.elapsed(), ch.added, ch.removed, ch.errors);
+                    log::info!(
+                        "reconciled {} peers in {:?}: {} added/updated, {} removed, {} errors",
+                        self.peers,
+                        t.elapsed(),
+                        ch.added,
+                        ch.removed,
+                        ch.errors
+                    );
                 }
                 self.health.dataplane((ch.errors > 0).then(|| format!("{} errors in the last reconcile (retried every {RESYNC:?})", ch.errors)));
             }

@@ -70,12 +70,8 @@ async fn subnet_manager(args: &Args, health: &Health) -> Result<Arc<dyn SubnetMa
 
 /// The underlay interface and our PublicIP (`--iface`, `--public-ip`, ...).
 async fn underlay(args: &Args, nl: &Netlink) -> Result<iface::Underlay> {
-    let selector = iface::Selector {
-        ifaces: args.iface.clone(),
-        regexes: args.iface_regex.clone(),
-        can_reach: args.iface_can_reach,
-        public_ip: args.public_ip,
-    };
+    let selector =
+        iface::Selector { ifaces: args.iface.clone(), regexes: args.iface_regex.clone(), can_reach: args.iface_can_reach, public_ip: args.public_ip };
     let u = iface::select(nl, &selector).await?;
     log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", u.link.name, u.link.index, u.link.mtu, u.iface_ip, u.public_ip);
     Ok(u)

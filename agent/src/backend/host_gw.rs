@@ -14,7 +14,11 @@ use super::{
     Backend, Node, Reconciled,
 };
 use crate::{
-    dataplane::{self, fast_path::{self, FastPath}, Datapath},
+    dataplane::{
+        self,
+        fast_path::{self, FastPath},
+        Datapath,
+    },
     subnet::{lease::LeaseAttrs, Ipv4Net, Leases},
 };
 
@@ -35,8 +39,12 @@ impl HostGwBackend {
         // flannel's rule: host-gw routes to PublicIPs, so they must be
         // the addresses the peers' packets really arrive at.
         if u.public_ip != u.iface_ip {
-            bail!("the host-gw backend needs PublicIP {} on interface {} (it has {}): behind NAT host-gw cannot work; use vxlan",
-                u.public_ip, u.link.name, u.iface_ip);
+            bail!(
+                "the host-gw backend needs PublicIP {} on interface {} (it has {}): behind NAT host-gw cannot work; use vxlan",
+                u.public_ip,
+                u.link.name,
+                u.iface_ip
+            );
         }
         let bpf = dataplane::choose_bpf(&node.args)?;
         let (attrs, routed) = (LeaseAttrs::host_gw(u.public_ip), Routed::new(u.link.index));
@@ -51,7 +59,6 @@ pub fn desired_host_gw(leases: &Leases, own: &Ipv4Net, network: &Ipv4Net, warned
         other => anyhow::bail!("BackendType is {:?}, not \"host-gw\"", other.unwrap_or("(none: udp)")),
     })
 }
-
 
 impl Backend for HostGwBackend {
     fn lease_attrs(&self) -> &LeaseAttrs {

@@ -51,7 +51,12 @@ pub async fn ensure_device(nl: &Netlink, d: &VxlanDev<'_>) -> Result<Link> {
         if l.kind == Some(InfoKind::Vxlan) {
             return up(nl, d, l.index).await;
         }
-        log::info!("replacing {} ({:?}, the BPF datapath's) with a kernel vxlan device, keeping MAC {}", d.name, l.kind, l.mac.map(|m| format_mac(&m)).unwrap_or_default());
+        log::info!(
+            "replacing {} ({:?}, the BPF datapath's) with a kernel vxlan device, keeping MAC {}",
+            d.name,
+            l.kind,
+            l.mac.map(|m| format_mac(&m)).unwrap_or_default()
+        );
         mac = l.mac.unwrap_or(mac);
         nl.delete_link(l.index).await?;
     }
@@ -117,12 +122,25 @@ async fn fdb(nl: &Netlink, index: u32) -> Result<HashMap<[u8; 6], (Option<Ipv4Ad
 }
 
 async fn add_neighbour(nl: &Netlink, index: u32, ip: Ipv4Addr, mac: &[u8; 6]) -> Result<()> {
-    nl.h.neighbours().add(index, IpAddr::V4(ip)).link_layer_address(mac).state(NeighbourState::Permanent).replace().execute().await
+    nl.h.neighbours()
+        .add(index, IpAddr::V4(ip))
+        .link_layer_address(mac)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
         .with_context(|| format!("neighbour {ip} lladdr {}", format_mac(mac)))
 }
 
 async fn add_fdb(nl: &Netlink, index: u32, mac: &[u8; 6], dst: Ipv4Addr) -> Result<()> {
-    nl.h.neighbours().add_bridge(index, mac).destination(IpAddr::V4(dst)).flags(NeighbourFlags::Own).state(NeighbourState::Permanent).replace().execute().await
+    nl.h.neighbours()
+        .add_bridge(index, mac)
+        .destination(IpAddr::V4(dst))
+        .flags(NeighbourFlags::Own)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
         .with_context(|| format!("fdb {} dst {dst}", format_mac(mac)))
 }
 

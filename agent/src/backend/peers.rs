@@ -85,13 +85,11 @@ impl Changes {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::{host_gw::desired_host_gw, udp::backend::desired_udp, vxlan::desired_vxlan};
     use crate::netconfig::NetConfig;
-
 
     #[test]
     fn bad_leases_are_skipped_alone() {
@@ -103,7 +101,10 @@ mod tests {
         leases.insert("10.244.2.0-24".to_string(), good.to_vec());
         leases.insert("10.244.3.0-24".to_string(), b"{junk".to_vec());
         leases.insert("10.244.4.0-24".to_string(), br#"{"PublicIP":"192.168.77.4","BackendType":"host-gw"}"#.to_vec());
-        leases.insert("10.244.5.0-24".to_string(), br#"{"PublicIP":"192.168.77.5","BackendType":"vxlan","BackendData":{"VNI":2,"VtepMAC":"02:00:00:00:00:05"}}"#.to_vec());
+        leases.insert(
+            "10.244.5.0-24".to_string(),
+            br#"{"PublicIP":"192.168.77.5","BackendType":"vxlan","BackendData":{"VNI":2,"VtepMAC":"02:00:00:00:00:05"}}"#.to_vec(),
+        );
         leases.insert("10.99.0.0-24".to_string(), good.to_vec());
         leases.insert("10.244.0.0-16".to_string(), good.to_vec());
         leases.insert("not-a-key".to_string(), good.to_vec());

@@ -1,13 +1,20 @@
 //! Peers reached by plain routes via their PublicIP on the underlay: the
 //! host-gw backend, and vxlan's DirectRouting peers on our L2 segment. Both
 //! use [`Routed`], so DirectRouting reuses host-gw's code rather than a copy.
-use std::{collections::{BTreeMap, HashMap, HashSet}, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use anyhow::Result;
 use weft_common::{HostGwEntry, VtepEntry};
 
 use super::peers::Changes;
-use crate::{dataplane::Datapath, net::netlink::{Netlink, Route, RTPROT_WEFT}, subnet::Ipv4Net};
+use crate::{
+    dataplane::Datapath,
+    net::netlink::{Netlink, Route, RTPROT_WEFT},
+    subnet::Ipv4Net,
+};
 
 /// Whether `ip` is on our L2 segment: the best route to it (weft's own routes
 /// aside) has no gateway and leaves by the underlay. Else says why not.
@@ -23,7 +30,11 @@ pub fn on_link(routes: &[Route], ip: Ipv4Addr, underlay: u32) -> std::result::Re
 
 /// vxlan with DirectRouting: peers on our L2 segment are reached host-gw
 /// style (returned second), the others through VXLAN (returned first).
-pub async fn split_direct(nl: &Netlink, underlay: u32, want: BTreeMap<Ipv4Net, VtepEntry>) -> Result<(BTreeMap<Ipv4Net, VtepEntry>, BTreeMap<Ipv4Net, Ipv4Addr>)> {
+pub async fn split_direct(
+    nl: &Netlink,
+    underlay: u32,
+    want: BTreeMap<Ipv4Net, VtepEntry>,
+) -> Result<(BTreeMap<Ipv4Net, VtepEntry>, BTreeMap<Ipv4Net, Ipv4Addr>)> {
     let routes = nl.main_routes_full().await?;
     let (mut tunnel, mut direct) = (BTreeMap::new(), BTreeMap::new());
     for (net, e) in want {
@@ -43,7 +54,13 @@ pub async fn split_direct(nl: &Netlink, underlay: u32, want: BTreeMap<Ipv4Net, V
 /// reached this way: it is skipped with a warning (once while it stays so).
 /// With `fast` (the fast path is on), `weft_hostgw` is made to hold exactly
 /// the routed peers, after their routes.
-async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net, Ipv4Addr>, skipped: &mut HashSet<Ipv4Net>, fast: Option<&mut Datapath>) -> Result<Changes> {
+async fn apply_host_gw(
+    nl: &Netlink,
+    underlay: u32,
+    want: &BTreeMap<Ipv4Net, Ipv4Addr>,
+    skipped: &mut HashSet<Ipv4Net>,
+    fast: Option<&mut Datapath>,
+) -> Result<Changes> {
     let mut ch = Changes::default();
     let routes = nl.main_routes_full().await?;
     let mut reachable = BTreeMap::new();
@@ -62,7 +79,8 @@ async fn apply_host_gw(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv4Net, Ipv
         }
     }
     *skipped = now_skipped;
-    let have: HashMap<Ipv4Net, Option<Ipv4Addr>> = routes.iter().filter(|r| r.protocol == RTPROT_WEFT && r.oif == Some(underlay)).map(|r| (r.dst, r.gateway)).collect();
+    let have: HashMap<Ipv4Net, Option<Ipv4Addr>> =
+        routes.iter().filter(|r| r.protocol == RTPROT_WEFT && r.oif == Some(underlay)).map(|r| (r.dst, r.gateway)).collect();
     for (net, pip) in &reachable {
         if have.get(net) != Some(&Some(*pip)) {
             ch.tally(nl.replace_gw_route(net, *pip, underlay).await, true);
@@ -100,7 +118,6 @@ fn sync_hostgw_map(dp: &mut Datapath, underlay: u32, routed: &BTreeMap<Ipv4Net, 
     }
     Ok(())
 }
-
 
 /// The routed peers of one underlay, and those skipped (warned about once).
 pub struct Routed {

@@ -22,7 +22,10 @@ use super::{
 use crate::{
     dataplane::{self, fast_path::FastPath, Datapath},
     net::netlink::{self, Link, Netlink},
-    subnet::{lease::{format_mac, LeaseAttrs}, Ipv4Net, Leases},
+    subnet::{
+        lease::{format_mac, LeaseAttrs},
+        Ipv4Net, Leases,
+    },
 };
 
 /// The `Backend` section of a vxlan network.
@@ -89,9 +92,19 @@ impl VxlanBackend {
             dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
             nl.ensure_overlay(&name, args.overlay_kind == "veth", mtu, random_mac()).await?
         } else {
-            kernel_vxlan::ensure_device(nl, &kernel_vxlan::VxlanDev {
-                name: &name, vni: cfg.vni, port: cfg.port, underlay: underlay.link.index, local: underlay.iface_ip, mtu, mac: random_mac(),
-            }).await?
+            kernel_vxlan::ensure_device(
+                nl,
+                &kernel_vxlan::VxlanDev {
+                    name: &name,
+                    vni: cfg.vni,
+                    port: cfg.port,
+                    underlay: underlay.link.index,
+                    local: underlay.iface_ip,
+                    mtu,
+                    mac: random_mac(),
+                },
+            )
+            .await?
         };
         let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
         netlink::disable_ipv6(&name);
@@ -122,8 +135,13 @@ impl VxlanBackend {
         } else if dp.release_links(prog_names::XDP_DECAP)? {
             log::info!("detached the XDP decap an earlier run left on {} (no --xdp-decap now)", underlay.link.name);
         }
-        log::info!("datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
-            self.overlay.name, underlay.link.name, if args.xdp_decap { " (XDP + TC)" } else { " (TC)" }, format_mac(&self.vtep_mac));
+        log::info!(
+            "datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
+            self.overlay.name,
+            underlay.link.name,
+            if args.xdp_decap { " (XDP + TC)" } else { " (TC)" },
+            format_mac(&self.vtep_mac)
+        );
         if direct_routing {
             log::info!("DirectRouting: peers on this L2 segment are routed via their PublicIP on {}, the others through VXLAN", underlay.link.name);
         }
@@ -183,7 +201,6 @@ pub fn desired_vxlan(leases: &Leases, own: &Ipv4Net, network: &Ipv4Net, vni: u32
     })
 }
 
-
 /// Makes the maps and the routes match `want`: every vxlan peer goes into
 /// `weft_vteps` and its PublicIP into `weft_vtep_ips` (decap accepts VXLAN
 /// from it, for its subnet's sources), and those in `routed` (all but the
@@ -229,7 +246,6 @@ async fn apply_bpf(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
     }
     Ok(ch)
 }
-
 
 impl Backend for VxlanBackend {
     fn lease_attrs(&self) -> &LeaseAttrs {

@@ -164,7 +164,11 @@ mod tests {
         assert_eq!(r.ip, Ipv4Addr::new(10, 244, 1, 5));
         assert_eq!(r.container_id, "abc");
         assert_eq!(entry(&r).unwrap(), PodEntry { host_ifindex: 17, pod_mac: [0x0a, 0x58, 0x0a, 0xf4, 1, 5], gw_mac: [2, 0, 0, 0, 0, 1] });
-        for bad in [&b"{"[..], br#"{"ip":"10.0.0.1"}"#, br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"zz","hostVeth":"v","hostIfindex":3,"bridgeMac":"02:00:00:00:00:01"}"#] {
+        for bad in [
+            &b"{"[..],
+            br#"{"ip":"10.0.0.1"}"#,
+            br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"zz","hostVeth":"v","hostIfindex":3,"bridgeMac":"02:00:00:00:00:01"}"#,
+        ] {
             assert!(parse(bad).and_then(|r| entry(&r)).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         // Only what weftd needs is required (no containerID, netns, bridge, mtu here).

@@ -15,7 +15,10 @@ use weft_common::prog_names;
 use anyhow::Result;
 
 use super::{endpoints::PodEndpoints, Datapath};
-use crate::{cli::Args, net::netlink::{self, Netlink}};
+use crate::{
+    cli::Args,
+    net::netlink::{self, Netlink},
+};
 
 pub struct FastPath {
     /// `weft_fwd` on the bridge, where peers are routed host-gw style.
@@ -39,8 +42,11 @@ impl FastPath {
             return Ok(None);
         }
         let fast = FastPath::new(routed_peers.then_some(args.pod_bridge.as_str()), &args.endpoints_dir);
-        log::info!("fast path on: pod endpoints from {}{}", fast.endpoints_dir().display(),
-            if routed_peers { format!(", weft_fwd on {}", args.pod_bridge) } else { String::new() });
+        log::info!(
+            "fast path on: pod endpoints from {}{}",
+            fast.endpoints_dir().display(),
+            if routed_peers { format!(", weft_fwd on {}", args.pod_bridge) } else { String::new() }
+        );
         Ok(Some(fast))
     }
 
@@ -108,7 +114,11 @@ impl BridgeAttach {
             Some(l) if self.attached == Some(l.index) => {}
             Some(l) => match dp.attach_tc(prog_names::FWD, &l.name, l.index, TcAttachType::Ingress) {
                 Ok(()) => {
-                    log::info!("fast path: weft_fwd attached to {} (#{}) ingress: pod traffic to host-gw peers leaves by the FIB's next hop directly", l.name, l.index);
+                    log::info!(
+                        "fast path: weft_fwd attached to {} (#{}) ingress: pod traffic to host-gw peers leaves by the FIB's next hop directly",
+                        l.name,
+                        l.index
+                    );
                     self.attached = Some(l.index);
                     self.reported = None;
                 }

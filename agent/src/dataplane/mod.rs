@@ -187,7 +187,8 @@ impl Datapath {
                 let link = FdLink::from(old).try_into().context("pinned link is not a TC link")?;
                 p.attach_to_link(link).with_context(|| format!("replacing {prog} on {ifname}"))?
             }
-            _ => p.attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            _ => p
+                .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
                 .with_context(|| format!("attaching {prog} to {ifname} ({at:?})"))?,
         };
         let link: FdLink = p.take_link(id)?.try_into().context("TC link is not an fd link (kernel without TCX?)")?;
@@ -248,7 +249,9 @@ impl Datapath {
         let pin = self.pin_dir.as_ref().map(|d| d.join(pins::LINKS).join(pins::link_name(prog_names::XDP_DECAP, ifindex)));
         let x: &mut Xdp = self.ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
         let id = match pin.as_ref().map(PinnedLink::from_pin) {
-            Some(Ok(old)) => x.attach_to_link(FdLink::from(old).try_into().context("pinned link is not an XDP link")?).with_context(|| format!("replacing XDP decap on {ifname}"))?,
+            Some(Ok(old)) => x
+                .attach_to_link(FdLink::from(old).try_into().context("pinned link is not an XDP link")?)
+                .with_context(|| format!("replacing XDP decap on {ifname}"))?,
             _ => x.attach(ifname, XdpMode::Driver).with_context(|| format!("attaching XDP decap to {ifname} (native mode)"))?,
         };
         let link: FdLink = x.take_link(id)?.try_into().context("XDP link is not an fd link")?;

@@ -53,9 +53,7 @@ impl Inventory {
 
 /// The pure choice: (link, address on it).
 pub fn choose(inv: &Inventory, sel: &Selector) -> Result<(Link, Ipv4Addr)> {
-    let with_addr = |l: &Link, ip: Option<Ipv4Addr>| -> Option<(Link, Ipv4Addr)> {
-        Some((l.clone(), ip.or_else(|| inv.first_addr(l.index))?))
-    };
+    let with_addr = |l: &Link, ip: Option<Ipv4Addr>| -> Option<(Link, Ipv4Addr)> { Some((l.clone(), ip.or_else(|| inv.first_addr(l.index))?)) };
     if !sel.ifaces.is_empty() {
         for spec in &sel.ifaces {
             let found = match spec.parse::<Ipv4Addr>() {
@@ -89,7 +87,9 @@ pub fn choose(inv: &Inventory, sel: &Selector) -> Result<(Link, Ipv4Addr)> {
         let l = inv.link(index).with_context(|| format!("--iface-can-reach {dst}: route via unknown link #{index}"))?;
         return with_addr(l, None).with_context(|| format!("--iface-can-reach {dst}: interface {} has no IPv4 address", l.name));
     }
-    let index = inv.route_to(Ipv4Addr::UNSPECIFIED).filter(|_| inv.routes.iter().any(|(n, _)| n.prefix_len() == 0))
+    let index = inv
+        .route_to(Ipv4Addr::UNSPECIFIED)
+        .filter(|_| inv.routes.iter().any(|(n, _)| n.prefix_len() == 0))
         .context("no --iface given and no default route to take the interface from; pass --iface")?;
     let l = inv.link(index).with_context(|| format!("default route via unknown link #{index}"))?;
     with_addr(l, None).with_context(|| format!("interface {} (default route) has no IPv4 address", l.name))
@@ -119,7 +119,12 @@ mod tests {
     fn inv() -> Inventory {
         Inventory {
             links: vec![link(1, "lo"), link(2, "eth0"), link(3, "ens5"), link(4, "wg0")],
-            addrs: vec![(1, "127.0.0.1".parse().unwrap()), (2, "192.168.1.10".parse().unwrap()), (3, "10.9.0.5".parse().unwrap()), (3, "10.9.0.6".parse().unwrap())],
+            addrs: vec![
+                (1, "127.0.0.1".parse().unwrap()),
+                (2, "192.168.1.10".parse().unwrap()),
+                (3, "10.9.0.5".parse().unwrap()),
+                (3, "10.9.0.6".parse().unwrap()),
+            ],
             routes: vec![
                 ("0.0.0.0/0".parse().unwrap(), 2),
                 ("192.168.1.0/24".parse().unwrap(), 2),

@@ -37,11 +37,14 @@ pub struct Route {
 /// fast path attaches to appears with the first pod).
 pub fn net_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
     use futures::StreamExt;
-    use rtnetlink::{packet_core::NetlinkPayload, packet_route::RouteNetlinkMessage, sys::{AsyncSocket, SocketAddr}};
+    use rtnetlink::{
+        packet_core::NetlinkPayload,
+        packet_route::RouteNetlinkMessage,
+        sys::{AsyncSocket, SocketAddr},
+    };
     let (mut conn, _h, mut msgs) = rtnetlink::new_connection().context("opening a netlink socket for route and link events")?;
     let groups = rtnetlink::constants::RTMGRP_IPV4_ROUTE | rtnetlink::constants::RTMGRP_LINK;
-    conn.socket_mut().socket_mut().bind(&SocketAddr::new(0, groups))
-        .context("joining the IPv4 route and link event groups")?;
+    conn.socket_mut().socket_mut().bind(&SocketAddr::new(0, groups)).context("joining the IPv4 route and link event groups")?;
     tokio::spawn(conn);
     let (tx, rx) = futures::channel::mpsc::unbounded();
     tokio::spawn(async move {
@@ -239,8 +242,7 @@ impl Netlink {
             }
         }
         if !have {
-            self.h.address().add(index, IpAddr::V4(addr), 32).replace().execute().await
-                .with_context(|| format!("adding {addr}/32 to link #{index}"))?;
+            self.h.address().add(index, IpAddr::V4(addr), 32).replace().execute().await.with_context(|| format!("adding {addr}/32 to link #{index}"))?;
         }
         Ok(())
     }
@@ -249,10 +251,7 @@ impl Netlink {
     /// [`RTPROT_WEFT`], main table): (destination, gateway). Routes of anyone
     /// else on the same link are not weft's to change.
     pub async fn routes_via(&self, index: u32) -> Result<Vec<(Ipv4Net, Option<Ipv4Addr>)>> {
-        Ok(self.main_routes_full().await?.into_iter()
-            .filter(|r| r.oif == Some(index) && r.protocol == RTPROT_WEFT)
-            .map(|r| (r.dst, r.gateway))
-            .collect())
+        Ok(self.main_routes_full().await?.into_iter().filter(|r| r.oif == Some(index) && r.protocol == RTPROT_WEFT).map(|r| (r.dst, r.gateway)).collect())
     }
 
     /// Every IPv4 route of the main table.
@@ -365,7 +364,12 @@ impl Netlink {
     }
 
     pub async fn replace_route(&self, net: &Ipv4Net, index: u32) -> Result<()> {
-        self.h.route().add(Self::overlay_route(net, index)).replace().execute().await
+        self.h
+            .route()
+            .add(Self::overlay_route(net, index))
+            .replace()
+            .execute()
+            .await
             .with_context(|| format!("adding route {net} via {} onlink", net.network_addr()))
     }
 

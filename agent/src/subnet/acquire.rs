@@ -6,7 +6,11 @@
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 
-use super::{lease::{Lease, LeaseAttrs}, registry::Registry, Ipv4Net};
+use super::{
+    lease::{Lease, LeaseAttrs},
+    registry::Registry,
+    Ipv4Net,
+};
 use crate::netconfig::NetConfig;
 
 const ATTEMPTS: usize = 20;

@@ -126,8 +126,7 @@ impl LocalStore {
     /// is due; writes the database back if anything changed.
     fn locked_sync<T>(&self, f: impl FnOnce(&mut Db, u64) -> Result<(T, bool)>) -> Result<T> {
         let lock_path = self.dir.join("store.lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).with_context(|| format!("opening {}", lock_path.display()))?;
         // SAFETY: flock on an fd we own; released when `lock` is closed.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             bail!("locking {}: {}", lock_path.display(), std::io::Error::last_os_error());
@@ -154,7 +153,6 @@ impl LocalStore {
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.locked_sync(f)).await.context("store task")?
     }
-
 }
 
 impl Registry for LocalStore {
@@ -217,10 +215,12 @@ impl Registry for LocalStore {
             if rev.is_none() || stamp != last_stamp || last_lock.elapsed() >= EXPIRE_EVERY {
                 last_lock = Instant::now();
                 let since = rev;
-                let r = self.locked(move |db, _| {
-                    let evs = since.and_then(|r| db.events_after(r));
-                    Ok(((db.revision, evs, since.is_some(), db.snapshot()), false))
-                }).await;
+                let r = self
+                    .locked(move |db, _| {
+                        let evs = since.and_then(|r| db.events_after(r));
+                        Ok(((db.revision, evs, since.is_some(), db.snapshot()), false))
+                    })
+                    .await;
                 match r {
                     Ok((now_rev, evs, had_rev, snap)) => {
                         let msgs = match evs {

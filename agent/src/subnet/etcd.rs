@@ -9,10 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions, WatchStream,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
 
 use super::{lease::LeaseAttrs, registry::Registry, Ipv4Net, LeaseEvent};
 
@@ -74,9 +71,7 @@ impl EtcdAuth {
 impl EtcdStore {
     pub async fn connect(endpoints: &[String], prefix: &str, auth: &EtcdAuth) -> Result<EtcdStore> {
         let opts = auth.connect_options(endpoints)?;
-        let client = Client::connect(endpoints, Some(opts))
-            .await
-            .with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
+        let client = Client::connect(endpoints, Some(opts)).await.with_context(|| format!("connecting to etcd at {}", endpoints.join(",")))?;
         Ok(EtcdStore { client, prefix: prefix.trim_end_matches('/').to_string(), endpoints: endpoints.join(",") })
     }
 
@@ -101,8 +96,7 @@ impl EtcdStore {
     /// All leases (key suffix after `subnets/`, raw value) and the revision they were read at.
     async fn list_leases(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
         let p = self.subnets_prefix();
-        let resp = self.client.clone().get(p.clone(), Some(GetOptions::new().with_prefix())).await
-            .with_context(|| format!("listing {p}"))?;
+        let resp = self.client.clone().get(p.clone(), Some(GetOptions::new().with_prefix())).await.with_context(|| format!("listing {p}"))?;
         let rev = resp.header().map(|h| h.revision()).context("etcd response without header")?;
         let kvs = resp.kvs().iter().map(|kv| (String::from_utf8_lossy(&kv.key()[p.len()..]).into_owned(), kv.value().to_vec())).collect();
         Ok((rev, kvs))
@@ -118,9 +112,11 @@ impl EtcdStore {
         let key = self.lease_key(subnet);
         let value = serde_json::to_vec(attrs)?;
         let id = self.grant(ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(id)))]);
+        let txn = Txn::new().when([Compare::version(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
+            key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(id)),
+        )]);
         let resp = self.client.clone().txn(txn).await.with_context(|| format!("creating {key}"))?;
         if !resp.succeeded() {
             let _ = self.client.clone().lease_revoke(id).await;
@@ -132,7 +128,10 @@ impl EtcdStore {
     async fn renew_lease(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
         let key = self.lease_key(subnet);
         let id = self.grant(ttl).await?;
-        self.client.clone().put(key.clone(), serde_json::to_vec(attrs)?, Some(PutOptions::new().with_lease(id))).await
+        self.client
+            .clone()
+            .put(key.clone(), serde_json::to_vec(attrs)?, Some(PutOptions::new().with_lease(id)))
+            .await
             .with_context(|| format!("renewing {key}"))?;
         Ok(())
     }
@@ -194,8 +193,8 @@ impl EtcdStore {
     ) -> std::result::Result<WatchEnd, (i64, anyhow::Error)> {
         let p = self.subnets_prefix();
         let opts = WatchOptions::new().with_prefix().with_start_revision(rev).with_progress_notify();
-        let mut stream: WatchStream = self.client.clone().watch(p.clone(), Some(opts)).await
-            .map_err(|e| (rev, anyhow::Error::from(e).context("starting the lease watch")))?;
+        let mut stream: WatchStream =
+            self.client.clone().watch(p.clone(), Some(opts)).await.map_err(|e| (rev, anyhow::Error::from(e).context("starting the lease watch")))?;
         loop {
             let resp = match stream.message().await {
                 Ok(Some(r)) => r,

@@ -85,8 +85,7 @@ impl Lease {
     /// Parses a lease from its key suffix (after `<prefix>/subnets/`) and JSON value.
     pub fn parse(key_suffix: &str, value: &[u8]) -> Result<Lease> {
         let subnet = Ipv4Net::from_key(key_suffix)?;
-        let attrs: LeaseAttrs = serde_json::from_slice(value)
-            .with_context(|| format!("lease {key_suffix}: value is not flannel's lease JSON"))?;
+        let attrs: LeaseAttrs = serde_json::from_slice(value).with_context(|| format!("lease {key_suffix}: value is not flannel's lease JSON"))?;
         Ok(Lease { subnet, attrs })
     }
 }
@@ -117,7 +116,8 @@ mod tests {
         assert!(Lease::parse("10.244.3.0-24", b"garbage").is_err());
         let badmac = Lease::parse("10.244.4.0-24", br#"{"PublicIP":"10.0.0.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}"#).unwrap();
         assert!(format!("{:#}", badmac.attrs.vxlan_data().unwrap_err()).contains("VtepMAC"));
-        let mcast = Lease::parse("10.244.4.0-24", br#"{"PublicIP":"10.0.0.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}}"#).unwrap();
+        let mcast =
+            Lease::parse("10.244.4.0-24", br#"{"PublicIP":"10.0.0.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}}"#).unwrap();
         assert!(mcast.attrs.vxlan_data().is_err());
     }
 }

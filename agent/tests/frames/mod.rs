@@ -82,7 +82,8 @@ pub fn node(local: [u8; 4], mac: [u8; 6], mtu: u32) -> Datapath {
 pub fn run_tc(dp: &mut Datapath, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
     let p: &mut SchedClassifier = dp.program_mut(prog).unwrap().try_into().unwrap();
     let mut out = vec![0u8; frame.len() + 256];
-    let r = p.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() })
+    let r = p
+        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() })
         .unwrap_or_else(|e| panic!("test_run of {prog} on {} bytes {:02x?}: {e:?}", frame.len(), &frame[..frame.len().min(40)]));
     out.truncate(r.data_size_out as usize);
     (r.return_value, out)

@@ -32,7 +32,11 @@ fn parse_net(s: &str) -> Result<(u32, u8)> {
 }
 
 fn mask(l: u8) -> u32 {
-    if l == 0 { 0 } else { u32::MAX << (32 - l) }
+    if l == 0 {
+        0
+    } else {
+        u32::MAX << (32 - l)
+    }
 }
 
 fn ip(args: &[&str]) -> Result<()> {
@@ -55,7 +59,7 @@ fn open_tun(name: &str) -> Result<OwnedFd> {
     let mut req = [0u8; 40];
     req[..name.len()].copy_from_slice(name.as_bytes());
     req[16..18].copy_from_slice(&(0x0001u16 | 0x1000).to_ne_bytes()); // IFF_TUN | IFF_NO_PI
-    // SAFETY: TUNSETIFF with a 40-byte struct ifreq.
+                                                                      // SAFETY: TUNSETIFF with a 40-byte struct ifreq.
     if unsafe { libc::ioctl(fd.as_raw_fd(), 0x4004_54ca, req.as_mut_ptr()) } < 0 {
         bail!("TUNSETIFF {name}: {}", std::io::Error::last_os_error());
     }
@@ -127,9 +131,8 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other}"),
         }
     }
-    let (tun, local, (sn, _), network, mtu) = (
-        tun.context("--tun")?, local.context("--local")?, subnet.context("--subnet")?, network.context("--network")?, mtu.context("--mtu")?,
-    );
+    let (tun, local, (sn, _), network, mtu) =
+        (tun.context("--tun")?, local.context("--local")?, subnet.context("--subnet")?, network.context("--network")?, mtu.context("--mtu")?);
     let fd = open_tun(&tun)?;
     ip(&["addr", "replace", &format!("{}/32", Ipv4Addr::from(sn)), "dev", &tun])?;
     ip(&["link", "set", &tun, "mtu", &mtu.to_string(), "up"])?;
@@ -143,10 +146,8 @@ fn main() -> Result<()> {
     // one (poll is skipped while traffic flows).
     // SAFETY: fcntl on our own descriptor.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
-    let mut pfd = [
-        libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-    ];
+    let mut pfd =
+        [libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }, libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
     loop {
         // SAFETY: two pollfds.
         if unsafe { libc::poll(pfd.as_mut_ptr(), 2, -1) } < 0 {

@@ -129,13 +129,6 @@ fn client(to: &str, count: &str, secs: &str, size: &str) -> Result<(), String> {
     let mean = rtts.iter().sum::<u64>() as f64 / rtts.len() as f64;
     rtts.sort_unstable();
     let pct = |p: f64| rtts[((rtts.len() - 1) as f64 * p).round() as usize] as f64 / 1e3;
-    println!(
-        "{{\"samples\":{},\"lost\":{},\"p50_us\":{:.2},\"p99_us\":{:.2},\"mean_us\":{:.2}}}",
-        rtts.len(),
-        lost,
-        pct(0.50),
-        pct(0.99),
-        mean / 1e3
-    );
+    println!("{{\"samples\":{},\"lost\":{},\"p50_us\":{:.2},\"p99_us\":{:.2},\"mean_us\":{:.2}}}", rtts.len(), lost, pct(0.50), pct(0.99), mean / 1e3);
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! The udp backend on a node: flannel's udp lease (no BackendType), the
 //! TUN and its workers ([`super::UdpPath`]) started on our subnet, and the
 //! peers table replaced whole on every reconcile. No BPF.
-use std::{collections::BTreeMap, net::{Ipv4Addr, SocketAddrV4}};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+};
 
 use anyhow::{bail, Context, Result};
 use futures::future::BoxFuture;
@@ -62,7 +65,6 @@ pub fn desired_udp(leases: &Leases, own: &Ipv4Net, network: &Ipv4Net, warned: &m
     })
 }
 
-
 impl Backend for UdpBackend {
     fn lease_attrs(&self) -> &LeaseAttrs {
         &self.attrs
@@ -87,8 +89,14 @@ impl Backend for UdpBackend {
             netlink::disable_ipv6(&path.name);
             nl.replace_dev_route(&self.node.network, dev.index).await?;
             self.node.health.metrics.set_udp_stats(path.stats.clone());
-            log::info!("udp: {} up (address {}/32, MTU {mtu}, route {} dev {}); peers reached at their PublicIP, port {}",
-                path.name, own.network_addr(), self.node.network, path.name, bind.port());
+            log::info!(
+                "udp: {} up (address {}/32, MTU {mtu}, route {} dev {}); peers reached at their PublicIP, port {}",
+                path.name,
+                own.network_addr(),
+                self.node.network,
+                path.name,
+                bind.port()
+            );
             self.running = Some(Running { path, dev: dev.index, peers: BTreeMap::new() });
             self.own = Some(own);
             Ok(())

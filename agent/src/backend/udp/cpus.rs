@@ -82,7 +82,13 @@ pub fn attach_steering(sock: BorrowedFd<'_>, prog: &[libc::sock_filter]) -> io::
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
     // SAFETY: fprog points at `prog`, alive for the call; the kernel copies it.
     let r = unsafe {
-        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ATTACH_REUSEPORT_CBPF, &fprog as *const _ as *const libc::c_void, std::mem::size_of::<libc::sock_fprog>() as u32)
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            &fprog as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        )
     };
     if r < 0 {
         return Err(io::Error::last_os_error());

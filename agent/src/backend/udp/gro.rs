@@ -89,7 +89,7 @@ impl Coalescer {
             && cur[8] == seg[8]                 // TTL
             && cur[12..24] == seg[12..24]       // addresses, ports
             && cur[28..32] == seg[28..32]       // ACK
-            && cur[40..hl] == seg[40..hl];      // options
+            && cur[40..hl] == seg[40..hl]; // options
         if !same_headers || seq(seg) != self.next_seq || len > self.gso_size || self.total + len > MAX_LEN || self.parts.len() >= MAX_SEGS {
             return false;
         }
@@ -215,7 +215,11 @@ mod tests {
             ("other flow", tcp4(A, [10, 244, 2, 4], 1100, 0x10, &[1; 1000])),
             ("longer than gso_size", tcp4(A, B, 1100, 0x10, &[1; 1001])),
             ("FIN", tcp4(A, B, 1100, 0x11, &[1; 1000])),
-            ("bad checksum", { let mut p = tcp4(A, B, 1100, 0x10, &[1; 1000]); p[100] ^= 1; p }),
+            ("bad checksum", {
+                let mut p = tcp4(A, B, 1100, 0x10, &[1; 1000]);
+                p[100] ^= 1;
+                p
+            }),
         ];
         for (what, seg) in &cases {
             unsafe { c.start(&first) };

@@ -21,7 +21,10 @@ mod worker;
 
 use std::{
     net::SocketAddrV4,
-    sync::{atomic::{AtomicBool, AtomicU64, Ordering::Relaxed}, Arc},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
     thread::JoinHandle,
 };
 
@@ -69,8 +72,20 @@ pub mod stat {
     pub const ICMP_SENT: usize = 13;
     pub const COUNT: usize = 14;
     pub const NAMES: [&str; COUNT] = [
-        "tx", "rx", "drop_no_lease", "drop_unknown_peer", "drop_spoofed", "drop_malformed", "drop_ttl", "drop_too_big",
-        "drop_send", "drop_tun_write", "tso_reads", "gso_sends", "gro_writes", "icmp_sent",
+        "tx",
+        "rx",
+        "drop_no_lease",
+        "drop_unknown_peer",
+        "drop_spoofed",
+        "drop_malformed",
+        "drop_ttl",
+        "drop_too_big",
+        "drop_send",
+        "drop_tun_write",
+        "tso_reads",
+        "gso_sends",
+        "gro_writes",
+        "icmp_sent",
     ];
 }
 

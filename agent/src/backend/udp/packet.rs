@@ -40,13 +40,7 @@ pub fn parse_ipv4(pkt: &[u8]) -> Result<Ipv4, Refused> {
     if header_len < 20 || total_len < header_len || total_len != pkt.len() {
         return Err(Refused::Malformed);
     }
-    Ok(Ipv4 {
-        header_len,
-        total_len,
-        proto: pkt[9],
-        src: [pkt[12], pkt[13], pkt[14], pkt[15]],
-        dst: [pkt[16], pkt[17], pkt[18], pkt[19]],
-    })
+    Ok(Ipv4 { header_len, total_len, proto: pkt[9], src: [pkt[12], pkt[13], pkt[14], pkt[15]], dst: [pkt[16], pkt[17], pkt[18], pkt[19]] })
 }
 
 /// flannel's rule, on send and on receive: TTL - 1, and a packet whose TTL

@@ -75,8 +75,7 @@ pub fn open_tun(name: &str, queues: usize, offload: bool) -> Result<(Vec<OwnedFd
 
 fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, v: T) -> io::Result<()> {
     // SAFETY: `v` lives across the call and its size is passed with it.
-    cvt(unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, &v as *const T as *const libc::c_void, std::mem::size_of::<T>() as u32) })
-        .map(|_| ())
+    cvt(unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, &v as *const T as *const libc::c_void, std::mem::size_of::<T>() as u32) }).map(|_| ())
 }
 
 pub fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
@@ -100,7 +99,8 @@ pub struct SocketFeatures {
 /// it too), large buffers, and GRO if `want_gro` and the kernel has it.
 pub fn udp_socket(at: SocketAddrV4, want_offload: bool) -> Result<(OwnedFd, SocketFeatures)> {
     // SAFETY: a plain socket(2).
-    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) }).context("socket(AF_INET, SOCK_DGRAM)")?;
+    let fd =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) }).context("socket(AF_INET, SOCK_DGRAM)")?;
     // SAFETY: just created, ours.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     setsockopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1 as libc::c_int).context("SO_REUSEPORT")?;

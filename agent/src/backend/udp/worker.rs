@@ -9,15 +9,19 @@ use std::{
     io,
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::{AsRawFd, OwnedFd},
-    sync::{atomic::{AtomicBool, Ordering}, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use super::{
     gro::{Coalescer, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV4, VNET_HDR_LEN},
     packet::{self, Refused},
     peers::{PeerMap, Peers, Sender},
-    stat, Stats,
+    stat,
     sys::{self, SocketFeatures},
+    Stats,
 };
 
 /// Largest UDP payload of one IPv4 datagram (and of one GSO send).
@@ -59,10 +63,13 @@ impl Local {
         self.bytes[what] += bytes as u64;
     }
     fn refused(&mut self, r: Refused, bytes: usize) {
-        self.add(match r {
-            Refused::Malformed => stat::DROP_MALFORMED,
-            Refused::Ttl => stat::DROP_TTL,
-        }, bytes)
+        self.add(
+            match r {
+                Refused::Malformed => stat::DROP_MALFORMED,
+                Refused::Ttl => stat::DROP_TTL,
+            },
+            bytes,
+        )
     }
 }
 

@@ -140,26 +140,17 @@ pub fn status(c: &mut Command) -> Result<()> {
 }
 
 /// Builds weftd, weft-cni, the reference flannel udp peer and weft-rr (the
-/// lab, the tests and the benchmarks run them); returns weftd's path.
-fn build_weftd() -> Result<PathBuf> {
-    status(cargo().args([
-        "build",
-        "-p",
-        "weft-agent",
-        "--bin",
-        "weftd",
-        "-p",
-        "weft-cni",
-        "--bin",
-        "weft-cni",
-        "-p",
-        "weft-tests",
-        "--bin",
-        "flannel-udp-ref",
-        "--bin",
-        "weft-rr",
-    ]))?;
-    Ok(target_dir().join("debug/weftd"))
+/// lab, the tests and the benchmarks run them), debug or release; returns
+/// weftd's path.
+fn build_bins(release: bool) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.arg("build");
+    if release {
+        c.arg("--release");
+    }
+    c.args(["-p", "weft-agent", "--bin", "weftd", "-p", "weft-cni", "--bin", "weft-cni"]);
+    status(c.args(["-p", "weft-tests", "--bin", "flannel-udp-ref", "--bin", "weft-rr"]))?;
+    Ok(target_dir().join(if release { "release" } else { "debug" }).join("weftd"))
 }
 
 /// `cargo xtask bench dataplanes` cut to a smoke: every path of every
@@ -210,7 +201,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Test { args } => {
             bootstrap::run()?;
-            let weftd = build_weftd()?;
+            let weftd = build_bins(false)?;
             let mut c = cargo();
             c.args(["test", "--workspace", "--no-fail-fast"]).args(&args).env("WEFTD_BIN", &weftd).env("WEFT_CNI_BIN", weftd.with_file_name("weft-cni"));
             // Test errors are anyhow errors: their messages say what failed;
@@ -236,7 +227,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Soak => {
             bootstrap::run()?;
-            let weftd = build_weftd()?;
+            let weftd = build_bins(false)?;
             soak::run(&weftd)
         }
         Cmd::Lab { down: true, .. } => lab::down(),
@@ -248,21 +239,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Bench { what, sizes, runs, secs, profile, mode, paths } => {
             bootstrap::run()?;
-            status(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "weft-agent",
-                "--bin",
-                "weftd",
-                "-p",
-                "weft-tests",
-                "--bin",
-                "flannel-udp-ref",
-                "--bin",
-                "weft-rr",
-            ]))?;
-            let weftd = target_dir().join("release/weftd");
+            let weftd = build_bins(true)?;
             let modes: &[bench_dataplanes::Mode] = match mode.as_str() {
                 "veth" => &[bench_dataplanes::Mode::Veth],
                 "wire" => &[bench_dataplanes::Mode::Wire],
@@ -284,7 +261,7 @@ fn real_main() -> Result<()> {
         }
         Cmd::Run { netns, flags } => {
             bootstrap::run()?;
-            let weftd = build_weftd()?;
+            let weftd = build_bins(false)?;
             let mut c = match &netns {
                 Some(ns) => {
                     let p = PathBuf::from("/var/run/netns").join(ns);

@@ -38,3 +38,4 @@ pub fn require_root() -> anyhow::Result<()> {
     }
     Ok(())
 }
+pub mod kube_api;

@@ -1,0 +1,555 @@
+//! The harness's Kubernetes API server (`weft_tests::kube_api`) against real
+//! clients: the image's `kubectl` with the server's kubeconfig, `curl`, and a
+//! small rustls HTTP client here that trusts only the kubeconfig's CA.
+//! Everything listens on 127.0.0.1 or in a namespace the test makes.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::Command,
+    sync::{mpsc, Arc},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use k8s_openapi::{
+    api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ByteString,
+};
+use serde_json::{json, Value};
+use weft_tests::{
+    kube_api::{KubeApi, ADMIN, FLANNEL},
+    netns::Netns,
+};
+
+fn start(name: &str) -> Result<KubeApi> {
+    let name = format!("weft-kapi-{name}-{}", std::process::id());
+    KubeApi::start(&name, "127.0.0.1:0".parse()?)
+}
+
+fn node(name: &str, annotations: &[(&str, &str)]) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec { pod_cidr: Some("10.244.1.0/24".into()), pod_cidrs: Some(vec!["10.244.1.0/24".into()]), ..Default::default() }),
+        status: Some(NodeStatus {
+            conditions: Some(vec![NodeCondition { type_: "Ready".into(), status: "True".into(), reason: Some("KubeletReady".into()), ..Default::default() }]),
+            ..Default::default()
+        }),
+    }
+}
+
+// ---- a small HTTPS client trusting only the kubeconfig's CA -----------------
+
+/// Reads (server URL's host:port, CA PEM, token) back from a kubeconfig the
+/// server wrote, so the tests use what kubectl uses.
+fn from_kubeconfig(path: &Path) -> Result<(String, Vec<u8>, String)> {
+    let cfg: Value = serde_json::from_slice(&std::fs::read(path)?)?;
+    let server = cfg.pointer("/clusters/0/cluster/server").and_then(Value::as_str).context("no server")?;
+    let ca: ByteString = serde_json::from_value(cfg.pointer("/clusters/0/cluster/certificate-authority-data").cloned().context("no CA data")?)?;
+    let token = cfg.pointer("/users/0/user/token").and_then(Value::as_str).context("no token")?;
+    Ok((server.trim_start_matches("https://").to_string(), ca.0, token.to_string()))
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+struct Client {
+    addr: String,
+    tls: Arc<rustls::ClientConfig>,
+    token: Option<String>,
+}
+
+impl Client {
+    fn new(kubeconfig: &Path) -> Result<Client> {
+        let (addr, ca, token) = from_kubeconfig(kubeconfig)?;
+        Client::with_ca(&addr, &ca, Some(token))
+    }
+    fn with_ca(addr: &str, ca_pem: &[u8], token: Option<String>) -> Result<Client> {
+        use rustls_pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem) {
+            roots.add(c?)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Client { addr: addr.to_string(), tls: Arc::new(tls), token })
+    }
+    fn token(&self, t: Option<&str>) -> Client {
+        Client { addr: self.addr.clone(), tls: self.tls.clone(), token: t.map(str::to_string) }
+    }
+
+    fn send(&self, method: &str, path: &str, ctype: &str, body: &[u8]) -> Result<BufReader<Tls>> {
+        let sock = TcpStream::connect_timeout(&self.addr.parse()?, Duration::from_secs(5))?;
+        sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let conn = rustls::ClientConnection::new(self.tls.clone(), "127.0.0.1".try_into()?)?;
+        let mut s = rustls::StreamOwned::new(conn, sock);
+        let auth = self.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{auth}Accept: application/json\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        )?;
+        s.write_all(body)?;
+        s.flush()?;
+        Ok(BufReader::new(s))
+    }
+
+    /// One request; (status code, JSON body).
+    fn req(&self, method: &str, path: &str, ctype: &str, body: &Value) -> Result<(u16, Value)> {
+        let b = if body.is_null() { Vec::new() } else { serde_json::to_vec(body)? };
+        let mut r = self.send(method, path, ctype, &b)?;
+        let (code, headers) = read_head(&mut r)?;
+        let n: usize = headers.get("content-length").context("no content-length")?.parse()?;
+        let mut body = vec![0; n];
+        r.read_exact(&mut body)?;
+        Ok((code, serde_json::from_slice(&body).with_context(|| format!("body {:?}", String::from_utf8_lossy(&body)))?))
+    }
+    fn get(&self, path: &str) -> Result<(u16, Value)> {
+        self.req("GET", path, "application/json", &Value::Null)
+    }
+
+    /// Opens a watch; its events arrive on a channel read by a thread that
+    /// ends when the stream does.
+    fn watch(&self, path: &str) -> Result<Watch> {
+        let mut r = self.send("GET", path, "application/json", &[])?;
+        let (code, headers) = read_head(&mut r)?;
+        ensure!(code == 200, "watch {path}: HTTP {code}");
+        ensure!(headers.get("transfer-encoding").map(String::as_str) == Some("chunked"), "watch not chunked: {headers:?}");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut pending = Vec::new();
+            loop {
+                let mut size = String::new();
+                if r.read_line(&mut size).unwrap_or(0) == 0 {
+                    return;
+                }
+                let Ok(n) = usize::from_str_radix(size.trim(), 16) else { return };
+                if n == 0 {
+                    let _ = tx.send(Value::String("END".into()));
+                    return;
+                }
+                let mut data = vec![0; n + 2];
+                if r.read_exact(&mut data).is_err() {
+                    return;
+                }
+                pending.extend_from_slice(&data[..n]);
+                while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=i).collect();
+                    if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                        let _ = tx.send(v);
+                    }
+                }
+            }
+        });
+        Ok(Watch { rx })
+    }
+}
+
+fn read_head(r: &mut BufReader<Tls>) -> Result<(u16, BTreeMap<String, String>)> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let code: u16 = line.split_whitespace().nth(1).context("no status line")?.parse()?;
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        ensure!(r.read_line(&mut h)? > 0, "eof in headers");
+        let h = h.trim_end();
+        if h.is_empty() {
+            return Ok((code, headers));
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+}
+
+struct Watch {
+    rx: mpsc::Receiver<Value>,
+}
+
+impl Watch {
+    /// The next event within `t` (None on time-out or end of stream; an
+    /// ended stream yields the string "END" once).
+    fn next(&self, t: Duration) -> Option<Value> {
+        self.rx.recv_timeout(t).ok()
+    }
+    /// Events until `n` arrived or `t` passed.
+    fn take(&self, n: usize, t: Duration) -> Vec<Value> {
+        let end = Instant::now() + t;
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next(end.saturating_duration_since(Instant::now())) {
+                Some(v) => out.push(v),
+                None => break,
+            }
+        }
+        out
+    }
+    /// Whether the stream ended (cleanly or not) within `t`.
+    fn ends_within(&self, t: Duration) -> bool {
+        let end = Instant::now() + t;
+        loop {
+            match self.rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(Value::String(s)) if s == "END" => return true,
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return true,
+                Err(mpsc::RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+}
+
+fn ty(ev: &Value) -> &str {
+    ev["type"].as_str().unwrap_or("")
+}
+fn rv_of(v: &Value) -> u64 {
+    v.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+// ---- kubectl ----------------------------------------------------------------
+
+fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str]) -> Result<String> {
+    kubectl_cmd(Command::new("kubectl"), kubeconfig, home, args)
+}
+
+fn kubectl_cmd(mut c: Command, kubeconfig: &Path, home: &Path, args: &[&str]) -> Result<String> {
+    c.arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--cache-dir={}", home.join("cache").display()))
+        .arg("--request-timeout=20s")
+        .args(args)
+        .env("HOME", home)
+        .env_remove("KUBECONFIG");
+    let out = c.output().context("running kubectl (is it installed?)")?;
+    if !out.status.success() {
+        bail!("kubectl {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn annotations(api: &KubeApi, name: &str) -> BTreeMap<String, String> {
+    api.node(name).and_then(|n| n.metadata.annotations).unwrap_or_default()
+}
+
+#[test]
+fn kubectl_gets_annotates_and_deletes_nodes() -> Result<()> {
+    let api = start("kubectl")?;
+    api.create_node(node("n1", &[("flannel.alpha.coreos.com/backend-type", "vxlan")]))?;
+    api.create_node(node("n2", &[]))?;
+    let kc = api.kubeconfig(ADMIN)?;
+    let home = api.dir().join("home");
+    std::fs::create_dir(&home)?;
+
+    let out = kubectl(&kc, &home, &["get", "nodes"])?;
+    println!("{out}");
+    ensure!(out.lines().next().unwrap_or("").contains("NAME"), "no header: {out}");
+    ensure!(out.lines().any(|l| l.starts_with("n1 ")) && out.lines().any(|l| l.starts_with("n2 ")), "nodes missing: {out}");
+
+    let j: Value = serde_json::from_str(&kubectl(&kc, &home, &["get", "node", "n1", "-o", "json"])?)?;
+    ensure!(j["kind"] == "Node" && j["metadata"]["name"] == "n1", "{j}");
+    ensure!(j["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-type"] == "vxlan", "{j}");
+    ensure!(j["spec"]["podCIDR"] == "10.244.1.0/24", "{j}");
+
+    let rv = api.resource_version();
+    kubectl(&kc, &home, &["annotate", "node", "n1", "weft.test/k=v"])?;
+    ensure!(annotations(&api, "n1").get("weft.test/k").map(String::as_str) == Some("v"), "annotation not stored: {:?}", annotations(&api, "n1"));
+    ensure!(api.resource_version() == rv + 1, "annotate bumped rv {rv} -> {}", api.resource_version());
+    kubectl(&kc, &home, &["annotate", "node", "n1", "weft.test/k-"])?;
+    let a = annotations(&api, "n1");
+    ensure!(!a.contains_key("weft.test/k") && a.contains_key("flannel.alpha.coreos.com/backend-type"), "annotation not removed: {a:?}");
+
+    kubectl(&kc, &home, &["delete", "node", "n2"])?;
+    ensure!(api.node_names() == ["n1"], "after delete: {:?}", api.node_names());
+    let out = kubectl(&kc, &home, &["get", "nodes", "-o", "name"])?;
+    ensure!(out.trim() == "node/n1", "{out}");
+    println!("requests: {:?}", api.counts());
+    ensure!(api.count("patch", "nodes", 200) == 2 && api.count("delete", "nodes", 200) == 1, "counts {:?}", api.counts());
+
+    // The flannel token may read nodes but not annotate them through nodes/NAME.
+    let fkc = api.kubeconfig(FLANNEL)?;
+    ensure!(kubectl(&fkc, &home, &["get", "node", "n1", "-o", "name"])?.trim() == "node/n1");
+    let e = kubectl(&fkc, &home, &["annotate", "node", "n1", "x=y"]).expect_err("flannel may not patch nodes");
+    ensure!(format!("{e:#}").contains("forbidden"), "{e:#}");
+    ensure!(api.count("patch", "nodes", 403) == 1, "counts {:?}", api.counts());
+    Ok(())
+}
+
+#[test]
+fn kubectl_in_a_namespace() -> Result<()> {
+    weft_tests::require_root()?;
+    let ns = Netns::create(&format!("wkapi-{}", std::process::id()))?;
+    let api = KubeApi::start_in(&format!("weft-kapi-ns-{}", std::process::id()), "127.0.0.1:16443".parse()?, Some(&ns.path()))?;
+    api.create_node(node("n1", &[]))?;
+    // The namespace's own loopback: the root namespace does not reach it.
+    ensure!(TcpStream::connect_timeout(&api.addr(), Duration::from_secs(1)).is_err(), "{} reachable from the root namespace", api.addr());
+    let kc = api.kubeconfig(ADMIN)?;
+    let home = api.dir().join("home");
+    std::fs::create_dir(&home)?;
+    let out = kubectl_cmd(ns.command("kubectl", &[]), &kc, &home, &["get", "nodes", "-o", "name"])?;
+    ensure!(out.trim() == "node/n1", "{out}");
+    Ok(())
+}
+
+// ---- raw HTTP -----------------------------------------------------------------
+
+#[test]
+fn unauthenticated_and_unknown_tokens_get_401() -> Result<()> {
+    let api = start("401")?;
+    let c = Client::new(&api.kubeconfig(ADMIN)?)?;
+    for t in [None, Some("not-a-token")] {
+        let (code, body) = c.token(t).get("/api/v1/nodes")?;
+        ensure!(code == 401 && body["kind"] == "Status" && body["code"] == 401 && body["reason"] == "Unauthorized", "{t:?}: {code} {body}");
+    }
+    let (code, _) = c.get("/api/v1/nodes")?;
+    ensure!(code == 200);
+    // curl, trusting the CA, without a token.
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(api.ca_pem())
+        .args(["-o", "/dev/null", "-w", "%{http_code}", &format!("{}/api/v1/nodes", api.url())])
+        .output()?;
+    ensure!(String::from_utf8_lossy(&out.stdout) == "401", "curl: {:?}", out);
+    ensure!(api.count("list", "nodes", 401) == 3 && api.count("list", "nodes", 200) == 1, "{:?}", api.counts());
+    Ok(())
+}
+
+#[test]
+fn tls_is_verified_with_the_kubeconfig_ca() -> Result<()> {
+    let api = start("tls")?;
+    let other = start("tls-other")?;
+    let kc = api.kubeconfig(ADMIN)?;
+    let (addr, _, token) = from_kubeconfig(&kc)?;
+    ensure!(Client::new(&kc)?.get("/version")?.0 == 200);
+    // The other server's CA did not sign this server's certificate.
+    let wrong = Client::with_ca(&addr, &std::fs::read(other.ca_pem())?, Some(token))?;
+    let e = wrong.get("/version").expect_err("a foreign CA must not verify");
+    ensure!(format!("{e:#}").to_lowercase().contains("certificate"), "{e:#}");
+    // curl with the system's CAs only refuses it too.
+    let out = Command::new("curl").args(["-sS", "-o", "/dev/null", &format!("{}/version", api.url())]).output()?;
+    ensure!(!out.status.success(), "curl trusted the test CA without --cacert");
+    Ok(())
+}
+
+#[test]
+fn flannel_token_has_exactly_flannels_role() -> Result<()> {
+    let api = start("rbac")?;
+    api.create_node(node("n1", &[]))?;
+    let c = Client::new(&api.kubeconfig(FLANNEL)?)?;
+    let smp = "application/strategic-merge-patch+json";
+    let patch = json!({"metadata": {"annotations": {"a": "b"}}});
+    for (m, p, ct, body, want) in [
+        ("GET", "/api/v1/nodes", "application/json", Value::Null, 200),
+        ("GET", "/api/v1/nodes/n1", "application/json", Value::Null, 200),
+        ("PATCH", "/api/v1/nodes/n1/status", smp, patch.clone(), 200),
+        ("GET", "/api/v1/namespaces/kube-flannel/pods/p", "application/json", Value::Null, 404),
+        ("PATCH", "/api/v1/nodes/n1", smp, patch.clone(), 403),
+        ("PUT", "/api/v1/nodes/n1", "application/json", serde_json::to_value(api.node("n1"))?, 403),
+        ("DELETE", "/api/v1/nodes/n1", "application/json", Value::Null, 403),
+        ("POST", "/api/v1/nodes", "application/json", serde_json::to_value(node("n2", &[]))?, 403),
+        ("PUT", "/api/v1/nodes/n1/status", "application/json", serde_json::to_value(api.node("n1"))?, 403),
+    ] {
+        let (code, b) = c.req(m, p, ct, &body)?;
+        ensure!(code == want, "{m} {p}: {code} (want {want}) {b}");
+        if code == 403 {
+            ensure!(b["kind"] == "Status" && b["reason"] == "Forbidden" && b["code"] == 403, "{b}");
+        }
+    }
+    let w = c.watch("/api/v1/nodes?watch=true&timeoutSeconds=1")?;
+    ensure!(ty(&w.next(Duration::from_secs(5)).context("no event")?) == "ADDED");
+    ensure!(api.node_names() == ["n1"] && annotations(&api, "n1").get("a").map(String::as_str) == Some("b"));
+    let want = [
+        (("patch", "nodes/status", 200), 1),
+        (("patch", "nodes", 403), 1),
+        (("delete", "nodes", 403), 1),
+        (("update", "nodes", 403), 1),
+        (("watch", "nodes", 200), 1),
+        (("get", "pods", 404), 1),
+    ];
+    for ((v, r, code), n) in want {
+        ensure!(api.count(v, r, code) == n, "{v} {r} {code}: {} in {:?}", api.count(v, r, code), api.counts());
+    }
+    Ok(())
+}
+
+#[test]
+fn strategic_merge_patch_of_node_status() -> Result<()> {
+    let api = start("smp")?;
+    api.create_node(node("n1", &[("keep", "1"), ("flannel.alpha.coreos.com/public-ip-overwrite", "10.0.0.9")]))?;
+    let c = Client::new(&api.kubeconfig(FLANNEL)?)?;
+    let smp = "application/strategic-merge-patch+json";
+    // What flannel sends: annotations (null deletes one), the
+    // NetworkUnavailable condition, and a spec change the status
+    // subresource must ignore.
+    let cond = json!({"type": "NetworkUnavailable", "status": "False", "reason": "FlannelIsUp", "message": "Flannel is running on this node"});
+    let patch = json!({
+        "metadata": {"annotations": {"flannel.alpha.coreos.com/public-ip-overwrite": null, "flannel.alpha.coreos.com/backend-type": "vxlan"}},
+        "spec": {"podCIDR": "10.99.0.0/24"},
+        "status": {"conditions": [cond]},
+    });
+    let rv = api.resource_version();
+    let (code, body) = c.req("PATCH", "/api/v1/nodes/n1/status", smp, &patch)?;
+    ensure!(code == 200 && rv_of(&body) == rv + 1, "{code} {body}");
+    let n = api.node("n1").context("n1")?;
+    let a = n.metadata.annotations.clone().unwrap_or_default();
+    ensure!(
+        a.get("keep").map(String::as_str) == Some("1")
+            && !a.contains_key("flannel.alpha.coreos.com/public-ip-overwrite")
+            && a.contains_key("flannel.alpha.coreos.com/backend-type"),
+        "{a:?}"
+    );
+    let conds = n.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let types: Vec<_> = conds.iter().map(|c| (c.type_.as_str(), c.status.as_str())).collect();
+    ensure!(types == [("Ready", "True"), ("NetworkUnavailable", "False")], "{types:?}");
+    ensure!(n.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) == Some("10.244.1.0/24"), "status patch changed spec: {:?}", n.spec);
+
+    // Same type again: merged into the existing entry, not appended.
+    let patch2 = json!({"status": {"conditions": [{"type": "NetworkUnavailable", "status": "True", "reason": "Down"}]}});
+    ensure!(c.req("PATCH", "/api/v1/nodes/n1/status", smp, &patch2)?.0 == 200);
+    let conds = api.node("n1").and_then(|n| n.status).and_then(|s| s.conditions).unwrap_or_default();
+    ensure!(conds.len() == 2 && conds[1].status == "True" && conds[1].message.as_deref() == Some("Flannel is running on this node"), "{conds:?}");
+
+    // A merge patch (RFC 7386) replaces lists whole.
+    let admin = c.token(Some(api.token(ADMIN)));
+    let (code, body) = admin.req("PATCH", "/api/v1/nodes/n1/status", "application/merge-patch+json", &json!({"status": {"conditions": [cond]}}))?;
+    ensure!(code == 200 && body["status"]["conditions"].as_array().map(Vec::len) == Some(1), "{code} {body}");
+    // A no-op patch bumps nothing.
+    let rv = api.resource_version();
+    ensure!(admin.req("PATCH", "/api/v1/nodes/n1", "application/merge-patch+json", &json!({"metadata": {"annotations": {"keep": "1"}}}))?.0 == 200);
+    ensure!(api.resource_version() == rv, "no-op patch bumped the resourceVersion");
+    // A patch on the main resource does not change status.
+    let (code, body) = admin.req("PATCH", "/api/v1/nodes/n1", smp, &json!({"status": {"conditions": null}}))?;
+    ensure!(code == 200 && body["status"]["conditions"].as_array().map(Vec::len) == Some(1), "{code} {body}");
+    Ok(())
+}
+
+#[test]
+fn stale_put_is_a_conflict() -> Result<()> {
+    let api = start("409")?;
+    api.create_node(node("n1", &[]))?;
+    let c = Client::new(&api.kubeconfig(ADMIN)?)?;
+    let (_, mut n) = c.get("/api/v1/nodes/n1")?;
+    let stale = n.clone();
+    n["metadata"]["labels"] = json!({"a": "1"});
+    let (code, body) = c.req("PUT", "/api/v1/nodes/n1", "application/json", &n)?;
+    ensure!(code == 200 && rv_of(&body) > rv_of(&stale), "{code} {body}");
+    let (code, body) = c.req("PUT", "/api/v1/nodes/n1", "application/json", &stale)?;
+    ensure!(code == 409 && body["reason"] == "Conflict" && body["kind"] == "Status", "{code} {body}");
+    ensure!(api.node("n1").and_then(|n| n.metadata.labels).is_some_and(|l| l.contains_key("a")), "stale PUT overwrote the node");
+    // A patch with a stale resourceVersion precondition too.
+    let p = json!({"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"], "labels": {"b": "2"}}});
+    ensure!(c.req("PATCH", "/api/v1/nodes/n1", "application/merge-patch+json", &p)?.0 == 409);
+    ensure!(api.count("update", "nodes", 409) == 1 && api.count("patch", "nodes", 409) == 1);
+    Ok(())
+}
+
+#[test]
+fn list_then_watch_from_resource_version() -> Result<()> {
+    let api = start("watch")?;
+    api.create_node(node("n1", &[]))?;
+    let c = Client::new(&api.kubeconfig(ADMIN)?)?;
+    let (code, list) = c.get("/api/v1/nodes")?;
+    ensure!(code == 200 && list["kind"] == "NodeList" && list["items"].as_array().map(Vec::len) == Some(1), "{list}");
+    let rv0 = rv_of(&list);
+    ensure!(rv0 == api.resource_version(), "list rv {rv0} vs {}", api.resource_version());
+
+    // Writes made before the watch opens are still delivered, after rv0 only.
+    let smp = "application/strategic-merge-patch+json";
+    c.req("PATCH", "/api/v1/nodes/n1", smp, &json!({"metadata": {"labels": {"step": "1"}}}))?;
+    let w = c.watch(&format!("/api/v1/nodes?watch=true&resourceVersion={rv0}&timeoutSeconds=20"))?;
+    c.req("POST", "/api/v1/nodes", "application/json", &serde_json::to_value(node("n2", &[]))?)?;
+    c.req("PATCH", "/api/v1/nodes/n1", smp, &json!({"metadata": {"labels": {"step": "2"}}}))?;
+    c.req("DELETE", "/api/v1/nodes/n2", "application/json", &Value::Null)?;
+    let evs = w.take(4, Duration::from_secs(10));
+    let got: Vec<(String, String, u64)> =
+        evs.iter().map(|e| (ty(e).to_string(), e["object"]["metadata"]["name"].as_str().unwrap_or("").to_string(), rv_of(&e["object"]))).collect();
+    println!("{got:?}");
+    let want = [("MODIFIED", "n1"), ("ADDED", "n2"), ("MODIFIED", "n1"), ("DELETED", "n2")];
+    ensure!(got.len() == 4 && got.iter().zip(want).all(|(g, w)| g.0 == w.0 && g.1 == w.1), "{got:?}");
+    ensure!(got.windows(2).all(|p| p[0].2 < p[1].2) && got[0].2 == rv0 + 1, "resourceVersions not in order after {rv0}: {got:?}");
+    ensure!(evs[2]["object"]["metadata"]["labels"]["step"] == "2");
+
+    // Watching from the last event's rv yields nothing old; a watch without
+    // a resourceVersion starts with ADDED for what exists.
+    let w2 = c.watch(&format!("/api/v1/nodes?watch=true&resourceVersion={}&timeoutSeconds=2", got[3].2))?;
+    ensure!(w2.next(Duration::from_millis(700)).is_none(), "old events replayed");
+    let w3 = c.watch("/api/v1/nodes?watch=true&timeoutSeconds=2")?;
+    let e = w3.next(Duration::from_secs(5)).context("no initial event")?;
+    ensure!(ty(&e) == "ADDED" && e["object"]["metadata"]["name"] == "n1", "{e}");
+    // timeoutSeconds ends the stream.
+    ensure!(w3.ends_within(Duration::from_secs(5)), "watch outlived timeoutSeconds");
+    Ok(())
+}
+
+#[test]
+fn compacted_history_gives_410_expired() -> Result<()> {
+    let api = start("410")?;
+    api.create_node(node("n1", &[]))?;
+    let c = Client::new(&api.kubeconfig(ADMIN)?)?;
+    let old = api.resource_version();
+    c.req("PATCH", "/api/v1/nodes/n1", "application/merge-patch+json", &json!({"metadata": {"labels": {"x": "1"}}}))?;
+    api.compact();
+    let w = c.watch(&format!("/api/v1/nodes?watch=true&resourceVersion={old}"))?;
+    let e = w.next(Duration::from_secs(5)).context("no event")?;
+    ensure!(ty(&e) == "ERROR" && e["object"]["kind"] == "Status" && e["object"]["code"] == 410 && e["object"]["reason"] == "Expired", "{e}");
+    ensure!(w.ends_within(Duration::from_secs(5)), "stream went on after 410");
+    // A list of exactly that old version is 410 Gone.
+    let (code, body) = c.get(&format!("/api/v1/nodes?resourceVersion={old}&resourceVersionMatch=Exact"))?;
+    ensure!(code == 410 && body["reason"] == "Expired", "{code} {body}");
+    // From the current version it is fine.
+    let now = api.resource_version();
+    let w = c.watch(&format!("/api/v1/nodes?watch=true&resourceVersion={now}&timeoutSeconds=5"))?;
+    c.req("PATCH", "/api/v1/nodes/n1", "application/merge-patch+json", &json!({"metadata": {"labels": {"x": "2"}}}))?;
+    let e = w.next(Duration::from_secs(5)).context("no event")?;
+    ensure!(ty(&e) == "MODIFIED" && rv_of(&e["object"]) == now + 1, "{e}");
+    Ok(())
+}
+
+#[test]
+fn bookmarks_only_when_asked() -> Result<()> {
+    let api = start("bookmark")?;
+    api.create_node(node("n1", &[]))?;
+    let c = Client::new(&api.kubeconfig(ADMIN)?)?;
+    let rv = api.resource_version();
+    let with = c.watch(&format!("/api/v1/nodes?watch=true&resourceVersion={rv}&allowWatchBookmarks=true&timeoutSeconds=20"))?;
+    let without = c.watch(&format!("/api/v1/nodes?watch=true&resourceVersion={rv}&timeoutSeconds=20"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    api.bookmark_now();
+    let e = with.next(Duration::from_secs(2)).context("no bookmark")?;
+    ensure!(ty(&e) == "BOOKMARK" && e["object"]["kind"] == "Node" && e["object"]["apiVersion"] == "v1" && rv_of(&e["object"]) == rv, "{e}");
+    ensure!(e["object"]["metadata"].get("name").is_none(), "bookmark carries a whole object: {e}");
+    // Periodic ones come too (every 3 s).
+    let e = with.next(Duration::from_secs(5)).context("no periodic bookmark")?;
+    ensure!(ty(&e) == "BOOKMARK", "{e}");
+    ensure!(without.next(Duration::from_millis(500)).is_none(), "bookmark sent unasked");
+    Ok(())
+}
+
+#[test]
+fn dropped_watches_and_an_unreachable_server() -> Result<()> {
+    let mut api = start("outage")?;
+    api.create_node(node("n1", &[]))?;
+    let kc = api.kubeconfig(ADMIN)?;
+    let c = Client::new(&kc)?;
+    let w = c.watch("/api/v1/nodes?watch=true&timeoutSeconds=60")?;
+    ensure!(ty(&w.next(Duration::from_secs(5)).context("no ADDED")?) == "ADDED");
+    api.drop_watches();
+    ensure!(w.ends_within(Duration::from_secs(3)), "drop_watches left the stream open");
+
+    let w = c.watch(&format!("/api/v1/nodes?watch=true&resourceVersion={}&timeoutSeconds=60", api.resource_version()))?;
+    api.go_down();
+    ensure!(w.ends_within(Duration::from_secs(3)), "go_down left the stream open");
+    ensure!(TcpStream::connect_timeout(&api.addr(), Duration::from_secs(1)).is_err(), "still accepting while down");
+    // Writes while down (through the harness) are seen after coming back.
+    api.create_node(node("n2", &[]))?;
+    api.come_back()?;
+    let (code, list) = Client::new(&kc)?.get("/api/v1/nodes")?;
+    ensure!(code == 200 && list["items"].as_array().map(Vec::len) == Some(2), "{code} {list}");
+    Ok(())
+}

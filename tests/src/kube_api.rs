@@ -608,6 +608,11 @@ fn handle(shared: &Arc<Shared>, req: &Request, w: &mut Tls, gen: u64) -> Result<
         return Ok(true);
     }
     if verb == "watch" {
+        if let Err((code, body)) = watch_check(req) {
+            count(code);
+            respond(w, code, &body)?;
+            return Ok(true);
+        }
         count(200);
         return watch(shared, req, w, gen, name).map(|()| false);
     }
@@ -861,6 +866,20 @@ fn chunk(w: &mut Tls, ev: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// What the real server refuses before it starts a watch stream.
+fn watch_check(req: &Request) -> Result<(), Failure> {
+    field_name(req)?;
+    let q = |k: &str| req.query.get(k).map(String::as_str);
+    if matches!(q("sendInitialEvents"), Some("true" | "1"))
+        && (!matches!(q("allowWatchBookmarks"), Some("true" | "1")) || q("resourceVersionMatch") != Some("NotOlderThan"))
+    {
+        let msg =
+            "sendInitialEvents: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan and allowWatchBookmarks to true".to_string();
+        return Err((422, status(422, "Invalid", msg, None)));
+    }
+    Ok(())
+}
+
 fn watch(shared: &Arc<Shared>, req: &Request, w: &mut Tls, gen: u64, name: Option<String>) -> Result<()> {
     let only = match (name, field_name(req)) {
         (Some(n), _) => Some(n),
@@ -871,25 +890,32 @@ fn watch(shared: &Arc<Shared>, req: &Request, w: &mut Tls, gen: u64, name: Optio
     let timeout = req.query.get("timeoutSeconds").and_then(|s| s.parse().ok()).map(Duration::from_secs).unwrap_or(DEFAULT_WATCH);
     let end = Instant::now() + timeout;
     let from: Option<u64> = req.query.get("resourceVersion").filter(|s| !s.is_empty() && *s != "0").map(|s| s.parse()).transpose().ok().flatten();
+    let initial = matches!(req.query.get("sendInitialEvents").map(String::as_str), Some("true" | "1"));
     write!(w, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nCache-Control: no-cache, private\r\n\r\n")?;
     w.flush()?;
     let wanted = |n: &Node| only.is_none() || n.metadata.name == only;
     let mut st = shared.store.lock().unwrap();
     let watch_gen = st.watch_gen;
     let mut seen_bookmarks = st.bookmarks;
-    let mut pos = match from {
-        // No resourceVersion: synthetic ADDED for every node, then changes.
-        None => {
+    let mut pos = match (from, initial) {
+        // No resourceVersion, or a watch-list (sendInitialEvents): synthetic
+        // ADDED for every node, then (watch-list) a bookmark annotated
+        // k8s.io/initial-events-end, then changes.
+        (None, _) | (Some(_), true) => {
             let rv = st.rv;
             let adds: Vec<Node> = st.nodes.values().filter(|n| wanted(n)).cloned().collect();
             drop(st);
             for n in adds {
                 chunk(w, &WatchEvent::Added(n))?;
             }
+            if initial {
+                let end = json!({"kind": "Node", "apiVersion": "v1", "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+                chunk(w, &json!({"type": "BOOKMARK", "object": end}))?;
+            }
             st = shared.store.lock().unwrap();
             rv
         }
-        Some(rv) if rv < st.compacted => {
+        (Some(rv), false) if rv < st.compacted => {
             let cur = st.rv;
             drop(st);
             let s = Status {
@@ -902,7 +928,7 @@ fn watch(shared: &Arc<Shared>, req: &Request, w: &mut Tls, gen: u64, name: Optio
             chunk(w, &WatchEvent::<Node>::ErrorStatus(s))?;
             return end_stream(w);
         }
-        Some(rv) => rv,
+        (Some(rv), false) => rv,
     };
     let mut last_bookmark = Instant::now();
     loop {

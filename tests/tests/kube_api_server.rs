@@ -216,8 +216,14 @@ fn rv_of(v: &Value) -> u64 {
 
 // ---- kubectl ----------------------------------------------------------------
 
+/// `kubectl`, or the binary named by WEFT_KUBECTL (e.g. Debian's 1.20 one,
+/// unpacked, where the image's kubectl holds /usr/bin/kubectl).
+fn kubectl_bin() -> String {
+    std::env::var("WEFT_KUBECTL").unwrap_or_else(|_| "kubectl".into())
+}
+
 fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str]) -> Result<String> {
-    kubectl_cmd(Command::new("kubectl"), kubeconfig, home, args)
+    kubectl_cmd(Command::new(kubectl_bin()), kubeconfig, home, args)
 }
 
 fn kubectl_cmd(mut c: Command, kubeconfig: &Path, home: &Path, args: &[&str]) -> Result<String> {
@@ -292,7 +298,7 @@ fn kubectl_in_a_namespace() -> Result<()> {
     let kc = api.kubeconfig(ADMIN)?;
     let home = api.dir().join("home");
     std::fs::create_dir(&home)?;
-    let out = kubectl_cmd(ns.command("kubectl", &[]), &kc, &home, &["get", "nodes", "-o", "name"])?;
+    let out = kubectl_cmd(ns.command(&kubectl_bin(), &[]), &kc, &home, &["get", "nodes", "-o", "name"])?;
     ensure!(out.trim() == "node/n1", "{out}");
     Ok(())
 }
@@ -551,5 +557,47 @@ fn dropped_watches_and_an_unreachable_server() -> Result<()> {
     api.come_back()?;
     let (code, list) = Client::new(&kc)?.get("/api/v1/nodes")?;
     ensure!(code == 200 && list["items"].as_array().map(Vec::len) == Some(2), "{code} {list}");
+    Ok(())
+}
+
+#[test]
+fn watch_list_sends_initial_events_then_a_marked_bookmark() -> Result<()> {
+    let api = start("watchlist")?;
+    api.create_node(node("n1", &[]))?;
+    api.create_node(node("n2", &[]))?;
+    let c = Client::new(&api.kubeconfig(ADMIN)?)?;
+    let rv = api.resource_version();
+    let w = c.watch("/api/v1/nodes?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=10")?;
+    let evs = w.take(3, Duration::from_secs(5));
+    let types: Vec<&str> = evs.iter().map(ty).collect();
+    ensure!(types == ["ADDED", "ADDED", "BOOKMARK"], "{evs:?}");
+    ensure!(evs[2]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"] == "true" && rv_of(&evs[2]["object"]) == rv, "{}", evs[2]);
+    // Without bookmarks the real server refuses a watch-list (422).
+    let (code, body) = c.get("/api/v1/nodes?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan")?;
+    ensure!(code == 422 && body["reason"] == "Invalid", "{code} {body}");
+    ensure!(api.count("watch", "nodes", 422) == 1 && api.count("watch", "nodes", 200) == 1, "{:?}", api.counts());
+    Ok(())
+}
+
+#[test]
+fn drop_closes_everything_quickly() -> Result<()> {
+    let api = start("drop")?;
+    api.create_node(node("n1", &[]))?;
+    let addr = api.addr();
+    let c = Client::new(&api.kubeconfig(ADMIN)?)?;
+    let w = c.watch("/api/v1/nodes?watch=true&timeoutSeconds=120")?;
+    ensure!(ty(&w.next(Duration::from_secs(5)).context("no ADDED")?) == "ADDED");
+    // An idle keep-alive connection after one answered request, and a TCP
+    // connection that never starts TLS.
+    let mut idle = c.send("GET", "/version", "application/json", &[])?;
+    ensure!(read_head(&mut idle)?.0 == 200);
+    let raw = TcpStream::connect(addr)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    drop(api);
+    ensure!(t.elapsed() < Duration::from_secs(3), "drop took {:?}", t.elapsed());
+    ensure!(w.ends_within(Duration::from_secs(2)), "watch outlived the server");
+    ensure!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "port still open after drop");
+    drop(raw);
     Ok(())
 }

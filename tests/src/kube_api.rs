@@ -15,10 +15,15 @@
 //! then the same address and certificate). Dropping the server closes every
 //! connection and joins every thread it started.
 //!
+//! `kubectl get` gets the Table the real node printer makes (NAME STATUS
+//! ROLES AGE VERSION, `-o wide` columns). Set WEFT_KUBE_API_LOG to print
+//! every request to stderr.
+//!
 //! Known gaps against the real server: no field validation (e.g. podCIDR
 //! immutability), no label selectors, only `metadata.name` field selectors,
-//! no Table output (kubectl falls back to NAME/AGE columns), no protobuf,
-//! no OpenAPI documents (404), no pods other than `404 NotFound`.
+//! `limit` ignored (no `continue` pages), a watch from a resourceVersion
+//! newer than the newest just waits, no protobuf, no OpenAPI documents (404),
+//! no pods other than `404 NotFound`, no managedFields, no admission.
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     io::{BufRead, BufReader, Read, Write},
@@ -583,6 +588,9 @@ fn handle(shared: &Arc<Shared>, req: &Request, w: &mut Tls, gen: u64) -> Result<
         _ => ("unknown", String::new(), None),
     };
     let count = |code: u16| {
+        if std::env::var_os("WEFT_KUBE_API_LOG").is_some() {
+            eprintln!("kube-api: {} {} {:?} accept={:?} -> {code}", req.method, req.path, req.query, req.headers.get("accept"));
+        }
         *shared.counts.lock().unwrap().entry((verb.to_string(), resource.clone(), code)).or_insert(0) += 1;
     };
     // Authentication.
@@ -682,7 +690,13 @@ fn route(shared: &Arc<Shared>, req: &Request, segs: &[&str], verb: &str, name: O
     }
     let mut st = shared.store.lock().unwrap();
     let out = match (verb, name) {
+        ("list", None) if wants_table(req) && sub.is_none() => {
+            list(&st, req).map(|(c, l)| (c, table(req, l["items"].as_array().cloned().unwrap_or_default(), st.rv)))
+        }
         ("list", None) => list(&st, req),
+        ("get", Some(n)) if wants_table(req) && sub.is_none() => {
+            st.nodes.get(n).map(|node| (200, table(req, vec![to_json(node)], st.rv))).ok_or_else(|| not_found(n))
+        }
         ("get", Some(n)) => st.nodes.get(n).map(|node| (200, to_json(node))).ok_or_else(|| not_found(n)),
         ("create", None) if sub.is_none() => {
             let node: Node = serde_json::from_slice(&req.body).map_err(|e| bad_request(format!("decoding Node: {e}")))?;
@@ -852,6 +866,79 @@ fn list(st: &Store, req: &Request) -> Result<(u16, Value), Failure> {
     let items = st.nodes.values().filter(|n| only.is_none() || n.metadata.name == only).cloned().collect();
     let l = List::<Node> { items, metadata: ListMeta { resource_version: Some(st.rv.to_string()), ..Default::default() } };
     Ok((200, serde_json::to_value(l).unwrap_or(Value::Null)))
+}
+
+// ---- tables (kubectl get's default output) ---------------------------------
+
+fn wants_table(req: &Request) -> bool {
+    req.headers.get("accept").is_some_and(|a| a.contains("as=Table"))
+}
+
+/// Kubernetes' short age ("45s", "12m", "5h", "3d").
+fn age(created: Option<&str>) -> String {
+    let Some(t) = created.and_then(|c| c.parse::<k8s_openapi::jiff::Timestamp>().ok()) else {
+        return "<unknown>".into();
+    };
+    let s = (now_secs() - t.as_second()).max(0);
+    match s {
+        s if s < 120 => format!("{s}s"),
+        s if s < 3 * 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// A meta.k8s.io/v1 Table of nodes with the columns the real server's node
+/// printer makes (NAME STATUS ROLES AGE VERSION, wide ones at priority 1).
+fn table(req: &Request, nodes: Vec<Value>, rv: u64) -> Value {
+    let col = |name: &str, format: &str, priority: u8| json!({"name": name, "type": "string", "format": format, "description": name, "priority": priority});
+    let whole = req.query.get("includeObject").map(String::as_str) == Some("Object");
+    let rows: Vec<Value> = nodes
+        .into_iter()
+        .map(|n| {
+            let conds = n.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut st = match conds.iter().find(|c| c["type"] == "Ready").map(|c| c["status"] == "True") {
+                Some(true) => "Ready".to_string(),
+                Some(false) => "NotReady".to_string(),
+                None => "Unknown".to_string(),
+            };
+            if n.pointer("/spec/unschedulable") == Some(&Value::Bool(true)) {
+                st.push_str(",SchedulingDisabled");
+            }
+            let labels = n.pointer("/metadata/labels").and_then(Value::as_object).cloned().unwrap_or_default();
+            let roles: Vec<&str> = labels.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/")).collect();
+            let roles = if roles.is_empty() { "<none>".to_string() } else { roles.join(",") };
+            let addr = |t: &str| {
+                n.pointer("/status/addresses")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().find(|x| x["type"] == t))
+                    .and_then(|x| x["address"].as_str())
+                    .unwrap_or("<none>")
+                    .to_string()
+            };
+            let info = |k: &str| n.pointer(&format!("/status/nodeInfo/{k}")).and_then(Value::as_str).unwrap_or("").to_string();
+            let cells = json!([
+                n["metadata"]["name"],
+                st,
+                roles,
+                age(n.pointer("/metadata/creationTimestamp").and_then(Value::as_str)),
+                info("kubeletVersion"),
+                addr("InternalIP"),
+                addr("ExternalIP"),
+                info("osImage"),
+                info("kernelVersion"),
+                info("containerRuntimeVersion"),
+            ]);
+            let object = if whole { n.clone() } else { json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": n["metadata"]}) };
+            json!({"cells": cells, "object": object})
+        })
+        .collect();
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv.to_string()},
+        "columnDefinitions": [col("Name", "name", 0), col("Status", "", 0), col("Roles", "", 0), col("Age", "", 0), col("Version", "", 0),
+            col("Internal-IP", "", 1), col("External-IP", "", 1), col("OS-Image", "", 1), col("Kernel-Version", "", 1), col("Container-Runtime", "", 1)],
+        "rows": rows,
+    })
 }
 
 // ---- watch ------------------------------------------------------------------

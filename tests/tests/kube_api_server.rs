@@ -255,8 +255,13 @@ fn kubectl_gets_annotates_and_deletes_nodes() -> Result<()> {
 
     let out = kubectl(&kc, &home, &["get", "nodes"])?;
     println!("{out}");
-    ensure!(out.lines().next().unwrap_or("").contains("NAME"), "no header: {out}");
-    ensure!(out.lines().any(|l| l.starts_with("n1 ")) && out.lines().any(|l| l.starts_with("n2 ")), "nodes missing: {out}");
+    // The server's Table, as kube-apiserver prints nodes.
+    let head: Vec<&str> = out.lines().next().unwrap_or("").split_whitespace().collect();
+    ensure!(head == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], "header: {out}");
+    let row = |n: &str| out.lines().find(|l| l.starts_with(&format!("{n} "))).map(|l| l.split_whitespace().take(3).collect::<Vec<_>>());
+    ensure!(row("n1") == Some(vec!["n1", "Ready", "<none>"]) && row("n2").is_some(), "rows: {out}");
+    let wide = kubectl(&kc, &home, &["get", "nodes", "-o", "wide"])?;
+    ensure!(wide.lines().next().unwrap_or("").contains("INTERNAL-IP"), "{wide}");
 
     let j: Value = serde_json::from_str(&kubectl(&kc, &home, &["get", "node", "n1", "-o", "json"])?)?;
     ensure!(j["kind"] == "Node" && j["metadata"]["name"] == "n1", "{j}");

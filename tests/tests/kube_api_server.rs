@@ -296,13 +296,19 @@ fn kubectl_gets_annotates_and_deletes_nodes() -> Result<()> {
 fn kubectl_in_a_namespace() -> Result<()> {
     weft_tests::require_root()?;
     let ns = Netns::create(&format!("wkapi-{}", std::process::id()))?;
-    let api = KubeApi::start_in(&format!("weft-kapi-ns-{}", std::process::id()), "127.0.0.1:16443".parse()?, Some(&ns.path()))?;
+    let mut api = KubeApi::start_in(&format!("weft-kapi-ns-{}", std::process::id()), "127.0.0.1:16443".parse()?, Some(&ns.path()))?;
     api.create_node(node("n1", &[]))?;
     // The namespace's own loopback: the root namespace does not reach it.
     ensure!(TcpStream::connect_timeout(&api.addr(), Duration::from_secs(1)).is_err(), "{} reachable from the root namespace", api.addr());
     let kc = api.kubeconfig(ADMIN)?;
     let home = api.dir().join("home");
     std::fs::create_dir(&home)?;
+    let out = kubectl_cmd(ns.command(&kubectl_bin(), &[]), &kc, &home, &["get", "nodes", "-o", "name"])?;
+    ensure!(out.trim() == "node/n1", "{out}");
+    // Down and back inside the namespace, same address and certificate.
+    api.go_down();
+    ensure!(kubectl_cmd(ns.command(&kubectl_bin(), &[]), &kc, &home, &["get", "nodes", "-o", "name"]).is_err(), "kubectl reached a server that is down");
+    api.come_back()?;
     let out = kubectl_cmd(ns.command(&kubectl_bin(), &[]), &kc, &home, &["get", "nodes", "-o", "name"])?;
     ensure!(out.trim() == "node/n1", "{out}");
     Ok(())
@@ -604,5 +610,35 @@ fn drop_closes_everything_quickly() -> Result<()> {
     ensure!(w.ends_within(Duration::from_secs(2)), "watch outlived the server");
     ensure!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "port still open after drop");
     drop(raw);
+    Ok(())
+}
+
+#[test]
+fn json_patch_with_escaped_annotation_keys() -> Result<()> {
+    let api = start("jsonpatch")?;
+    api.create_node(node("n1", &[("flannel.alpha.coreos.com/public-ip", "10.0.0.1")]))?;
+    let c = Client::new(&api.kubeconfig(ADMIN)?)?;
+    let jp = "application/json-patch+json";
+    let key = "/metadata/annotations/flannel.alpha.coreos.com~1public-ip";
+    let ops = json!([{"op": "test", "path": key, "value": "10.0.0.1"}, {"op": "replace", "path": key, "value": "10.0.0.2"}, {"op": "add", "path": "/metadata/labels", "value": {"x": "1"}}]);
+    let (code, body) = c.req("PATCH", "/api/v1/nodes/n1", jp, &ops)?;
+    ensure!(
+        code == 200 && body["metadata"]["annotations"]["flannel.alpha.coreos.com/public-ip"] == "10.0.0.2" && body["metadata"]["labels"]["x"] == "1",
+        "{code} {body}"
+    );
+    // A failed test op changes nothing.
+    let rv = api.resource_version();
+    let ops = json!([{"op": "test", "path": key, "value": "10.0.0.1"}, {"op": "remove", "path": key}]);
+    let (code, body) = c.req("PATCH", "/api/v1/nodes/n1", jp, &ops)?;
+    ensure!(code == 422 && api.resource_version() == rv, "{code} {body}");
+    ensure!(c.req("PATCH", "/api/v1/nodes/n1", jp, &json!([{"op": "remove", "path": key}]))?.0 == 200);
+    ensure!(!annotations(&api, "n1").contains_key("flannel.alpha.coreos.com/public-ip"), "{:?}", annotations(&api, "n1"));
+    // kubectl's own JSON patch.
+    let home = api.dir().join("home");
+    std::fs::create_dir(&home)?;
+    kubectl(&api.kubeconfig(ADMIN)?, &home, &["patch", "node", "n1", "--type=json", "-p", r#"[{"op":"add","path":"/metadata/annotations/k","value":"v"}]"#])?;
+    ensure!(annotations(&api, "n1").get("k").map(String::as_str) == Some("v"), "{:?}", annotations(&api, "n1"));
+    // An unknown patch type is 415, as the real server answers.
+    ensure!(c.req("PATCH", "/api/v1/nodes/n1", "application/json", &json!({}))?.0 == 415);
     Ok(())
 }

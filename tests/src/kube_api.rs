@@ -667,12 +667,13 @@ fn read_request(r: &mut BufReader<Tls>) -> Result<Option<Request>> {
     let (path, q) = target.split_once('?').unwrap_or((&target, ""));
     let query = q.split('&').filter(|s| !s.is_empty()).map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (unescape(k), unescape(v))
+        (unescape(k, true), unescape(v, true))
     });
-    Ok(Some(Request { method, path: unescape(path), query: query.collect(), headers, body }))
+    Ok(Some(Request { method, path: unescape(path, false), query: query.collect(), headers, body }))
 }
 
-fn unescape(s: &str) -> String {
+/// Percent-decoding; `+` is a space only in a query.
+fn unescape(s: &str, query: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -686,7 +687,7 @@ fn unescape(s: &str) -> String {
                 i += 3;
                 continue;
             }
-            b'+' => out.push(b' '),
+            b'+' if query => out.push(b' '),
             c => out.push(c),
         }
         i += 1;

@@ -276,6 +276,19 @@ impl KubeApi {
         Ok(path)
     }
 
+    /// Writes what a pod's service account mount holds (`token`, `ca.crt`,
+    /// `namespace`) for `who` under `<dir>/serviceaccount-<who>/` and returns
+    /// that directory: for in-cluster configuration (with
+    /// KUBERNETES_SERVICE_HOST/PORT set to [`KubeApi::addr`]).
+    pub fn service_account_dir(&self, who: &str) -> Result<PathBuf> {
+        let d = self.dir.path().join(format!("serviceaccount-{who}"));
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("token"), self.token(who))?;
+        std::fs::copy(self.ca_pem(), d.join("ca.crt"))?;
+        std::fs::write(d.join("namespace"), "kube-flannel")?;
+        Ok(d)
+    }
+
     /// The directory holding certificates and kubeconfigs (removed on drop).
     pub fn dir(&self) -> &Path {
         self.dir.path()

@@ -39,3 +39,4 @@ pub fn require_root() -> anyhow::Result<()> {
     }
     Ok(())
 }
+pub mod kube_api;

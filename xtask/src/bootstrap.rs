@@ -32,6 +32,11 @@ pub const APT_PACKAGES: &[&str] = &[
     // The reference CNI plugins (in /usr/lib/cni): weft-cni's tests chain
     // portmap and bandwidth after it and compare it with host-local.
     "containernetworking-plugins",
+    // No "kubernetes-client" (Debian's kubectl 1.20) here: the machine image
+    // ships a `kubectl` package that owns /usr/bin/kubectl, and dpkg refuses
+    // to overwrite it. tests/tests/kube_api_server.rs uses that kubectl, or
+    // the one WEFT_KUBECTL names (e.g. unpacked by `apt-get download
+    // kubernetes-client && dpkg-deb -x`).
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -32,11 +32,9 @@ pub const APT_PACKAGES: &[&str] = &[
     // The reference CNI plugins (in /usr/lib/cni): weft-cni's tests chain
     // portmap and bandwidth after it and compare it with host-local.
     "containernetworking-plugins",
-    // No "kubernetes-client" (Debian's kubectl 1.20) here: the machine image
-    // ships a `kubectl` package that owns /usr/bin/kubectl, and dpkg refuses
-    // to overwrite it. tests/tests/kube_api_server.rs uses that kubectl, or
-    // the one WEFT_KUBECTL names (e.g. unpacked by `apt-get download
-    // kubernetes-client && dpkg-deb -x`).
+    // Not "kubernetes-client" (Debian's kubectl) here: some images ship a
+    // `kubectl` package that owns /usr/bin/kubectl, and dpkg refuses to
+    // overwrite it; `run` installs Debian's only where no kubectl is on PATH.
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -217,6 +215,12 @@ pub fn run() -> Result<()> {
                 did.push(format!("{comp} ({tc})"));
             }
         }
+    }
+    // A real client for the tests' API server (tests/tests/kube_api_server.rs).
+    if !on_path("kubectl") {
+        println!("bootstrap: installing kubernetes-client (Debian's kubectl: no kubectl on PATH)");
+        install_packages(&["kubernetes-client"])?;
+        did.push("kubernetes-client".into());
     }
     if !on_path("bpf-linker") {
         install_bpf_linker(&sysroot)?;

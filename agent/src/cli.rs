@@ -7,8 +7,13 @@ use clap::Parser;
 /// flanneld's flags that weftd shares, by their environment suffix. flanneld
 /// reads `FLANNELD_<FLAG>`; weftd reads `WEFTD_<FLAG>` and falls back to the
 /// flanneld name, so a flanneld DaemonSet's environment keeps working.
-pub const FLANNELD_ENV: [&str; 16] = [
+pub const FLANNELD_ENV: [&str; 21] = [
     "NET_CONFIG_PATH",
+    "KUBE_SUBNET_MGR",
+    "KUBE_API_URL",
+    "KUBECONFIG_FILE",
+    "KUBE_ANNOTATION_PREFIX",
+    "SET_NODE_NETWORK_UNAVAILABLE",
     "ETCD_ENDPOINTS",
     "ETCD_PREFIX",
     "ETCD_CAFILE",
@@ -49,11 +54,35 @@ pub struct Args {
     #[arg(long, env = "WEFTD_ETCD_ENDPOINTS", value_delimiter = ',', help_heading = "Lease store")]
     pub etcd_endpoints: Vec<String>,
 
+    /// Leases are Kubernetes Nodes (flannel's kube subnet manager): our subnet
+    /// is our Node's podCIDR, our lease attributes flannel's Node annotations,
+    /// every annotated Node a peer. No etcd. The network config comes from
+    /// --net-config-path.
+    #[arg(long, env = "WEFTD_KUBE_SUBNET_MGR", conflicts_with = "etcd_endpoints", help_heading = "Kubernetes")]
+    pub kube_subnet_mgr: bool,
+
+    /// The API server's URL (overrides the kubeconfig's; neither: in-cluster).
+    #[arg(long, env = "WEFTD_KUBE_API_URL", help_heading = "Kubernetes")]
+    pub kube_api_url: Option<String>,
+
+    /// kubeconfig file (default: the service account's in-cluster config).
+    #[arg(long, env = "WEFTD_KUBECONFIG_FILE", help_heading = "Kubernetes")]
+    pub kubeconfig_file: Option<PathBuf>,
+
+    /// Prefix of the Node annotations (flannel's, so flannel and weft nodes see each other).
+    #[arg(long, env = "WEFTD_KUBE_ANNOTATION_PREFIX", default_value = "flannel.alpha.coreos.com", help_heading = "Kubernetes")]
+    pub kube_annotation_prefix: String,
+
+    /// Set our Node's NetworkUnavailable condition to False once the network is up.
+    #[arg(long, env = "WEFTD_SET_NODE_NETWORK_UNAVAILABLE", default_value_t = true, action = clap::ArgAction::Set,
+          help_heading = "Kubernetes")]
+    pub set_node_network_unavailable: bool,
+
     /// Embedded store directory, shared by every weftd on this machine.
     #[arg(long, env = "WEFTD_STORE_DIR", default_value = "/var/lib/weft/store", help_heading = "Lease store")]
     pub store_dir: PathBuf,
 
-    /// flannel's net-conf.json, the network config when the embedded store is used.
+    /// flannel's net-conf.json, the network config with the embedded store and --kube-subnet-mgr.
     #[arg(long, env = "WEFTD_NET_CONFIG_PATH", default_value = "/etc/kube-flannel/net-conf.json", help_heading = "Lease store")]
     pub net_config_path: PathBuf,
 

@@ -18,6 +18,11 @@ use weft_common::{stat, Counter};
 /// the store code counts where it logs.
 pub static STORE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
+/// Kubernetes Node updates (kube subnet manager) that changed no lease
+/// (heartbeats, labels: no reconcile follows), and those that did.
+pub static KUBE_NODE_UPDATES_NONE: AtomicU64 = AtomicU64::new(0);
+pub static KUBE_NODE_UPDATES_LEASE: AtomicU64 = AtomicU64::new(0);
+
 #[derive(Default)]
 struct Reconciles {
     count: u64,
@@ -173,6 +178,16 @@ impl Metrics {
             "counter",
             "Errors talking to the lease store (list, watch, renew).",
             &one(STORE_ERRORS.load(Relaxed).to_string()),
+        );
+        family(
+            &mut o,
+            "weft_kube_node_updates_total",
+            "counter",
+            "Kubernetes Node updates seen by the kube subnet manager, by whether they changed a lease (effect=lease) or nothing weft reads (effect=none: no reconcile).",
+            &[
+                ("{effect=\"none\"}".into(), KUBE_NODE_UPDATES_NONE.load(Relaxed).to_string()),
+                ("{effect=\"lease\"}".into(), KUBE_NODE_UPDATES_LEASE.load(Relaxed).to_string()),
+            ],
         );
         family(&mut o, "weft_ready", "gauge", "1 when /readyz answers 200.", &one((ready as u8).to_string()));
         family(&mut o, "weft_uptime_seconds", "gauge", "Seconds since weftd started.", &one(format!("{:.3}", self.started.elapsed().as_secs_f64())));

@@ -26,7 +26,11 @@ pub async fn run(args: Args) -> Result<()> {
     let cfg = manager.network_config(&health).await?;
     health.stage("setting up the node");
     let nl = Netlink::new()?;
-    let underlay = underlay(&args, &nl).await?;
+    let public_ip = match args.public_ip {
+        Some(ip) => Some(ip),
+        None => manager.public_ip_overwrite(&health).await?,
+    };
+    let underlay = underlay(&args, &nl, public_ip).await?;
     let node = backend::Node { args: args.clone(), nl: nl.clone(), underlay, health: health.clone(), network: cfg.network };
     let mut backend = backend::build(&cfg, node).await?;
     let own = acquire_lease(&args, manager.as_ref(), &cfg, backend.as_ref(), &health).await?;
@@ -68,10 +72,10 @@ async fn subnet_manager(args: &Args, health: &Health) -> Result<Arc<dyn SubnetMa
     Ok(manager)
 }
 
-/// The underlay interface and our PublicIP (`--iface`, `--public-ip`, ...).
-async fn underlay(args: &Args, nl: &Netlink) -> Result<iface::Underlay> {
-    let selector =
-        iface::Selector { ifaces: args.iface.clone(), regexes: args.iface_regex.clone(), can_reach: args.iface_can_reach, public_ip: args.public_ip };
+/// The underlay interface and our PublicIP (`--iface`, ...; `public_ip`:
+/// `--public-ip`, else what the subnet manager dictates).
+async fn underlay(args: &Args, nl: &Netlink, public_ip: Option<std::net::Ipv4Addr>) -> Result<iface::Underlay> {
+    let selector = iface::Selector { ifaces: args.iface.clone(), regexes: args.iface_regex.clone(), can_reach: args.iface_can_reach, public_ip };
     let u = iface::select(nl, &selector).await?;
     log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", u.link.name, u.link.index, u.link.mtu, u.iface_ip, u.public_ip);
     Ok(u)
@@ -81,7 +85,7 @@ async fn underlay(args: &Args, nl: &Netlink) -> Result<iface::Underlay> {
 /// (the subnet of the last subnet.env is preferred).
 async fn acquire_lease(args: &Args, manager: &dyn SubnetManager, cfg: &crate::netconfig::NetConfig, backend: &dyn Backend, health: &Health) -> Result<Ipv4Net> {
     health.stage("claiming a subnet");
-    let own = manager.acquire(cfg, backend.lease_attrs(), subnet_env::previous_subnet(&args.subnet_file)).await?;
+    let own = manager.acquire(cfg, backend.lease_attrs(), subnet_env::previous_subnet(&args.subnet_file), health).await?;
     health.lease_held(true);
     health.metrics.lease_renewed();
     Ok(own)

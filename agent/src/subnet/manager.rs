@@ -53,7 +53,7 @@ impl<R: Registry> SubnetManager for RegistryManager<R> {
         })
     }
 
-    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, previous: Option<Ipv4Net>) -> BoxFuture<'a, Result<Ipv4Net>> {
+    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, previous: Option<Ipv4Net>, _health: &'a Health) -> BoxFuture<'a, Result<Ipv4Net>> {
         Box::pin(acquire::acquire(&self.registry, cfg, attrs, previous, self.timing.ttl_s))
     }
 

@@ -3,8 +3,8 @@
 //! subnet, keeps our lease alive on its own (renewal, re-claim after a loss)
 //! and streams every peer lease as it changes. Two today, both on a
 //! [`registry::Registry`] of flannel's key schema: etcd ([`etcd`]) and the
-//! embedded single-machine store ([`embedded`]). A manager that does not
-//! choose subnets itself (Kubernetes' Node podCIDRs) implements
+//! embedded single-machine store ([`embedded`]). The Kubernetes manager
+//! ([`kube`]) chooses no subnet (the Node's podCIDR is ours) and implements
 //! [`SubnetManager`] directly: allocation is not part of the seam.
 //!
 //! Adding a manager: a module implementing [`SubnetManager`] and one arm in
@@ -13,6 +13,7 @@ pub mod acquire;
 pub mod embedded;
 pub mod etcd;
 pub mod ipv4net;
+pub mod kube;
 pub mod lease;
 pub mod manager;
 pub mod registry;
@@ -68,9 +69,15 @@ pub trait SubnetManager: Send + Sync {
     fn describe(&self) -> String;
     /// The network config, validated; waits until it exists (as flanneld does).
     fn network_config<'a>(&'a self, health: &'a Health) -> BoxFuture<'a, Result<NetConfig>>;
+    /// Our PublicIP if the manager dictates one (kube: our Node's
+    /// `public-ip-overwrite`), ahead of the interface's address.
+    fn public_ip_overwrite<'a>(&'a self, _health: &'a Health) -> BoxFuture<'a, Result<Option<std::net::Ipv4Addr>>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Our subnet, holding a lease with `attrs` (`previous`: the subnet of
-    /// the last subnet.env, preferred if still free).
-    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, previous: Option<Ipv4Net>) -> BoxFuture<'a, Result<Ipv4Net>>;
+    /// the last subnet.env, preferred if still free). Says in `health` what
+    /// it waits for.
+    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, previous: Option<Ipv4Net>, health: &'a Health) -> BoxFuture<'a, Result<Ipv4Net>>;
     /// From now on: keep our lease alive (renew in time, claim it again if
     /// it is lost) and stream every lease change, a snapshot first.
     fn run(self: Arc<Self>, own: Ipv4Net, attrs: LeaseAttrs, health: Arc<Health>) -> LeaseWatch;
@@ -80,9 +87,13 @@ pub trait SubnetManager: Send + Sync {
     fn release<'a>(&'a self, own: &'a Ipv4Net) -> BoxFuture<'a, Result<()>>;
 }
 
-/// The subnet manager weftd's flags ask for: etcd with `--etcd-endpoints`,
-/// else the embedded store. The one place the choice is made.
+/// The subnet manager weftd's flags ask for: Kubernetes Nodes with
+/// `--kube-subnet-mgr`, etcd with `--etcd-endpoints`, else the embedded
+/// store. The one place the choice is made.
 pub async fn from_args(args: &Args) -> Result<Arc<dyn SubnetManager>> {
+    if args.kube_subnet_mgr {
+        return Ok(Arc::new(kube::KubeManager::from_args(args).await?));
+    }
     let timing = manager::Timing::from_args(args);
     if args.etcd_endpoints.is_empty() {
         let store = embedded::LocalStore::open(&args.store_dir, &args.net_config_path)?;

@@ -1,5 +1,6 @@
 //! A test cluster: a switch namespace (bridge br0, etcd unless the cluster
-//! runs on weftd's embedded store), node namespaces attached to it by veth,
+//! runs on weftd's embedded store; in kube mode the tests' Kubernetes API
+//! server instead, with one Node per weft node), node namespaces attached to it by veth,
 //! weftd or a flannel-programmed kernel on each node, and pods. Everything is
 //! torn down on drop; if the cluster was not marked [`Cluster::pass`]ed,
 //! weftd's log tails are printed first.
@@ -18,6 +19,7 @@ use crate::{
     bpf, cmd,
     etcd::EtcdServer,
     flannel_node::{FlannelBackend, FlannelNode},
+    kube_store::{self, KubeStore},
     netns::Netns,
     pod::{Pod, Wiring},
     state::LabState,
@@ -55,6 +57,7 @@ pub struct ClusterBuilder {
     weftd_args: Vec<String>,
     start: bool,
     embedded: bool,
+    kube: bool,
     segments: Option<Vec<u32>>,
 }
 
@@ -92,6 +95,14 @@ impl ClusterBuilder {
         self.embedded = yes;
         self
     }
+    /// Run on Kubernetes (weftd `--kube-subnet-mgr`): the tests' API server
+    /// on [`SWITCH_IP`]:[`kube_store::PORT`] in the switch namespace, config
+    /// in `<temp dir>/net-conf.json`, a Node per weft node (see
+    /// [`Cluster::add_weft_node_on_segment`]); no etcd is started.
+    pub fn kube(mut self) -> Self {
+        self.kube = true;
+        self
+    }
     /// Weft nodes per L2 segment, e.g. `&[2, 1]`: nodes 1 and 2 on segment 0
     /// (192.168.77.0/24), node 3 on segment 1 (192.168.78.0/24), joined by
     /// the router namespace. Replaces [`ClusterBuilder::weft_nodes`].
@@ -117,7 +128,10 @@ impl ClusterBuilder {
         sw.ip(&["link", "add", "br0", "type", "bridge"])?;
         sw.ip(&["addr", "add", &format!("{SWITCH_IP}/{UNDERLAY_LEN}"), "dev", "br0"])?;
         sw.ip(&["link", "set", "br0", "up"])?;
-        let store = if self.embedded {
+        let store = if self.kube {
+            let sw_ip: Ipv4Addr = SWITCH_IP.parse()?;
+            LeaseStore::Kube(KubeStore::start(&sw, sw_ip, &format!("weft-{prefix}-kube"), &tmp.path().join("net-conf.json"))?)
+        } else if self.embedded {
             LeaseStore::Embedded(EmbeddedStore::new(&tmp.path().join("store"), &tmp.path().join("net-conf.json"))?)
         } else {
             LeaseStore::Etcd { server: EtcdServer::start(&sw, SWITCH_IP, tmp.path())?, prefix: self.etcd_prefix.clone() }
@@ -207,6 +221,7 @@ impl Cluster {
             weftd_args: Vec::new(),
             start: true,
             embedded: false,
+            kube: false,
             segments: None,
         }
     }
@@ -225,6 +240,26 @@ impl Cluster {
     /// The embedded store (an error on etcd).
     pub fn embedded(&self) -> Result<&EmbeddedStore> {
         self.store.embedded()
+    }
+
+    /// The Kubernetes API server (an error unless built with [`ClusterBuilder::kube`]).
+    pub fn kube(&self) -> Result<&KubeStore> {
+        self.store.kube()
+    }
+    /// [`Cluster::kube`], mutable (for `go_down`/`come_back`).
+    pub fn kube_mut(&mut self) -> Result<&mut KubeStore> {
+        self.store.kube_mut()
+    }
+
+    /// Node `n`'s name: its namespace's (`<prefix>-nN`), also its Node's in kube mode.
+    pub fn node_name(&self, n: NodeRef) -> Result<String> {
+        Ok(self.node_ns(n)?.name().to_string())
+    }
+
+    /// The podCIDR kube mode gives node `n`'s Node: `<network a.b>.n.0/24`.
+    pub fn default_pod_cidr(&self, n: NodeRef) -> String {
+        let o = self.network.octets();
+        format!("{}.{}.{n}.0/24", o[0], o[1])
     }
 
     fn next_node_number(&self) -> u32 {
@@ -325,11 +360,18 @@ impl Cluster {
 
     /// Adds a node that will run weftd (not started) on segment `seg`
     /// (created with [`Cluster::ensure_segments`] if it does not exist yet).
+    /// In kube mode also creates its Node (name = the namespace's,
+    /// [`Cluster::default_pod_cidr`]) and gives weftd `NODE_NAME`.
     pub fn add_weft_node_on_segment(&mut self, seg: usize) -> Result<NodeRef> {
         self.ensure_segments(seg + 1)?;
         let n = self.next_node_number();
         let (ns, ip) = self.add_node_ns(n, seg)?;
-        let node = WeftNode::new(n, ip, ns, self.tmp.path(), &self.prefix)?;
+        let mut node = WeftNode::new(n, ip, ns, self.tmp.path(), &self.prefix)?;
+        if let LeaseStore::Kube(k) = &self.store {
+            let name = node.ns.name().to_string();
+            k.api.create_node(kube_store::node_object(&name, ip, Some(&self.default_pod_cidr(n))))?;
+            node.env.push(("NODE_NAME".into(), name));
+        }
         self.weft.push(node);
         self.segment_of.push((n, seg));
         Ok(n)
@@ -704,6 +746,9 @@ impl Cluster {
             );
         }
         s += &format!("--- leases:\n{:#?}\n", self.leases().unwrap_or_default());
+        if let LeaseStore::Kube(k) = &self.store {
+            s += &format!("--- Nodes:\n{}\n--- requests: {:?}\n", k.dump(), k.api.counts());
+        }
         if let LeaseStore::Embedded(e) = &self.store {
             let raw = e.raw();
             let cut = raw.char_indices().nth(8000).map(|(i, _)| i).unwrap_or(raw.len());

@@ -40,3 +40,4 @@ pub fn require_root() -> anyhow::Result<()> {
     Ok(())
 }
 pub mod kube_api;
+pub mod kube_store;

@@ -3,7 +3,9 @@
 //! replaced atomically under an exclusive `flock` on `store.lock`).
 //!
 //! Leases are named by flannel's key suffix (`10.244.5.0-24`) here; the etcd
-//! variant maps names to `<prefix>/subnets/<name>`.
+//! variant maps names to `<prefix>/subnets/<name>`. The third variant is no
+//! lease store but Kubernetes (flannel's `--kube-subnet-mgr`): leases are
+//! read from the Nodes' annotations ([`crate::kube_store`]).
 use std::{
     fs::OpenOptions,
     os::fd::AsRawFd,
@@ -14,14 +16,19 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::etcd::EtcdServer;
+use crate::{etcd::EtcdServer, kube_store::KubeStore};
 
 /// TTL of leases the harness writes itself (flannel-programmed nodes, operators).
 pub const HARNESS_LEASE_TTL_S: u64 = 3600;
 
 pub enum LeaseStore {
-    Etcd { server: EtcdServer, prefix: String },
+    Etcd {
+        server: EtcdServer,
+        prefix: String,
+    },
     Embedded(EmbeddedStore),
+    /// The tests' Kubernetes API server: leases are Nodes.
+    Kube(KubeStore),
 }
 
 impl LeaseStore {
@@ -30,6 +37,7 @@ impl LeaseStore {
         match self {
             LeaseStore::Etcd { server, prefix } => vec!["--etcd-endpoints".into(), server.endpoint().into(), "--etcd-prefix".into(), prefix.clone()],
             LeaseStore::Embedded(e) => vec!["--store-dir".into(), e.dir.display().to_string(), "--net-config-path".into(), e.net_conf.display().to_string()],
+            LeaseStore::Kube(k) => k.weftd_args(),
         }
     }
 
@@ -38,6 +46,7 @@ impl LeaseStore {
         match self {
             LeaseStore::Etcd { server, prefix } => server.put(&format!("{prefix}/config"), json),
             LeaseStore::Embedded(e) => e.write_config(json),
+            LeaseStore::Kube(k) => k.write_config(json),
         }
     }
 
@@ -45,7 +54,7 @@ impl LeaseStore {
     pub fn key(&self, name: &str) -> String {
         match self {
             LeaseStore::Etcd { prefix, .. } => format!("{prefix}/subnets/{name}"),
-            LeaseStore::Embedded(_) => name.to_string(),
+            LeaseStore::Embedded(_) | LeaseStore::Kube(_) => name.to_string(),
         }
     }
 
@@ -54,6 +63,7 @@ impl LeaseStore {
         match self {
             LeaseStore::Etcd { server, .. } => server.get(&self.key(name)),
             LeaseStore::Embedded(e) => e.get(name),
+            LeaseStore::Kube(k) => Ok(k.list()?.into_iter().find(|(n, _)| n == name).map(|(_, v)| v)),
         }
     }
 
@@ -65,6 +75,7 @@ impl LeaseStore {
                 Ok(server.get_prefix(&p)?.into_iter().map(|(k, v)| (k.strip_prefix(&p).unwrap_or(&k).to_string(), v)).collect())
             }
             LeaseStore::Embedded(e) => e.list(),
+            LeaseStore::Kube(k) => k.list(),
         }
     }
 
@@ -73,6 +84,7 @@ impl LeaseStore {
         match self {
             LeaseStore::Etcd { server, .. } => Ok(server.del(&self.key(name))? == 1),
             LeaseStore::Embedded(e) => e.delete(name),
+            LeaseStore::Kube(k) => k.delete(name),
         }
     }
 
@@ -84,6 +96,7 @@ impl LeaseStore {
                 server.put_with_lease(&self.key(name), value, &lease)
             }
             LeaseStore::Embedded(e) => e.put(name, value, HARNESS_LEASE_TTL_S),
+            LeaseStore::Kube(k) => k.put(name, value),
         }
     }
 
@@ -96,6 +109,7 @@ impl LeaseStore {
                 server.put_many(&full, 125)
             }
             LeaseStore::Embedded(e) => e.put_many(kvs, HARNESS_LEASE_TTL_S),
+            LeaseStore::Kube(k) => kvs.iter().try_for_each(|(n, v)| k.put(n, v)),
         }
     }
 
@@ -103,6 +117,7 @@ impl LeaseStore {
         match self {
             LeaseStore::Etcd { server, .. } => Ok(server),
             LeaseStore::Embedded(_) => bail!("this cluster runs on the embedded lease store, not etcd"),
+            LeaseStore::Kube(_) => bail!("this cluster runs on Kubernetes (--kube-subnet-mgr), not etcd"),
         }
     }
 
@@ -110,6 +125,7 @@ impl LeaseStore {
         match self {
             LeaseStore::Etcd { server, .. } => Ok(server),
             LeaseStore::Embedded(_) => bail!("this cluster runs on the embedded lease store, not etcd"),
+            LeaseStore::Kube(_) => bail!("this cluster runs on Kubernetes (--kube-subnet-mgr), not etcd"),
         }
     }
 
@@ -117,6 +133,23 @@ impl LeaseStore {
         match self {
             LeaseStore::Embedded(e) => Ok(e),
             LeaseStore::Etcd { .. } => bail!("this cluster runs on etcd, not the embedded lease store"),
+            LeaseStore::Kube(_) => bail!("this cluster runs on Kubernetes (--kube-subnet-mgr), not the embedded lease store"),
+        }
+    }
+
+    /// The Kubernetes API server (an error on etcd or the embedded store).
+    pub fn kube(&self) -> Result<&KubeStore> {
+        match self {
+            LeaseStore::Kube(k) => Ok(k),
+            _ => bail!("this cluster does not run on Kubernetes (--kube-subnet-mgr)"),
+        }
+    }
+
+    /// [`LeaseStore::kube`], mutable (for `go_down`/`come_back`).
+    pub fn kube_mut(&mut self) -> Result<&mut KubeStore> {
+        match self {
+            LeaseStore::Kube(k) => Ok(k),
+            _ => bail!("this cluster does not run on Kubernetes (--kube-subnet-mgr)"),
         }
     }
 
@@ -125,6 +158,7 @@ impl LeaseStore {
         match self {
             LeaseStore::Etcd { server, prefix } => format!("etcd {} prefix {prefix}, log {}", server.endpoint(), server.log.display()),
             LeaseStore::Embedded(e) => format!("embedded store {}, config {}", e.dir.display(), e.net_conf.display()),
+            LeaseStore::Kube(k) => k.describe(),
         }
     }
 
@@ -132,12 +166,13 @@ impl LeaseStore {
     pub fn pid(&self) -> Option<u32> {
         match self {
             LeaseStore::Etcd { server, .. } => server.pid(),
-            LeaseStore::Embedded(_) => None,
+            LeaseStore::Embedded(_) | LeaseStore::Kube(_) => None,
         }
     }
 
     /// Leaves etcd running on drop (lab --keep); the embedded store lives in
-    /// the run's temp dir, which has its own guard.
+    /// the run's temp dir, which has its own guard; the API server runs in
+    /// this process and cannot outlive it.
     pub fn disarm(&mut self) {
         if let LeaseStore::Etcd { server, .. } = self {
             server.disarm();

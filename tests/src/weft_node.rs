@@ -32,6 +32,8 @@ pub struct WeftNode {
     /// weftd's `--endpoints-dir`: pod endpoint records, as weft-cni writes them.
     pub endpoints_dir: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for weftd (kube mode: `NODE_NAME`).
+    pub env: Vec<(String, String)>,
     weftd: Option<Child>,
     keep: bool,
     // Last: the namespace is deleted after weftd is gone.
@@ -49,6 +51,7 @@ impl WeftNode {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-n{n}")),
             endpoints_dir: ndir.join("endpoints"),
             log: ndir.join("weftd.log"),
+            env: Vec::new(),
             weftd: None,
             keep: false,
             ns,
@@ -88,6 +91,7 @@ impl WeftNode {
             .arg(&self.endpoints_dir)
             .args(args)
             .env("RUST_LOG", std::env::var("WEFT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf);

@@ -48,9 +48,31 @@ fn start_server(ns: &Netns, prog: &str, args: &[&str], bound_s: u64) -> Result<S
     full.extend(args);
     let child =
         ns.command("timeout", &full).stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("starting {prog} in netns {}", ns.name()))?;
-    // Both tools bind within milliseconds; the client retries anyway.
-    std::thread::sleep(Duration::from_millis(300));
-    Ok(Server(child))
+    let server = Server(child);
+    wait_listening(ns, prog, args)?;
+    Ok(server)
+}
+
+/// Waits (up to 10 s) until the server just started in `ns` has bound its
+/// port: on a loaded machine a fixed grace period was not enough, and a
+/// weft-rr client whose requests all went out before its server bound got
+/// no answer at all. iperf3 listens on TCP 5201; weft-rr on the UDP
+/// address it was given (`server <ip:port> ...`).
+fn wait_listening(ns: &Netns, prog: &str, args: &[&str]) -> Result<()> {
+    let (proto, port) = match (prog.ends_with("weft-rr"), args.get(1)) {
+        (true, Some(addr)) => ("-u", addr.rsplit(':').next().unwrap_or("11111").to_string()),
+        _ => ("-t", "5201".to_string()),
+    };
+    let sport = format!("( sport = :{port} )");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let out = ns.exec_output("ss", &["-Hln", proto, &sport])?;
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{prog} in netns {} did not bind port {port} within 10 s", ns.name())
 }
 
 /// Runs `f` up to three times while it fails because the server was not

@@ -26,12 +26,9 @@ pub async fn run(args: Args) -> Result<()> {
     let cfg = manager.network_config(&health).await?;
     health.stage("setting up the node");
     let nl = Netlink::new()?;
-    let public_ip = match args.public_ip {
-        Some(ip) => Some(ip),
-        None => manager.public_ip_overwrite(&health).await?,
-    };
-    let underlay = underlay(&args, &nl, public_ip).await?;
-    let node = backend::Node { args: args.clone(), nl: nl.clone(), underlay, health: health.clone(), network: cfg.network };
+    let hints = manager.node_hints(&health).await?;
+    let underlay = underlay(&args, &nl, args.public_ip.or(hints.public_ip)).await?;
+    let node = backend::Node { args: args.clone(), nl: nl.clone(), underlay, health: health.clone(), network: cfg.network, previous: hints.previous };
     let mut backend = backend::build(&cfg, node).await?;
     let own = acquire_lease(&args, manager.as_ref(), &cfg, backend.as_ref(), &health).await?;
     start_backend(&args, backend.as_mut(), own).await?;

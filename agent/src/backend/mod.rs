@@ -48,6 +48,10 @@ pub struct Node {
     pub underlay: Underlay,
     pub health: Arc<Health>,
     pub network: Ipv4Net,
+    /// Our previous lease, where the subnet manager knows it: a backend
+    /// keeps what it announced (vxlan: the VtepMAC) when it must make its
+    /// device again.
+    pub previous: Option<LeaseAttrs>,
 }
 
 /// One backend on one node (flannel's `backend.Backend` + `Network`).

@@ -88,9 +88,14 @@ impl VxlanBackend {
         let (args, nl, underlay) = (&node.args, &node.nl, &node.underlay);
         let name = format!("weft.{}", cfg.vni);
         let mtu = underlay.link.mtu - VXLAN_OVERHEAD;
+        // A device made now takes the VtepMAC of our previous lease (flannel
+        // reuses it from its Node annotation), else a new one; an existing
+        // device keeps its own.
+        let previous = node.previous.as_ref().and_then(|a| a.vxlan_data().ok()).filter(|d| d.vni == cfg.vni).map(|d| d.vtep_mac);
+        let new_mac = previous.unwrap_or_else(random_mac);
         let overlay = if bpf {
             dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
-            nl.ensure_overlay(&name, args.overlay_kind == "veth", mtu, random_mac()).await?
+            nl.ensure_overlay(&name, args.overlay_kind == "veth", mtu, new_mac).await?
         } else {
             kernel_vxlan::ensure_device(
                 nl,
@@ -101,7 +106,7 @@ impl VxlanBackend {
                     underlay: underlay.link.index,
                     local: underlay.iface_ip,
                     mtu,
-                    mac: random_mac(),
+                    mac: new_mac,
                 },
             )
             .await?

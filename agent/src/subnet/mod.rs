@@ -41,6 +41,15 @@ pub enum LeaseEvent {
 /// Leases as a store lists them: (key, raw value).
 pub type LeaseList = Vec<(String, Vec<u8>)>;
 
+/// See [`SubnetManager::node_hints`].
+#[derive(Debug, Default, Clone)]
+pub struct NodeHints {
+    /// Our PublicIP, ahead of the interface's address (`--public-ip` still wins).
+    pub public_ip: Option<std::net::Ipv4Addr>,
+    /// Our lease as the store last held it.
+    pub previous: Option<LeaseAttrs>,
+}
+
 /// Every lease as last seen: key (flannel's `10.244.1.0-24`) -> raw value.
 pub type Leases = BTreeMap<String, Vec<u8>>;
 
@@ -69,10 +78,12 @@ pub trait SubnetManager: Send + Sync {
     fn describe(&self) -> String;
     /// The network config, validated; waits until it exists (as flanneld does).
     fn network_config<'a>(&'a self, health: &'a Health) -> BoxFuture<'a, Result<NetConfig>>;
-    /// Our PublicIP if the manager dictates one (kube: our Node's
-    /// `public-ip-overwrite`), ahead of the interface's address.
-    fn public_ip_overwrite<'a>(&'a self, _health: &'a Health) -> BoxFuture<'a, Result<Option<std::net::Ipv4Addr>>> {
-        Box::pin(async { Ok(None) })
+    /// What the manager knows of this node before it starts: a PublicIP
+    /// it dictates and our previous lease's attributes (kube: our Node's
+    /// `public-ip-overwrite` and annotations), so that a node keeps its
+    /// VtepMAC across a reboot as flannel's does. None by default.
+    fn node_hints<'a>(&'a self, _health: &'a Health) -> BoxFuture<'a, Result<NodeHints>> {
+        Box::pin(async { Ok(NodeHints::default()) })
     }
     /// Our subnet, holding a lease with `attrs` (`previous`: the subnet of
     /// the last subnet.env, preferred if still free). Says in `health` what

@@ -23,7 +23,6 @@ mod watch;
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     path::PathBuf,
     sync::{atomic::Ordering::Relaxed, Arc},
     time::Duration,
@@ -35,7 +34,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::mpsc;
 
-use super::{embedded::wait_for_config_file, lease::LeaseAttrs, Ipv4Net, LeaseList, LeaseWatch, SubnetManager};
+use super::{embedded::wait_for_config_file, lease::LeaseAttrs, Ipv4Net, LeaseList, LeaseWatch, NodeHints, SubnetManager};
 use crate::{cli::Args, health::Health, metrics, netconfig::NetConfig};
 
 pub struct KubeManager {
@@ -105,15 +104,19 @@ impl SubnetManager for KubeManager {
         })
     }
 
-    fn public_ip_overwrite<'a>(&'a self, health: &'a Health) -> BoxFuture<'a, Result<Option<Ipv4Addr>>> {
+    /// `public-ip-overwrite` and the lease our annotations describe (its
+    /// VtepMAC is reused if weft.1 has to be made again, e.g. after a reboot).
+    fn node_hints<'a>(&'a self, health: &'a Health) -> BoxFuture<'a, Result<NodeHints>> {
         Box::pin(async move {
             let node = self.own_node(health).await;
-            match annotations::get(&node, &self.prefix, annotations::PUBLIC_IP_OVERWRITE) {
-                None | Some("") => Ok(None),
-                Some(ip) => ip.parse().map(Some).map_err(|_| {
+            let public_ip = match annotations::get(&node, &self.prefix, annotations::PUBLIC_IP_OVERWRITE) {
+                None | Some("") => None,
+                Some(ip) => Some(ip.parse().map_err(|_| {
                     anyhow::anyhow!("node {}: annotation {}/{} = {ip:?} is not an IPv4 address", self.node_name, self.prefix, annotations::PUBLIC_IP_OVERWRITE)
-                }),
-            }
+                })?),
+            };
+            let previous = annotations::lease_of(&node, &self.prefix).ok().flatten().map(|(_, a)| a);
+            Ok(NodeHints { public_ip, previous })
         })
     }
 

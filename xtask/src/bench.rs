@@ -20,6 +20,10 @@ const RUNS: usize = 3;
 struct Sample {
     seconds: f64,
     rss_mb: f64,
+    /// Kubernetes: how long creating the N Nodes took, and weftd's list and
+    /// watch requests (a watch that fell out of the server's history gets
+    /// 410 and relists), for the per-run lines.
+    note: String,
 }
 
 /// N distinct flannel-format vxlan leases in 10.16.0.0 upward.
@@ -73,15 +77,17 @@ fn one_run(store: Store, n: usize) -> Result<Sample> {
     let kvs = leases(n);
     // kube mode: `put` creates a Node `lease-<subnet>` with that podCIDR and
     // flannel's four annotations, one by one into the API server's store.
-    let t0 = if store == Store::KubeListed {
+    let (t0, created) = if store == Store::KubeListed {
+        let t = Instant::now();
         c.store.put_many(&kvs)?;
+        let created = t.elapsed();
         let t0 = Instant::now();
         c.start_weftd(1)?;
-        t0
+        (t0, created)
     } else {
         let t0 = Instant::now();
         c.store.put_many(&kvs)?;
-        t0
+        (t0, t0.elapsed())
     };
     let w = c.weft_node(1)?;
     cmd::poll(&format!("{n} routes on weft.1"), Duration::from_secs(60), Duration::from_millis(5), || {
@@ -98,13 +104,29 @@ fn one_run(store: Store, n: usize) -> Result<Sample> {
     let pid = w.pid().context("weftd is not running")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).context("no VmRSS")?;
+    let note = match c.kube() {
+        Ok(k) => {
+            let reqs: Vec<String> = k
+                .api
+                .counts()
+                .into_iter()
+                .filter(|((v, r, _), _)| (v == "list" || v == "watch") && r == "nodes")
+                .map(|((v, _, code), k)| format!("{v} {code}: {k}"))
+                .collect();
+            format!(", Nodes created in {:.0} ms, weftd's requests: {}", created.as_secs_f64() * 1e3, reqs.join(", "))
+        }
+        Err(_) => String::new(),
+    };
     c.pass();
-    Ok(Sample { seconds, rss_mb: kb / 1024.0 })
+    Ok(Sample { seconds, rss_mb: kb / 1024.0, note })
 }
 
 pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
     // The harness starts the weftd named here (a release build).
     std::env::set_var("WEFTD_BIN", weftd);
+    // The machine may be shared: its load goes next to the figures.
+    let load = || std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(str::to_string)).unwrap_or_else(|| "?".into());
+    let load_before = load();
     let mut rows = vec![];
     for store in [Store::Embedded, Store::Etcd, Store::Kube, Store::KubeListed] {
         let label = store.label();
@@ -112,7 +134,7 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
             let mut samples = vec![];
             for r in 1..=RUNS {
                 let s = one_run(store, n).with_context(|| format!("{label}, N = {n}, run {r}"))?;
-                println!("bench control-plane: {label:22} N = {n:5} run {r}: {:.3} s, RSS {:.1} MB", s.seconds, s.rss_mb);
+                println!("bench control-plane: {label:22} N = {n:5} run {r}: {:.3} s, RSS {:.1} MB{}", s.seconds, s.rss_mb, s.note);
                 samples.push(s);
             }
             let (t, tmin, tmax) = perf::spread(samples.iter().map(|s| s.seconds).collect());
@@ -138,8 +160,11 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
          *kube (watched)*: created while weftd runs and watches, timed from the first creation, the \
          definition of the other rows; *kube (listed at start)*: created before weftd starts, timed \
          from weftd's start (start-up, its own Node's annotations, the list of N Nodes, programming). \
-         Machine: {} cores. Target: 5,000 leases (Nodes listed) in under 1 s, RSS under 50 MB.\n\n{table}",
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+         Machine: {} cores, 1-minute load average {load_before} before the run and {} after \
+         (other work on the machine slows every row alike). Target: 5,000 leases (Nodes listed) in \
+         under 1 s, RSS under 50 MB.\n\n{table}",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            load()
         ),
     )
 }

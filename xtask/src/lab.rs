@@ -5,7 +5,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use weft_tests::{bpf, state::LabState, traffic, Cluster, Wiring};
+use weft_tests::{bpf, kube_store, state::LabState, traffic, Cluster, Wiring};
 
 const STATE: &str = "/run/weft-lab/state.json";
 
@@ -52,17 +52,42 @@ pub fn down() -> Result<()> {
     Ok(())
 }
 
-pub fn run(weftd: &Path, nodes: u32, keep: bool, etcd: bool) -> Result<()> {
+/// Where the lab's weftds keep their leases.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// weftd's embedded store, one directory shared by every node's weftd.
+    Embedded,
+    /// etcd in the switch namespace (`--etcd`).
+    Etcd,
+    /// Kubernetes Nodes (`--kube`): the tests' API server in the switch
+    /// namespace, weftd `--kube-subnet-mgr` on every node.
+    Kube,
+}
+
+pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store) -> Result<()> {
     catch_sigint();
     std::env::set_var("WEFTD_BIN", weftd);
     let t0 = std::time::Instant::now();
-    if etcd {
-        println!("lab: lease store: etcd in the switch namespace (--etcd)");
-    } else {
-        println!("lab: lease store: weftd's embedded store (one directory shared by every node's weftd; `--etcd` for etcd)");
+    match store {
+        Store::Etcd => println!("lab: lease store: etcd in the switch namespace (--etcd)"),
+        Store::Embedded => {
+            println!("lab: lease store: weftd's embedded store (one directory shared by every node's weftd; `--etcd` for etcd, `--kube` for Kubernetes Nodes)")
+        }
+        Store::Kube => println!(
+            "lab: leases are Kubernetes Nodes (--kube): the tests' API server in the switch namespace (in this process), \
+             a Node with a podCIDR per node, weftd --kube-subnet-mgr on every node"
+        ),
+    }
+    if keep && store == Store::Kube {
+        println!("lab: --keep --kube: the API server lives in this process, so the lab stays up in the foreground once shown; Ctrl-C tears it down");
     }
     println!("lab: {nodes} weft nodes in network namespaces...");
-    let mut c = Cluster::builder().weft_nodes(nodes).embedded_store_if(!etcd).build()?;
+    let b = Cluster::builder().weft_nodes(nodes);
+    let mut c = match store {
+        Store::Kube => b.kube(),
+        s => b.embedded_store_if(s == Store::Embedded),
+    }
+    .build()?;
     println!("lab: prefix {}, temp dir {}", c.prefix, c.dir().display());
     println!("lab: {}", c.store.describe());
     check_interrupt()?;
@@ -134,9 +159,14 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, etcd: bool) -> Result<()> {
         }
     }
 
-    println!("\nleases in {}:", if etcd { "etcd" } else { "the embedded store" });
-    for (k, v) in c.leases()? {
-        println!("  {k}\n    {v}");
+    match store {
+        Store::Kube => print_nodes(&c)?,
+        s => {
+            println!("\nleases in {}:", if s == Store::Etcd { "etcd" } else { "the embedded store" });
+            for (k, v) in c.leases()? {
+                println!("  {k}\n    {v}");
+            }
+        }
     }
     for w in &c.weft {
         println!("\nnode {} ({}): bpftool map dump pinned {}", w.n, w.ns.name(), w.vteps_pin().display());
@@ -148,7 +178,23 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, etcd: bool) -> Result<()> {
     if failed > 0 {
         bail!("{failed} checks failed (weftd logs above)");
     }
-    if keep {
+    if keep && store == Store::Kube {
+        check_interrupt()?;
+        let k = c.kube()?;
+        println!("\nlab: up, in the foreground (--keep --kube): Ctrl-C tears it down");
+        for p in &c.pods {
+            println!("  ip netns exec {} bash", p.ns.name());
+        }
+        println!("  weftd logs: {}/n*/weftd.log", c.dir().display());
+        println!("  ip netns exec {} kubectl --kubeconfig {} get nodes -o wide   (kubectl, if installed)", c.sw.name(), k.admin_kubeconfig.display());
+        println!("  lease store: {}", c.store.describe());
+        while !INTERRUPTED.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        println!("\nlab: Ctrl-C: tearing down");
+        c.pass();
+        println!("lab: torn down ({:.1?} in all)", t0.elapsed());
+    } else if keep {
         check_interrupt()?;
         let pods: Vec<String> = c.pods.iter().map(|p| p.ns.name().to_string()).collect();
         let store = c.store.describe();
@@ -164,6 +210,21 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, etcd: bool) -> Result<()> {
     } else {
         c.pass();
         println!("\nlab: torn down ({:.1?} in all)", t0.elapsed());
+    }
+    Ok(())
+}
+
+/// The "leases" of a kube lab: every Node's podCIDR and its flannel
+/// annotations (what weftd's kube subnet manager reads and writes).
+fn print_nodes(c: &Cluster) -> Result<()> {
+    let api = &c.kube()?.api;
+    println!("\nNodes in the API server (podCIDR, flannel annotations):");
+    for name in api.node_names() {
+        let Some(node) = api.node(&name) else { continue };
+        println!("  {name}  podCIDR {}", kube_store::pod_cidr(&node).unwrap_or_else(|| "(none)".into()));
+        for (k, v) in kube_store::annotations_of(&node).iter().filter(|(k, _)| k.starts_with(kube_store::PREFIX)) {
+            println!("    {k}: {v}");
+        }
     }
     Ok(())
 }

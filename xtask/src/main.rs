@@ -43,10 +43,13 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Bring up N weft nodes with pods in network namespaces (on weftd's
-    /// embedded lease store; etcd with --etcd), show pings, a TCP transfer,
-    /// the leases and the BPF maps, then tear down.
+    /// embedded lease store; etcd with --etcd; Kubernetes Nodes with
+    /// --kube), show pings, a TCP transfer, the leases (with --kube the
+    /// Nodes' podCIDRs and annotations) and the BPF maps, then tear down.
     Lab {
-        /// Leave the lab running (state in /run/weft-lab/state.json).
+        /// Leave the lab running (state in /run/weft-lab/state.json). With
+        /// --kube the API server lives in the xtask process: the lab stays
+        /// in the foreground instead until Ctrl-C, which tears it down.
         #[arg(long)]
         keep: bool,
         /// Tear down a lab left by --keep.
@@ -56,18 +59,23 @@ enum Cmd {
         /// (default: weftd's embedded store, a directory in the lab's temp dir).
         #[arg(long, conflicts_with = "down")]
         etcd: bool,
+        /// Leases are Kubernetes Nodes: the tests' API server in the switch
+        /// namespace (in the xtask process), a Node with a podCIDR per node,
+        /// weftd --kube-subnet-mgr on every node.
+        #[arg(long, conflicts_with_all = ["down", "etcd"])]
+        kube: bool,
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=20))]
         nodes: u32,
     },
     /// Benchmarks (figures, not pass/fail), written into docs/performance.md:
     /// `control-plane` measures leases written -> programmed and weftd's RSS
-    /// for both stores; `dataplanes` every pod-to-pod path (weft's and
+    /// for the embedded store, etcd and Kubernetes Nodes; `dataplanes` every pod-to-pod path (weft's and
     /// flannel's; vxlan, host-gw and udp) against the bare underlay, veth and
     /// wire-realistic; `host-gw` its host-gw part in veth mode, `udp` its udp part.
     Bench {
         #[arg(value_parser = ["control-plane", "dataplanes", "host-gw", "udp"])]
         what: String,
-        /// control-plane: lease counts to measure.
+        /// control-plane: lease (Node) counts to measure.
         #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
         sizes: Vec<usize>,
         /// Traffic benchmarks: runs per path.
@@ -231,11 +239,16 @@ fn real_main() -> Result<()> {
             soak::run(&weftd)
         }
         Cmd::Lab { down: true, .. } => lab::down(),
-        Cmd::Lab { keep, nodes, etcd, .. } => {
+        Cmd::Lab { keep, nodes, etcd, kube, .. } => {
             lab::refuse_if_running()?;
             bootstrap::run()?;
             status(cargo().arg("build"))?;
-            lab::run(&target_dir().join("debug/weftd"), nodes, keep, etcd)
+            let store = match (etcd, kube) {
+                (_, true) => lab::Store::Kube,
+                (true, _) => lab::Store::Etcd,
+                _ => lab::Store::Embedded,
+            };
+            lab::run(&target_dir().join("debug/weftd"), nodes, keep, store)
         }
         Cmd::Bench { what, sizes, runs, secs, profile, mode, paths } => {
             bootstrap::run()?;

@@ -81,7 +81,12 @@ fn client(to: &str, count: &str, secs: &str, size: &str) -> Result<(), String> {
     if !(8..=1400).contains(&size) || count == 0 {
         return Err(format!("size must be 8..=1400 bytes (got {size}), count at least 1"));
     }
-    let end = Instant::now() + Duration::from_secs(parse("seconds", secs)?);
+    let span = Duration::from_secs(parse("seconds", secs)?);
+    let end = Instant::now() + span;
+    // The warm-up ends after WARMUP round trips or a tenth of the time,
+    // whichever comes first: on a loaded machine a 1 s run may not get
+    // through 1,000 round trips, and would then measure none.
+    let warm_until = Instant::now() + span / 10;
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("binding: {e}"))?;
     sock.connect(server).map_err(|e| format!("connecting to {server}: {e}"))?;
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -114,7 +119,7 @@ fn client(to: &str, count: &str, secs: &str, size: &str) -> Result<(), String> {
                 Err(e) => return Err(format!("receiving from {server}: {e}")),
             }
         };
-        if seq <= WARMUP {
+        if seq <= WARMUP && Instant::now() < warm_until {
             continue;
         }
         if !answered {
@@ -124,7 +129,7 @@ fn client(to: &str, count: &str, secs: &str, size: &str) -> Result<(), String> {
         }
     }
     if rtts.is_empty() {
-        return Err(format!("no answers from {server} to {seq} requests"));
+        return Err(format!("no answers from {server} to {seq} requests (after the warm-up)"));
     }
     let mean = rtts.iter().sum::<u64>() as f64 / rtts.len() as f64;
     rtts.sort_unstable();

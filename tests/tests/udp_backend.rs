@@ -134,6 +134,11 @@ fn echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, extra: usize) -> Vec<u8> {
     p
 }
 
+/// Whether `a` lies in the /24 that starts at `net` (the nodes' subnets here).
+fn same_24(a: Ipv4Addr, net: Ipv4Addr) -> bool {
+    u32::from(a) >> 8 == u32::from(net) >> 8
+}
+
 #[test]
 fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
     weft_tests::require_root()?;
@@ -146,6 +151,13 @@ fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
     let (node1, node2_sub) = (c.node_ip(1)?, c.node_env(2)?.subnet);
     let from2 = Ipv4Addr::from(u32::from(node2_sub) + 5);
     let pod1 = c.pods[p1].ip;
+    // A source inside the network but outside node 2's subnet (and node 1's):
+    // subnets are chosen at random, so a fixed address could be node 2's own.
+    let node1_sub = c.node_env(1)?.subnet;
+    let foreign = (1..=254u8)
+        .map(|x| Ipv4Addr::new(10, 244, x, 1))
+        .find(|a| !same_24(*a, node2_sub) && !same_24(*a, node1_sub))
+        .context("no foreign /24 in 10.244.0.0/16")?;
     let good = echo(from2, pod1, 64, 8);
     let mut bad_len = good.clone();
     bad_len[3] += 4; // total length says 4 more than the datagram holds
@@ -158,7 +170,7 @@ fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
         ("drop_malformed", "bad length", hex(&bad_len)),
         ("drop_malformed", "empty", String::new()),
         ("drop_too_big", "3000 bytes", hex(&echo(from2, pod1, 64, 2972))),
-        ("drop_spoofed", "foreign source", hex(&echo(Ipv4Addr::new(10, 244, 99, 1), pod1, 64, 8))),
+        ("drop_spoofed", "foreign source", hex(&echo(foreign, pod1, 64, 8))),
         ("drop_ttl", "TTL 1", hex(&echo(from2, pod1, 1, 8))),
         ("drop_ttl", "TTL 0", hex(&echo(from2, pod1, 0, 8))),
     ];

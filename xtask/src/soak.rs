@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-const TESTS: [&str; 4] = ["node_loss", "churn", "etcd_faults", "restart_without_loss"];
+const TESTS: [&str; 5] = ["node_loss", "churn", "etcd_faults", "restart_without_loss", "kube_subnet_mgr"];
 
 pub fn run(weftd: &Path) -> Result<()> {
     let out = crate::target_dir().join("reliability.jsonl");

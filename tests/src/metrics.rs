@@ -57,6 +57,21 @@ pub fn reconciles(ns: &Netns) -> Result<Reconciles> {
     })
 }
 
+/// [`Reconciles`] once they have stood still for a second (waits up to
+/// 15 s): the baseline for "this caused no reconcile" checks.
+pub fn settled_reconciles(ns: &Netns) -> Result<Reconciles> {
+    crate::cmd::poll("the reconciles to settle", std::time::Duration::from_secs(15), std::time::Duration::from_millis(100), || {
+        let a = reconciles(ns).map_err(|e| format!("{e:#}"))?;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let b = reconciles(ns).map_err(|e| format!("{e:#}"))?;
+        if a == b {
+            Ok(Some(b))
+        } else {
+            Err(format!("{a:?} then {b:?}"))
+        }
+    })
+}
+
 /// `weft_lease_renewals_total` in `ns`: renewals of the existing lease the
 /// store accepted (neither its creation nor a re-claim after it was lost).
 pub fn lease_renewals(ns: &Netns) -> Result<u64> {

@@ -148,6 +148,25 @@ impl WeftNode {
         self.ns.ip(&["-4", "route", "show", "proto", "254"])
     }
 
+    /// Waits (20 s) until this node routes exactly the `direct` subnets via
+    /// their PublicIP on eth0 and exactly the `tunnel` subnets on weft.1:
+    /// how DirectRouting splits its peers.
+    pub fn wait_route_split(&self, direct: &[(String, std::net::Ipv4Addr)], tunnel: &[String]) -> Result<()> {
+        let what = format!("{}: direct {direct:?}, tunnel {tunnel:?}", self.ns.name());
+        cmd::poll(&what, std::time::Duration::from_secs(20), std::time::Duration::from_millis(200), || {
+            let host = self.host_gw_routes().map_err(|e| format!("{e:#}"))?;
+            let overlay = self.overlay_routes().map_err(|e| format!("{e:#}"))?;
+            let direct_ok = direct.iter().all(|(s, ip)| host.lines().any(|l| l.starts_with(&format!("{s} via {ip} dev eth0"))))
+                && host.lines().filter(|l| l.contains("dev eth0")).count() == direct.len();
+            let tunnel_ok = tunnel.iter().all(|s| overlay.lines().any(|l| l.starts_with(s.as_str()))) && overlay.lines().count() == tunnel.len();
+            if direct_ok && tunnel_ok {
+                Ok(Some(()))
+            } else {
+                Err(format!("proto 254 routes:\n{host}\nweft.1 routes:\n{overlay}"))
+            }
+        })
+    }
+
     /// The destinations of the routes on weft.1 ("10.244.7.0/24", ...): the
     /// route half of "which peers does this node program".
     pub fn route_set(&self) -> Result<BTreeSet<String>> {

@@ -23,18 +23,7 @@ fn direct_routing_per_peer() -> Result<()> {
     ];
     for (n, direct, tunnel) in &plan {
         let w = c.weft_node(*n)?;
-        cmd::poll(&format!("node {n}: direct {direct:?}, tunnel {tunnel:?}"), Duration::from_secs(20), Duration::from_millis(200), || {
-            let host = w.host_gw_routes().map_err(|e| format!("{e:#}"))?;
-            let overlay = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
-            let direct_ok = direct.iter().all(|(s, ip)| host.lines().any(|l| l.starts_with(&format!("{s} via {ip} dev eth0"))))
-                && host.lines().filter(|l| l.contains("dev eth0")).count() == direct.len();
-            let tunnel_ok = tunnel.iter().all(|s| overlay.lines().any(|l| l.starts_with(s.as_str()))) && overlay.lines().count() == tunnel.len();
-            if direct_ok && tunnel_ok {
-                Ok(Some(()))
-            } else {
-                Err(format!("proto 254 routes:\n{host}\nweft.1 routes:\n{overlay}"))
-            }
-        })?;
+        w.wait_route_split(direct, tunnel)?;
     }
     let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::VethRoute)?, c.add_pod(3, Wiring::Bridge)?];
     c.ping_across_nodes(&pods, 3)?;

@@ -202,18 +202,7 @@ fn kube_vxlan_direct_routing() -> Result<()> {
     for (n, direct, tunnel) in &plan {
         check_flannel_format(&c, *n, "vxlan")?;
         let w = c.weft_node(*n)?;
-        cmd::poll(&format!("node {n}: direct {direct:?}, tunnel {tunnel:?}"), Duration::from_secs(20), Duration::from_millis(200), || {
-            let host = w.host_gw_routes().map_err(|e| format!("{e:#}"))?;
-            let overlay = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
-            let direct_ok = direct.iter().all(|(s, ip)| host.lines().any(|l| l.starts_with(&format!("{s} via {ip} dev eth0"))))
-                && host.lines().filter(|l| l.contains("dev eth0")).count() == direct.len();
-            let tunnel_ok = tunnel.iter().all(|s| overlay.lines().any(|l| l.starts_with(s.as_str()))) && overlay.lines().count() == tunnel.len();
-            if direct_ok && tunnel_ok {
-                Ok(Some(()))
-            } else {
-                Err(format!("proto 254 routes:\n{host}\nweft.1 routes:\n{overlay}"))
-            }
-        })?;
+        w.wait_route_split(direct, tunnel)?;
     }
     let pods = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(3, Wiring::Bridge)?];
     c.ping_across_nodes(&pods, 3)?;
@@ -315,16 +304,7 @@ fn kube_5000_heartbeats_do_not_reconcile() -> Result<()> {
     let c = Cluster::builder().kube().weft_nodes(2).config_json(VXLAN).weftd_args(&ARGS).build()?;
     c.wait_converged()?;
     let ns1 = c.node_ns(1)?;
-    let r0 = cmd::poll("node 1's reconciles to settle", Duration::from_secs(15), Duration::from_millis(100), || {
-        let a = metrics::reconciles(ns1).map_err(|e| format!("{e:#}"))?;
-        std::thread::sleep(Duration::from_secs(1));
-        let b = metrics::reconciles(ns1).map_err(|e| format!("{e:#}"))?;
-        if a == b {
-            Ok(Some(b))
-        } else {
-            Err(format!("{a:?} then {b:?}"))
-        }
-    })?;
+    let r0 = metrics::settled_reconciles(ns1)?;
     let since_r0 = Instant::now();
     let (none0, lease0) = (node_updates(&c, 1, "none")?, node_updates(&c, 1, "lease")?);
     let path = format!("/api/v1/nodes/{}/status", c.node_name(2)?);

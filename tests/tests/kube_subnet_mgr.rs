@@ -288,16 +288,7 @@ fn kube_heartbeats_do_not_reconcile() -> Result<()> {
     let c = kube_cluster(2, VXLAN)?;
     let ns1 = c.node_ns(1)?;
     // Settled: no reconcile changes for a second.
-    let r0 = cmd::poll("node 1's reconciles to settle", Duration::from_secs(15), Duration::from_millis(100), || {
-        let a = metrics::reconciles(ns1).map_err(|e| format!("{e:#}"))?;
-        std::thread::sleep(Duration::from_secs(1));
-        let b = metrics::reconciles(ns1).map_err(|e| format!("{e:#}"))?;
-        if a == b {
-            Ok(Some(b))
-        } else {
-            Err(format!("{a:?} then {b:?}"))
-        }
-    })?;
+    let r0 = metrics::settled_reconciles(ns1)?;
     let since_r0 = Instant::now();
     let (none0, lease0) = (node_updates(&c, 1, "none")?, node_updates(&c, 1, "lease")?);
     let peer = c.node_name(2)?;

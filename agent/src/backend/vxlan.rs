@@ -164,9 +164,14 @@ impl VxlanBackend {
         let nl = &self.node.nl;
         let mut out = Reconciled { peers: want.len(), changes: Changes::default() };
         // Decided per peer on every reconcile: a route change moves a peer.
-        let (tunnel, routed) = match &self.direct {
-            Some(d) => routed::split_direct(nl, d.underlay, want.clone()).await?,
-            None => (want.clone(), BTreeMap::new()),
+        // Without DirectRouting every peer is tunnelled: no copy of `want`.
+        let split = match &self.direct {
+            Some(d) => Some(routed::split_direct(nl, d.underlay, want.clone()).await?),
+            None => None,
+        };
+        let (tunnel, routed) = match &split {
+            Some((t, r)) => (t, r),
+            None => (&want, &BTreeMap::new()),
         };
         let ch = &mut out.changes;
         match &mut self.carrier {
@@ -176,13 +181,13 @@ impl VxlanBackend {
                 }
                 ch.merge(apply_bpf(dp, nl, self.overlay.index, &want, &tunnel.keys().copied().collect()).await?);
                 if let Some(d) = &mut self.direct {
-                    ch.merge(d.apply(nl, &routed, fast.is_some().then_some(&mut **dp)).await?);
+                    ch.merge(d.apply(nl, routed, fast.is_some().then_some(&mut **dp)).await?);
                 }
             }
             Carrier::Kernel => {
-                ch.merge(kernel_vxlan::apply(nl, self.overlay.index, &tunnel).await?);
+                ch.merge(kernel_vxlan::apply(nl, self.overlay.index, tunnel).await?);
                 if let Some(d) = &mut self.direct {
-                    ch.merge(d.apply(nl, &routed, None).await?);
+                    ch.merge(d.apply(nl, routed, None).await?);
                 }
             }
             Carrier::Pending => bail!("vxlan backend not started"),

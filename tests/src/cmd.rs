@@ -45,9 +45,28 @@ pub fn sh(prog: &str, args: &[&str]) -> Result<String> {
     run(Command::new(prog).args(args))
 }
 
+/// How many times longer than written the harness waits for something to
+/// happen: `WEFT_TEST_PATIENCE` (a positive integer), 5 unless set. The
+/// timeouts in the tests are what this machine needs idle; CI machines
+/// have been seen 5-15x slower (weftd's start taking 15 s instead of 1 s),
+/// and a wait that succeeds costs nothing extra, so every positive wait
+/// (polls, graceful stops, socket steps, etcdctl calls, expected replies)
+/// is scaled. Waits that expect nothing to happen are not.
+pub fn patience() -> u32 {
+    static P: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *P.get_or_init(|| std::env::var("WEFT_TEST_PATIENCE").ok().and_then(|v| v.trim().parse().ok()).filter(|&p| p > 0).unwrap_or(5))
+}
+
+/// `d` scaled by [`patience`].
+pub fn patient(d: Duration) -> Duration {
+    d * patience()
+}
+
 /// Polls `f` every `every` until it returns `Ok(Some(v))` or `timeout`
-/// passes; on timeout the error carries the last "not yet" reason.
+/// (scaled by [`patience`]) passes; on timeout the error carries the last
+/// "not yet" reason.
 pub fn poll<T>(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> Result<Option<T>, String>) -> Result<T> {
+    let timeout = patient(timeout);
     let deadline = Instant::now() + timeout;
     let mut last = String::from("never checked");
     loop {
@@ -136,7 +155,7 @@ pub fn terminate(child: &mut std::process::Child, grace: Duration) {
     }
     // SAFETY: plain kill(2) on our own child's pid (not yet reaped, so not reused).
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let deadline = Instant::now() + grace;
+    let deadline = Instant::now() + patient(grace);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return;

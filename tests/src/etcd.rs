@@ -128,7 +128,7 @@ impl EtcdServer {
     /// Runs `etcdctl <args>` (v3 API) against this server from its namespace.
     pub fn ctl(&self, args: &[&str]) -> Result<String> {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns_name, "etcdctl", "--endpoints", &self.endpoint, "--dial-timeout=2s", "--command-timeout=5s"])
+        c.args(["netns", "exec", &self.ns_name, "etcdctl", "--endpoints", &self.endpoint, &dial_timeout(), &command_timeout(5)])
             .args(args)
             .env("ETCDCTL_API", "3");
         cmd::run(&mut c).with_context(|| format!("etcdctl in netns {}", self.ns_name))
@@ -138,7 +138,7 @@ impl EtcdServer {
     pub fn ctl_stdin(&self, args: &[&str], input: &str) -> Result<String> {
         use std::io::Write;
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns_name, "etcdctl", "--endpoints", &self.endpoint, "--dial-timeout=2s", "--command-timeout=10s"])
+        c.args(["netns", "exec", &self.ns_name, "etcdctl", "--endpoints", &self.endpoint, &dial_timeout(), &command_timeout(10)])
             .args(args)
             .env("ETCDCTL_API", "3")
             .stdin(Stdio::piped())
@@ -304,6 +304,17 @@ fn b64(s: &str) -> Result<String> {
         }
     }
     String::from_utf8(out).context("etcd key/value is not UTF-8")
+}
+
+/// etcdctl's `--dial-timeout`, 2 s scaled by the harness's patience.
+fn dial_timeout() -> String {
+    format!("--dial-timeout={}s", 2 * cmd::patience())
+}
+
+/// etcdctl's `--command-timeout`, `secs` scaled by the harness's patience
+/// (a loaded CI machine's etcd has missed 5 s).
+fn command_timeout(secs: u32) -> String {
+    format!("--command-timeout={}s", secs * cmd::patience())
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@ pub const PORT: &str = "10256";
 pub const ARGS: [&str; 4] = ["--healthz-ip", "127.0.0.1", "--healthz-port", PORT];
 
 /// A plain HTTP/1.0 `GET path` on 127.0.0.1:[`PORT`] inside `ns` (bash's
-/// /dev/tcp, 3 s bound): status line, headers and body as one string. One
+/// /dev/tcp, bound 3 s times the harness's patience): status line, headers and body as one string. One
 /// client for every test that talks to the health port.
 pub fn get(ns: &Netns, path: &str) -> Result<String> {
     let script = format!("exec 3<>/dev/tcp/127.0.0.1/{PORT} && printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3");
-    ns.exec("timeout", &["3", "bash", "-c", &script])
+    ns.exec("timeout", &[&(3 * crate::cmd::patience()).to_string(), "bash", "-c", &script])
 }
 
 /// `GET /metrics` inside `ns`: the body, after checking status and content type.

@@ -39,9 +39,14 @@ pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingStats> {
 
 /// As [`ping`], with `-s size -M do` (DF set) when `size` is given.
 pub fn ping_sized(from: &Netns, to: Ipv4Addr, count: u32, size: Option<u32>) -> Result<PingStats> {
-    let (c, bound) = (count.to_string(), (count / 5 + 5).to_string());
+    ping_waiting(from, to, count, size, 1)
+}
+
+/// As [`ping_sized`], waiting up to `reply_wait_s` for the last reply.
+fn ping_waiting(from: &Netns, to: Ipv4Addr, count: u32, size: Option<u32>, reply_wait_s: u32) -> Result<PingStats> {
+    let (c, bound, w) = (count.to_string(), (count / 5 + 4 + reply_wait_s).to_string(), reply_wait_s.to_string());
     let to_s = to.to_string();
-    let mut args = vec![bound.as_str(), "ping", "-n", "-c", &c, "-W", "1", "-i", "0.2"];
+    let mut args = vec![bound.as_str(), "ping", "-n", "-c", &c, "-W", &w, "-i", "0.2"];
     let sz;
     if let Some(s) = size {
         sz = s.to_string();
@@ -71,9 +76,11 @@ pub fn ping_sized(from: &Netns, to: Ipv4Addr, count: u32, size: Option<u32>) -> 
     Ok(st)
 }
 
-/// Pings and requires every reply.
+/// Pings and requires every reply (waiting for the last one as long as
+/// the harness's patience allows: a reply late on a loaded machine is
+/// still a reply).
 pub fn ping_ok(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingStats> {
-    let st = ping(from, to, count)?;
+    let st = ping_waiting(from, to, count, None, crate::cmd::patience())?;
     if !st.all_received() {
         bail!("ping from netns {} to {to}: {}/{} replies, {} duplicates\n{}", from.name(), st.received, st.transmitted, st.duplicates, st.output.trim());
     }
@@ -147,9 +154,10 @@ pub fn inet_csum(b: &[u8]) -> u16 {
 }
 
 /// A bounded ping flood running in the background: `count` echo requests at
-/// 250/s (`-i 0.004`, 2 s to answer each), killed by `timeout` after `secs`
-/// at the latest. Tests start one before a disruption (restart, etcd outage,
-/// node loss) and [`PingFlood::all_answered`] proves nothing was lost across it.
+/// 250/s (`-i 0.004`, 2 s to answer each), interrupted after `secs` (times
+/// the harness's patience) at the latest: SIGINT, so ping still prints its
+/// summary. Tests start one before a disruption (restart, etcd outage, node
+/// loss) and [`PingFlood::all_answered`] proves nothing was lost across it.
 pub struct PingFlood {
     child: std::process::Child,
     count: u32,
@@ -158,7 +166,24 @@ pub struct PingFlood {
 impl PingFlood {
     pub fn start(from: &Netns, to: Ipv4Addr, count: u32, secs: u32) -> Result<PingFlood> {
         let child = from
-            .command("timeout", &[&secs.to_string(), "ping", "-n", "-q", "-i", "0.004", "-c", &count.to_string(), "-W", "2", &to.to_string()])
+            .command(
+                "timeout",
+                &[
+                    "-s",
+                    "INT",
+                    &(secs * crate::cmd::patience()).to_string(),
+                    "ping",
+                    "-n",
+                    "-q",
+                    "-i",
+                    "0.004",
+                    "-c",
+                    &count.to_string(),
+                    "-W",
+                    "2",
+                    &to.to_string(),
+                ],
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -167,14 +192,21 @@ impl PingFlood {
     }
 
     /// Waits for the flood to end; its summary line ("N packets transmitted,
-    /// N received, ..."), or an error naming `what` unless every one of the
-    /// `count` requests was answered.
+    /// N received, ..."), or an error naming `what` unless every request
+    /// was answered. A machine too slow to send all `count` in time has
+    /// the flood interrupted: then at least half must have gone out (the
+    /// flood still spans its planned time) and only the one request in
+    /// flight at the interrupt may be unanswered.
     pub fn all_answered(self, what: &str) -> Result<String> {
         let out = self.child.wait_with_output()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let n = self.count;
-        ensure!(text.contains(&format!("{n} packets transmitted, {n} received")), "{what}: echo requests lost (of {n} at 250/s):\n{text}");
-        Ok(text.lines().find(|l| l.contains("transmitted")).unwrap_or_default().to_string())
+        let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_default().to_string();
+        let nums: Vec<u32> = line.split(',').filter_map(|p| p.split_whitespace().next()?.parse().ok()).collect();
+        let (sent, got) = (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0));
+        let ok = if sent >= n { got == n } else { sent >= n / 2 && got + 1 >= sent };
+        ensure!(ok, "{what}: echo requests lost (of {n} at 250/s):\n{text}");
+        Ok(line)
     }
 }
 
@@ -226,9 +258,9 @@ impl Transfer {
 /// Sends `bytes` of deterministic pseudo-random data over TCP from a thread
 /// in `client` to a listener on `server_ip` in `server`; checks that the
 /// server received exactly that many bytes with the same FNV-1a hash.
-/// Every socket operation has a 10 s timeout.
+/// Every socket operation has a 10 s timeout (scaled by the harness's patience).
 pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: u64) -> Result<Transfer> {
-    const TIMEOUT: Duration = Duration::from_secs(10);
+    let timeout = crate::cmd::patient(Duration::from_secs(10));
     let (cpath, spath) = (client.path(), server.path());
     let (sname, cname) = (server.name().to_string(), client.name().to_string());
     let (ready_tx, ready_rx) = mpsc::channel::<Result<u16, String>>();
@@ -249,7 +281,7 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: 
                 return Err(e);
             }
         };
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout;
         let mut s = loop {
             match l.accept() {
                 Ok((s, _)) => break s,
@@ -258,7 +290,7 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: 
             }
         };
         s.set_nonblocking(false)?;
-        s.set_read_timeout(Some(TIMEOUT))?;
+        s.set_read_timeout(Some(timeout))?;
         let (mut n, mut h, mut buf) = (0u64, Fnv::new(), vec![0u8; 64 * 1024]);
         loop {
             let k = s.read(&mut buf).with_context(|| format!("reading on {server_ip} in netns {sname} after {n} bytes"))?;
@@ -272,7 +304,7 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: 
         let _ = s.write_all(&n.to_le_bytes());
         Ok((n, h.0))
     });
-    let port = match ready_rx.recv_timeout(TIMEOUT) {
+    let port = match ready_rx.recv_timeout(timeout) {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             let _ = server_t.join();
@@ -284,9 +316,9 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: 
         enter(&cpath)?;
         let addr = SocketAddr::from((server_ip, port));
         let start = Instant::now();
-        let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).with_context(|| format!("connecting from netns {cname} to {addr}"))?;
-        s.set_write_timeout(Some(TIMEOUT))?;
-        s.set_read_timeout(Some(TIMEOUT))?;
+        let mut s = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting from netns {cname} to {addr}"))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.set_read_timeout(Some(timeout))?;
         let (mut rng, mut h, mut left, mut buf) = (XorShift(0x9e3779b97f4a7c15), Fnv::new(), bytes, vec![0u8; 64 * 1024]);
         while left > 0 {
             let k = left.min(buf.len() as u64) as usize;
@@ -315,9 +347,9 @@ pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: 
 /// `connect` (e.g. a node's hostPort that portmap DNATs to the server).
 /// Returns the address the server's end of the connection had (the
 /// translated destination) and the client's address as the server saw it.
-/// Every step has a 10 s timeout.
+/// Every step has a 10 s timeout (scaled by the harness's patience).
 pub fn tcp_exchange(client: &Netns, server: &Netns, listen_port: u16, connect: SocketAddr) -> Result<(SocketAddr, SocketAddr)> {
-    const TIMEOUT: Duration = Duration::from_secs(10);
+    let timeout = crate::cmd::patient(Duration::from_secs(10));
     let (cpath, spath) = (client.path(), server.path());
     let (sname, cname) = (server.name().to_string(), client.name().to_string());
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -338,7 +370,7 @@ pub fn tcp_exchange(client: &Netns, server: &Netns, listen_port: u16, connect: S
                 return Err(e);
             }
         };
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + timeout;
         let (mut s, peer) = loop {
             match l.accept() {
                 Ok(x) => break x,
@@ -347,7 +379,7 @@ pub fn tcp_exchange(client: &Netns, server: &Netns, listen_port: u16, connect: S
             }
         };
         s.set_nonblocking(false)?;
-        s.set_read_timeout(Some(TIMEOUT))?;
+        s.set_read_timeout(Some(timeout))?;
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).with_context(|| format!("reading the greeting in netns {sname}"))?;
         if &buf != b"hello" {
@@ -356,7 +388,7 @@ pub fn tcp_exchange(client: &Netns, server: &Netns, listen_port: u16, connect: S
         s.write_all(b"world")?;
         Ok((s.local_addr()?, peer))
     });
-    match ready_rx.recv_timeout(TIMEOUT) {
+    match ready_rx.recv_timeout(timeout) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             let _ = server_t.join();
@@ -366,8 +398,8 @@ pub fn tcp_exchange(client: &Netns, server: &Netns, listen_port: u16, connect: S
     }
     let client_t = std::thread::spawn(move || -> Result<()> {
         enter(&cpath)?;
-        let mut s = TcpStream::connect_timeout(&connect, TIMEOUT).with_context(|| format!("connecting from netns {cname} to {connect}"))?;
-        s.set_read_timeout(Some(TIMEOUT))?;
+        let mut s = TcpStream::connect_timeout(&connect, timeout).with_context(|| format!("connecting from netns {cname} to {connect}"))?;
+        s.set_read_timeout(Some(timeout))?;
         s.write_all(b"hello")?;
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).with_context(|| format!("reading the answer in netns {cname}"))?;

@@ -16,11 +16,12 @@ use weft_tests::{cmd, report, Cluster, Wiring};
 
 /// One pod's side of the mesh: binds at once, answers every question, and
 /// from the shared start time (every member's socket is bound by then) asks
-/// each peer 10 times a second for `secs`; then prints {"sent", "got",
+/// each peer 10 times a second for `secs`; waits up to `drain` seconds for
+/// the last answers; then prints {"sent", "got",
 /// "lost_by_peer", "lost_at_s"}.
 const MESH: &str = r#"
 import json, select, socket, sys, time
-me, peers, dur, at = sys.argv[1], sys.argv[2].split(','), float(sys.argv[3]), float(sys.argv[4])
+me, peers, dur, at, drain = sys.argv[1], sys.argv[2].split(','), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 s.bind((me, 7777))
@@ -31,7 +32,9 @@ asked = {}
 # second, spread out rather than in bursts of 16.
 gap = 0.1 / len(peers)
 start = at; end = start + dur; nxt = start; seq = 0
-while time.time() < end + 1.5:
+# After the last question: answers until every one has come, `drain`
+# seconds at most (a loaded machine answers late, not never).
+while time.time() < end or (asked and time.time() < end + drain):
     now = time.time()
     while now < end and now >= nxt:
         p = peers[seq % len(peers)]
@@ -73,6 +76,7 @@ fn churn_under_all_to_all_load() -> Result<()> {
     // The churn nodes exist before the traffic starts; they come and go during it.
     let churners = [c.add_weft_node()?, c.add_weft_node()?];
     let mut mesh: Vec<Child> = Vec::new();
+    let drain = 2 * cmd::patience() as u64;
     // Start asking once all 24 are up and bound.
     let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64() + 5.0;
     for &p in &pods {
@@ -81,7 +85,20 @@ fn churn_under_all_to_all_load() -> Result<()> {
         mesh.push(
             c.pods[p]
                 .ns
-                .command("timeout", &[&(secs + 20).to_string(), "python3", "-c", MESH, &me, &peers.join(","), &secs.to_string(), &format!("{at:.3}")])
+                .command(
+                    "timeout",
+                    &[
+                        &(secs + 20 + drain).to_string(),
+                        "python3",
+                        "-c",
+                        MESH,
+                        &me,
+                        &peers.join(","),
+                        &secs.to_string(),
+                        &format!("{at:.3}"),
+                        &drain.to_string(),
+                    ],
+                )
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()

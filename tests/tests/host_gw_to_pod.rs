@@ -28,15 +28,20 @@ fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
     c.register_endpoint(p1)?;
     c.register_endpoint(p2)?;
     let (ip2, ip3) = (c.pods[p2].ip, c.pods[p3].ip);
-    // The records are read on their own schedule: wait for the first delivery.
-    cmd::poll("node 2 to deliver pod 1's pings straight into pod 2", Duration::from_secs(10), Duration::from_millis(200), || {
-        let before = c.stat_counter(2, stat::ROUTED_TO_POD).map_err(|e| format!("{e:#}"))?.0;
+    // Each node reads the records on its own schedule: wait until both
+    // deliver, node 2 the request into pod 2 and node 1 the reply into pod 1.
+    cmd::poll("both nodes to deliver a ping and its reply straight into the pods", Duration::from_secs(30), Duration::from_millis(200), || {
+        let counts = || -> Result<(u64, u64), String> {
+            let get = |n| c.stat_counter(n, stat::ROUTED_TO_POD).map(|s| s.0).map_err(|e| format!("{e:#}"));
+            Ok((get(1)?, get(2)?))
+        };
+        let before = counts()?;
         traffic::ping(&c.pods[p1].ns, ip2, 1).map_err(|e| format!("{e:#}"))?;
-        let after = c.stat_counter(2, stat::ROUTED_TO_POD).map_err(|e| format!("{e:#}"))?.0;
-        if after > before {
+        let after = counts()?;
+        if after.0 > before.0 && after.1 > before.1 {
             Ok(Some(()))
         } else {
-            Err("not yet".into())
+            Err(format!("routed_to_pod node 1 {} -> {}, node 2 {} -> {}", before.0, after.0, before.1, after.1))
         }
     })?;
 

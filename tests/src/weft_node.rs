@@ -117,7 +117,28 @@ impl WeftNode {
         }
     }
 
-    /// SIGTERM then SIGKILL after 2 s.
+    /// SIGTERM, then waits (10 s times the harness's patience) for weftd
+    /// to exit by itself: how it exited. An error if it did not (then it is
+    /// killed).
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.weftd.take().with_context(|| format!("weftd on {} is not started", self.ns.name()))?;
+        // SAFETY: plain kill(2) on our own child's pid (not yet reaped, so not reused).
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        let r = cmd::poll(&format!("weftd on {} to exit after SIGTERM", self.ns.name()), Duration::from_secs(10), Duration::from_millis(50), || {
+            match c.try_wait() {
+                Ok(Some(st)) => Ok(Some(st)),
+                Ok(None) => Err("still running".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        if r.is_err() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        r
+    }
+
+    /// SIGTERM then SIGKILL after 2 s (times the harness's patience).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.weftd.take() {
             cmd::terminate(&mut c, Duration::from_secs(2));

@@ -6,7 +6,6 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     backend::{Backend, Changes, Warned},
@@ -36,7 +35,12 @@ impl EventLoop {
         EventLoop { backend, leases: Leases::new(), warned: Warned::new(), synced: false, peers: 0, health }
     }
 
-    pub async fn run(&mut self, args: &Args, mut watch: LeaseWatch) -> anyhow::Result<()> {
+    /// What our lease announces (the backend's attributes).
+    pub fn lease_attrs(&self) -> &crate::subnet::lease::LeaseAttrs {
+        self.backend.lease_attrs()
+    }
+
+    pub async fn run(&mut self, args: &Args, mut watch: LeaseWatch, stop: &mut super::stop::Stop) -> anyhow::Result<()> {
         let mut resync = tokio::time::interval(RESYNC);
         // Route changes: put back a weft route someone removed, re-decide
         // on-link peers; link changes: the pod bridge for the fast path.
@@ -45,8 +49,6 @@ impl EventLoop {
         // within a second (its veth's link event may come before its record).
         let mut records = tokio::time::interval(Duration::from_secs(1));
         let mut records_seen = endpoints::fingerprint(&args.endpoints_dir);
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
         loop {
             tokio::select! {
                 ev = watch.events.recv() => {
@@ -71,8 +73,7 @@ impl EventLoop {
                     while routes_changed.try_recv().is_ok() {}
                     if self.synced { self.reconcile().await }
                 }
-                _ = term.recv() => { log::info!("SIGTERM: exiting"); return Ok(()) }
-                _ = int.recv() => { log::info!("SIGINT: exiting"); return Ok(()) }
+                s = stop.signalled() => { log::info!("{s}: exiting"); return Ok(()) }
             }
         }
     }

@@ -4,6 +4,7 @@
 //! and which backend run is decided in [`crate::subnet::from_args`] and
 //! [`crate::backend::build`]; nothing here knows their kinds.
 mod event_loop;
+mod stop;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -21,22 +22,53 @@ use crate::{
 
 pub async fn run(args: Args) -> Result<()> {
     let args = Arc::new(args);
+    let mut stop = stop::Stop::install()?;
+    // Until we hold a lease a signal just ends weftd (nothing of ours to
+    // remove but the overlay device, which a restart reuses).
+    let signalled = |s: &str| -> Result<()> {
+        log::info!("{s} while starting: exiting");
+        Ok(())
+    };
     let health = serve_health(&args).await?;
-    let manager = subnet_manager(&args, &health).await?;
-    let cfg = manager.network_config(&health).await?;
+    let manager = tokio::select! {
+        m = subnet_manager(&args, &health) => m?,
+        s = stop.signalled() => return signalled(s),
+    };
+    let cfg = tokio::select! {
+        c = manager.network_config(&health) => c?,
+        s = stop.signalled() => return signalled(s),
+    };
     health.stage("setting up the node");
     let nl = Netlink::new()?;
-    let hints = manager.node_hints(&health).await?;
+    let hints = tokio::select! {
+        h = manager.node_hints(&health) => h?,
+        s = stop.signalled() => return signalled(s),
+    };
     let underlay = underlay(&args, &nl, args.public_ip.or(hints.public_ip)).await?;
     let node = backend::Node { args: args.clone(), nl: nl.clone(), underlay, health: health.clone(), network: cfg.network, previous: hints.previous };
     let mut backend = backend::build(&cfg, node).await?;
-    let own = acquire_lease(&args, manager.as_ref(), &cfg, backend.as_ref(), &health).await?;
-    start_backend(&args, backend.as_mut(), own).await?;
-    write_subnet_env(&args, &cfg.network, own, backend.mtu(), &health)?;
-
-    let watch = manager.clone().run(own, backend.lease_attrs().clone(), health.clone());
-    let mut node = event_loop::EventLoop::new(backend, health);
-    let res = node.run(&args, watch).await;
+    let own = tokio::select! {
+        o = acquire_lease(&args, manager.as_ref(), &cfg, backend.as_ref(), &health) => o?,
+        s = stop.signalled() => return signalled(s),
+    };
+    // From here a signal goes through the shutdown path below.
+    let started = async {
+        start_backend(&args, backend.as_mut(), own).await?;
+        write_subnet_env(&args, &cfg.network, own, backend.mtu(), &health)
+    };
+    let started = tokio::select! {
+        r = started => r.map(|()| true),
+        s = stop.signalled() => signalled(s).map(|()| false),
+    };
+    let mut node = event_loop::EventLoop::new(backend, health.clone());
+    let res = match started {
+        Ok(true) => {
+            let watch = manager.clone().run(own, node.lease_attrs().clone(), health);
+            node.run(&args, watch, &mut stop).await
+        }
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
+    };
     if args.cleanup_on_exit {
         log::info!("--cleanup-on-exit: removing lease {own}, routes, devices, programs and pins");
         if let Err(e) = manager.release(&own).await {

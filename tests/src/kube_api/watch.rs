@@ -133,6 +133,7 @@ pub(super) fn watch(shared: &Arc<Shared>, req: &Request, w: &mut Tls, gen: u64, 
             // As the real server sends it: a Node with kind, apiVersion and
             // only metadata.resourceVersion (k8s-openapi's Bookmark lacks kind).
             chunk(w, &json!({"type": "BOOKMARK", "object": {"kind": "Node", "apiVersion": "v1", "metadata": {"resourceVersion": newest.to_string()}}}))?;
+            shared.bookmarks_sent.fetch_add(1, Ordering::SeqCst);
             last_bookmark = Instant::now();
         }
         st = shared.store.lock().unwrap();

@@ -5,7 +5,7 @@ fn main() -> std::process::ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "install-cni") {
         return weft_agent::install_cni::main(std::env::args_os().skip(1));
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
     // Before any thread exists: let flanneld's FLANNELD_* names stand in for ours.
     for (k, v) in weft_agent::cli::flanneld_env_fallbacks(|k| std::env::var(k).ok()) {
         std::env::set_var(k, v);

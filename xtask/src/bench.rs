@@ -104,24 +104,32 @@ fn one_run(store: Store, n: usize) -> Result<Sample> {
     let pid = w.pid().context("weftd is not running")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).context("no VmRSS")?;
-    let note = match c.kube() {
-        Ok(k) => {
-            let reqs: Vec<String> = k
-                .api
-                .counts()
-                .into_iter()
-                .filter(|((v, r, _), _)| (v == "list" || v == "watch") && r == "nodes")
-                .map(|((v, _, code), k)| format!("{v} {code}: {k}"))
-                .collect();
-            format!(", Nodes created in {:.0} ms, weftd's requests: {}", created.as_secs_f64() * 1e3, reqs.join(", "))
-        }
-        Err(_) => String::new(),
-    };
+    // Where the time went inside weftd: its reconciles' own timings.
+    let reconciles: Vec<String> =
+        w.log_tail(400).lines().filter_map(|l| l.split_once("reconciled ").map(|(_, r)| r.split(':').next().unwrap_or(r).to_string())).collect();
+    let note = format!("; weftd: reconciled {}", reconciles.join(", "));
+    let note = note
+        + &match c.kube() {
+            Ok(k) => {
+                let reqs: Vec<String> = k
+                    .api
+                    .counts()
+                    .into_iter()
+                    .filter(|((v, r, _), _)| (v == "list" || v == "watch") && r == "nodes")
+                    .map(|((v, _, code), k)| format!("{v} {code}: {k}"))
+                    .collect();
+                format!(", Nodes created in {:.0} ms, weftd's requests: {}", created.as_secs_f64() * 1e3, reqs.join(", "))
+            }
+            Err(_) => String::new(),
+        };
     c.pass();
     Ok(Sample { seconds, rss_mb: kb / 1024.0, note })
 }
 
-pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
+/// `only`: measure the stores whose label contains one of these (all when
+/// empty); `docs`: where the figures go (docs/, or target/bench-explore/
+/// for a filtered run).
+pub fn control_plane(weftd: &Path, sizes: &[usize], docs: &Path, only: &[String]) -> Result<()> {
     // The harness starts the weftd named here (a release build).
     std::env::set_var("WEFTD_BIN", weftd);
     // The machine may be shared: its load goes next to the figures.
@@ -130,6 +138,9 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
     let mut rows = vec![];
     for store in [Store::Embedded, Store::Etcd, Store::Kube, Store::KubeListed] {
         let label = store.label();
+        if !only.is_empty() && !only.iter().any(|o| label.contains(o.as_str())) {
+            continue;
+        }
         for &n in sizes {
             let mut samples = vec![];
             for r in 1..=RUNS {
@@ -148,7 +159,7 @@ pub fn control_plane(weftd: &Path, sizes: &[usize]) -> Result<()> {
     );
     println!("\n{table}");
     write_section(
-        &docs_dir(),
+        docs,
         "control-plane",
         "Control plane",
         &format!(

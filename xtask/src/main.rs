@@ -92,7 +92,7 @@ enum Cmd {
         /// Traffic benchmarks: underlay modes to measure.
         #[arg(long, value_parser = ["both", "veth", "wire"], default_value = "both")]
         mode: String,
-        /// Traffic benchmarks: measure only the paths whose label contains
+        /// Measure only the paths (control-plane: the stores) whose label contains
         /// one of these (comma-separated, e.g. `tc decap,flannel vxlan`;
         /// `=weft udp` picks that label only; bare is always measured). A
         /// filtered run writes into target/bench-explore/, never into docs/.
@@ -269,7 +269,7 @@ fn real_main() -> Result<()> {
                 }
                 "udp" => bench_dataplanes::run(&weftd, &plan(&["udp"], modes, "udp")),
                 "dataplanes" => bench_dataplanes::run(&weftd, &plan(&["vxlan", "host-gw", "udp"], modes, "dataplanes")),
-                _ => bench::control_plane(&weftd, &sizes),
+                _ => bench::control_plane(&weftd, &sizes, &docs, only),
             }
         }
         Cmd::Run { netns, flags } => {

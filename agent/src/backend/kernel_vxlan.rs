@@ -24,7 +24,7 @@ use weft_common::VtepEntry;
 
 use super::peers::Changes;
 use crate::{
-    net::netlink::{errno, Link, Netlink},
+    net::netlink::{self, errno, Link, Netlink},
     subnet::{lease::format_mac, Ipv4Net},
 };
 
@@ -157,27 +157,20 @@ async fn delete(nl: &Netlink, m: NeighbourMessage, what: String) -> Result<()> {
 pub async fn apply(nl: &Netlink, index: u32, want: &BTreeMap<Ipv4Net, VtepEntry>) -> Result<Changes> {
     let mut ch = Changes::default();
     let (neigh, fdb_have) = (neighbours(nl, index).await?, fdb(nl, index).await?);
-    for (net, e) in want {
-        let (gw, dst) = (net.network_addr(), Ipv4Addr::from(e.ip));
-        if neigh.get(&gw).map(|(m, _)| m) != Some(&e.mac) {
-            ch.tally(add_neighbour(nl, index, gw, &e.mac).await, true);
-        }
-        if fdb_have.get(&e.mac).map(|(d, _)| *d) != Some(Some(dst)) {
-            ch.tally(add_fdb(nl, index, &e.mac, dst).await, true);
-        }
-    }
+    // Owned lists: a closure over borrowed items in this Send future trips
+    // the compiler's higher-ranked lifetime check.
+    let neigh_add: Vec<(Ipv4Addr, [u8; 6])> =
+        want.iter().map(|(net, e)| (net.network_addr(), e.mac)).filter(|(gw, mac)| neigh.get(gw).map(|(m, _)| m) != Some(mac)).collect();
+    ch.tally_all(netlink::pipelined(neigh_add, |(gw, mac)| async move { add_neighbour(nl, index, gw, &mac).await }).await, true);
+    let fdb_add: Vec<([u8; 6], Ipv4Addr)> =
+        want.values().map(|e| (e.mac, Ipv4Addr::from(e.ip))).filter(|(mac, dst)| fdb_have.get(mac).map(|(d, _)| *d) != Some(Some(*dst))).collect();
+    ch.tally_all(netlink::pipelined(fdb_add, |(mac, dst)| async move { add_fdb(nl, index, &mac, dst).await }).await, true);
     let routes = nl.routes_via(index).await?;
     let have_routes: HashSet<Ipv4Net> = routes.iter().map(|(n, _)| *n).collect();
-    for net in want.keys() {
-        if !have_routes.contains(net) {
-            ch.tally(nl.replace_route(net, index).await, true);
-        }
-    }
-    for net in &have_routes {
-        if !want.contains_key(net) {
-            ch.tally(nl.delete_route(net, index).await, false);
-        }
-    }
+    let add: Vec<Ipv4Net> = want.keys().filter(|net| !have_routes.contains(net)).copied().collect();
+    ch.tally_all(netlink::pipelined(add, |net| async move { nl.replace_route(&net, index).await }).await, true);
+    let stale: Vec<Ipv4Net> = have_routes.iter().filter(|net| !want.contains_key(net)).copied().collect();
+    ch.tally_all(netlink::pipelined(stale, |net| async move { nl.delete_route(&net, index).await }).await, false);
     let gws: HashSet<Ipv4Addr> = want.keys().map(|n| n.network_addr()).collect();
     let macs: HashSet<[u8; 6]> = want.values().map(|e| e.mac).collect();
     for (ip, (_, m)) in neigh {

@@ -73,6 +73,13 @@ impl Changes {
 
     /// Counts one change, or logs and counts its error (one peer's failure
     /// never stops the others).
+    /// [`Self::tally`] for every result of a batch.
+    pub fn tally_all(&mut self, rs: Vec<Result<()>>, added: bool) {
+        for r in rs {
+            self.tally(r, added);
+        }
+    }
+
     pub fn tally(&mut self, r: Result<()>, added: bool) {
         match r {
             Ok(()) if added => self.added += 1,

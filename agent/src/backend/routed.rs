@@ -12,7 +12,7 @@ use weft_common::{HostGwEntry, VtepEntry};
 use super::peers::Changes;
 use crate::{
     dataplane::Datapath,
-    net::netlink::{Netlink, Route, RTPROT_WEFT},
+    net::netlink::{self, Netlink, Route, RTPROT_WEFT},
     subnet::Ipv4Net,
 };
 
@@ -81,16 +81,12 @@ async fn apply_host_gw(
     *skipped = now_skipped;
     let have: HashMap<Ipv4Net, Option<Ipv4Addr>> =
         routes.iter().filter(|r| r.protocol == RTPROT_WEFT && r.oif == Some(underlay)).map(|r| (r.dst, r.gateway)).collect();
-    for (net, pip) in &reachable {
-        if have.get(net) != Some(&Some(*pip)) {
-            ch.tally(nl.replace_gw_route(net, *pip, underlay).await, true);
-        }
-    }
-    for net in have.keys() {
-        if !reachable.contains_key(net) {
-            ch.tally(nl.delete_weft_route(net, underlay).await, false);
-        }
-    }
+    // Owned lists: a closure over borrowed items in this Send future trips
+    // the compiler's higher-ranked lifetime check.
+    let add: Vec<(Ipv4Net, Ipv4Addr)> = reachable.iter().filter(|(net, pip)| have.get(*net) != Some(&Some(**pip))).map(|(n, p)| (*n, *p)).collect();
+    ch.tally_all(netlink::pipelined(add, |(net, pip)| async move { nl.replace_gw_route(&net, pip, underlay).await }).await, true);
+    let stale: Vec<Ipv4Net> = have.keys().filter(|net| !reachable.contains_key(*net)).copied().collect();
+    ch.tally_all(netlink::pipelined(stale, |net| async move { nl.delete_weft_route(&net, underlay).await }).await, false);
     if let Some(dp) = fast {
         sync_hostgw_map(dp, underlay, &reachable, &mut ch)?;
     }

@@ -234,18 +234,15 @@ async fn apply_bpf(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
     }
     let routes = nl.routes_via(overlay_index).await?;
     let have_routes: HashSet<(Ipv4Net, Option<std::net::Ipv4Addr>)> = routes.iter().copied().collect();
-    for net in want.keys().filter(|n| routed.contains(n)) {
-        if !have_routes.contains(&(*net, Some(net.network_addr()))) {
-            if let Err(err) = nl.replace_route(net, overlay_index).await {
-                ch.tally(Err(err), true);
-            }
-        }
+    // A route added is not a change of its own (its map entry counted).
+    // (Owned lists: a closure over borrowed items in this Send future trips
+    // the compiler's higher-ranked lifetime check.)
+    let add: Vec<Ipv4Net> = want.keys().filter(|n| routed.contains(n) && !have_routes.contains(&(**n, Some(n.network_addr())))).copied().collect();
+    for err in netlink::pipelined(add, |net| async move { nl.replace_route(&net, overlay_index).await }).await.into_iter().filter(Result::is_err) {
+        ch.tally(err, true);
     }
-    for (net, _) in &routes {
-        if !routed.contains(net) || !want.contains_key(net) {
-            ch.tally(nl.delete_route(net, overlay_index).await, false);
-        }
-    }
+    let stale: Vec<Ipv4Net> = routes.iter().map(|(net, _)| *net).filter(|net| !routed.contains(net) || !want.contains_key(net)).collect();
+    ch.tally_all(netlink::pipelined(stale, |net| async move { nl.delete_route(&net, overlay_index).await }).await, false);
     for net in have.keys() {
         if !want.contains_key(net) {
             ch.tally(dp.remove_vtep(net), false);

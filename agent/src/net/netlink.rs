@@ -15,6 +15,25 @@ use rtnetlink::{
 
 use crate::subnet::Ipv4Net;
 
+/// Requests in flight at once on the netlink socket when many objects
+/// change together. The kernel answers each in microseconds; awaited one by
+/// one, every request also paid a task wake-up round trip (5,000 routes:
+/// 0.3-0.7 s). 64 acks fit any socket receive buffer.
+const IN_FLIGHT: usize = 64;
+
+/// Runs `op` on every item with up to [`IN_FLIGHT`] requests in flight on
+/// the one netlink socket; one result per item, in completion order (each
+/// error names its object).
+pub async fn pipelined<I, F, Fut>(items: I, op: F) -> Vec<Result<()>>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(items).map(op).buffer_unordered(IN_FLIGHT).collect().await
+}
+
 /// Routes weft installs carry this protocol number, so `ip route` shows whose they are.
 pub const RTPROT_WEFT: u8 = 0xfe;
 

@@ -150,9 +150,13 @@ fn reason(code: u16) -> &'static str {
 }
 
 pub(super) fn respond(w: &mut Tls, code: u16, body: &Value) -> Result<()> {
-    let b = serde_json::to_vec(body)?;
+    respond_bytes(w, code, &serde_json::to_vec(body)?)
+}
+
+/// [`respond`] with a body already serialized.
+pub(super) fn respond_bytes(w: &mut Tls, code: u16, b: &[u8]) -> Result<()> {
     write!(w, "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nCache-Control: no-cache, private\r\n\r\n", reason(code), b.len())?;
-    w.write_all(&b)?;
+    w.write_all(b)?;
     w.flush()?;
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::{
     allowed_for_flannel,
-    http::{bad_request, conflict, not_found, respond, status, Failure, Request, Tls},
+    http::{bad_request, conflict, not_found, respond, respond_bytes, status, Failure, Request, Tls},
     patch::{json_patch, merge_patch, strategic_merge},
     table::{table, wants_table},
     watch::{watch, watch_check},
@@ -86,6 +86,20 @@ pub(super) fn handle(shared: &Arc<Shared>, req: &Request, w: &mut Tls, gen: u64)
         }
         count(200);
         return watch(shared, req, w, gen, name).map(|()| false);
+    }
+    if verb == "list" && resource == "nodes" && !wants_table(req) {
+        let r = list_joined(&shared.store.lock().unwrap(), req);
+        match r {
+            Ok(b) => {
+                count(200);
+                respond_bytes(w, 200, &b)?;
+            }
+            Err((code, body)) => {
+                count(code);
+                respond(w, code, &body)?;
+            }
+        }
+        return Ok(true);
     }
     let (code, body) = match route(shared, req, &segs, verb, name.as_deref()) {
         Ok((code, body)) => (code, body),
@@ -261,7 +275,7 @@ pub(super) fn write(st: &mut Store, name: &str, cur: Node, mut new: Node) -> Nod
     }
     st.rv += 1;
     new.metadata.resource_version = Some(st.rv.to_string());
-    st.nodes.insert(name.to_string(), new.clone());
+    st.put(name, &new);
     record(st, "MODIFIED", new.clone());
     new
 }
@@ -269,6 +283,7 @@ pub(super) fn write(st: &mut Store, name: &str, cur: Node, mut new: Node) -> Nod
 /// Removes `name`, recording a DELETED event at a new resourceVersion.
 pub(super) fn delete(st: &mut Store, name: &str) -> Option<Node> {
     let mut gone = st.nodes.remove(name)?;
+    st.json.remove(name);
     st.rv += 1;
     gone.metadata.resource_version = Some(st.rv.to_string());
     record(st, "DELETED", gone.clone());
@@ -297,7 +312,7 @@ pub(super) fn create(st: &mut Store, mut node: Node) -> Result<Node, (u16, Strin
     node.metadata.resource_version = Some(st.rv.to_string());
     node.metadata.uid = Some(format!("00000000-0000-4000-8000-{:012x}", st.uid));
     node.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(now_secs()).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)));
-    st.nodes.insert(name, node.clone());
+    st.put(&name, &node);
     record(st, "ADDED", node.clone());
     Ok(node)
 }
@@ -316,8 +331,47 @@ pub(super) fn field_name(req: &Request) -> Result<Option<String>, Failure> {
     }
 }
 
+impl Store {
+    /// Stores `node` under `name`, with its JSON for lists.
+    fn put(&mut self, name: &str, node: &Node) {
+        self.nodes.insert(name.to_string(), node.clone());
+        self.json.insert(name.to_string(), Arc::new(serde_json::to_vec(node).unwrap_or_default()));
+    }
+}
+
+/// A plain (not Table) list of every Node: the NodeList JSON joined from
+/// each Node's stored JSON (the same JSON as serializing the list).
+fn list_joined(st: &Store, req: &Request) -> Result<Vec<u8>, Failure> {
+    if field_name(req)?.is_some() {
+        let (_, v) = list(st, req)?;
+        return Ok(serde_json::to_vec(&v).unwrap_or_default());
+    }
+    list_checks(st, req)?;
+    let head = List::<Node> { items: vec![], metadata: ListMeta { resource_version: Some(st.rv.to_string()), ..Default::default() } };
+    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    // `..."items":[]...` with the items put between the brackets.
+    let at = out.windows(10).position(|w| w == b"\"items\":[]").map(|p| p + 9).ok_or_else(|| (500, status(500, "InternalError", "list head".into(), None)))?;
+    let tail = out.split_off(at);
+    for (i, name) in st.nodes.keys().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(st.json.get(name).map(|j| j.as_slice()).unwrap_or(b"null"));
+    }
+    out.extend_from_slice(&tail);
+    Ok(out)
+}
+
 fn list(st: &Store, req: &Request) -> Result<(u16, Value), Failure> {
     let only = field_name(req)?;
+    list_checks(st, req)?;
+    let items = st.nodes.values().filter(|n| only.is_none() || n.metadata.name == only).cloned().collect();
+    let l = List::<Node> { items, metadata: ListMeta { resource_version: Some(st.rv.to_string()), ..Default::default() } };
+    Ok((200, serde_json::to_value(l).unwrap_or(Value::Null)))
+}
+
+/// What a list refuses: label selectors, and an Exact resourceVersion whose history is gone.
+fn list_checks(st: &Store, req: &Request) -> Result<(), Failure> {
     if req.query.get("labelSelector").is_some_and(|s| !s.is_empty()) {
         return Err(bad_request("this test server supports no labelSelector".into()));
     }
@@ -328,7 +382,5 @@ fn list(st: &Store, req: &Request) -> Result<(u16, Value), Failure> {
             return Err((410, status(410, "Expired", format!("too old resource version: {rv} ({})", st.rv), None)));
         }
     }
-    let items = st.nodes.values().filter(|n| only.is_none() || n.metadata.name == only).cloned().collect();
-    let l = List::<Node> { items, metadata: ListMeta { resource_version: Some(st.rv.to_string()), ..Default::default() } };
-    Ok((200, serde_json::to_value(l).unwrap_or(Value::Null)))
+    Ok(())
 }

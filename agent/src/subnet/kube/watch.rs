@@ -58,6 +58,7 @@ impl KubeManager {
                     if tx.send(LeaseEvent::Snapshot(snap)).await.is_err() {
                         return;
                     }
+                    give_back_freed_memory();
                 }
                 watcher::Event::Apply(node) => {
                     self.restore_own(&node, &want, &mut last_restore).await;
@@ -154,6 +155,18 @@ impl KubeManager {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
+    }
+}
+
+/// Returns the heap a (re)list freed to the kernel. A list of every Node
+/// is weftd's one large transient allocation (5,000 Nodes: a 3.7 MB body
+/// and its decoded objects); glibc keeps freed memory in each thread's
+/// arena, so without this weftd's RSS stays at the list's peak.
+fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -184,6 +184,20 @@ fn kube_malformed_and_foreign_nodes_are_skipped() -> Result<()> {
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2], 3)?;
+    // A restart with an annotation prefix the API server would refuse:
+    // weftd stops at once naming the flag and the value, our Node keeps
+    // its annotations, and the dataplane it left keeps carrying traffic.
+    let before = annotations_of(&node_of(&c, 1)?);
+    c.weft_node_mut(1)?.stop();
+    let bad = "Not_A.Prefix!";
+    c.start_weftd_with(1, &["--kube-annotation-prefix", bad])?;
+    let st = cmd::poll("weftd with a bad annotation prefix to exit", Duration::from_secs(10), Duration::from_millis(100), || {
+        c.weft_node_mut(1).map_err(|e| format!("{e:#}"))?.exit_status().map(Some).ok_or_else(|| "still running".to_string())
+    })?;
+    let log = c.weft_node(1)?.log_tail(5);
+    ensure!(st.contains("exit status: 1") && log.contains("--kube-annotation-prefix") && log.contains(bad), "{st}; log:\n{log}");
+    ensure!(annotations_of(&node_of(&c, 1)?) == before, "node 1's annotations changed by a weftd that refused its prefix");
+    c.ping_across_nodes(&[p1, p2], 3)?;
     c.pass();
     Ok(())
 }

@@ -56,8 +56,6 @@ enum Carrier {
     Bpf { dp: Box<Datapath>, fast: Option<FastPath> },
     /// The kernel's vxlan device, programmed per peer (the fallback).
     Kernel,
-    /// Not started yet.
-    Pending,
 }
 
 pub struct VxlanBackend {
@@ -68,10 +66,10 @@ pub struct VxlanBackend {
     overlay: Link,
     vtep_mac: [u8; 6],
     attrs: LeaseAttrs,
-    carrier: Carrier,
+    /// Set by `start`: our subnet and what carries the VXLAN.
+    started: Option<(Ipv4Net, Carrier)>,
     /// With DirectRouting: the peers routed on our segment.
     direct: Option<Routed>,
-    own: Option<Ipv4Net>,
 }
 
 fn random_mac() -> [u8; 6] {
@@ -115,7 +113,7 @@ impl VxlanBackend {
         netlink::disable_ipv6(&name);
         let attrs = LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac);
         let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
-        Ok(VxlanBackend { cfg: *cfg, node, bpf, overlay, vtep_mac, attrs, carrier: Carrier::Pending, direct, own: None })
+        Ok(VxlanBackend { cfg: *cfg, node, bpf, overlay, vtep_mac, attrs, started: None, direct })
     }
 
     /// weft's programs on the overlay device and the underlay, configured
@@ -159,7 +157,7 @@ impl VxlanBackend {
     }
 
     async fn apply(&mut self, leases: &Leases, warned: &mut Warned) -> Result<Reconciled> {
-        let own = self.own()?;
+        let Some(own) = self.started.as_ref().map(|(own, _)| *own) else { bail!("vxlan backend not started") };
         let want = desired_vxlan(leases, &own, &self.node.network, self.cfg.vni, warned);
         let nl = &self.node.nl;
         let mut out = Reconciled { peers: want.len(), changes: Changes::default() };
@@ -174,8 +172,8 @@ impl VxlanBackend {
             None => (&want, &BTreeMap::new()),
         };
         let ch = &mut out.changes;
-        match &mut self.carrier {
-            Carrier::Bpf { dp, fast } => {
+        match self.started.as_mut().map(|(_, c)| c) {
+            Some(Carrier::Bpf { dp, fast }) => {
                 if let Some(f) = fast {
                     f.ensure(dp, nl).await;
                 }
@@ -184,20 +182,16 @@ impl VxlanBackend {
                     ch.merge(d.apply(nl, routed, fast.is_some().then_some(&mut **dp)).await?);
                 }
             }
-            Carrier::Kernel => {
+            Some(Carrier::Kernel) => {
                 ch.merge(kernel_vxlan::apply(nl, self.overlay.index, tunnel).await?);
                 if let Some(d) = &mut self.direct {
                     ch.merge(d.apply(nl, routed, None).await?);
                 }
             }
-            Carrier::Pending => bail!("vxlan backend not started"),
+            None => bail!("vxlan backend not started"),
         }
         routed::ensure_unreachable(nl, &self.node.network, ch).await;
         Ok(out)
-    }
-
-    fn own(&self) -> Result<Ipv4Net> {
-        self.own.context("vxlan backend not started")
     }
 }
 /// vxlan peers: remote subnet -> VTEP, for leases of our VNI.
@@ -267,13 +261,13 @@ impl Backend for VxlanBackend {
     fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.node.nl.set_only_addr(self.overlay.index, own.network_addr()).await?;
-            self.carrier = if self.bpf {
+            let carrier = if self.bpf {
                 self.start_bpf()?
             } else {
                 log::info!("kernel vxlan device {} programmed per peer as flanneld does (neighbour, FDB, route)", self.overlay.name);
                 Carrier::Kernel
             };
-            self.own = Some(own);
+            self.started = Some((own, carrier));
             Ok(())
         })
     }
@@ -291,7 +285,7 @@ impl Backend for VxlanBackend {
             if let Err(e) = nl.delete_link(self.overlay.index).await {
                 log::warn!("{e:#}");
             }
-            if let Carrier::Bpf { dp, .. } = &self.carrier {
+            if let Some((_, Carrier::Bpf { dp, .. })) = &self.started {
                 if let Err(e) = dp.remove_pins() {
                     log::warn!("{e:#}");
                 }

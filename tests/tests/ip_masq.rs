@@ -163,6 +163,18 @@ fn egress_on(config: &str, fast_path_variants: bool) -> Result<()> {
         c.register_endpoint(p2)?;
     }
     wait_egress_ok(&c, 1)?;
+    egress_masqueraded(&c, &out, p1)?;
+    c.ping_across_nodes(&[p1, p2], 2)?;
+    pod_to_pod_keeps_address(&c, p1, p2, 5301)?;
+    pod_to_pod_keeps_address(&c, p2, p1, 5302)?;
+    if fast_path_variants {
+        c.weft_node_mut(1)?.stop();
+        c.start_weftd_with(1, &["--ip-masq", "--no-fast-path"])?;
+        wait_egress_ok(&c, 1)?;
+        c.wait_converged()?;
+        egress_masqueraded(&c, &out, p1)?;
+        pod_to_pod_keeps_address(&c, p1, p2, 5303)?;
+    }
     // The rules, rule for rule, against flannel's list.
     let table = nft_table(&c.weft_node(1)?.ns)?.context("node 1 has no table inet weft")?;
     let subnet = c.node_env(1)?.cidr();
@@ -177,19 +189,6 @@ fn egress_on(config: &str, fast_path_variants: bool) -> Result<()> {
     let t2 = nft_table(&c.weft_node(2)?.ns)?.context("node 2 has no table inet weft (forward rules are on by default)")?;
     ensure!(as_iptables(&t2, "postrouting").is_empty() && as_iptables(&t2, "forward") == flannel_forward(), "node 2's table: {t2}");
     traffic::ping_fails(&c.pods[p2].ns, outside::HOST, 2).context("without --ip-masq the outside host must not answer a pod")?;
-
-    egress_masqueraded(&c, &out, p1)?;
-    c.ping_across_nodes(&[p1, p2], 2)?;
-    pod_to_pod_keeps_address(&c, p1, p2, 5301)?;
-    pod_to_pod_keeps_address(&c, p2, p1, 5302)?;
-    if fast_path_variants {
-        c.weft_node_mut(1)?.stop();
-        c.start_weftd_with(1, &["--ip-masq", "--no-fast-path"])?;
-        wait_egress_ok(&c, 1)?;
-        c.wait_converged()?;
-        egress_masqueraded(&c, &out, p1)?;
-        pod_to_pod_keeps_address(&c, p1, p2, 5303)?;
-    }
     eprintln!("egress on {config}: {:?}", t0.elapsed());
     c.pass();
     Ok(())
@@ -393,11 +392,12 @@ fn without_nft_weftd_says_so_and_pods_still_talk() -> Result<()> {
 #[test]
 fn forward_policy_drop_still_forwards_pods() -> Result<()> {
     weft_tests::require_root()?;
+    let t0 = Instant::now();
     let mut c = Cluster::builder().config_json(HOST_GW).weft_nodes(2).weftd_args(&["--no-fast-path", "--ip-masq"]).no_start().build()?;
-    for n in [1u32, 2] {
-        let ns = &c.weft_node(n)?.ns;
-        ns.exec("nft", &["add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }"])?;
-    }
+    let drop_chain = "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }";
+    // Node 1 has the drop policy before weftd starts; node 2 gets it while
+    // weftd runs (docker started later): noticed by notification.
+    c.weft_node(1)?.ns.exec("nft", &[drop_chain])?;
     for n in [1, 2] {
         c.start_weftd(n)?;
     }
@@ -405,22 +405,25 @@ fn forward_policy_drop_still_forwards_pods() -> Result<()> {
         c.wait_node_ready(n)?;
     }
     c.wait_converged()?;
+    c.weft_node(2)?.ns.exec("nft", &[drop_chain])?;
     let out = Outside::attach(&c)?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
     let (ns1, ns2) = (Netns::borrowed(c.weft_node(1)?.ns.name()), Netns::borrowed(c.weft_node(2)?.ns.name()));
     let tagged =
         |ns: &Netns| -> Result<usize> { Ok(ns.exec("nft", &["list", "chain", "ip", "filter", "FORWARD"])?.matches("comment \"weft forward\"").count()) };
-    cmd::poll("weft's accepts in ip filter FORWARD", Duration::from_secs(10), Duration::from_millis(100), || match (tagged(&ns1), tagged(&ns2)) {
-        (Ok(2), Ok(2)) => Ok(Some(())),
-        (a, b) => Err(format!("{a:?} {b:?}")),
+    // Traffic first: it passes both nodes' FORWARD (the fast path is off).
+    cmd::poll("pods across the drop policy", Duration::from_secs(2), Duration::from_millis(100), || match c.ping_across_nodes(&[p1, p2], 1) {
+        Ok(()) => Ok(Some(())),
+        Err(e) => Err(format!("{e:#}")),
     })?;
-    c.ping_across_nodes(&[p1, p2], 2)?;
     traffic::ping_ok(&c.pods[p1].ns, outside::HOST, 2)?;
+    ensure!((tagged(&ns1)?, tagged(&ns2)?) == (2, 2), "weft's tagged accepts in ip filter FORWARD: {} and {}", tagged(&ns1)?, tagged(&ns2)?);
     c.weft_node_mut(1)?.kill();
     c.start_weftd(1)?;
     c.wait_node_ready(1)?;
     ensure!(tagged(&ns1)? == 2, "after a restart: {} tagged rules", tagged(&ns1)?);
+    eprintln!("forward policy drop: {:?}", t0.elapsed());
     drop(out);
     c.pass();
     Ok(())

@@ -395,9 +395,10 @@ fn forward_policy_drop_still_forwards_pods() -> Result<()> {
     let t0 = Instant::now();
     let mut c = Cluster::builder().config_json(HOST_GW).weft_nodes(2).weftd_args(&["--no-fast-path", "--ip-masq"]).no_start().build()?;
     let drop_chain = "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }";
-    // Node 1 has the drop policy before weftd starts; node 2 gets it while
-    // weftd runs (docker started later): noticed by notification.
-    c.weft_node(1)?.ns.exec("nft", &[drop_chain])?;
+    // Node 1 has the drop policy before weftd starts (iptables-nft, as
+    // docker sets it); node 2 gets it while weftd runs (docker started
+    // later): noticed by notification.
+    c.weft_node(1)?.ns.exec("iptables", &["-P", "FORWARD", "DROP"])?;
     for n in [1, 2] {
         c.start_weftd(n)?;
     }
@@ -419,6 +420,15 @@ fn forward_policy_drop_still_forwards_pods() -> Result<()> {
     })?;
     traffic::ping_ok(&c.pods[p1].ns, outside::HOST, 2)?;
     ensure!((tagged(&ns1)?, tagged(&ns2)?) == (2, 2), "weft's tagged accepts in ip filter FORWARD: {} and {}", tagged(&ns1)?, tagged(&ns2)?);
+    // iptables-nft reads weft's rules as its own (no "incompatible table").
+    let listed = ns1.exec("iptables", &["-S", "FORWARD"])?;
+    for want in [
+        "-P FORWARD DROP",
+        "-A FORWARD -s 10.244.0.0/16 -m comment --comment \"weft forward\" -j ACCEPT",
+        "-A FORWARD -d 10.244.0.0/16 -m comment --comment \"weft forward\" -j ACCEPT",
+    ] {
+        ensure!(listed.lines().any(|l| l == want), "`iptables -S FORWARD` lacks {want:?}:\n{listed}");
+    }
     c.weft_node_mut(1)?.kill();
     c.start_weftd(1)?;
     c.wait_node_ready(1)?;

@@ -36,6 +36,10 @@ pub const APT_PACKAGES: &[&str] = &[
     // transaction); the tests also use it to break weft's rules on purpose,
     // only inside test namespaces.
     "nftables",
+    // iptables-nft, as docker and kube-proxy use it: the egress tests set
+    // its FORWARD policy to DROP in a node namespace and read weft's
+    // accepts back through it.
+    "iptables",
     // Not "kubernetes-client" (Debian's kubectl) here: some images ship a
     // `kubectl` package that owns /usr/bin/kubectl, and dpkg refuses to
     // overwrite it; `run` installs Debian's only where no kubectl is on PATH.

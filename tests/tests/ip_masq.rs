@@ -161,6 +161,17 @@ fn egress_on(config: &str, fast_path_variants: bool) -> Result<()> {
     if c.backend_type() != "udp" {
         c.register_endpoint(p1)?;
         c.register_endpoint(p2)?;
+        // The shortcuts in place before egress is checked: the pod's
+        // `weft_from_pod` (vxlan and host-gw) and host-gw's `weft_fwd`.
+        let w = c.weft_node(1)?;
+        let host_gw = c.is_host_gw();
+        cmd::poll("node 1's fast path attached", Duration::from_secs(10), Duration::from_millis(50), || {
+            if w.link_pinned("weft_from_pod") && (!host_gw || w.fast_path_attached()) {
+                Ok(Some(()))
+            } else {
+                Err(w.log_tail(5))
+            }
+        })?;
     }
     wait_egress_ok(&c, 1)?;
     egress_masqueraded(&c, &out, p1)?;

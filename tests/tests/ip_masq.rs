@@ -100,6 +100,19 @@ fn flannel_forward() -> Vec<String> {
     vec!["-s 10.244.0.0/16 -j ACCEPT".into(), "-d 10.244.0.0/16 -j ACCEPT".into()]
 }
 
+/// `weftd status` on node `n` with its flags and `extra` (e.g. `--ip-masq`),
+/// optionally with another PATH: the "egress rules:" line.
+fn status_egress(c: &Cluster, n: NodeRef, extra: &[&str], path: Option<&str>) -> Result<String> {
+    let w = c.weft_node(n)?;
+    let mut cmd = w.ns.nsenter(&cmd::weftd_bin()?);
+    cmd.arg("status").args(c.store.weftd_args()).arg("--subnet-file").arg(&w.subnet_file).arg("--bpf-pin-dir").arg(&w.pin_dir).args(extra);
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let out = cmd::run(&mut cmd)?;
+    out.lines().find(|l| l.starts_with("egress rules:")).map(str::to_string).with_context(|| format!("no egress line in:\n{out}"))
+}
+
 fn counter(ns: &Netns, name: &str) -> Result<u64> {
     Ok(metrics::sample(&metrics::scrape(ns)?, name) as u64)
 }
@@ -306,6 +319,8 @@ fn rules_restored_kept_across_restarts_and_cleaned_up() -> Result<()> {
     let ns = Netns::borrowed(c.weft_node(1)?.ns.name());
     let want = [flannel_postrouting(&c.node_env(1)?.cidr()), flannel_forward()].concat();
     ensure!(rules_of(&c)? == want, "rules {:?}", rules_of(&c)?);
+    let st = status_egress(&c, 1, &["--ip-masq"], None)?;
+    ensure!(st.contains("in place") && st.contains("8 rules, masquerading"), "weftd status: {st}");
     let restored = |ns: &Netns| counter(ns, "weft_egress_rules_restored_total");
 
     // Someone deletes our table, then a firewall reload flushes everything:
@@ -361,6 +376,8 @@ fn rules_restored_kept_across_restarts_and_cleaned_up() -> Result<()> {
     let st = c.weft_node_mut(1)?.terminate()?;
     ensure!(st.success(), "weftd exit {st}");
     ensure!(nft_table(&ns)?.is_none(), "table inet weft still there after --cleanup-on-exit");
+    let st = status_egress(&c, 1, &["--ip-masq"], None)?;
+    ensure!(st.contains("MISSING") && st.contains("masquerading is off"), "weftd status without the table: {st}");
     eprintln!("restore/restart/cleanup: {:?}", t0.elapsed());
     drop(out);
     c.pass();
@@ -390,6 +407,8 @@ fn without_nft_weftd_says_so_and_pods_still_talk() -> Result<()> {
         }
     })?;
     ensure!(w.log_count("--ip-masq") > 0, "the error should name --ip-masq:\n{}", w.log_tail(10));
+    let st = status_egress(&c, 1, &["--ip-masq"], Some("/usr/bin:/bin"))?;
+    ensure!(st.contains("masquerading is off") && st.contains("the nft binary was not found in PATH"), "weftd status: {st}");
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2], 2)?;

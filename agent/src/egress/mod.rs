@@ -44,18 +44,37 @@ fn cidr(n: &Ipv4Net) -> rules::Cidr {
     rules::Cidr { addr: n.network_addr().into(), len: n.prefix_len() }
 }
 
+/// The rules weftd's flags ask for, for our lease `own` in `network`.
+pub fn rules_for(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net) -> Vec<rules::Rule> {
+    rules::rules(&rules::Params {
+        network: cidr(network),
+        subnet: cidr(&own),
+        masquerade: args.ip_masq,
+        fully_random: !args.ip_masq_fully_random_disable,
+        forward: args.iptables_forward_rules,
+    })
+}
+
+/// `weftd status`'s line: whether the kernel holds the rules `args` ask for.
+pub fn status(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net) -> String {
+    let rules = rules_for(args, network, own);
+    if rules.is_empty() {
+        return "none wanted (no --ip-masq, --iptables-forward-rules=false)".into();
+    }
+    let masq = if args.ip_masq { "masquerading" } else { "not masquerading (no --ip-masq)" };
+    match nft::read() {
+        Ok((have, _)) if have == nft::wanted(&rules, have.foreign.is_some()) => format!("in place: table inet {}, {} rules, {masq}", nft::TABLE, rules.len()),
+        Ok((have, _)) if have.table.is_none() => format!("MISSING: no table inet {} (masquerading is off)", nft::TABLE),
+        Ok(_) => format!("table inet {} differs from the wanted rules (weftd restores them while it runs)", nft::TABLE),
+        Err(e) => format!("unknown, masquerading is off: {}", nft::describe(&e)),
+    }
+}
+
 impl Egress {
     /// The rules for our lease `own` in `network`; None when the flags want
     /// none (no --ip-masq and --iptables-forward-rules=false).
     pub fn new(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net) -> Option<Egress> {
-        let p = rules::Params {
-            network: cidr(network),
-            subnet: cidr(&own),
-            masquerade: args.ip_masq,
-            fully_random: !args.ip_masq_fully_random_disable,
-            forward: args.iptables_forward_rules,
-        };
-        let rules = rules::rules(&p);
+        let rules = rules_for(args, network, own);
         if rules.is_empty() {
             return None;
         }

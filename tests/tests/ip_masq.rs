@@ -436,7 +436,8 @@ fn without_nft_or_nat_weftd_says_so_and_pods_still_talk() -> Result<()> {
 fn forward_policy_drop_still_forwards_pods() -> Result<()> {
     weft_tests::require_root()?;
     let t0 = Instant::now();
-    let mut c = Cluster::builder().config_json(HOST_GW).weft_nodes(2).weftd_args(&["--no-fast-path", "--ip-masq"]).no_start().build()?;
+    let args: Vec<&str> = metrics::ARGS.iter().copied().chain(["--no-fast-path", "--ip-masq"]).collect();
+    let mut c = Cluster::builder().config_json(HOST_GW).weft_nodes(2).weftd_args(&args).no_start().build()?;
     let drop_chain = "add table ip filter; add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }";
     // Node 1 has the drop policy before weftd starts (iptables-nft, as
     // docker sets it); node 2 gets it while weftd runs (docker started
@@ -476,6 +477,17 @@ fn forward_policy_drop_still_forwards_pods() -> Result<()> {
     c.start_weftd(1)?;
     c.wait_node_ready(1)?;
     ensure!(tagged(&ns1)? == 2, "after a restart: {} tagged rules", tagged(&ns1)?);
+    // --cleanup-on-exit takes weft's accepts out of iptables' chain too.
+    c.weft_node_mut(1)?.kill();
+    c.start_weftd_with(1, &["--cleanup-on-exit"])?;
+    c.wait_node_ready(1)?;
+    wait_egress_ok(&c, 1)?;
+    ensure!(tagged(&ns1)? == 2, "with --cleanup-on-exit running: {} tagged rules", tagged(&ns1)?);
+    let st = c.weft_node_mut(1)?.terminate()?;
+    ensure!(st.success(), "weftd exit {st}");
+    ensure!(tagged(&ns1)? == 0, "{} tagged rules left in ip filter FORWARD after --cleanup-on-exit", tagged(&ns1)?);
+    ensure!(ns1.exec_output("nft", &["list", "table", "inet", "weft"])?.status.code() == Some(1), "table inet weft left after --cleanup-on-exit");
+    ensure!(ns1.exec("iptables", &["-S", "FORWARD"])?.lines().next() == Some("-P FORWARD DROP"), "iptables' own policy must stay");
     eprintln!("forward policy drop: {:?}", t0.elapsed());
     drop(out);
     c.pass();

@@ -135,10 +135,14 @@ impl EventLoop {
         }
     }
 
-    /// The backend's part of `--cleanup-on-exit`.
-    pub async fn cleanup(&mut self) {
-        if let Some(e) = &mut self.egress {
-            e.cleanup();
+    /// The backend's and the egress rules' part of `--cleanup-on-exit`
+    /// (`egress_wanted`: the flags ask for egress rules, which an earlier
+    /// run may have left even if this one never put them in place).
+    pub async fn cleanup(&mut self, egress_wanted: bool) {
+        match &mut self.egress {
+            Some(e) => e.cleanup(),
+            None if egress_wanted => crate::egress::remove(),
+            None => {}
         }
         self.backend.cleanup().await;
     }

@@ -71,14 +71,14 @@ pub async fn run(args: Args) -> Result<()> {
         Err(e) => Err(e),
     };
     if args.cleanup_on_exit {
-        log::info!("--cleanup-on-exit: removing lease {own}, routes, devices, programs and pins");
+        log::info!("--cleanup-on-exit: removing lease {own}, routes, devices, programs, pins and egress rules");
         if let Err(e) = manager.release(&own).await {
             log::warn!("{e:#}");
         }
         if let Err(e) = nl.delete_unreachable(&cfg.network).await {
             log::warn!("{e:#}");
         }
-        node.cleanup().await;
+        node.cleanup(args.ip_masq || args.iptables_forward_rules).await;
     } else {
         log::info!("leaving lease {own}, routes, programs and egress rules in place (pass --cleanup-on-exit to remove them)");
     }

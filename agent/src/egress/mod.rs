@@ -157,10 +157,17 @@ impl Egress {
 
     /// `--cleanup-on-exit`: our table and our tagged FORWARD rules go.
     pub fn cleanup(&mut self) {
-        let res = nft::read().and_then(|(have, handles)| nft::apply(&nft::replace_batch(&[], have.foreign.is_some(), &handles)));
-        match res {
-            Ok(()) => log::info!("removed the egress rules (table inet {})", nft::TABLE),
-            Err(e) => log::warn!("removing the egress rules: {}", nft::describe(&e)),
-        }
+        remove();
+    }
+}
+
+/// Removes our table and our tagged rules in `ip filter FORWARD` (also when
+/// weftd is stopped before its event loop ran, so no [`Egress`] exists yet
+/// but an earlier run's rules may).
+pub fn remove() {
+    let res = nft::read().and_then(|(have, handles)| nft::apply(&nft::replace_batch(&[], have.foreign.is_some(), &handles)));
+    match res {
+        Ok(()) => log::info!("removed the egress rules (table inet {})", nft::TABLE),
+        Err(e) => log::warn!("removing the egress rules: {}", nft::describe(&e)),
     }
 }

@@ -16,6 +16,8 @@ const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
 
 pub struct Notify {
     fd: AsyncFd<OwnedFd>,
+    /// Receive buffer, kept: the event loop asks for a new wake-up on every turn.
+    buf: Vec<u8>,
 }
 
 impl Notify {
@@ -52,19 +54,19 @@ impl Notify {
         // SAFETY: the OwnedFd inside the AsyncFd is this socket, open and
         // unchanged for as long as the AsyncFd lives.
         let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
-        Ok(Notify { fd })
+        Ok(Notify { fd, buf: vec![0u8; 64 * 1024] })
     }
 
     /// Resolves when netfilter changed; reads everything already queued so
-    /// a burst (a firewall reload) is one wake-up.
+    /// a burst (a firewall reload) is one wake-up. Cancel-safe: messages
+    /// are drained and reported within one poll.
     pub async fn changed(&mut self) {
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
             let Ok(mut guard) = self.fd.readable().await else { return std::future::pending().await };
             let mut got = false;
             loop {
                 // SAFETY: buf is valid for buf.len() bytes.
-                let n = unsafe { libc::recv(self.fd.get_ref().as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+                let n = unsafe { libc::recv(self.fd.get_ref().as_raw_fd(), self.buf.as_mut_ptr() as *mut libc::c_void, self.buf.len(), 0) };
                 if n >= 0 {
                     got = true;
                     continue;

@@ -7,7 +7,7 @@ use clap::Parser;
 /// flanneld's flags that weftd shares, by their environment suffix. flanneld
 /// reads `FLANNELD_<FLAG>`; weftd reads `WEFTD_<FLAG>` and falls back to the
 /// flanneld name, so a flanneld DaemonSet's environment keeps working.
-pub const FLANNELD_ENV: [&str; 21] = [
+pub const FLANNELD_ENV: [&str; 24] = [
     "NET_CONFIG_PATH",
     "KUBE_SUBNET_MGR",
     "KUBE_API_URL",
@@ -29,6 +29,9 @@ pub const FLANNELD_ENV: [&str; 21] = [
     "SUBNET_LEASE_RENEW_MARGIN",
     "HEALTHZ_IP",
     "HEALTHZ_PORT",
+    "IP_MASQ",
+    "IP_MASQ_FULLY_RANDOM_DISABLE",
+    "IPTABLES_FORWARD_RULES",
 ];
 
 /// For each flag flanneld also has: if `WEFTD_X` is unset and `FLANNELD_X` is
@@ -211,6 +214,25 @@ pub struct Args {
     #[arg(long, env = "WEFTD_UDP_PER_CPU", help_heading = "Datapath")]
     pub udp_per_cpu: bool,
 
+    /// Masquerade pod traffic leaving the pod network (flanneld's --ip-masq):
+    /// flannel's rules in weft's nftables table `inet weft`, kept as they
+    /// are against deletions and firewall reloads; subnet.env then says
+    /// FLANNEL_IPMASQ=true.
+    #[arg(long, env = "WEFTD_IP_MASQ", help_heading = "Egress")]
+    pub ip_masq: bool,
+
+    /// Masquerade without `fully-random` port allocation (flanneld's
+    /// --ip-masq-fully-random-disable).
+    #[arg(long, env = "WEFTD_IP_MASQ_FULLY_RANDOM_DISABLE", help_heading = "Egress")]
+    pub ip_masq_fully_random_disable: bool,
+
+    /// Accept forwarded traffic from and to the pod network (flanneld's
+    /// --iptables-forward-rules, default true; `--iptables-forward-rules=false`
+    /// turns it off), also where iptables' FORWARD policy is DROP.
+    #[arg(long, env = "WEFTD_IPTABLES_FORWARD_RULES", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", help_heading = "Egress")]
+    pub iptables_forward_rules: bool,
+
     /// Remove the lease, devices, routes, programs and pins on exit
     /// (default: leave them so pods keep talking across a restart).
     #[arg(long, env = "WEFTD_CLEANUP_ON_EXIT")]
@@ -241,6 +263,10 @@ mod tests {
         assert!(a.etcd_endpoints.is_empty(), "no endpoint given: the embedded store");
         let e = Args::try_parse_from(["weftd", "--subnet-lease-renew-margin", "1440"]).unwrap_err().to_string();
         assert!(e.contains("subnet-lease-renew-margin"), "{e}");
+        assert!(!a.ip_masq && !a.ip_masq_fully_random_disable && a.iptables_forward_rules, "flanneld's defaults");
+        let m = Args::try_parse_from(["weftd", "--ip-masq", "--iptables-forward-rules=false", "--ip-masq-fully-random-disable"]).unwrap();
+        assert!(m.ip_masq && m.ip_masq_fully_random_disable && !m.iptables_forward_rules);
+        assert!(Args::try_parse_from(["weftd", "--iptables-forward-rules"]).unwrap().iptables_forward_rules);
         let e = Args::try_parse_from(["weftd", "--public-ip", "10.0.0.300"]).unwrap_err().to_string();
         assert!(e.contains("public-ip"), "{e}");
     }

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod backend;
 pub mod cli;
 pub mod dataplane;
+pub mod egress;
 pub mod health;
 pub mod install_cni;
 pub mod log_level;

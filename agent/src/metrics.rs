@@ -189,6 +189,37 @@ impl Metrics {
                 ("{effect=\"lease\"}".into(), KUBE_NODE_UPDATES_LEASE.load(Relaxed).to_string()),
             ],
         );
+        {
+            use crate::egress as e;
+            family(
+                &mut o,
+                "weft_egress_rules_applied_total",
+                "counter",
+                "nftables transactions that put weft's egress rules (--ip-masq, forward accepts) in place.",
+                &one(e::APPLIED.load(Relaxed).to_string()),
+            );
+            family(
+                &mut o,
+                "weft_egress_rules_restored_total",
+                "counter",
+                "Of those, the ones that restored rules someone else changed or removed.",
+                &one(e::RESTORED.load(Relaxed).to_string()),
+            );
+            family(
+                &mut o,
+                "weft_egress_checks_total",
+                "counter",
+                "Checks of the kernel's egress rules against the wanted ones.",
+                &one(e::CHECKS.load(Relaxed).to_string()),
+            );
+            family(
+                &mut o,
+                "weft_egress_rules_ok",
+                "gauge",
+                "1 when the kernel holds weft's egress rules, 0 when putting them in place failed (masquerading is off; see the log), 2 when none are wanted.",
+                &one(e::STATE.load(Relaxed).to_string()),
+            );
+        }
         family(&mut o, "weft_ready", "gauge", "1 when /readyz answers 200.", &one((ready as u8).to_string()));
         family(&mut o, "weft_uptime_seconds", "gauge", "Seconds since weftd started.", &one(format!("{:.3}", self.started.elapsed().as_secs_f64())));
         o

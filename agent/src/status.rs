@@ -2,7 +2,8 @@
 //! scripts. Reads the lease store, the node's subnet.env, its routes and the
 //! pinned maps (no running weftd needed, nothing written): every lease with
 //! the datapath that carries its traffic from this node, the registered pod
-//! endpoints, and the datapath's counters. Takes weftd's own flags and
+//! endpoints, whether the egress rules (`--ip-masq`) are in place, and the
+//! datapath's counters. Takes weftd's own flags and
 //! environment, so `weftd status` in the DaemonSet's container just works.
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
@@ -111,8 +112,18 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
         .counters
         .as_ref()
         .map(|c| c.iter().enumerate().map(|(i, c)| (stat::NAMES[i].to_string(), json!({ "packets": c.packets, "bytes": c.bytes }))).collect());
+    let network = std::fs::read_to_string(&n.subnet_file)
+        .ok()
+        .and_then(|t| weft_common::subnet_env::SubnetEnv::parse(&t).ok())
+        .and_then(|e| e.network)
+        .and_then(|c| Ipv4Net::new(c.addr, c.prefix_len).ok());
+    let egress = match (network, own) {
+        (Some(net), Some(own)) => crate::egress::status(n, &net, own),
+        _ => "unknown (no subnet.env with FLANNEL_NETWORK and FLANNEL_SUBNET)".into(),
+    };
     let doc = json!({
         "subnet": own.map(|s| s.to_string()),
+        "egress": egress,
         "subnet_file": n.subnet_file.display().to_string(),
         "bpf_pins": weft_common::pins::dir(&n.bpf_pin_dir).display().to_string(),
         "leases": leases, "pods": pods, "counters": counters,
@@ -139,6 +150,7 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
         let s = |k: &str| l[k].as_str().unwrap_or("-").to_string();
         out += &format!("  {:<18} {:<15} {:<8} {:<17} {}\n", s("subnet"), s("public_ip"), s("backend"), s("vtep_mac"), s("datapath"));
     }
+    out += &format!("\negress rules: {egress}\n");
     out += &format!("\npod endpoints ({}):\n", pods.len());
     for p in &pods {
         out += &format!(

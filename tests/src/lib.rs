@@ -16,6 +16,7 @@ pub mod etcd;
 pub mod flannel_node;
 pub mod metrics;
 pub mod netns;
+pub mod outside;
 pub mod perf;
 pub mod pod;
 pub mod report;

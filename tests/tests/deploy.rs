@@ -138,6 +138,7 @@ fn kube_subnet_mgr_manifest_matches_flannels() -> Result<()> {
     let weftd = pod.containers.iter().find(|c| c.name == "weftd").context("no weftd container")?;
     let args = weftd.args.clone().unwrap_or_default();
     ensure!(args.iter().any(|a| a == "--kube-subnet-mgr"), "weftd is not given --kube-subnet-mgr: {args:?}");
+    ensure!(args.iter().any(|a| a == "--ip-masq"), "weftd is not given --ip-masq (kube-flannel.yml passes it): {args:?}");
     ensure!(!args.iter().any(|a| a.contains("etcd")), "weftd is given etcd flags: {args:?}");
     let env_field = |name: &str| {
         weftd.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value_from.as_ref()).and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.clone())

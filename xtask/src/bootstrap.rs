@@ -32,6 +32,14 @@ pub const APT_PACKAGES: &[&str] = &[
     // The reference CNI plugins (in /usr/lib/cni): weft-cni's tests chain
     // portmap and bandwidth after it and compare it with host-local.
     "containernetworking-plugins",
+    // nft, which weftd's --ip-masq drives (one `nft -j -f -` per
+    // transaction); the tests also use it to break weft's rules on purpose,
+    // only inside test namespaces.
+    "nftables",
+    // iptables-nft, as docker and kube-proxy use it: the egress tests set
+    // its FORWARD policy to DROP in a node namespace and read weft's
+    // accepts back through it.
+    "iptables",
     // Not "kubernetes-client" (Debian's kubectl) here: some images ship a
     // `kubectl` package that owns /usr/bin/kubectl, and dpkg refuses to
     // overwrite it; `run` installs Debian's only where no kubectl is on PATH.

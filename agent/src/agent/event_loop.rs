@@ -2,7 +2,8 @@
 //! event, on route and link changes (someone removed a weft route, a peer
 //! moved on or off our segment, the pod bridge appeared), when weft-cni's
 //! endpoint records change, and every 10 s to heal what someone changed by
-//! hand. Our own lease is kept alive by the subnet manager, not here.
+//! hand; the egress rules (`--ip-masq`) on every netfilter change and on
+//! the same resync. Our own lease is kept alive by the subnet manager, not here.
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
@@ -11,6 +12,7 @@ use crate::{
     backend::{Backend, Changes, Warned},
     cli::Args,
     dataplane::endpoints,
+    egress::Egress,
     health::Health,
     net::netlink,
     subnet::{LeaseEvent, LeaseWatch, Leases},
@@ -28,11 +30,13 @@ pub struct EventLoop {
     /// Peers the last successful reconcile programmed.
     peers: usize,
     health: Arc<Health>,
+    /// flannel's masquerade/forward rules (None: none wanted).
+    egress: Option<Egress>,
 }
 
 impl EventLoop {
-    pub fn new(backend: Box<dyn Backend>, health: Arc<Health>) -> EventLoop {
-        EventLoop { backend, leases: Leases::new(), warned: Warned::new(), synced: false, peers: 0, health }
+    pub fn new(backend: Box<dyn Backend>, health: Arc<Health>, egress: Option<Egress>) -> EventLoop {
+        EventLoop { backend, leases: Leases::new(), warned: Warned::new(), synced: false, peers: 0, health, egress }
     }
 
     /// What our lease announces (the backend's attributes).
@@ -61,7 +65,14 @@ impl EventLoop {
                     self.reconcile().await;
                 }
                 Some(e) = watch.fatal.recv() => return Err(e),
-                _ = resync.tick() => if self.synced { self.reconcile().await },
+                _ = resync.tick() => {
+                    if self.synced { self.reconcile().await }
+                    if let Some(e) = &mut self.egress { e.ensure() }
+                }
+                // Someone changed netfilter (or we did): put our rules back if they differ.
+                () = async { match &mut self.egress { Some(e) => e.changed().await, None => std::future::pending().await } } => {
+                    if let Some(e) = &mut self.egress { e.ensure() }
+                }
                 _ = records.tick() => {
                     let now = endpoints::fingerprint(&args.endpoints_dir);
                     if now != records_seen && self.synced {
@@ -124,8 +135,15 @@ impl EventLoop {
         }
     }
 
-    /// The backend's part of `--cleanup-on-exit`.
-    pub async fn cleanup(&mut self) {
+    /// The backend's and the egress rules' part of `--cleanup-on-exit`
+    /// (`egress_wanted`: the flags ask for egress rules, which an earlier
+    /// run may have left even if this one never put them in place).
+    pub async fn cleanup(&mut self, egress_wanted: bool) {
+        match &mut self.egress {
+            Some(e) => e.cleanup(),
+            None if egress_wanted => crate::egress::remove(),
+            None => {}
+        }
         self.backend.cleanup().await;
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Result;
 use crate::{
     backend::{self, Backend},
     cli::Args,
-    dataplane,
+    dataplane, egress,
     health::{self, Health},
     net::{iface, netlink::Netlink},
     subnet::{self, Ipv4Net, SubnetManager},
@@ -60,7 +60,8 @@ pub async fn run(args: Args) -> Result<()> {
         r = started => r.map(|()| true),
         s = stop.signalled() => signalled(s).map(|()| false),
     };
-    let mut node = event_loop::EventLoop::new(backend, health.clone());
+    let egress = if matches!(started, Ok(true)) { start_egress(&args, &cfg.network, own) } else { None };
+    let mut node = event_loop::EventLoop::new(backend, health.clone(), egress);
     let res = match started {
         Ok(true) => {
             let watch = manager.clone().run(own, node.lease_attrs().clone(), health);
@@ -70,16 +71,16 @@ pub async fn run(args: Args) -> Result<()> {
         Err(e) => Err(e),
     };
     if args.cleanup_on_exit {
-        log::info!("--cleanup-on-exit: removing lease {own}, routes, devices, programs and pins");
+        log::info!("--cleanup-on-exit: removing lease {own}, routes, devices, programs, pins and egress rules");
         if let Err(e) = manager.release(&own).await {
             log::warn!("{e:#}");
         }
         if let Err(e) = nl.delete_unreachable(&cfg.network).await {
             log::warn!("{e:#}");
         }
-        node.cleanup().await;
+        node.cleanup(args.ip_masq || args.iptables_forward_rules).await;
     } else {
-        log::info!("leaving lease {own}, routes and programs in place (pass --cleanup-on-exit to remove them)");
+        log::info!("leaving lease {own}, routes, programs and egress rules in place (pass --cleanup-on-exit to remove them)");
     }
     res
 }
@@ -131,8 +132,18 @@ async fn start_backend(args: &Args, backend: &mut dyn Backend, own: Ipv4Net) -> 
 
 /// flannel's subnet.env, which the CNI plugin reads.
 fn write_subnet_env(args: &Args, network: &Ipv4Net, own: Ipv4Net, mtu: u32, health: &Health) -> Result<()> {
-    subnet_env::write(&args.subnet_file, *network, own, mtu)?;
+    subnet_env::write(&args.subnet_file, *network, own, mtu, args.ip_masq)?;
     log::info!("wrote {} (subnet {own}, MTU {mtu})", args.subnet_file.display());
     health.subnet_env_written();
     Ok(())
+}
+
+/// flannel's masquerade and forward rules in weft's nftables table, put in
+/// place once before the event loop (which keeps them). Failing (no nft,
+/// no nf_tables/NAT in the kernel) is logged naming what is missing and
+/// leaves the rest of weft running.
+fn start_egress(args: &Args, network: &Ipv4Net, own: Ipv4Net) -> Option<egress::Egress> {
+    let mut e = egress::Egress::new(args, network, own)?;
+    e.ensure();
+    Some(e)
 }

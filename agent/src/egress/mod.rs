@@ -1,0 +1,173 @@
+//! Pod egress (flanneld's `--ip-masq` and `--iptables-forward-rules`):
+//! flannel's rules ([`rules`]) kept in weft's nftables table ([`nft`]),
+//! checked at start, on every netfilter change ([`notify`]) and on the
+//! event loop's resync tick, and replaced in one transaction only when
+//! what the kernel holds differs from what is wanted. Rules someone else
+//! removed come back within a moment; a restarted weftd that finds them in
+//! place leaves them alone (no window without masquerading, established
+//! connections keep their NAT); `--cleanup-on-exit` removes them.
+//!
+//! Without nft or without nf_tables/NAT in the kernel, weftd says what is
+//! missing and runs on without them (pods still reach each other).
+pub mod nft;
+pub mod notify;
+pub mod rules;
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::subnet::Ipv4Net;
+
+/// Transactions weftd applied to put its rules in place (at start included).
+pub static APPLIED: AtomicU64 = AtomicU64::new(0);
+/// Of those, the ones that put back rules someone changed or removed after
+/// they were in place.
+pub static RESTORED: AtomicU64 = AtomicU64::new(0);
+/// Checks of the kernel's rules against the wanted ones.
+pub static CHECKS: AtomicU64 = AtomicU64::new(0);
+/// 1 while the kernel holds the wanted rules, 0 when the last check or
+/// transaction failed; 2 when nothing is wanted (no --ip-masq, no forward rules).
+pub static STATE: AtomicU64 = AtomicU64::new(2);
+
+pub struct Egress {
+    rules: Vec<rules::Rule>,
+    masquerade: bool,
+    /// The state read back after our last transaction (or found equal at
+    /// start): a listing nft writes differently from our rendering still
+    /// counts as ours, so our own change notifications never loop.
+    accepted: Option<nft::State>,
+    /// The last error logged (each new one is logged once).
+    last_error: Option<String>,
+    notify: Option<notify::Notify>,
+}
+
+fn cidr(n: &Ipv4Net) -> rules::Cidr {
+    rules::Cidr { addr: n.network_addr().into(), len: n.prefix_len() }
+}
+
+/// The rules weftd's flags ask for, for our lease `own` in `network`.
+pub fn rules_for(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net) -> Vec<rules::Rule> {
+    rules::rules(&rules::Params {
+        network: cidr(network),
+        subnet: cidr(&own),
+        masquerade: args.ip_masq,
+        fully_random: !args.ip_masq_fully_random_disable,
+        forward: args.iptables_forward_rules,
+    })
+}
+
+/// `weftd status`'s line: whether the kernel holds the rules `args` ask for.
+pub fn status(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net) -> String {
+    let rules = rules_for(args, network, own);
+    if rules.is_empty() {
+        return "none wanted (no --ip-masq, --iptables-forward-rules=false)".into();
+    }
+    let masq = if args.ip_masq { "masquerading" } else { "not masquerading (no --ip-masq)" };
+    match nft::read() {
+        Ok((have, _)) if have == nft::wanted(&rules, have.foreign.is_some()) => format!("in place: table inet {}, {} rules, {masq}", nft::TABLE, rules.len()),
+        Ok((have, _)) if have.table.is_none() => format!("MISSING: no table inet {} (masquerading is off)", nft::TABLE),
+        Ok(_) => format!("table inet {} differs from the wanted rules (weftd restores them while it runs)", nft::TABLE),
+        Err(e) => format!("unknown, masquerading is off: {}", nft::describe(&e)),
+    }
+}
+
+impl Egress {
+    /// The rules for our lease `own` in `network`; None when the flags want
+    /// none (no --ip-masq and --iptables-forward-rules=false).
+    pub fn new(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net) -> Option<Egress> {
+        let rules = rules_for(args, network, own);
+        if rules.is_empty() {
+            return None;
+        }
+        let notify = match notify::Notify::open() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                log::warn!("egress rules: no netfilter change notifications ({e:#}); rules someone removes come back at the next resync");
+                None
+            }
+        };
+        Some(Egress { rules, masquerade: args.ip_masq, accepted: None, last_error: None, notify })
+    }
+
+    /// Compares the kernel's rules with the wanted ones and replaces them in
+    /// one transaction if they differ. Errors are logged (once each) and
+    /// leave weftd running.
+    pub fn ensure(&mut self) {
+        CHECKS.fetch_add(1, Relaxed);
+        match self.try_ensure() {
+            Ok(changed) => {
+                if self.last_error.take().is_some() || changed {
+                    log::info!(
+                        "egress rules in place (table inet {}: {} rules{})",
+                        nft::TABLE,
+                        self.rules.len(),
+                        if self.masquerade { ", masquerading" } else { "" }
+                    );
+                }
+                STATE.store(1, Relaxed);
+            }
+            Err(e) => {
+                STATE.store(0, Relaxed);
+                let what = if self.masquerade { "--ip-masq: pods' traffic to the outside is NOT masqueraded" } else { "forward rules not installed" };
+                let msg = format!("{what}: {e}");
+                if self.last_error.as_deref() != Some(msg.as_str()) {
+                    log::error!("{msg}; weft keeps forwarding between pods and retries every resync");
+                    self.last_error = Some(msg);
+                }
+            }
+        }
+    }
+
+    /// Ok(true) when a transaction ran.
+    fn try_ensure(&mut self) -> Result<bool, String> {
+        let (have, handles) = nft::read().map_err(|e| nft::describe(&e))?;
+        let want = nft::wanted(&self.rules, have.foreign.is_some());
+        if have == want || self.accepted.as_ref() == Some(&have) {
+            self.accepted = Some(have);
+            return Ok(false);
+        }
+        let batch = nft::replace_batch(&self.rules, have.foreign.is_some(), &handles);
+        nft::apply(&batch).map_err(|e| {
+            let d = nft::describe(&e);
+            if self.masquerade && d.contains("nft failed") {
+                format!("{d} (does the kernel have nf_tables with NAT: nft_chain_nat, nft_masq?)")
+            } else {
+                d
+            }
+        })?;
+        APPLIED.fetch_add(1, Relaxed);
+        if self.accepted.is_some() {
+            RESTORED.fetch_add(1, Relaxed);
+            log::warn!("egress rules were changed by someone else: restored (table inet {})", nft::TABLE);
+        }
+        let (after, _) = nft::read().map_err(|e| nft::describe(&e))?;
+        if after != nft::wanted(&self.rules, after.foreign.is_some()) {
+            log::debug!("nft lists our rules differently from how weft renders them: {after:?}");
+        }
+        self.accepted = Some(after);
+        Ok(true)
+    }
+
+    /// Resolves when netfilter changed (never without notifications).
+    pub async fn changed(&mut self) {
+        match &mut self.notify {
+            Some(n) => n.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// `--cleanup-on-exit`: our table and our tagged FORWARD rules go.
+    pub fn cleanup(&mut self) {
+        remove();
+    }
+}
+
+/// Removes our table and our tagged rules in `ip filter FORWARD` (also when
+/// weftd is stopped before its event loop ran, so no [`Egress`] exists yet
+/// but an earlier run's rules may).
+pub fn remove() {
+    let res = nft::read().and_then(|(have, handles)| nft::apply(&nft::replace_batch(&[], have.foreign.is_some(), &handles)));
+    match res {
+        Ok(()) => log::info!("removed the egress rules (table inet {})", nft::TABLE),
+        Err(e) => log::warn!("removing the egress rules: {}", nft::describe(&e)),
+    }
+}

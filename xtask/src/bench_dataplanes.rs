@@ -105,14 +105,30 @@ fn paths(f: Family) -> &'static [Path] {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
     Veth,
+    /// As a NIC: MTU-sized frames on the wire (TSO/GSO off everywhere), GRO
+    /// on where the nodes receive (their eth0), as NIC drivers ship.
+    Nic,
     Wire,
 }
 
 impl Mode {
+    /// Every mode, in the order the tables show them.
+    pub const ALL: [Mode; 3] = [Mode::Veth, Mode::Nic, Mode::Wire];
+
     fn label(self) -> &'static str {
         match self {
             Mode::Veth => "veth (GSO passes)",
+            Mode::Nic => "NIC-like (MTU frames on the wire, GRO on receive)",
             Mode::Wire => "wire-realistic (TSO/GSO/GRO off)",
+        }
+    }
+
+    /// A short name for file names and chart labels.
+    fn short(self) -> &'static str {
+        match self {
+            Mode::Veth => "veth",
+            Mode::Nic => "nic",
+            Mode::Wire => "wire",
         }
     }
 }
@@ -180,7 +196,7 @@ impl Bed {
         // and detaching it does not turn it back on: set the mode's offloads
         // again (best effort: with XDP attached the port cannot take GSO,
         // which is the truth of that path on veth).
-        if let Err(e) = self.set_offloads(self.mode == Mode::Veth) {
+        if let Err(e) = self.set_offloads() {
             println!("    (offloads after restarting weftd with {flags:?}: {e:#})");
         }
         let registered = !flags.contains(&"--no-fast-path");
@@ -241,15 +257,19 @@ impl Bed {
         counters.iter().map(|&(n, idx, what)| Ok((bpf::stat_counter(&self.c.weft_node(n)?.stats_pin(), idx)?.1, what))).collect()
     }
 
-    /// Offloads on every underlay port (nodes' eth0, the switch's ports).
-    fn set_offloads(&self, on: bool) -> Result<()> {
-        let v = if on { "on" } else { "off" };
-        let mut ports: Vec<(&Netns, String)> = self.c.nodes().into_iter().map(|n| Ok((self.c.node_ns(n)?, "eth0".to_string()))).collect::<Result<_>>()?;
+    /// The mode's offloads on every underlay port (nodes' eth0, the
+    /// switch's ports): all on (veth), all off (wire), or all off but GRO
+    /// on the nodes' eth0 (NIC).
+    fn set_offloads(&self) -> Result<()> {
+        let v = if self.mode == Mode::Veth { "on" } else { "off" };
+        let gro_at_node = if self.mode == Mode::Nic { "on" } else { v };
+        let mut ports: Vec<(&Netns, String, &str)> =
+            self.c.nodes().into_iter().map(|n| Ok((self.c.node_ns(n)?, "eth0".to_string(), gro_at_node))).collect::<Result<_>>()?;
         for n in self.c.nodes() {
-            ports.push((&self.c.sw, format!("vn{n}")));
+            ports.push((&self.c.sw, format!("vn{n}"), v));
         }
-        for (ns, dev) in ports {
-            ns.exec("ethtool", &["-K", &dev, "tso", v, "gso", v, "gro", v]).with_context(|| format!("ethtool -K {dev} in {}", ns.name()))?;
+        for (ns, dev, gro) in ports {
+            ns.exec("ethtool", &["-K", &dev, "tso", v, "gso", v, "gro", gro]).with_context(|| format!("ethtool -K {dev} in {}", ns.name()))?;
         }
         Ok(())
     }
@@ -314,9 +334,7 @@ fn rx_counters(ns: &Netns) -> Result<(u64, u64)> {
 /// report goes to `target/bench-profiles/`, its top lines to stdout.
 fn profile_one_stream(bed: &Bed, p: Path, mode: Mode, secs: u32) -> Result<()> {
     let (client, server, ip) = bed.ends(p)?;
-    let name = format!("{:?}-{}-{}", bed.family, if mode == Mode::Veth { "veth" } else { "wire" }, p.label())
-        .to_lowercase()
-        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let name = format!("{:?}-{}-{}", bed.family, mode.short(), p.label()).to_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-");
     let (bulk, top) = crate::profile::system_wide(&name, secs, || perf::iperf3(client, server, ip, secs, 1))?;
     println!("    profile of {} ({:.2} Gbit/s under perf), self time, whole machine:\n{top}", p.label(), bulk.gbit_per_s);
     Ok(())
@@ -368,7 +386,7 @@ pub fn run(weftd: &FsPath, plan: &Plan) -> Result<()> {
         let mut bed = Bed::build(family)?;
         for &mode in modes {
             bed.mode = mode;
-            bed.set_offloads(mode == Mode::Veth)?;
+            bed.set_offloads()?;
             let mut samples: Vec<Samples> = vec![Samples::default(); ps.len()];
             for r in 1..=runs {
                 println!("bench: {family:?} testbed, {}, run {r}/{runs}", mode.label());
@@ -406,7 +424,7 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str, docs: &FsPath) 
     let mut json = vec![];
     let mut chart = String::new();
     for fam in [Family::Vxlan, Family::HostGw, Family::Udp] {
-        for mode in [Mode::Veth, Mode::Wire] {
+        for mode in Mode::ALL {
             let rows: Vec<&Result1> = all.iter().filter(|r| r.family == fam && r.mode == mode).collect();
             let Some(&bare) = rows.iter().find(|r| r.path == Path::Bare) else { continue };
             md.push_str(&format!("\n**{fam:?} testbed, {}**\n\n| path | 1 stream Gbit/s (min-max) | ratio (min-max) | 4 streams | ratio | RTT p50 us (+bare) | p99 us | 64 B UDP kpps | ratio | CPU s/GB |\n|---|---|---|---|---|---|---|---|---|---|\n", mode.label()));
@@ -419,7 +437,7 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str, docs: &FsPath) 
                 let over = med(&r.s.p50.iter().zip(&b.p50).map(|(x, y)| x - y).collect::<Vec<_>>()).0;
                 md.push_str(&format!("| {} | {one:.2} ({lo:.2}-{hi:.2}) | **{r1:.2}** ({r1lo:.2}-{r1hi:.2}) | {four:.2} | {r4:.2} | {p50:.1} (+{over:.1}) | {p99:.1} | {:.0} | {rpps:.2} | {cpu:.2} |\n",
                     r.path.label(), pps / 1e3));
-                chart.push_str(&format!("\"{} / {:?} {}\" {r1:.3}\n", r.path.label(), fam, if mode == Mode::Veth { "veth" } else { "wire" }));
+                chart.push_str(&format!("\"{} / {:?} {}\" {r1:.3}\n", r.path.label(), fam, mode.short()));
                 json.push(serde_json::json!({
                     "testbed": format!("{fam:?}"), "mode": mode.label(), "path": r.path.label(),
                     "gbit_per_s_1": r.s.one, "gbit_per_s_4": r.s.four, "rtt_p50_us": r.s.p50, "rtt_p99_us": r.s.p99,

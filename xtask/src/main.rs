@@ -89,8 +89,11 @@ enum Cmd {
         /// target/bench-profiles/, top symbols printed).
         #[arg(long)]
         profile: bool,
-        /// Traffic benchmarks: underlay modes to measure.
-        #[arg(long, value_parser = ["both", "veth", "wire"], default_value = "both")]
+        /// Traffic benchmarks: underlay modes to measure. `both` (the
+        /// default): veth (GSO passes through) and nic (MTU-sized frames on
+        /// the wire, GRO on where the nodes receive, as NIC drivers ship);
+        /// `wire`: every offload off; `all`: the three.
+        #[arg(long, value_parser = ["both", "veth", "nic", "wire", "all"], default_value = "both")]
         mode: String,
         /// Measure only the paths (control-plane: the stores) whose label contains
         /// one of these (comma-separated, e.g. `tc decap,flannel vxlan`;
@@ -255,8 +258,10 @@ fn real_main() -> Result<()> {
             let weftd = build_bins(true)?;
             let modes: &[bench_dataplanes::Mode] = match mode.as_str() {
                 "veth" => &[bench_dataplanes::Mode::Veth],
+                "nic" => &[bench_dataplanes::Mode::Nic],
                 "wire" => &[bench_dataplanes::Mode::Wire],
-                _ => &[bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Wire],
+                "all" => &bench_dataplanes::Mode::ALL,
+                _ => &[bench_dataplanes::Mode::Veth, bench_dataplanes::Mode::Nic],
             };
             let docs = if paths.is_empty() { bench::docs_dir() } else { target_dir().join("bench-explore") };
             let only = &paths;

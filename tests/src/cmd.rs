@@ -146,24 +146,25 @@ pub fn tail(path: &std::path::Path, n: usize) -> String {
     }
 }
 
-/// Sends SIGTERM to `pid`, waits up to `grace` for it to exit (reaping it via
-/// `wait` when it is our child), then SIGKILLs it.
-pub fn terminate(child: &mut std::process::Child, grace: Duration) {
+/// Sends SIGTERM to `child`, waits up to `grace` (scaled by [`patience`])
+/// for it to exit: its exit status; else SIGKILLs it and returns None.
+pub fn terminate(child: &mut std::process::Child, grace: Duration) -> Option<std::process::ExitStatus> {
     let pid = child.id() as libc::pid_t;
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
+    if let Ok(Some(st)) = child.try_wait() {
+        return Some(st);
     }
     // SAFETY: plain kill(2) on our own child's pid (not yet reaped, so not reused).
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let deadline = Instant::now() + patient(grace);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
     let _ = child.wait();
+    None
 }
 
 /// Whether process `pid` exists (and is not a zombie).

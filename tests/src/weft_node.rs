@@ -122,20 +122,7 @@ impl WeftNode {
     /// killed).
     pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
         let mut c = self.weftd.take().with_context(|| format!("weftd on {} is not started", self.ns.name()))?;
-        // SAFETY: plain kill(2) on our own child's pid (not yet reaped, so not reused).
-        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
-        let r = cmd::poll(&format!("weftd on {} to exit after SIGTERM", self.ns.name()), Duration::from_secs(10), Duration::from_millis(50), || {
-            match c.try_wait() {
-                Ok(Some(st)) => Ok(Some(st)),
-                Ok(None) => Err("still running".into()),
-                Err(e) => Err(e.to_string()),
-            }
-        });
-        if r.is_err() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        r
+        cmd::terminate(&mut c, Duration::from_secs(10)).with_context(|| format!("weftd on {} did not exit after SIGTERM (killed)", self.ns.name()))
     }
 
     /// SIGTERM then SIGKILL after 2 s (times the harness's patience).

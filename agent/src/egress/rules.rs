@@ -1,7 +1,10 @@
 //! flannel's masquerade and forward rules (pkg/trafficmngr) as data: what
 //! weft's nftables table must hold for a node, rule for rule, before any
 //! nftables syntax. Pure, so the list is checked against flannel's here.
-use std::{fmt, net::IpAddr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 /// kube-proxy marks packets it masquerades itself with 0x4000/0x4000;
 /// flannel leaves them alone so they are not translated twice.
@@ -25,8 +28,8 @@ impl Cidr {
     /// The multicast range of the prefix's family (never masqueraded).
     pub fn multicast(&self) -> Cidr {
         match self.addr {
-            IpAddr::V4(_) => Cidr { addr: "224.0.0.0".parse().expect("literal"), len: 4 },
-            IpAddr::V6(_) => Cidr { addr: "ff00::".parse().expect("literal"), len: 8 },
+            IpAddr::V4(_) => Cidr { addr: IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), len: 4 },
+            IpAddr::V6(_) => Cidr { addr: IpAddr::V6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0)), len: 8 },
         }
     }
 }

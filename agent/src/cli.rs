@@ -158,8 +158,9 @@ pub struct Args {
     #[arg(long, env = "WEFTD_BPF_PIN_DIR", default_value = "/sys/fs/bpf/weft", help_heading = "Datapath")]
     pub bpf_pin_dir: PathBuf,
 
-    /// Also decapsulate in XDP on the underlay (native mode); the TC program
-    /// then only steers the inner packet. Off by default; its gain is on real NICs.
+    /// Deprecated, does nothing (weftd warns): XDP decapsulation was removed
+    /// because TC decapsulation after tunnel GRO measured faster (README).
+    /// An XDP program an earlier weftd left on the underlay is detached.
     #[arg(long, env = "WEFTD_XDP_DECAP", help_heading = "Datapath")]
     pub xdp_decap: bool,
 
@@ -191,9 +192,12 @@ pub struct Args {
     #[arg(long, env = "WEFTD_ENDPOINTS_DIR", default_value = "/run/weft/endpoints", help_heading = "Datapath")]
     pub endpoints_dir: PathBuf,
 
-    /// Kind of overlay device: `ifb` (default) or `veth` (a pair, for
-    /// comparing the two; see the README for the measurement).
-    #[arg(long, env = "WEFTD_OVERLAY_KIND", default_value = "ifb", value_parser = ["ifb", "veth"], help_heading = "Datapath")]
+    /// Kind of overlay device for the BPF datapath: `vxlan` (default: a
+    /// kernel vxlan device on the VXLAN port, whose socket gives GRO for
+    /// VXLAN and decapsulates what is not for a registered pod), `ifb` or
+    /// `veth` (weft decapsulates everything itself; kept for measuring, see
+    /// the README).
+    #[arg(long, env = "WEFTD_OVERLAY_KIND", default_value = "vxlan", value_parser = ["vxlan", "ifb", "veth"], help_heading = "Datapath")]
     pub overlay_kind: String,
 
     /// udp backend: worker threads, each with its own TUN queue and socket

@@ -1,5 +1,5 @@
-//! Hostile packets: every program that faces untrusted frames (decap in TC
-//! and XDP: the wire; encap: the pods) runs under BPF_PROG_TEST_RUN over a
+//! Hostile packets: every program that faces untrusted frames (decap: the
+//! wire; encap: the pods) runs under BPF_PROG_TEST_RUN over a
 //! corpus of malformed frames kept in the repo (`corpus/hostile.txt`:
 //! truncated at every offset, IP options, fragments, non-IPv4, VLAN tags,
 //! wrong VNI, bad lengths, TTL 0 and 1, spoofed and unknown senders) and over
@@ -7,9 +7,10 @@
 //! - the verdict is pass, drop, or a redirect, and a redirect happens exactly
 //!   when an independent model of the acceptance rules (written here from
 //!   the wire format, not from the program) says the frame is acceptable;
-//! - the counters account for it exactly once (XDP leaves what it passes to
-//!   TC, so it counts only what it drops or decapsulates), and XDP
-//!   decapsulates exactly the acceptable frames;
+//!   with a kernel vxlan overlay (`cfg_flags::KERNEL_VXLAN`) decap instead
+//!   passes acceptable frames on encapsulated, counted `decap_kernel`
+//!   exactly when the model accepts them;
+//! - the counters account for it exactly once;
 //!
 //! and over the whole run the kernel logs no warning (read from /dev/kmsg
 //! as it is written).
@@ -192,32 +193,40 @@ fn total(dp: &Datapath) -> u64 {
     dp.stats().unwrap().iter().map(|c| c.packets).sum::<u64>() - dp.stats().unwrap()[stat::DECAP_TO_POD as usize].packets
 }
 
-/// Runs one frame through decap (TC), XDP decap or encap and checks the
-/// properties; None when the kernel's test harness refuses the frame (it
-/// rejects IPv4-typed frames shorter than an IPv4 header).
-fn check(b: &mut Datapath, a: &mut Datapath, kind: char, xdp: bool, f: &[u8], what: &str) -> Option<bool> {
-    use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+/// The three datapaths frames run through: node B with an ifb overlay
+/// (decap redirects what it accepts), node B with a kernel vxlan overlay
+/// (decap leaves it to the kernel's socket), node A (encap).
+struct Nodes {
+    b: Datapath,
+    b_kernel: Datapath,
+    a: Datapath,
+}
+
+/// Runs one frame through decap (`kernel`: on the kernel vxlan overlay's
+/// node) or encap and checks the properties; None when the kernel's test
+/// harness refuses the frame (it rejects IPv4-typed frames shorter than an
+/// IPv4 header).
+fn check(n: &mut Nodes, kind: char, kernel: bool, f: &[u8], what: &str) -> Option<bool> {
+    use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
     let mut out = vec![0u8; f.len() + 256];
-    let (dp, accept) = if kind == 'd' { (b, decap_model(f)) } else { (a, encap_model(f)) };
-    let before = total(dp);
-    let decapped_before = dp.stats().unwrap()[stat::DECAP_XDP as usize].packets;
-    let rc = if xdp {
-        let p: &mut Xdp = dp.program_mut(prog_names::XDP_DECAP).unwrap().try_into().unwrap();
-        p.test_run(TestRunOptions { data_in: Some(f), data_out: Some(&mut out), ..TestRunOptions::new() }).ok()?.return_value
-    } else {
-        let name = if kind == 'd' { prog_names::DECAP } else { prog_names::ENCAP };
-        let p: &mut SchedClassifier = dp.program_mut(name).unwrap().try_into().unwrap();
-        p.test_run(TestRunOptions { data_in: Some(f), data_out: Some(&mut out), ..TestRunOptions::new() }).ok()?.return_value
+    let (dp, accept) = match (kind, kernel) {
+        ('d', true) => (&mut n.b_kernel, decap_model(f)),
+        ('d', false) => (&mut n.b, decap_model(f)),
+        _ => (&mut n.a, encap_model(f)),
     };
+    let before = total(dp);
+    let kernel_before = dp.stats().unwrap()[stat::DECAP_KERNEL as usize].packets;
+    let name = if kind == 'd' { prog_names::DECAP } else { prog_names::ENCAP };
+    let p: &mut SchedClassifier = dp.program_mut(name).unwrap().try_into().unwrap();
+    let rc = p.test_run(TestRunOptions { data_in: Some(f), data_out: Some(&mut out), ..TestRunOptions::new() }).ok()?.return_value;
     let counted = total(dp) - before;
-    if xdp {
-        // XDP decapsulates exactly the frames the model accepts (and passes
-        // the inner packet up); everything else it drops or leaves to TC.
-        let decapped = dp.stats().unwrap()[stat::DECAP_XDP as usize].packets - decapped_before;
-        assert!(rc == XDP_PASS || rc == XDP_DROP, "{what}: XDP verdict {rc}");
-        assert_eq!(decapped, accept as u64, "{what}: XDP decapsulated {decapped} (verdict {rc}, model accepts: {accept}) for {f:02x?}");
-        assert_eq!(counted, (rc == XDP_DROP || accept) as u64, "{what}: XDP counted {counted} (verdict {rc}, model accepts: {accept}) for {f:02x?}");
-        assert!(!(accept && rc == XDP_DROP), "{what}: XDP dropped an acceptable frame {f:02x?}");
+    if kernel {
+        // Acceptable frames go on encapsulated, counted decap_kernel; the
+        // rest is passed (not ours) or dropped, as without the flag.
+        let left = dp.stats().unwrap()[stat::DECAP_KERNEL as usize].packets - kernel_before;
+        assert!(rc == TC_ACT_OK || rc == TC_ACT_SHOT, "{what}: TC verdict {rc} on the kernel vxlan overlay's node");
+        assert_eq!(left, accept as u64, "{what}: {left} left to the kernel's socket (verdict {rc}, model accepts: {accept}) for {f:02x?}");
+        assert_eq!(counted, 1, "{what}: counted {counted} times (verdict {rc}): {f:02x?}");
     } else {
         assert!(rc == TC_ACT_OK || rc == TC_ACT_SHOT || rc == TC_ACT_REDIRECT, "{what}: TC verdict {rc}");
         assert_eq!(rc == TC_ACT_REDIRECT, accept, "{what}: verdict {rc} but the model says acceptable = {accept}: {f:02x?}");
@@ -327,12 +336,11 @@ fn hostile_frames_are_passed_or_dropped_and_counted() {
     let kernel_log = KernelLogWatch::start();
     let corpus = load_corpus();
     assert!(corpus.len() > 250, "corpus too small: {}", corpus.len());
-    let mut a = node(NODE_A, MAC_A, 1500);
-    let mut b = node(NODE_B, MAC_B, 1500);
+    let mut n = Nodes { b: node(NODE_B, MAC_B, 1500), b_kernel: node_kernel_vxlan(NODE_B, MAC_B, 1500), a: node(NODE_A, MAC_A, 1500) };
     let (mut run, mut refused, mut accepted) = (0u64, 0u64, 0u64);
     for (name, kind, f) in &corpus {
-        for xdp in [false, kind == &'d'] {
-            match check(&mut b, &mut a, *kind, xdp, f, name) {
+        for kernel in [false, kind == &'d'] {
+            match check(&mut n, *kind, kernel, f, name) {
                 Some(acc) => {
                     run += 1;
                     accepted += acc as u64;
@@ -359,8 +367,8 @@ fn hostile_frames_are_passed_or_dropped_and_counted() {
         let (name, kind, seed) = seeds[r.below(seeds.len())];
         let mut f = seed.clone();
         mutate(&mut r, &mut f);
-        let xdp = *kind == 'd' && i % 4 == 0;
-        match check(&mut b, &mut a, *kind, xdp, &f, &format!("mutation {i} of '{name}'")) {
+        let kernel = *kind == 'd' && i % 4 == 0;
+        match check(&mut n, *kind, kernel, &f, &format!("mutation {i} of '{name}'")) {
             Some(acc) => {
                 run += 1;
                 accepted += acc as u64;

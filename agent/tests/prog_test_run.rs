@@ -78,7 +78,7 @@ fn encap_drops_what_it_cannot_carry_and_counts_why() {
 }
 
 #[test]
-fn encap_then_decap_round_trips_through_tc_and_xdp() {
+fn encap_then_decap_round_trips() {
     let mut a = node(NODE_A, MAC_A, 1500);
     let inner = pod_packet([10, 244, 2, 3], 4242);
     let (_, mut wire) = run_tc(&mut a, prog_names::ENCAP, &eth(MAC_A, MAC_A, 0x0800, &inner));
@@ -91,14 +91,43 @@ fn encap_then_decap_round_trips_through_tc_and_xdp() {
     assert_eq!(rc, TC_ACT_REDIRECT, "decap must redirect into the overlay device");
     assert_eq!(out, eth(MAC_B, MAC_A, 0x0800, &inner), "decap yields our VtepMAC <- peer VtepMAC + the inner packet");
     assert_eq!(counter(&b, stat::DECAP), 1);
+}
 
-    let (rc, out) = run_xdp(&mut b, &wire);
-    assert_eq!(rc, XDP_PASS);
-    // Test-run output starts at the XDP metadata: the mark weft_decap looks for.
-    assert_eq!(&out[..4], &0x7765_6674u32.to_ne_bytes(), "XDP decap leaves its mark in the metadata");
-    assert_eq!(&out[4..], &eth(MAC_B, MAC_A, 0x0800, &inner)[..], "XDP decap yields the same frame as TC");
-    assert_eq!(counter(&b, stat::DECAP_XDP), 1);
-    assert_eq!(counter(&b, stat::DECAP), 1);
+/// With a kernel vxlan overlay device (the default), VXLAN for us that is
+/// not for a registered pod is validated, marked and left encapsulated for
+/// the device's socket; what is for a registered pod is still decapsulated
+/// straight into it; what fails validation is dropped as before.
+#[test]
+fn decap_leaves_validated_vxlan_to_the_kernel_vxlan_socket() {
+    let mut b = node_kernel_vxlan(NODE_B, MAC_B, 1500);
+    let inner = pod_packet([10, 244, 2, 3], 4242);
+    let wire = vxlan_frame(NODE_B, 8472, 1, 0x08, &inner);
+    let (rc, out, mark) = run_tc_mark(&mut b, prog_names::DECAP, &wire, 0);
+    assert_eq!((rc, &out), (TC_ACT_OK, &wire), "left to the stack, untouched");
+    assert_eq!(mark, weft_common::OVERLAY_MARK, "marked for weft_overlay_in");
+    assert_eq!((counter(&b, stat::DECAP_KERNEL), counter(&b, stat::DECAP)), (1, 0));
+    // Spoofed inner source: dropped, not marked, not left to the kernel.
+    let spoofed = vxlan_frame(NODE_B, 8472, 1, 0x08, &ipv4_udp([10, 99, 0, 1], [10, 244, 2, 3], 1, 5201, 63, 100));
+    assert_eq!(run_tc_mark(&mut b, prog_names::DECAP, &spoofed, 0).0, TC_ACT_SHOT);
+    assert_eq!((counter(&b, stat::DROP_SPOOFED), counter(&b, stat::DECAP_KERNEL)), (1, 1));
+    // A registered pod: straight into it, as with any overlay.
+    register_pod(&mut b, [10, 244, 2, 3]);
+    assert_into_pod(run_tc(&mut b, prog_names::DECAP, &wire), &inner, "decap, kernel vxlan overlay");
+    assert_eq!(counter(&b, stat::DECAP_TO_POD), 1);
+}
+
+/// `weft_overlay_in` lets in only what weft_decap marked, clearing the mark.
+#[test]
+fn overlay_in_admits_only_what_decap_marked() {
+    let mut b = node_kernel_vxlan(NODE_B, MAC_B, 1500);
+    let f = eth(MAC_B, MAC_A, 0x0800, &pod_packet([10, 244, 2, 3], 1));
+    let (rc, out, mark) = run_tc_mark(&mut b, prog_names::OVERLAY_IN, &f, weft_common::OVERLAY_MARK);
+    assert_eq!((rc, &out, mark), (TC_ACT_OK, &f, 0), "marked: passed, mark cleared");
+    for other in [0, 0x4000, weft_common::OVERLAY_MARK | 1] {
+        let (rc, _, _) = run_tc_mark(&mut b, prog_names::OVERLAY_IN, &f, other);
+        assert_eq!(rc, TC_ACT_SHOT, "mark {other:#x} must be dropped");
+    }
+    assert_eq!(counter(&b, stat::DROP_UNVALIDATED), 3);
 }
 
 fn udp_to_b_without_udp_header() -> Vec<u8> {
@@ -125,7 +154,6 @@ fn decap_passes_everything_that_is_not_ours_untouched() {
         let (rc, out) = run_tc(&mut b, prog_names::DECAP, f);
         assert_eq!(rc, TC_ACT_OK, "frame {i} must go to the stack");
         assert_eq!(&out, f, "frame {i} must be untouched");
-        assert_eq!(run_xdp(&mut b, f), (XDP_PASS, f.clone()), "frame {i} through XDP");
     }
     assert_eq!(counter(&b, stat::PASS), not_ours.len() as u64);
     assert_eq!(counter(&b, stat::DECAP), 0);
@@ -143,8 +171,7 @@ fn decap_drops_bad_vxlan_to_our_port_and_counts_why() {
     ] {
         let before = counter(&b, reason);
         assert_eq!(run_tc(&mut b, prog_names::DECAP, &f).0, TC_ACT_SHOT);
-        assert_eq!(run_xdp(&mut b, &f).0, XDP_DROP);
-        assert_eq!(counter(&b, reason), before + 2);
+        assert_eq!(counter(&b, reason), before + 1);
     }
     // A well-formed frame from flannel's kernel vxlan is accepted.
     assert_eq!(run_tc(&mut b, prog_names::DECAP, &vxlan_frame(NODE_B, 8472, 1, 0x08, &inner)).0, TC_ACT_REDIRECT);
@@ -303,8 +330,6 @@ fn decap_accepts_only_lease_holders_for_their_own_subnets() {
     stranger[24..26].copy_from_slice(&c.to_be_bytes());
     assert_eq!(run_tc(&mut b, prog_names::DECAP, &stranger).0, TC_ACT_SHOT);
     assert_eq!(counter(&b, stat::DROP_UNKNOWN_VTEP), 1);
-    assert_eq!(run_xdp(&mut b, &stranger).0, XDP_DROP, "XDP drops it early too");
-    assert_eq!(counter(&b, stat::DROP_UNKNOWN_VTEP), 2);
     // From A, but claiming a source in B's subnet, or outside every lease.
     for (i, src) in [[10, 244, 2, 9], [10, 99, 0, 1]].into_iter().enumerate() {
         let spoofed = ipv4_udp(src, [10, 244, 2, 3], 1, 5201, 63, 100);

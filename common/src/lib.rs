@@ -52,7 +52,9 @@ pub mod prog_names {
     pub const ENCAP: &str = "weft_encap";
     /// TC ingress on the underlay: decapsulate VXLAN for us.
     pub const DECAP: &str = "weft_decap";
-    /// XDP on the underlay: the same decapsulation, earlier.
+    /// XDP on the underlay: the same decapsulation, earlier. Removed (TC
+    /// after tunnel GRO measured faster); the name stays so that a link an
+    /// earlier weftd pinned is found and released.
     pub const XDP_DECAP: &str = "weft_xdp_decap";
     /// TC ingress on the pod-facing bridge: the host-gw fast path.
     pub const FWD: &str = "weft_fwd";
@@ -62,6 +64,9 @@ pub mod prog_names {
     /// TC ingress on the underlay with host-gw: a peer pod's packet for a
     /// registered local pod goes straight into it.
     pub const TO_POD: &str = "weft_to_pod";
+    /// TC ingress on the overlay device when it is a kernel vxlan device:
+    /// only what `weft_decap` validated may enter the stack there.
+    pub const OVERLAY_IN: &str = "weft_overlay_in";
 }
 
 /// Maximum number of peers' VTEP addresses.
@@ -126,7 +131,24 @@ pub mod cfg_flags {
     /// Kernel-side debug logs (aya-log) on: off by default, switched at run
     /// time by `weftd log-level`, which flips this bit in the pinned map.
     pub const LOG_DEBUG: u32 = 1 << 1;
+    /// The overlay device is a kernel vxlan device on our port (the
+    /// default): VXLAN for us whose inner packet is not for a registered
+    /// local pod is validated (VNI, lengths, anti-spoofing), marked with
+    /// [`super::OVERLAY_MARK`] and left encapsulated, for the device's
+    /// socket to decapsulate. Its socket is also what lets GRO merge VXLAN
+    /// on the underlay, and the kernel's decapsulation clears the tunnel
+    /// GSO state that a forwarded packet must not keep.
+    pub const KERNEL_VXLAN: u32 = 1 << 2;
 }
+
+/// skb mark `weft_decap` gives what it hands to the overlay device (the
+/// kernel vxlan socket keeps the mark through decapsulation within the
+/// namespace); `weft_overlay_in` lets only marked packets in and clears the
+/// mark, so VXLAN that reached the socket another way (sent by a local pod,
+/// or to another local address) is dropped. Set only on packets addressed
+/// to this node, and only between the underlay's and the overlay's TC
+/// ingress hooks.
+pub const OVERLAY_MARK: u32 = 0x7765_0000; // "we"
 
 /// This node's datapath configuration, element 0 of the config array.
 /// `vni == 0` means "not configured yet": the programs then touch nothing.
@@ -183,7 +205,9 @@ pub mod stat {
     pub const DROP_NO_CONFIG: u32 = 8;
     /// Not IPv4 (encap side; weft's overlay is IPv4 only for now).
     pub const DROP_NOT_IPV4: u32 = 9;
-    /// Decapsulated by the XDP program (then steered by TC, not counted again).
+    /// Decapsulated by the XDP program, which was removed: no longer
+    /// counted. The slot stays so that the pinned map's layout and the
+    /// other indexes do not change.
     pub const DECAP_XDP: u32 = 10;
     /// host-gw fast path: a pod's packet to a peer subnet sent straight out
     /// of the underlay (TTL decremented, MACs from the FIB).
@@ -202,7 +226,13 @@ pub mod stat {
     /// host-gw fast path, receiving side: a peer pod's packet delivered
     /// straight into a local pod from the underlay (bpf_redirect_peer).
     pub const ROUTED_TO_POD: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// VXLAN for us, validated and passed on encapsulated for the overlay
+    /// device's kernel socket to decapsulate (`cfg_flags::KERNEL_VXLAN`).
+    pub const DECAP_KERNEL: u32 = 17;
+    /// A packet on the overlay device's ingress that weft did not validate
+    /// (VXLAN that reached the kernel's socket past `weft_decap`).
+    pub const DROP_UNVALIDATED: u32 = 18;
+    pub const COUNT: u32 = 19;
     /// Slots in the stats map: more than [`COUNT`], so that new counters do
     /// not change the pinned map's layout.
     pub const SLOTS: u32 = 32;
@@ -226,6 +256,8 @@ pub mod stat {
         "drop_unknown_vtep",
         "drop_spoofed",
         "routed_to_pod",
+        "decap_kernel",
+        "drop_unvalidated",
     ];
 }
 

@@ -1,25 +1,29 @@
 //! TC ingress on the underlay (`weft_decap`): VXLAN addressed to this node
-//! is decapsulated and delivered, into a registered local pod or else into
-//! the overlay device; a frame `weft_xdp_decap` already decapsulated (its
-//! mark in the XDP metadata) is only delivered. Any other frame may be a
-//! DirectRouting peer's pod's packet for one of ours (`to_pod.rs`), or goes
-//! to the stack untouched.
+//! is validated, then decapsulated and delivered into a registered local
+//! pod; the rest goes to the overlay device: still encapsulated, for its
+//! kernel vxlan socket to decapsulate (`cfg_flags::KERNEL_VXLAN`, the
+//! default), or decapsulated here and redirected into it (an ifb or veth
+//! overlay). Any other frame may be a DirectRouting peer's pod's packet
+//! for one of ours (`to_pod.rs`), or goes to the stack untouched.
+//!
+//! With a kernel vxlan overlay, GRO has already merged VXLAN segments of
+//! one flow before this hook (the socket's gro_receive), so a registered
+//! pod gets merged packets; the kernel's own decapsulation of the rest
+//! clears the tunnel GSO state, which `bpf_skb_adjust_room` here cannot
+//! and which a packet the host forwards must not keep.
 use aya_ebpf::{
     bindings::{__sk_buff, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS},
     helpers::bpf_redirect,
     programs::TcContext,
     EbpfContext,
 };
-use weft_common::{stat, VXLAN_OVERHEAD};
+use weft_common::{cfg_flags, stat, OVERLAY_MARK, VXLAN_OVERHEAD};
 
 use crate::{
-    hdr, klog, maps, to_pod,
+    klog, maps, to_pod,
     verdict::{Drop, Outcome, Step, Verdict},
     vxlan,
 };
-
-/// XDP metadata word meaning "already decapsulated by weft_xdp_decap".
-pub const XDP_DECAP_MARK: u32 = 0x7765_6674; // "weft"
 
 /// Not VXLAN for us and not for a local pod: the stack's, counted.
 const PASS: Outcome = Ok(Verdict::Pass(Some(stat::PASS)));
@@ -32,10 +36,6 @@ pub fn run(ctx: &TcContext, len: u32) -> Step<u32> {
     let Some(cfg) = maps::config() else {
         return Step::Done(PASS);
     };
-    // SAFETY: in bounds (checked in hdr).
-    if hdr::meta_ptr::<_, u32>(ctx).is_some_and(|mark| unsafe { *mark } == XDP_DECAP_MARK) {
-        return Step::Done(deliver(ctx, cfg.overlay_ifindex));
-    }
     // SAFETY: ctx wraps a valid __sk_buff.
     let gso = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).gso_size != 0 };
     match vxlan::classify(ctx, len as usize, cfg, gso) {
@@ -47,14 +47,32 @@ pub fn run(ctx: &TcContext, len: u32) -> Step<u32> {
             }
             Step::Done(Err(Drop(reason)))
         }
-        Ok(Some(eth)) => {
+        Ok(Some(ours)) => {
+            if cfg.flags & cfg_flags::KERNEL_VXLAN != 0 && maps::pod(ours.inner_daddr).is_none() {
+                ctx.set_mark(OVERLAY_MARK);
+                return Step::Done(Ok(Verdict::Pass(Some(stat::DECAP_KERNEL))));
+            }
             let flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
-            if ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, flags).is_err() || ctx.store(0, &eth, 0).is_err() {
+            if ctx.adjust_room(-(VXLAN_OVERHEAD as i32), BPF_ADJ_ROOM_MAC, flags).is_err() || ctx.store(0, &ours.eth, 0).is_err() {
                 return Step::Done(Err(Drop(stat::DROP_HELPER)));
             }
             Step::Decapped(cfg.overlay_ifindex)
         }
     }
+}
+
+/// `weft_overlay_in`, on the ingress of a kernel vxlan overlay device: what
+/// `weft_decap` marked goes on (mark cleared, already counted there);
+/// anything else (VXLAN that reached the kernel's socket past `weft_decap`:
+/// sent to another local address, or by a local pod) is dropped, counted.
+#[inline(always)]
+pub fn overlay_in(ctx: &TcContext) -> Outcome {
+    // SAFETY: ctx wraps a valid __sk_buff.
+    if unsafe { (*(ctx.as_ptr() as *const __sk_buff)).mark } != OVERLAY_MARK {
+        return Err(Drop(stat::DROP_UNVALIDATED));
+    }
+    ctx.set_mark(0);
+    Ok(Verdict::Pass(None))
 }
 
 /// Where a decapsulated frame goes: straight into a registered local pod
@@ -64,6 +82,9 @@ pub fn run(ctx: &TcContext, len: u32) -> Step<u32> {
 #[inline(always)]
 pub fn deliver(ctx: &TcContext, overlay_ifindex: u32) -> Outcome {
     to_pod::deliver(ctx, stat::DECAP_TO_POD).unwrap_or_else(|| {
+        if maps::flags() & cfg_flags::KERNEL_VXLAN != 0 {
+            ctx.set_mark(OVERLAY_MARK);
+        }
         // SAFETY: plain helper call.
         let action = unsafe { bpf_redirect(overlay_ifindex, BPF_F_INGRESS as u64) as i32 };
         Ok(Verdict::Redirect { action, stat: None })

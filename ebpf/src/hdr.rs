@@ -1,11 +1,7 @@
 //! Wire headers as byte-only structs (alignment 1, no padding), so a header can
 //! be read straight from packet memory and written with one `skb_store_bytes`,
 //! and [`at`], the one bounds-checked way to reach them in a packet.
-use aya_ebpf::{
-    bindings::__sk_buff,
-    programs::{TcContext, XdpContext},
-    EbpfContext,
-};
+use aya_ebpf::programs::TcContext;
 
 pub const ETH_LEN: usize = 14;
 pub const IP_LEN: usize = 20;
@@ -112,12 +108,10 @@ unsafe impl Pod for EthIpv4Udp {}
 unsafe impl Pod for VxlanFrame {}
 unsafe impl Pod for u32 {}
 
-/// A program's packet as the verifier sees it: `[data, data_end)`, and the
-/// metadata area `[data_meta, data)` in front of it. TC and XDP.
+/// A program's packet as the verifier sees it: `[data, data_end)`.
 pub trait Packet {
     fn data_start(&self) -> usize;
     fn data_stop(&self) -> usize;
-    fn meta_start(&self) -> usize;
 }
 
 impl Packet for TcContext {
@@ -128,26 +122,6 @@ impl Packet for TcContext {
     #[inline(always)]
     fn data_stop(&self) -> usize {
         self.data_end()
-    }
-    #[inline(always)]
-    fn meta_start(&self) -> usize {
-        // SAFETY: ctx wraps a valid __sk_buff.
-        unsafe { (*(self.as_ptr() as *const __sk_buff)).data_meta as usize }
-    }
-}
-
-impl Packet for XdpContext {
-    #[inline(always)]
-    fn data_start(&self) -> usize {
-        self.data()
-    }
-    #[inline(always)]
-    fn data_stop(&self) -> usize {
-        self.data_end()
-    }
-    #[inline(always)]
-    fn meta_start(&self) -> usize {
-        self.metadata()
     }
 }
 
@@ -170,20 +144,6 @@ fn bounded<T: Pod>(start: usize, off: usize, end: usize) -> Option<*mut T> {
 pub fn at<P: Packet, T: Pod>(ctx: &P, off: usize) -> Option<&T> {
     // SAFETY: in bounds (checked in `bounded`); T is Pod.
     bounded(ctx.data_start(), off, ctx.data_stop()).map(|p| unsafe { &*p })
-}
-
-/// [`at`] for writing, where the program writes packet memory itself
-/// (XDP): a pointer to the in-bounds `T` at byte `off`.
-#[inline(always)]
-pub fn ptr_at<P: Packet, T: Pod>(ctx: &P, off: usize) -> Option<*mut T> {
-    bounded(ctx.data_start(), off, ctx.data_stop())
-}
-
-/// A pointer to the `T` at the front of the metadata area (which ends where
-/// the data starts), or None if the area is smaller.
-#[inline(always)]
-pub fn meta_ptr<P: Packet, T: Pod>(ctx: &P) -> Option<*mut T> {
-    bounded(ctx.meta_start(), 0, ctx.data_start())
 }
 
 /// The 64 bytes at the front of an encapsulated frame, written in one store.

@@ -2,14 +2,13 @@
 //! each body in its own module:
 //! - `weft_encap`  TC egress of the overlay device: VXLAN encapsulation (`encap.rs`);
 //! - `weft_decap`  TC ingress of the underlay: VXLAN decapsulation (`decap.rs`);
-//! - `weft_xdp_decap` XDP on the underlay (opt-in): decapsulates earlier and
-//!   leaves a mark in the XDP metadata so that `weft_decap` only has to steer
-//!   the inner packet into the overlay device (`xdp_decap.rs`);
 //! - `weft_fwd`    TC ingress of the pod bridge: the host-gw fast path (`fwd.rs`);
 //! - `weft_from_pod` TC ingress of a registered pod's host-side veth: encap
 //!   or forward right where the pod's traffic leaves it (`from_pod.rs`);
 //! - `weft_to_pod` TC ingress of the underlay with host-gw: a peer pod's
-//!   packet for a registered local pod goes straight into it (`to_pod.rs`).
+//!   packet for a registered local pod goes straight into it (`to_pod.rs`);
+//! - `weft_overlay_in` TC ingress of a kernel vxlan overlay device: only
+//!   what `weft_decap` validated enters the stack there (`decap.rs`).
 //!
 //! Traffic for a registered local pod, decapsulated or routed by a peer,
 //! skips the overlay device and the host's routing: it goes straight into
@@ -34,13 +33,9 @@ mod maps;
 mod to_pod;
 mod verdict;
 mod vxlan;
-mod xdp_decap;
 
-use aya_ebpf::{
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
-};
-use verdict::{Step, Verdict};
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use verdict::Step;
 use weft_common::{stat, VXLAN_OVERHEAD};
 
 #[classifier]
@@ -82,13 +77,10 @@ fn weft_decap(ctx: TcContext) -> i32 {
     }
 }
 
-#[xdp]
-fn weft_xdp_decap(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u32;
-    match xdp_decap::run(&ctx, len) {
-        Step::Done(out) => verdict::xdp(out, len),
-        Step::Decapped(()) => verdict::xdp(Ok(Verdict::Pass(Some(stat::DECAP_XDP))), len - VXLAN_OVERHEAD),
-    }
+#[classifier]
+fn weft_overlay_in(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    verdict::tc(decap::overlay_in(&ctx), len)
 }
 
 #[cfg(not(test))]

@@ -2,14 +2,14 @@
 //! entry points count it (`weft_stats`) and turn it into a return code.
 //! The logic returns an [`Outcome`]: the packet goes on ([`Verdict`]) or is
 //! dropped for a reason ([`Drop`]); it never counts itself.
-use aya_ebpf::bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT};
+use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT};
 
 use crate::maps;
 
 /// A packet that goes on.
 #[derive(Clone, Copy)]
 pub enum Verdict {
-    /// To the stack untouched (TC_ACT_OK, XDP_PASS), counted under this
+    /// To the stack untouched (TC_ACT_OK), counted under this
     /// `weft_common::stat` index if any.
     Pass(Option<u32>),
     /// Sent on by a redirect helper, whose answer is the return code;
@@ -51,15 +51,4 @@ pub fn tc(out: Outcome, bytes: u32) -> i32 {
         maps::count(idx, bytes);
     }
     action
-}
-
-/// Counts `out` for a packet of `bytes` on this CPU and gives the XDP
-/// return code.
-#[inline(always)]
-pub fn xdp(out: Outcome, bytes: u32) -> u32 {
-    let (stat, action) = split(out, xdp_action::XDP_PASS as i32, xdp_action::XDP_DROP as i32);
-    if let Some(idx) = stat {
-        maps::count(idx, bytes);
-    }
-    action as u32
 }

@@ -1,20 +1,27 @@
 //! Classification of a frame arriving on the underlay: VXLAN addressed to
-//! this node, or not. Shared by the TC (`decap.rs`) and XDP
-//! (`xdp_decap.rs`) decapsulation; a frame that is not ours is handed on
+//! this node, or not (`decap.rs`); a frame that is not ours is handed on
 //! untouched.
 use weft_common::{stat, DatapathConfig};
 
 use crate::{hdr::*, maps, verdict::Drop};
 
+/// VXLAN for us, validated: what decapsulation needs.
+pub struct Ours {
+    /// The inner packet's Ethernet header after decapsulation.
+    pub eth: EthHdr,
+    /// The inner packet's destination address.
+    pub inner_daddr: [u8; 4],
+}
+
 /// Classifies the frame in `ctx` (its linear part; in TC the rest may lie
 /// in fragments) whose length is `frame_len`. Ok(None): not VXLAN for us,
-/// hand it to the stack untouched. Ok(Some(eth)): ours: strip
+/// hand it to the stack untouched. Ok(Some(ours)): ours: strip
 /// `VXLAN_OVERHEAD` bytes after the outer Ethernet header and give the
-/// inner packet `eth`. Err: VXLAN for us but unacceptable.
+/// inner packet `ours.eth`. Err: VXLAN for us but unacceptable.
 /// `gso`: the frame is a GSO super-packet (TC only); its length fields are
 /// rewritten per segment by the kernel, so they are not checked against each other.
 #[inline(always)]
-pub fn classify<P: Packet>(ctx: &P, frame_len: usize, cfg: &DatapathConfig, gso: bool) -> Result<Option<EthHdr>, Drop> {
+pub fn classify<P: Packet>(ctx: &P, frame_len: usize, cfg: &DatapathConfig, gso: bool) -> Result<Option<Ours>, Drop> {
     let Some(EthIpv4Udp { eth, ip, udp }) = at(ctx, 0) else {
         return Ok(None);
     };
@@ -59,5 +66,5 @@ pub fn classify<P: Packet>(ctx: &P, frame_len: usize, cfg: &DatapathConfig, gso:
         _ => return Err(Drop(stat::DROP_SPOOFED)),
     }
     // The inner packet enters the overlay device, whose MAC is our VtepMAC.
-    Ok(Some(EthHdr { dst: cfg.vtep_mac, src: inner_eth.src, proto: ETH_P_IP }))
+    Ok(Some(Ours { eth: EthHdr { dst: cfg.vtep_mac, src: inner_eth.src, proto: ETH_P_IP }, inner_daddr: inner_ip.daddr }))
 }

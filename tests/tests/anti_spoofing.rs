@@ -2,7 +2,9 @@
 //! vxlan device would accept and deliver is dropped and counted when it
 //! comes from an address that holds no lease, or from a lease holder but
 //! with an inner source outside that holder's subnet. The pod never sees it;
-//! genuine traffic keeps flowing.
+//! genuine traffic keeps flowing. VXLAN that reaches the overlay device's
+//! kernel socket without passing `weft_decap` (a local pod sending to the
+//! node's own address) is dropped and counted too.
 use std::{
     net::{Ipv4Addr, UdpSocket},
     time::Duration,
@@ -39,21 +41,19 @@ fn vxlan_payload(dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, tag: &[u8]) -> 
     p
 }
 
-#[test]
-fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
-    weft_tests::require_root()?;
-    let mut c = Cluster::builder().weft_nodes(2).build()?;
-    c.wait_converged()?;
-    let p1 = c.add_pod(1, Wiring::Bridge)?;
-    let pod_ip = c.pods[p1].ip;
-    let (node1, node2_subnet) = (c.node_ip(1)?, c.node_env(2)?.subnet);
-    let mac = c.weft_node(1)?.ns.ip(&["-j", "link", "show", "weft.1"])?;
+/// Node `n`'s VtepMAC: weft.1's MAC.
+fn vtep_mac(c: &Cluster, n: weft_tests::NodeRef) -> Result<[u8; 6]> {
+    let mac = c.weft_node(n)?.ns.ip(&["-j", "link", "show", "weft.1"])?;
     let mac: serde_json::Value = serde_json::from_str(&mac)?;
     let vtep: Vec<u8> = mac[0]["address"].as_str().context("weft.1 MAC")?.split(':').map(|h| u8::from_str_radix(h, 16)).collect::<Result<_, _>>()?;
-    let vtep: [u8; 6] = vtep.try_into().map_err(|_| anyhow::anyhow!("odd MAC"))?;
-    // The pod listens on UDP 9999 and reports what arrives.
-    let listener = spawn_in_ns(&c.pods[p1].ns, move || -> Result<Vec<Vec<u8>>> {
-        let s = UdpSocket::bind((pod_ip, 9999))?;
+    vtep.try_into().map_err(|_| anyhow::anyhow!("odd MAC"))
+}
+
+/// A listener on `ip`:9999 in `ns` that reports what arrives within 1.5 s
+/// of its last datagram.
+fn listen(ns: &Netns, ip: Ipv4Addr) -> std::thread::JoinHandle<Result<Vec<Vec<u8>>>> {
+    let h = spawn_in_ns(ns, move || -> Result<Vec<Vec<u8>>> {
+        let s = UdpSocket::bind((ip, 9999))?;
         s.set_read_timeout(Some(Duration::from_millis(1500)))?;
         let mut got = vec![];
         let mut buf = [0u8; 256];
@@ -63,6 +63,19 @@ fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
         Ok(got)
     });
     std::thread::sleep(Duration::from_millis(200));
+    h
+}
+
+#[test]
+fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().weft_nodes(2).build()?;
+    c.wait_converged()?;
+    let p1 = c.add_pod(1, Wiring::Bridge)?;
+    let pod_ip = c.pods[p1].ip;
+    let (node1, node2_subnet) = (c.node_ip(1)?, c.node_env(2)?.subnet);
+    let vtep = vtep_mac(&c, 1)?;
+    let listener = listen(&c.pods[p1].ns, pod_ip);
     let stats = c.weft_node(1)?.stats_pin();
     let (unknown0, spoofed0) = (bpf::stat_packets(&stats, stat::DROP_UNKNOWN_VTEP)?, bpf::stat_packets(&stats, stat::DROP_SPOOFED)?);
     let send = |ns: &Netns, payload: Vec<u8>| {
@@ -89,6 +102,45 @@ fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
     ensure!(got == ["genuine"], "the pod received {got:?}; only the genuine datagram may arrive");
     ensure!(bpf::stat_packets(&stats, stat::DROP_UNKNOWN_VTEP)? == unknown0 + 1, "the stranger's VXLAN was not counted as drop_unknown_vtep");
     ensure!(bpf::stat_packets(&stats, stat::DROP_SPOOFED)? == spoofed0 + 1, "the spoofed source was not counted as drop_spoofed");
+    c.pass();
+    Ok(())
+}
+
+/// The overlay device is a kernel vxlan device whose socket listens on
+/// 8472 on every local address; `weft_decap` sees only what arrives on the
+/// underlay. A pod sending VXLAN to its node's bridge address reaches that
+/// socket directly: `weft_overlay_in` drops what decapsulates there
+/// without `weft_decap`'s mark, and counts it.
+#[test]
+fn vxlan_past_weft_decap_is_dropped_and_counted() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().weft_nodes(2).build()?;
+    c.wait_converged()?;
+    let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(1, Wiring::Bridge)?);
+    let (pod_ip, gw) = (c.pods[p1].ip, c.node_env(1)?.subnet);
+    let gw = Ipv4Addr::from(u32::from(gw) + 1);
+    let node2_pod = Ipv4Addr::from(u32::from(c.node_env(2)?.subnet) + 5);
+    let vtep = vtep_mac(&c, 1)?;
+    let stats = c.weft_node(1)?.stats_pin();
+    let unvalidated0 = bpf::stat_packets(&stats, stat::DROP_UNVALIDATED)?;
+    let listener = listen(&c.pods[p1].ns, pod_ip);
+    // Pod 2 claims, inside VXLAN to its gateway, to be node 2's pod.
+    in_ns(&c.pods[p2].ns, move || -> Result<()> {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        for _ in 0..3 {
+            s.send_to(&vxlan_payload(vtep, node2_pod, pod_ip, b"past-weft-decap"), (gw, 8472))?;
+        }
+        Ok(())
+    })?;
+    let got = join(listener)?;
+    ensure!(got.is_empty(), "pod 1 received {} datagrams injected through node 1's vxlan socket", got.len());
+    let dropped = bpf::stat_packets(&stats, stat::DROP_UNVALIDATED)? - unvalidated0;
+    ensure!(dropped == 3, "weft_overlay_in counted {dropped} drop_unvalidated, want 3");
+    // Genuine traffic through the same socket (an unregistered pod: left
+    // to the kernel's decapsulation) still arrives.
+    let p3 = c.add_pod(2, Wiring::Bridge)?;
+    weft_tests::traffic::ping_ok(&c.pods[p3].ns, pod_ip, 3).context("node 2's pod -> pod 1")?;
+    ensure!(bpf::stat_packets(&stats, stat::DECAP_KERNEL)? >= 3, "node 1 left no VXLAN to its kernel socket");
     c.pass();
     Ok(())
 }

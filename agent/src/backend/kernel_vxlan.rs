@@ -43,7 +43,7 @@ pub struct VxlanDev<'a> {
 
 /// Creates the vxlan device (nolearning, bound to the underlay and our
 /// address, as flanneld's) or adopts an existing one. A device of another
-/// kind under the name (the ifb of the BPF datapath) is replaced, keeping
+/// kind under the name (an ifb or veth overlay of an earlier run) is replaced, keeping
 /// its MAC so the VtepMAC our lease announces stays true.
 pub async fn ensure_device(nl: &Netlink, d: &VxlanDev<'_>) -> Result<Link> {
     let mut mac = d.mac;
@@ -66,7 +66,15 @@ pub async fn ensure_device(nl: &Netlink, d: &VxlanDev<'_>) -> Result<Link> {
         Err(e) if errno(&e) == Some(libc::EEXIST) => {}
         Err(e) => return Err(e).with_context(|| format!("creating vxlan device {}", d.name)),
     }
-    let l = nl.link_by_name(d.name).await?.with_context(|| format!("device {} vanished", d.name))?;
+    // EEXIST without a device of our name: the kernel allows one vxlan
+    // device per VNI and port, and another one has ours.
+    let l = nl.link_by_name(d.name).await?.with_context(|| {
+        format!(
+            "cannot create vxlan device {}: another vxlan device already has VNI {} on port {} (flannel.{} of a flanneld on this node?); \
+             remove it, or start weftd with --overlay-kind ifb",
+            d.name, d.vni, d.port, d.vni
+        )
+    })?;
     up(nl, d, l.index).await
 }
 

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use aya::programs::TcAttachType;
 use futures::future::BoxFuture;
-use weft_common::{prog_names, DatapathConfig, VtepEntry, VXLAN_OVERHEAD};
+use weft_common::{cfg_flags, prog_names, DatapathConfig, VtepEntry, VXLAN_OVERHEAD};
 
 use super::{
     kernel_vxlan,
@@ -62,7 +62,11 @@ pub struct VxlanBackend {
     cfg: Config,
     node: Node,
     bpf: bool,
-    /// `weft.<VNI>`: an ifb for BPF (its MAC is our VtepMAC), else the kernel vxlan device.
+    /// The overlay device is a kernel vxlan device (the fallback's, and the
+    /// BPF datapath's default: `cfg_flags::KERNEL_VXLAN`).
+    kernel_vxlan_overlay: bool,
+    /// `weft.<VNI>`, whose MAC is our VtepMAC: a kernel vxlan device, or for
+    /// BPF with `--overlay-kind ifb|veth` that kind.
     overlay: Link,
     vtep_mac: [u8; 6],
     attrs: LeaseAttrs,
@@ -91,33 +95,32 @@ impl VxlanBackend {
         // device keeps its own.
         let previous = node.previous.as_ref().and_then(|a| a.vxlan_data().ok()).filter(|d| d.vni == cfg.vni).map(|d| d.vtep_mac);
         let new_mac = previous.unwrap_or_else(random_mac);
-        let overlay = if bpf {
+        let dev =
+            kernel_vxlan::VxlanDev { name: &name, vni: cfg.vni, port: cfg.port, underlay: underlay.link.index, local: underlay.iface_ip, mtu, mac: new_mac };
+        let kernel_vxlan_overlay = !bpf || args.overlay_kind == "vxlan";
+        let overlay = if !bpf {
+            kernel_vxlan::ensure_device(nl, &dev).await?
+        } else if kernel_vxlan_overlay {
+            dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+            // The same device as the fallback's, with an empty forwarding
+            // table: weft's programs send, its socket receives. NOARP: the
+            // encap program takes IPv4 only.
+            let l = kernel_vxlan::ensure_device(nl, &dev).await?;
+            nl.set_link_up(l.index, &name, mtu).await?;
+            nl.link_by_index(l.index).await?
+        } else {
             dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
             nl.ensure_overlay(&name, args.overlay_kind == "veth", mtu, new_mac).await?
-        } else {
-            kernel_vxlan::ensure_device(
-                nl,
-                &kernel_vxlan::VxlanDev {
-                    name: &name,
-                    vni: cfg.vni,
-                    port: cfg.port,
-                    underlay: underlay.link.index,
-                    local: underlay.iface_ip,
-                    mtu,
-                    mac: new_mac,
-                },
-            )
-            .await?
         };
         let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
         netlink::disable_ipv6(&name);
         let attrs = LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac);
         let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
-        Ok(VxlanBackend { cfg: *cfg, node, bpf, overlay, vtep_mac, attrs, started: None, direct })
+        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct })
     }
 
     /// weft's programs on the overlay device and the underlay, configured
-    /// for our VNI, port and VtepMAC; XDP decap and the fast path as the flags say.
+    /// for our VNI, port and VtepMAC; the fast path as the flags say.
     fn start_bpf(&mut self) -> Result<Carrier> {
         let (args, underlay, Config { vni, port, direct_routing }) = (&self.node.args, &self.node.underlay, self.cfg);
         let mut dp = dataplane::start(args, &self.node.health)?;
@@ -128,21 +131,29 @@ impl VxlanBackend {
             overlay_ifindex: self.overlay.index,
             vtep_mac: self.vtep_mac,
             port,
-            flags: if args.vxlan_udp_csum { weft_common::cfg_flags::UDP_CSUM } else { 0 },
+            flags: if args.vxlan_udp_csum { cfg_flags::UDP_CSUM } else { 0 } | if self.kernel_vxlan_overlay { cfg_flags::KERNEL_VXLAN } else { 0 },
             underlay_mtu: underlay.link.mtu,
         })?;
         dp.attach_tc(prog_names::ENCAP, &self.overlay.name, self.overlay.index, TcAttachType::Egress)?;
+        // After the configuration: from then on weft_decap marks what it
+        // hands to the overlay device, and only that may enter there.
+        if self.kernel_vxlan_overlay {
+            dp.attach_tc(prog_names::OVERLAY_IN, &self.overlay.name, self.overlay.index, TcAttachType::Ingress)?;
+        } else {
+            dp.release_links(prog_names::OVERLAY_IN)?;
+        }
         dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
         if args.xdp_decap {
-            dp.attach_xdp(&underlay.link.name, underlay.link.index)?;
-        } else if dp.release_links(prog_names::XDP_DECAP)? {
-            log::info!("detached the XDP decap an earlier run left on {} (no --xdp-decap now)", underlay.link.name);
+            log::warn!("--xdp-decap is deprecated and does nothing: TC decapsulation after tunnel GRO measured faster (README, \"XDP decap was removed\")");
+        }
+        if dp.release_links(prog_names::XDP_DECAP)? {
+            log::info!("detached the XDP decap an earlier weftd left on {}", underlay.link.name);
         }
         log::info!(
             "datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
             self.overlay.name,
             underlay.link.name,
-            if args.xdp_decap { " (XDP + TC)" } else { " (TC)" },
+            if self.kernel_vxlan_overlay { ", the kernel's vxlan socket decapsulating what is not for a registered pod" } else { "" },
             format_mac(&self.vtep_mac)
         );
         if direct_routing {

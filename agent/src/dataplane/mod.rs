@@ -26,7 +26,7 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         tc::TcAttachOptions,
-        LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        LinkOrder, SchedClassifier, TcAttachType,
     },
     Ebpf, EbpfLoader,
 };
@@ -143,12 +143,10 @@ impl Datapath {
         let pods = HashMap::try_from(ebpf.take_map(map_names::PODS).context("map weft_pods missing")?)?;
         let vtep_ips = HashMap::try_from(ebpf.take_map(map_names::VTEP_IPS).context("map weft_vtep_ips missing")?)?;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLogs).map_err(|e| log::warn!("kernel-side logs unavailable: {e}")).ok();
-        for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD, prog_names::FROM_POD, prog_names::TO_POD] {
+        for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD, prog_names::FROM_POD, prog_names::TO_POD, prog_names::OVERLAY_IN] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }
-        let x: &mut Xdp = ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
-        x.load().context("loading program weft_xdp_decap")?;
         Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, logger, pin_dir: dir })
     }
 
@@ -242,20 +240,6 @@ impl Datapath {
             }
         }
         Ok(any)
-    }
-
-    /// Attaches the XDP decapsulation in native mode, pinned like the TC links.
-    pub fn attach_xdp(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
-        let pin = self.pin_dir.as_ref().map(|d| d.join(pins::LINKS).join(pins::link_name(prog_names::XDP_DECAP, ifindex)));
-        let x: &mut Xdp = self.ebpf.program_mut(prog_names::XDP_DECAP).context("program missing")?.try_into()?;
-        let id = match pin.as_ref().map(PinnedLink::from_pin) {
-            Some(Ok(old)) => x
-                .attach_to_link(FdLink::from(old).try_into().context("pinned link is not an XDP link")?)
-                .with_context(|| format!("replacing XDP decap on {ifname}"))?,
-            _ => x.attach(ifname, XdpMode::Driver).with_context(|| format!("attaching XDP decap to {ifname} (native mode)"))?,
-        };
-        let link: FdLink = x.take_link(id)?.try_into().context("XDP link is not an fd link")?;
-        pin_link(link, pin.as_deref())
     }
 
     pub fn program_mut(&mut self, name: &str) -> Option<&mut aya::programs::Program> {

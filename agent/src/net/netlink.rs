@@ -2,7 +2,7 @@
 //! address, and one route per remote subnet. Everything here is idempotent.
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use rtnetlink::{
     packet_route::{
@@ -192,7 +192,7 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Creates the overlay device (an ifb by default: see the README for why)
+    /// Creates an ifb or veth overlay device (`--overlay-kind`; see the README)
     /// or adopts the existing one, and sets MTU and state. Keeps an existing
     /// MAC (the VtepMAC in our lease must not change across restarts); a new
     /// device gets `new_mac`. With `veth`, the device is one end of a pair
@@ -200,11 +200,19 @@ impl Netlink {
     pub async fn ensure_overlay(&self, name: &str, veth: bool, mtu: u32, new_mac: [u8; 6]) -> Result<Link> {
         let want = if veth { InfoKind::Veth } else { InfoKind::Ifb };
         let peer = format!("{name}p");
-        if let Some(l) = self.link_by_name(name).await? {
-            if l.kind != Some(want.clone()) {
-                bail!("device {name} exists but is a {:?}, not weft's {want:?} overlay device; remove it or change the VNI", l.kind);
+        let mut new_mac = new_mac;
+        let existing = match self.link_by_name(name).await? {
+            Some(l) if l.kind != Some(want.clone()) => {
+                // Another overlay kind of ours (a changed --overlay-kind):
+                // replaced, keeping the VtepMAC our lease announces.
+                log::info!("replacing {name} ({:?}) with a {want:?} overlay device, keeping its MAC", l.kind);
+                new_mac = l.mac.unwrap_or(new_mac);
+                self.delete_link(l.index).await?;
+                None
             }
-        } else {
+            l => l,
+        };
+        if existing.is_none() {
             let msg = if veth {
                 LinkVeth::new(name, &peer).mtu(mtu).address(new_mac.to_vec()).build()
             } else {

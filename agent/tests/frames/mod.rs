@@ -1,14 +1,12 @@
 //! Frames, nodes and runners shared by the BPF_PROG_TEST_RUN test files.
 #![allow(dead_code)]
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weft_agent::{dataplane::Datapath, subnet::Ipv4Net};
-use weft_common::{prog_names, DatapathConfig, VtepEntry, VXLAN_PORT};
+use weft_common::{DatapathConfig, VtepEntry, VXLAN_PORT};
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
-pub const XDP_DROP: u32 = 1;
-pub const XDP_PASS: u32 = 2;
 
 pub const MAC_A: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 pub const MAC_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
@@ -57,8 +55,18 @@ pub fn pod_packet(dst_pod: [u8; 4], sport: u16) -> Vec<u8> {
     ipv4_udp([10, 244, 1, 2], dst_pod, sport, 5201, 63, 200)
 }
 
-/// A datapath as node A sees it: peer B owns 10.244.2.0/24.
+/// A datapath as node A sees it: peer B owns 10.244.2.0/24. Its overlay
+/// device is an ifb (weft decapsulates everything itself).
 pub fn node(local: [u8; 4], mac: [u8; 6], mtu: u32) -> Datapath {
+    node_with_flags(local, mac, mtu, 0)
+}
+
+/// [`node`] with a kernel vxlan overlay device (weft's default).
+pub fn node_kernel_vxlan(local: [u8; 4], mac: [u8; 6], mtu: u32) -> Datapath {
+    node_with_flags(local, mac, mtu, weft_common::cfg_flags::KERNEL_VXLAN)
+}
+
+fn node_with_flags(local: [u8; 4], mac: [u8; 6], mtu: u32, flags: u32) -> Datapath {
     let mut dp = Datapath::load(None).expect("load the eBPF object (are we root?)");
     dp.set_config(&DatapathConfig {
         vni: 1,
@@ -67,7 +75,7 @@ pub fn node(local: [u8; 4], mac: [u8; 6], mtu: u32) -> Datapath {
         overlay_ifindex: OVERLAY_IFINDEX,
         vtep_mac: mac,
         port: VXLAN_PORT,
-        flags: 0,
+        flags,
         underlay_mtu: mtu,
     })
     .unwrap();
@@ -89,12 +97,27 @@ pub fn run_tc(dp: &mut Datapath, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
     (r.return_value, out)
 }
 
-pub fn run_xdp(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
-    let p: &mut Xdp = dp.program_mut(prog_names::XDP_DECAP).unwrap().try_into().unwrap();
+/// [`run_tc`] with the skb's mark set to `mark` going in: (return code,
+/// frame out, mark out). The mark is the third u32 of `struct __sk_buff`.
+pub fn run_tc_mark(dp: &mut Datapath, prog: &str, frame: &[u8], mark: u32) -> (u32, Vec<u8>, u32) {
+    let p: &mut SchedClassifier = dp.program_mut(prog).unwrap().try_into().unwrap();
     let mut out = vec![0u8; frame.len() + 256];
-    let r = p.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() }).unwrap();
+    let mut ctx_in = [0u8; 12];
+    ctx_in[8..12].copy_from_slice(&mark.to_ne_bytes());
+    // At least the kernel's whole struct __sk_buff (192 bytes on 6.x), or
+    // the test run fails with ENOSPC.
+    let mut ctx_out = [0u8; 256];
+    let r = p
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            ..TestRunOptions::new()
+        })
+        .unwrap_or_else(|e| panic!("test_run of {prog} with mark {mark:#x}: {e:?}"));
     out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    (r.return_value, out, u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap()))
 }
 
 pub fn counter(dp: &Datapath, idx: u32) -> u64 {

@@ -147,7 +147,9 @@ pub mod cfg_flags {
 /// mark, so VXLAN that reached the socket another way (sent by a local pod,
 /// or to another local address) is dropped. Set only on packets addressed
 /// to this node, and only between the underlay's and the overlay's TC
-/// ingress hooks.
+/// ingress hooks (the outer packet's trip through the host's INPUT hooks).
+/// The low 16 bits are clear: kube-proxy's marks are 0x4000 (masquerade)
+/// and 0x8000 (drop, matched in INPUT by older versions).
 pub const OVERLAY_MARK: u32 = 0x7765_0000; // "we"
 
 /// This node's datapath configuration, element 0 of the config array.

@@ -110,12 +110,21 @@ fn switching_to_the_kernel_datapath_keeps_the_vtep() -> Result<()> {
     c.weft_node_mut(1)?.stop();
     c.start_weftd_with(1, &["--datapath", "kernel"])?;
     let w1 = c.weft_node(1)?;
-    cmd::poll("node 1's weft.1 to become a kernel vxlan device", Duration::from_secs(15), Duration::from_millis(100), || {
+    // weft.1 is a kernel vxlan device with BPF too: wait until the kernel
+    // datapath programmed it (an FDB entry for node 2) and released the links.
+    let node2 = c.node_ip(2)?.to_string();
+    cmd::poll("node 1's weft.1 to be programmed as the kernel datapath programs it", Duration::from_secs(15), Duration::from_millis(100), || {
         let d = w1.ns.ip(&["-d", "link", "show", "weft.1"]).map_err(|e| format!("{e:#}"))?;
-        if d.contains("vxlan id 1") {
+        let fdb = w1
+            .ns
+            .exec_output("bridge", &["fdb", "show", "dev", "weft.1"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .map_err(|e| format!("{e:#}"))?;
+        let pinned = links.exists() && std::fs::read_dir(&links).map(|d| d.count()).unwrap_or(0) > 0;
+        if d.contains("vxlan id 1") && fdb.contains(&node2) && !pinned {
             Ok(Some(()))
         } else {
-            Err(d)
+            Err(format!("{d}\nFDB: {fdb}\nlinks pinned: {pinned}"))
         }
     })?;
     c.wait_converged()?;

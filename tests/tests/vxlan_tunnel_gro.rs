@@ -98,3 +98,28 @@ fn pods_receive_merged_packets_on_a_nic_like_underlay() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// A restart with another backend removes the vxlan overlay device, and
+/// with it the kernel socket on the VXLAN port that nothing would guard.
+#[test]
+fn a_backend_change_removes_the_overlay_device() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().weft_nodes(1).build()?;
+    c.wait_converged()?;
+    let listening =
+        |c: &Cluster| -> Result<bool> { Ok(c.node_ns(1)?.exec_output("ss", &["-Huln", "sport", "= :8472"])?.stdout.iter().any(|b| !b.is_ascii_whitespace())) };
+    ensure!(link_kind(&c, 1)? == "vxlan" && listening(&c)?, "no vxlan weft.1 listening on 8472 at first");
+    c.weft_node_mut(1)?.stop();
+    c.store.write_config(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#)?;
+    c.start_weftd_with(1, &[])?;
+    weft_tests::cmd::poll("weft.1 to go (host-gw now)", std::time::Duration::from_secs(15), std::time::Duration::from_millis(100), || {
+        match c.weft_node(1).map(|w| w.ns.ip(&["link", "show", "weft.1"])) {
+            Ok(Err(_)) => Ok(Some(())),
+            Ok(Ok(l)) => Err(l),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    })?;
+    ensure!(!listening(&c)?, "a socket still listens on 8472 after weft.1 went");
+    c.pass();
+    Ok(())
+}

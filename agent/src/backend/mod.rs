@@ -128,9 +128,32 @@ impl Config {
 /// known (vxlan: the overlay device, whose MAC our lease announces)
 /// (registration 3 of 3).
 pub async fn build(cfg: &NetConfig, node: Node) -> Result<Box<dyn Backend>> {
+    let keep = match &cfg.backend {
+        Config::Vxlan(c) => Some(vxlan::overlay_name(c.vni)),
+        _ => None,
+    };
+    remove_stale_overlays(&node.nl, keep.as_deref()).await;
     Ok(match &cfg.backend {
         Config::Vxlan(c) => Box::new(vxlan::VxlanBackend::new(c, node).await?),
         Config::HostGw => Box::new(host_gw::HostGwBackend::new(node)?),
         Config::Udp(c) => Box::new(udp::backend::UdpBackend::new(c, node)),
     })
+}
+
+/// Removes weft's overlay devices (`weft.<VNI>`) that the configured backend
+/// does not use, left by a run with another backend or VNI: a vxlan one
+/// would keep a socket on the VXLAN port that no weft program guards. Best
+/// effort: a failure is logged, and nothing the new backend needs depends
+/// on it.
+async fn remove_stale_overlays(nl: &Netlink, keep: Option<&str>) {
+    let links = match nl.links().await {
+        Ok(l) => l,
+        Err(e) => return log::warn!("looking for overlay devices an earlier run left: {e:#}"),
+    };
+    for l in links.iter().filter(|l| vxlan::is_overlay_name(&l.name) && Some(l.name.as_str()) != keep) {
+        match nl.delete_link(l.index).await {
+            Ok(()) => log::info!("removed {} ({:?}), which an earlier run with another backend or VNI left", l.name, l.kind),
+            Err(e) => log::warn!("removing {}, which an earlier run left: {e:#}", l.name),
+        }
+    }
 }

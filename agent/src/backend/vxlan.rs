@@ -76,6 +76,16 @@ pub struct VxlanBackend {
     direct: Option<Routed>,
 }
 
+/// The overlay device's name for `vni`, as flannel names flannel.<VNI>.
+pub fn overlay_name(vni: u32) -> String {
+    format!("weft.{vni}")
+}
+
+/// Whether `name` is one of weft's overlay devices (`weft.<digits>`).
+pub fn is_overlay_name(name: &str) -> bool {
+    name.strip_prefix("weft.").is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn random_mac() -> [u8; 6] {
     let mut m: [u8; 6] = rand::random();
     m[0] = (m[0] & 0xfe) | 0x02; // unicast, locally administered
@@ -88,7 +98,7 @@ impl VxlanBackend {
     pub async fn new(cfg: &Config, node: Node) -> Result<VxlanBackend> {
         let bpf = dataplane::choose_bpf(&node.args)?;
         let (args, nl, underlay) = (&node.args, &node.nl, &node.underlay);
-        let name = format!("weft.{}", cfg.vni);
+        let name = overlay_name(cfg.vni);
         let mtu = underlay.link.mtu - VXLAN_OVERHEAD;
         // A device made now takes the VtepMAC of our previous lease (flannel
         // reuses it from its Node annotation), else a new one; an existing
@@ -302,5 +312,19 @@ impl Backend for VxlanBackend {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_names_are_weft_dot_digits_only() {
+        assert_eq!(overlay_name(1), "weft.1");
+        assert!(is_overlay_name("weft.1") && is_overlay_name("weft.4096"));
+        for other in ["weft.", "weft.1p", "weft0", "weft.x", "flannel.1", "weft-1", "xweft.1"] {
+            assert!(!is_overlay_name(other), "{other}");
+        }
     }
 }

@@ -125,6 +125,12 @@ impl ClusterBuilder {
         let prefix = cmd::run_prefix();
         let tmp = TempDir::new(&format!("weft-{prefix}"))?;
         let sw = Netns::create(&format!("{prefix}-sw"))?;
+        // A switch, not a host: no netfilter on the frames it bridges (with
+        // br_netfilter loaded, its hooks otherwise run on every frame). The
+        // keys exist only where br_netfilter is loaded; else nothing to do.
+        for family in ["iptables", "ip6tables", "arptables"] {
+            let _ = sw.sysctl(&format!("net.bridge.bridge-nf-call-{family}"), "0");
+        }
         sw.ip(&["link", "add", "br0", "type", "bridge"])?;
         sw.ip(&["addr", "add", &format!("{SWITCH_IP}/{UNDERLAY_LEN}"), "dev", "br0"])?;
         sw.ip(&["link", "set", "br0", "up"])?;

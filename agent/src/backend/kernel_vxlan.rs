@@ -71,7 +71,7 @@ pub async fn ensure_device(nl: &Netlink, d: &VxlanDev<'_>) -> Result<Link> {
     let l = nl.link_by_name(d.name).await?.with_context(|| {
         format!(
             "cannot create vxlan device {}: another vxlan device already has VNI {} on port {} (flannel.{} of a flanneld on this node?); \
-             remove it, or start weftd with --overlay-kind ifb",
+             remove it (with the BPF datapath, --overlay-kind ifb also avoids the clash, without tunnel GRO)",
             d.name, d.vni, d.port, d.vni
         )
     })?;

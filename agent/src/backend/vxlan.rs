@@ -108,10 +108,12 @@ impl VxlanBackend {
         let dev =
             kernel_vxlan::VxlanDev { name: &name, vni: cfg.vni, port: cfg.port, underlay: underlay.link.index, local: underlay.iface_ip, mtu, mac: new_mac };
         let kernel_vxlan_overlay = !bpf || args.overlay_kind == "vxlan";
+        if bpf {
+            dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+        }
         let overlay = if !bpf {
             kernel_vxlan::ensure_device(nl, &dev).await?
         } else if kernel_vxlan_overlay {
-            dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
             // The same device as the fallback's, with an empty forwarding
             // table: weft's programs send, its socket receives. NOARP: the
             // encap program takes IPv4 only.
@@ -119,7 +121,6 @@ impl VxlanBackend {
             nl.set_link_up(l.index, &name, mtu).await?;
             nl.link_by_index(l.index).await?
         } else {
-            dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
             nl.ensure_overlay(&name, args.overlay_kind == "veth", mtu, new_mac).await?
         };
         let vtep_mac = overlay.mac.context("overlay device has no MAC")?;

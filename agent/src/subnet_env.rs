@@ -17,6 +17,8 @@ pub fn subnet_env(network: Ipv4Net, subnet: Ipv4Net, mtu: u32, ipmasq: bool) -> 
         prefix_len: subnet.prefix_len(),
         mtu,
         ipmasq: Some(ipmasq),
+        ipv6_network: None,
+        ipv6_subnet: None,
     }
 }
 

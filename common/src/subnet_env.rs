@@ -14,10 +14,20 @@
 //! the subnet's first address (the gateway on the bridge), not its network
 //! address.
 //!
-//! To add a key (FLANNEL_IPV6_NETWORK, FLANNEL_IPV6_SUBNET): a constant in
-//! [`keys`], a field, an arm in [`SubnetEnv::parse`] and a line in
-//! [`SubnetEnv::render`].
-use std::{fmt, net::Ipv4Addr, path::Path};
+//! A dual-stack node adds flannel's two IPv6 keys, in flannel's order:
+//!
+//! ```text
+//! FLANNEL_IPV6_NETWORK=fc00::/48
+//! FLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64
+//! ```
+//!
+//! To add a key: a constant in [`keys`], a field, an arm in
+//! [`SubnetEnv::parse`] and a line in [`SubnetEnv::render`].
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 /// The keys weft reads and writes.
 pub mod keys {
@@ -25,6 +35,8 @@ pub mod keys {
     pub const SUBNET: &str = "FLANNEL_SUBNET";
     pub const MTU: &str = "FLANNEL_MTU";
     pub const IPMASQ: &str = "FLANNEL_IPMASQ";
+    pub const IPV6_NETWORK: &str = "FLANNEL_IPV6_NETWORK";
+    pub const IPV6_SUBNET: &str = "FLANNEL_IPV6_SUBNET";
 }
 
 /// The netmask of a prefix length (0..=32).
@@ -64,6 +76,52 @@ impl fmt::Display for Ipv4Cidr {
     }
 }
 
+/// An IPv6 prefix as subnet.env writes it: `fc00::/48`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Cidr {
+    pub addr: Ipv6Addr,
+    pub prefix_len: u8,
+}
+
+/// The IPv6 netmask of a prefix length (0..=128).
+pub fn mask6(len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len.min(128))
+    }
+}
+
+impl Ipv6Cidr {
+    /// `a:b::c/len` with len <= 128.
+    pub fn parse(s: &str) -> Option<Ipv6Cidr> {
+        let (ip, len) = s.split_once('/')?;
+        let prefix_len: u8 = len.parse().ok()?;
+        (prefix_len <= 128).then_some(())?;
+        Some(Ipv6Cidr { addr: ip.parse().ok()?, prefix_len })
+    }
+
+    /// The same prefix with the host bits cleared.
+    pub fn trunc(self) -> Ipv6Cidr {
+        Ipv6Cidr { addr: Ipv6Addr::from(u128::from(self.addr) & mask6(self.prefix_len)), ..self }
+    }
+
+    /// The n-th address of the prefix (0: the network address, 1: the gateway).
+    pub fn host(&self, n: u128) -> Ipv6Addr {
+        Ipv6Addr::from((u128::from(self.addr) & mask6(self.prefix_len)).wrapping_add(n))
+    }
+
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & mask6(self.prefix_len) == u128::from(self.addr) & mask6(self.prefix_len)
+    }
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
 /// What subnet.env says. Parsed and rendered here only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetEnv {
@@ -79,6 +137,11 @@ pub struct SubnetEnv {
     /// FLANNEL_IPMASQ (`true` is true, any other value false); None when
     /// absent. Rendered as `false` when None, as weftd always writes it.
     pub ipmasq: Option<bool>,
+    /// FLANNEL_IPV6_NETWORK, host bits cleared (dual stack).
+    pub ipv6_network: Option<Ipv6Cidr>,
+    /// The node's IPv6 pod subnet (FLANNEL_IPV6_SUBNET with the host bits
+    /// cleared; the file holds its first address, the gateway), prefix 1..=126.
+    pub ipv6_subnet: Option<Ipv6Cidr>,
 }
 
 /// Why a subnet.env cannot be used; the message names the key and value.
@@ -108,9 +171,13 @@ impl SubnetEnv {
     pub fn parse(text: &str) -> Result<SubnetEnv, ParseError> {
         let err = |m: String| ParseError(m);
         let cidr = |k: &str, v: &str| Ipv4Cidr::parse(v).ok_or_else(|| err(format!("{k}={v} is not an IPv4 CIDR")));
+        let cidr6 = |k: &str, v: &str| Ipv6Cidr::parse(v).ok_or_else(|| err(format!("{k}={v} is not an IPv6 CIDR")));
         let (mut network, mut subnet, mut mtu, mut ipmasq) = (None, None, None, None);
+        let (mut ipv6_network, mut ipv6_subnet) = (None, None);
         for (k, v) in lines(text) {
             match k {
+                keys::IPV6_NETWORK => ipv6_network = Some(cidr6(k, v)?.trunc()),
+                keys::IPV6_SUBNET => ipv6_subnet = Some(cidr6(k, v)?),
                 keys::NETWORK => network = Some(cidr(k, v)?),
                 keys::SUBNET => subnet = Some(cidr(k, v)?),
                 keys::MTU => mtu = Some(v.parse::<u32>().map_err(|_| err(format!("{k}={v} is not a number")))?),
@@ -126,8 +193,21 @@ impl SubnetEnv {
         if !(1..=30).contains(&subnet.prefix_len) {
             return Err(err(format!("{}={subnet}: the prefix must be 1..30 (a gateway and at least one pod)", keys::SUBNET)));
         }
+        if let Some(s6) = ipv6_subnet {
+            if !(1..=126).contains(&s6.prefix_len) {
+                return Err(err(format!("{}={s6}: the prefix must be 1..126 (a gateway and at least one pod)", keys::IPV6_SUBNET)));
+            }
+        }
         let subnet = subnet.trunc();
-        Ok(SubnetEnv { network: network.map(Ipv4Cidr::trunc), subnet: subnet.addr, prefix_len: subnet.prefix_len, mtu, ipmasq })
+        Ok(SubnetEnv {
+            network: network.map(Ipv4Cidr::trunc),
+            subnet: subnet.addr,
+            prefix_len: subnet.prefix_len,
+            mtu,
+            ipmasq,
+            ipv6_network,
+            ipv6_subnet: ipv6_subnet.map(Ipv6Cidr::trunc),
+        })
     }
 
     /// The file as flanneld writes it.
@@ -137,6 +217,12 @@ impl SubnetEnv {
             s += &format!("{}={n}\n", keys::NETWORK);
         }
         s += &format!("{}={}/{}\n", keys::SUBNET, self.gateway(), self.prefix_len);
+        if let Some(n) = self.ipv6_network {
+            s += &format!("{}={n}\n", keys::IPV6_NETWORK);
+        }
+        if let Some(s6) = self.ipv6_subnet {
+            s += &format!("{}={}/{}\n", keys::IPV6_SUBNET, s6.host(1), s6.prefix_len);
+        }
         s += &format!("{}={}\n", keys::MTU, self.mtu);
         s += &format!("{}={}\n", keys::IPMASQ, self.ipmasq.unwrap_or(false));
         s
@@ -177,6 +263,11 @@ impl SubnetEnv {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & mask(self.prefix_len) == u32::from(self.subnet)
     }
+
+    /// The IPv6 gateway on the bridge (FLANNEL_IPV6_SUBNET's address), if dual stack.
+    pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
+        self.ipv6_subnet.map(|s| s.host(1))
+    }
 }
 
 impl std::str::FromStr for SubnetEnv {
@@ -206,6 +297,23 @@ mod tests {
         let e = SubnetEnv::parse(" FLANNEL_SUBNET = 10.9.0.1/29 \nFLANNEL_MTU=1400\nFLANNEL_NEW=x\njunk\n").unwrap();
         assert_eq!((e.network, e.ipmasq, e.broadcast()), (None, None, Ipv4Addr::new(10, 9, 0, 7)));
         assert_eq!(e.render(), "FLANNEL_SUBNET=10.9.0.1/29\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=false\n");
+    }
+
+    #[test]
+    fn dual_stack_keys_as_flanneld_writes_them() {
+        let text = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.73.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:49::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
+        let e = SubnetEnv::parse(text).unwrap();
+        assert_eq!(e.ipv6_network.map(|c| c.to_string()).as_deref(), Some("fc00::/48"));
+        assert_eq!(e.ipv6_subnet.map(|c| c.to_string()).as_deref(), Some("fc00:0:0:49::/64"));
+        assert_eq!(e.ipv6_gateway(), Some("fc00:0:0:49::1".parse().unwrap()));
+        assert!(e.ipv6_subnet.unwrap().contains("fc00:0:0:49::7".parse().unwrap()));
+        assert!(!e.ipv6_subnet.unwrap().contains("fc00:0:0:4a::7".parse().unwrap()));
+        assert_eq!(e.render(), text);
+        assert_eq!(SubnetEnv::parse(FLANNELD).unwrap().ipv6_subnet, None);
+        let err = |t: &str| SubnetEnv::parse(t).unwrap_err().to_string();
+        assert_eq!(err("FLANNEL_SUBNET=10.0.0.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPV6_SUBNET=junk"), "FLANNEL_IPV6_SUBNET=junk is not an IPv6 CIDR");
+        assert!(err("FLANNEL_SUBNET=10.0.0.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPV6_SUBNET=fc00::1/127").contains("prefix must be 1..126"));
+        assert_eq!(err("FLANNEL_SUBNET=10.0.0.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPV6_NETWORK=10.0.0.0/8"), "FLANNEL_IPV6_NETWORK=10.0.0.0/8 is not an IPv6 CIDR");
     }
 
     #[test]

@@ -163,6 +163,7 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
         bridge: conf.bridge.clone(),
         bridge_mac: mac(bridge.mac).unwrap_or_default(),
         mtu: env.mtu,
+        ip6: None,
     };
     undo.record = true;
     endpoint::write(&conf.endpoints_dir, &rec)?;

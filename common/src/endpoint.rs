@@ -12,8 +12,10 @@
 //! ```json
 //! {"containerID":"…","ifname":"eth0","netns":"/var/run/netns/…","ip":"10.244.1.5",
 //!  "podMac":"0a:58:0a:f4:01:05","hostVeth":"veth1a2b3c4d","hostIfindex":17,
-//!  "bridge":"cni0","bridgeMac":"…","mtu":1450}
+//!  "bridge":"cni0","bridgeMac":"…","mtu":1450,"ip6":"fc00:0:0:1::5"}
 //! ```
+//!
+//! `ip6` is there only for a pod of a dual-stack node (FLANNEL_IPV6_SUBNET).
 //!
 //! The writer always writes every field. Readers need only those weftd
 //! needs (`ifname`, `ip`, `podMac`, `hostVeth`, `hostIfindex`, `bridgeMac`)
@@ -22,7 +24,7 @@
 use std::{
     fmt,
     io::{self, ErrorKind},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -59,6 +61,9 @@ pub struct EndpointRecord {
     /// MTU of both ends, FLANNEL_MTU (0 if the record lacks it).
     #[serde(default)]
     pub mtu: u32,
+    /// The pod's IPv6 address on a dual-stack node (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 /// A record that cannot be read or is not one.

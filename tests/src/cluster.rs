@@ -697,6 +697,7 @@ impl Cluster {
             bridge: "cni0".into(),
             bridge_mac: str_of(&bridge["address"], "cni0's MAC")?,
             mtu: u32_of(&pod_if["mtu"], "pod eth0's MTU")?,
+            ip6: None,
         };
         weft_common::endpoint::write(&node.endpoints_dir, &rec).with_context(|| format!("writing the endpoint record of pod {p}"))
     }

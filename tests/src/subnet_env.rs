@@ -23,7 +23,15 @@ pub fn parse(text: &str) -> Result<SubnetEnv> {
 
 /// What a flannel node of the lab says: a /24 of the /16 `network`.
 pub fn flannel_node_env(network: Ipv4Addr, subnet: Ipv4Addr, mtu: u32) -> SubnetEnv {
-    SubnetEnv { network: Some(Ipv4Cidr { addr: network, prefix_len: 16 }), subnet, prefix_len: 24, mtu, ipmasq: Some(false), ipv6_network: None, ipv6_subnet: None }
+    SubnetEnv {
+        network: Some(Ipv4Cidr { addr: network, prefix_len: 16 }),
+        subnet,
+        prefix_len: 24,
+        mtu,
+        ipmasq: Some(false),
+        ipv6_network: None,
+        ipv6_subnet: None,
+    }
 }
 
 /// Parses a lease key's last element "10.244.73.0-24" into (subnet, len).

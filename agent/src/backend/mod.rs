@@ -13,6 +13,7 @@
 pub mod host_gw;
 pub mod kernel_vxlan;
 pub mod peers;
+pub mod peers6;
 pub mod routed;
 pub mod udp;
 pub mod vxlan;
@@ -30,7 +31,7 @@ use crate::{
     health::Health,
     net::{iface::Underlay, netlink::Netlink},
     netconfig::NetConfig,
-    subnet::{lease::LeaseAttrs, Ipv4Net, Leases},
+    subnet::{lease::LeaseAttrs, Ipv4Net, Ipv6Net, Leases, Subnets},
 };
 
 /// What one reconcile did: the peers it programs and the entries it changed.
@@ -48,6 +49,8 @@ pub struct Node {
     pub underlay: Underlay,
     pub health: Arc<Health>,
     pub network: Ipv4Net,
+    /// The IPv6 network of a dual-stack cluster (our PublicIPv6 is in `underlay`).
+    pub network6: Option<Ipv6Net>,
     /// Our previous lease, where the subnet manager knows it: a backend
     /// keeps what it announced (vxlan: the VtepMAC) when it must make its
     /// device again.
@@ -64,8 +67,8 @@ pub trait Backend: Send {
     /// Whether weft's BPF programs carry this backend's traffic (if not,
     /// links an earlier run pinned are released before `start`).
     fn uses_bpf(&self) -> bool;
-    /// Our subnet is ours: addresses, programs, the fast path.
-    fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>>;
+    /// Our subnets are ours: addresses, programs, the fast path.
+    fn start<'a>(&'a mut self, own: Subnets) -> BoxFuture<'a, Result<()>>;
     /// Makes the dataplane match the peers in `leases` (ours among them,
     /// skipped); idempotent. One bad lease never affects the others.
     fn reconcile<'a>(&'a mut self, leases: &'a Leases, warned: &'a mut Warned) -> BoxFuture<'a, Result<Reconciled>>;
@@ -132,6 +135,9 @@ pub async fn build(cfg: &NetConfig, node: Node) -> Result<Box<dyn Backend>> {
         Config::Vxlan(c) => Some(vxlan::overlay_name(c.vni)),
         _ => None,
     };
+    if cfg.ipv6.is_some() && matches!(cfg.backend, Config::Udp(_)) {
+        bail!("config field EnableIPv6: the udp backend carries IPv4 only (as flannel's); use vxlan or host-gw for dual stack");
+    }
     remove_stale_overlays(&node.nl, keep.as_deref()).await;
     Ok(match &cfg.backend {
         Config::Vxlan(c) => Box::new(vxlan::VxlanBackend::new(c, node).await?),

@@ -24,7 +24,7 @@ use crate::{
     net::netlink::{self, Link, Netlink},
     subnet::{
         lease::{format_mac, LeaseAttrs},
-        Ipv4Net, Leases,
+        Ipv4Net, Leases, Subnets,
     },
 };
 
@@ -280,7 +280,8 @@ impl Backend for VxlanBackend {
     fn uses_bpf(&self) -> bool {
         self.bpf
     }
-    fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>> {
+    fn start<'a>(&'a mut self, own: Subnets) -> BoxFuture<'a, Result<()>> {
+        let own = own.v4;
         Box::pin(async move {
             self.node.nl.set_only_addr(self.overlay.index, own.network_addr()).await?;
             let carrier = if self.bpf {

@@ -7,6 +7,8 @@
 //! (another node won the race) we try again with a fresh view instead of
 //! exiting as flanneld does.
 use anyhow::{bail, Result};
+#[cfg(test)]
+use std::collections::BTreeSet;
 use rand::seq::SliceRandom;
 
 use super::{
@@ -91,4 +93,56 @@ pub fn fits_v4(cfg: &NetConfig, n: &Ipv4Net) -> bool {
         && cfg.network.contains_net(n)
         && u32::from(n.addr()) >= u32::from(cfg.subnet_min)
         && u32::from(n.addr()) <= u32::from(cfg.subnet_max)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::subnet::embedded::LocalStore;
+
+    fn store(tag: &str) -> (LocalStore, std::path::PathBuf) {
+        let d = std::env::temp_dir().join(format!("weft-acquire-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        (LocalStore::open(&d, Path::new("/nonexistent/net-conf.json")).unwrap(), d)
+    }
+
+    fn attrs(n: u8) -> LeaseAttrs {
+        LeaseAttrs::host_gw(std::net::Ipv4Addr::new(192, 168, 1, n)).with_ipv6(format!("fd77::{n}").parse().unwrap(), None)
+    }
+
+    #[tokio::test]
+    async fn dual_stack_leases_take_free_subnets_of_both_families() {
+        let (s, d) = store("ds");
+        let cfg = NetConfig::parse(r#"{"Network":"10.244.0.0/22","EnableIPv6":true,"IPv6Network":"fd44::/62","Backend":{"Type":"host-gw"}}"#).unwrap();
+        // /22 and /62 hold three usable /24 and /64 each (the first is skipped).
+        let mut got = vec![];
+        for n in 1..=3 {
+            let own = acquire(&s, &cfg, &attrs(n), None, 60).await.unwrap();
+            assert!(fits(&cfg, &own), "{own}");
+            got.push(own);
+        }
+        let v4: BTreeSet<_> = got.iter().map(|s| s.v4).collect();
+        let v6: BTreeSet<_> = got.iter().map(|s| s.v6.unwrap()).collect();
+        assert_eq!((v4.len(), v6.len()), (3, 3), "no subnet of either family handed out twice: {got:?}");
+        let keys: Vec<String> = s.list().await.unwrap().1.into_iter().map(|(k, _)| k).collect();
+        assert!(keys.iter().all(|k| k.contains('&')), "{keys:?}");
+        // Our PublicIP's lease is ours again; a fourth node finds nothing free.
+        assert_eq!(acquire(&s, &cfg, &attrs(2), None, 60).await.unwrap(), got[1]);
+        let e = format!("{:#}", acquire(&s, &cfg, &attrs(4), None, 60).await.unwrap_err());
+        assert!(e.contains("no free subnet"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_network_turned_dual_stack_keeps_the_ipv4_subnet() {
+        let (s, d) = store("turned");
+        let cfg = NetConfig::parse(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/48"}"#).unwrap();
+        let prev = Subnets::v4("10.244.9.0/24".parse().unwrap());
+        let own = acquire(&s, &cfg, &attrs(1), Some(prev), 60).await.unwrap();
+        assert_eq!(own.v4, prev.v4);
+        assert!(own.v6.is_some_and(|v6| cfg.ipv6.as_ref().unwrap().fits(&v6)), "{own}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -178,7 +178,15 @@ fn ipv6_vxlan_between_two_namespaces() {
         let decap_before = c(&db, stat::DECAP);
         assert!(!ping(&a.ns, &["-I", "fd10:0:0:9::1"], "fd10:0:0:2::1"), "a spoofed source must not get through");
         assert_eq!(c(&db, stat::DROP_SPOOFED), 3, "B counts every spoofed packet");
+        // A source inside B's own subnet, sent by A: the same.
+        ok(&["ip", "-n", &a.ns, "addr", "add", "fd10:0:0:2::99/128", "dev", "weft-v6.1", "nodad"]);
+        assert!(!ping(&a.ns, &["-I", "fd10:0:0:2::99"], "fd10:0:0:2::1"), "a source in another peer's subnet must not get through");
+        assert_eq!(c(&db, stat::DROP_SPOOFED), 6, "B counts every spoofed packet");
         assert_eq!(c(&db, stat::DECAP), decap_before, "nothing spoofed reached B's stack");
+        // (Gone again, or A would choose them as sources for B's subnet.)
+        for spoof in ["fd10:0:0:9::1/128", "fd10:0:0:2::99/128"] {
+            ok(&["ip", "-n", &a.ns, "addr", "del", spoof, "dev", "weft-v6.1"]);
+        }
 
         // A peer B does not know: its VTEP address leaves weft_vtep_ips6.
         let mut db = db;

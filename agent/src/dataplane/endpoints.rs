@@ -1,6 +1,7 @@
 //! Local pod endpoints, from the records weft-cni writes (one JSON file per
 //! pod interface in `--endpoints-dir`, written at ADD, removed at DEL), into
-//! the datapath: `weft_pods` (decapsulated traffic goes straight into the
+//! the datapath: `weft_pods` and, for a record with `ip6`, `weft_pods6`
+//! (decapsulated traffic goes straight into the
 //! pod) and `weft_from_pod` on each pod's host-side veth (its traffic is
 //! encapsulated or forwarded where it leaves the pod). Reconciled like
 //! everything else, from the records and the devices that exist: after a

@@ -17,6 +17,7 @@ pub mod peers6;
 pub mod routed;
 pub mod udp;
 pub mod vxlan;
+pub mod vxlan6;
 
 use std::sync::Arc;
 
@@ -131,14 +132,15 @@ impl Config {
 /// known (vxlan: the overlay device, whose MAC our lease announces)
 /// (registration 3 of 3).
 pub async fn build(cfg: &NetConfig, node: Node) -> Result<Box<dyn Backend>> {
-    let keep = match &cfg.backend {
-        Config::Vxlan(c) => Some(vxlan::overlay_name(c.vni)),
-        _ => None,
+    let keep: Vec<String> = match &cfg.backend {
+        Config::Vxlan(c) if cfg.ipv6.is_some() => vec![vxlan::overlay_name(c.vni), crate::net::overlay6::name(c.vni)],
+        Config::Vxlan(c) => vec![vxlan::overlay_name(c.vni)],
+        _ => vec![],
     };
     if cfg.ipv6.is_some() && matches!(cfg.backend, Config::Udp(_)) {
         bail!("config field EnableIPv6: the udp backend carries IPv4 only (as flannel's); use vxlan or host-gw for dual stack");
     }
-    remove_stale_overlays(&node.nl, keep.as_deref()).await;
+    remove_stale_overlays(&node.nl, &keep).await;
     Ok(match &cfg.backend {
         Config::Vxlan(c) => Box::new(vxlan::VxlanBackend::new(c, node).await?),
         Config::HostGw => Box::new(host_gw::HostGwBackend::new(node)?),
@@ -146,17 +148,18 @@ pub async fn build(cfg: &NetConfig, node: Node) -> Result<Box<dyn Backend>> {
     })
 }
 
-/// Removes weft's overlay devices (`weft.<VNI>`) that the configured backend
+/// Removes weft's overlay devices (`weft.<VNI>`, `weft-v6.<VNI>`) that the configured backend
 /// does not use, left by a run with another backend or VNI: a vxlan one
 /// would keep a socket on the VXLAN port that no weft program guards. Best
 /// effort: a failure is logged, and nothing the new backend needs depends
 /// on it.
-async fn remove_stale_overlays(nl: &Netlink, keep: Option<&str>) {
+async fn remove_stale_overlays(nl: &Netlink, keep: &[String]) {
     let links = match nl.links().await {
         Ok(l) => l,
         Err(e) => return log::warn!("looking for overlay devices an earlier run left: {e:#}"),
     };
-    for l in links.iter().filter(|l| vxlan::is_overlay_name(&l.name) && Some(l.name.as_str()) != keep) {
+    let ours = |n: &str| vxlan::is_overlay_name(n) || vxlan6::is_overlay6_name(n);
+    for l in links.iter().filter(|l| ours(&l.name) && !keep.contains(&l.name)) {
         match nl.delete_link(l.index).await {
             Ok(()) => log::info!("removed {} ({:?}), which an earlier run with another backend or VNI left", l.name, l.kind),
             Err(e) => log::warn!("removing {}, which an earlier run left: {e:#}", l.name),

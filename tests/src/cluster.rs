@@ -11,7 +11,18 @@
 //! on) has leg `s<k>` = 192.168.(77+k).253 in each. Every node and the
 //! switch (etcd) get a route to each other segment via their own segment's
 //! router address; there is no default route anywhere.
-use std::{net::Ipv4Addr, time::Duration};
+//!
+//! Dual stack ([`ClusterBuilder::dual_stack`]): segment 0 is also IPv6,
+//! fd77::/64 (switch fd77::fe on br0, node N fd77::N on its eth0, all
+//! `nodad`); every namespace of the cluster has IPv6 DAD off, the nodes
+//! IPv6 forwarding on, and the switch's bridge no multicast snooping (so
+//! neighbour discovery is flooded). The network config gains
+//! `"EnableIPv6":true,"IPv6Network":"fd44::/48"`, leases are named
+//! `10.244.5.0-24&fd44:0:0:5::-64`, and pods get an IPv6 address too.
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 
@@ -21,10 +32,10 @@ use crate::{
     flannel_node::{FlannelBackend, FlannelNode},
     kube_store::{self, KubeStore},
     netns::Netns,
-    pod::{Pod, Wiring},
+    pod::{self, Family, Pod, Wiring},
     state::LabState,
     store::{EmbeddedStore, LeaseStore},
-    subnet_env::{parse_lease_name, SubnetEnv},
+    subnet_env::{self as senv, parse_lease_name, Ipv6Cidr, SubnetEnv},
     tempdir::TempDir,
     weft_node::WeftNode,
 };
@@ -35,6 +46,33 @@ pub const UNDERLAY_LEN: u8 = 24;
 pub const ROUTER_HOST: u8 = 253;
 /// Segments the harness supports (192.168.77.0/24 .. 192.168.80.0/24).
 pub const MAX_SEGMENTS: usize = 4;
+/// The switch's IPv6 address on br0 in a dual-stack cluster.
+pub const SWITCH_IP6: &str = "fd77::fe";
+/// Prefix length of the IPv6 underlay fd77::/64.
+pub const UNDERLAY6_LEN: u8 = 64;
+/// The IPv6 pod network of [`ClusterBuilder::dual_stack`] (IPv6SubnetLen
+/// defaults to 64: node subnets `fd44:0:0:N::/64`).
+pub const IPV6_NETWORK: &str = "fd44::/48";
+
+/// Node `n`'s IPv6 underlay address in a dual-stack cluster: fd77::n.
+pub fn node_ip6(n: u32) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n as u16)
+}
+
+/// A dual-stack network config: `{"Network":<network>,"EnableIPv6":true,
+/// "IPv6Network":"fd44::/48","Backend":{"Type":<backend>}}`.
+pub fn dual_stack_config(network: &str, backend: &str) -> String {
+    format!(r#"{{"Network":"{network}","EnableIPv6":true,"IPv6Network":"{IPV6_NETWORK}","Backend":{{"Type":"{backend}"}}}}"#)
+}
+
+/// The config's IPv6Network when it says `"EnableIPv6": true`.
+fn config_ipv6_network(config: &str) -> Option<Ipv6Cidr> {
+    let j: serde_json::Value = serde_json::from_str(config).ok()?;
+    if j.get("EnableIPv6").and_then(|v| v.as_bool()) != Some(true) {
+        return None;
+    }
+    Ipv6Cidr::parse(j.get("IPv6Network")?.as_str()?)
+}
 
 /// Network address of segment `seg` (0 = the switch's 192.168.77.0/24).
 pub fn segment_net(seg: usize) -> Ipv4Addr {
@@ -59,9 +97,18 @@ pub struct ClusterBuilder {
     embedded: bool,
     kube: bool,
     segments: Option<Vec<u32>>,
+    dual_stack: bool,
 }
 
 impl ClusterBuilder {
+    /// Dual stack (see the module's doc): an IPv6 underlay on segment 0 and,
+    /// unless [`ClusterBuilder::config_json`] says otherwise,
+    /// [`dual_stack_config`] with vxlan. Not with [`ClusterBuilder::kube`]
+    /// or more than one segment.
+    pub fn dual_stack(mut self) -> Self {
+        self.dual_stack = true;
+        self
+    }
     pub fn weft_nodes(mut self, n: u32) -> Self {
         self.weft_nodes = n;
         self
@@ -122,6 +169,9 @@ impl ClusterBuilder {
     /// weftd on each and waits until each holds a lease and wrote subnet.env.
     pub fn build(self) -> Result<Cluster> {
         bpf::ensure_bpffs()?;
+        if self.dual_stack && (self.kube || self.segments.as_ref().is_some_and(|s| s.len() > 1)) {
+            bail!("the harness's dual stack has one segment and runs on etcd or the embedded store (not kube mode, not several segments)");
+        }
         let prefix = cmd::run_prefix();
         let tmp = TempDir::new(&format!("weft-{prefix}"))?;
         let sw = Netns::create(&format!("{prefix}-sw"))?;
@@ -131,8 +181,15 @@ impl ClusterBuilder {
         for family in ["iptables", "ip6tables", "arptables"] {
             let _ = sw.sysctl(&format!("net.bridge.bridge-nf-call-{family}"), "0");
         }
+        if self.dual_stack {
+            pod::no_dad(&sw)?;
+        }
         sw.ip(&["link", "add", "br0", "type", "bridge"])?;
         sw.ip(&["addr", "add", &format!("{SWITCH_IP}/{UNDERLAY_LEN}"), "dev", "br0"])?;
+        if self.dual_stack {
+            sw.ip(&["link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])?;
+            sw.ip(&["-6", "addr", "add", &format!("{SWITCH_IP6}/{UNDERLAY6_LEN}"), "dev", "br0", "nodad"])?;
+        }
         sw.ip(&["link", "set", "br0", "up"])?;
         let store = if self.kube {
             let sw_ip: Ipv4Addr = SWITCH_IP.parse()?;
@@ -142,7 +199,11 @@ impl ClusterBuilder {
         } else {
             LeaseStore::Etcd { server: EtcdServer::start(&sw, SWITCH_IP, tmp.path())?, prefix: self.etcd_prefix.clone() }
         };
-        let config = self.config.clone().unwrap_or_else(|| format!(r#"{{"Network":"{}","Backend":{{"Type":"vxlan"}}}}"#, self.network));
+        let config = match (&self.config, self.dual_stack) {
+            (Some(c), _) => c.clone(),
+            (None, true) => dual_stack_config(&self.network, "vxlan"),
+            (None, false) => format!(r#"{{"Network":"{}","Backend":{{"Type":"vxlan"}}}}"#, self.network),
+        };
         store.write_config(&config)?;
         let network: Ipv4Addr = self.network.split('/').next().unwrap_or_default().parse().with_context(|| format!("network {}", self.network))?;
         let mut c = Cluster {
@@ -154,6 +215,8 @@ impl ClusterBuilder {
             switches: Vec::new(),
             router: None,
             segment_of: Vec::new(),
+            ipv6_network: config_ipv6_network(&config),
+            dual_stack: self.dual_stack,
             config,
             tmp,
             prefix,
@@ -208,6 +271,10 @@ pub struct Cluster {
     segment_of: Vec<(NodeRef, usize)>,
     /// The network config written to the store.
     config: String,
+    /// The config's IPv6Network, if it enables IPv6.
+    pub ipv6_network: Option<Ipv6Cidr>,
+    /// Built with [`ClusterBuilder::dual_stack`]: the IPv6 underlay.
+    pub dual_stack: bool,
     tmp: TempDir,
     pub prefix: String,
     pub etcd_prefix: String,
@@ -229,6 +296,7 @@ impl Cluster {
             embedded: false,
             kube: false,
             segments: None,
+            dual_stack: false,
         }
     }
 
@@ -301,6 +369,9 @@ impl Cluster {
         if count <= self.segment_count() {
             return Ok(());
         }
+        if self.dual_stack {
+            bail!("the harness's dual stack has one segment, not {count}");
+        }
         if self.router.is_none() {
             let rt = Netns::create(&format!("{}-rt", self.prefix))?;
             rt.sysctl("net.ipv4.ip_forward", "1")?;
@@ -345,14 +416,24 @@ impl Cluster {
         }
         let sw = self.switch_ns(seg)?;
         let ns = Netns::create(&format!("{}-n{n}", self.prefix))?;
+        if self.dual_stack {
+            // Before eth0 exists: it comes up without DAD.
+            pod::no_dad(&ns)?;
+        }
         let o = segment_net(seg).octets();
         let ip = Ipv4Addr::new(o[0], o[1], o[2], n as u8);
         let peer = format!("vn{n}");
         ns.ip(&["link", "add", "eth0", "mtu", "1500", "type", "veth", "peer", "name", &peer, "mtu", "1500", "netns", sw.name()])?;
         sw.ip(&["link", "set", &peer, "master", "br0", "up"])?;
         ns.ip(&["addr", "add", &format!("{ip}/{UNDERLAY_LEN}"), "dev", "eth0"])?;
+        if self.dual_stack {
+            ns.ip(&["-6", "addr", "add", &format!("{}/{UNDERLAY6_LEN}", node_ip6(n)), "dev", "eth0", "nodad"])?;
+        }
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.sysctl("net.ipv4.ip_forward", "1")?;
+        if self.dual_stack {
+            ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        }
         for other in (0..self.segment_count()).filter(|k| *k != seg) {
             ns.ip(&["route", "add", &format!("{}/{UNDERLAY_LEN}", segment_net(other)), "via", &router_ip(seg).to_string()])?;
         }
@@ -373,6 +454,9 @@ impl Cluster {
         let n = self.next_node_number();
         let (ns, ip) = self.add_node_ns(n, seg)?;
         let mut node = WeftNode::new(n, ip, ns, self.tmp.path(), &self.prefix)?;
+        if self.dual_stack {
+            node.ip6 = Some(node_ip6(n));
+        }
         if let LeaseStore::Kube(k) = &self.store {
             let name = node.ns.name().to_string();
             k.api.create_node(kube_store::node_object(&name, ip, Some(&self.default_pod_cidr(n))))?;
@@ -401,7 +485,11 @@ impl Cluster {
         self.ensure_segments(seg + 1)?;
         let n = self.next_node_number();
         let (ns, ip) = self.add_node_ns(n, seg)?;
-        let node = FlannelNode::with_backend(n, ip, ns, &self.store, self.network, backend)?;
+        let v6 = match (self.dual_stack, self.ipv6_network) {
+            (true, Some(net6)) => Some((node_ip6(n), net6)),
+            _ => None,
+        };
+        let node = FlannelNode::with_backend_v6(n, ip, v6, ns, &self.store, self.network, backend)?;
         self.flannel.push(node);
         self.segment_of.push((n, seg));
         Ok(n)
@@ -521,6 +609,13 @@ impl Cluster {
         Ok(self.flannel_node(n)?.ip)
     }
 
+    /// Node `n`'s IPv6 underlay address (an error unless the cluster is dual stack).
+    pub fn node_ip6(&self, n: NodeRef) -> Result<Ipv6Addr> {
+        self.node_ns(n)?;
+        anyhow::ensure!(self.dual_stack, "the cluster is not dual stack: node {n} has no IPv6 underlay address");
+        Ok(node_ip6(n))
+    }
+
     /// The node's subnet (subnet.env for weft nodes).
     pub fn node_env(&self, n: NodeRef) -> Result<SubnetEnv> {
         if let Ok(w) = self.weft_node(n) {
@@ -567,8 +662,9 @@ impl Cluster {
                 return Err(why);
             }
             let env = node.subnet_env().map_err(|e| format!("{e:#}"))?;
-            let key = store.key(&env.lease_name());
-            match store.get(&env.lease_name()) {
+            let name = senv::lease_name(&env);
+            let key = store.key(&name);
+            match store.get(&name) {
                 Ok(Some(v)) if v.contains(&format!("\"{}\"", node.ip)) => Ok(Some(env)),
                 Ok(Some(v)) => Err(format!("lease {key} does not carry PublicIP {}: {v}", node.ip)),
                 Ok(None) => Err(format!("subnet.env says {} but the store has no lease {key}", env.cidr())),
@@ -580,7 +676,68 @@ impl Cluster {
 
     /// Waits (20 s) until every weft node has one route on weft.1 per other
     /// node's subnet; on a host-gw cluster, [`Cluster::wait_converged_host_gw`].
+    /// On a dual-stack cluster then also [`Cluster::wait_converged6`].
     pub fn wait_converged(&self) -> Result<()> {
+        self.wait_converged_v4()?;
+        if self.dual_stack && self.ipv6_network.is_some() {
+            self.wait_converged6()?;
+        }
+        Ok(())
+    }
+
+    /// The IPv6 routes weft node `n` should have, as `ip -6 route` prints
+    /// their start: per other node with an IPv6 subnet (subnet.env, or the
+    /// flannel node's), on a vxlan cluster `<v6 subnet>` on weft-v6.1 (only
+    /// the destination is checked), on a host-gw cluster `<v6 subnet> via
+    /// <its fd77::M> dev eth0` for the host-gw peers. (device, wanted lines).
+    pub fn v6_routes_wanted(&self, n: NodeRef) -> Result<(Option<&'static str>, Vec<String>)> {
+        let mut want = Vec::new();
+        for m in self.nodes() {
+            if m == n {
+                continue;
+            }
+            let Some(s6) = self.node_env(m)?.ipv6_subnet else { continue };
+            if self.is_host_gw() {
+                let host_gw = if self.weft_node(m).is_ok() { true } else { self.flannel_node(m)?.backend == FlannelBackend::HostGw };
+                if host_gw {
+                    want.push(format!("{s6} via {} dev eth0", node_ip6(m)));
+                }
+            } else {
+                want.push(s6.to_string());
+            }
+        }
+        Ok((if self.is_host_gw() { None } else { Some(crate::weft_node::OVERLAY6_DEV) }, want))
+    }
+
+    /// Waits (20 s) until every weft node has its [`Cluster::v6_routes_wanted`].
+    pub fn wait_converged6(&self) -> Result<()> {
+        for w in &self.weft {
+            let (dev, want) = self.v6_routes_wanted(w.n)?;
+            let what = match dev {
+                Some(d) => format!("IPv6 routes on {d} in {}", w.ns.name()),
+                None => format!("IPv6 host-gw routes in {}", w.ns.name()),
+            };
+            cmd::poll(&what, Duration::from_secs(20), Duration::from_millis(200), || {
+                let (routes, shown) = match dev {
+                    Some(d) => (w.ns.ip(&["-6", "route", "show", "dev", d]), format!("ip -6 route show dev {d}")),
+                    None => (w.ns.ip(&["-6", "route", "show"]), "ip -6 route show".to_string()),
+                };
+                let routes = routes.map_err(|e| format!("{e:#}"))?;
+                let missing: Vec<&String> = want
+                    .iter()
+                    .filter(|r| !routes.lines().any(|l| if dev.is_some() { l.split_whitespace().next() == Some(r.as_str()) } else { l.trim_end().starts_with(r.as_str()) }))
+                    .collect();
+                if missing.is_empty() {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("missing IPv6 routes {missing:?}; `{shown}`:\n{}", routes.trim()))
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    fn wait_converged_v4(&self) -> Result<()> {
         if self.is_host_gw() {
             return self.wait_converged_host_gw();
         }
@@ -656,6 +813,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every ordered pair of `pods` (indexes into `self.pods`) on different
+    /// nodes, over `family`: `pings` echo requests, all answered, then (if
+    /// `tcp_bytes` > 0) a TCP transfer of that many bytes, arriving intact.
+    /// Errors name the family, both pods, their wiring and addresses.
+    pub fn traffic_across_nodes(&self, pods: &[usize], family: Family, pings: u32, tcp_bytes: u64) -> Result<()> {
+        for &a in pods {
+            for &b in pods {
+                let (pa, pb) = (&self.pods[a], &self.pods[b]);
+                if pa.node == pb.node {
+                    continue;
+                }
+                let to = pb.addr(family)?;
+                let what = || format!("{family}: pod {} ({:?}, node {}) -> pod {} ({:?}, node {}, {to})", pa.ns.name(), pa.wiring, pa.node, pb.ns.name(), pb.wiring, pb.node);
+                crate::traffic::ping_ok_any(&pa.ns, to, pings).with_context(|| format!("ping {}", what()))?;
+                if tcp_bytes > 0 {
+                    crate::traffic::tcp_transfer_any(&pa.ns, &pb.ns, to, tcp_bytes).with_context(|| format!("tcp {}", what()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Adds pod number k (k = pods on that node so far + 1) to node `n`
     /// (`Wiring::Cni`: through weft-cni, on weft nodes). Returns the index
     /// into `self.pods`.
@@ -663,7 +842,7 @@ impl Cluster {
         let k = self.pods.iter().filter(|p| p.node == n).count() as u32 + 1;
         let name = format!("{}-n{n}-p{k}", self.prefix);
         let pod = if wiring == Wiring::Cni {
-            Pod::create_cni(self.node_ns(n)?, n, &self.weft_cni(n)?, &name)?
+            Pod::create_cni_with(self.node_ns(n)?, n, &self.weft_cni(n)?, &name, self.dual_stack)?
         } else {
             Pod::create(self.node_ns(n)?, n, &self.node_env(n)?, k, wiring, &name)?
         };
@@ -697,7 +876,7 @@ impl Cluster {
             bridge: "cni0".into(),
             bridge_mac: str_of(&bridge["address"], "cni0's MAC")?,
             mtu: u32_of(&pod_if["mtu"], "pod eth0's MTU")?,
-            ip6: None,
+            ip6: pod.ip6,
         };
         weft_common::endpoint::write(&node.endpoints_dir, &rec).with_context(|| format!("writing the endpoint record of pod {p}"))
     }
@@ -716,17 +895,17 @@ impl Cluster {
 
     /// The lease key of node `n` in the store (see [`Cluster::leases`]).
     pub fn lease_key(&self, n: NodeRef) -> Result<String> {
-        Ok(self.store.key(&self.node_env(n)?.lease_name()))
+        Ok(self.store.key(&senv::lease_name(&self.node_env(n)?)))
     }
 
     /// Node `n`'s lease value, if the store holds it.
     pub fn lease(&self, n: NodeRef) -> Result<Option<String>> {
-        self.store.get(&self.node_env(n)?.lease_name())
+        self.store.get(&senv::lease_name(&self.node_env(n)?))
     }
 
     /// Deletes node `n`'s lease as an operator would; true if it existed.
     pub fn delete_lease(&self, n: NodeRef) -> Result<bool> {
-        self.store.delete(&self.node_env(n)?.lease_name())
+        self.store.delete(&senv::lease_name(&self.node_env(n)?))
     }
 
     /// Subnets of all leases in the store.
@@ -740,9 +919,15 @@ impl Cluster {
         for w in &self.weft {
             s += &format!("--- {} weftd log {} (last 40 lines):\n{}\n", w.ns.name(), w.log.display(), w.log_tail(40));
             s += &format!("--- {} `ip -4 route`:\n{}\n", w.ns.name(), w.ns.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
+            if self.dual_stack {
+                s += &format!("--- {} `ip -6 route`:\n{}\n", w.ns.name(), w.ns.ip(&["-6", "route"]).unwrap_or_else(|e| format!("{e:#}")));
+            }
         }
         for f in &self.flannel {
             s += &format!("--- flannel node {} `ip -4 route`:\n{}\n", f.ns.name(), f.ns.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
+            if self.dual_stack {
+                s += &format!("--- flannel node {} `ip -6 route`:\n{}\n", f.ns.name(), f.ns.ip(&["-6", "route"]).unwrap_or_else(|e| format!("{e:#}")));
+            }
         }
         if let Some(rt) = &self.router {
             s += &format!(

@@ -5,15 +5,31 @@
 //!
 //! - vxlan backend: flannel.1, permanent neighbour + FDB entries, onlink routes;
 //! - host-gw backend: no device, `<subnet> via <PublicIP> dev eth0` per peer.
-use std::net::Ipv4Addr;
+//!
+//! Dual stack (flanneld v0.2x with `EnableIPv6`): the lease key gains
+//! `&<v6 subnet>-<len>` and the value `PublicIPv6` (and, vxlan,
+//! `BackendV6Data`). vxlan adds a second device `flannel-v6.1` over the
+//! IPv6 underlay (MTU underlay - 70) with the v6 subnet's network address
+//! /128, and per dual-stack peer the v6 neighbour, FDB entry and onlink
+//! route (vxlan.go, vxlan_network.go, device.go); host-gw adds
+//! `<v6 subnet> via <PublicIPv6> dev eth0` (hostgw.go, route_network.go).
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
     netns::Netns,
     store::LeaseStore,
-    subnet_env::{flannel_node_env, parse_lease_name, SubnetEnv},
+    subnet_env::{self, flannel_node_env, flannel_node_env_dual, parse_lease_name, parse_lease_name6, Ipv6Cidr, SubnetEnv},
 };
+
+/// The underlay's MTU on every node of the harness.
+const UNDERLAY_MTU: u32 = 1500;
+/// flanneld's v6 vxlan device: the kernel's default MTU for a vxlan device
+/// over IPv6 (outer IPv6 40 + UDP 8 + VXLAN 8 + inner Ethernet 14).
+pub const VXLAN6_OVERHEAD: u32 = 70;
+/// The v6 vxlan device's name (VNI 1).
+pub const FLANNEL_V6_DEV: &str = "flannel-v6.1";
 
 /// The flannel backend a [`FlannelNode`] is programmed as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,9 +43,26 @@ pub enum FlannelBackend {
     Udp,
 }
 
-/// A flannel node's view of another lease: (store key, subnet address,
-/// prefix length, parsed JSON, PublicIP).
-type OtherLease = (String, std::net::Ipv4Addr, u8, serde_json::Value, String);
+/// A flannel node's view of another lease.
+struct OtherLease {
+    /// The store key.
+    key: String,
+    sub: Ipv4Addr,
+    len: u8,
+    j: serde_json::Value,
+    /// PublicIP.
+    public: String,
+    /// The key's IPv6 subnet, on a dual-stack lease.
+    sub6: Option<Ipv6Cidr>,
+}
+
+impl OtherLease {
+    /// The lease's PublicIPv6 (an error unless it is a non-null string).
+    fn public6(&self) -> Result<Ipv6Addr> {
+        let v = self.j.get("PublicIPv6").and_then(|p| p.as_str()).with_context(|| format!("dual-stack lease {} has no PublicIPv6: {}", self.key, self.j))?;
+        v.parse().with_context(|| format!("lease {}: PublicIPv6 {v:?}", self.key))
+    }
+}
 
 pub struct FlannelNode {
     pub n: u32,
@@ -38,6 +71,10 @@ pub struct FlannelNode {
     pub backend: FlannelBackend,
     /// flannel.1's MAC (the lease's VtepMAC); empty for host-gw.
     pub mac: String,
+    /// Dual stack: the node's PublicIPv6 (its underlay's IPv6 address).
+    pub ip6: Option<Ipv6Addr>,
+    /// Dual stack, vxlan: flannel-v6.1's MAC (BackendV6Data.VtepMAC); else empty.
+    pub mac6: String,
     /// The lease's key in the store (full etcd key, or the name on the embedded store).
     pub lease_key: String,
     pub ns: Netns,
@@ -79,34 +116,98 @@ impl FlannelNode {
     /// its lease is `{"PublicIP":..,"PublicIPv6":null,"BackendType":"host-gw"}`
     /// and its FLANNEL_MTU the underlay's (1500).
     pub fn with_backend(n: u32, ip: Ipv4Addr, ns: Netns, store: &LeaseStore, network: Ipv4Addr, backend: FlannelBackend) -> Result<FlannelNode> {
+        Self::with_backend_v6(n, ip, None, ns, store, network, backend)
+    }
+
+    /// As [`FlannelNode::with_backend`]; with `v6` = (the node's PublicIPv6,
+    /// already on its eth0; the cluster's IPv6Network), a dual-stack node as
+    /// flanneld v0.2x makes one: a /64 of the v6 network too (the first free
+    /// one from index .200's upward: `fd44:0:0:c8::/64` for `10.244.200.0/24`),
+    /// the `&` lease key, PublicIPv6, and for vxlan `flannel-v6.1` and
+    /// BackendV6Data. vxlan and host-gw only (flannel's udp has no IPv6).
+    pub fn with_backend_v6(
+        n: u32,
+        ip: Ipv4Addr,
+        v6: Option<(Ipv6Addr, Ipv6Cidr)>,
+        ns: Netns,
+        store: &LeaseStore,
+        network: Ipv4Addr,
+        backend: FlannelBackend,
+    ) -> Result<FlannelNode> {
         let leases = store.list()?;
         let taken: Vec<Ipv4Addr> = leases.iter().filter_map(|(k, _)| parse_lease_name(k)).map(|(s, _)| s).collect();
         let o = network.octets();
         let subnet =
             (200u8..=254).map(|x| Ipv4Addr::new(o[0], o[1], x, 0)).find(|s| !taken.contains(s)).context("no free /24 from .200 upward for the flannel node")?;
+        if let Some((ip6, net6)) = v6 {
+            if !matches!(backend, FlannelBackend::Vxlan | FlannelBackend::VxlanDirect | FlannelBackend::HostGw) {
+                bail!("flannel's {backend:?} backend has no IPv6: a dual-stack flannel node is vxlan or host-gw");
+            }
+            let taken6: Vec<Ipv6Cidr> = leases.iter().filter_map(|(k, _)| parse_lease_name6(k)).map(Ipv6Cidr::trunc).collect();
+            let net6 = net6.trunc();
+            if net6.prefix_len > 64 - 8 {
+                bail!("IPv6Network {net6}: the harness's flannel node needs at least 8 bits of /64s");
+            }
+            let subnet6 = (subnet.octets()[2] as u128..=0xff)
+                .map(|x| Ipv6Cidr { addr: net6.host(x << 64), prefix_len: 64 })
+                .find(|s| !taken6.contains(s))
+                .with_context(|| format!("no free /64 in {net6} for the flannel node"))?;
+            let (mtu, v6_dev) = match backend {
+                FlannelBackend::HostGw => (UNDERLAY_MTU, false),
+                _ => (UNDERLAY_MTU - 50, true),
+            };
+            let env = flannel_node_env_dual(network, subnet, mtu, net6, subnet6);
+            let name = subnet_env::lease_name(&env);
+            let lease_key = store.key(&name);
+            let (mut mac, mut mac6) = (String::new(), String::new());
+            let value = if v6_dev {
+                mac = Self::make_vxlan_dev(&ns, ip, subnet)?;
+                mac6 = random_mac();
+                let ip6s = ip6.to_string();
+                ns.ip(&["link", "add", FLANNEL_V6_DEV, "type", "vxlan", "id", "1", "dev", "eth0", "local", &ip6s, "dstport", "8472", "nolearning"])?;
+                ns.ip(&["link", "set", FLANNEL_V6_DEV, "address", &mac6, "mtu", &(UNDERLAY_MTU - VXLAN6_OVERHEAD).to_string()])?;
+                // Slashes: the device name has a dot.
+                ns.sysctl(&format!("net/ipv6/conf/{FLANNEL_V6_DEV}/accept_ra"), "0")?;
+                ns.ip(&["-6", "addr", "add", &format!("{}/128", subnet6.addr), "dev", FLANNEL_V6_DEV])?;
+                ns.ip(&["link", "set", FLANNEL_V6_DEV, "up"])?;
+                format!(
+                    r#"{{"PublicIP":"{ip}","PublicIPv6":"{ip6}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"{mac6}"}}}}"#
+                )
+            } else {
+                format!(r#"{{"PublicIP":"{ip}","PublicIPv6":"{ip6}","BackendType":"host-gw"}}"#)
+            };
+            store.put(&name, &value)?;
+            return Ok(FlannelNode { n, ip, env, backend, mac, ip6: Some(ip6), mac6, lease_key, ns, proxy: Default::default() });
+        }
         let lease_key = store.key(&format!("{subnet}-24"));
         if backend == FlannelBackend::HostGw {
             let env = flannel_node_env(network, subnet, 1500);
             let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#);
             store.put(&env.lease_name(), &value)?;
-            return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), lease_key, ns, proxy: Default::default() });
+            return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), ip6: None, mac6: String::new(), lease_key, ns, proxy: Default::default() });
         }
         if backend == FlannelBackend::Udp {
             // flannel's udp lease has no BackendType; FLANNEL_MTU = 1500 - 28.
             let env = flannel_node_env(network, subnet, 1472);
             store.put(&env.lease_name(), &format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null}}"#))?;
-            return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), lease_key, ns, proxy: Default::default() });
+            return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), ip6: None, mac6: String::new(), lease_key, ns, proxy: Default::default() });
         }
         let env = flannel_node_env(network, subnet, 1450);
+        let mac = Self::make_vxlan_dev(&ns, ip, subnet)?;
+        let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#);
+        store.put(&env.lease_name(), &value)?;
+        Ok(FlannelNode { n, ip, env, backend, mac, ip6: None, mac6: String::new(), lease_key, ns, proxy: Default::default() })
+    }
+
+    /// flannel.1 over the IPv4 underlay with `<subnet>/32`, up; its MAC.
+    fn make_vxlan_dev(ns: &Netns, ip: Ipv4Addr, subnet: Ipv4Addr) -> Result<String> {
         let mac = random_mac();
         let ips = ip.to_string();
         ns.ip(&["link", "add", "flannel.1", "type", "vxlan", "id", "1", "dev", "eth0", "local", &ips, "dstport", "8472", "nolearning"])?;
         ns.ip(&["link", "set", "flannel.1", "address", &mac, "mtu", "1450"])?;
         ns.ip(&["addr", "add", &format!("{subnet}/32"), "dev", "flannel.1"])?;
         ns.ip(&["link", "set", "flannel.1", "up"])?;
-        let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#);
-        store.put(&env.lease_name(), &value)?;
-        Ok(FlannelNode { n, ip, env, backend, mac, lease_key, ns, proxy: Default::default() })
+        Ok(mac)
     }
 
     /// Programs the kernel from the other leases of our backend type, as
@@ -163,12 +264,22 @@ impl FlannelNode {
     /// <PublicIP> dev eth0`, as flanneld's host-gw (route_network.go) does.
     /// A route the kernel refuses (next hop not on-link) is reported on
     /// stderr and skipped, as flanneld logs and goes on.
+    /// On a dual-stack node, for every dual-stack host-gw lease also
+    /// `ip -6 route replace <v6 subnet> via <PublicIPv6> dev eth0`.
     fn reprogram_host_gw(&self, store: &LeaseStore) -> Result<Vec<String>> {
         let mut done = Vec::new();
-        for (_, sub, len, _, public) in self.other_leases(store, "host-gw")? {
-            match self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", &public, "dev", "eth0"]) {
+        for l in self.other_leases(store, "host-gw")? {
+            let (sub, len, public) = (l.sub, l.len, &l.public);
+            match self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", public, "dev", "eth0"]) {
                 Ok(_) => done.push(format!("{sub}/{len}")),
                 Err(e) => eprintln!("weft-tests: flannel host-gw node {}: route to {sub}/{len} via {public}: {e:#}", self.ns.name()),
+            }
+            if let (Some(_), Some(sub6)) = (self.ip6, l.sub6) {
+                let public6 = l.public6()?;
+                match self.ns.ip(&["-6", "route", "replace", &sub6.to_string(), "via", &public6.to_string(), "dev", "eth0"]) {
+                    Ok(_) => done.push(sub6.to_string()),
+                    Err(e) => eprintln!("weft-tests: flannel host-gw node {}: route to {sub6} via {public6}: {e:#}", self.ns.name()),
+                }
             }
         }
         Ok(done)
@@ -188,7 +299,8 @@ impl FlannelNode {
                 continue;
             }
             let public = j.get("PublicIP").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no PublicIP: {v}"))?.to_string();
-            out.push((k, sub, len, j, public));
+            let sub6 = parse_lease_name6(&k).map(Ipv6Cidr::trunc);
+            out.push(OtherLease { key: k, sub, len, j, public, sub6 });
         }
         Ok(out)
     }
@@ -198,33 +310,73 @@ impl FlannelNode {
     /// DirectRouting), a peer whose PublicIP is on-link (`ip route get` shows
     /// no gateway) gets `<subnet> via <PublicIP> dev eth0` instead. Returns
     /// the subnets programmed.
+    ///
+    /// On a dual-stack node, for every dual-stack vxlan lease also (or, with
+    /// `direct` and an on-link PublicIPv6, `<v6 subnet> via <PublicIPv6>`):
+    /// `<v6 subnet address> lladdr <BackendV6Data.VtepMAC> dev flannel-v6.1
+    /// nud permanent`, FDB `<that MAC> dst <PublicIPv6>` and
+    /// `<v6 subnet> via <v6 subnet address> dev flannel-v6.1 onlink`. A
+    /// dual-stack lease without BackendV6Data is an error here (flanneld
+    /// logs "error decoding v6 subnet lease JSON" and skips the whole lease).
     fn reprogram_vxlan(&self, store: &LeaseStore, direct: bool) -> Result<Vec<String>> {
         let mut done = Vec::new();
-        for (k, sub, len, j, public) in self.other_leases(store, "vxlan")? {
+        for l in self.other_leases(store, "vxlan")? {
+            let (k, sub, len, j) = (&l.key, l.sub, l.len, &l.j);
             let v = j.to_string();
-            let public = public.as_str();
+            // v6 first, as flanneld decodes both before programming either.
+            let v6 = match (self.ip6, l.sub6) {
+                (Some(_), Some(sub6)) => {
+                    let mac6 = j
+                        .pointer("/BackendV6Data/VtepMAC")
+                        .and_then(|p| p.as_str())
+                        .with_context(|| format!("dual-stack lease {k} has no BackendV6Data.VtepMAC (flanneld skips such a lease entirely): {v}"))?;
+                    if mac6.len() != 17 {
+                        bail!("lease {k}: odd BackendV6Data.VtepMAC {mac6:?}");
+                    }
+                    Some((sub6, l.public6()?, mac6))
+                }
+                _ => None,
+            };
+            let public = l.public.as_str();
             if direct && !self.ns.ip(&["route", "get", public])?.contains(" via ") {
                 self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", public, "dev", "eth0"])?;
                 done.push(format!("{sub}/{len}"));
-                continue;
+            } else {
+                let mac = j.pointer("/BackendData/VtepMAC").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no VtepMAC: {v}"))?;
+                if mac.len() != 17 {
+                    bail!("lease {k}: odd VtepMAC {mac:?}");
+                }
+                let subs = sub.to_string();
+                self.program_vxlan_peer("flannel.1", &subs, mac, public)?;
+                self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", &subs, "dev", "flannel.1", "onlink"])?;
+                done.push(format!("{sub}/{len}"));
             }
-            let mac = j.pointer("/BackendData/VtepMAC").and_then(|p| p.as_str()).with_context(|| format!("lease {k} has no VtepMAC: {v}"))?;
-            if mac.len() != 17 {
-                bail!("lease {k}: odd VtepMAC {mac:?}");
+            let Some((sub6, public6, mac6)) = v6 else { continue };
+            let public6 = public6.to_string();
+            if direct && !self.ns.ip(&["-6", "route", "get", &public6])?.contains(" via ") {
+                self.ns.ip(&["-6", "route", "replace", &sub6.to_string(), "via", &public6, "dev", "eth0"])?;
+            } else {
+                let subs6 = sub6.addr.to_string();
+                self.program_vxlan_peer(FLANNEL_V6_DEV, &subs6, mac6, &public6)?;
+                self.ns.ip(&["-6", "route", "replace", &sub6.to_string(), "via", &subs6, "dev", FLANNEL_V6_DEV, "onlink"])?;
             }
-            let subs = sub.to_string();
-            self.ns.ip(&["neigh", "replace", &subs, "lladdr", mac, "dev", "flannel.1", "nud", "permanent"])?;
-            // `append` fails when the entry already exists: that is fine.
-            let mut fdb = std::process::Command::new("bridge");
-            fdb.args(["-n", self.ns.name(), "fdb", "append", mac, "dev", "flannel.1", "dst", public, "self", "permanent"]);
-            let out = crate::cmd::output(&mut fdb)?;
-            let err = String::from_utf8_lossy(&out.stderr);
-            if !out.status.success() && !err.contains("exists") {
-                bail!("`{}` failed in netns {}: {}", crate::cmd::describe(&fdb), self.ns.name(), err.trim());
-            }
-            self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", &subs, "dev", "flannel.1", "onlink"])?;
-            done.push(format!("{sub}/{len}"));
+            done.push(sub6.to_string());
         }
         Ok(done)
+    }
+
+    /// The permanent neighbour `gw` -> `mac` and the FDB entry `mac` ->
+    /// `public` on vxlan device `dev` (the route goes last, as in flanneld).
+    fn program_vxlan_peer(&self, dev: &str, gw: &str, mac: &str, public: &str) -> Result<()> {
+        self.ns.ip(&["neigh", "replace", gw, "lladdr", mac, "dev", dev, "nud", "permanent"])?;
+        // `append` fails when the entry already exists: that is fine.
+        let mut fdb = std::process::Command::new("bridge");
+        fdb.args(["-n", self.ns.name(), "fdb", "append", mac, "dev", dev, "dst", public, "self", "permanent"]);
+        let out = crate::cmd::output(&mut fdb)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !err.contains("exists") {
+            bail!("`{}` failed in netns {}: {}", crate::cmd::describe(&fdb), self.ns.name(), err.trim());
+        }
+        Ok(())
     }
 }

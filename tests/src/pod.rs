@@ -1,6 +1,13 @@
 //! Pod namespaces wired to a node: by weft-cni as a runtime runs it, or by
 //! hand the two ways CNI plugins do it.
-use std::net::Ipv4Addr;
+//!
+//! On a dual-stack node (subnet.env with FLANNEL_IPV6_SUBNET) a pod the
+//! harness wires gets an IPv6 address too: pod k is `<v6 subnet>::(k+1)`,
+//! with the node's side as for IPv4 (cni0 holds the v6 gateway
+//! `<v6 subnet>::1`; a `VethRoute` pod reaches the node through the host
+//! veth's link-local `fe80::1`). IPv6 DAD is off in the pod's namespace
+//! and every address is added `nodad`, so all are usable at once.
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 
@@ -27,6 +34,8 @@ pub enum Wiring {
 
 pub struct Pod {
     pub ip: Ipv4Addr,
+    /// The pod's IPv6 address on a dual-stack node (None on IPv4-only nodes).
+    pub ip6: Option<Ipv6Addr>,
     pub wiring: Wiring,
     /// Node number the pod lives on.
     pub node: u32,
@@ -37,7 +46,9 @@ pub struct Pod {
     pub ns: Netns,
 }
 
-/// Creates `cni0` in the node with <subnet>.1/<len> if it is not there yet.
+/// Creates `cni0` in the node with <subnet>.1/<len> if it is not there yet
+/// (dual stack: also the v6 gateway, nodad, and no multicast snooping, so
+/// neighbour discovery is flooded as on a hub).
 fn ensure_bridge(node: &Netns, env: &SubnetEnv) -> Result<()> {
     if node.ip(&["link", "show", "cni0"]).is_ok() {
         return Ok(());
@@ -45,8 +56,20 @@ fn ensure_bridge(node: &Netns, env: &SubnetEnv) -> Result<()> {
     let mtu = env.mtu.to_string();
     node.ip(&["link", "add", "cni0", "mtu", &mtu, "type", "bridge"])?;
     node.ip(&["addr", "add", &format!("{}/{}", env.host(1), env.prefix_len), "dev", "cni0"])?;
+    if let Some(s6) = env.ipv6_subnet {
+        node.ip(&["link", "set", "cni0", "type", "bridge", "mcast_snooping", "0"])?;
+        node.ip(&["-6", "addr", "add", &format!("{}/{}", s6.host(1), s6.prefix_len), "dev", "cni0", "nodad"])?;
+    }
     node.ip(&["link", "set", "cni0", "up"])?;
     Ok(())
+}
+
+/// Turns IPv6 duplicate address detection off in a namespace (for the
+/// devices created or moved into it from now on, and all): only ever
+/// called on the harness's own namespaces of a dual-stack cluster.
+pub fn no_dad(ns: &Netns) -> Result<()> {
+    ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+    ns.sysctl("net.ipv6.conf.default.accept_dad", "0")
 }
 
 impl Pod {
@@ -55,6 +78,10 @@ impl Pod {
     pub fn create(node: &Netns, n: u32, env: &SubnetEnv, k: u32, wiring: Wiring, pod_ns: &str) -> Result<Pod> {
         let ns = Netns::create(pod_ns)?;
         let ip = env.host(k + 1);
+        let ip6 = env.ipv6_subnet.map(|s6| s6.host(k as u128 + 1));
+        if ip6.is_some() {
+            no_dad(&ns)?;
+        }
         let host_veth = format!("vp{k}");
         let mtu = env.mtu.to_string();
         let r = (|| -> Result<()> {
@@ -66,6 +93,10 @@ impl Pod {
                     ns.ip(&["addr", "add", &format!("{ip}/{}", env.prefix_len), "dev", "eth0"])?;
                     ns.ip(&["link", "set", "eth0", "up"])?;
                     ns.ip(&["route", "add", "default", "via", &env.host(1).to_string()])?;
+                    if let (Some(ip6), Some(s6)) = (ip6, env.ipv6_subnet) {
+                        ns.ip(&["-6", "addr", "add", &format!("{ip6}/{}", s6.prefix_len), "dev", "eth0", "nodad"])?;
+                        ns.ip(&["-6", "route", "add", "default", "via", &s6.host(1).to_string()])?;
+                    }
                 }
                 Wiring::Cni => anyhow::bail!("Wiring::Cni pods are made by Pod::create_cni"),
                 Wiring::VethRoute => {
@@ -77,21 +108,80 @@ impl Pod {
                     ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
                     ns.ip(&["link", "set", "eth0", "up"])?;
                     ns.ip(&["route", "add", "default", "dev", "eth0"])?;
+                    if let Some(ip6) = ip6 {
+                        // IPv6 has no proxy ARP for every address: the pod's
+                        // gateway is the host veth's link-local fe80::1.
+                        node.ip(&["-6", "addr", "add", "fe80::1/64", "dev", &host_veth, "nodad"])?;
+                        node.ip(&["-6", "route", "add", &format!("{ip6}/128"), "dev", &host_veth])?;
+                        ns.ip(&["-6", "addr", "add", &format!("{ip6}/128"), "dev", "eth0", "nodad"])?;
+                        ns.ip(&["-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0"])?;
+                    }
                 }
             }
             Ok(())
         })();
         r.with_context(|| format!("wiring pod {pod_ns} ({wiring:?}) to node netns {}", node.name()))?;
-        Ok(Pod { ip, wiring, node: n, host_veth, cni: None, ns })
+        Ok(Pod { ip, ip6, wiring, node: n, host_veth, cni: None, ns })
     }
 
     /// Creates pod namespace `pod_ns` on node `n` and runs weft-cni's ADD
     /// for it (container ID = the namespace's name, interface eth0).
     pub fn create_cni(node: &Netns, n: u32, cni: &WeftCni, pod_ns: &str) -> Result<Pod> {
+        Self::create_cni_with(node, n, cni, pod_ns, false)
+    }
+
+    /// As [`Pod::create_cni`]; with `dual_stack`, IPv6 DAD is turned off in
+    /// the pod's namespace before weft-cni's ADD, and the pod's IPv6
+    /// address is the IPv6 entry of weft-cni's result (None if it has none).
+    pub fn create_cni_with(node: &Netns, n: u32, cni: &WeftCni, pod_ns: &str, dual_stack: bool) -> Result<Pod> {
         let ns = Netns::create(pod_ns)?;
+        if dual_stack {
+            no_dad(&ns)?;
+        }
         let result = cni.add(node, pod_ns, &ns)?.result().with_context(|| format!("weft-cni ADD for pod {pod_ns} on node netns {}", node.name()))?;
         let ip = cni::result_ip(&result)?;
+        let ip6 = result_ip6(&result)?;
         let host_veth = result["interfaces"][1]["name"].as_str().with_context(|| format!("no host veth in {result}"))?.to_string();
-        Ok(Pod { ip, wiring: Wiring::Cni, node: n, host_veth, cni: Some((pod_ns.to_string(), result)), ns })
+        Ok(Pod { ip, ip6, wiring: Wiring::Cni, node: n, host_veth, cni: Some((pod_ns.to_string(), result)), ns })
     }
+
+    /// The pod's address of `family` (the harness's tests loop over both).
+    pub fn addr(&self, family: Family) -> Result<std::net::IpAddr> {
+        match family {
+            Family::V4 => Ok(self.ip.into()),
+            Family::V6 => self.ip6.map(Into::into).with_context(|| format!("pod {} has no IPv6 address (not on a dual-stack node?)", self.ns.name())),
+        }
+    }
+}
+
+/// An address family, for tests that run the same check over both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// The first IPv6 address in a CNI result's `ips` (None if there is none).
+pub fn result_ip6(result: &serde_json::Value) -> Result<Option<Ipv6Addr>> {
+    for e in result["ips"].as_array().into_iter().flatten() {
+        let Some(a) = e["address"].as_str() else { continue };
+        let ip = a.split('/').next().unwrap_or_default();
+        if ip.contains(':') {
+            return ip.parse().map(Some).with_context(|| format!("ips[].address {a:?} in {result}"));
+        }
+    }
+    Ok(None)
 }

@@ -79,6 +79,12 @@ impl LeaseStore {
         }
     }
 
+    /// The lease (name, JSON) whose IPv4 part is `subnet` (`10.244.5.0`),
+    /// whatever its IPv6 part: `10.244.5.0-24` or `10.244.5.0-24&fd44:0:0:5::-64`.
+    pub fn find_by_subnet(&self, subnet: std::net::Ipv4Addr) -> Result<Option<(String, String)>> {
+        Ok(self.list()?.into_iter().find(|(k, _)| crate::subnet_env::parse_lease_name(k).is_some_and(|(s, _)| s == subnet)))
+    }
+
     /// Deletes a lease as an operator would; true if it existed.
     pub fn delete(&self, name: &str) -> Result<bool> {
         match self {
@@ -344,6 +350,12 @@ mod t {
         assert_eq!(db["events"][2], json!({"revision": 3, "kind": "delete", "key": "10.244.6.0-24", "value": null}));
         assert_eq!(db["leases"]["10.244.5.0-24"]["mod_revision"], 1);
         assert_eq!(s.list().unwrap().len(), 1);
+        // Dual-stack names (flannel's `&` keys) are names like any other.
+        let dual = "10.244.8.0-24&fd44:0:0:8::-64";
+        s.put(dual, r#"{"PublicIP":"192.168.77.8","PublicIPv6":"fd77::8"}"#, 60).unwrap();
+        assert_eq!(s.get(dual).unwrap().as_deref(), Some(r#"{"PublicIP":"192.168.77.8","PublicIPv6":"fd77::8"}"#));
+        assert!(s.list().unwrap().iter().any(|(k, _)| k == dual));
+        assert!(s.delete(dual).unwrap());
         // An expired entry counts as absent.
         s.put("10.244.7.0-24", "{}", 0).unwrap();
         assert!(s.get("10.244.7.0-24").unwrap().is_none());

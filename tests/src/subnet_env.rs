@@ -1,10 +1,13 @@
 //! flannel's subnet.env (what weftd writes for the CNI plugin; the format is
 //! `weft_common::subnet_env`'s) and the per-node subnet arithmetic the
 //! harness needs.
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use anyhow::{ensure, Context, Result};
-pub use weft_common::subnet_env::{Ipv4Cidr, SubnetEnv};
+pub use weft_common::subnet_env::{Ipv4Cidr, Ipv6Cidr, SubnetEnv};
 
 /// A weft node's subnet.env. Stricter than weft-cni: weftd must write
 /// FLANNEL_NETWORK, and FLANNEL_SUBNET as the gateway address.
@@ -18,7 +21,31 @@ pub fn parse(text: &str) -> Result<SubnetEnv> {
     ensure!(env.network.is_some(), "subnet.env lacks FLANNEL_NETWORK: {text:?}");
     let gw = format!("FLANNEL_SUBNET={}/{}", env.gateway(), env.prefix_len);
     ensure!(text.lines().any(|l| l.trim() == gw), "FLANNEL_SUBNET is not the first address of its subnet ({gw} expected): {text:?}");
+    if let Some(s6) = env.ipv6_subnet {
+        ensure!(env.ipv6_network.is_some(), "subnet.env has FLANNEL_IPV6_SUBNET but lacks FLANNEL_IPV6_NETWORK: {text:?}");
+        let gw6 = format!("FLANNEL_IPV6_SUBNET={}/{}", s6.host(1), s6.prefix_len);
+        ensure!(text.lines().any(|l| l.trim() == gw6), "FLANNEL_IPV6_SUBNET is not the first address of its subnet ({gw6} expected): {text:?}");
+    }
     Ok(env)
+}
+
+/// The lease's name in flannel's store: `10.244.73.0-24`, or on a
+/// dual-stack node `10.244.73.0-24&fd44:0:0:49::-64` (flannel's
+/// MakeSubnetKey: the v6 network address with its `:` kept).
+pub fn lease_name(env: &SubnetEnv) -> String {
+    match env.ipv6_subnet {
+        Some(s6) => format!("{}&{}-{}", env.lease_name(), s6.trunc().addr, s6.prefix_len),
+        None => env.lease_name(),
+    }
+}
+
+/// The IPv6 part of a lease key ("...&fd44:0:0:5::-64"), if it has one.
+pub fn parse_lease_name6(key: &str) -> Option<Ipv6Cidr> {
+    let last = key.rsplit('/').next()?;
+    let (_, v6) = last.split_once('&')?;
+    let (ip, len) = v6.rsplit_once('-')?;
+    let addr: Ipv6Addr = ip.parse().ok()?;
+    Some(Ipv6Cidr { addr, prefix_len: len.parse().ok().filter(|l| *l <= 128)? })
 }
 
 /// What a flannel node of the lab says: a /24 of the /16 `network`.
@@ -32,6 +59,11 @@ pub fn flannel_node_env(network: Ipv4Addr, subnet: Ipv4Addr, mtu: u32) -> Subnet
         ipv6_network: None,
         ipv6_subnet: None,
     }
+}
+
+/// The same on a dual-stack node: plus `ipv6_network` and the node's v6 subnet.
+pub fn flannel_node_env_dual(network: Ipv4Addr, subnet: Ipv4Addr, mtu: u32, ipv6_network: Ipv6Cidr, ipv6_subnet: Ipv6Cidr) -> SubnetEnv {
+    SubnetEnv { ipv6_network: Some(ipv6_network.trunc()), ipv6_subnet: Some(ipv6_subnet.trunc()), ..flannel_node_env(network, subnet, mtu) }
 }
 
 /// Parses a lease key's last element "10.244.73.0-24" into (subnet, len).
@@ -56,5 +88,20 @@ mod t {
         assert!(parse("FLANNEL_SUBNET=10.244.73.1/24\nFLANNEL_MTU=1450\n").is_err());
         assert!(parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.73.5/24\nFLANNEL_MTU=1450\n").is_err());
         assert_eq!(parse_lease_name("/coreos.com/network/subnets/10.244.9.0-24"), Some((Ipv4Addr::new(10, 244, 9, 0), 24)));
+        assert_eq!(lease_name(&e), "10.244.73.0-24");
+    }
+
+    #[test]
+    fn dual_stack_lease_names() {
+        let text = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:5::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n";
+        let e = parse(text).unwrap();
+        assert_eq!(lease_name(&e), "10.244.5.0-24&fd44:0:0:5::-64");
+        let key = "/coreos.com/network/subnets/10.244.5.0-24&fd44:0:0:5::-64";
+        assert_eq!(parse_lease_name(key), Some((Ipv4Addr::new(10, 244, 5, 0), 24)));
+        assert_eq!(parse_lease_name6(key).map(|c| c.to_string()).as_deref(), Some("fd44:0:0:5::/64"));
+        assert_eq!(parse_lease_name6("10.244.5.0-24"), None);
+        assert!(parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:5::7/64\nFLANNEL_MTU=1450\n").is_err());
+        let d = flannel_node_env_dual(Ipv4Addr::new(10, 244, 0, 0), Ipv4Addr::new(10, 244, 5, 0), 1450, Ipv6Cidr::parse("fd44::/48").unwrap(), Ipv6Cidr::parse("fd44:0:0:5::/64").unwrap());
+        assert_eq!(d.render(), text);
     }
 }

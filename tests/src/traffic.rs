@@ -3,7 +3,7 @@
 //! with setns(2) (which changes only the calling thread's namespace).
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     path::Path,
     sync::mpsc,
@@ -39,14 +39,23 @@ pub fn ping(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingStats> {
 
 /// As [`ping`], with `-s size -M do` (DF set) when `size` is given.
 pub fn ping_sized(from: &Netns, to: Ipv4Addr, count: u32, size: Option<u32>) -> Result<PingStats> {
-    ping_waiting(from, to, count, size, 1)
+    ping_waiting(from, to.into(), count, size, 1)
 }
 
-/// As [`ping_sized`], waiting up to `reply_wait_s` for the last reply.
-fn ping_waiting(from: &Netns, to: Ipv4Addr, count: u32, size: Option<u32>, reply_wait_s: u32) -> Result<PingStats> {
+/// As [`ping`] over IPv6 (`ping -6`).
+pub fn ping6(from: &Netns, to: Ipv6Addr, count: u32) -> Result<PingStats> {
+    ping_waiting(from, IpAddr::V6(to), count, None, 1)
+}
+
+/// As [`ping_sized`], waiting up to `reply_wait_s` for the last reply;
+/// `ping -6` for an IPv6 destination.
+fn ping_waiting(from: &Netns, to: IpAddr, count: u32, size: Option<u32>, reply_wait_s: u32) -> Result<PingStats> {
     let (c, bound, w) = (count.to_string(), (count / 5 + 4 + reply_wait_s).to_string(), reply_wait_s.to_string());
     let to_s = to.to_string();
     let mut args = vec![bound.as_str(), "ping", "-n", "-c", &c, "-W", &w, "-i", "0.2"];
+    if to.is_ipv6() {
+        args.push("-6");
+    }
     let sz;
     if let Some(s) = size {
         sz = s.to_string();
@@ -80,6 +89,16 @@ fn ping_waiting(from: &Netns, to: Ipv4Addr, count: u32, size: Option<u32>, reply
 /// the harness's patience allows: a reply late on a loaded machine is
 /// still a reply).
 pub fn ping_ok(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingStats> {
+    ping_ok_any(from, to.into(), count)
+}
+
+/// As [`ping_ok`] over IPv6 (`ping -6`).
+pub fn ping6_ok(from: &Netns, to: Ipv6Addr, count: u32) -> Result<PingStats> {
+    ping_ok_any(from, to.into(), count)
+}
+
+/// [`ping_ok`] or [`ping6_ok`] by the address's family.
+pub fn ping_ok_any(from: &Netns, to: IpAddr, count: u32) -> Result<PingStats> {
     let st = ping_waiting(from, to, count, None, crate::cmd::patience())?;
     if !st.all_received() {
         bail!("ping from netns {} to {to}: {}/{} replies, {} duplicates\n{}", from.name(), st.received, st.transmitted, st.duplicates, st.output.trim());
@@ -89,7 +108,17 @@ pub fn ping_ok(from: &Netns, to: Ipv4Addr, count: u32) -> Result<PingStats> {
 
 /// Pings and requires that no reply comes back (negative checks).
 pub fn ping_fails(from: &Netns, to: Ipv4Addr, count: u32) -> Result<()> {
-    let st = ping(from, to, count)?;
+    ping_fails_any(from, to.into(), count)
+}
+
+/// As [`ping_fails`] over IPv6 (`ping -6`).
+pub fn ping6_fails(from: &Netns, to: Ipv6Addr, count: u32) -> Result<()> {
+    ping_fails_any(from, to.into(), count)
+}
+
+/// [`ping_fails`] or [`ping6_fails`] by the address's family.
+pub fn ping_fails_any(from: &Netns, to: IpAddr, count: u32) -> Result<()> {
+    let st = ping_waiting(from, to, count, None, 1)?;
     if st.received > 0 {
         bail!("ping from netns {} to {to} was expected to fail but got {}/{} replies", from.name(), st.received, st.transmitted);
     }
@@ -161,34 +190,38 @@ pub fn inet_csum(b: &[u8]) -> u16 {
 pub struct PingFlood {
     child: std::process::Child,
     count: u32,
+    /// Echo requests per second.
+    rate: u32,
 }
 
 impl PingFlood {
     pub fn start(from: &Netns, to: Ipv4Addr, count: u32, secs: u32) -> Result<PingFlood> {
+        Self::start_at(from, to.into(), count, secs, 250)
+    }
+
+    /// As [`PingFlood::start`] over IPv6 (`ping -6`), at `rate` requests/s.
+    pub fn start6(from: &Netns, to: Ipv6Addr, count: u32, secs: u32, rate: u32) -> Result<PingFlood> {
+        Self::start_at(from, to.into(), count, secs, rate)
+    }
+
+    /// `count` echo requests to `to` at `rate`/s (1..=1000), interrupted
+    /// after `secs` (times the harness's patience) at the latest.
+    pub fn start_at(from: &Netns, to: IpAddr, count: u32, secs: u32, rate: u32) -> Result<PingFlood> {
+        ensure!((1..=1000).contains(&rate), "ping flood rate {rate}/s is outside 1..1000");
+        let interval = format!("{:.3}", 1.0 / rate as f64);
+        let (bound, n, to_s) = ((secs * crate::cmd::patience()).to_string(), count.to_string(), to.to_string());
+        let mut args = vec!["-s", "INT", &bound, "ping", "-n", "-q"];
+        if to.is_ipv6() {
+            args.push("-6");
+        }
+        args.extend(["-i", &interval, "-c", &n, "-W", "2", &to_s]);
         let child = from
-            .command(
-                "timeout",
-                &[
-                    "-s",
-                    "INT",
-                    &(secs * crate::cmd::patience()).to_string(),
-                    "ping",
-                    "-n",
-                    "-q",
-                    "-i",
-                    "0.004",
-                    "-c",
-                    &count.to_string(),
-                    "-W",
-                    "2",
-                    &to.to_string(),
-                ],
-            )
+            .command("timeout", &args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .context("starting the ping flood")?;
-        Ok(PingFlood { child, count })
+        Ok(PingFlood { child, count, rate })
     }
 
     /// Waits for the flood to end; its summary line ("N packets transmitted,
@@ -205,7 +238,7 @@ impl PingFlood {
         let nums: Vec<u32> = line.split(',').filter_map(|p| p.split_whitespace().next()?.parse().ok()).collect();
         let (sent, got) = (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0));
         let ok = if sent >= n { got == n } else { sent >= n / 2 && got + 1 >= sent };
-        ensure!(ok, "{what}: echo requests lost (of {n} at 250/s):\n{text}");
+        ensure!(ok, "{what}: echo requests lost (of {n} at {}/s):\n{text}", self.rate);
         Ok(line)
     }
 }
@@ -260,6 +293,16 @@ impl Transfer {
 /// server received exactly that many bytes with the same FNV-1a hash.
 /// Every socket operation has a 10 s timeout (scaled by the harness's patience).
 pub fn tcp_transfer(client: &Netns, server: &Netns, server_ip: Ipv4Addr, bytes: u64) -> Result<Transfer> {
+    tcp_transfer_any(client, server, server_ip.into(), bytes)
+}
+
+/// As [`tcp_transfer`] to a listener on an IPv6 address.
+pub fn tcp_transfer6(client: &Netns, server: &Netns, server_ip: Ipv6Addr, bytes: u64) -> Result<Transfer> {
+    tcp_transfer_any(client, server, server_ip.into(), bytes)
+}
+
+/// [`tcp_transfer`] or [`tcp_transfer6`] by the address's family.
+pub fn tcp_transfer_any(client: &Netns, server: &Netns, server_ip: IpAddr, bytes: u64) -> Result<Transfer> {
     let timeout = crate::cmd::patient(Duration::from_secs(10));
     let (cpath, spath) = (client.path(), server.path());
     let (sname, cname) = (server.name().to_string(), client.name().to_string());

@@ -3,7 +3,7 @@
 //! with the `Netns` field.
 use std::{
     collections::BTreeSet,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Child, Stdio},
     time::Duration,
@@ -13,6 +13,9 @@ use anyhow::{Context, Result};
 use weft_common::{map_names, pins};
 
 use crate::{bpf, cmd, netns::Netns, subnet_env::SubnetEnv};
+
+/// weftd's IPv6 overlay device on a dual-stack vxlan node (VNI 1).
+pub const OVERLAY6_DEV: &str = "weft-v6.1";
 
 /// One pinned link of a node: the pin's file name (`weft_encap-7`), the
 /// kernel's link id and the id of the program the link runs.
@@ -27,6 +30,8 @@ pub struct WeftNode {
     /// Node number N: netns `<prefix>-nN`, underlay address 192.168.77.N.
     pub n: u32,
     pub ip: Ipv4Addr,
+    /// Dual stack: the node's IPv6 underlay address (fd77::N).
+    pub ip6: Option<Ipv6Addr>,
     pub subnet_file: PathBuf,
     pub pin_dir: PathBuf,
     /// weftd's `--endpoints-dir`: pod endpoint records, as weft-cni writes them.
@@ -47,6 +52,7 @@ impl WeftNode {
         Ok(WeftNode {
             n,
             ip,
+            ip6: None,
             subnet_file: ndir.join("subnet.env"),
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-n{n}")),
             endpoints_dir: ndir.join("endpoints"),
@@ -148,6 +154,11 @@ impl WeftNode {
     /// `ip -4 route show dev weft.1` in the node.
     pub fn overlay_routes(&self) -> Result<String> {
         self.ns.ip(&["-4", "route", "show", "dev", "weft.1"])
+    }
+
+    /// `ip -6 route show dev weft-v6.1` in the node (dual stack, vxlan).
+    pub fn overlay6_routes(&self) -> Result<String> {
+        self.ns.ip(&["-6", "route", "show", "dev", OVERLAY6_DEV])
     }
 
     /// `ip -4 route show proto 254` in the node: the routes weftd's host-gw

@@ -122,7 +122,11 @@ fn encap6_drops_what_it_cannot_carry_and_counts_why() {
     long_claim[4..6].copy_from_slice(&2000u16.to_be_bytes());
     for (why, f, reason) in [
         ("no lease covers the destination", eth(MAC6_B, MAC6_B, 0x86dd, &ipv6_udp(pod6(2, 3), pod6(9, 9), 64, 20)), stat::DROP_NO_LEASE),
-        ("multicast (the device's own MLD/RS)", eth(MAC6_B, MAC6_B, 0x86dd, &ipv6_udp(pod6(2, 3), [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 1, 8)), stat::DROP_NO_LEASE),
+        (
+            "multicast (the device's own MLD/RS)",
+            eth(MAC6_B, MAC6_B, 0x86dd, &ipv6_udp(pod6(2, 3), [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], 1, 8)),
+            stat::DROP_NO_LEASE,
+        ),
         ("IPv4 on the IPv6 device", eth(MAC6_B, MAC6_B, 0x0800, &pod_packet([10, 244, 1, 2], 1)), stat::DROP_NOT_IPV6),
         ("version 4 in an IPv6 frame", eth(MAC6_B, MAC6_B, 0x86dd, &v4_in_v6), stat::DROP_MALFORMED),
         ("payload length beyond the frame", eth(MAC6_B, MAC6_B, 0x86dd, &long_claim), stat::DROP_MALFORMED),

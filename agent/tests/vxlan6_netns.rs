@@ -67,7 +67,15 @@ fn program(rt: &tokio::runtime::Runtime, n: &Node, p: &Node, all: &[&Node]) -> D
         let nl = Netlink::new().unwrap();
         let ul = nl.link_by_name(n.underlay).await.unwrap().unwrap();
         let name = overlay6::name(VNI);
-        let d = overlay6::Vxlan6Dev { name: &name, vni: VNI, port: VXLAN_PORT, underlay: ul.index, local: n.v6, mtu: 1500 - overlay6::VXLAN6_OVERHEAD, mac: n.mac6 };
+        let d = overlay6::Vxlan6Dev {
+            name: &name,
+            vni: VNI,
+            port: VXLAN_PORT,
+            underlay: ul.index,
+            local: n.v6,
+            mtu: 1500 - overlay6::VXLAN6_OVERHEAD,
+            mac: n.mac6,
+        };
         let dev = overlay6::ensure_device6(&nl, &d).await.unwrap();
         // Idempotent: a second call adopts the device as it is.
         let again = overlay6::ensure_device6(&nl, &d).await.unwrap();

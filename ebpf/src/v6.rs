@@ -140,7 +140,8 @@ fn classify(ctx: &TcContext, frame_len: usize, cfg: &DatapathConfig, gso: bool) 
     // Lengths agree with each other and with the frame (not for GSO, whose
     // length fields the kernel rewrites per segment).
     if inner_ip.version() != 6
-        || (!gso && (udp_len != outer_payload || inner_payload + IP6_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN > udp_len || ETH_LEN + IP6_LEN + outer_payload > frame_len))
+        || (!gso
+            && (udp_len != outer_payload || inner_payload + IP6_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN > udp_len || ETH_LEN + IP6_LEN + outer_payload > frame_len))
     {
         return Err(Drop(stat::DROP_MALFORMED));
     }

@@ -181,17 +181,16 @@ pub async fn apply_fdb6(nl: &Netlink, index: u32, want: &BTreeMap<[u8; 6], Ipv6A
     let have = fdb6(nl, index).await?;
     for (mac, ip) in want {
         if have.get(mac).map(|(d, _)| *d) != Some(Some(*ip)) {
-            let r = nl
-                .h
-                .neighbours()
-                .add_bridge(index, mac)
-                .destination(IpAddr::V6(*ip))
-                .flags(NeighbourFlags::Own)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .with_context(|| format!("fdb {} dst {ip}", crate::subnet::lease::format_mac(mac)));
+            let r =
+                nl.h.neighbours()
+                    .add_bridge(index, mac)
+                    .destination(IpAddr::V6(*ip))
+                    .flags(NeighbourFlags::Own)
+                    .state(NeighbourState::Permanent)
+                    .replace()
+                    .execute()
+                    .await
+                    .with_context(|| format!("fdb {} dst {ip}", crate::subnet::lease::format_mac(mac)));
             ch.tally(r, true);
         }
     }

@@ -101,7 +101,13 @@ mod t {
         assert_eq!(parse_lease_name6(key).map(|c| c.to_string()).as_deref(), Some("fd44:0:0:5::/64"));
         assert_eq!(parse_lease_name6("10.244.5.0-24"), None);
         assert!(parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:5::7/64\nFLANNEL_MTU=1450\n").is_err());
-        let d = flannel_node_env_dual(Ipv4Addr::new(10, 244, 0, 0), Ipv4Addr::new(10, 244, 5, 0), 1450, Ipv6Cidr::parse("fd44::/48").unwrap(), Ipv6Cidr::parse("fd44:0:0:5::/64").unwrap());
+        let d = flannel_node_env_dual(
+            Ipv4Addr::new(10, 244, 0, 0),
+            Ipv4Addr::new(10, 244, 5, 0),
+            1450,
+            Ipv6Cidr::parse("fd44::/48").unwrap(),
+            Ipv6Cidr::parse("fd44:0:0:5::/64").unwrap(),
+        );
         assert_eq!(d.render(), text);
     }
 }

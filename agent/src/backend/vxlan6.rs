@@ -71,7 +71,15 @@ impl Vxlan6 {
     }
 
     /// Makes FDB, maps and routes match the IPv6 peers in `leases`.
-    pub async fn apply(&self, dp: &mut Datapath, node: &Node, own: &Ipv6Net, network: &Ipv6Net, leases: &Leases, warned: &mut Warned) -> Result<(usize, Changes)> {
+    pub async fn apply(
+        &self,
+        dp: &mut Datapath,
+        node: &Node,
+        own: &Ipv6Net,
+        network: &Ipv6Net,
+        leases: &Leases,
+        warned: &mut Warned,
+    ) -> Result<(usize, Changes)> {
         let vni = self.vni;
         let want = desired6(leases, own, network, warned, |l, ip| {
             let d = l.attrs.vxlan_v6_data()?;
@@ -85,8 +93,7 @@ impl Vxlan6 {
         let fdb: BTreeMap<[u8; 6], Ipv6Addr> = want.values().map(|p| (p.mac, p.ip)).collect();
         let ips: BTreeSet<Ipv6Addr> = want.values().map(|p| p.ip).collect();
         let have_ips = dp.vtep_ips6()?;
-        let have: BTreeMap<Ipv6Net, Vtep6Entry> =
-            dp.vteps6()?.into_iter().filter_map(|(c, e)| Some((Ipv6Net::new(c.addr, c.prefix_len).ok()?, e))).collect();
+        let have: BTreeMap<Ipv6Net, Vtep6Entry> = dp.vteps6()?.into_iter().filter_map(|(c, e)| Some((Ipv6Net::new(c.addr, c.prefix_len).ok()?, e))).collect();
         // In: FDB, VTEP addresses and entries, then routes.
         ch.merge(overlay6::apply_fdb6(nl, self.dev.index, &fdb).await?);
         for ip in ips.difference(&have_ips) {
@@ -133,4 +140,3 @@ fn fmt_mac(m: &[u8; 6]) -> String {
 pub fn is_overlay6_name(name: &str) -> bool {
     name.strip_prefix("weft-v6.").is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
 }
-

@@ -7,9 +7,9 @@
 //! (another node won the race) we try again with a fresh view instead of
 //! exiting as flanneld does.
 use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
 #[cfg(test)]
 use std::collections::BTreeSet;
-use rand::seq::SliceRandom;
 
 use super::{
     lease::{Lease, LeaseAttrs},

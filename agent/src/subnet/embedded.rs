@@ -168,11 +168,12 @@ impl Registry for LocalStore {
         self.locked(|db, _| Ok(((db.revision, db.snapshot()), false))).await
     }
 
-    /// Creates the lease only if nobody holds the subnet. False when taken.
+    /// Creates the lease only if no lease holds either of its subnets
+    /// (a dual-stack key names two). False when taken.
     async fn create(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
-        let (key, value) = (subnet.to_key(), serde_json::to_string(attrs)?);
+        let (key, value, want) = (subnet.to_key(), serde_json::to_string(attrs)?, *subnet);
         self.locked(move |db, now| {
-            if db.leases.contains_key(&key) {
+            if db.leases.keys().any(|k| *k == key || Subnets::from_key(k).is_ok_and(|s| s.overlaps(&want))) {
                 return Ok((false, false));
             }
             db.put(&key, value, ttl, now);

@@ -107,8 +107,36 @@ impl EtcdStore {
     }
 
     /// Creates the lease only if nobody holds the key (flannel's transaction).
-    /// Returns false when the subnet is taken.
+    /// Returns false when the subnet is taken. A dual-stack key names two
+    /// subnets, and the transaction guards the key only: two nodes that
+    /// chose the same IPv4 subnet with different IPv6 ones (or the reverse)
+    /// would both succeed. So after a create, the older of two overlapping
+    /// leases (lower create revision) wins, and the younger is deleted here
+    /// (both creators see the same revisions, so exactly one gives way).
     async fn create_lease(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+        if !self.create_key(subnet, attrs, ttl).await? {
+            return Ok(false);
+        }
+        let p = self.subnets_prefix();
+        let resp = self.client.clone().get(p.clone(), Some(GetOptions::new().with_prefix())).await.with_context(|| format!("listing {p}"))?;
+        let key = self.lease_key(subnet);
+        let ours = resp.kvs().iter().find(|kv| kv.key() == key.as_bytes()).map(|kv| kv.create_revision());
+        let Some(ours) = ours else { return Ok(false) };
+        let older = resp.kvs().iter().find(|kv| {
+            kv.key() != key.as_bytes()
+                && kv.create_revision() < ours
+                && Subnets::from_key(&String::from_utf8_lossy(&kv.key()[p.len()..])).is_ok_and(|s| s.overlaps(subnet))
+        });
+        if let Some(kv) = older {
+            log::warn!("lease {subnet} overlaps {}, created first by another node; giving it up", String::from_utf8_lossy(&kv.key()[p.len()..]));
+            self.delete_lease(subnet).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// flannel's transaction: put the key only if it does not exist.
+    async fn create_key(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
         let key = self.lease_key(subnet);
         let value = serde_json::to_vec(attrs)?;
         let id = self.grant(ttl).await?;

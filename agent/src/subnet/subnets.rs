@@ -26,6 +26,19 @@ impl Subnets {
         }
     }
 
+    /// Whether a lease of `other` would hold an address of ours, in either
+    /// family: two such leases must never both exist. (The store's atomic
+    /// create is per key, and a dual-stack key names two subnets, so a
+    /// create must check this too.)
+    pub fn overlaps(&self, other: &Subnets) -> bool {
+        let v4 = self.v4.contains_net(&other.v4) || other.v4.contains_net(&self.v4);
+        let v6 = match (self.v6, other.v6) {
+            (Some(a), Some(b)) => a.contains_net(&b) || b.contains_net(&a),
+            _ => false,
+        };
+        v4 || v6
+    }
+
     /// Parses flannel's key (either form).
     pub fn from_key(key: &str) -> Result<Subnets> {
         let (v4, v6) = match key.split_once('&') {
@@ -63,5 +76,9 @@ mod tests {
         let e = format!("{:#}", Subnets::from_key("10.244.5.0-24&fd44::1-64").unwrap_err());
         assert!(e.contains("IPv6 part"), "{e}");
         assert!(Subnets::from_key("10.244.5.0-24&").is_err());
+        let other_v6 = Subnets::from_key("10.244.5.0-24&fd44:0:0:6::-64").unwrap();
+        let other_v4 = Subnets::from_key("10.244.6.0-24&fd44:0:0:5::-64").unwrap();
+        let neither = Subnets::from_key("10.244.6.0-24&fd44:0:0:6::-64").unwrap();
+        assert!(d.overlaps(&other_v6) && d.overlaps(&other_v4) && d.overlaps(&s) && !d.overlaps(&neither));
     }
 }

@@ -75,6 +75,7 @@ fn program(rt: &tokio::runtime::Runtime, n: &Node, p: &Node, all: &[&Node]) -> D
             local: n.v6,
             mtu: 1500 - overlay6::VXLAN6_OVERHEAD,
             mac: n.mac6,
+            noarp: true,
         };
         let dev = overlay6::ensure_device6(&nl, &d).await.unwrap();
         // Idempotent: a second call adopts the device as it is.

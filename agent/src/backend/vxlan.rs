@@ -17,7 +17,7 @@ use super::{
     kernel_vxlan,
     peers::{desired, Changes, Warned},
     routed::{self, Routed},
-    vxlan6::Vxlan6,
+    vxlan6::{Carrier6, Vxlan6},
     Backend, Node, Reconciled, Section,
 };
 use crate::{
@@ -135,11 +135,8 @@ impl VxlanBackend {
         netlink::disable_ipv6(&name);
         let mut attrs = LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac);
         let v6 = match (node.network6, underlay.public_ipv6) {
-            (Some(_), _) if !bpf => {
-                bail!("config field EnableIPv6: dual stack with vxlan needs weft's BPF datapath; the kernel-device fallback carries IPv4 only so far")
-            }
             (Some(_), Some(pip6)) => {
-                let v6 = Vxlan6::new(&node, cfg.vni, cfg.port, pip6, random_mac()).await?;
+                let v6 = Vxlan6::new(&node, cfg.vni, cfg.port, pip6, random_mac(), bpf).await?;
                 attrs = attrs.with_ipv6(pip6, Some((cfg.vni, v6.vtep_mac)));
                 Some(v6)
             }
@@ -237,8 +234,12 @@ impl VxlanBackend {
             None => bail!("vxlan backend not started"),
         }
         routed::ensure_unreachable(nl, &self.node.network, ch).await;
-        if let (Some(v6), Some(own6), Some(net6), Some((_, Carrier::Bpf { dp, .. }))) = (&self.v6, self.own6, self.node.network6, self.started.as_mut()) {
-            let (peers6, ch6) = v6.apply(dp, &self.node, &own6, &net6, leases, warned).await?;
+        if let (Some(v6), Some(own6), Some(net6), Some((_, carrier))) = (&self.v6, self.own6, self.node.network6, self.started.as_mut()) {
+            let carrier = match carrier {
+                Carrier::Bpf { dp, .. } => Carrier6::Bpf(dp),
+                Carrier::Kernel => Carrier6::Kernel,
+            };
+            let (peers6, ch6) = v6.apply(carrier, &self.node, &own6, &net6, leases, warned).await?;
             out.peers = out.peers.max(peers6);
             out.changes.merge(ch6);
         }

@@ -10,6 +10,11 @@
 //! Per reconcile, in an order that never routes to a missing entry: FDB
 //! and map entries in, then routes `<v6 subnet> dev weft-v6.<VNI>`; stale
 //! routes out, then their entries.
+//!
+//! Without BPF (the kernel fallback) the same device is programmed exactly
+//! as flanneld programs flannel-v6.<VNI>: per peer an FDB entry, a
+//! permanent neighbour `<v6 subnet network address> lladdr <v6 VtepMAC>` and
+//! the route `<v6 subnet> via <that address> dev weft-v6.<VNI> onlink`.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv6Addr;
 
@@ -34,6 +39,13 @@ pub struct Vxlan6 {
     vni: u32,
 }
 
+/// Who carries the IPv6 peers: weft's programs (with their maps), or the
+/// kernel alone.
+pub enum Carrier6<'a> {
+    Bpf(&'a mut Datapath),
+    Kernel,
+}
+
 /// An IPv6 vxlan peer: its PublicIPv6 and IPv6 VtepMAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer6 {
@@ -44,7 +56,7 @@ pub struct Peer6 {
 impl Vxlan6 {
     /// Makes (or adopts) `weft-v6.<VNI>`; a new device takes the IPv6
     /// VtepMAC of our previous lease, else `new_mac`.
-    pub async fn new(node: &Node, vni: u32, port: u16, public_ip: Ipv6Addr, new_mac: [u8; 6]) -> Result<Vxlan6> {
+    pub async fn new(node: &Node, vni: u32, port: u16, public_ip: Ipv6Addr, new_mac: [u8; 6], bpf: bool) -> Result<Vxlan6> {
         let previous = node.previous.as_ref().and_then(|a| a.vxlan_v6_data().ok()).filter(|d| d.vni == vni).map(|d| d.vtep_mac);
         let name = overlay6::name(vni);
         let u = &node.underlay.link;
@@ -56,6 +68,7 @@ impl Vxlan6 {
             local: public_ip,
             mtu: u.mtu - overlay6::VXLAN6_OVERHEAD,
             mac: previous.unwrap_or(new_mac),
+            noarp: bpf,
         };
         let dev = overlay6::ensure_device6(&node.nl, &d).await?;
         let vtep_mac = dev.mac.with_context(|| format!("{name} has no MAC"))?;
@@ -70,10 +83,10 @@ impl Vxlan6 {
         Ok(())
     }
 
-    /// Makes FDB, maps and routes match the IPv6 peers in `leases`.
+    /// Makes FDB, maps (or neighbours) and routes match the IPv6 peers in `leases`.
     pub async fn apply(
         &self,
-        dp: &mut Datapath,
+        carrier: Carrier6<'_>,
         node: &Node,
         own: &Ipv6Net,
         network: &Ipv6Net,
@@ -89,8 +102,18 @@ impl Vxlan6 {
             Ok(Peer6 { ip, mac: d.vtep_mac })
         });
         let nl = &node.nl;
-        let mut ch = Changes::default();
         let fdb: BTreeMap<[u8; 6], Ipv6Addr> = want.values().map(|p| (p.mac, p.ip)).collect();
+        let Carrier6::Bpf(dp) = carrier else {
+            // flanneld's entries: FDB and neighbours in, routes, then stale entries out.
+            let neigh: BTreeMap<Ipv6Addr, [u8; 6]> = want.iter().map(|(n, p)| (n.network_addr(), p.mac)).collect();
+            let mut ch = overlay6::apply_fdb6(nl, self.dev.index, &fdb).await?;
+            ch.merge(overlay6::apply_neighbours6(nl, self.dev.index, &neigh).await?);
+            let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, Some(n.network_addr()))).collect();
+            let routed = sync_routes6(nl, self.dev.index, &routes).await?;
+            ch.errors += routed.errors;
+            return Ok((want.len(), ch));
+        };
+        let mut ch = Changes::default();
         let ips: BTreeSet<Ipv6Addr> = want.values().map(|p| p.ip).collect();
         let have_ips = dp.vtep_ips6()?;
         let have: BTreeMap<Ipv6Net, Vtep6Entry> = dp.vteps6()?.into_iter().filter_map(|(c, e)| Some((Ipv6Net::new(c.addr, c.prefix_len).ok()?, e))).collect();

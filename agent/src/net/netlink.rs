@@ -457,9 +457,13 @@ impl Netlink {
         Ok(out)
     }
 
+    /// A gateway inside the destination itself is flannel's overlay form
+    /// (`<v6 subnet> via <its network address> dev flannel-v6.1 onlink`),
+    /// reachable only on-link.
     fn route6(net: &Ipv6Net, gateway: Option<Ipv6Addr>, index: u32) -> RouteMessage {
         let b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(net.network_addr(), net.prefix_len()).output_interface(index);
         let b = match gateway {
+            Some(g) if net.contains(g) => b.gateway(g).onlink().scope(RouteScope::Universe),
             Some(g) => b.gateway(g).scope(RouteScope::Universe),
             None => b.scope(RouteScope::Link),
         };

@@ -65,6 +65,9 @@ pub struct Vxlan6Dev<'a> {
     /// MAC for a new device (our v6 VtepMAC). An existing device keeps its
     /// own, also when it is replaced, so the lease's VtepMAC stays true.
     pub mac: [u8; 6],
+    /// NOARP (weft's programs write the MACs); off for the kernel
+    /// fallback, whose permanent neighbours do, as flanneld's.
+    pub noarp: bool,
 }
 
 /// The vxlan settings of an existing device that matter here.
@@ -136,7 +139,7 @@ pub async fn ensure_device6(nl: &Netlink, d: &Vxlan6Dev<'_>) -> Result<Link> {
 
 async fn up(nl: &Netlink, d: &Vxlan6Dev<'_>, index: u32) -> Result<Link> {
     // NOARP: no neighbour discovery on the overlay; weft_encap6 writes the MACs.
-    let msg = LinkUnspec::new_with_index(index).mtu(d.mtu).arp(false).up().build();
+    let msg = LinkUnspec::new_with_index(index).mtu(d.mtu).arp(!d.noarp).up().build();
     nl.h.link().set(msg).execute().await.with_context(|| format!("setting {} up with MTU {}", d.name, d.mtu))?;
     nl.link_by_index(index).await
 }
@@ -200,6 +203,47 @@ pub async fn apply_fdb6(nl: &Netlink, index: u32, want: &BTreeMap<[u8; 6], Ipv6A
         if !want.contains_key(&mac) && mac != [0; 6] {
             let r = match nl.h.neighbours().del(m).execute().await {
                 Err(e) if errno(&e) != Some(libc::ENOENT) => Err(e).context("deleting an FDB entry"),
+                _ => Ok(()),
+            };
+            ch.tally(r, false);
+        }
+    }
+    Ok(ch)
+}
+
+/// The kernel fallback's permanent IPv6 neighbours on the device (flanneld's
+/// `<v6 subnet network address> lladdr <peer v6 VtepMAC>`): exactly `want`
+/// (address -> MAC) afterwards. Call it before the routes go in, and after
+/// they went out.
+pub async fn apply_neighbours6(nl: &Netlink, index: u32, want: &BTreeMap<Ipv6Addr, [u8; 6]>) -> Result<Changes> {
+    let mut ch = Changes::default();
+    let mut s = nl.h.neighbours().get().set_address_family(AddressFamily::Inet6).execute();
+    let mut have = HashMap::new();
+    while let Some(m) = s.try_next().await.context("listing IPv6 neighbours")? {
+        if m.header.ifindex == index && m.header.state == NeighbourState::Permanent {
+            if let (Some(ip), Some(mac)) = (attr_ip6(&m), attr_mac(&m)) {
+                have.insert(ip, (mac, m));
+            }
+        }
+    }
+    for (ip, mac) in want {
+        if have.get(ip).map(|(m, _)| m) != Some(mac) {
+            let r =
+                nl.h.neighbours()
+                    .add(index, IpAddr::V6(*ip))
+                    .link_layer_address(mac)
+                    .state(NeighbourState::Permanent)
+                    .replace()
+                    .execute()
+                    .await
+                    .with_context(|| format!("neighbour {ip} lladdr {}", crate::subnet::lease::format_mac(mac)));
+            ch.tally(r, true);
+        }
+    }
+    for (ip, (_, m)) in have {
+        if !want.contains_key(&ip) {
+            let r = match nl.h.neighbours().del(m).execute().await {
+                Err(e) if errno(&e) != Some(libc::ENOENT) => Err(e).with_context(|| format!("deleting neighbour {ip}")),
                 _ => Ok(()),
             };
             ch.tally(r, false);

@@ -1,8 +1,15 @@
-//! ADD: an address from the node's subnet, the node bridge, a veth pair
-//! into the pod with address, MTU and routes, the endpoint record, the
-//! result. On any failure everything this ADD made is removed again (the
-//! bridge, shared by all pods, stays), so a failed ADD leaves nothing.
-use std::{fs::File, net::Ipv4Addr, os::fd::AsRawFd, path::Path};
+//! ADD: an address from the node's subnet (and on a dual-stack node one
+//! from its IPv6 subnet), the node bridge, a veth pair into the pod with
+//! addresses, MTU and routes, the endpoint record, the result. On any
+//! failure everything this ADD made is removed again (the bridge, shared by
+//! all pods, stays), so a failed ADD leaves nothing: also when one family
+//! has no free address, the other's is released.
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd,
+    path::Path,
+};
 
 use serde_json::Value;
 use weft_common::mac::format_mac;
@@ -38,19 +45,49 @@ pub fn open_pod_netns(path: &Path) -> Result<File> {
 
 /// The routes a pod gets: the cluster network (FLANNEL_NETWORK, when it is
 /// wider than the node's subnet) and, with `isDefaultGateway`, the default
-/// route, both via the bridge, as flannel's CNI plugin sets them up.
+/// route, both via the bridge, as flannel's CNI plugin sets them up; on a
+/// dual-stack node the same for IPv6 (FLANNEL_IPV6_NETWORK, `::/0`) via the
+/// IPv6 gateway, after the IPv4 ones.
 pub fn pod_routes(conf: &NetConf, env: &SubnetEnv) -> Vec<Route> {
-    let gw = Some(env.gateway());
+    let gw = Some(IpAddr::V4(env.gateway()));
     let mut v = Vec::new();
     if let Some(net) = env.network {
         if net.prefix_len > 0 && net.prefix_len < env.prefix_len {
-            v.push(Route { dst: net.addr, prefix_len: net.prefix_len, gw });
+            v.push(Route { dst: IpAddr::V4(net.addr), prefix_len: net.prefix_len, gw });
         }
     }
     if conf.is_default_gateway {
-        v.push(Route { dst: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gw });
+        v.push(Route { dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix_len: 0, gw });
+    }
+    if let (Some(s6), Some(gw6)) = (env.ipv6_subnet, env.ipv6_gateway()) {
+        let gw = Some(IpAddr::V6(gw6));
+        if let Some(net) = env.ipv6_network {
+            if net.prefix_len > 0 && net.prefix_len < s6.prefix_len {
+                v.push(Route { dst: IpAddr::V6(net.addr), prefix_len: net.prefix_len, gw });
+            }
+        }
+        if conf.is_default_gateway {
+            v.push(Route { dst: IpAddr::V6(Ipv6Addr::UNSPECIFIED), prefix_len: 0, gw });
+        }
     }
     v
+}
+
+/// The pod's addresses: IPv4 from FLANNEL_SUBNET, and IPv6 from
+/// FLANNEL_IPV6_SUBNET on a dual-stack node. If the second cannot be had,
+/// the first is released again.
+fn allocate(store: &Store, env: &SubnetEnv, att: &Attachment) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
+    let (ip, _reused) = store.allocate(&Range::of(env), &att.container_id, &att.ifname)?;
+    let IpAddr::V4(ip) = ip else { return Err(CniError::internal(format!("the IPv4 range gave {ip}"))) };
+    let Some(r6) = Range::of_v6(env) else { return Ok((ip, None)) };
+    match store.allocate(&r6, &att.container_id, &att.ifname) {
+        Ok((IpAddr::V6(ip6), _)) => Ok((ip, Some(ip6))),
+        Ok((other, _)) => Err(CniError::internal(format!("the IPv6 range gave {other}"))),
+        Err(e) => match store.release(&att.container_id, &att.ifname) {
+            Ok(_) => Err(e),
+            Err(e2) => Err(e.with_details(format!("releasing {ip} again: {}", e2.msg))),
+        },
+    }
 }
 
 /// What a failed ADD has to take back.
@@ -93,9 +130,9 @@ pub fn add(conf: &NetConf, att: &Attachment) -> Result<Value> {
         return Err(CniError::internal(format!("interface {} already exists in {}", att.ifname, netns.display())));
     }
     let store = Store::open(&conf.data_dir, &conf.name, true)?.ok_or_else(|| CniError::internal("address store missing"))?;
-    let (ip, _reused) = store.allocate(&Range::of(&env), &att.container_id, &att.ifname)?;
+    let (ip, ip6) = allocate(&store, &env, att)?;
     let mut undo = Undo { store: &store, att, endpoints_dir: &conf.endpoints_dir, host_veth: None, record: false };
-    match wire(conf, att, &ns, &env, ip, &mut undo) {
+    match wire(conf, att, &ns, &env, ip, ip6, &mut undo) {
         Ok(v) => Ok(v),
         Err(e) => {
             let left = undo.run();
@@ -109,10 +146,12 @@ pub fn add(conf: &NetConf, att: &Attachment) -> Result<Value> {
     }
 }
 
-fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Addr, undo: &mut Undo) -> Result<Value> {
+fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Addr, ip6: Option<Ipv6Addr>, undo: &mut Undo) -> Result<Value> {
     let netns = att.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let nl = Netlink::new()?;
-    let bridge = nl.ensure_bridge(&conf.bridge, env.gateway(), env.prefix_len, env.mtu)?;
+    // With an IPv6 address the node has FLANNEL_IPV6_SUBNET.
+    let v6 = ip6.zip(env.ipv6_subnet).zip(env.ipv6_gateway()).map(|((a, s), g)| (a, g, s.prefix_len));
+    let bridge = nl.ensure_bridge(&conf.bridge, env.gateway(), env.prefix_len, v6.map(|(_, g, l)| (g, l)), env.mtu)?;
 
     let host = naming::host_veth(&att.container_id, &att.ifname);
     let alias = naming::alias(&conf.name, &att.container_id, &att.ifname);
@@ -141,10 +180,20 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
     let routes = pod_routes(conf, env);
     let pod = in_netns(ns, |p| {
         let l = p.link_by_name(&att.ifname)?.ok_or_else(|| CniError::internal(format!("{} did not appear in {netns}", att.ifname)))?;
-        p.add_addr(l.index, ip, env.prefix_len)?;
+        p.add_addr(l.index, IpAddr::V4(ip), env.prefix_len)?;
+        if let Some((a, _, len)) = v6 {
+            // Before it is up: its link-local address skips DAD too.
+            link::disable_dad(&att.ifname)?;
+            p.add_addr(l.index, IpAddr::V6(a), len)?;
+        }
         p.set_up(l.index)?;
         for r in &routes {
-            p.add_route(r.dst, r.prefix_len, r.gw.unwrap_or(env.gateway()), l.index)?;
+            let gw = match (r.gw, r.dst, v6) {
+                (Some(g), _, _) => g,
+                (None, IpAddr::V6(_), Some((_, g, _))) => IpAddr::V6(g),
+                _ => IpAddr::V4(env.gateway()),
+            };
+            p.add_route(r.dst, r.prefix_len, gw, l.index)?;
         }
         p.link_by_index(l.index)?.ok_or_else(|| CniError::internal(format!("{} vanished in {netns}", att.ifname)))
     })?;
@@ -163,7 +212,7 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
         bridge: conf.bridge.clone(),
         bridge_mac: mac(bridge.mac).unwrap_or_default(),
         mtu: env.mtu,
-        ip6: None,
+        ip6,
     };
     undo.record = true;
     endpoint::write(&conf.endpoints_dir, &rec)?;
@@ -174,7 +223,9 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
             Interface { name: host, mac: mac(hv.mac), mtu: Some(hv.mtu), sandbox: None },
             Interface { name: att.ifname.clone(), mac: mac(pod.mac), mtu: Some(pod.mtu), sandbox: Some(netns) },
         ],
-        ips: vec![IpConfig { address: ip, prefix_len: env.prefix_len, gateway: Some(env.gateway()), interface: Some(2) }],
+        ips: std::iter::once(IpConfig { address: IpAddr::V4(ip), prefix_len: env.prefix_len, gateway: Some(IpAddr::V4(env.gateway())), interface: Some(2) })
+            .chain(v6.map(|(a, g, len)| IpConfig { address: IpAddr::V6(a), prefix_len: len, gateway: Some(IpAddr::V6(g)), interface: Some(2) }))
+            .collect(),
         routes,
         dns: conf.dns.clone(),
     };

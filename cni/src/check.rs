@@ -1,10 +1,14 @@
 //! CHECK: everything ADD made and prevResult lists is still there and as
 //! ADD left it: the bridge with the gateway address, the host veth (a port
 //! of the bridge, up, hairpin as configured), the pod interface (MAC, up,
-//! address, the routes), the address reservation, the endpoint record, and
-//! the address still inside the node's subnet. Every problem found is
+//! addresses, the routes), the address reservations, the endpoint record,
+//! and the addresses still inside the node's subnets; on a dual-stack pod
+//! all of it for both families (the bridge's IPv6 gateway, the pod's IPv6
+//! address, its IPv6 routes, `ip6` in the record). Every problem found is
 //! reported at once (error 101, weft-cni's own code: no well-known one
 //! means "not as expected").
+use std::net::IpAddr;
+
 use weft_common::mac::format_mac;
 
 use crate::{
@@ -36,8 +40,14 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
         .position(|i| i.name == att.ifname && i.sandbox.as_deref() == Some(netns.as_str()))
         .ok_or_else(|| failed(format!("prevResult lists no interface {} in {netns}", att.ifname)))?;
     let pod_if = &prev.interfaces[pod_i];
-    let ipc = prev.ips.iter().find(|i| i.interface == Some(pod_i)).ok_or_else(|| failed(format!("prevResult lists no address on {}", att.ifname)))?;
-    let gw = ipc.gateway;
+    let ipc = prev
+        .ips
+        .iter()
+        .find(|i| i.interface == Some(pod_i) && i.address.is_ipv4())
+        .ok_or_else(|| failed(format!("prevResult lists no address on {}", att.ifname)))?;
+    // A dual-stack pod's IPv6 address.
+    let ipc6 = prev.ips.iter().find(|i| i.interface == Some(pod_i) && i.address.is_ipv6());
+    let ipcs: Vec<_> = std::iter::once(ipc).chain(ipc6).collect();
     let host = naming::host_veth(&att.container_id, &att.ifname);
     let alias = naming::alias(&conf.name, &att.container_id, &att.ifname);
     let ns = open_pod_netns(att.netns.as_deref().unwrap_or(std::path::Path::new("")))?;
@@ -59,9 +69,12 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
             if !b.up {
                 problems.push(format!("bridge {} is down", conf.bridge));
             }
-            if let Some(gw) = gw {
-                if !nl.addrs(b.index)?.iter().any(|(a, l)| *a == gw && *l == ipc.prefix_len) {
-                    problems.push(format!("bridge {} lacks the gateway address {gw}/{}", conf.bridge, ipc.prefix_len));
+            let have = nl.addrs(b.index)?;
+            for i in &ipcs {
+                if let Some(gw) = i.gateway {
+                    if !have.contains(&(gw, i.prefix_len)) {
+                        problems.push(format!("bridge {} lacks the gateway address {gw}/{}", conf.bridge, i.prefix_len));
+                    }
                 }
             }
         }
@@ -91,7 +104,9 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
 
     // The pod side.
     let routes = prev.routes.clone();
-    let (addr, len) = (ipc.address, ipc.prefix_len);
+    let addr = ipc.address;
+    let want_addrs: Vec<(IpAddr, u8)> = ipcs.iter().map(|i| (i.address, i.prefix_len)).collect();
+    let gw_of = |dst: IpAddr| ipcs.iter().find(|i| i.address.is_ipv6() == dst.is_ipv6()).and_then(|i| i.gateway);
     let pod_problems = in_netns(&ns, |p| {
         let mut v = Vec::new();
         let Some(l) = p.link_by_name(&att.ifname)? else {
@@ -107,12 +122,15 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
         if pod_if.mac.is_some() && l.mac.map(|m| format_mac(&m)) != pod_if.mac {
             v.push(format!("{} in {netns} has MAC {:?}, prevResult says {:?}", att.ifname, l.mac.map(|m| format_mac(&m)), pod_if.mac));
         }
-        if !p.addrs(l.index)?.contains(&(addr, len)) {
-            v.push(format!("{} in {netns} lacks its address {addr}/{len}", att.ifname));
+        let have = p.addrs(l.index)?;
+        for (a, len) in &want_addrs {
+            if !have.contains(&(*a, *len)) {
+                v.push(format!("{} in {netns} lacks its address {a}/{len}", att.ifname));
+            }
         }
         let have = p.routes()?;
         for r in &routes {
-            let via = r.gw.or(gw);
+            let via = r.gw.or(gw_of(r.dst));
             if !have.iter().any(|h| h.dst == r.dst && h.prefix_len == r.prefix_len && h.gw == via) {
                 v.push(format!("{netns} lacks the route {}/{} via {}", r.dst, r.prefix_len, via.map(|g| g.to_string()).unwrap_or_default()));
             }
@@ -121,18 +139,27 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
     })?;
     problems.extend(pod_problems);
 
-    // The reservation, the record, the node's subnet.
-    match Store::open(&conf.data_dir, &conf.name, false)? {
-        Some(s) if s.find(&att.container_id, &att.ifname)?.contains(&addr) => {}
-        _ => problems.push(format!("{addr} is not reserved for {}/{} in the address store", att.container_id, att.ifname)),
+    // The reservations, the record, the node's subnets.
+    let reserved = match Store::open(&conf.data_dir, &conf.name, false)? {
+        Some(s) => s.find(&att.container_id, &att.ifname)?,
+        None => Vec::new(),
+    };
+    for (a, _) in &want_addrs {
+        if !reserved.contains(a) {
+            problems.push(format!("{a} is not reserved for {}/{} in the address store", att.container_id, att.ifname));
+        }
     }
+    let addr6 = ipc6.and_then(|i| match i.address {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    });
     match endpoint::read(&conf.endpoints_dir, &att.container_id, &att.ifname)? {
         None => problems.push(format!("endpoint record {} is missing", endpoint::path(&conf.endpoints_dir, &att.container_id, &att.ifname).display())),
         Some(r) => {
             // A missing host veth is reported above; its ifindex is compared when it is there.
             let ifindex = hv.as_ref().map(|h| h.index);
             let stale_ifindex = ifindex.is_some_and(|i| i != r.host_ifindex);
-            if r.ip != addr || r.host_veth != host || stale_ifindex || r.netns != netns {
+            if IpAddr::V4(r.ip) != addr || r.host_veth != host || stale_ifindex || r.netns != netns {
                 problems.push(format!(
                     "endpoint record says {} on {} (#{}) in {}, the pod has {addr} on {host} (#{})",
                     r.ip,
@@ -142,13 +169,25 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
                     ifindex.map(|i| i.to_string()).unwrap_or("-".into())
                 ));
             }
+            if r.ip6 != addr6 {
+                let show = |a: Option<std::net::Ipv6Addr>| a.map(|a| a.to_string()).unwrap_or("no IPv6 address".into());
+                problems.push(format!("endpoint record says ip6 {}, the pod has {}", show(r.ip6), show(addr6)));
+            }
         }
     }
     match subnet_env::read(&conf.subnet_file) {
-        Ok(env) if !env.contains(addr) => {
-            problems.push(format!("{addr} is outside the node's subnet {}/{} (the node's lease changed)", env.subnet, env.prefix_len))
+        Ok(env) => {
+            if let IpAddr::V4(a) = addr {
+                if !env.contains(a) {
+                    problems.push(format!("{addr} is outside the node's subnet {}/{} (the node's lease changed)", env.subnet, env.prefix_len));
+                }
+            }
+            match (addr6, env.ipv6_subnet) {
+                (Some(a), Some(s6)) if !s6.contains(a) => problems.push(format!("{a} is outside the node's IPv6 subnet {s6} (the node's lease changed)")),
+                (Some(a), None) => problems.push(format!("the pod has {a} but {} has no FLANNEL_IPV6_SUBNET any more", conf.subnet_file.display())),
+                _ => {}
+            }
         }
-        Ok(_) => {}
         Err(e) => problems.push(e.msg),
     }
     if problems.is_empty() {

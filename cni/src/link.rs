@@ -1,11 +1,11 @@
 //! The kernel objects weft-cni makes, over rtnetlink (never `ip`): the node
-//! bridge, the pod's veth pair, and the pod side (address, routes). Each
+//! bridge, the pod's veth pair, and the pod side (addresses, routes). Each
 //! [`Netlink`] talks to the network namespace it was opened in: the node's
 //! is the process's own; the pod's is entered by a dedicated thread
 //! ([`in_netns`]), since setns(2) moves only the calling thread.
 use std::{
     fs::File,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, RawFd},
     path::Path,
 };
@@ -13,7 +13,7 @@ use std::{
 use futures::TryStreamExt;
 use rtnetlink::{
     packet_route::{
-        address::AddressAttribute,
+        address::{AddressAttribute, AddressFlags},
         link::{InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         route::{RouteAddress, RouteAttribute},
     },
@@ -40,12 +40,12 @@ pub struct LinkState {
     pub hairpin: Option<bool>,
 }
 
-/// An IPv4 route of the main table.
+/// A route of the main table (IPv4 or IPv6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteState {
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub prefix_len: u8,
-    pub gw: Option<Ipv4Addr>,
+    pub gw: Option<IpAddr>,
     pub oif: Option<u32>,
 }
 
@@ -164,8 +164,8 @@ impl Netlink {
         })
     }
 
-    /// IPv4 addresses (with prefix length) on link `index`.
-    pub fn addrs(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+    /// Addresses (with prefix length) on link `index`, both families.
+    pub fn addrs(&self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
         self.rt.block_on(async {
             let mut s = self.h.address().get().set_link_index_filter(index).execute();
             let mut out = Vec::new();
@@ -174,7 +174,7 @@ impl Netlink {
                     continue;
                 }
                 for a in &m.attributes {
-                    if let AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) = a {
+                    if let AddressAttribute::Local(ip) | AddressAttribute::Address(ip) = a {
                         if !out.contains(&(*ip, m.header.prefix_len)) {
                             out.push((*ip, m.header.prefix_len));
                         }
@@ -185,18 +185,26 @@ impl Netlink {
         })
     }
 
-    /// IPv4 routes of the main table.
+    /// Routes of the main table, IPv4 then IPv6.
     pub fn routes(&self) -> Result<Vec<RouteState>> {
+        let mut out = self.routes_of(RouteMessageBuilder::<Ipv4Addr>::new().build(), IpAddr::V4(Ipv4Addr::UNSPECIFIED))?;
+        out.extend(self.routes_of(RouteMessageBuilder::<Ipv6Addr>::new().build(), IpAddr::V6(Ipv6Addr::UNSPECIFIED))?);
+        Ok(out)
+    }
+
+    fn routes_of(&self, query: rtnetlink::packet_route::route::RouteMessage, any: IpAddr) -> Result<Vec<RouteState>> {
         self.rt.block_on(async {
-            let mut s = self.h.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+            let mut s = self.h.route().get(query).execute();
             let mut out = Vec::new();
             while let Some(m) = s.try_next().await.map_err(|e| nl_err("listing routes", e))? {
-                let mut r = RouteState { dst: Ipv4Addr::UNSPECIFIED, prefix_len: m.header.destination_prefix_length, gw: None, oif: None };
+                let mut r = RouteState { dst: any, prefix_len: m.header.destination_prefix_length, gw: None, oif: None };
                 let mut table = m.header.table as u32;
                 for a in &m.attributes {
                     match a {
-                        RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst = *d,
-                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gw = Some(*g),
+                        RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst = IpAddr::V4(*d),
+                        RouteAttribute::Destination(RouteAddress::Inet6(d)) => r.dst = IpAddr::V6(*d),
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gw = Some(IpAddr::V4(*g)),
+                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.gw = Some(IpAddr::V6(*g)),
                         RouteAttribute::Oif(i) => r.oif = Some(*i),
                         RouteAttribute::Table(t) => table = *t,
                         _ => {}
@@ -214,8 +222,10 @@ impl Netlink {
     /// set at creation keeps the bridge from taking its ports' MACs as they
     /// come and go), the MTU and `gw/len`, and up; or adopted when it exists
     /// (also when a concurrent ADD created it a moment ago: EEXIST), given
-    /// the MTU and address it lacks. Its MAC is never changed.
-    pub fn ensure_bridge(&self, name: &str, gw: Ipv4Addr, prefix_len: u8, mtu: u32) -> Result<LinkState> {
+    /// the MTU and address it lacks. Its MAC is never changed. On a
+    /// dual-stack node `gw6` is the IPv6 gateway, added the same way
+    /// (`nodad`: usable at once, as the one router of the subnet).
+    pub fn ensure_bridge(&self, name: &str, gw: Ipv4Addr, prefix_len: u8, gw6: Option<(Ipv6Addr, u8)>, mtu: u32) -> Result<LinkState> {
         if self.link_by_name(name)?.is_none() {
             let msg = LinkBridge::new(name).mtu(mtu).address(mac_for(gw).to_vec()).build();
             let r = self.rt.block_on(self.h.link().add(msg).execute());
@@ -232,12 +242,15 @@ impl Netlink {
         if l.mtu != mtu {
             self.set(LinkUnspec::new_with_index(l.index).mtu(mtu).build(), format!("setting MTU {mtu} on {name}"))?;
         }
-        if !self.addrs(l.index)?.contains(&(gw, prefix_len)) {
-            let r = self.rt.block_on(self.h.address().add(l.index, IpAddr::V4(gw), prefix_len).execute());
-            match r {
+        let have = self.addrs(l.index)?;
+        for (a, len) in std::iter::once((IpAddr::V4(gw), prefix_len)).chain(gw6.map(|(g, l)| (IpAddr::V6(g), l))) {
+            if have.contains(&(a, len)) {
+                continue;
+            }
+            match self.add_addr_raw(l.index, a, len) {
                 Ok(()) => {}
                 Err(e) if errno(&e) == Some(libc::EEXIST) => {}
-                Err(e) => return Err(nl_err(format!("adding {gw}/{prefix_len} to {name}"), e)),
+                Err(e) => return Err(nl_err(format!("adding {a}/{len} to {name}"), e)),
             }
         }
         if !l.up {
@@ -290,21 +303,52 @@ impl Netlink {
         }
     }
 
-    pub fn add_addr(&self, index: u32, ip: Ipv4Addr, prefix_len: u8) -> Result<()> {
-        self.rt
-            .block_on(self.h.address().add(index, IpAddr::V4(ip), prefix_len).execute())
-            .map_err(|e| nl_err(format!("adding {ip}/{prefix_len} to link #{index}"), e))
+    /// `ip/len` on link `index`; an IPv6 one `nodad` (usable at once).
+    fn add_addr_raw(&self, index: u32, ip: IpAddr, prefix_len: u8) -> std::result::Result<(), rtnetlink::Error> {
+        let mut req = self.h.address().add(index, ip, prefix_len);
+        if ip.is_ipv6() {
+            req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        self.rt.block_on(req.execute())
     }
 
-    /// `dst/len via gw dev index` in the main table.
-    pub fn add_route(&self, dst: Ipv4Addr, prefix_len: u8, gw: Ipv4Addr, index: u32) -> Result<()> {
-        let mut b = RouteMessageBuilder::<Ipv4Addr>::new();
-        if prefix_len > 0 {
-            b = b.destination_prefix(dst, prefix_len);
-        }
-        let msg = b.gateway(gw).output_interface(index).build();
-        self.rt.block_on(self.h.route().add(msg).execute()).map_err(|e| nl_err(format!("adding route {dst}/{prefix_len} via {gw}"), e))
+    /// `ip/len` on link `index` (IPv6: `nodad`).
+    pub fn add_addr(&self, index: u32, ip: IpAddr, prefix_len: u8) -> Result<()> {
+        self.add_addr_raw(index, ip, prefix_len).map_err(|e| nl_err(format!("adding {ip}/{prefix_len} to link #{index}"), e))
     }
+
+    /// `dst/len via gw dev index` in the main table (both of one family).
+    pub fn add_route(&self, dst: IpAddr, prefix_len: u8, gw: IpAddr, index: u32) -> Result<()> {
+        let what = || format!("adding route {dst}/{prefix_len} via {gw}");
+        let msg = match (dst, gw) {
+            (IpAddr::V4(d), IpAddr::V4(g)) => {
+                let mut b = RouteMessageBuilder::<Ipv4Addr>::new();
+                if prefix_len > 0 {
+                    b = b.destination_prefix(d, prefix_len);
+                }
+                b.gateway(g).output_interface(index).build()
+            }
+            (IpAddr::V6(d), IpAddr::V6(g)) => {
+                let mut b = RouteMessageBuilder::<Ipv6Addr>::new();
+                if prefix_len > 0 {
+                    b = b.destination_prefix(d, prefix_len);
+                }
+                b.gateway(g).output_interface(index).build()
+            }
+            _ => return Err(CniError::internal(format!("{}: the gateway is of another address family", what()))),
+        };
+        self.rt.block_on(self.h.route().add(msg).execute()).map_err(|e| nl_err(what(), e))
+    }
+}
+
+/// Turns IPv6 duplicate address detection off for `ifname` in the calling
+/// thread's network namespace (`net.ipv6.conf.<ifname>.accept_dad=0`), as
+/// the bridge plugin does for the pod's interface: with hairpin mode the
+/// bridge echoes the pod's own neighbour solicitations back, and DAD would
+/// fail. Only ever called inside the pod's namespace ([`in_netns`]).
+pub fn disable_dad(ifname: &str) -> Result<()> {
+    let p = format!("/proc/sys/net/ipv6/conf/{ifname}/accept_dad");
+    std::fs::write(&p, "0").map_err(|e| CniError::io(format!("turning off IPv6 DAD for {ifname} ({p}; is IPv6 off in the pod?)"), &e))
 }
 
 /// Opens a network namespace file; Err(ENOENT) when it does not exist, an

@@ -2,11 +2,12 @@
 //! configuration's version, and prevResult read back from any of them.
 //!
 //! weft-cni's result lists, like the `bridge` plugin's: the bridge, the host
-//! veth, the pod interface (with `sandbox`); one IP on the pod interface
-//! with the bridge as gateway; the routes it installed in the pod; `dns` from
-//! the config. 0.3.x/0.4.0 add `"version": "4"` to each IP; 1.1.0 adds each
-//! interface's `mtu`.
-use std::net::Ipv4Addr;
+//! veth, the pod interface (with `sandbox`); one IP per family on the pod
+//! interface (IPv4; on a dual-stack node also IPv6, after it) with the
+//! bridge as gateway; the routes it installed in the pod; `dns` from the
+//! config. 0.3.x/0.4.0 add `"version": "4"` (or `"6"`) to each IP; 1.1.0
+//! adds each interface's `mtu`.
+use std::net::IpAddr;
 
 use serde_json::{json, Map, Value};
 
@@ -26,18 +27,18 @@ pub struct Interface {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpConfig {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix_len: u8,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     /// Index into `interfaces`.
     pub interface: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub prefix_len: u8,
-    pub gw: Option<Ipv4Addr>,
+    pub gw: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,20 +100,21 @@ fn fix_ip_versions(out: &mut Value, ver: &str) {
     }
 }
 
-fn cidr(s: &str, what: &str) -> Result<(Ipv4Addr, u8)> {
-    let bad = || CniError::new(code::INVALID_CONFIG, format!("invalid prevResult: {what} {s:?} is not an IPv4 CIDR"));
+fn cidr(s: &str, what: &str) -> Result<(IpAddr, u8)> {
+    let bad = || CniError::new(code::INVALID_CONFIG, format!("invalid prevResult: {what} {s:?} is not a CIDR"));
     let (ip, len) = s.split_once('/').ok_or_else(bad)?;
     let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > 32 {
+    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    if len > if ip.is_ipv6() { 128 } else { 32 } {
         return Err(bad());
     }
-    Ok((ip.parse().map_err(|_| bad())?, len))
+    Ok((ip, len))
 }
 
-fn opt_ip(v: Option<&Value>, what: &str) -> Result<Option<Ipv4Addr>> {
+fn opt_ip(v: Option<&Value>, what: &str) -> Result<Option<IpAddr>> {
     match v.and_then(Value::as_str) {
         None | Some("") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| CniError::new(code::INVALID_CONFIG, format!("invalid prevResult: {what} {s:?} is not an IPv4 address"))),
+        Some(s) => s.parse().map(Some).map_err(|_| CniError::new(code::INVALID_CONFIG, format!("invalid prevResult: {what} {s:?} is not an IP address"))),
     }
 }
 
@@ -163,8 +165,8 @@ impl CniResult {
         out
     }
 
-    /// Reads a result of any supported version; IPv6 entries are skipped
-    /// (weft is IPv4 only), malformed IPv4 ones are error 7.
+    /// Reads a result of any supported version (IPv4 and IPv6 entries);
+    /// malformed ones are error 7.
     pub fn parse(v: &Value) -> Result<CniResult> {
         let list = |k: &str| v.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
         let mut interfaces = Vec::new();
@@ -183,9 +185,6 @@ impl CniResult {
         let mut ips = Vec::new();
         for i in list("ips") {
             let addr = i.get("address").and_then(Value::as_str).unwrap_or_default();
-            if addr.contains(':') {
-                continue;
-            }
             let (address, prefix_len) = cidr(addr, "address")?;
             ips.push(IpConfig {
                 address,
@@ -197,9 +196,6 @@ impl CniResult {
         let mut routes = Vec::new();
         for r in list("routes") {
             let dst = r.get("dst").and_then(Value::as_str).unwrap_or_default();
-            if dst.contains(':') {
-                continue;
-            }
             let (dst, prefix_len) = cidr(dst, "route dst")?;
             routes.push(Route { dst, prefix_len, gw: opt_ip(r.get("gw"), "route gw")? });
         }
@@ -210,19 +206,20 @@ impl CniResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn sample() -> CniResult {
-        let gw = Ipv4Addr::new(10, 244, 1, 1);
+        let gw = IpAddr::V4(Ipv4Addr::new(10, 244, 1, 1));
         CniResult {
             interfaces: vec![
                 Interface { name: "cni0".into(), mac: Some("0a:58:0a:f4:01:01".into()), mtu: Some(1450), sandbox: None },
                 Interface { name: "veth01234567".into(), mac: Some("aa:bb:cc:dd:ee:ff".into()), mtu: Some(1450), sandbox: None },
                 Interface { name: "eth0".into(), mac: Some("0a:58:0a:f4:01:05".into()), mtu: Some(1450), sandbox: Some("/var/run/netns/p".into()) },
             ],
-            ips: vec![IpConfig { address: Ipv4Addr::new(10, 244, 1, 5), prefix_len: 24, gateway: Some(gw), interface: Some(2) }],
+            ips: vec![IpConfig { address: Ipv4Addr::new(10, 244, 1, 5).into(), prefix_len: 24, gateway: Some(gw), interface: Some(2) }],
             routes: vec![
-                Route { dst: Ipv4Addr::new(10, 244, 0, 0), prefix_len: 16, gw: Some(gw) },
-                Route { dst: Ipv4Addr::UNSPECIFIED, prefix_len: 0, gw: Some(gw) },
+                Route { dst: Ipv4Addr::new(10, 244, 0, 0).into(), prefix_len: 16, gw: Some(gw) },
+                Route { dst: Ipv4Addr::UNSPECIFIED.into(), prefix_len: 0, gw: Some(gw) },
             ],
             dns: json!({}),
         }
@@ -257,7 +254,9 @@ mod tests {
         assert_eq!(out["ips"][1]["interface"], 3);
         assert!(out["ips"][0].get("version").is_none());
         assert_eq!(out["dns"]["nameservers"][0], "1.1.1.1");
-        assert_eq!(CniResult::parse(&out).unwrap().ips.len(), 1, "IPv6 entries are skipped");
+        let back = CniResult::parse(&out).unwrap();
+        assert_eq!(back.ips.len(), 2, "the other plugin's IPv6 entry is read too");
+        assert_eq!((back.ips[0].address, back.ips[0].interface), ("fd00::2".parse().unwrap(), Some(0)));
     }
 
     #[test]
@@ -265,5 +264,33 @@ mod tests {
         assert_eq!(CniResult::parse(&json!({"ips": [{"address": "10.0.0.1"}]})).unwrap_err().code, code::INVALID_CONFIG);
         assert_eq!(CniResult::parse(&json!({"interfaces": [{"mac": "x"}]})).unwrap_err().code, code::INVALID_CONFIG);
         assert!(CniResult::parse(&json!({})).unwrap().ips.is_empty());
+    }
+
+    /// A dual-stack pod: both addresses on eth0 (interface 2) with their
+    /// gateways, the routes of both families; 0.4.0 marks each IP's version.
+    #[test]
+    fn dual_stack_result() {
+        let mut r = sample();
+        let gw6: IpAddr = "fd00:0:0:1::1".parse().unwrap();
+        r.ips.push(IpConfig { address: "fd00:0:0:1::5".parse().unwrap(), prefix_len: 64, gateway: Some(gw6), interface: Some(2) });
+        r.routes.push(Route { dst: "fd00::".parse().unwrap(), prefix_len: 48, gw: Some(gw6) });
+        r.routes.push(Route { dst: Ipv6Addr::UNSPECIFIED.into(), prefix_len: 0, gw: Some(gw6) });
+        let v1 = r.to_json("1.0.0");
+        assert_eq!(
+            v1["ips"],
+            json!([{"address": "10.244.1.5/24", "gateway": "10.244.1.1", "interface": 2}, {"address": "fd00:0:0:1::5/64", "gateway": "fd00:0:0:1::1", "interface": 2}])
+        );
+        assert_eq!(
+            v1["routes"],
+            json!([{"dst": "10.244.0.0/16", "gw": "10.244.1.1"}, {"dst": "0.0.0.0/0", "gw": "10.244.1.1"}, {"dst": "fd00::/48", "gw": "fd00:0:0:1::1"}, {"dst": "::/0", "gw": "fd00:0:0:1::1"}])
+        );
+        let v04 = r.to_json("0.4.0");
+        assert_eq!((v04["ips"][0]["version"].as_str(), v04["ips"][1]["version"].as_str()), (Some("4"), Some("6")));
+        for v in [v1, v04] {
+            let back = CniResult::parse(&v).unwrap();
+            assert_eq!((back.ips, back.routes), (r.ips.clone(), r.routes.clone()));
+        }
+        assert_eq!(CniResult::parse(&json!({"ips": [{"address": "fd00::1/129"}]})).unwrap_err().code, code::INVALID_CONFIG);
+        assert_eq!(CniResult::parse(&json!({"routes": [{"dst": "fd00::/48", "gw": "fd00::zz"}]})).unwrap_err().code, code::INVALID_CONFIG);
     }
 }

@@ -9,7 +9,7 @@
 //! directories in the cluster's temp dir (never /var/lib/cni or /run/weft).
 use std::{
     io::{Read, Write},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
@@ -280,6 +280,28 @@ impl WeftCni {
         Ok(v)
     }
 
+    /// The store's IPv6 reservations (a dual-stack node's): (address, file contents).
+    pub fn allocations6(&self) -> Result<Vec<(Ipv6Addr, String)>> {
+        let rd = match std::fs::read_dir(self.store_dir()) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", self.store_dir().display())),
+        };
+        let mut v = Vec::new();
+        for e in rd.flatten() {
+            if let Some(ip) = e.file_name().to_str().and_then(|n| n.parse::<Ipv6Addr>().ok()) {
+                v.push((ip, std::fs::read_to_string(e.path())?));
+            }
+        }
+        v.sort();
+        Ok(v)
+    }
+
+    /// Every file of the store but `lock`: (name, contents), sorted by name.
+    pub fn store_files(&self) -> Result<Vec<(String, String)>> {
+        store_files(&self.store_dir())
+    }
+
     /// The endpoint records: (file name, JSON).
     pub fn records(&self) -> Result<Vec<(String, Value)>> {
         let rd = match std::fs::read_dir(&self.endpoints_dir) {
@@ -325,6 +347,32 @@ impl WeftCni {
 pub fn result_ip(result: &Value) -> Result<Ipv4Addr> {
     let a = result["ips"][0]["address"].as_str().with_context(|| format!("no ips[0].address in {result}"))?;
     a.split('/').next().unwrap_or_default().parse().with_context(|| format!("ips[0].address {a:?}"))
+}
+
+/// The IPv6 address of a result (a dual-stack pod's).
+pub fn result_ip6(result: &Value) -> Result<Ipv6Addr> {
+    let ips = result["ips"].as_array().with_context(|| format!("no ips in {result}"))?;
+    let a = ips.iter().filter_map(|i| i["address"].as_str()).find(|a| a.contains(':')).with_context(|| format!("no IPv6 address in {result}"))?;
+    a.split('/').next().unwrap_or_default().parse().with_context(|| format!("IPv6 address {a:?}"))
+}
+
+/// Every file of a host-local-format store directory but `lock`: (name,
+/// contents), sorted by name.
+pub fn store_files(dir: &Path) -> Result<Vec<(String, String)>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut v = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "lock" {
+            v.push((name, std::fs::read_to_string(e.path())?));
+        }
+    }
+    v.sort();
+    Ok(v)
 }
 
 /// One attachment as a runtime tracks it.

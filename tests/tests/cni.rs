@@ -7,14 +7,17 @@
 //! Debian's portmap and bandwidth, host-local compared, `weftd install-cni`.
 use std::{
     collections::HashSet,
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     sync::Barrier,
 };
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
-use weft_common::mac::format_mac;
+use weft_common::{
+    mac::format_mac,
+    subnet_env::{Ipv6Cidr, SubnetEnv},
+};
 use weft_tests::{
     cmd,
     cni::{self, bridge_ports, exec, ip_json, veths, Attachment, CniArgs, Runtime, WeftCni},
@@ -34,6 +37,7 @@ fn cluster(nodes: u32) -> Result<Cluster> {
 fn nothing_made(node: &Netns, pod: &Netns, cni: &WeftCni, bridge: bool) -> Result<()> {
     ensure!(veths(node)?.is_empty(), "veths left on the node: {:?}", veths(node)?);
     ensure!(cni.allocations()?.is_empty(), "reservations left: {:?}", cni.allocations()?);
+    ensure!(cni.allocations6()?.is_empty(), "IPv6 reservations left: {:?}", cni.allocations6()?);
     ensure!(cni.records()?.is_empty(), "endpoint records left: {:?}", cni.records()?);
     let links = ip_json(pod, &["link", "show"])?;
     ensure!(links.as_array().map(|a| a.len()) == Some(1), "the pod has more than lo: {links}");
@@ -108,6 +112,19 @@ fn add_check_del() -> Result<()> {
         "hostVeth": veth, "hostIfindex": hv["ifindex"], "bridge": "cni0", "bridgeMac": br["address"], "mtu": mtu});
     ensure!(recs[0].1 == want, "record {} != {want}", recs[0].1);
     ensure!(cni.allocations()? == vec![(ip, format!("{cid}\r\neth0"))], "store: {:?}", cni.allocations()?);
+    // An IPv4-only subnet.env: nothing of IPv6 (no v6 file, no last_reserved_ip.1, no global v6 address).
+    let files = cni.store_files()?;
+    ensure!(files == vec![(ip.to_string(), format!("{cid}\r\neth0")), ("last_reserved_ip.0".into(), ip.to_string())], "IPv4-only store: {files:?}");
+    let pa6 = ip_json(&pod, &["-6", "addr", "show", "dev", "eth0", "scope", "global"])?;
+    ensure!(
+        pa6.as_array().is_none_or(|a| a.iter().all(|x| x["addr_info"].as_array().is_none_or(|i| i.is_empty()))),
+        "IPv4-only pod has a global IPv6 address: {pa6}"
+    );
+    let br6 = ip_json(node, &["-6", "addr", "show", "dev", "cni0", "scope", "global"])?;
+    ensure!(
+        br6.as_array().is_none_or(|a| a.iter().all(|x| x["addr_info"].as_array().is_none_or(|i| i.is_empty()))),
+        "IPv4-only cni0 has a global IPv6 address: {br6}"
+    );
 
     // Reachable from a pod on another node (also made by weft-cni), and back.
     let far = c.add_pod(2, Wiring::Cni)?;
@@ -678,4 +695,202 @@ fn wait_registered(c: &Cluster, n: usize) -> Result<()> {
             Err(format!("{k} pods registered"))
         }
     })
+}
+
+/// Node 1's subnet.env (its IPv4 subnet, so cni0 keeps weftd's gateway)
+/// plus flannel's dual-stack keys, written into the cluster's temp dir.
+fn dual_stack_env(c: &Cluster, name: &str, v6_network: &str, v6_subnet: &str) -> Result<std::path::PathBuf> {
+    let mut env: SubnetEnv = c.node_env(1)?;
+    env.ipv6_network = Some(Ipv6Cidr::parse(v6_network).context("v6 network")?.trunc());
+    env.ipv6_subnet = Some(Ipv6Cidr::parse(v6_subnet).context("v6 subnet")?.trunc());
+    let p = c.dir().join("n1").join(name);
+    env.write(&p)?;
+    Ok(p)
+}
+
+/// `ping -6 -c 3 -W 1` from `from` to `to`; all three answered.
+fn ping6(from: &Netns, to: Ipv6Addr) -> Result<()> {
+    let out = from.exec_output("ping", &["-6", "-n", "-c", "3", "-W", "1", &to.to_string()])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success() && text.contains(" 0% packet loss"), "ping -6 {to} from {}: {text}{}", from.name(), String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// The `addr_info` entries of `dev` in `ns` for `ip -6`, scope global.
+fn addrs6(ns: &Netns, dev: &str) -> Result<Vec<Value>> {
+    let v = ip_json(ns, &["-6", "addr", "show", "dev", dev, "scope", "global"])?;
+    // `ip -j` adds an empty object per address's lifetime line: skipped.
+    Ok(v.as_array().into_iter().flatten().flat_map(|x| x["addr_info"].as_array().cloned().unwrap_or_default()).filter(|a| a.get("local").is_some()).collect())
+}
+
+/// A dual-stack node (subnet.env with FLANNEL_IPV6_NETWORK/SUBNET): ADD
+/// gives the pod both addresses on eth0 (v6 usable at once: no DAD),
+/// cni0 both gateways, the pod both families' routes; the result lists both
+/// IPs and all routes; the store holds host-local's files for both
+/// (`last_reserved_ip.1` for the v6 range); the record carries ip6. IPv6
+/// ping to the gateway and between two pods on the node; CHECK passes, then
+/// fails naming the v6 address removed by hand; DEL releases both families.
+#[test]
+fn dual_stack_add_check_del() -> Result<()> {
+    let c = cluster(1)?;
+    let env4 = c.node_env(1)?;
+    let path = dual_stack_env(&c, "subnet-dual.env", "fd77::/48", "fd77:0:0:1::1/64")?;
+    let cni = WeftCni::new(&path, &c.dir().join("n1/cni-dual"))?;
+    let node = c.node_ns(1)?;
+    let (gw, len) = (env4.gateway(), env4.prefix_len);
+    let gw6: Ipv6Addr = "fd77:0:0:1::1".parse()?;
+    let network = env4.network.context("FLANNEL_NETWORK")?.to_string();
+    let pa = Netns::create(&format!("{}-n1-6a", c.prefix))?;
+    let pb = Netns::create(&format!("{}-n1-6b", c.prefix))?;
+    let (ca, cb) = (format!("{}-6a", c.prefix), format!("{}-6b", c.prefix));
+
+    let ra = cni.add(node, &ca, &pa)?.result()?;
+    let (ip, ip6) = (cni::result_ip(&ra)?, cni::result_ip6(&ra)?);
+    ensure!(ip == env4.host(2) && ip6 == "fd77:0:0:1::2".parse::<Ipv6Addr>()?, "first pod: {ip} {ip6}");
+    ensure!(
+        ra["ips"]
+            == json!([{"address": format!("{ip}/{len}"), "gateway": gw.to_string(), "interface": 2},
+                      {"address": format!("{ip6}/64"), "gateway": gw6.to_string(), "interface": 2}]),
+        "ips: {}",
+        ra["ips"]
+    );
+    ensure!(
+        ra["routes"]
+            == json!([{"dst": network, "gw": gw.to_string()}, {"dst": "0.0.0.0/0", "gw": gw.to_string()},
+                      {"dst": "fd77::/48", "gw": gw6.to_string()}, {"dst": "::/0", "gw": gw6.to_string()}]),
+        "routes: {}",
+        ra["routes"]
+    );
+    // The kernel: cni0 has both gateways, eth0 both addresses, none tentative.
+    let br6 = addrs6(node, "cni0")?;
+    ensure!(
+        br6.iter().any(|a| a["local"] == gw6.to_string() && a["prefixlen"] == 64 && a.get("tentative").is_none()),
+        "cni0 lacks {gw6}/64 (or it is tentative): {br6:?}"
+    );
+    let br4 = one(ip_json(node, &["-4", "addr", "show", "dev", "cni0"])?, "cni0 v4")?;
+    ensure!(br4["addr_info"].as_array().is_some_and(|a| a.iter().any(|x| x["local"] == gw.to_string())), "cni0 lacks {gw}: {br4}");
+    let p6 = addrs6(&pa, "eth0")?;
+    ensure!(p6.len() == 1 && p6[0]["local"] == ip6.to_string() && p6[0]["prefixlen"] == 64, "pod v6 addresses: {p6:?}");
+    ensure!(p6[0].get("tentative").is_none() && p6[0].get("dadfailed").is_none(), "the pod's v6 address is not usable at once: {p6:?}");
+    ensure!(pa.exec("sysctl", &["-n", "net.ipv6.conf.eth0.accept_dad"])?.trim() == "0", "DAD is on for the pod's eth0");
+    let p4 = one(ip_json(&pa, &["-4", "addr", "show", "dev", "eth0"])?, "pod v4")?;
+    ensure!(p4["addr_info"][0]["local"] == ip.to_string(), "pod v4: {p4}");
+    let routes6 = ip_json(&pa, &["-6", "route", "show"])?;
+    for dst in ["fd77::/48", "default"] {
+        ensure!(
+            routes6.as_array().is_some_and(|a| a.iter().any(|x| x["dst"] == dst && x["gateway"] == gw6.to_string() && x["dev"] == "eth0")),
+            "pod lacks the v6 route {dst} via {gw6}: {routes6}"
+        );
+    }
+    // The store: host-local's files for both families; the record's ip6.
+    let files = cni.store_files()?;
+    let who = format!("{ca}\r\neth0");
+    let want = vec![
+        (ip.to_string(), who.clone()),
+        ("fd77:0:0:1::2".to_string(), who.clone()),
+        ("last_reserved_ip.0".to_string(), ip.to_string()),
+        ("last_reserved_ip.1".to_string(), "fd77:0:0:1::2".to_string()),
+    ];
+    ensure!(files == want, "store {files:?} != {want:?}");
+    let recs = cni.records()?;
+    ensure!(recs.len() == 1 && recs[0].1["ip6"] == ip6.to_string() && recs[0].1["ip"] == ip.to_string(), "records: {recs:?}");
+
+    // A second pod: the next v6 address; v6 to the gateway and pod to pod.
+    let rb = cni.add(node, &cb, &pb)?.result()?;
+    let ip6b = cni::result_ip6(&rb)?;
+    ensure!(ip6b == "fd77:0:0:1::3".parse::<Ipv6Addr>()?, "second pod: {ip6b}");
+    ensure!(cni.store_files()?.iter().any(|(n, v)| n == "last_reserved_ip.1" && v == "fd77:0:0:1::3"), "last_reserved_ip.1: {:?}", cni.store_files()?);
+    ping6(&pa, gw6).context("pod a -> its v6 gateway")?;
+    ping6(&pa, ip6b).context("pod a -> pod b over v6")?;
+    ping6(&pb, ip6).context("pod b -> pod a over v6")?;
+
+    // CHECK passes; without the v6 address it fails naming it.
+    cni.check(node, &ca, &pa, &ra)?.empty_success().context("CHECK of a dual-stack pod")?;
+    pa.ip(&["-6", "addr", "del", &format!("{ip6}/64"), "dev", "eth0"])?;
+    let e = cni.check(node, &ca, &pa, &ra)?.error(101)?;
+    ensure!(e["msg"].as_str().unwrap_or_default().contains(&format!("lacks its address {ip6}/64")), "CHECK should name the missing v6 address: {e}");
+
+    // DEL releases both families (host-local keeps last_reserved_ip.*).
+    cni.del(node, &ca, Some(&pa), Some(&ra))?.empty_success()?;
+    let left = cni.store_files()?;
+    ensure!(!left.iter().any(|(n, _)| n == &ip.to_string() || n == "fd77:0:0:1::2"), "DEL left a reservation: {left:?}");
+    cni.del(node, &cb, Some(&pb), Some(&rb))?.empty_success()?;
+    nothing_made(node, &pa, &cni, false)?;
+    ensure!(cni.store_files()?.iter().all(|(n, _)| n.starts_with("last_reserved_ip.")), "store after DEL: {:?}", cni.store_files()?);
+    drop((pa, pb));
+    c.pass();
+    Ok(())
+}
+
+/// Dual stack in the store: weft-cni's files are byte-identical with those
+/// of Debian's host-local given flannel's two ranges; GC frees a stale v6
+/// reservation and keeps the valid pod's; a /126 (two pod addresses) runs
+/// out with error 100 naming FLANNEL_IPV6_SUBNET and the subnet, and the
+/// failed ADD leaves no v4 reservation, no veth, no record behind.
+#[test]
+fn dual_stack_store_gc_exhaustion() -> Result<()> {
+    let c = cluster(1)?;
+    let node = c.node_ns(1)?;
+    let path = dual_stack_env(&c, "subnet-dual.env", "fd77::/48", "fd77:0:0:1::1/64")?;
+    let cni = WeftCni::new(&path, &c.dir().join("n1/cni-dual"))?.with("cniVersion", json!("1.1.0"));
+    let env = SubnetEnv::parse(&std::fs::read_to_string(&path)?)?;
+
+    // host-local with flannel's ranges [[v4], [v6]] in a directory of its own.
+    let hl_dir = c.dir().join("n1/host-local-dual");
+    let hl = serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "weft", "type": "host-local", "ipam": {"type": "host-local",
+        "ranges": [[{"subnet": env.cidr()}], [{"subnet": "fd77:0:0:1::/64"}]], "dataDir": hl_dir}}))?;
+    let pods: Vec<Netns> = (0..2).map(|i| Netns::create(&format!("{}-n1-6s{i}", c.prefix))).collect::<Result<_>>()?;
+    let mut results = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        let id = format!("s{i}");
+        let w = cni.add(node, &id, p)?.result()?;
+        let h = exec(node, &cni::debian_plugin("host-local")?, &CniArgs::new("ADD", &id, Some(&p.path()), "eth0"), &hl)?.result()?;
+        let addrs =
+            |r: &Value| r["ips"].as_array().map(|a| a.iter().map(|x| (x["address"].clone(), x["gateway"].clone())).collect::<Vec<_>>()).unwrap_or_default();
+        ensure!(addrs(&w) == addrs(&h), "#{i}: weft-cni {} host-local {}", w["ips"], h["ips"]);
+        results.push(w);
+    }
+    let (wf, hf) = (cni.store_files()?, cni::store_files(&hl_dir.join("weft"))?);
+    ensure!(wf == hf && wf.len() == 6, "stores differ: weft-cni {wf:?} host-local {hf:?}");
+
+    // GC: a stale v6 reservation (a container gone) is freed, s0's kept.
+    std::fs::write(cni.store_dir().join("fd77:0:0:1::99"), "gone\r\neth0")?;
+    let valid = json!([{"containerID": "s0", "ifname": "eth0"}]);
+    cni.run(node, &CniArgs::bare("GC"), &[("cni.dev/valid-attachments", &valid)])?.empty_success()?;
+    let v6: Vec<(Ipv6Addr, String)> = cni.allocations6()?;
+    ensure!(v6 == vec![("fd77:0:0:1::2".parse()?, "s0\r\neth0".to_string())], "IPv6 reservations after GC: {v6:?}");
+    ensure!(cni.allocations()?.len() == 1, "IPv4 reservations after GC: {:?}", cni.allocations()?);
+    cni.check(node, "s0", &pods[0], &results[0])?.empty_success().context("the valid pod after GC")?;
+    cni.del(node, "s0", Some(&pods[0]), Some(&results[0]))?.empty_success()?;
+    nothing_made(node, &pods[0], &cni, false)?;
+
+    // A /126: two v6 pod addresses; the third ADD fails and takes back its v4 address.
+    let tiny = dual_stack_env(&c, "subnet-126.env", "fd78::/48", "fd78:0:0:1::1/126")?;
+    let small = WeftCni::new(&tiny, &c.dir().join("n1/cni126"))?.with("bridge", json!("cni126"));
+    let tp: Vec<Netns> = (0..3).map(|i| Netns::create(&format!("{}-n1-6t{i}", c.prefix))).collect::<Result<_>>()?;
+    let r0 = small.add(node, "t0", &tp[0])?.result()?;
+    let r1 = small.add(node, "t1", &tp[1])?.result()?;
+    ensure!((cni::result_ip6(&r0)?, cni::result_ip6(&r1)?) == ("fd78:0:0:1::2".parse()?, "fd78:0:0:1::3".parse()?), "/126: {r0} {r1}");
+    let e = small.add(node, "t2", &tp[2])?.error(100)?;
+    let msg = e["msg"].as_str().unwrap_or_default();
+    ensure!(msg.contains("no free address in FLANNEL_IPV6_SUBNET fd78:0:0:1::/126"), "the error should name the exhausted v6 subnet: {e}");
+    ensure!(
+        small.allocations()?.len() == 2 && small.allocations6()?.len() == 2,
+        "the failed ADD kept a reservation: {:?} {:?}",
+        small.allocations()?,
+        small.allocations6()?
+    );
+    ensure!(!small.allocations()?.iter().any(|(_, who)| who.starts_with("t2")), "t2 kept its v4 address");
+    ensure!(bridge_ports(node, "cni126")?.len() == 2 && small.records()?.len() == 2, "the failed ADD left a veth or a record");
+    ensure!(ip_json(&tp[2], &["link", "show"])?.as_array().map(|a| a.len()) == Some(1), "the third pod got an interface");
+    // After a DEL it fits again, on the freed v6 address.
+    small.del(node, "t0", Some(&tp[0]), Some(&r0))?.empty_success()?;
+    let r2 = small.add(node, "t2", &tp[2])?.result()?;
+    ensure!(cni::result_ip6(&r2)? == "fd78:0:0:1::2".parse::<Ipv6Addr>()?, "the freed v6 address is reused: {r2}");
+    small.del(node, "t1", Some(&tp[1]), Some(&r1))?.empty_success()?;
+    small.del(node, "t2", Some(&tp[2]), Some(&r2))?.empty_success()?;
+    ensure!(small.allocations()?.is_empty() && small.allocations6()?.is_empty(), "left behind");
+    drop((pods, tp));
+    c.pass();
+    Ok(())
 }

@@ -386,7 +386,7 @@ pub fn tcp_transfer_any(client: &Netns, server: &Netns, server_ip: IpAddr, bytes
 }
 
 /// One TCP exchange through a translated address: a listener on
-/// `0.0.0.0:listen_port` in `server`, a client in `client` connecting to
+/// `0.0.0.0:listen_port` (`[::]` for an IPv6 `connect`) in `server`, a client in `client` connecting to
 /// `connect` (e.g. a node's hostPort that portmap DNATs to the server).
 /// Returns the address the server's end of the connection had (the
 /// translated destination) and the client's address as the server saw it.
@@ -399,7 +399,9 @@ pub fn tcp_exchange(client: &Netns, server: &Netns, listen_port: u16, connect: S
     let server_t = std::thread::spawn(move || -> Result<(SocketAddr, SocketAddr)> {
         let r = (|| {
             enter(&spath)?;
-            let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, listen_port)).with_context(|| format!("listening on port {listen_port} in netns {sname}"))?;
+            // The listener's family is the connection's: `[::]` for an IPv6 `connect`.
+            let any: std::net::IpAddr = if connect.is_ipv6() { std::net::Ipv6Addr::UNSPECIFIED.into() } else { Ipv4Addr::UNSPECIFIED.into() };
+            let l = TcpListener::bind((any, listen_port)).with_context(|| format!("listening on port {listen_port} in netns {sname}"))?;
             l.set_nonblocking(true)?;
             Ok::<_, anyhow::Error>(l)
         })();

@@ -68,7 +68,8 @@ pub async fn run(args: Args) -> Result<()> {
         r = started => r.map(|()| true),
         s = stop.signalled() => signalled(s).map(|()| false),
     };
-    let egress = if matches!(started, Ok(true)) { start_egress(&args, &cfg.network, own.v4) } else { None };
+    let v6 = cfg.ipv6.as_ref().zip(own.v6).map(|(c, own6)| (c.network, own6));
+    let egress = if matches!(started, Ok(true)) { start_egress(&args, &cfg.network, own.v4, v6) } else { None };
     let mut node = event_loop::EventLoop::new(backend, health.clone(), egress);
     let res = match started {
         Ok(true) => {
@@ -155,8 +156,8 @@ fn write_subnet_env(args: &Args, cfg: &crate::netconfig::NetConfig, own: Subnets
 /// place once before the event loop (which keeps them). Failing (no nft,
 /// no nf_tables/NAT in the kernel) is logged naming what is missing and
 /// leaves the rest of weft running.
-fn start_egress(args: &Args, network: &Ipv4Net, own: Ipv4Net) -> Option<egress::Egress> {
-    let mut e = egress::Egress::new(args, network, own)?;
+fn start_egress(args: &Args, network: &Ipv4Net, own: Ipv4Net, v6: egress::V6) -> Option<egress::Egress> {
+    let mut e = egress::Egress::new(args, network, own, v6)?;
     e.ensure();
     Some(e)
 }

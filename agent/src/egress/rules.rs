@@ -185,6 +185,27 @@ mod tests {
         assert!(rules(&params(false, true, false)).is_empty());
     }
 
+    /// flannel's ip6tables list for a dual-stack node: the same shape.
+    #[test]
+    fn ipv6_list_rule_for_rule() {
+        let c = |s: &str| {
+            let (a, l) = s.split_once('/').unwrap();
+            Cidr { addr: a.parse().unwrap(), len: l.parse().unwrap() }
+        };
+        let p = Params { network: c("fd44::/48"), subnet: c("fd44:0:0:49::/64"), masquerade: true, fully_random: true, forward: true };
+        assert_eq!(
+            text(&p, Chain::Postrouting),
+            [
+                "-m mark --mark 0x4000/0x4000 -j RETURN",
+                "-s fd44:0:0:49::/64 -d fd44::/48 -j RETURN",
+                "-s fd44::/48 -d fd44:0:0:49::/64 -j RETURN",
+                "! -s fd44::/48 -d fd44:0:0:49::/64 -j RETURN",
+                "-s fd44::/48 ! -d ff00::/8 -j MASQUERADE --random-fully",
+                "! -s fd44::/48 -d fd44::/48 -j MASQUERADE --random-fully",
+            ]
+        );
+    }
+
     #[test]
     fn ipv6_multicast_is_ff00() {
         let c = Cidr { addr: "fc00::".parse().unwrap(), len: 48 };

@@ -728,7 +728,11 @@ impl Cluster {
                 let routes = routes.map_err(|e| format!("{e:#}"))?;
                 let missing: Vec<&String> = want
                     .iter()
-                    .filter(|r| !routes.lines().any(|l| if dev.is_some() { l.split_whitespace().next() == Some(r.as_str()) } else { l.trim_end().starts_with(r.as_str()) }))
+                    .filter(|r| {
+                        !routes
+                            .lines()
+                            .any(|l| if dev.is_some() { l.split_whitespace().next() == Some(r.as_str()) } else { l.trim_end().starts_with(r.as_str()) })
+                    })
                     .collect();
                 if missing.is_empty() {
                     Ok(Some(()))
@@ -828,7 +832,17 @@ impl Cluster {
                     continue;
                 }
                 let to = pb.addr(family)?;
-                let what = || format!("{family}: pod {} ({:?}, node {}) -> pod {} ({:?}, node {}, {to})", pa.ns.name(), pa.wiring, pa.node, pb.ns.name(), pb.wiring, pb.node);
+                let what = || {
+                    format!(
+                        "{family}: pod {} ({:?}, node {}) -> pod {} ({:?}, node {}, {to})",
+                        pa.ns.name(),
+                        pa.wiring,
+                        pa.node,
+                        pb.ns.name(),
+                        pb.wiring,
+                        pb.node
+                    )
+                };
                 crate::traffic::ping_ok_any(&pa.ns, to, pings).with_context(|| format!("ping {}", what()))?;
                 if tcp_bytes > 0 {
                     crate::traffic::tcp_transfer_any(&pa.ns, &pb.ns, to, tcp_bytes).with_context(|| format!("tcp {}", what()))?;

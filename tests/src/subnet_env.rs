@@ -50,7 +50,15 @@ pub fn parse_lease_name6(key: &str) -> Option<Ipv6Cidr> {
 
 /// What a flannel node of the lab says: a /24 of the /16 `network`.
 pub fn flannel_node_env(network: Ipv4Addr, subnet: Ipv4Addr, mtu: u32) -> SubnetEnv {
-    SubnetEnv { network: Some(Ipv4Cidr { addr: network, prefix_len: 16 }), subnet, prefix_len: 24, mtu, ipmasq: Some(false), ipv6_network: None, ipv6_subnet: None }
+    SubnetEnv {
+        network: Some(Ipv4Cidr { addr: network, prefix_len: 16 }),
+        subnet,
+        prefix_len: 24,
+        mtu,
+        ipmasq: Some(false),
+        ipv6_network: None,
+        ipv6_subnet: None,
+    }
 }
 
 /// The same on a dual-stack node: plus `ipv6_network` and the node's v6 subnet.
@@ -93,7 +101,13 @@ mod t {
         assert_eq!(parse_lease_name6(key).map(|c| c.to_string()).as_deref(), Some("fd44:0:0:5::/64"));
         assert_eq!(parse_lease_name6("10.244.5.0-24"), None);
         assert!(parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:5::7/64\nFLANNEL_MTU=1450\n").is_err());
-        let d = flannel_node_env_dual(Ipv4Addr::new(10, 244, 0, 0), Ipv4Addr::new(10, 244, 5, 0), 1450, Ipv6Cidr::parse("fd44::/48").unwrap(), Ipv6Cidr::parse("fd44:0:0:5::/64").unwrap());
+        let d = flannel_node_env_dual(
+            Ipv4Addr::new(10, 244, 0, 0),
+            Ipv4Addr::new(10, 244, 5, 0),
+            1450,
+            Ipv6Cidr::parse("fd44::/48").unwrap(),
+            Ipv6Cidr::parse("fd44:0:0:5::/64").unwrap(),
+        );
         assert_eq!(d.render(), text);
     }
 }

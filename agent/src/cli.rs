@@ -1,6 +1,9 @@
 //! weftd's command line: flanneld's flag names where flanneld has the flag,
 //! each also readable from the environment as `WEFTD_<FLAG>`.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
 use clap::Parser;
 
@@ -141,6 +144,11 @@ pub struct Args {
     /// Address other nodes reach us at. Default: the interface's first IPv4 address.
     #[arg(long, env = "WEFTD_PUBLIC_IP", help_heading = "Node")]
     pub public_ip: Option<Ipv4Addr>,
+
+    /// IPv6 address other nodes reach us at, on a dual-stack network
+    /// (EnableIPv6). Default: the interface's first global IPv6 address.
+    #[arg(long, env = "WEFTD_PUBLIC_IPV6", help_heading = "Node")]
+    pub public_ipv6: Option<Ipv6Addr>,
 
     /// Where to write FLANNEL_NETWORK/SUBNET/MTU for the CNI plugin.
     #[arg(long, env = "WEFTD_SUBNET_FILE", default_value = "/run/flannel/subnet.env", help_heading = "Node")]

@@ -1,11 +1,14 @@
 //! flannel's network configuration (`<prefix>/config`), parsed and validated
 //! with flannel's defaults (subnet/config.go). Errors name the bad field.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::{backend::Config as Backend, subnet::Ipv4Net};
+use crate::{
+    backend::Config as Backend,
+    subnet::{Ipv4Net, Ipv6Net},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
@@ -15,6 +18,19 @@ pub struct NetConfig {
     pub subnet_max: Ipv4Addr,
     /// The `Backend` section, as read by the backend it names.
     pub backend: Backend,
+    /// The IPv6 pod network of a dual-stack cluster (`EnableIPv6`).
+    pub ipv6: Option<Ipv6Config>,
+}
+
+/// flannel's IPv6 keys, with its defaults (`IPv6SubnetLen` 64, or the
+/// network's prefix + 2 when that is longer; the first and last subnets of
+/// the network are not handed out, as for IPv4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Config {
+    pub network: Ipv6Net,
+    pub subnet_len: u8,
+    pub subnet_min: Ipv6Addr,
+    pub subnet_max: Ipv6Addr,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +44,14 @@ struct RawConfig {
     enable_ipv4: Option<bool>,
     #[serde(rename = "EnableIPv6")]
     enable_ipv6: Option<bool>,
+    #[serde(rename = "IPv6Network")]
+    ipv6_network: Option<String>,
+    #[serde(rename = "IPv6SubnetLen")]
+    ipv6_subnet_len: Option<u32>,
+    #[serde(rename = "IPv6SubnetMin")]
+    ipv6_subnet_min: Option<String>,
+    #[serde(rename = "IPv6SubnetMax")]
+    ipv6_subnet_max: Option<String>,
     backend: Option<serde_json::Value>,
 }
 
@@ -40,11 +64,13 @@ impl NetConfig {
     pub fn parse(json: &str) -> Result<NetConfig> {
         let raw: RawConfig = serde_json::from_str(json).context("network config is not valid JSON of flannel's shape")?;
         if raw.enable_ipv4 == Some(false) {
-            bail!("config field EnableIPv4: false is not supported (weft is IPv4-only for now)");
+            bail!("config field EnableIPv4: false (an IPv6-only network) is not supported yet; weft carries IPv4, or IPv4 and IPv6 (EnableIPv6)");
         }
-        if raw.enable_ipv6 == Some(true) {
-            log::warn!("config field EnableIPv6: IPv6 is not supported yet; carrying IPv4 only");
-        }
+        let ipv6 = if raw.enable_ipv6 == Some(true) {
+            Some(Ipv6Config::parse(raw.ipv6_network, raw.ipv6_subnet_len, raw.ipv6_subnet_min, raw.ipv6_subnet_max)?)
+        } else {
+            None
+        };
         let net_s = raw.network.context("config field Network is missing")?;
         let network: Ipv4Net = net_s.parse().with_context(|| format!("config field Network: {net_s:?}"))?;
         if network.addr() != network.network_addr() {
@@ -85,7 +111,7 @@ impl NetConfig {
             bail!("config fields SubnetMin/SubnetMax: {subnet_min} is above {subnet_max}");
         }
         let backend = Backend::parse(raw.backend)?;
-        Ok(NetConfig { network, subnet_len, subnet_min, subnet_max, backend })
+        Ok(NetConfig { network, subnet_len, subnet_min, subnet_max, backend, ipv6 })
     }
 
     /// Every candidate subnet from SubnetMin to SubnetMax, in order.
@@ -93,6 +119,60 @@ impl NetConfig {
         let step = 1u64 << (32 - self.subnet_len);
         let (min, max) = (u32::from(self.subnet_min) as u64, u32::from(self.subnet_max) as u64);
         (min..=max).step_by(step as usize).map(move |a| Ipv4Net::new(Ipv4Addr::from(a as u32), self.subnet_len).expect("len <= 30"))
+    }
+}
+
+impl Ipv6Config {
+    fn parse(network: Option<String>, len: Option<u32>, min: Option<String>, max: Option<String>) -> Result<Ipv6Config> {
+        let net_s = network.context("config field IPv6Network is missing (EnableIPv6 is true)")?;
+        let network: Ipv6Net = net_s.parse().with_context(|| format!("config field IPv6Network: {net_s:?}"))?;
+        if network.addr() != network.network_addr() {
+            bail!("config field IPv6Network: {network} has host bits set (did you mean {}?)", network.trunc());
+        }
+        let p = network.prefix_len();
+        let subnet_len = match len {
+            None if p > 124 => bail!("config field IPv6Network: {network} is too small (the shortest useful prefix is /124)"),
+            None if p <= 62 => 64,
+            None => p + 2,
+            Some(l) if l > 126 => bail!("config field IPv6SubnetLen: {l} is longer than 126"),
+            Some(l) if l < p as u32 + 2 => bail!("config field IPv6SubnetLen: {l} must be at least IPv6Network's prefix + 2 ({})", p + 2),
+            Some(l) => l as u8,
+        };
+        let step = 1u128 << (128 - subnet_len);
+        let first = u128::from(network.network_addr());
+        let last = first + (network.size() - step);
+        let addr = |field: &str, s: String| -> Result<Ipv6Addr> { s.parse().with_context(|| format!("config field {field}: {s:?} is not an IPv6 address")) };
+        let subnet_min = min.map(|s| addr("IPv6SubnetMin", s)).transpose()?.unwrap_or(Ipv6Addr::from(first + step));
+        let subnet_max = max.map(|s| addr("IPv6SubnetMax", s)).transpose()?.unwrap_or(Ipv6Addr::from(last));
+        for (field, a) in [("IPv6SubnetMin", subnet_min), ("IPv6SubnetMax", subnet_max)] {
+            if !network.contains(a) {
+                bail!("config field {field}: {a} is outside IPv6Network {network}");
+            }
+            if u128::from(a) % step != 0 {
+                bail!("config field {field}: {a} is not aligned to IPv6SubnetLen /{subnet_len}");
+            }
+        }
+        if u128::from(subnet_min) > u128::from(subnet_max) {
+            bail!("config fields IPv6SubnetMin/IPv6SubnetMax: {subnet_min} is above {subnet_max}");
+        }
+        Ok(Ipv6Config { network, subnet_len, subnet_min, subnet_max })
+    }
+
+    /// Every candidate subnet from IPv6SubnetMin to IPv6SubnetMax, in order
+    /// (lazily: a /48 holds 65,536 /64s).
+    pub fn candidate_subnets(&self) -> impl Iterator<Item = Ipv6Net> + '_ {
+        let step = 1u128 << (128 - self.subnet_len);
+        let (min, max) = (u128::from(self.subnet_min), u128::from(self.subnet_max));
+        let count = (max - min) / step + 1;
+        (0..count).map(move |i| Ipv6Net::new(Ipv6Addr::from(min + i * step), self.subnet_len).expect("len <= 126"))
+    }
+
+    /// A subnet of the configured size inside the configured range.
+    pub fn fits(&self, n: &Ipv6Net) -> bool {
+        n.prefix_len() == self.subnet_len
+            && self.network.contains_net(n)
+            && u128::from(n.addr()) >= u128::from(self.subnet_min)
+            && u128::from(n.addr()) <= u128::from(self.subnet_max)
     }
 }
 
@@ -117,6 +197,21 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_defaults_as_flannel() {
+        let c = NetConfig::parse(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/48","Backend":{"Type":"vxlan"}}"#).unwrap();
+        let v6 = c.ipv6.unwrap();
+        assert_eq!(v6.subnet_len, 64);
+        assert_eq!(v6.subnet_min, "fd44:0:0:1::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(v6.subnet_max, "fd44:0:0:ffff::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(v6.candidate_subnets().count(), 65535);
+        assert_eq!(v6.candidate_subnets().next().unwrap().to_string(), "fd44:0:0:1::/64");
+        let small = NetConfig::parse(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/120"}"#).unwrap().ipv6.unwrap();
+        assert_eq!(small.subnet_len, 122);
+        assert_eq!(small.candidate_subnets().map(|s| s.to_string()).collect::<Vec<_>>(), ["fd44::40/122", "fd44::80/122", "fd44::c0/122"]);
+        assert!(NetConfig::parse(r#"{"Network":"10.244.0.0/16","IPv6Network":"fd44::/48"}"#).unwrap().ipv6.is_none());
+    }
+
+    #[test]
     fn errors_name_the_field() {
         for (json, field) in [
             (r#"{"Backend":{"Type":"vxlan"}}"#, "Network"),
@@ -129,6 +224,16 @@ mod tests {
             (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#, "Backend.Type"),
             (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}"#, "Backend.VNI"),
             (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":70000}}"#, "Backend.Port"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true}"#, "IPv6Network"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"10.0.0.0/8"}"#, "IPv6Network"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::1/48"}"#, "IPv6Network"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/125"}"#, "IPv6Network"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/48","IPv6SubnetLen":127}"#, "IPv6SubnetLen"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/48","IPv6SubnetLen":49}"#, "IPv6SubnetLen"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/48","IPv6SubnetMin":"fd45::"}"#, "IPv6SubnetMin"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/48","IPv6SubnetMax":"fd44:0:0:3::7"}"#, "IPv6SubnetMax"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/48","IPv6SubnetMin":"x"}"#, "IPv6SubnetMin"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv4":false}"#, "EnableIPv4"),
         ] {
             let e = format!("{:#}", NetConfig::parse(json).unwrap_err());
             assert!(e.contains(field), "{json}: error {e:?} does not name {field}");

@@ -84,11 +84,13 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
     for (k, v) in &raw {
         match Lease::parse(k, v) {
             Ok(l) => {
-                let mine = Some(l.subnet) == own;
+                let mine = Some(l.subnets()) == own;
                 let vtep = l.attrs.vxlan_data().ok().map(|d| format_mac(&d.vtep_mac));
                 leases.push(json!({
                     "subnet": l.subnet.to_string(),
+                    "subnet6": l.subnet6.map(|s| s.to_string()),
                     "public_ip": l.attrs.public_ip.to_string(),
+                    "public_ipv6": l.attrs.public_ipv6.map(|a| a.to_string()),
                     "backend": l.attrs.backend_type.clone().unwrap_or_else(|| "udp".into()),
                     "vtep_mac": vtep,
                     "this_node": mine,
@@ -118,11 +120,12 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
         .and_then(|e| e.network)
         .and_then(|c| Ipv4Net::new(c.addr, c.prefix_len).ok());
     let egress = match (network, own) {
-        (Some(net), Some(own)) => crate::egress::status(n, &net, own),
+        (Some(net), Some(own)) => crate::egress::status(n, &net, own.v4),
         _ => "unknown (no subnet.env with FLANNEL_NETWORK and FLANNEL_SUBNET)".into(),
     };
     let doc = json!({
-        "subnet": own.map(|s| s.to_string()),
+        "subnet": own.map(|s| s.v4.to_string()),
+        "subnet6": own.and_then(|s| s.v6).map(|s| s.to_string()),
         "egress": egress,
         "subnet_file": n.subnet_file.display().to_string(),
         "bpf_pins": weft_common::pins::dir(&n.bpf_pin_dir).display().to_string(),

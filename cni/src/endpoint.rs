@@ -58,6 +58,7 @@ mod tests {
             bridge: String::new(),
             bridge_mac: String::new(),
             mtu: 0,
+            ip6: None,
         };
         let e = write(&dir.join("abc-eth0.json/sub"), &rec).unwrap_err();
         assert_eq!(e.code, crate::error::code::IO);

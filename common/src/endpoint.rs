@@ -181,7 +181,16 @@ mod tests {
             bridge: "cni0".into(),
             bridge_mac: "0a:58:0a:f4:01:01".into(),
             mtu: 1450,
+            ip6: None,
         }
+    }
+
+    #[test]
+    fn a_dual_stack_record_adds_ip6_last() {
+        let r = EndpointRecord { ip6: Some("fd44:0:0:1::5".parse().unwrap()), ..rec() };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, TODAYS.replace(r#""mtu":1450}"#, r#""mtu":1450,"ip6":"fd44:0:0:1::5"}"#));
+        assert_eq!(EndpointRecord::parse(text.as_bytes()).unwrap(), r);
     }
 
     #[test]

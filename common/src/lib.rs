@@ -43,7 +43,17 @@ pub mod map_names {
     pub const PODS: &str = "weft_pods";
     /// Hash: PublicIP of every vxlan peer -> 1: the VTEPs decap accepts.
     pub const VTEP_IPS: &str = "weft_vtep_ips";
-    pub const ALL: [&str; 6] = [VTEPS, CONFIG, STATS, HOSTGW, PODS, VTEP_IPS];
+    /// LPM trie: remote pod IPv6 subnet -> VTEP on the IPv6 underlay
+    /// ([`super::Vtep6Entry`]): encap6's peers, decap's anti-spoofing.
+    pub const VTEPS6: &str = "weft_vteps6";
+    /// Array with one element: this node's IPv6 overlay configuration
+    /// ([`super::Datapath6Config`]; the VNI and port are `weft_config`'s).
+    pub const CONFIG6: &str = "weft_config6";
+    /// Hash: local pod IPv6 -> its endpoint ([`super::PodEntry`]).
+    pub const PODS6: &str = "weft_pods6";
+    /// Hash: PublicIPv6 of every vxlan peer -> 1: the IPv6 VTEPs decap accepts.
+    pub const VTEP_IPS6: &str = "weft_vtep_ips6";
+    pub const ALL: [&str; 10] = [VTEPS, CONFIG, STATS, HOSTGW, PODS, VTEP_IPS, VTEPS6, CONFIG6, PODS6, VTEP_IPS6];
 }
 
 /// Names of the kernel programs (their function names in `ebpf/`).
@@ -67,6 +77,14 @@ pub mod prog_names {
     /// TC ingress on the overlay device when it is a kernel vxlan device:
     /// only what `weft_decap` validated may enter the stack there.
     pub const OVERLAY_IN: &str = "weft_overlay_in";
+    /// TC egress on the IPv6 overlay device (`weft-v6.<VNI>`): finds the
+    /// peer in `weft_vteps6` and writes the inner Ethernet header; the
+    /// kernel's vxlan device adds outer IPv6/UDP/VXLAN (real checksum, GSO).
+    pub const ENCAP6: &str = "weft_encap6";
+    /// TC ingress on the IPv6 overlay device: only what `weft_decap`
+    /// validated (IPv6 VXLAN from a peer, inner source in its subnet)
+    /// enters; registered pods get it straight.
+    pub const OVERLAY_IN6: &str = "weft_overlay_in6";
 }
 
 /// Maximum number of peers' VTEP addresses.
@@ -102,6 +120,39 @@ pub struct HostGwEntry {
     pub gateway: [u8; 4],
     /// The underlay: the interface that route leaves by.
     pub ifindex: u32,
+}
+
+/// Key data of the IPv6 VTEP LPM trie: an IPv6 address in network byte order.
+pub type Subnet6Addr = [u8; 16];
+
+/// Where a remote IPv6 subnet's traffic goes: the peer node's IPv6 VTEP
+/// (`flannel-v6.<VNI>` or `weft-v6.<VNI>` on the peer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Vtep6Entry {
+    /// The peer's PublicIPv6: outer destination address.
+    pub ip: [u8; 16],
+    /// The peer's IPv6 VtepMAC (its `BackendV6Data`): inner destination MAC.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// This node's IPv6 overlay configuration, element 0 of `weft_config6`.
+/// All zero ("not configured"): the IPv6 paths touch nothing (decap leaves
+/// IPv6 to the stack, encap6 drops, counted `drop_no_config`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Datapath6Config {
+    /// Our PublicIPv6: the outer destination decap accepts IPv6 VXLAN for.
+    pub local_ip: [u8; 16],
+    /// The IPv6 overlay device (`weft-v6.<VNI>`): where `weft_from_pod`
+    /// sends a registered pod's IPv6 traffic to peers.
+    pub overlay_ifindex: u32,
+    /// Our IPv6 VtepMAC (the device's MAC): inner source MAC on encap.
+    pub vtep_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
 
 /// Maximum number of local pod endpoints.
@@ -234,7 +285,10 @@ pub mod stat {
     /// A packet on the overlay device's ingress that weft did not validate
     /// (VXLAN that reached the kernel's socket past `weft_decap`).
     pub const DROP_UNVALIDATED: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// Not IPv6 where only IPv6 may be (the inner frame of IPv6 VXLAN, the
+    /// IPv6 overlay device's traffic).
+    pub const DROP_NOT_IPV6: u32 = 19;
+    pub const COUNT: u32 = 20;
     /// Slots in the stats map: more than [`COUNT`], so that new counters do
     /// not change the pinned map's layout.
     pub const SLOTS: u32 = 32;
@@ -260,18 +314,21 @@ pub mod stat {
         "routed_to_pod",
         "decap_kernel",
         "drop_unvalidated",
+        "drop_not_ipv6",
     ];
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all five are plain #[repr(C)] data without padding bytes
+    // SAFETY: all seven are plain #[repr(C)] data without padding bytes
     // (checked by bytemuck's Pod derive above).
     unsafe impl aya::Pod for super::VtepEntry {}
     unsafe impl aya::Pod for super::DatapathConfig {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::HostGwEntry {}
     unsafe impl aya::Pod for super::PodEntry {}
+    unsafe impl aya::Pod for super::Vtep6Entry {}
+    unsafe impl aya::Pod for super::Datapath6Config {}
 }
 
 #[cfg(test)]
@@ -285,6 +342,10 @@ mod tests {
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<HostGwEntry>(), 8);
         assert_eq!(core::mem::size_of::<PodEntry>(), 16);
+        assert_eq!(core::mem::size_of::<Vtep6Entry>(), 24);
+        assert_eq!(core::mem::size_of::<Datapath6Config>(), 28);
+        assert_eq!(core::mem::align_of::<Datapath6Config>(), 4);
+        assert_eq!((stat::DROP_UNVALIDATED, stat::DROP_NOT_IPV6), (18, 19), "existing indexes never move");
         const { assert!(stat::COUNT <= stat::SLOTS) };
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }

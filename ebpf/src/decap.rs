@@ -20,7 +20,7 @@ use aya_ebpf::{
 use weft_common::{cfg_flags, stat, OVERLAY_MARK, VXLAN_OVERHEAD};
 
 use crate::{
-    klog, maps, to_pod,
+    klog, maps, to_pod, v6,
     verdict::{Drop, Outcome, Step, Verdict},
     vxlan,
 };
@@ -38,6 +38,11 @@ pub fn run(ctx: &TcContext, len: u32) -> Step<u32> {
     };
     // SAFETY: ctx wraps a valid __sk_buff.
     let gso = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).gso_size != 0 };
+    // IPv6 VXLAN for us (dual stack): validated here, decapsulated by the
+    // IPv6 overlay device's socket (`v6.rs`). Other frames: as before.
+    if let Some(out) = v6::underlay(ctx, len, cfg, gso) {
+        return Step::Done(out);
+    }
     match vxlan::classify(ctx, len as usize, cfg, gso) {
         // Not VXLAN for us; a DirectRouting peer's pod may have routed it to one of ours.
         Ok(None) => Step::Done(to_pod::from_peer(ctx).unwrap_or(PASS)),

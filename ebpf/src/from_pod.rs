@@ -12,7 +12,7 @@ use weft_common::stat;
 use crate::{
     encap, fwd,
     hdr::*,
-    l3, maps,
+    l3, maps, v6,
     verdict::{Drop, Outcome, Verdict},
 };
 
@@ -21,6 +21,10 @@ const ON: Outcome = Ok(Verdict::Pass(None));
 
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> Outcome {
+    // IPv6 (dual stack): `v6.rs`.
+    if let Some(EthHdr { proto: ETH_P_IPV6, .. }) = at::<_, EthHdr>(ctx, 0) {
+        return v6::from_pod(ctx);
+    }
     let Some(EthIpv4 { eth, ip }) = at(ctx, 0) else {
         return ON;
     };

@@ -13,6 +13,11 @@ pub const ENCAP_LEN: usize = IP_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN;
 pub const VXLAN_FRAME_HDRS: usize = ETH_LEN + ENCAP_LEN;
 
 pub const ETH_P_IP: [u8; 2] = [0x08, 0x00];
+pub const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
+pub const IP6_LEN: usize = 40;
+/// Everything up to the inner IPv6 header of an IPv6 VXLAN frame: outer
+/// Ethernet, IPv6, UDP, VXLAN, inner Ethernet.
+pub const VXLAN6_FRAME_HDRS: usize = ETH_LEN + IP6_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN;
 pub const IPPROTO_UDP: u8 = 17;
 /// VXLAN flags byte: "I" (VNI valid).
 pub const VXLAN_FLAG_I: u8 = 0x08;
@@ -58,6 +63,71 @@ pub struct VxlanHdr {
     pub _rsvd2: u8,
 }
 
+/// The IPv6 fixed header (extension headers, if any, follow it).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ipv6Hdr {
+    /// Version (4 bits), traffic class (8), flow label (20).
+    pub vtc_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next: u8,
+    pub hop_limit: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+impl Ipv6Hdr {
+    #[inline(always)]
+    pub fn version(&self) -> u8 {
+        self.vtc_flow[0] >> 4
+    }
+}
+
+/// Ethernet + IPv6 fixed header.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthIpv6 {
+    pub eth: EthHdr,
+    pub ip: Ipv6Hdr,
+}
+
+/// Ethernet + IPv6 (no extension header) + UDP: the front of a frame that
+/// may be IPv6 VXLAN.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthIpv6Udp {
+    pub eth: EthHdr,
+    pub ip: Ipv6Hdr,
+    pub udp: UdpHdr,
+}
+
+/// A received IPv6 VXLAN frame's headers, up to and including the inner
+/// IPv6 header (`VXLAN6_FRAME_HDRS + IP6_LEN` bytes).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Vxlan6Frame {
+    pub eth: EthHdr,
+    pub ip: Ipv6Hdr,
+    pub udp: UdpHdr,
+    pub vxlan: VxlanHdr,
+    pub inner_eth: EthHdr,
+    pub inner_ip: Ipv6Hdr,
+}
+
+/// Whether two IPv6 addresses are equal, without a call to memcmp/bcmp
+/// (which a BPF object cannot link): four word compares folded into one.
+#[inline(always)]
+pub fn eq16(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let w = |x: &[u8; 16], i: usize| u32::from_ne_bytes([x[i], x[i + 1], x[i + 2], x[i + 3]]);
+    (w(a, 0) ^ w(b, 0)) | (w(a, 4) ^ w(b, 4)) | (w(a, 8) ^ w(b, 8)) | (w(a, 12) ^ w(b, 12)) == 0
+}
+
+/// Whether an IPv6 address is `::` (the "not configured" value).
+#[inline(always)]
+pub fn is_zero16(a: &[u8; 16]) -> bool {
+    eq16(a, &[0; 16])
+}
+
 /// Ethernet + IPv4 header: the front of every frame the programs route.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -92,6 +162,9 @@ pub struct VxlanFrame {
 const _: () = assert!(core::mem::size_of::<EthIpv4>() == ETH_LEN + IP_LEN);
 const _: () = assert!(core::mem::size_of::<EthIpv4Udp>() == ETH_LEN + IP_LEN + UDP_LEN);
 const _: () = assert!(core::mem::size_of::<VxlanFrame>() == VXLAN_FRAME_HDRS + IP_LEN);
+const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == IP6_LEN);
+const _: () = assert!(core::mem::size_of::<EthIpv6Udp>() == ETH_LEN + IP6_LEN + UDP_LEN);
+const _: () = assert!(core::mem::size_of::<Vxlan6Frame>() == VXLAN6_FRAME_HDRS + IP6_LEN);
 
 /// Plain data that may be read from (and written to) packet memory: no
 /// padding, every bit pattern valid.
@@ -106,6 +179,10 @@ unsafe impl Pod for UdpHdr {}
 unsafe impl Pod for EthIpv4 {}
 unsafe impl Pod for EthIpv4Udp {}
 unsafe impl Pod for VxlanFrame {}
+unsafe impl Pod for Ipv6Hdr {}
+unsafe impl Pod for EthIpv6 {}
+unsafe impl Pod for EthIpv6Udp {}
+unsafe impl Pod for Vxlan6Frame {}
 unsafe impl Pod for u32 {}
 
 /// A program's packet as the verifier sees it: `[data, data_end)`.
@@ -144,6 +221,16 @@ fn bounded<T: Pod>(start: usize, off: usize, end: usize) -> Option<*mut T> {
 pub fn at<P: Packet, T: Pod>(ctx: &P, off: usize) -> Option<&T> {
     // SAFETY: in bounds (checked in `bounded`); T is Pod.
     bounded(ctx.data_start(), off, ctx.data_stop()).map(|p| unsafe { &*p })
+}
+
+/// Makes the first `n` bytes of the frame linear (`bpf_skb_pull_data`) when
+/// they are not, so that [`at`] can reach headers a driver or GRO left in
+/// page fragments. Packet pointers taken before this call are invalid.
+#[inline(always)]
+pub fn pull(ctx: &TcContext, n: usize) {
+    if ctx.data() + n > ctx.data_end() && ctx.len() as usize >= n {
+        let _ = ctx.pull_data(n as u32);
+    }
 }
 
 /// The 64 bytes at the front of an encapsulated frame, written in one store.

@@ -8,7 +8,10 @@
 //! - `weft_to_pod` TC ingress of the underlay with host-gw: a peer pod's
 //!   packet for a registered local pod goes straight into it (`to_pod.rs`);
 //! - `weft_overlay_in` TC ingress of a kernel vxlan overlay device: only
-//!   what `weft_decap` validated enters the stack there (`decap.rs`).
+//!   what `weft_decap` validated enters the stack there (`decap.rs`);
+//! - `weft_encap6` TC egress and `weft_overlay_in6` TC ingress of the IPv6
+//!   overlay device `weft-v6.<VNI>` (dual stack; `v6.rs`, which also holds
+//!   the IPv6 parts of `weft_decap` and `weft_from_pod`).
 //!
 //! Traffic for a registered local pod, decapsulated or routed by a peer,
 //! skips the overlay device and the host's routing: it goes straight into
@@ -31,6 +34,7 @@ mod klog;
 mod l3;
 mod maps;
 mod to_pod;
+mod v6;
 mod verdict;
 mod vxlan;
 
@@ -81,6 +85,18 @@ fn weft_decap(ctx: TcContext) -> i32 {
 fn weft_overlay_in(ctx: TcContext) -> i32 {
     let len = ctx.len();
     verdict::tc(decap::overlay_in(&ctx), len)
+}
+
+#[classifier]
+fn weft_encap6(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    verdict::tc(v6::encap(&ctx), len)
+}
+
+#[classifier]
+fn weft_overlay_in6(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    verdict::tc(v6::overlay_in(&ctx), len)
 }
 
 #[cfg(not(test))]

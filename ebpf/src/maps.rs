@@ -3,7 +3,9 @@ use aya_ebpf::{
     btf_maps::{lpm_trie::Key, Array, HashMap, LpmTrie, PerCpuArray},
     macros::btf_map,
 };
-use weft_common::{stat, Counter, DatapathConfig, HostGwEntry, PodEntry, SubnetAddr, VtepEntry, MAX_PODS, MAX_VTEPS, MAX_VTEP_IPS};
+use weft_common::{
+    stat, Counter, Datapath6Config, DatapathConfig, HostGwEntry, PodEntry, Subnet6Addr, SubnetAddr, Vtep6Entry, VtepEntry, MAX_PODS, MAX_VTEPS, MAX_VTEP_IPS,
+};
 
 /// Remote pod subnet -> peer VTEP. Written by the agent from the leases.
 #[btf_map]
@@ -21,6 +23,49 @@ pub static weft_pods: HashMap<[u8; 4], PodEntry, { MAX_PODS as usize }> = HashMa
 /// Every vxlan peer's PublicIP: the only VTEPs decap accepts VXLAN from.
 #[btf_map]
 pub static weft_vtep_ips: HashMap<[u8; 4], u32, { MAX_VTEP_IPS as usize }> = HashMap::new();
+
+/// Remote pod IPv6 subnet -> peer's IPv6 VTEP. Written by the agent from
+/// the leases' IPv6 half (PublicIPv6, BackendV6Data's VtepMAC).
+#[btf_map]
+pub static weft_vteps6: LpmTrie<Subnet6Addr, Vtep6Entry, { MAX_VTEPS as usize }> = LpmTrie::new();
+
+/// Local pod IPv6 -> endpoint (the record's `ip6`).
+#[btf_map]
+pub static weft_pods6: HashMap<[u8; 16], PodEntry, { MAX_PODS as usize }> = HashMap::new();
+
+/// Every vxlan peer's PublicIPv6: the only IPv6 VTEPs decap accepts VXLAN from.
+#[btf_map]
+pub static weft_vtep_ips6: HashMap<[u8; 16], u32, { MAX_VTEP_IPS as usize }> = HashMap::new();
+
+/// Element 0: this node's IPv6 overlay configuration.
+#[btf_map]
+pub static weft_config6: Array<Datapath6Config, 1> = Array::new();
+
+#[inline(always)]
+pub fn is_vtep6(ip: &[u8; 16]) -> bool {
+    weft_vtep_ips6.get_ptr(ip).is_some()
+}
+
+/// The IPv6 configuration once the agent wrote it (our PublicIPv6 set).
+#[inline(always)]
+pub fn config6() -> Option<&'static Datapath6Config> {
+    match weft_config6.get(0) {
+        Some(c) if !crate::hdr::is_zero16(&c.local_ip) => Some(c),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+pub fn vtep6_for(addr: [u8; 16]) -> Option<&'static Vtep6Entry> {
+    weft_vteps6.get(&Key::new(128, addr))
+}
+
+/// The endpoint of local pod `ip` (IPv6), copied.
+#[inline(always)]
+pub fn pod6(ip: &[u8; 16]) -> Option<PodEntry> {
+    // SAFETY: the pointer comes from a successful lookup and is read at once.
+    weft_pods6.get_ptr(ip).map(|p| unsafe { *p })
+}
 
 #[inline(always)]
 pub fn is_vtep(ip: [u8; 4]) -> bool {

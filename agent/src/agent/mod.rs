@@ -16,7 +16,7 @@ use crate::{
     dataplane, egress,
     health::{self, Health},
     net::{iface, netlink::Netlink},
-    subnet::{self, Ipv4Net, SubnetManager},
+    subnet::{self, Ipv4Net, SubnetManager, Subnets},
     subnet_env,
 };
 
@@ -44,8 +44,16 @@ pub async fn run(args: Args) -> Result<()> {
         h = manager.node_hints(&health) => h?,
         s = stop.signalled() => return signalled(s),
     };
-    let underlay = underlay(&args, &nl, args.public_ip.or(hints.public_ip)).await?;
-    let node = backend::Node { args: args.clone(), nl: nl.clone(), underlay, health: health.clone(), network: cfg.network, previous: hints.previous };
+    let underlay = underlay(&args, &nl, args.public_ip.or(hints.public_ip), cfg.ipv6.is_some()).await?;
+    let node = backend::Node {
+        args: args.clone(),
+        nl: nl.clone(),
+        underlay,
+        health: health.clone(),
+        network: cfg.network,
+        network6: cfg.ipv6.as_ref().map(|c| c.network),
+        previous: hints.previous,
+    };
     let mut backend = backend::build(&cfg, node).await?;
     let own = tokio::select! {
         o = acquire_lease(&args, manager.as_ref(), &cfg, backend.as_ref(), &health) => o?,
@@ -54,13 +62,13 @@ pub async fn run(args: Args) -> Result<()> {
     // From here a signal goes through the shutdown path below.
     let started = async {
         start_backend(&args, backend.as_mut(), own).await?;
-        write_subnet_env(&args, &cfg.network, own, backend.mtu(), &health)
+        write_subnet_env(&args, &cfg, own, backend.mtu(), &health)
     };
     let started = tokio::select! {
         r = started => r.map(|()| true),
         s = stop.signalled() => signalled(s).map(|()| false),
     };
-    let egress = if matches!(started, Ok(true)) { start_egress(&args, &cfg.network, own) } else { None };
+    let egress = if matches!(started, Ok(true)) { start_egress(&args, &cfg.network, own.v4) } else { None };
     let mut node = event_loop::EventLoop::new(backend, health.clone(), egress);
     let res = match started {
         Ok(true) => {
@@ -103,17 +111,22 @@ async fn subnet_manager(args: &Args, health: &Health) -> Result<Arc<dyn SubnetMa
 }
 
 /// The underlay interface and our PublicIP (`--iface`, ...; `public_ip`:
-/// `--public-ip`, else what the subnet manager dictates).
-async fn underlay(args: &Args, nl: &Netlink, public_ip: Option<std::net::Ipv4Addr>) -> Result<iface::Underlay> {
+/// `--public-ip`, else what the subnet manager dictates); on a dual-stack
+/// network (`ipv6`) also our PublicIPv6.
+async fn underlay(args: &Args, nl: &Netlink, public_ip: Option<std::net::Ipv4Addr>, ipv6: bool) -> Result<iface::Underlay> {
     let selector = iface::Selector { ifaces: args.iface.clone(), regexes: args.iface_regex.clone(), can_reach: args.iface_can_reach, public_ip };
-    let u = iface::select(nl, &selector).await?;
-    log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}", u.link.name, u.link.index, u.link.mtu, u.iface_ip, u.public_ip);
+    let mut u = iface::select(nl, &selector).await?;
+    if ipv6 {
+        u.public_ipv6 = Some(iface::public_ipv6(nl, &u.link, args.public_ipv6).await?);
+    }
+    let v6 = u.public_ipv6.map(|a| format!(", public IPv6 {a}")).unwrap_or_default();
+    log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}{v6}", u.link.name, u.link.index, u.link.mtu, u.iface_ip, u.public_ip);
     Ok(u)
 }
 
 /// Our subnet, held under a lease that announces the backend's attributes
 /// (the subnet of the last subnet.env is preferred).
-async fn acquire_lease(args: &Args, manager: &dyn SubnetManager, cfg: &crate::netconfig::NetConfig, backend: &dyn Backend, health: &Health) -> Result<Ipv4Net> {
+async fn acquire_lease(args: &Args, manager: &dyn SubnetManager, cfg: &crate::netconfig::NetConfig, backend: &dyn Backend, health: &Health) -> Result<Subnets> {
     health.stage("claiming a subnet");
     let own = manager.acquire(cfg, backend.lease_attrs(), subnet_env::previous_subnet(&args.subnet_file), health).await?;
     health.lease_held(true);
@@ -123,7 +136,7 @@ async fn acquire_lease(args: &Args, manager: &dyn SubnetManager, cfg: &crate::ne
 
 /// The backend on our subnet; without BPF, no program an earlier run
 /// pinned stays attached.
-async fn start_backend(args: &Args, backend: &mut dyn Backend, own: Ipv4Net) -> Result<()> {
+async fn start_backend(args: &Args, backend: &mut dyn Backend, own: Subnets) -> Result<()> {
     if !backend.uses_bpf() && dataplane::release_all_links(&args.bpf_pin_dir)? {
         log::info!("kernel datapath: released the BPF links an earlier run pinned in {}", args.bpf_pin_dir.display());
     }
@@ -131,8 +144,8 @@ async fn start_backend(args: &Args, backend: &mut dyn Backend, own: Ipv4Net) -> 
 }
 
 /// flannel's subnet.env, which the CNI plugin reads.
-fn write_subnet_env(args: &Args, network: &Ipv4Net, own: Ipv4Net, mtu: u32, health: &Health) -> Result<()> {
-    subnet_env::write(&args.subnet_file, *network, own, mtu, args.ip_masq)?;
+fn write_subnet_env(args: &Args, cfg: &crate::netconfig::NetConfig, own: Subnets, mtu: u32, health: &Health) -> Result<()> {
+    subnet_env::write(&args.subnet_file, cfg, own, mtu, args.ip_masq)?;
     log::info!("wrote {} (subnet {own}, MTU {mtu})", args.subnet_file.display());
     health.subnet_env_written();
     Ok(())

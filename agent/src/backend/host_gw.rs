@@ -2,6 +2,8 @@
 //! <its PublicIP> dev <underlay>` as flanneld routes it ([`super::routed`]),
 //! plus, where BPF runs and unless `--no-fast-path`, the fast path: pod
 //! endpoints, `weft_fwd` on the pod bridge and `weft_to_pod` on the underlay.
+//! On a dual-stack network the IPv6 subnets are routed `via <PublicIPv6>`
+//! the same way ([`super::peers6`]); the fast path is IPv4's only so far.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::{bail, Result};
@@ -10,6 +12,7 @@ use weft_common::DatapathConfig;
 
 use super::{
     peers::{desired, Warned},
+    peers6::{desired6, sync_routes6},
     routed::{self, Routed},
     Backend, Node, Reconciled,
 };
@@ -19,7 +22,7 @@ use crate::{
         fast_path::{self, FastPath},
         Datapath,
     },
-    subnet::{lease::LeaseAttrs, Ipv4Net, Leases},
+    subnet::{lease::LeaseAttrs, Ipv4Net, Leases, Subnets},
 };
 
 pub struct HostGwBackend {
@@ -30,7 +33,7 @@ pub struct HostGwBackend {
     /// The fast path's map and programs (none on the kernel datapath).
     dp: Option<Datapath>,
     fast: Option<FastPath>,
-    own: Option<Ipv4Net>,
+    own: Option<Subnets>,
 }
 
 impl HostGwBackend {
@@ -47,7 +50,11 @@ impl HostGwBackend {
             );
         }
         let bpf = dataplane::choose_bpf(&node.args)?;
-        let (attrs, routed) = (LeaseAttrs::host_gw(u.public_ip), Routed::new(u.link.index));
+        let mut attrs = LeaseAttrs::host_gw(u.public_ip);
+        if let Some(pip6) = u.public_ipv6 {
+            attrs = attrs.with_ipv6(pip6, None);
+        }
+        let routed = Routed::new(u.link.index);
         Ok(HostGwBackend { node, bpf, attrs, routed, dp: None, fast: None, own: None })
     }
 }
@@ -70,7 +77,7 @@ impl Backend for HostGwBackend {
     fn uses_bpf(&self) -> bool {
         self.bpf
     }
-    fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>> {
+    fn start<'a>(&'a mut self, own: Subnets) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let (args, underlay) = (&self.node.args, &self.node.underlay);
             log::info!("host-gw: peers on this L2 segment are routed via their PublicIP on {}", underlay.link.name);
@@ -90,7 +97,7 @@ impl Backend for HostGwBackend {
         Box::pin(async move {
             let Some(own) = self.own else { bail!("host-gw backend not started") };
             let nl = &self.node.nl;
-            let want = desired_host_gw(leases, &own, &self.node.network, warned);
+            let want = desired_host_gw(leases, &own.v4, &self.node.network, warned);
             let dp = match (self.dp.as_mut(), self.fast.as_mut()) {
                 (Some(dp), Some(f)) => {
                     f.ensure(dp, nl).await;
@@ -100,12 +107,25 @@ impl Backend for HostGwBackend {
             };
             let mut changes = self.routed.apply(nl, &want, dp).await?;
             routed::ensure_unreachable(nl, &self.node.network, &mut changes).await;
-            Ok(Reconciled { peers: want.len(), changes })
+            let mut peers = want.len();
+            if let (Some(own6), Some(net6)) = (own.v6, self.node.network6) {
+                // IPv6 peers: `<v6 subnet> via <PublicIPv6> dev <underlay>`, flannel's routes.
+                let want6 = desired6(leases, &own6, &net6, warned, |l, pip6| match l.attrs.backend_type.as_deref() {
+                    Some("host-gw") => Ok(Some(pip6)),
+                    other => anyhow::bail!("BackendType is {:?}, not \"host-gw\"", other.unwrap_or("(none: udp)")),
+                });
+                changes.merge(sync_routes6(nl, self.node.underlay.link.index, &want6).await?);
+                peers = peers.max(want6.len());
+            }
+            Ok(Reconciled { peers, changes })
         })
     }
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.routed.cleanup(&self.node.nl).await;
+            if let Err(e) = sync_routes6(&self.node.nl, self.node.underlay.link.index, &BTreeMap::new()).await {
+                log::warn!("removing host-gw's IPv6 routes: {e:#}");
+            }
             // Unpinning the links detaches the fast path.
             if let Some(Err(e)) = self.dp.as_ref().map(|d| d.remove_pins()) {
                 log::warn!("{e:#}");

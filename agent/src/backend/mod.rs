@@ -13,9 +13,11 @@
 pub mod host_gw;
 pub mod kernel_vxlan;
 pub mod peers;
+pub mod peers6;
 pub mod routed;
 pub mod udp;
 pub mod vxlan;
+pub mod vxlan6;
 
 use std::sync::Arc;
 
@@ -30,7 +32,7 @@ use crate::{
     health::Health,
     net::{iface::Underlay, netlink::Netlink},
     netconfig::NetConfig,
-    subnet::{lease::LeaseAttrs, Ipv4Net, Leases},
+    subnet::{lease::LeaseAttrs, Ipv4Net, Ipv6Net, Leases, Subnets},
 };
 
 /// What one reconcile did: the peers it programs and the entries it changed.
@@ -48,6 +50,8 @@ pub struct Node {
     pub underlay: Underlay,
     pub health: Arc<Health>,
     pub network: Ipv4Net,
+    /// The IPv6 network of a dual-stack cluster (our PublicIPv6 is in `underlay`).
+    pub network6: Option<Ipv6Net>,
     /// Our previous lease, where the subnet manager knows it: a backend
     /// keeps what it announced (vxlan: the VtepMAC) when it must make its
     /// device again.
@@ -64,8 +68,8 @@ pub trait Backend: Send {
     /// Whether weft's BPF programs carry this backend's traffic (if not,
     /// links an earlier run pinned are released before `start`).
     fn uses_bpf(&self) -> bool;
-    /// Our subnet is ours: addresses, programs, the fast path.
-    fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>>;
+    /// Our subnets are ours: addresses, programs, the fast path.
+    fn start<'a>(&'a mut self, own: Subnets) -> BoxFuture<'a, Result<()>>;
     /// Makes the dataplane match the peers in `leases` (ours among them,
     /// skipped); idempotent. One bad lease never affects the others.
     fn reconcile<'a>(&'a mut self, leases: &'a Leases, warned: &'a mut Warned) -> BoxFuture<'a, Result<Reconciled>>;
@@ -128,11 +132,15 @@ impl Config {
 /// known (vxlan: the overlay device, whose MAC our lease announces)
 /// (registration 3 of 3).
 pub async fn build(cfg: &NetConfig, node: Node) -> Result<Box<dyn Backend>> {
-    let keep = match &cfg.backend {
-        Config::Vxlan(c) => Some(vxlan::overlay_name(c.vni)),
-        _ => None,
+    let keep: Vec<String> = match &cfg.backend {
+        Config::Vxlan(c) if cfg.ipv6.is_some() => vec![vxlan::overlay_name(c.vni), crate::net::overlay6::name(c.vni)],
+        Config::Vxlan(c) => vec![vxlan::overlay_name(c.vni)],
+        _ => vec![],
     };
-    remove_stale_overlays(&node.nl, keep.as_deref()).await;
+    if cfg.ipv6.is_some() && matches!(cfg.backend, Config::Udp(_)) {
+        bail!("config field EnableIPv6: the udp backend carries IPv4 only (as flannel's); use vxlan or host-gw for dual stack");
+    }
+    remove_stale_overlays(&node.nl, &keep).await;
     Ok(match &cfg.backend {
         Config::Vxlan(c) => Box::new(vxlan::VxlanBackend::new(c, node).await?),
         Config::HostGw => Box::new(host_gw::HostGwBackend::new(node)?),
@@ -140,17 +148,18 @@ pub async fn build(cfg: &NetConfig, node: Node) -> Result<Box<dyn Backend>> {
     })
 }
 
-/// Removes weft's overlay devices (`weft.<VNI>`) that the configured backend
+/// Removes weft's overlay devices (`weft.<VNI>`, `weft-v6.<VNI>`) that the configured backend
 /// does not use, left by a run with another backend or VNI: a vxlan one
 /// would keep a socket on the VXLAN port that no weft program guards. Best
 /// effort: a failure is logged, and nothing the new backend needs depends
 /// on it.
-async fn remove_stale_overlays(nl: &Netlink, keep: Option<&str>) {
+async fn remove_stale_overlays(nl: &Netlink, keep: &[String]) {
     let links = match nl.links().await {
         Ok(l) => l,
         Err(e) => return log::warn!("looking for overlay devices an earlier run left: {e:#}"),
     };
-    for l in links.iter().filter(|l| vxlan::is_overlay_name(&l.name) && Some(l.name.as_str()) != keep) {
+    let ours = |n: &str| vxlan::is_overlay_name(n) || vxlan6::is_overlay6_name(n);
+    for l in links.iter().filter(|l| ours(&l.name) && !keep.contains(&l.name)) {
         match nl.delete_link(l.index).await {
             Ok(()) => log::info!("removed {} ({:?}), which an earlier run with another backend or VNI left", l.name, l.kind),
             Err(e) => log::warn!("removing {}, which an earlier run left: {e:#}", l.name),

@@ -52,7 +52,9 @@ pub fn desired<T>(
             log::warn!("ignoring lease {k}: {msg}");
         }
     }
-    *warned = problems;
+    // The IPv6 checks' warnings ([`super::peers6`]) are theirs to keep.
+    warned.retain(|k, _| k.ends_with(" (IPv6)"));
+    warned.extend(problems);
     out
 }
 

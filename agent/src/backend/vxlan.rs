@@ -17,14 +17,18 @@ use super::{
     kernel_vxlan,
     peers::{desired, Changes, Warned},
     routed::{self, Routed},
+    vxlan6::{Carrier6, Vxlan6},
     Backend, Node, Reconciled, Section,
 };
 use crate::{
     dataplane::{self, fast_path::FastPath, Datapath},
-    net::netlink::{self, Link, Netlink},
+    net::{
+        netlink::{self, Link, Netlink},
+        overlay6,
+    },
     subnet::{
         lease::{format_mac, LeaseAttrs},
-        Ipv4Net, Leases,
+        Ipv4Net, Ipv6Net, Leases, Subnets,
     },
 };
 
@@ -74,6 +78,10 @@ pub struct VxlanBackend {
     started: Option<(Ipv4Net, Carrier)>,
     /// With DirectRouting: the peers routed on our segment.
     direct: Option<Routed>,
+    /// On a dual-stack network: `weft-v6.<VNI>` and its peers ([`super::vxlan6`]).
+    v6: Option<Vxlan6>,
+    /// Our IPv6 subnet, set by `start` on a dual-stack network.
+    own6: Option<Ipv6Net>,
 }
 
 /// The overlay device's name for `vni`, as flannel names flannel.<VNI>.
@@ -125,9 +133,17 @@ impl VxlanBackend {
         };
         let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
         netlink::disable_ipv6(&name);
-        let attrs = LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac);
+        let mut attrs = LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac);
+        let v6 = match (node.network6, underlay.public_ipv6) {
+            (Some(_), Some(pip6)) => {
+                let v6 = Vxlan6::new(&node, cfg.vni, cfg.port, pip6, random_mac(), bpf).await?;
+                attrs = attrs.with_ipv6(pip6, Some((cfg.vni, v6.vtep_mac)));
+                Some(v6)
+            }
+            _ => None,
+        };
         let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
-        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct })
+        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None })
     }
 
     /// weft's programs on the overlay device and the underlay, configured
@@ -167,6 +183,11 @@ impl VxlanBackend {
             if self.kernel_vxlan_overlay { ", the kernel's vxlan socket decapsulating what is not for a registered pod" } else { "" },
             format_mac(&self.vtep_mac)
         );
+        if let Some(v6) = &self.v6 {
+            v6.start(&mut dp)?;
+        } else if dp.release_v6()? {
+            log::info!("released the IPv6 overlay's links an earlier dual-stack run left");
+        }
         if direct_routing {
             log::info!("DirectRouting: peers on this L2 segment are routed via their PublicIP on {}, the others through VXLAN", underlay.link.name);
         }
@@ -213,6 +234,15 @@ impl VxlanBackend {
             None => bail!("vxlan backend not started"),
         }
         routed::ensure_unreachable(nl, &self.node.network, ch).await;
+        if let (Some(v6), Some(own6), Some(net6), Some((_, carrier))) = (&self.v6, self.own6, self.node.network6, self.started.as_mut()) {
+            let carrier = match carrier {
+                Carrier::Bpf { dp, .. } => Carrier6::Bpf(dp),
+                Carrier::Kernel => Carrier6::Kernel,
+            };
+            let (peers6, ch6) = v6.apply(carrier, &self.node, &own6, &net6, leases, warned).await?;
+            out.peers = out.peers.max(peers6);
+            out.changes.merge(ch6);
+        }
         Ok(out)
     }
 }
@@ -274,13 +304,18 @@ impl Backend for VxlanBackend {
     fn lease_attrs(&self) -> &LeaseAttrs {
         &self.attrs
     }
+    /// The underlay's MTU minus VXLAN's overhead: over IPv4 50 bytes, and
+    /// on a dual-stack node over IPv6's 70, so that both families fit.
     fn mtu(&self) -> u32 {
-        self.node.underlay.link.mtu - VXLAN_OVERHEAD
+        let overhead = if self.v6.is_some() { overlay6::VXLAN6_OVERHEAD } else { VXLAN_OVERHEAD };
+        self.node.underlay.link.mtu - overhead
     }
     fn uses_bpf(&self) -> bool {
         self.bpf
     }
-    fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>> {
+    fn start<'a>(&'a mut self, own: Subnets) -> BoxFuture<'a, Result<()>> {
+        self.own6 = own.v6;
+        let own = own.v4;
         Box::pin(async move {
             self.node.nl.set_only_addr(self.overlay.index, own.network_addr()).await?;
             let carrier = if self.bpf {
@@ -306,6 +341,9 @@ impl Backend for VxlanBackend {
             // and detaches its links.
             if let Err(e) = nl.delete_link(self.overlay.index).await {
                 log::warn!("{e:#}");
+            }
+            if let Some(v6) = &self.v6 {
+                v6.cleanup(&self.node).await;
             }
             if let Some((_, Carrier::Bpf { dp, .. })) = &self.started {
                 if let Err(e) = dp.remove_pins() {

@@ -1,13 +1,14 @@
 //! Local pod endpoints, from the records weft-cni writes (one JSON file per
 //! pod interface in `--endpoints-dir`, written at ADD, removed at DEL), into
-//! the datapath: `weft_pods` (decapsulated traffic goes straight into the
+//! the datapath: `weft_pods` and, for a record with `ip6`, `weft_pods6`
+//! (decapsulated traffic goes straight into the
 //! pod) and `weft_from_pod` on each pod's host-side veth (its traffic is
 //! encapsulated or forwarded where it leaves the pod). Reconciled like
 //! everything else, from the records and the devices that exist: after a
 //! restart, a pod deleted meanwhile leaves the map, a new one enters it.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -50,6 +51,9 @@ pub fn fingerprint(dir: &Path) -> u64 {
     h.finish()
 }
 
+/// Live records: pod IPv4 -> (endpoint, host veth, pod IPv6 if any).
+type Live = BTreeMap<Ipv4Addr, (PodEntry, String, Option<Ipv6Addr>)>;
+
 pub struct PodEndpoints {
     dir: PathBuf,
     /// Host veths `weft_from_pod` is attached to (by this process).
@@ -70,7 +74,7 @@ impl PodEndpoints {
     /// Records whose host veth exists with the recorded name and index:
     /// the pods that exist. The others are skipped (a pod deleted while
     /// weftd was away, a record being written) with one warning each.
-    async fn live(&mut self, nl: &Netlink) -> Result<BTreeMap<Ipv4Addr, (PodEntry, String)>> {
+    async fn live(&mut self, nl: &Netlink) -> Result<Live> {
         let links: HashMap<u32, String> = nl.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
         let mut want = BTreeMap::new();
         let mut problems = HashMap::new();
@@ -81,11 +85,11 @@ impl PodEndpoints {
                     Some(name) => bail!("device #{} is {name}, not {}", r.host_ifindex, r.host_veth),
                     None => bail!("its host veth {} (#{}) does not exist", r.host_veth, r.host_ifindex),
                 }
-                Ok((r.ip, entry(&r)?, r.host_veth))
+                Ok((r.ip, r.ip6, entry(&r)?, r.host_veth))
             });
             match r {
-                Ok((ip, e, veth)) => {
-                    want.insert(ip, (e, veth));
+                Ok((ip, ip6, e, veth)) => {
+                    want.insert(ip, (e, veth, ip6));
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
@@ -107,8 +111,8 @@ impl PodEndpoints {
         let have = dp.pods()?;
         // Links first, then the entry: decap into a pod never precedes the
         // program on its veth (and the reverse on the way out).
-        let want_links: HashSet<u32> = want.values().map(|(e, _)| e.host_ifindex).collect();
-        for (e, veth) in want.values() {
+        let want_links: HashSet<u32> = want.values().map(|(e, _, _)| e.host_ifindex).collect();
+        for (e, veth, _) in want.values() {
             if !self.attached.contains(&e.host_ifindex) {
                 let r = dp.attach_tc_many(prog_names::FROM_POD, veth, e.host_ifindex, TcAttachType::Ingress);
                 if r.is_ok() {
@@ -117,7 +121,7 @@ impl PodEndpoints {
                 ch.tally(r, true);
             }
         }
-        for (ip, (e, _)) in &want {
+        for (ip, (e, _, _)) in &want {
             if have.get(ip) != Some(e) {
                 ch.tally(dp.set_pod(*ip, e), true);
             }
@@ -125,6 +129,19 @@ impl PodEndpoints {
         for ip in have.keys() {
             if !want.contains_key(ip) {
                 ch.tally(dp.remove_pod(*ip), false);
+            }
+        }
+        // The records' IPv6 addresses (dual stack), the same way.
+        let want6: BTreeMap<Ipv6Addr, PodEntry> = want.values().filter_map(|(e, _, ip6)| Some(((*ip6)?, *e))).collect();
+        let have6 = dp.pods6()?;
+        for (ip, e) in &want6 {
+            if have6.get(ip) != Some(e) {
+                ch.tally(dp.set_pod6(*ip, e), true);
+            }
+        }
+        for ip in have6.keys() {
+            if !want6.contains_key(ip) {
+                ch.tally(dp.remove_pod6(*ip), false);
             }
         }
         for idx in dp.pinned_links(prog_names::FROM_POD) {
@@ -142,6 +159,9 @@ impl PodEndpoints {
         let pods = dp.pods()?;
         for ip in pods.keys() {
             dp.remove_pod(*ip)?;
+        }
+        for ip in dp.pods6()?.keys() {
+            dp.remove_pod6(*ip)?;
         }
         for idx in dp.pinned_links(prog_names::FROM_POD) {
             dp.release_link(prog_names::FROM_POD, idx)?;

@@ -16,7 +16,7 @@ pub mod pinned;
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
@@ -30,7 +30,9 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use weft_common::{map_names, pins, prog_names, stat, Counter, DatapathConfig, HostGwEntry, PodEntry, VtepEntry};
+use weft_common::{
+    map_names, pins, prog_names, stat, subnet_env::Ipv6Cidr, Counter, Datapath6Config, DatapathConfig, HostGwEntry, PodEntry, Vtep6Entry, VtepEntry,
+};
 
 use crate::{cli::Args, health::Health, subnet::Ipv4Net};
 pub use kernel_logs::KernelLogs;
@@ -114,6 +116,10 @@ pub struct Datapath {
     hostgw: LpmTrie<MapData, [u8; 4], HostGwEntry>,
     pods: HashMap<MapData, [u8; 4], PodEntry>,
     vtep_ips: HashMap<MapData, [u8; 4], u32>,
+    vteps6: LpmTrie<MapData, [u8; 16], Vtep6Entry>,
+    config6: Array<MapData, Datapath6Config>,
+    pods6: HashMap<MapData, [u8; 16], PodEntry>,
+    vtep_ips6: HashMap<MapData, [u8; 16], u32>,
     /// Reader of the programs' aya-log ring buffer, until the agent takes it.
     logger: Option<aya_log::EbpfLogger<KernelLogs>>,
     pin_dir: Option<PathBuf>,
@@ -142,12 +148,25 @@ impl Datapath {
         let hostgw = LpmTrie::try_from(ebpf.take_map(map_names::HOSTGW).context("map weft_hostgw missing")?)?;
         let pods = HashMap::try_from(ebpf.take_map(map_names::PODS).context("map weft_pods missing")?)?;
         let vtep_ips = HashMap::try_from(ebpf.take_map(map_names::VTEP_IPS).context("map weft_vtep_ips missing")?)?;
+        let vteps6 = LpmTrie::try_from(ebpf.take_map(map_names::VTEPS6).context("map weft_vteps6 missing")?)?;
+        let config6 = Array::try_from(ebpf.take_map(map_names::CONFIG6).context("map weft_config6 missing")?)?;
+        let pods6 = HashMap::try_from(ebpf.take_map(map_names::PODS6).context("map weft_pods6 missing")?)?;
+        let vtep_ips6 = HashMap::try_from(ebpf.take_map(map_names::VTEP_IPS6).context("map weft_vtep_ips6 missing")?)?;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLogs).map_err(|e| log::warn!("kernel-side logs unavailable: {e}")).ok();
-        for name in [prog_names::ENCAP, prog_names::DECAP, prog_names::FWD, prog_names::FROM_POD, prog_names::TO_POD, prog_names::OVERLAY_IN] {
+        for name in [
+            prog_names::ENCAP,
+            prog_names::DECAP,
+            prog_names::FWD,
+            prog_names::FROM_POD,
+            prog_names::TO_POD,
+            prog_names::OVERLAY_IN,
+            prog_names::ENCAP6,
+            prog_names::OVERLAY_IN6,
+        ] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }
-        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, logger, pin_dir: dir })
+        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, vteps6, config6, pods6, vtep_ips6, logger, pin_dir: dir })
     }
 
     /// The reader of the programs' log records (see `ebpf/src/klog.rs`).
@@ -315,6 +334,104 @@ impl Datapath {
 
     pub fn remove_pod(&mut self, ip: Ipv4Addr) -> Result<()> {
         self.pods.remove(&ip.octets()).with_context(|| format!("removing weft_pods[{ip}]"))
+    }
+
+    // ---- The IPv6 overlay (dual stack; see `ebpf/src/v6.rs`) ----------
+    //
+    // What the vxlan backend does for IPv6, in this order:
+    // 1. `net::overlay6::ensure_device6` makes `weft-v6.<VNI>` (a kernel
+    //    vxlan device over the IPv6 underlay, like flannel-v6.<VNI>); its
+    //    MAC is our v6 VtepMAC (the lease's BackendV6Data).
+    // 2. `set_config` as for IPv4 (the VNI and port are `weft_config`'s,
+    //    also on an IPv6-only node), then [`Datapath::set_config6`] with our
+    //    PublicIPv6, the device's ifindex and MAC.
+    // 3. [`Datapath::attach_v6`] on the device; `weft_decap` must be on the
+    //    underlay's ingress (it validates IPv6 VXLAN too; `attach_tc(DECAP, ..)`
+    //    as for IPv4).
+    // 4. Per peer with an IPv6 lease: `net::overlay6::apply_fdb6` (its
+    //    VtepMAC -> its PublicIPv6), [`Datapath::add_vtep_ip6`],
+    //    [`Datapath::set_vtep6`], then the route `<v6 subnet> dev weft-v6.<VNI>`
+    //    (no neighbour is needed: the device is NOARP and `weft_encap6`
+    //    writes the MACs). Removal in the reverse order.
+    // 5. Pod endpoints: `endpoints.rs` registers records' `ip6` in `weft_pods6`.
+
+    /// Writes `weft_config6` (all zero: the IPv6 paths stay off).
+    pub fn set_config6(&mut self, cfg: &Datapath6Config) -> Result<()> {
+        self.config6.set(0, cfg, 0).context("writing weft_config6")
+    }
+
+    pub fn config6(&self) -> Result<Datapath6Config> {
+        Ok(self.config6.get(&0, 0)?)
+    }
+
+    /// `weft_encap6` on the IPv6 overlay device's egress and
+    /// `weft_overlay_in6` on its ingress (pinned links, replaced in place at
+    /// a restart, as [`Datapath::attach_tc`]).
+    pub fn attach_v6(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+        self.attach_tc(prog_names::ENCAP6, ifname, ifindex, TcAttachType::Egress)?;
+        self.attach_tc(prog_names::OVERLAY_IN6, ifname, ifindex, TcAttachType::Ingress)
+    }
+
+    /// Releases both IPv6 overlay links (IPv6 turned off); true if any was pinned.
+    pub fn release_v6(&self) -> Result<bool> {
+        Ok(self.release_links(prog_names::ENCAP6)? | self.release_links(prog_names::OVERLAY_IN6)?)
+    }
+
+    fn key6(net: &Ipv6Cidr) -> Key<[u8; 16]> {
+        let n = net.trunc();
+        Key::new(n.prefix_len as u32, n.addr.octets())
+    }
+
+    /// Every IPv6 VTEP entry: remote IPv6 subnet -> VTEP, sorted by subnet.
+    pub fn vteps6(&self) -> Result<Vec<(Ipv6Cidr, Vtep6Entry)>> {
+        let mut out = vec![];
+        for kv in self.vteps6.iter() {
+            let (k, v) = kv.context("reading weft_vteps6")?;
+            out.push((Ipv6Cidr { addr: Ipv6Addr::from(k.data()), prefix_len: k.prefix_len() as u8 }, v));
+        }
+        out.sort_by_key(|(n, _)| (n.addr, n.prefix_len));
+        Ok(out)
+    }
+
+    /// A peer's IPv6 subnet (host bits are cleared) -> its PublicIPv6 and
+    /// IPv6 VtepMAC.
+    pub fn set_vtep6(&mut self, net: &Ipv6Cidr, v: &Vtep6Entry) -> Result<()> {
+        self.vteps6.insert(&Self::key6(net), v, 0).with_context(|| format!("writing weft_vteps6[{net}]"))
+    }
+
+    pub fn remove_vtep6(&mut self, net: &Ipv6Cidr) -> Result<()> {
+        self.vteps6.remove(&Self::key6(net)).with_context(|| format!("removing weft_vteps6[{net}]"))
+    }
+
+    /// The PublicIPv6 addresses decap accepts IPv6 VXLAN from.
+    pub fn vtep_ips6(&self) -> Result<std::collections::BTreeSet<Ipv6Addr>> {
+        self.vtep_ips6.keys().map(|k| k.map(Ipv6Addr::from).context("reading weft_vtep_ips6")).collect()
+    }
+
+    pub fn add_vtep_ip6(&mut self, ip: Ipv6Addr) -> Result<()> {
+        self.vtep_ips6.insert(ip.octets(), 1, 0).with_context(|| format!("writing weft_vtep_ips6[{ip}]"))
+    }
+
+    pub fn remove_vtep_ip6(&mut self, ip: Ipv6Addr) -> Result<()> {
+        self.vtep_ips6.remove(&ip.octets()).with_context(|| format!("removing weft_vtep_ips6[{ip}]"))
+    }
+
+    /// Every registered local pod's IPv6 address -> endpoint.
+    pub fn pods6(&self) -> Result<BTreeMap<Ipv6Addr, PodEntry>> {
+        let mut out = BTreeMap::new();
+        for kv in self.pods6.iter() {
+            let (k, v) = kv.context("reading weft_pods6")?;
+            out.insert(Ipv6Addr::from(k), v);
+        }
+        Ok(out)
+    }
+
+    pub fn set_pod6(&mut self, ip: Ipv6Addr, v: &PodEntry) -> Result<()> {
+        self.pods6.insert(ip.octets(), v, 0).with_context(|| format!("writing weft_pods6[{ip}]"))
+    }
+
+    pub fn remove_pod6(&mut self, ip: Ipv6Addr) -> Result<()> {
+        self.pods6.remove(&ip.octets()).with_context(|| format!("removing weft_pods6[{ip}]"))
     }
 
     /// Counters summed over CPUs, indexed by `weft_common::stat`.

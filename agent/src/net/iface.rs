@@ -4,7 +4,7 @@
 //! `--iface-can-reach` (the interface of the route to that address), else the
 //! interface of the default route. The choice itself is a pure function of
 //! what netlink reports, so it is unit-tested without a network.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context, Result};
 use regex::Regex;
@@ -19,6 +19,9 @@ pub struct Underlay {
     pub iface_ip: Ipv4Addr,
     /// Address other nodes reach us at (`--public-ip`, else `iface_ip`).
     pub public_ip: Ipv4Addr,
+    /// Our IPv6 address on a dual-stack network (PublicIPv6): also the
+    /// outer source of IPv6 VXLAN.
+    pub public_ipv6: Option<Ipv6Addr>,
 }
 
 /// What the user asked for.
@@ -105,7 +108,22 @@ pub async fn select(nl: &Netlink, sel: &Selector) -> Result<Underlay> {
     if link.mtu < 576 + weft_common::VXLAN_OVERHEAD {
         bail!("interface {} has MTU {}, too small for VXLAN", link.name, link.mtu);
     }
-    Ok(Underlay { iface_ip, public_ip: sel.public_ip.unwrap_or(iface_ip), link })
+    Ok(Underlay { iface_ip, public_ip: sel.public_ip.unwrap_or(iface_ip), public_ipv6: None, link })
+}
+
+/// Our PublicIPv6, as flanneld picks it: `--public-ipv6`, else the first
+/// global IPv6 address of the underlay interface.
+pub async fn public_ipv6(nl: &Netlink, link: &Link, flag: Option<Ipv6Addr>) -> Result<Ipv6Addr> {
+    if let Some(a) = flag {
+        return Ok(a);
+    }
+    let addrs = nl.ipv6_global_addrs(link.index).await?;
+    addrs.first().map(|(a, _)| *a).with_context(|| {
+        format!(
+            "EnableIPv6: interface {} has no global IPv6 address (link-local and tentative ones do not count); give it one or pass --public-ipv6",
+            link.name
+        )
+    })
 }
 
 #[cfg(test)]

@@ -3,3 +3,4 @@
 //! interface and our public address ([`iface`]).
 pub mod iface;
 pub mod netlink;
+pub mod overlay6;

@@ -1,19 +1,19 @@
 //! The kernel objects weft manages over rtnetlink: the overlay device, its
 //! address, and one route per remote subnet. Everything here is idempotent.
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use rtnetlink::{
     packet_route::{
-        address::AddressAttribute,
+        address::{AddressAttribute, AddressFlags},
         link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
         route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
     },
     Handle, LinkIfb, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
-use crate::subnet::Ipv4Net;
+use crate::subnet::{Ipv4Net, Ipv6Net};
 
 /// Requests in flight at once on the netlink socket when many objects
 /// change together. The kernel answers each in microseconds; awaited one by
@@ -171,6 +171,25 @@ impl Netlink {
                 if let AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) = a {
                     if !out.iter().any(|(i, x, _)| *i == m.header.index && x == ip) {
                         out.push((m.header.index, *ip, m.header.prefix_len));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Global IPv6 addresses (with prefix length) on a link: no link-local,
+    /// loopback or tentative (still in DAD) address.
+    pub async fn ipv6_global_addrs(&self, index: u32) -> Result<Vec<(Ipv6Addr, u8)>> {
+        let mut s = self.h.address().get().set_link_index_filter(index).execute();
+        let mut out = vec![];
+        while let Some(m) = s.try_next().await.context("listing addresses")? {
+            let tentative = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Flags(f) if f.contains(AddressFlags::Tentative)));
+            for a in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V6(ip)) = a {
+                    let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+                    if m.header.index == index && !tentative && !link_local && !ip.is_loopback() && !out.iter().any(|(x, _)| x == ip) {
+                        out.push((*ip, m.header.prefix_len));
                     }
                 }
             }
@@ -402,6 +421,71 @@ impl Netlink {
 
     pub async fn delete_route(&self, net: &Ipv4Net, index: u32) -> Result<()> {
         match self.h.route().del(Self::overlay_route(net, index)).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting route {net}")),
+        }
+    }
+}
+
+impl Netlink {
+    /// weft's IPv6 routes (protocol weft, main table) through a link:
+    /// (destination, gateway).
+    pub async fn routes6_via(&self, index: u32) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>> {
+        let mut s = self.h.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+        let mut out = vec![];
+        while let Some(r) = s.try_next().await.context("listing IPv6 routes")? {
+            if u8::from(r.header.protocol) != RTPROT_WEFT {
+                continue;
+            }
+            let (mut dst, mut oif, mut gw, mut table) = (None, None, None, r.header.table as u32);
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet6(d)) => dst = Some(Ipv6Net::new(*d, r.header.destination_prefix_length)?),
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gw = Some(*g),
+                    RouteAttribute::Table(t) => table = *t,
+                    _ => {}
+                }
+            }
+            if let (Some(dst), Some(i), 254) = (dst, oif, table) {
+                if i == index {
+                    out.push((dst, gw));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A gateway inside the destination itself is flannel's overlay form
+    /// (`<v6 subnet> via <its network address> dev flannel-v6.1 onlink`),
+    /// reachable only on-link.
+    fn route6(net: &Ipv6Net, gateway: Option<Ipv6Addr>, index: u32) -> RouteMessage {
+        let b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(net.network_addr(), net.prefix_len()).output_interface(index);
+        let b = match gateway {
+            Some(g) if net.contains(g) => b.gateway(g).onlink().scope(RouteScope::Universe),
+            Some(g) => b.gateway(g).scope(RouteScope::Universe),
+            None => b.scope(RouteScope::Link),
+        };
+        b.protocol(RouteProtocol::from(RTPROT_WEFT)).build()
+    }
+
+    /// `<net> via <gateway> dev <link>` (host-gw over IPv6), or with no
+    /// gateway `<net> dev <link>` (an IPv6 overlay device), replacing a
+    /// conflicting route.
+    pub async fn replace_route6(&self, net: &Ipv6Net, gateway: Option<Ipv6Addr>, index: u32) -> Result<()> {
+        let via = gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        self.h.route().add(Self::route6(net, gateway, index)).replace().execute().await.with_context(|| format!("adding route {net}{via} dev #{index}"))
+    }
+
+    /// Deletes weft's IPv6 route to `net` through the link.
+    pub async fn delete_route6(&self, net: &Ipv6Net, index: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(net.network_addr(), net.prefix_len())
+            .output_interface(index)
+            .protocol(RouteProtocol::from(RTPROT_WEFT))
+            .build();
+        match self.h.route().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting route {net}")),

@@ -20,7 +20,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{lease::LeaseAttrs, registry::Registry, Ipv4Net, LeaseEvent};
+use super::{lease::LeaseAttrs, registry::Registry, LeaseEvent, Subnets};
 
 /// Events kept for watchers; older ones are compacted away.
 const MAX_EVENTS: usize = 10_000;
@@ -168,11 +168,12 @@ impl Registry for LocalStore {
         self.locked(|db, _| Ok(((db.revision, db.snapshot()), false))).await
     }
 
-    /// Creates the lease only if nobody holds the subnet. False when taken.
-    async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
-        let (key, value) = (subnet.to_key(), serde_json::to_string(attrs)?);
+    /// Creates the lease only if no lease holds either of its subnets
+    /// (a dual-stack key names two). False when taken.
+    async fn create(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+        let (key, value, want) = (subnet.to_key(), serde_json::to_string(attrs)?, *subnet);
         self.locked(move |db, now| {
-            if db.leases.contains_key(&key) {
+            if db.leases.keys().any(|k| *k == key || Subnets::from_key(k).is_ok_and(|s| s.overlaps(&want))) {
                 return Ok((false, false));
             }
             db.put(&key, value, ttl, now);
@@ -182,7 +183,7 @@ impl Registry for LocalStore {
     }
 
     /// Writes our lease with a fresh TTL.
-    async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
+    async fn renew(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
         let (key, value) = (subnet.to_key(), serde_json::to_string(attrs)?);
         self.locked(move |db, now| {
             db.put(&key, value, ttl, now);
@@ -191,7 +192,7 @@ impl Registry for LocalStore {
         .await
     }
 
-    async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
+    async fn delete(&self, subnet: &Subnets) -> Result<()> {
         let key = subnet.to_key();
         self.locked(move |db, _| {
             let had = db.leases.remove(&key).is_some();
@@ -294,7 +295,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn create_is_atomic_across_handles() {
         let d = dir("atomic");
-        let net: Ipv4Net = "10.244.7.0/24".parse().unwrap();
+        let net = Subnets::from_key("10.244.7.0-24&fd44:0:0:7::-64").unwrap();
         let mut tasks = vec![];
         for n in 0..16u8 {
             // Separate handles: separate open file descriptions, as separate processes have.
@@ -308,6 +309,7 @@ mod tests {
         assert_eq!(wins, 1, "exactly one create may win");
         let (rev, kvs) = LocalStore::open(&d, Path::new("/nonexistent/net-conf.json")).unwrap().list().await.unwrap();
         assert_eq!((rev, kvs.len()), (1, 1));
+        assert_eq!(kvs[0].0, "10.244.7.0-24&fd44:0:0:7::-64", "a dual-stack lease is stored under flannel's & key");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -319,8 +321,8 @@ mod tests {
     async fn watch_sees_every_event_and_expiry() {
         let d = dir("watch");
         let s = LocalStore::open(&d, Path::new("/nonexistent/net-conf.json")).unwrap();
-        let a: Ipv4Net = "10.244.1.0/24".parse().unwrap();
-        let b: Ipv4Net = "10.244.2.0/24".parse().unwrap();
+        let a = Subnets::v4("10.244.1.0/24".parse().unwrap());
+        let b = Subnets::v4("10.244.2.0/24".parse().unwrap());
         assert!(s.create(&a, &attrs(1), 3600).await.unwrap());
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(s.clone().watch(tx));

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions, WatchStream};
 
-use super::{lease::LeaseAttrs, registry::Registry, Ipv4Net, LeaseEvent};
+use super::{lease::LeaseAttrs, registry::Registry, LeaseEvent, Subnets};
 
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -79,7 +79,7 @@ impl EtcdStore {
         format!("{}/subnets/", self.prefix)
     }
 
-    fn lease_key(&self, subnet: &Ipv4Net) -> String {
+    fn lease_key(&self, subnet: &Subnets) -> String {
         format!("{}{}", self.subnets_prefix(), subnet.to_key())
     }
 
@@ -107,8 +107,36 @@ impl EtcdStore {
     }
 
     /// Creates the lease only if nobody holds the key (flannel's transaction).
-    /// Returns false when the subnet is taken.
-    async fn create_lease(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+    /// Returns false when the subnet is taken. A dual-stack key names two
+    /// subnets, and the transaction guards the key only: two nodes that
+    /// chose the same IPv4 subnet with different IPv6 ones (or the reverse)
+    /// would both succeed. So after a create, the older of two overlapping
+    /// leases (lower create revision) wins, and the younger is deleted here
+    /// (both creators see the same revisions, so exactly one gives way).
+    async fn create_lease(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+        if !self.create_key(subnet, attrs, ttl).await? {
+            return Ok(false);
+        }
+        let p = self.subnets_prefix();
+        let resp = self.client.clone().get(p.clone(), Some(GetOptions::new().with_prefix())).await.with_context(|| format!("listing {p}"))?;
+        let key = self.lease_key(subnet);
+        let ours = resp.kvs().iter().find(|kv| kv.key() == key.as_bytes()).map(|kv| kv.create_revision());
+        let Some(ours) = ours else { return Ok(false) };
+        let older = resp.kvs().iter().find(|kv| {
+            kv.key() != key.as_bytes()
+                && kv.create_revision() < ours
+                && Subnets::from_key(&String::from_utf8_lossy(&kv.key()[p.len()..])).is_ok_and(|s| s.overlaps(subnet))
+        });
+        if let Some(kv) = older {
+            log::warn!("lease {subnet} overlaps {}, created first by another node; giving it up", String::from_utf8_lossy(&kv.key()[p.len()..]));
+            self.delete_lease(subnet).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// flannel's transaction: put the key only if it does not exist.
+    async fn create_key(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
         let key = self.lease_key(subnet);
         let value = serde_json::to_vec(attrs)?;
         let id = self.grant(ttl).await?;
@@ -125,7 +153,7 @@ impl EtcdStore {
     }
 
     /// Writes our lease under a fresh etcd lease (flannel's renewal: grant and put again).
-    async fn renew_lease(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
+    async fn renew_lease(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
         let key = self.lease_key(subnet);
         let id = self.grant(ttl).await?;
         self.client
@@ -136,7 +164,7 @@ impl EtcdStore {
         Ok(())
     }
 
-    async fn delete_lease(&self, subnet: &Ipv4Net) -> Result<()> {
+    async fn delete_lease(&self, subnet: &Subnets) -> Result<()> {
         let key = self.lease_key(subnet);
         self.client.clone().delete(key.clone(), None).await.with_context(|| format!("deleting {key}"))?;
         Ok(())
@@ -258,13 +286,13 @@ impl Registry for EtcdStore {
     async fn list(&self) -> Result<(i64, Vec<(String, Vec<u8>)>)> {
         self.list_leases().await
     }
-    async fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
+    async fn create(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<bool> {
         self.create_lease(subnet, attrs, ttl).await
     }
-    async fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
+    async fn renew(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> Result<()> {
         self.renew_lease(subnet, attrs, ttl).await
     }
-    async fn delete(&self, subnet: &Ipv4Net) -> Result<()> {
+    async fn delete(&self, subnet: &Subnets) -> Result<()> {
         self.delete_lease(subnet).await
     }
     async fn watch(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) {

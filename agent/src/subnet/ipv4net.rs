@@ -53,7 +53,8 @@ impl Ipv4Net {
     pub fn to_key(&self) -> String {
         format!("{}-{}", self.addr, self.len)
     }
-    /// Parses flannel's key form (IPv4 part only; a dual-stack `&v6` suffix is ignored).
+    /// Parses flannel's key form (the IPv4 part; a dual-stack key's `&v6`
+    /// part is [`super::Subnets::from_key`]'s).
     pub fn from_key(key: &str) -> Result<Ipv4Net> {
         let v4 = key.split('&').next().unwrap_or(key);
         let (a, l) = v4.rsplit_once('-').with_context(|| format!("lease key {key:?} is not of the form a.b.c.d-len"))?;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use futures::future::BoxFuture;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{acquire, lease::LeaseAttrs, registry::Registry, Ipv4Net, LeaseEvent, LeaseList, LeaseWatch, SubnetManager};
+use super::{acquire, lease::LeaseAttrs, registry::Registry, LeaseEvent, LeaseList, LeaseWatch, SubnetManager, Subnets};
 use crate::{cli::Args, health::Health, netconfig::NetConfig};
 
 /// Our lease's TTL and when to renew it.
@@ -53,11 +53,11 @@ impl<R: Registry> SubnetManager for RegistryManager<R> {
         })
     }
 
-    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, previous: Option<Ipv4Net>, _health: &'a Health) -> BoxFuture<'a, Result<Ipv4Net>> {
+    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, previous: Option<Subnets>, _health: &'a Health) -> BoxFuture<'a, Result<Subnets>> {
         Box::pin(acquire::acquire(&self.registry, cfg, attrs, previous, self.timing.ttl_s))
     }
 
-    fn run(self: Arc<Self>, own: Ipv4Net, attrs: LeaseAttrs, health: Arc<Health>) -> LeaseWatch {
+    fn run(self: Arc<Self>, own: Subnets, attrs: LeaseAttrs, health: Arc<Health>) -> LeaseWatch {
         let (watch_tx, watch_rx) = mpsc::channel(4096);
         let (tx, events) = mpsc::channel(4096);
         let (fatal_tx, fatal) = mpsc::channel(1);
@@ -75,7 +75,7 @@ impl<R: Registry> SubnetManager for RegistryManager<R> {
         Box::pin(async move { Ok(self.registry.list().await?.1) })
     }
 
-    fn release<'a>(&'a self, own: &'a Ipv4Net) -> BoxFuture<'a, Result<()>> {
+    fn release<'a>(&'a self, own: &'a Subnets) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.registry.delete(own))
     }
 }
@@ -84,7 +84,7 @@ impl<R: Registry> SubnetManager for RegistryManager<R> {
 struct KeepAlive<R: Registry> {
     registry: R,
     timing: Timing,
-    own: Ipv4Net,
+    own: Subnets,
     attrs: LeaseAttrs,
     health: Arc<Health>,
 }

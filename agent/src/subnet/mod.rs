@@ -13,10 +13,12 @@ pub mod acquire;
 pub mod embedded;
 pub mod etcd;
 pub mod ipv4net;
+pub mod ipv6net;
 pub mod kube;
 pub mod lease;
 pub mod manager;
 pub mod registry;
+pub mod subnets;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -25,6 +27,8 @@ use futures::future::BoxFuture;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use ipv4net::Ipv4Net;
+pub use ipv6net::Ipv6Net;
+pub use subnets::Subnets;
 
 use crate::{cli::Args, health::Health, netconfig::NetConfig};
 use lease::LeaseAttrs;
@@ -85,17 +89,18 @@ pub trait SubnetManager: Send + Sync {
     fn node_hints<'a>(&'a self, _health: &'a Health) -> BoxFuture<'a, Result<NodeHints>> {
         Box::pin(async { Ok(NodeHints::default()) })
     }
-    /// Our subnet, holding a lease with `attrs` (`previous`: the subnet of
-    /// the last subnet.env, preferred if still free). Says in `health` what
+    /// Our subnets (IPv4, and IPv6 on a dual-stack network), holding a
+    /// lease with `attrs` (`previous`: the subnets of the last subnet.env,
+    /// preferred if still free). Says in `health` what
     /// it waits for.
-    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, previous: Option<Ipv4Net>, health: &'a Health) -> BoxFuture<'a, Result<Ipv4Net>>;
+    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, previous: Option<Subnets>, health: &'a Health) -> BoxFuture<'a, Result<Subnets>>;
     /// From now on: keep our lease alive (renew in time, claim it again if
     /// it is lost) and stream every lease change, a snapshot first.
-    fn run(self: Arc<Self>, own: Ipv4Net, attrs: LeaseAttrs, health: Arc<Health>) -> LeaseWatch;
+    fn run(self: Arc<Self>, own: Subnets, attrs: LeaseAttrs, health: Arc<Health>) -> LeaseWatch;
     /// Every lease now (for `weftd status`).
     fn leases(&self) -> BoxFuture<'_, Result<LeaseList>>;
     /// Gives our lease up (`--cleanup-on-exit`).
-    fn release<'a>(&'a self, own: &'a Ipv4Net) -> BoxFuture<'a, Result<()>>;
+    fn release<'a>(&'a self, own: &'a Subnets) -> BoxFuture<'a, Result<()>>;
 }
 
 /// The subnet manager weftd's flags ask for: Kubernetes Nodes with

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use anyhow::Result;
 
-use super::{lease::LeaseAttrs, Ipv4Net, LeaseEvent, LeaseList};
+use super::{lease::LeaseAttrs, LeaseEvent, LeaseList, Subnets};
 
 pub trait Registry: Clone + Send + Sync + 'static {
     /// What this is, for the log.
@@ -16,10 +16,10 @@ pub trait Registry: Clone + Send + Sync + 'static {
     /// All leases (key, raw value) and the revision they were read at.
     fn list(&self) -> impl Future<Output = Result<(i64, LeaseList)>> + Send;
     /// Creates the lease only if nobody holds the subnet; false when taken.
-    fn create(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> impl Future<Output = Result<bool>> + Send;
+    fn create(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> impl Future<Output = Result<bool>> + Send;
     /// Writes our lease with a fresh TTL.
-    fn renew(&self, subnet: &Ipv4Net, attrs: &LeaseAttrs, ttl: i64) -> impl Future<Output = Result<()>> + Send;
-    fn delete(&self, subnet: &Ipv4Net) -> impl Future<Output = Result<()>> + Send;
+    fn renew(&self, subnet: &Subnets, attrs: &LeaseAttrs, ttl: i64) -> impl Future<Output = Result<()>> + Send;
+    fn delete(&self, subnet: &Subnets) -> impl Future<Output = Result<()>> + Send;
     /// Streams lease changes into `tx` forever (a snapshot, then every
     /// event; relists when it fell behind). Returns when `tx`'s receiver is gone.
     fn watch(self, tx: tokio::sync::mpsc::Sender<LeaseEvent>) -> impl Future<Output = ()> + Send;

@@ -16,7 +16,7 @@ use crate::{
         Backend, Node, Reconciled, Section,
     },
     net::netlink,
-    subnet::{lease::LeaseAttrs, Ipv4Net, Leases},
+    subnet::{lease::LeaseAttrs, Ipv4Net, Leases, Subnets},
 };
 
 /// The `Backend` section of a udp network.
@@ -78,7 +78,8 @@ impl Backend for UdpBackend {
     /// The TUN and its workers, the TUN's address (our subnet's network
     /// address /32), MTU and one route for the whole network, as flannel
     /// sets up `flannel0`.
-    fn start<'a>(&'a mut self, own: Ipv4Net) -> BoxFuture<'a, Result<()>> {
+    fn start<'a>(&'a mut self, own: Subnets) -> BoxFuture<'a, Result<()>> {
+        let own = own.v4;
         Box::pin(async move {
             let (args, nl, mtu) = (&self.node.args, &self.node.nl, self.mtu());
             let bind = SocketAddrV4::new(self.node.underlay.iface_ip, self.cfg.port);

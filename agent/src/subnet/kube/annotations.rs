@@ -82,7 +82,7 @@ pub fn lease_of(node: &Node, prefix: &str) -> Result<Option<(Ipv4Net, LeaseAttrs
                 .ok_or_else(|| format!("node {n}: annotation {} = {d:?} is not a JSON object", field(BACKEND_DATA)))?,
         ),
     };
-    Ok(Some((subnet, LeaseAttrs { public_ip, public_ipv6: None, backend_type, backend_data })))
+    Ok(Some((subnet, LeaseAttrs { public_ip, public_ipv6: None, backend_type, backend_data, backend_v6_data: None })))
 }
 
 /// The annotations our lease attributes make (flannel's exact forms:

@@ -34,7 +34,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use tokio::sync::mpsc;
 
-use super::{embedded::wait_for_config_file, lease::LeaseAttrs, Ipv4Net, LeaseList, LeaseWatch, NodeHints, SubnetManager};
+use super::{embedded::wait_for_config_file, lease::LeaseAttrs, LeaseList, LeaseWatch, NodeHints, SubnetManager, Subnets};
 use crate::{cli::Args, health::Health, metrics, netconfig::NetConfig};
 
 pub struct KubeManager {
@@ -122,8 +122,11 @@ impl SubnetManager for KubeManager {
 
     /// Waits for our Node's podCIDR (not ready meanwhile), then announces
     /// our attributes on the Node if it does not carry them already.
-    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, _previous: Option<Ipv4Net>, health: &'a Health) -> BoxFuture<'a, Result<Ipv4Net>> {
+    fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, _previous: Option<Subnets>, health: &'a Health) -> BoxFuture<'a, Result<Subnets>> {
         Box::pin(async move {
+            if cfg.ipv6.is_some() {
+                anyhow::bail!("config field EnableIPv6: dual stack with --kube-subnet-mgr is not built yet (etcd and the embedded store carry it)");
+            }
             let mut said = None;
             let own = loop {
                 let node = self.own_node(health).await;
@@ -145,11 +148,11 @@ impl SubnetManager for KubeManager {
                 self.patch_annotations(serde_json::to_value(&want)?).await?;
                 log::info!("node {}: annotations {}/* set for subnet {own}", self.node_name, self.prefix);
             }
-            Ok(own)
+            Ok(Subnets::v4(own))
         })
     }
 
-    fn run(self: Arc<Self>, _own: Ipv4Net, attrs: LeaseAttrs, _health: Arc<Health>) -> LeaseWatch {
+    fn run(self: Arc<Self>, _own: Subnets, attrs: LeaseAttrs, _health: Arc<Health>) -> LeaseWatch {
         let (tx, events) = mpsc::channel(4096);
         let (_fatal_tx, fatal) = mpsc::channel(1);
         let me = self.clone();
@@ -172,7 +175,7 @@ impl SubnetManager for KubeManager {
     }
 
     /// Removes our annotations, so other nodes drop us.
-    fn release<'a>(&'a self, _own: &'a Ipv4Net) -> BoxFuture<'a, Result<()>> {
+    fn release<'a>(&'a self, _own: &'a Subnets) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let gone: BTreeMap<String, Option<String>> =
                 [annotations::KUBE_SUBNET_MANAGER, annotations::BACKEND_TYPE, annotations::BACKEND_DATA, annotations::PUBLIC_IP]

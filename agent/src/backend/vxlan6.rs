@@ -1,0 +1,165 @@
+//! The IPv6 half of a dual-stack vxlan node: `weft-v6.<VNI>`, a kernel vxlan
+//! device over the IPv6 underlay like flannel's `flannel-v6.<VNI>` (made by
+//! [`crate::net::overlay6`]), whose MAC our lease announces as
+//! BackendV6Data.VtepMAC. weft's programs pick the peer (`weft_encap6` on
+//! its egress, `weft_overlay_in6` on its ingress, `weft_decap` validating
+//! IPv6 VXLAN on the underlay); the device's forwarding table maps each
+//! peer's IPv6 VtepMAC to its PublicIPv6, and the device writes the outer
+//! headers, with the UDP checksum IPv6 requires and tunnel GSO.
+//!
+//! Per reconcile, in an order that never routes to a missing entry: FDB
+//! and map entries in, then routes `<v6 subnet> dev weft-v6.<VNI>`; stale
+//! routes out, then their entries.
+//!
+//! Without BPF (the kernel fallback) the same device is programmed exactly
+//! as flanneld programs flannel-v6.<VNI>: per peer an FDB entry, a
+//! permanent neighbour `<v6 subnet network address> lladdr <v6 VtepMAC>` and
+//! the route `<v6 subnet> via <that address> dev weft-v6.<VNI> onlink`.
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
+
+use anyhow::{Context, Result};
+use weft_common::{subnet_env::Ipv6Cidr, Datapath6Config, Vtep6Entry};
+
+use super::{
+    peers::Warned,
+    peers6::{desired6, sync_routes6},
+    Changes, Node,
+};
+use crate::{
+    dataplane::Datapath,
+    net::{netlink::Link, overlay6},
+    subnet::{Ipv6Net, Leases},
+};
+
+pub struct Vxlan6 {
+    pub dev: Link,
+    pub vtep_mac: [u8; 6],
+    pub public_ip: Ipv6Addr,
+    vni: u32,
+}
+
+/// Who carries the IPv6 peers: weft's programs (with their maps), or the
+/// kernel alone.
+pub enum Carrier6<'a> {
+    Bpf(&'a mut Datapath),
+    Kernel,
+}
+
+/// An IPv6 vxlan peer: its PublicIPv6 and IPv6 VtepMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer6 {
+    pub ip: Ipv6Addr,
+    pub mac: [u8; 6],
+}
+
+impl Vxlan6 {
+    /// Makes (or adopts) `weft-v6.<VNI>`; a new device takes the IPv6
+    /// VtepMAC of our previous lease, else `new_mac`.
+    pub async fn new(node: &Node, vni: u32, port: u16, public_ip: Ipv6Addr, new_mac: [u8; 6], bpf: bool) -> Result<Vxlan6> {
+        let previous = node.previous.as_ref().and_then(|a| a.vxlan_v6_data().ok()).filter(|d| d.vni == vni).map(|d| d.vtep_mac);
+        let name = overlay6::name(vni);
+        let u = &node.underlay.link;
+        let d = overlay6::Vxlan6Dev {
+            name: &name,
+            vni,
+            port,
+            underlay: u.index,
+            local: public_ip,
+            mtu: u.mtu - overlay6::VXLAN6_OVERHEAD,
+            mac: previous.unwrap_or(new_mac),
+            noarp: bpf,
+        };
+        let dev = overlay6::ensure_device6(&node.nl, &d).await?;
+        let vtep_mac = dev.mac.with_context(|| format!("{name} has no MAC"))?;
+        Ok(Vxlan6 { dev, vtep_mac, public_ip, vni })
+    }
+
+    /// Our IPv6 configuration for the programs, and the programs on the device.
+    pub fn start(&self, dp: &mut Datapath) -> Result<()> {
+        dp.set_config6(&Datapath6Config { local_ip: self.public_ip.octets(), overlay_ifindex: self.dev.index, vtep_mac: self.vtep_mac, _pad: [0; 2] })?;
+        dp.attach_v6(&self.dev.name, self.dev.index)?;
+        log::info!("IPv6 overlay {} (VtepMAC {}, local {}): weft_encap6 / weft_overlay_in6 attached", self.dev.name, fmt_mac(&self.vtep_mac), self.public_ip);
+        Ok(())
+    }
+
+    /// Makes FDB, maps (or neighbours) and routes match the IPv6 peers in `leases`.
+    pub async fn apply(
+        &self,
+        carrier: Carrier6<'_>,
+        node: &Node,
+        own: &Ipv6Net,
+        network: &Ipv6Net,
+        leases: &Leases,
+        warned: &mut Warned,
+    ) -> Result<(usize, Changes)> {
+        let vni = self.vni;
+        let want = desired6(leases, own, network, warned, |l, ip| {
+            let d = l.attrs.vxlan_v6_data()?;
+            if d.vni != vni {
+                anyhow::bail!("BackendV6Data.VNI {} differs from ours ({vni})", d.vni);
+            }
+            Ok(Peer6 { ip, mac: d.vtep_mac })
+        });
+        let nl = &node.nl;
+        let fdb: BTreeMap<[u8; 6], Ipv6Addr> = want.values().map(|p| (p.mac, p.ip)).collect();
+        let Carrier6::Bpf(dp) = carrier else {
+            // flanneld's entries: FDB and neighbours in, routes, then stale entries out.
+            let neigh: BTreeMap<Ipv6Addr, [u8; 6]> = want.iter().map(|(n, p)| (n.network_addr(), p.mac)).collect();
+            let mut ch = overlay6::apply_fdb6(nl, self.dev.index, &fdb).await?;
+            ch.merge(overlay6::apply_neighbours6(nl, self.dev.index, &neigh).await?);
+            let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, Some(n.network_addr()))).collect();
+            let routed = sync_routes6(nl, self.dev.index, &routes).await?;
+            ch.errors += routed.errors;
+            return Ok((want.len(), ch));
+        };
+        let mut ch = Changes::default();
+        let ips: BTreeSet<Ipv6Addr> = want.values().map(|p| p.ip).collect();
+        let have_ips = dp.vtep_ips6()?;
+        let have: BTreeMap<Ipv6Net, Vtep6Entry> = dp.vteps6()?.into_iter().filter_map(|(c, e)| Some((Ipv6Net::new(c.addr, c.prefix_len).ok()?, e))).collect();
+        // In: FDB, VTEP addresses and entries, then routes.
+        ch.merge(overlay6::apply_fdb6(nl, self.dev.index, &fdb).await?);
+        for ip in ips.difference(&have_ips) {
+            ch.tally(dp.add_vtep_ip6(*ip), true);
+        }
+        for (net, p) in &want {
+            let e = Vtep6Entry { ip: p.ip.octets(), mac: p.mac, _pad: [0; 2] };
+            if have.get(net) != Some(&e) {
+                ch.tally(dp.set_vtep6(&cidr(net), &e), true);
+            }
+        }
+        let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, None)).collect();
+        let routed = sync_routes6(nl, self.dev.index, &routes).await?;
+        // A route added is not a change of its own (its map entry counted).
+        ch.errors += routed.errors;
+        ch.removed += routed.removed;
+        // Out: entries of peers whose routes are gone.
+        for net in have.keys().filter(|n| !want.contains_key(n)) {
+            ch.tally(dp.remove_vtep6(&cidr(net)), false);
+        }
+        for ip in have_ips.difference(&ips) {
+            ch.tally(dp.remove_vtep_ip6(*ip), false);
+        }
+        Ok((want.len(), ch))
+    }
+
+    /// Removes the device (its routes and FDB go with it).
+    pub async fn cleanup(&self, node: &Node) {
+        if let Err(e) = node.nl.delete_link(self.dev.index).await {
+            log::warn!("removing {}: {e:#}", self.dev.name);
+        }
+    }
+}
+
+fn cidr(n: &Ipv6Net) -> Ipv6Cidr {
+    Ipv6Cidr { addr: n.network_addr(), prefix_len: n.prefix_len() }
+}
+
+fn fmt_mac(m: &[u8; 6]) -> String {
+    crate::subnet::lease::format_mac(m)
+}
+
+/// Whether `name` is one of weft's IPv6 overlay devices (`weft-v6.<digits>`).
+pub fn is_overlay6_name(name: &str) -> bool {
+    name.strip_prefix("weft-v6.").is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}

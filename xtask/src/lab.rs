@@ -170,7 +170,9 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store, dual_stack: bool)
             let (pa, pb) = (&c.pods[a], &c.pods[b]);
             let (ipa, ipb) = match family {
                 Family::V4 => (pa.ip.to_string(), pb.ip.to_string()),
-                Family::V6 => (pa.ip6.map(|i| i.to_string()).unwrap_or_default(), pb.ip6.map(|i| i.to_string()).unwrap_or_default()),
+                Family::V6 => {
+                    (pa.ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()), pb.ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()))
+                }
             };
             let line = match r {
                 Ok(st) if st.all_received() => format!("✓ {}/{}  rtt {:.3} ms", st.received, st.transmitted, st.rtt_avg_ms.unwrap_or(0.0)),
@@ -195,7 +197,10 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store, dual_stack: bool)
     for &family in families {
         let (from, to) = match family {
             Family::V4 => (c.pods[a].ip.to_string(), c.pods[b].ip.to_string()),
-            Family::V6 => (c.pods[a].ip6.map(|i| i.to_string()).unwrap_or_default(), c.pods[b].ip6.map(|i| i.to_string()).unwrap_or_default()),
+            Family::V6 => (
+                c.pods[a].ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()),
+                c.pods[b].ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()),
+            ),
         };
         print!("\ntcp {} MB n{} {} -> n{} {}: ", mb, c.pods[a].node, from, c.pods[b].node, to);
         let _ = std::io::stdout().flush();

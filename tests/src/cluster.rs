@@ -713,6 +713,9 @@ impl Cluster {
     pub fn wait_converged6(&self) -> Result<()> {
         for w in &self.weft {
             let (dev, want) = self.v6_routes_wanted(w.n)?;
+            if want.is_empty() {
+                continue;
+            }
             let what = match dev {
                 Some(d) => format!("IPv6 routes on {d} in {}", w.ns.name()),
                 None => format!("IPv6 host-gw routes in {}", w.ns.name()),

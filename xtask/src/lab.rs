@@ -5,7 +5,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use weft_tests::{bpf, kube_store, state::LabState, traffic, Cluster, Wiring};
+use weft_tests::{bpf, kube_store, pod::Family, state::LabState, traffic, Cluster, Wiring};
 
 const STATE: &str = "/run/weft-lab/state.json";
 
@@ -64,7 +64,7 @@ pub enum Store {
     Kube,
 }
 
-pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store) -> Result<()> {
+pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store, dual_stack: bool) -> Result<()> {
     catch_sigint();
     std::env::set_var("WEFTD_BIN", weftd);
     let t0 = std::time::Instant::now();
@@ -81,8 +81,17 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store) -> Result<()> {
     if keep && store == Store::Kube {
         println!("lab: --keep --kube: the API server lives in this process, so the lab stays up in the foreground once shown; Ctrl-C tears it down");
     }
+    if dual_stack {
+        println!(
+            "lab: dual stack (--dual-stack): IPv6 underlay fd77::/64 (node N fd77::N), network config {}",
+            weft_tests::cluster::dual_stack_config("10.244.0.0/16", "vxlan")
+        );
+    }
     println!("lab: {nodes} weft nodes in network namespaces...");
-    let b = Cluster::builder().weft_nodes(nodes);
+    let mut b = Cluster::builder().weft_nodes(nodes);
+    if dual_stack {
+        b = b.dual_stack();
+    }
     let mut c = match store {
         Store::Kube => b.kube(),
         s => b.embedded_store_if(s == Store::Embedded),
@@ -91,8 +100,23 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store) -> Result<()> {
     println!("lab: prefix {}, temp dir {}", c.prefix, c.dir().display());
     println!("lab: {}", c.store.describe());
     check_interrupt()?;
+    if dual_stack {
+        // Before waiting for IPv6 routes: a weftd without dual stack says so here.
+        println!("\nsubnet.env, IPv6 keys:");
+        for n in c.nodes() {
+            let env = c.node_env(n)?;
+            match (env.ipv6_network, env.ipv6_subnet) {
+                (Some(net), Some(sub)) => println!("  node {n}: FLANNEL_IPV6_NETWORK={net} FLANNEL_IPV6_SUBNET={}/{}", sub.host(1), sub.prefix_len),
+                _ => bail!(
+                    "node {n}: weftd did not take the dual-stack config: its subnet.env has no FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET (weftd's log: {})",
+                    c.weft_node(n)?.log.display()
+                ),
+            }
+        }
+    }
     c.wait_converged()?;
     println!("lab: routes converged after {:.1?}", t0.elapsed());
+    let mut failed = 0;
     // Every pod through weft-cni, run as a container runtime runs it (its
     // address store and endpoint records in the lab's temp dir): one per
     // node, two on every third node.
@@ -105,7 +129,12 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store) -> Result<()> {
     check_interrupt()?;
     println!("\npods (weft-cni ADD: cni0, a veth pair, an address from the node's subnet.env):");
     for p in &c.pods {
-        println!("  {:<18} {:<14} on node {}, host veth {}", p.ns.name(), p.ip.to_string(), p.node, p.host_veth);
+        let v6 = match (dual_stack, p.ip6) {
+            (false, _) => String::new(),
+            (true, Some(ip6)) => format!(" {:<22}", ip6.to_string()),
+            (true, None) => format!(" {:<22}", "(no IPv6 address)"),
+        };
+        println!("  {:<18} {:<14}{v6} on node {}, host veth {}", p.ns.name(), p.ip.to_string(), p.node, p.host_veth);
     }
     let cni = c.weft_cni(1)?;
     println!("\nendpoint records weft-cni wrote for weftd on node 1 ({}):", cni.endpoints_dir.display());
@@ -113,49 +142,75 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store) -> Result<()> {
         println!("  {name}: {rec}");
     }
 
-    println!("\nping (3 packets) between pods on different nodes:");
+    let families: &[Family] = if dual_stack { &Family::BOTH } else { &[Family::V4] };
     let pairs: Vec<(usize, usize)> =
         (0..c.pods.len()).flat_map(|a| (0..c.pods.len()).map(move |b| (a, b))).filter(|&(a, b)| c.pods[a].node != c.pods[b].node).collect();
-    let results: Vec<Result<traffic::PingStats>> = std::thread::scope(|s| {
-        let hs: Vec<_> = pairs
-            .iter()
-            .map(|&(a, b)| {
-                s.spawn({
-                    let c = &c;
-                    move || traffic::ping(&c.pods[a].ns, c.pods[b].ip, 3)
+    for &family in families {
+        if dual_stack {
+            println!("\nping (3 packets) between pods on different nodes, {family}:");
+        } else {
+            println!("\nping (3 packets) between pods on different nodes:");
+        }
+        let results: Vec<Result<traffic::PingStats>> = std::thread::scope(|s| {
+            let hs: Vec<_> = pairs
+                .iter()
+                .map(|&(a, b)| {
+                    s.spawn({
+                        let c = &c;
+                        move || match family {
+                            Family::V4 => traffic::ping(&c.pods[a].ns, c.pods[b].ip, 3),
+                            Family::V6 => traffic::ping6(&c.pods[a].ns, c.pods[b].ip6.context("no IPv6 address")?, 3),
+                        }
+                    })
                 })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("ping thread panicked")))).collect()
-    });
-    let mut failed = 0;
-    for (&(a, b), r) in pairs.iter().zip(&results) {
-        let (pa, pb) = (&c.pods[a], &c.pods[b]);
-        let line = match r {
-            Ok(st) if st.all_received() => format!("✓ {}/{}  rtt {:.3} ms", st.received, st.transmitted, st.rtt_avg_ms.unwrap_or(0.0)),
-            Ok(st) => {
-                failed += 1;
-                format!("✗ {}/{} replies, {} duplicates", st.received, st.transmitted, st.duplicates)
-            }
-            Err(e) => {
-                failed += 1;
-                format!("✗ {e:#}")
-            }
-        };
-        println!("  n{} {:<12} -> n{} {:<12} {line}", pa.node, pa.ip.to_string(), pb.node, pb.ip.to_string());
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("ping thread panicked")))).collect()
+        });
+        for (&(a, b), r) in pairs.iter().zip(&results) {
+            let (pa, pb) = (&c.pods[a], &c.pods[b]);
+            let (ipa, ipb) = match family {
+                Family::V4 => (pa.ip.to_string(), pb.ip.to_string()),
+                Family::V6 => {
+                    (pa.ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()), pb.ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()))
+                }
+            };
+            let line = match r {
+                Ok(st) if st.all_received() => format!("✓ {}/{}  rtt {:.3} ms", st.received, st.transmitted, st.rtt_avg_ms.unwrap_or(0.0)),
+                Ok(st) => {
+                    failed += 1;
+                    format!("✗ {}/{} replies, {} duplicates", st.received, st.transmitted, st.duplicates)
+                }
+                Err(e) => {
+                    failed += 1;
+                    format!("✗ {e:#}")
+                }
+            };
+            let w = if dual_stack { 22 } else { 12 };
+            println!("  n{} {:<w$} -> n{} {:<w$} {line}", pa.node, ipa, pb.node, ipb);
+        }
+        check_interrupt()?;
     }
-    check_interrupt()?;
 
     let (a, b) = (0, c.pods.len() - 1);
     let mb = 8u64;
     use std::io::Write as _;
-    print!("\ntcp {} MB n{} {} -> n{} {}: ", mb, c.pods[a].node, c.pods[a].ip, c.pods[b].node, c.pods[b].ip);
-    let _ = std::io::stdout().flush();
-    match traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip, mb << 20) {
-        Ok(t) => println!("✓ arrived intact (same length and hash), {:.0} Mbit/s", t.mbit_per_s()),
-        Err(e) => {
-            failed += 1;
-            println!("✗ {e:#}");
+    for &family in families {
+        let (from, to) = match family {
+            Family::V4 => (c.pods[a].ip.to_string(), c.pods[b].ip.to_string()),
+            Family::V6 => (
+                c.pods[a].ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()),
+                c.pods[b].ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()),
+            ),
+        };
+        print!("\ntcp {} MB n{} {} -> n{} {}: ", mb, c.pods[a].node, from, c.pods[b].node, to);
+        let _ = std::io::stdout().flush();
+        let r = c.pods[b].addr(family).and_then(|to| traffic::tcp_transfer_any(&c.pods[a].ns, &c.pods[b].ns, to, mb << 20));
+        match r {
+            Ok(t) => println!("✓ arrived intact (same length and hash), {:.0} Mbit/s", t.mbit_per_s()),
+            Err(e) => {
+                failed += 1;
+                println!("✗ {e:#}");
+            }
         }
     }
 

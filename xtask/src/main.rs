@@ -64,6 +64,11 @@ enum Cmd {
         /// weftd --kube-subnet-mgr on every node.
         #[arg(long, conflicts_with_all = ["down", "etcd"])]
         kube: bool,
+        /// Dual stack: an IPv6 underlay (fd77::/64) too, the network config
+        /// with "EnableIPv6":true,"IPv6Network":"fd44::/48", pods with both
+        /// families; pings and TCP over IPv4 and IPv6.
+        #[arg(long, conflicts_with_all = ["down", "kube"])]
+        dual_stack: bool,
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=20))]
         nodes: u32,
     },
@@ -242,7 +247,7 @@ fn real_main() -> Result<()> {
             soak::run(&weftd)
         }
         Cmd::Lab { down: true, .. } => lab::down(),
-        Cmd::Lab { keep, nodes, etcd, kube, .. } => {
+        Cmd::Lab { keep, nodes, etcd, kube, dual_stack, .. } => {
             lab::refuse_if_running()?;
             bootstrap::run()?;
             status(cargo().arg("build"))?;
@@ -251,7 +256,7 @@ fn real_main() -> Result<()> {
                 (true, _) => lab::Store::Etcd,
                 _ => lab::Store::Embedded,
             };
-            lab::run(&target_dir().join("debug/weftd"), nodes, keep, store)
+            lab::run(&target_dir().join("debug/weftd"), nodes, keep, store, dual_stack)
         }
         Cmd::Bench { what, sizes, runs, secs, profile, mode, paths } => {
             bootstrap::run()?;

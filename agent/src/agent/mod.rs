@@ -87,6 +87,11 @@ pub async fn run(args: Args) -> Result<()> {
         if let Err(e) = nl.delete_unreachable(&cfg.network).await {
             log::warn!("{e:#}");
         }
+        if let Some(c6) = &cfg.ipv6 {
+            if let Err(e) = nl.delete_unreachable6(&c6.network).await {
+                log::warn!("{e:#}");
+            }
+        }
         node.cleanup(args.ip_masq || args.iptables_forward_rules).await;
     } else {
         log::info!("leaving lease {own}, routes, programs and egress rules in place (pass --cleanup-on-exit to remove them)");

@@ -74,6 +74,16 @@ pub async fn sync_routes6(nl: &Netlink, index: u32, want: &BTreeMap<Ipv6Net, Opt
     Ok(ch)
 }
 
+/// The IPv6 network's `unreachable` catch-all (see
+/// [`super::routed::ensure_unreachable`]): a lost node's IPv6 pods are
+/// answered unreachable at once.
+pub async fn ensure_unreachable6(nl: &Netlink, network: &Ipv6Net, ch: &mut Changes) {
+    match nl.ensure_unreachable6(network).await {
+        Ok(added) => ch.added += added as usize,
+        Err(e) => ch.tally(Err(e), true),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

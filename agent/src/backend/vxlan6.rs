@@ -23,7 +23,7 @@ use weft_common::{subnet_env::Ipv6Cidr, Datapath6Config, Vtep6Entry};
 
 use super::{
     peers::Warned,
-    peers6::{desired6, sync_routes6},
+    peers6::{desired6, ensure_unreachable6, sync_routes6},
     Changes, Node,
 };
 use crate::{
@@ -111,6 +111,7 @@ impl Vxlan6 {
             let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, Some(n.network_addr()))).collect();
             let routed = sync_routes6(nl, self.dev.index, &routes).await?;
             ch.errors += routed.errors;
+            ensure_unreachable6(nl, network, &mut ch).await;
             return Ok((want.len(), ch));
         };
         let mut ch = Changes::default();
@@ -140,6 +141,7 @@ impl Vxlan6 {
         for ip in have_ips.difference(&ips) {
             ch.tally(dp.remove_vtep_ip6(*ip), false);
         }
+        ensure_unreachable6(nl, network, &mut ch).await;
         Ok((want.len(), ch))
     }
 

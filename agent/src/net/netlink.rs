@@ -478,6 +478,44 @@ impl Netlink {
         self.h.route().add(Self::route6(net, gateway, index)).replace().execute().await.with_context(|| format!("adding route {net}{via} dev #{index}"))
     }
 
+    /// The IPv6 network's catch-all, as [`Self::ensure_unreachable`]'s for
+    /// IPv4: `unreachable <net> proto 254 metric 4294967295`. True if added.
+    pub async fn ensure_unreachable6(&self, net: &Ipv6Net) -> Result<bool> {
+        let mut s = self.h.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+        while let Some(r) = s.try_next().await.context("listing IPv6 routes")? {
+            let dst = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(*d),
+                _ => None,
+            });
+            if r.header.kind == RouteType::Unreachable
+                && u8::from(r.header.protocol) == RTPROT_WEFT
+                && r.header.destination_prefix_length == net.prefix_len()
+                && dst == Some(net.network_addr())
+            {
+                return Ok(false);
+            }
+        }
+        self.h.route().add(Self::unreachable6(net)).replace().execute().await.with_context(|| format!("adding route unreachable {net}"))?;
+        Ok(true)
+    }
+
+    pub async fn delete_unreachable6(&self, net: &Ipv6Net) -> Result<()> {
+        match self.h.route().del(Self::unreachable6(net)).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting route unreachable {net}")),
+        }
+    }
+
+    fn unreachable6(net: &Ipv6Net) -> RouteMessage {
+        RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(net.network_addr(), net.prefix_len())
+            .kind(RouteType::Unreachable)
+            .priority(u32::MAX)
+            .protocol(RouteProtocol::from(RTPROT_WEFT))
+            .build()
+    }
+
     /// Deletes weft's IPv6 route to `net` through the link.
     pub async fn delete_route6(&self, net: &Ipv6Net, index: u32) -> Result<()> {
         let msg = RouteMessageBuilder::<Ipv6Addr>::new()

@@ -42,7 +42,10 @@ fn a_lost_node_leaves_every_ipv6_peer() -> Result<()> {
     }
     // The catch-all that answers for the lost subnet on a node with a default route.
     let unreachable = c.node_ns(1)?.ip(&["-6", "route", "show", "type", "unreachable"])?;
-    ensure!(unreachable.lines().any(|l| l.starts_with("fd44::/48") && l.contains("proto 254")), "node 1: no `unreachable fd44::/48 proto 254`:\n{unreachable}");
+    ensure!(
+        unreachable.lines().any(|l| l.split_whitespace().any(|w| w == "fd44::/48") && l.contains("proto 254")),
+        "node 1: no `unreachable fd44::/48 proto 254`:\n{unreachable}"
+    );
     let out = c.pods[pods[0]].ns.exec_output("timeout", &["5", "ping", "-6", "-n", "-c", "2", "-W", "1", &to3.to_string()])?;
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(

@@ -24,17 +24,27 @@ pub async fn acquire(store: &impl Registry, cfg: &NetConfig, attrs: &LeaseAttrs,
     for attempt in 1..=ATTEMPTS {
         let (_rev, kvs) = store.list().await?;
         let (mut taken, mut taken6): (Vec<Ipv4Net>, Vec<Ipv6Net>) = (vec![], vec![]);
+        let mut ours_v4 = None;
         for (k, v) in &kvs {
             let Ok(nets) = Subnets::from_key(k) else { continue };
-            taken.push(nets.v4);
-            taken6.extend(nets.v6);
-            if let Ok(l) = Lease::parse(k, v) {
-                if l.attrs.public_ip == attrs.public_ip && fits(cfg, &nets) {
+            if Lease::parse(k, v).is_ok_and(|l| l.attrs.public_ip == attrs.public_ip) {
+                if fits(cfg, &nets) {
                     log::info!("reusing lease {nets}: it carries our PublicIP {}", attrs.public_ip);
                     store.renew(&nets, attrs, ttl).await?;
                     return Ok(nets);
                 }
+                if fits_v4(cfg, &nets.v4) {
+                    // Ours from before the network gained (or lost) IPv6: a
+                    // lease of the other form is made below with the same
+                    // IPv4 subnet, so that pods keep their addresses.
+                    log::info!("replacing our lease {nets}: the network's IPv6 setting changed; keeping {}", nets.v4);
+                    store.delete(&nets).await?;
+                    ours_v4 = Some(nets.v4);
+                    continue;
+                }
             }
+            taken.push(nets.v4);
+            taken6.extend(nets.v6);
         }
         let free = |n: &Ipv4Net| !taken.iter().any(|t| t.contains_net(n) || n.contains_net(t));
         let free6 = |n: &Ipv6Net| !taken6.iter().any(|t| t.contains_net(n) || n.contains_net(t));
@@ -65,7 +75,7 @@ pub async fn acquire(store: &impl Registry, cfg: &NetConfig, attrs: &LeaseAttrs,
         };
         // The previous IPv4 subnet is kept when only its IPv6 part is new
         // (the network just became dual-stack): pods keep their addresses.
-        let keep_v4 = previous.map(|p| p.v4).filter(|v4| fits_v4(cfg, v4) && free(v4));
+        let keep_v4 = ours_v4.or(previous.map(|p| p.v4)).filter(|v4| fits_v4(cfg, v4) && free(v4));
         let pick = pick(keep_v4)?;
         if store.create(&pick, attrs, ttl).await? {
             log::info!("acquired lease {pick}");
@@ -143,6 +153,17 @@ mod tests {
         let own = acquire(&s, &cfg, &attrs(1), Some(prev), 60).await.unwrap();
         assert_eq!(own.v4, prev.v4);
         assert!(own.v6.is_some_and(|v6| cfg.ipv6.as_ref().unwrap().fits(&v6)), "{own}");
+        // A node whose IPv4-only lease (with its PublicIP) is still in the
+        // store, without a subnet.env: the lease is replaced, its subnet kept.
+        let old = Subnets::v4("10.244.20.0/24".parse().unwrap());
+        assert!(s.create(&old, &attrs(2), 60).await.unwrap());
+        let own = acquire(&s, &cfg, &attrs(2), None, 60).await.unwrap();
+        assert_eq!(own.v4, old.v4);
+        let keys: Vec<String> = s.list().await.unwrap().1.into_iter().map(|(k, _)| k).collect();
+        assert!(!keys.contains(&old.to_key()) && keys.contains(&own.to_key()), "{keys:?}");
+        // And back: IPv6 turned off again keeps the IPv4 subnet too.
+        let v4only = NetConfig::parse(r#"{"Network":"10.244.0.0/16"}"#).unwrap();
+        assert_eq!(acquire(&s, &v4only, &attrs(2), None, 60).await.unwrap(), old);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

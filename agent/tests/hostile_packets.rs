@@ -199,7 +199,11 @@ fn corpus_path() -> std::path::PathBuf {
 fn load_corpus() -> Vec<(String, char, Vec<u8>)> {
     if std::env::var_os("WEFT_WRITE_CORPUS").is_some() {
         let text: String = generate().iter().map(|(n, k, f)| format!("{k} {} # {n}\n", f.iter().map(|b| format!("{b:02x}")).collect::<String>())).collect();
-        std::fs::write(corpus_path(), format!("# weft's hostile-packet corpus: <program d=decap e=encap E=encap6 o=overlay_in6 p=from_pod> <frame hex> # what it is\n{text}")).unwrap();
+        std::fs::write(
+            corpus_path(),
+            format!("# weft's hostile-packet corpus: <program d=decap e=encap E=encap6 o=overlay_in6 p=from_pod> <frame hex> # what it is\n{text}"),
+        )
+        .unwrap();
     }
     let text = std::fs::read_to_string(corpus_path()).expect("tests/corpus/hostile.txt");
     text.lines()
@@ -252,12 +256,15 @@ fn packets(dp: &Datapath) -> Vec<u64> {
     dp.stats().unwrap().iter().map(|c| c.packets).collect()
 }
 
-/// One program run with the skb's mark set to `mark` going in: (return
-/// code, frame out, mark out, the counters that moved as (index, packets));
+/// What one program run did: return code, frame out, mark out, and the
+/// counters that moved as (index, packets).
+struct Ran(u32, Vec<u8>, u32, Vec<(u32, u64)>);
+
+/// One program run with the skb's mark set to `mark` going in: [`Ran`];
 /// None when the kernel's test harness refuses the frame (it rejects
 /// IPv4-typed frames shorter than an IPv4 header, IPv6-typed ones shorter
 /// than an IPv6 header).
-fn run(dp: &mut Datapath, prog: &str, f: &[u8], mark: u32) -> Option<(u32, Vec<u8>, u32, Vec<(u32, u64)>)> {
+fn run(dp: &mut Datapath, prog: &str, f: &[u8], mark: u32) -> Option<Ran> {
     use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
     let before = packets(dp);
     let mut out = vec![0u8; f.len() + 256];
@@ -272,7 +279,7 @@ fn run(dp: &mut Datapath, prog: &str, f: &[u8], mark: u32) -> Option<(u32, Vec<u
         .ok()?;
     out.truncate(r.data_size_out as usize);
     let moved = packets(dp).iter().zip(before).enumerate().filter(|(_, (a, b))| **a != *b).map(|(i, (a, b))| (i as u32, a - b)).collect();
-    Some((r.return_value, out, u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap()), moved))
+    Some(Ran(r.return_value, out, u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap()), moved))
 }
 
 /// What a check saw, for the run's tallies and the chained checks.
@@ -310,7 +317,7 @@ fn check(n: &mut Nodes, kind: char, node: Node, f: &[u8], mark: u32, what: &str)
         'o' => Some(hostile6::overlay_in6(f, mark, v6)),
         _ => Some(hostile6::from_pod6(f, v6)),
     };
-    let (rc, out, mark_out, moved) = run(n.get(node), prog, f, mark)?;
+    let Ran(rc, out, mark_out, moved) = run(n.get(node), prog, f, mark)?;
     let counted: u64 = moved.iter().map(|m| m.1).sum();
     let Some(expect) = expect else {
         // IPv4 decap and encap: a redirect (ifb node, encap) or the mark
@@ -332,7 +339,9 @@ fn check(n: &mut Nodes, kind: char, node: Node, f: &[u8], mark: u32, what: &str)
         assert_eq!(counted, 1, "{what}: counted {counted} times (verdict {rc}, {moved:?}): {f:02x?}");
         return Some(Seen { accepted: accept, out, mark: mark_out });
     };
-    let ctx = || format!("{what} on node {node:?} (mark in {mark:#x}): verdict {rc}, counted {moved:?}, mark out {mark_out:#x}, model {expect:?}\n in  {f:02x?}\n out {out:02x?}");
+    let ctx = || {
+        format!("{what} on node {node:?} (mark in {mark:#x}): verdict {rc}, counted {moved:?}, mark out {mark_out:#x}, model {expect:?}\n in  {f:02x?}\n out {out:02x?}")
+    };
     let once = |c: Option<u32>| c.map(|i| vec![(i, 1u64)]).unwrap_or_default();
     // weft_overlay_in6 clears the mark it admits on; the others keep it.
     let mark_kept = if kind == 'o' && mark == OVERLAY_MARK { 0 } else { mark };
@@ -350,11 +359,7 @@ fn check(n: &mut Nodes, kind: char, node: Node, f: &[u8], mark: u32, what: &str)
             assert!(rc == TC_ACT_REDIRECT && &out == want && mark_out == mark_kept && moved == once(*c), "redirect expected: {}", ctx());
         }
         hostile6::Expect::Dropped(why) => {
-            assert!(
-                rc == TC_ACT_SHOT && mark_out == mark_kept && moved.len() == 1 && counted == 1 && why.contains(&moved[0].0),
-                "dropped expected: {}",
-                ctx()
-            );
+            assert!(rc == TC_ACT_SHOT && mark_out == mark_kept && moved.len() == 1 && counted == 1 && why.contains(&moved[0].0), "dropped expected: {}", ctx());
         }
     }
     Some(Seen { accepted: !matches!(expect, hostile6::Expect::Untouched(_) | hostile6::Expect::Dropped(_)), out, mark: mark_out })
@@ -485,7 +490,8 @@ fn mutate6(r: &mut XorShift, f: &mut Vec<u8>, kind: char) {
                 if at + 1 < n {
                     // Payload lengths one off the frame's, types, next header + hop limit.
                     let len = (n as u16).wrapping_sub(54);
-                    let v: u16 = [0, 1, 8, 0xffff, 8472, 0x86dd, 0x0800, 0x1101, 0x1140, 0x0040, 0x2c40, len, len.wrapping_add(1), len.wrapping_sub(1)][r.below(14)];
+                    let v: u16 =
+                        [0, 1, 8, 0xffff, 8472, 0x86dd, 0x0800, 0x1101, 0x1140, 0x0040, 0x2c40, len, len.wrapping_add(1), len.wrapping_sub(1)][r.below(14)];
                     f[at..at + 2].copy_from_slice(&v.to_be_bytes());
                 }
             }
@@ -634,7 +640,11 @@ fn hostile_frames_are_passed_or_dropped_and_counted() {
     }
     eprintln!("{mutations} mutations in {:.1?}: {t:?}", t0.elapsed());
     assert!(t.run as f64 > mutations as f64 * 0.9, "too many mutations refused: {}", t.refused);
-    assert!(t.accepted4 > mutations / 200, "the IPv4 mutations almost never produce acceptable frames ({}): the model's positive side is untested", t.accepted4);
+    assert!(
+        t.accepted4 > mutations / 200,
+        "the IPv4 mutations almost never produce acceptable frames ({}): the model's positive side is untested",
+        t.accepted4
+    );
     for k in ['d', 'E', 'o', 'p'] {
         let a = t.accepted6.get(&k).copied().unwrap_or(0);
         assert!(a > mutations / 1000, "IPv6 mutations of kind {k} almost never pass ({a}): the model's positive side is untested; {t:?}");

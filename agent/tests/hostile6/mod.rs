@@ -38,8 +38,7 @@ pub const fn pod6(subnet: u8, host: u8) -> [u8; 16] {
 
 /// Addresses a mutation may write into an address field: each one sits on
 /// a side of some check.
-pub const ADDRS: [[u8; 16]; 10] =
-    [NODE6_A, NODE6_B, STRANGER6, pod6(1, 2), pod6(2, 3), pod6(2, 9), pod6(9, 9), LINK_LOCAL, ALL_NODES, UNSPECIFIED];
+pub const ADDRS: [[u8; 16]; 10] = [NODE6_A, NODE6_B, STRANGER6, pod6(1, 2), pod6(2, 3), pod6(2, 9), pod6(9, 9), LINK_LOCAL, ALL_NODES, UNSPECIFIED];
 
 /// Node B in dual stack (see the module's doc).
 pub fn node6() -> Datapath {
@@ -364,7 +363,9 @@ pub fn generate() -> Vec<(String, char, Vec<u8>)> {
     rsvd[63..66].copy_from_slice(&[0xff; 3]);
     rsvd[69] = 0xff;
     push("IPv6 VXLAN with reserved bytes set (valid VNI)".into(), 'd', rsvd);
-    for (name, src) in [("an unknown VTEP", STRANGER6), ("a link-local sender", LINK_LOCAL), ("a multicast sender", ALL_NODES), ("the unspecified sender", UNSPECIFIED)] {
+    for (name, src) in
+        [("an unknown VTEP", STRANGER6), ("a link-local sender", LINK_LOCAL), ("a multicast sender", ALL_NODES), ("the unspecified sender", UNSPECIFIED)]
+    {
         push(format!("IPv6 VXLAN from {name}"), 'd', vxlan6(src, NODE6_B, 1, 0x08, 0x86dd, &inner(pod6(1, 2), POD6, 64)));
     }
     for (name, src, isrc) in [
@@ -414,12 +415,8 @@ pub fn generate() -> Vec<(String, char, Vec<u8>)> {
         push(format!("pod IPv6 truncated to {cut}"), 'p', q[..cut].to_vec());
     }
     push("pod IPv6 not to its gateway MAC".into(), 'p', eth(MAC6_A, POD_MAC, 0x86dd, &ipv6_udp(POD6, pod6(1, 9), 64, 16)));
-    for (name, src) in [
-        ("another pod's address", pod6(2, 9)),
-        ("a peer's pod's address", pod6(1, 2)),
-        ("link-local", LINK_LOCAL),
-        ("unspecified", UNSPECIFIED),
-    ] {
+    for (name, src) in [("another pod's address", pod6(2, 9)), ("a peer's pod's address", pod6(1, 2)), ("link-local", LINK_LOCAL), ("unspecified", UNSPECIFIED)]
+    {
         push(format!("pod IPv6 spoofed source {name}"), 'p', eth(GW_MAC, POD_MAC, 0x86dd, &ipv6_udp(src, pod6(1, 9), 64, 16)));
     }
     // The same variations for the three programs that take a plain IPv6

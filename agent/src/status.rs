@@ -2,15 +2,19 @@
 //! scripts. Reads the lease store, the node's subnet.env, its routes and the
 //! pinned maps (no running weftd needed, nothing written): every lease with
 //! the datapath that carries its traffic from this node, the registered pod
-//! endpoints, whether the egress rules (`--ip-masq`) are in place, and the
+//! endpoints (IPv4 and, in dual stack, IPv6), the IPv6 VTEPs, whether the egress rules (`--ip-masq`) are in place, and the
 //! datapath's counters. Takes weftd's own flags and
 //! environment, so `weftd status` in the DaemonSet's container just works.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
-use weft_common::{stat, Counter, HostGwEntry, PodEntry, VtepEntry};
+use weft_common::{stat, subnet_env::Ipv6Cidr, Counter, HostGwEntry, PodEntry, Vtep6Entry, VtepEntry};
 
 use crate::{
     cli::Args,
@@ -40,11 +44,29 @@ struct Maps {
     vteps: BTreeMap<Ipv4Net, VtepEntry>,
     hostgw: BTreeMap<Ipv4Net, HostGwEntry>,
     pods: BTreeMap<Ipv4Addr, PodEntry>,
+    /// Dual stack: the IPv6 VTEPs and the pods' IPv6 addresses.
+    vteps6: Vec<(Ipv6Cidr, Vtep6Entry)>,
+    pods6: BTreeMap<Ipv6Addr, PodEntry>,
     counters: Option<Vec<Counter>>,
 }
 
 fn read_maps(dir: &Path) -> Maps {
-    Maps { vteps: pinned::vteps(dir), hostgw: pinned::hostgw(dir), pods: pinned::pods(dir), counters: pinned::counters(dir) }
+    Maps {
+        vteps: pinned::vteps(dir),
+        hostgw: pinned::hostgw(dir),
+        pods: pinned::pods(dir),
+        vteps6: pinned::vteps6(dir),
+        pods6: pinned::pods6(dir),
+        counters: pinned::counters(dir),
+    }
+}
+
+/// A pod endpoint as status shows it (`ip`: its IPv4 or IPv6 address).
+fn pod_json(ip: String, e: &PodEntry, names: &BTreeMap<u32, String>) -> Value {
+    json!({
+        "ip": ip, "host_ifindex": e.host_ifindex,
+        "host_veth": names.get(&e.host_ifindex), "pod_mac": format_mac(&e.pod_mac), "gateway_mac": format_mac(&e.gw_mac),
+    })
 }
 
 /// The datapath that carries this node's traffic to `l`, from the routes
@@ -100,15 +122,12 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
             Err(e) => leases.push(json!({ "key": k, "error": format!("{e:#}") })),
         }
     }
-    let pods: Vec<Value> = maps
-        .pods
+    let pods: Vec<Value> = maps.pods.iter().map(|(ip, e)| pod_json(ip.to_string(), e, &names)).collect();
+    let pods6: Vec<Value> = maps.pods6.iter().map(|(ip, e)| pod_json(ip.to_string(), e, &names)).collect();
+    let vteps6: Vec<Value> = maps
+        .vteps6
         .iter()
-        .map(|(ip, e)| {
-            json!({
-                "ip": ip.to_string(), "host_ifindex": e.host_ifindex,
-                "host_veth": names.get(&e.host_ifindex), "pod_mac": format_mac(&e.pod_mac), "gateway_mac": format_mac(&e.gw_mac),
-            })
-        })
+        .map(|(net, v)| json!({ "subnet6": net.to_string(), "public_ipv6": Ipv6Addr::from(v.ip).to_string(), "vtep_mac": format_mac(&v.mac) }))
         .collect();
     let counters: Option<serde_json::Map<String, Value>> = maps
         .counters
@@ -129,7 +148,7 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
         "egress": egress,
         "subnet_file": n.subnet_file.display().to_string(),
         "bpf_pins": weft_common::pins::dir(&n.bpf_pin_dir).display().to_string(),
-        "leases": leases, "pods": pods, "counters": counters,
+        "leases": leases, "pods": pods, "pods6": pods6, "vteps6": vteps6, "counters": counters,
     });
     if a.json {
         return Ok(serde_json::to_string_pretty(&doc)?);
@@ -154,10 +173,17 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
         out += &format!("  {:<18} {:<15} {:<8} {:<17} {}\n", s("subnet"), s("public_ip"), s("backend"), s("vtep_mac"), s("datapath"));
     }
     out += &format!("\negress rules: {egress}\n");
-    out += &format!("\npod endpoints ({}):\n", pods.len());
-    for p in &pods {
+    if !vteps6.is_empty() {
+        out += &format!("\nIPv6 VTEPs ({}):\n  {:<24} {:<39} {}\n", vteps6.len(), "SUBNET6", "PUBLIC IPv6", "VTEP MAC");
+        for v in &vteps6 {
+            let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+            out += &format!("  {:<24} {:<39} {}\n", s("subnet6"), s("public_ipv6"), s("vtep_mac"));
+        }
+    }
+    out += &format!("\npod endpoints ({}):\n", pods.len() + pods6.len());
+    for p in pods.iter().chain(&pods6) {
         out += &format!(
-            "  {:<15} {} (#{}) pod MAC {}\n",
+            "  {:<24} {} (#{}) pod MAC {}\n",
             p["ip"].as_str().unwrap_or(""),
             p["host_veth"].as_str().unwrap_or("?"),
             p["host_ifindex"],

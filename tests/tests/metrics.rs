@@ -1,12 +1,15 @@
 //! /metrics on the health port: parsed by Prometheus' own client library
 //! (its text-format parser, from the bootstrap's virtualenv), and its values
 //! move as they should: datapath counters equal bpftool's reading of the
-//! pinned map, leases and peers follow the store, reconciles are counted.
+//! pinned map, leases and peers follow the store, reconciles are counted;
+//! every counter of `weft_stats` (`drop_not_ipv6` included) is a sample;
+//! in dual stack an IPv6 ping moves `encap` on the sender and
+//! `decap_to_pod` on a registered pod's node.
 use std::{collections::HashMap, time::Duration};
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, Cluster, Wiring};
+use weft_tests::{bpf, cmd, traffic, Cluster, NodeRef, Wiring};
 
 use weft_tests::metrics::{scrape, ARGS};
 
@@ -80,6 +83,62 @@ fn metrics_parse_and_move() -> Result<()> {
             Err(format!("{m:?}"))
         }
     })?;
+    c.pass();
+    Ok(())
+}
+
+/// The datapath counter `name` in a parsed scrape (packets).
+fn packets(m: &HashMap<String, f64>, name: &str) -> Result<f64> {
+    let k = format!("weft_datapath_packets_total{{what=\"{name}\"}}");
+    m.get(&k).copied().with_context(|| format!("no sample {k} in /metrics"))
+}
+
+#[test]
+fn metrics_count_ipv6() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().dual_stack().weft_nodes(2).weftd_args(&ARGS).build()?;
+    c.wait_converged()?;
+    let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
+    // Pod 2 registered: its IPv6 packets from the wire go straight into it.
+    c.register_endpoint(p2)?;
+    let w2 = c.weft_node(2)?;
+    let pods6_pin = weft_common::pins::dir(&w2.pin_dir).join(weft_common::map_names::PODS6);
+    cmd::poll("node 2 to register its pod's IPv6 address", Duration::from_secs(10), Duration::from_millis(100), || {
+        let d = bpf::map_dump(&pods6_pin).map_err(|e| format!("{e:#}"))?;
+        if d.as_array().is_some_and(|a| a.len() == 1) {
+            Ok(Some(()))
+        } else {
+            Err(d.to_string())
+        }
+    })?;
+    let scraped = |n: NodeRef| -> Result<HashMap<String, f64>> { parse(&scrape(c.node_ns(n)?)?) };
+    let before = (scraped(1)?, scraped(2)?);
+    // Every counter weft_stats has is exported, the IPv6 one too.
+    for name in stat::NAMES {
+        for (n, m) in [(1, &before.0), (2, &before.1)] {
+            packets(m, name).with_context(|| format!("node {n}"))?;
+            ensure!(m.contains_key(&format!("weft_datapath_bytes_total{{what=\"{name}\"}}")), "node {n}: no bytes sample for {name}");
+        }
+    }
+    const PINGS: u32 = 5;
+    let to = c.pods[p2].ip6.context("pod 2 has no IPv6 address")?;
+    traffic::ping6_ok(&c.pods[p1].ns, to, PINGS).context("IPv6: pod 1 -> pod 2")?;
+    let after = (scraped(1)?, scraped(2)?);
+    let moved = |b: &HashMap<String, f64>, a: &HashMap<String, f64>, name: &str| -> Result<f64> { Ok(packets(a, name)? - packets(b, name)?) };
+    let encap1 = moved(&before.0, &after.0, "encap")?;
+    let to_pod2 = moved(&before.1, &after.1, "decap_to_pod")?;
+    ensure!(encap1 >= PINGS as f64, "node 1: encap moved by {encap1} for {PINGS} IPv6 echo requests");
+    ensure!(to_pod2 >= PINGS as f64, "node 2: decap_to_pod moved by {to_pod2} for {PINGS} IPv6 echo requests into its registered pod");
+    // And /metrics says what the pinned map says.
+    for (n, name) in [(1, "encap"), (2, "decap_to_pod")] {
+        let idx = stat::NAMES.iter().position(|x| *x == name).unwrap() as u32;
+        let (p, b) = bpf::stat_counter(&c.weft_node(n)?.stats_pin(), idx)?;
+        let m = scraped(n)?;
+        ensure!(
+            packets(&m, name)? == p as f64 && m.get(&format!("weft_datapath_bytes_total{{what=\"{name}\"}}")) == Some(&(b as f64)),
+            "node {n}: {name}: /metrics disagrees with bpftool ({p}, {b})"
+        );
+    }
     c.pass();
     Ok(())
 }

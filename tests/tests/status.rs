@@ -3,12 +3,21 @@
 //! (the datapath each peer really takes: BPF vxlan to weft and flannel
 //! nodes; host-gw routes to a host-gw peer are not in a vxlan cluster), with
 //! the pinned maps (pod endpoints, counters equal to bpftool's), as JSON and
-//! as text.
+//! as text; in dual stack also the IPv6 VTEPs (a peer's IPv6 subnet, its
+//! PublicIPv6 and v6 VtepMAC, as its lease says) and a registered pod's
+//! IPv6 address.
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{bpf, cmd, Cluster, NodeRef, Wiring};
+use weft_common::{map_names, pins};
+use weft_tests::{
+    bpf,
+    cluster::node_ip6,
+    cmd,
+    subnet_env::{parse_lease_name, Ipv6Cidr},
+    traffic, Cluster, NodeRef, Wiring,
+};
 
 fn status(c: &Cluster, n: NodeRef, json: bool) -> Result<String> {
     let w = c.weft_node(n)?;
@@ -78,6 +87,67 @@ fn status_agrees_with_store_kernel_and_maps() -> Result<()> {
         );
     }
     ensure!(text.contains(&pod_ip) && text.contains("decap_to_pod"), "text status lacks the pod or the counters:\n{text}");
+    eprintln!("{text}");
+    c.pass();
+    Ok(())
+}
+
+#[test]
+fn status_shows_ipv6_vteps_and_pods() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().dual_stack().weft_nodes(2).build()?;
+    c.wait_converged()?;
+    let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
+    c.register_endpoint(p1)?;
+    let w1 = c.weft_node(1)?;
+    let pods6_pin = pins::dir(&w1.pin_dir).join(map_names::PODS6);
+    cmd::poll("node 1 to register its pod's IPv6 address", Duration::from_secs(10), Duration::from_millis(100), || {
+        let d = bpf::map_dump(&pods6_pin).map_err(|e| format!("{e:#}"))?;
+        if d.as_array().is_some_and(|a| a.len() == 1) {
+            Ok(Some(()))
+        } else {
+            Err(d.to_string())
+        }
+    })?;
+    let ip6 = c.pods[p1].ip6.context("pod 1 has no IPv6 address")?;
+    traffic::ping6_ok(&c.pods[p2].ns, ip6, 2).context("IPv6: pod 2 -> pod 1")?;
+
+    let doc: serde_json::Value = serde_json::from_str(&status(&c, 1, true)?).context("status --json is not JSON")?;
+    let own6 = c.node_env(1)?.ipv6_subnet.context("node 1's subnet.env has no IPv6 subnet")?;
+    ensure!(
+        doc["subnet6"].as_str().and_then(Ipv6Cidr::parse).map(Ipv6Cidr::trunc) == Some(own6.trunc()),
+        "status says subnet6 {}, subnet.env {own6}",
+        doc["subnet6"]
+    );
+    // Node 2's IPv6 VTEP as its lease announces it.
+    let env2 = c.node_env(2)?;
+    let subnet6 = env2.ipv6_subnet.context("node 2's subnet.env has no IPv6 subnet")?.trunc().to_string();
+    let leases = c.leases()?;
+    let (_, v) = leases.iter().find(|(k, _)| parse_lease_name(k).is_some_and(|(s, _)| s == env2.subnet)).context("no lease of node 2")?;
+    let lease: serde_json::Value = serde_json::from_str(v)?;
+    let mac6 = lease["BackendV6Data"]["VtepMAC"].as_str().with_context(|| format!("node 2's lease has no BackendV6Data: {v}"))?;
+    let vteps6 = doc["vteps6"].as_array().with_context(|| format!("status has no vteps6: {doc}"))?;
+    let peer =
+        vteps6.iter().find(|e| e["subnet6"] == subnet6.as_str()).with_context(|| format!("status lacks node 2's IPv6 VTEP {subnet6}: {}", doc["vteps6"]))?;
+    ensure!(
+        peer["public_ipv6"] == node_ip6(2).to_string().as_str() && peer["vtep_mac"].as_str().is_some_and(|m| m.eq_ignore_ascii_case(mac6)),
+        "node 2's IPv6 VTEP: status {peer}, lease PublicIPv6 {} VtepMAC {mac6}",
+        lease["PublicIPv6"]
+    );
+    let p = doc["pods6"].as_array().with_context(|| format!("status has no pods6: {doc}"))?;
+    ensure!(
+        p.len() == 1 && p[0]["ip"] == ip6.to_string().as_str() && p[0]["host_veth"] == c.pods[p1].host_veth.as_str(),
+        "pods6: {}, want {ip6} on {}",
+        doc["pods6"],
+        c.pods[p1].host_veth
+    );
+    let text = status(&c, 1, false)?;
+    ensure!(
+        text.lines().any(|l| l.contains(&subnet6) && l.contains(&node_ip6(2).to_string())),
+        "text status lacks node 2's IPv6 VTEP {subnet6} -> {}:\n{text}",
+        node_ip6(2)
+    );
+    ensure!(text.lines().any(|l| l.contains(&ip6.to_string()) && l.contains(&c.pods[p1].host_veth)), "text status lacks the pod's IPv6 address {ip6}:\n{text}");
     eprintln!("{text}");
     c.pass();
     Ok(())

@@ -1,11 +1,15 @@
 //! A node's pinned maps read without loading the programs: `weftd status`,
 //! `/metrics` and `weftd log-level` open them by path, so they work beside a
 //! running weftd (and after it stopped) without disturbing it.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use anyhow::{Context, Result};
 use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
-use weft_common::{map_names, stat, Counter, HostGwEntry, PodEntry, VtepEntry};
+use weft_common::{map_names, stat, subnet_env::Ipv6Cidr, Counter, HostGwEntry, PodEntry, Vtep6Entry, VtepEntry};
 
 use crate::subnet::Ipv4Net;
 
@@ -49,5 +53,27 @@ pub fn pods(pin_root: &Path) -> BTreeMap<Ipv4Addr, PodEntry> {
         .ok()
         .and_then(|m| HashMap::<_, [u8; 4], PodEntry>::try_from(Map::HashMap(m)).ok())
         .map(|h| h.iter().filter_map(|kv| kv.ok()).map(|(k, v)| (Ipv4Addr::from(k), v)).collect())
+        .unwrap_or_default()
+}
+
+/// The IPv6 VTEPs (`weft_vteps6`: a peer's IPv6 subnet -> its PublicIPv6
+/// and IPv6 VtepMAC), sorted by subnet; empty if not pinned (no dual stack,
+/// or an older weftd's pins).
+pub fn vteps6(pin_root: &Path) -> Vec<(Ipv6Cidr, Vtep6Entry)> {
+    let mut v: Vec<(Ipv6Cidr, Vtep6Entry)> = map(pin_root, map_names::VTEPS6)
+        .ok()
+        .and_then(|m| LpmTrie::<_, [u8; 16], Vtep6Entry>::try_from(Map::LpmTrie(m)).ok())
+        .map(|t| t.iter().filter_map(|kv| kv.ok()).map(|(k, v)| (Ipv6Cidr { addr: Ipv6Addr::from(k.data()), prefix_len: k.prefix_len() as u8 }, v)).collect())
+        .unwrap_or_default();
+    v.sort_by_key(|(n, _)| (n.addr, n.prefix_len));
+    v
+}
+
+/// Registered pod endpoints' IPv6 addresses (`weft_pods6`); empty if not pinned.
+pub fn pods6(pin_root: &Path) -> BTreeMap<Ipv6Addr, PodEntry> {
+    map(pin_root, map_names::PODS6)
+        .ok()
+        .and_then(|m| HashMap::<_, [u8; 16], PodEntry>::try_from(Map::HashMap(m)).ok())
+        .map(|h| h.iter().filter_map(|kv| kv.ok()).map(|(k, v)| (Ipv6Addr::from(k), v)).collect())
         .unwrap_or_default()
 }

@@ -14,6 +14,11 @@
 //!   nothing announced, no subnet.env); once the IPv6 podCIDR is set it comes
 //!   up with it, and IPv6 reaches its pods. `--cleanup-on-exit` then removes
 //!   all six annotations, and the other node drops its IPv6 subnet.
+//! - `kube_dual_stack_restart_keeps_v6_mac_and_takes_overwrite`: weftd
+//!   restarted with weft-v6.1 deleted (a reboot) and `public-ipv6-overwrite`
+//!   set: the new weft-v6.1 takes the VtepMAC of our `backend-v6-data`,
+//!   `public-ipv6` becomes the overwrite, the peer's weft-v6.1 FDB entry
+//!   follows, and IPv6 still reaches the pods.
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -196,6 +201,54 @@ fn kube_dual_stack_waits_for_ipv6_pod_cidr() -> Result<()> {
             Ok(Some(()))
         }
     })?;
+    c.pass();
+    Ok(())
+}
+
+#[test]
+fn kube_dual_stack_restart_keeps_v6_mac_and_takes_overwrite() -> Result<()> {
+    weft_tests::require_root()?;
+    let mut c = Cluster::builder().kube().dual_stack().weft_nodes(2).weftd_args(&ARGS).build()?;
+    c.wait_converged()?;
+    check_node(&c, 1)?;
+    let before = mac_of(&c, 1, OVERLAY6_DEV)?;
+    let name = c.node_name(1)?;
+    // A reboot, as far as weft-v6.1 goes; and a second IPv6 address on eth0
+    // that the admin says is node 1's PublicIPv6.
+    c.weft_node_mut(1)?.stop();
+    c.node_ns(1)?.ip(&["link", "del", OVERLAY6_DEV])?;
+    let overwrite = "fd77::101";
+    c.node_ns(1)?.ip(&["-6", "addr", "add", &format!("{overwrite}/64"), "dev", "eth0", "nodad"])?;
+    let patch = json!({ "metadata": { "annotations": { annotation("public-ipv6-overwrite"): overwrite } } });
+    c.kube()?.patch_node(&name, false, MERGE, &patch)?;
+    c.start_weftd(1)?;
+    cmd::poll("node 1's public-ipv6 to follow public-ipv6-overwrite", Duration::from_secs(20), Duration::from_millis(200), || {
+        let node = c.kube().map_err(|e| format!("{e:#}"))?.api.node(&name).ok_or("no Node")?;
+        let got = node.metadata.annotations.unwrap_or_default().get(&annotation("public-ipv6")).cloned().unwrap_or_default();
+        if got == overwrite {
+            Ok(Some(()))
+        } else {
+            Err(format!("public-ipv6 {got:?}"))
+        }
+    })?;
+    let after = cmd::poll("node 1's weftd to make weft-v6.1 again", Duration::from_secs(15), Duration::from_millis(100), || {
+        mac_of(&c, 1, OVERLAY6_DEV).map(Some).map_err(|e| format!("{e:#}"))
+    })?;
+    ensure!(after == before, "the new {OVERLAY6_DEV} has MAC {after}, not the VtepMAC {before} of our backend-v6-data");
+    let k = kubectl_node(&c, 1)?;
+    let d6 = k["metadata"]["annotations"][annotation("backend-v6-data")].as_str().unwrap_or_default().to_string();
+    ensure!(d6 == format!(r#"{{"VNI":1,"VtepMAC":"{before}"}}"#), "node 1's backend-v6-data {d6:?} after the restart");
+    cmd::poll("node 2's FDB entry for node 1 to point at the overwrite", Duration::from_secs(20), Duration::from_millis(200), || {
+        let fdb =
+            cmd::sh("bridge", &["-n", c.node_ns(2).map_err(|e| format!("{e:#}"))?.name(), "fdb", "show", "dev", OVERLAY6_DEV]).map_err(|e| format!("{e:#}"))?;
+        if fdb.lines().any(|l| l.starts_with(&before) && l.contains(&format!("dst {overwrite} "))) {
+            Ok(Some(()))
+        } else {
+            Err(fdb)
+        }
+    })?;
+    let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
+    c.traffic_across_nodes(&[p1, p2], Family::V6, PINGS, TCP_BYTES)?;
     c.pass();
     Ok(())
 }

@@ -218,7 +218,18 @@ fn kube_dual_stack_restart_keeps_v6_mac_and_takes_overwrite() -> Result<()> {
     c.weft_node_mut(1)?.stop();
     c.node_ns(1)?.ip(&["link", "del", OVERLAY6_DEV])?;
     let overwrite = "fd77::101";
-    c.node_ns(1)?.ip(&["-6", "addr", "add", &format!("{overwrite}/64"), "dev", "eth0", "nodad"])?;
+    let ns1 = c.node_ns(1)?;
+    ns1.ip(&["-6", "addr", "add", &format!("{overwrite}/64"), "dev", "eth0", "nodad"])?;
+    // fd77::1 added again comes first: the address weftd takes from eth0
+    // without the overwrite.
+    let own = format!("{}/64", node_ip6(1));
+    ns1.ip(&["-6", "addr", "del", &own, "dev", "eth0"])?;
+    ns1.ip(&["-6", "addr", "add", &own, "dev", "eth0", "nodad"])?;
+    let first = ns1.ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"])?;
+    ensure!(
+        first.lines().next().is_some_and(|l| l.contains(&own)),
+        "eth0's first global IPv6 address is not {own}, so the overwrite would not be told apart:\n{first}"
+    );
     let patch = json!({ "metadata": { "annotations": { annotation("public-ipv6-overwrite"): overwrite } } });
     c.kube()?.patch_node(&name, false, MERGE, &patch)?;
     c.start_weftd(1)?;

@@ -103,8 +103,9 @@ pub struct ClusterBuilder {
 impl ClusterBuilder {
     /// Dual stack (see the module's doc): an IPv6 underlay on segment 0 and,
     /// unless [`ClusterBuilder::config_json`] says otherwise,
-    /// [`dual_stack_config`] with vxlan. Not with [`ClusterBuilder::kube`]
-    /// or more than one segment.
+    /// [`dual_stack_config`] with vxlan; in kube mode each weft node's Node
+    /// also gets an IPv6 podCIDR ([`kube_store::default_pod_cidr6`]). Not
+    /// with more than one segment.
     pub fn dual_stack(mut self) -> Self {
         self.dual_stack = true;
         self
@@ -169,8 +170,8 @@ impl ClusterBuilder {
     /// weftd on each and waits until each holds a lease and wrote subnet.env.
     pub fn build(self) -> Result<Cluster> {
         bpf::ensure_bpffs()?;
-        if self.dual_stack && (self.kube || self.segments.as_ref().is_some_and(|s| s.len() > 1)) {
-            bail!("the harness's dual stack has one segment and runs on etcd or the embedded store (not kube mode, not several segments)");
+        if self.dual_stack && self.segments.as_ref().is_some_and(|s| s.len() > 1) {
+            bail!("the harness's dual stack has one segment, not several");
         }
         let prefix = cmd::run_prefix();
         let tmp = TempDir::new(&format!("weft-{prefix}"))?;
@@ -448,7 +449,8 @@ impl Cluster {
     /// Adds a node that will run weftd (not started) on segment `seg`
     /// (created with [`Cluster::ensure_segments`] if it does not exist yet).
     /// In kube mode also creates its Node (name = the namespace's,
-    /// [`Cluster::default_pod_cidr`]) and gives weftd `NODE_NAME`.
+    /// [`Cluster::default_pod_cidr`], in dual stack also the IPv6 one) and
+    /// gives weftd `NODE_NAME`.
     pub fn add_weft_node_on_segment(&mut self, seg: usize) -> Result<NodeRef> {
         self.ensure_segments(seg + 1)?;
         let n = self.next_node_number();
@@ -459,7 +461,9 @@ impl Cluster {
         }
         if let LeaseStore::Kube(k) = &self.store {
             let name = node.ns.name().to_string();
-            k.api.create_node(kube_store::node_object(&name, ip, Some(&self.default_pod_cidr(n))))?;
+            let cidr6 = self.ipv6_network.filter(|_| self.dual_stack).map(|net6| kube_store::default_pod_cidr6(net6, n));
+            let cidrs: Vec<String> = [Some(self.default_pod_cidr(n)), cidr6].into_iter().flatten().collect();
+            k.api.create_node(kube_store::node_object_cidrs(&name, ip, &cidrs.iter().map(String::as_str).collect::<Vec<_>>()))?;
             node.env.push(("NODE_NAME".into(), name));
         }
         self.weft.push(node);

@@ -7,11 +7,15 @@
 //! a Node annotated `kube-subnet-manager: "true"` with a podCIDR holds the
 //! lease named after that podCIDR (`10.244.5.0-24`), its value built from the
 //! annotations as flannel's lease JSON (`PublicIP`, `BackendType`,
-//! `BackendData`), so the harness's lease helpers read Nodes unchanged.
+//! `BackendData`), so the harness's lease helpers read Nodes unchanged. In
+//! dual stack a Node with an IPv6 podCIDR (spec.podCIDRs) and `public-ipv6`
+//! holds `10.244.5.0-24&fd44:0:0:5::-64`, whose JSON adds `PublicIPv6` and
+//! `BackendV6Data` (from `backend-v6-data`).
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
+    process::Command,
 };
 
 use anyhow::{ensure, Context, Result};
@@ -24,6 +28,7 @@ use serde_json::{json, Value};
 use crate::{
     kube_api::{Client, KubeApi, ADMIN, FLANNEL},
     netns::Netns,
+    subnet_env::Ipv6Cidr,
 };
 
 /// flannel's annotation prefix.
@@ -40,10 +45,24 @@ pub fn annotation(short: &str) -> String {
     format!("{PREFIX}{short}")
 }
 
-/// The Node's first IPv4 podCIDR: `spec.podCIDRs[0]`, else `spec.podCIDR`.
+/// The Node's IPv4 podCIDR: the first IPv4 entry of `spec.podCIDRs`, else
+/// `spec.podCIDR`.
 pub fn pod_cidr(node: &Node) -> Option<String> {
     let spec = node.spec.as_ref()?;
-    spec.pod_cidrs.as_ref().and_then(|v| v.first().cloned()).or_else(|| spec.pod_cidr.clone())
+    spec.pod_cidrs.as_ref().and_then(|v| v.iter().find(|c| !c.contains(':')).cloned()).or_else(|| spec.pod_cidr.clone().filter(|c| !c.contains(':')))
+}
+
+/// The Node's IPv6 podCIDR: the IPv6 entry of `spec.podCIDRs`, if any.
+pub fn pod_cidr6(node: &Node) -> Option<String> {
+    node.spec.as_ref()?.pod_cidrs.as_ref()?.iter().find(|c| c.contains(':')).cloned()
+}
+
+/// The IPv6 podCIDR kube mode gives node `n` in dual stack: the n-th /64
+/// of `network6` (`fd44::/48` -> `fd44:0:0:n::/64`), as a dual-stack
+/// kube-controller-manager assigns them.
+pub fn default_pod_cidr6(network6: Ipv6Cidr, n: u32) -> String {
+    let a = Ipv6Addr::from(u128::from(network6.trunc().addr) | (u128::from(n) << 64));
+    format!("{a}/64")
 }
 
 /// Node `name`'s annotations (empty if it has none).
@@ -60,14 +79,22 @@ pub fn lease_of(node: &Node) -> Option<(String, String)> {
         return None;
     }
     let cidr = pod_cidr(node)?;
-    let data = a.get(&annotation("backend-data")).map(|d| serde_json::from_str::<Value>(d).unwrap_or_else(|_| Value::String(d.clone())));
-    let v = json!({
+    let json_of = |k: &str| a.get(&annotation(k)).map(|d| serde_json::from_str::<Value>(d).unwrap_or_else(|_| Value::String(d.clone())));
+    let mut v = json!({
         "PublicIP": a.get(&annotation("public-ip")),
         "PublicIPv6": null,
         "BackendType": a.get(&annotation("backend-type")),
-        "BackendData": data.unwrap_or(Value::Null),
+        "BackendData": json_of("backend-data").unwrap_or(Value::Null),
     });
-    Some((cidr.replace('/', "-"), v.to_string()))
+    let mut name = cidr.replace('/', "-");
+    if let (Some(c6), Some(ip6)) = (pod_cidr6(node), a.get(&annotation("public-ipv6"))) {
+        name = format!("{name}&{}", c6.replace('/', "-"));
+        v["PublicIPv6"] = Value::String(ip6.clone());
+        if let Some(d6) = json_of("backend-v6-data").filter(|d| !d.is_null()) {
+            v["BackendV6Data"] = d6;
+        }
+    }
+    Some((name, v.to_string()))
 }
 
 /// A condition timestamp: now + `offset_s` seconds (whole seconds, as the
@@ -81,9 +108,16 @@ pub fn heartbeat_time(offset_s: i64) -> Time {
 /// podCIDR): InternalIP `ip`, condition Ready True, `spec.podCIDR` and
 /// `spec.podCIDRs` = `pod_cidr` (none if `None`).
 pub fn node_object(name: &str, ip: Ipv4Addr, pod_cidr: Option<&str>) -> Node {
+    node_object_cidrs(name, ip, &pod_cidr.into_iter().collect::<Vec<_>>())
+}
+
+/// [`node_object`] with `spec.podCIDRs` = `cidrs` (a dual-stack Node: the
+/// IPv4 one and the IPv6 one) and `spec.podCIDR` the first of them.
+pub fn node_object_cidrs(name: &str, ip: Ipv4Addr, cidrs: &[&str]) -> Node {
+    let all: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
     Node {
         metadata: ObjectMeta { name: Some(name.into()), labels: Some([("kubernetes.io/hostname".to_string(), name.to_string())].into()), ..Default::default() },
-        spec: Some(NodeSpec { pod_cidr: pod_cidr.map(str::to_string), pod_cidrs: pod_cidr.map(|c| vec![c.to_string()]), ..Default::default() }),
+        spec: Some(NodeSpec { pod_cidr: all.first().cloned(), pod_cidrs: (!all.is_empty()).then_some(all), ..Default::default() }),
         status: Some(NodeStatus {
             addresses: Some(vec![NodeAddress { type_: "InternalIP".into(), address: ip.to_string() }]),
             conditions: Some(vec![NodeCondition {
@@ -174,16 +208,38 @@ impl KubeStore {
 
     /// Writes flannel lease JSON `value` for subnet `name` as a Node named
     /// `lease-<name>` (created, or its annotations replaced): how a node
-    /// that is not a weft node of the cluster appears in kube mode.
+    /// that is not a weft node of the cluster appears in kube mode. A
+    /// dual-stack name (`10.244.5.0-24&fd44:0:0:5::-64`) gives the Node both
+    /// podCIDRs and, as flanneld writes them, `public-ipv6` and
+    /// `backend-v6-data` (the JSON text, or `null`).
     pub fn put(&self, name: &str, value: &str) -> Result<()> {
         let v: Value = serde_json::from_str(value).with_context(|| format!("lease value {value}"))?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         let data = v.get("BackendData").cloned().unwrap_or(Value::Null).to_string();
-        let node = annotated_node(&format!("lease-{name}"), &s("PublicIP"), &name.replace('-', "/"), &s("BackendType"), &data);
-        let node_name = node.metadata.name.clone().unwrap_or_default();
+        let (v4, v6) = match name.split_once('&') {
+            Some((a, b)) => (a, Some(b)),
+            None => (name, None),
+        };
+        let mut node = annotated_node(&format!("lease-{name}"), &s("PublicIP"), &v4.replace('-', "/"), &s("BackendType"), &data);
+        if let Some(v6) = v6 {
+            let (a, len) = v6.rsplit_once('-').with_context(|| format!("lease name {name}: IPv6 part {v6}"))?;
+            let cidr6 = format!("{a}/{len}");
+            if let Some(spec) = node.spec.as_mut() {
+                spec.pod_cidrs = Some(vec![v4.replace('-', "/"), cidr6]);
+            }
+            let ann = node.metadata.annotations.get_or_insert_with(Default::default);
+            ann.insert(annotation("public-ipv6"), s("PublicIPv6"));
+            ann.insert(annotation("backend-v6-data"), v.get("BackendV6Data").cloned().unwrap_or(Value::Null).to_string());
+        }
+        // A Node's name is a DNS subdomain: no '&' or ':'.
+        let node_name = format!("lease-{}", name.replace(['&', ':'], "-"));
+        node.metadata.name = Some(node_name.clone());
         if self.api.node(&node_name).is_some() {
-            let ann = node.metadata.annotations.clone();
-            self.api.update_node(&node_name, |n| n.metadata.annotations = ann)?;
+            let (ann, spec) = (node.metadata.annotations.clone(), node.spec.clone());
+            self.api.update_node(&node_name, |n| {
+                n.metadata.annotations = ann;
+                n.spec = spec;
+            })?;
         } else {
             self.api.create_node(node)?;
         }
@@ -226,6 +282,27 @@ impl KubeStore {
         let (code, body) = self.admin("PATCH", &path, ctype, patch)?;
         ensure!(code == 200, "PATCH {path}: {code} {body}");
         Ok(body)
+    }
+
+    /// `kubectl <args>` with the ADMIN kubeconfig, run in the switch
+    /// namespace (where the server listens); its stdout.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let home = self.api.dir().join("kubectl-home");
+        std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
+        let bin = std::env::var("WEFT_KUBECTL").unwrap_or_else(|_| "kubectl".into());
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.netns.display()))
+            .arg("--")
+            .arg(bin)
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .arg(format!("--cache-dir={}", home.join("cache").display()))
+            .arg("--request-timeout=20s")
+            .args(args)
+            .env("HOME", &home)
+            .env_remove("KUBECONFIG");
+        let out = c.output().context("running kubectl (is it installed?)")?;
+        ensure!(out.status.success(), "kubectl {args:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// One line for reports.

@@ -44,7 +44,8 @@ pub async fn run(args: Args) -> Result<()> {
         h = manager.node_hints(&health) => h?,
         s = stop.signalled() => return signalled(s),
     };
-    let underlay = underlay(&args, &nl, args.public_ip.or(hints.public_ip), cfg.ipv6.is_some()).await?;
+    let public_ipv6 = args.public_ipv6.or(hints.public_ipv6);
+    let underlay = underlay(&args, &nl, args.public_ip.or(hints.public_ip), cfg.ipv6.is_some().then_some(public_ipv6)).await?;
     let node = backend::Node {
         args: args.clone(),
         nl: nl.clone(),
@@ -118,12 +119,13 @@ async fn subnet_manager(args: &Args, health: &Health) -> Result<Arc<dyn SubnetMa
 
 /// The underlay interface and our PublicIP (`--iface`, ...; `public_ip`:
 /// `--public-ip`, else what the subnet manager dictates); on a dual-stack
-/// network (`ipv6`) also our PublicIPv6.
-async fn underlay(args: &Args, nl: &Netlink, public_ip: Option<std::net::Ipv4Addr>, ipv6: bool) -> Result<iface::Underlay> {
+/// network (`ipv6` Some) also our PublicIPv6 (the address inside:
+/// `--public-ipv6`, else the manager's; else the interface's).
+async fn underlay(args: &Args, nl: &Netlink, public_ip: Option<std::net::Ipv4Addr>, ipv6: Option<Option<std::net::Ipv6Addr>>) -> Result<iface::Underlay> {
     let selector = iface::Selector { ifaces: args.iface.clone(), regexes: args.iface_regex.clone(), can_reach: args.iface_can_reach, public_ip };
     let mut u = iface::select(nl, &selector).await?;
-    if ipv6 {
-        u.public_ipv6 = Some(iface::public_ipv6(nl, &u.link, args.public_ipv6).await?);
+    if let Some(public_ipv6) = ipv6 {
+        u.public_ipv6 = Some(iface::public_ipv6(nl, &u.link, public_ipv6).await?);
     }
     let v6 = u.public_ipv6.map(|a| format!(", public IPv6 {a}")).unwrap_or_default();
     log::info!("underlay {} (#{}, MTU {}), address {}, public IP {}{v6}", u.link.name, u.link.index, u.link.mtu, u.iface_ip, u.public_ip);

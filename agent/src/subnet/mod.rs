@@ -50,6 +50,9 @@ pub type LeaseList = Vec<(String, Vec<u8>)>;
 pub struct NodeHints {
     /// Our PublicIP, ahead of the interface's address (`--public-ip` still wins).
     pub public_ip: Option<std::net::Ipv4Addr>,
+    /// Our PublicIPv6 on a dual-stack network, ahead of the interface's
+    /// address (`--public-ipv6` still wins): kube's `public-ipv6-overwrite`.
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
     /// Our lease as the store last held it.
     pub previous: Option<LeaseAttrs>,
 }

@@ -7,8 +7,15 @@
 //! a peer whose podCIDR and annotations become a lease event for the same
 //! reconcile etcd leases feed. It chooses no subnet itself.
 //!
-//! Better than flannel where it fails: no podCIDR yet means waiting (not
-//! ready, saying so), not a crash loop; a bad Node is skipped with a
+//! Dual stack (EnableIPv6): our IPv6 subnet is our Node's IPv6 podCIDR (the
+//! IPv6 entry of spec.podCIDRs, inside IPv6Network), announced with
+//! `public-ipv6` and `backend-v6-data` as flanneld v0.2x does; a Node with
+//! both becomes a `10.244.5.0-24&fd44:0:0:5::-64` lease. `public-ipv6-overwrite`
+//! chooses our PublicIPv6 unless `--public-ipv6` is given.
+//!
+//! Better than flannel where it fails: no podCIDR yet (or, with EnableIPv6,
+//! no IPv6 podCIDR: flannel then runs without an IPv6 subnet) means waiting
+//! (not ready, saying so), not a crash loop; a bad Node is skipped with a
 //! message naming it; our annotations come back if someone removes them;
 //! Node updates that change no lease (heartbeats) cause no reconcile and
 //! are counted (`weft_kube_node_updates_total`).
@@ -73,6 +80,28 @@ impl KubeManager {
         Ok(())
     }
 
+    /// Our subnets from our Node's podCIDRs: the IPv4 one inside Network and,
+    /// with EnableIPv6, the IPv6 one inside IPv6Network. Err: what is missing
+    /// or wrong, as the health stage and the log say it while we wait.
+    fn subnets_of(&self, node: &Node, cfg: &NetConfig) -> Result<Subnets, String> {
+        let n = &self.node_name;
+        let v4 = match annotations::pod_cidr(node) {
+            Ok(Some(net)) if cfg.network.contains_net(&net) => net,
+            Ok(Some(net)) => return Err(format!("node {n}: spec.podCIDR {net} is outside Network {}; waiting for a podCIDR inside it", cfg.network)),
+            Ok(None) => return Err(format!("node {n} has no podCIDR yet (kube-controller-manager --allocate-node-cidrs assigns it); waiting")),
+            Err(e) => return Err(format!("{e}; waiting")),
+        };
+        let Some(c6) = &cfg.ipv6 else { return Ok(Subnets::v4(v4)) };
+        match annotations::pod_cidr6(node) {
+            Ok(Some(net)) if c6.network.contains_net(&net) => Ok(Subnets { v4, v6: Some(net) }),
+            Ok(Some(net)) => Err(format!("node {n}: IPv6 podCIDR {net} (spec.podCIDRs) is outside IPv6Network {}; waiting for one inside it", c6.network)),
+            Ok(None) => Err(format!(
+                "node {n} has no IPv6 podCIDR yet (EnableIPv6: spec.podCIDRs needs an IPv6 entry, which kube-controller-manager assigns with a dual-stack --cluster-cidr); waiting"
+            )),
+            Err(e) => Err(format!("{e}; waiting")),
+        }
+    }
+
     /// Our Node, retried while the API server cannot be reached.
     async fn own_node(&self, health: &Health) -> Node {
         let mut backoff = Duration::from_millis(500);
@@ -104,8 +133,9 @@ impl SubnetManager for KubeManager {
         })
     }
 
-    /// `public-ip-overwrite` and the lease our annotations describe (its
-    /// VtepMAC is reused if weft.1 has to be made again, e.g. after a reboot).
+    /// `public-ip-overwrite`, `public-ipv6-overwrite` and the lease our
+    /// annotations describe (its VtepMACs, of weft.1 and weft-v6.1, are reused
+    /// if the devices have to be made again, e.g. after a reboot).
     fn node_hints<'a>(&'a self, health: &'a Health) -> BoxFuture<'a, Result<NodeHints>> {
         Box::pin(async move {
             let node = self.own_node(health).await;
@@ -115,26 +145,23 @@ impl SubnetManager for KubeManager {
                     anyhow::anyhow!("node {}: annotation {}/{} = {ip:?} is not an IPv4 address", self.node_name, self.prefix, annotations::PUBLIC_IP_OVERWRITE)
                 })?),
             };
+            let public_ipv6 = annotations::ipv6_annotation(&node, &self.prefix, annotations::PUBLIC_IPV6_OVERWRITE).map_err(anyhow::Error::msg)?;
             let previous = annotations::lease_of(&node, &self.prefix).ok().flatten().map(|(_, a)| a);
-            Ok(NodeHints { public_ip, previous })
+            Ok(NodeHints { public_ip, public_ipv6, previous })
         })
     }
 
-    /// Waits for our Node's podCIDR (not ready meanwhile), then announces
-    /// our attributes on the Node if it does not carry them already.
+    /// Waits for our Node's podCIDR (and, with EnableIPv6, its IPv6 podCIDR;
+    /// not ready meanwhile), then announces our attributes on the Node if it
+    /// does not carry them already.
     fn acquire<'a>(&'a self, cfg: &'a NetConfig, attrs: &'a LeaseAttrs, _previous: Option<Subnets>, health: &'a Health) -> BoxFuture<'a, Result<Subnets>> {
         Box::pin(async move {
-            if cfg.ipv6.is_some() {
-                anyhow::bail!("config field EnableIPv6: dual stack with --kube-subnet-mgr is not built yet (etcd and the embedded store carry it)");
-            }
             let mut said = None;
             let own = loop {
                 let node = self.own_node(health).await;
-                let problem = match annotations::pod_cidr(&node) {
-                    Ok(Some(net)) if cfg.network.contains_net(&net) => break net,
-                    Ok(Some(net)) => format!("node {}: spec.podCIDR {net} is outside Network {}; waiting for a podCIDR inside it", self.node_name, cfg.network),
-                    Ok(None) => format!("node {} has no podCIDR yet (kube-controller-manager --allocate-node-cidrs assigns it); waiting", self.node_name),
-                    Err(e) => format!("{e}; waiting"),
+                let problem = match self.subnets_of(&node, cfg) {
+                    Ok(s) => break s,
+                    Err(p) => p,
                 };
                 if said.as_ref() != Some(&problem) {
                     log::warn!("{problem}");
@@ -143,12 +170,11 @@ impl SubnetManager for KubeManager {
                 health.stage(problem);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             };
-            let want = annotations::of_attrs(attrs, &self.prefix);
-            if !annotations::carries(&self.own_node(health).await, &want) {
-                self.patch_annotations(serde_json::to_value(&want)?).await?;
+            if let Some(patch) = annotations::patch_for(&self.own_node(health).await, attrs, &self.prefix) {
+                self.patch_annotations(patch).await?;
                 log::info!("node {}: annotations {}/* set for subnet {own}", self.node_name, self.prefix);
             }
-            Ok(Subnets::v4(own))
+            Ok(own)
         })
     }
 
@@ -169,7 +195,7 @@ impl SubnetManager for KubeManager {
                 .items
                 .iter()
                 .filter_map(|n| annotations::lease_of(n, &self.prefix).ok().flatten())
-                .filter_map(|(net, a)| Some((net.to_key(), serde_json::to_vec(&a).ok()?)))
+                .filter_map(|(s, a)| Some((s.to_key(), serde_json::to_vec(&a).ok()?)))
                 .collect())
         })
     }
@@ -177,11 +203,7 @@ impl SubnetManager for KubeManager {
     /// Removes our annotations, so other nodes drop us.
     fn release<'a>(&'a self, _own: &'a Subnets) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let gone: BTreeMap<String, Option<String>> =
-                [annotations::KUBE_SUBNET_MANAGER, annotations::BACKEND_TYPE, annotations::BACKEND_DATA, annotations::PUBLIC_IP]
-                    .iter()
-                    .map(|k| (format!("{}/{k}", self.prefix), None))
-                    .collect();
+            let gone: BTreeMap<String, Option<String>> = annotations::WRITTEN.iter().map(|k| (format!("{}/{k}", self.prefix), None)).collect();
             self.patch_annotations(serde_json::to_value(gone)?).await
         })
     }

@@ -27,7 +27,6 @@ impl KubeManager {
     /// a Put or Delete only for a Node whose lease changed. Our own Node's
     /// annotations are put back when someone removes or changes them.
     pub(super) async fn watch_nodes(&self, attrs: LeaseAttrs, tx: mpsc::Sender<LeaseEvent>) {
-        let want = annotations::of_attrs(&attrs, &self.prefix);
         let mut known = NodeLeases::new();
         let mut listing: Option<NodeLeases> = None;
         let mut warned: BTreeMap<String, String> = BTreeMap::new();
@@ -45,7 +44,7 @@ impl KubeManager {
             match ev {
                 watcher::Event::Init => listing = Some(NodeLeases::new()),
                 watcher::Event::InitApply(node) => {
-                    self.restore_own(&node, &want, &mut last_restore).await;
+                    self.restore_own(&node, &attrs, &mut last_restore).await;
                     if let (Some(l), Some(name)) = (listing.as_mut(), node.metadata.name.clone()) {
                         if let Some(lease) = self.lease(&node, &mut warned) {
                             l.insert(name, lease);
@@ -61,7 +60,7 @@ impl KubeManager {
                     give_back_freed_memory();
                 }
                 watcher::Event::Apply(node) => {
-                    self.restore_own(&node, &want, &mut last_restore).await;
+                    self.restore_own(&node, &attrs, &mut last_restore).await;
                     let Some(name) = node.metadata.name.clone() else { continue };
                     let now = self.lease(&node, &mut warned);
                     if known.get(&name) == now.as_ref() {
@@ -101,9 +100,9 @@ impl KubeManager {
     fn lease(&self, node: &Node, warned: &mut BTreeMap<String, String>) -> Option<(String, Vec<u8>)> {
         let name = annotations::name(node).to_string();
         match annotations::lease_of(node, &self.prefix) {
-            Ok(Some((net, a))) => {
+            Ok(Some((s, a))) => {
                 warned.remove(&name);
-                Some((net.to_key(), serde_json::to_vec(&a).ok()?))
+                Some((s.to_key(), serde_json::to_vec(&a).ok()?))
             }
             Ok(None) => None,
             Err(e) => {
@@ -118,19 +117,17 @@ impl KubeManager {
 
     /// Puts our annotations back when our Node lacks them (at most once a
     /// second: the patch's own update comes back through the watch).
-    async fn restore_own(&self, node: &Node, want: &BTreeMap<String, String>, last: &mut Option<tokio::time::Instant>) {
-        if node.metadata.name.as_deref() != Some(&self.node_name) || annotations::carries(node, want) {
+    async fn restore_own(&self, node: &Node, attrs: &LeaseAttrs, last: &mut Option<tokio::time::Instant>) {
+        if node.metadata.name.as_deref() != Some(&self.node_name) {
             return;
         }
+        let Some(patch) = annotations::patch_for(node, attrs, &self.prefix) else { return };
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
             return;
         }
         *last = Some(tokio::time::Instant::now());
-        match serde_json::to_value(want).map_err(anyhow::Error::from) {
-            Ok(v) => match self.patch_annotations(v).await {
-                Ok(()) => log::warn!("node {}: our annotations {}/* were removed or changed; put them back", self.node_name, self.prefix),
-                Err(e) => log::warn!("{e:#}"),
-            },
+        match self.patch_annotations(patch).await {
+            Ok(()) => log::warn!("node {}: our annotations {}/* were removed or changed; put them back", self.node_name, self.prefix),
             Err(e) => log::warn!("{e:#}"),
         }
     }

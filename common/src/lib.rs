@@ -365,18 +365,22 @@ mod tests {
         assert_eq!(core::mem::align_of::<Datapath6Config>(), 4);
         assert_eq!(core::mem::size_of::<HostGw6Entry>(), 20);
         assert_eq!(core::mem::align_of::<HostGw6Entry>(), 4);
-        assert_eq!(map_names::ALL[..10], [
-            map_names::VTEPS,
-            map_names::CONFIG,
-            map_names::STATS,
-            map_names::HOSTGW,
-            map_names::PODS,
-            map_names::VTEP_IPS,
-            map_names::VTEPS6,
-            map_names::CONFIG6,
-            map_names::PODS6,
-            map_names::VTEP_IPS6
-        ], "existing map names keep their places");
+        assert_eq!(
+            map_names::ALL[..10],
+            [
+                map_names::VTEPS,
+                map_names::CONFIG,
+                map_names::STATS,
+                map_names::HOSTGW,
+                map_names::PODS,
+                map_names::VTEP_IPS,
+                map_names::VTEPS6,
+                map_names::CONFIG6,
+                map_names::PODS6,
+                map_names::VTEP_IPS6
+            ],
+            "existing map names keep their places"
+        );
         assert!(map_names::ALL.iter().all(|n| n.len() <= 15), "the kernel keeps 15 characters of a map name");
         assert_eq!((stat::DROP_UNVALIDATED, stat::DROP_NOT_IPV6), (18, 19), "existing indexes never move");
         const { assert!(stat::COUNT <= stat::SLOTS) };

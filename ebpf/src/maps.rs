@@ -4,7 +4,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use weft_common::{
-    stat, Counter, Datapath6Config, DatapathConfig, HostGw6Entry, HostGwEntry, PodEntry, Subnet6Addr, SubnetAddr, Vtep6Entry, VtepEntry, MAX_PODS, MAX_VTEPS, MAX_VTEP_IPS,
+    stat, Counter, Datapath6Config, DatapathConfig, HostGw6Entry, HostGwEntry, PodEntry, Subnet6Addr, SubnetAddr, Vtep6Entry, VtepEntry, MAX_PODS, MAX_VTEPS,
+    MAX_VTEP_IPS,
 };
 
 /// Remote pod subnet -> peer VTEP. Written by the agent from the leases.

@@ -98,17 +98,22 @@ fn ipv6_pod_traffic_takes_the_host_gw_fast_path() -> Result<()> {
     let (ip6_1, ip6_2, ip6_4) = (ip6(&c, p1)?, ip6(&c, p2)?, ip6(&c, p4)?);
     // Each node reads the records and attaches on its own schedule: wait
     // until a ping -6 is forwarded and delivered by the fast path both ways.
-    cmd::poll("both nodes to forward a ping -6 and deliver it (and its reply) straight into the pods", Duration::from_secs(30), Duration::from_millis(200), || {
-        let get = |n| counts(&c, n).map_err(|e| format!("{e:#}"));
-        let (a0, b0) = (get(1)?, get(2)?);
-        traffic::ping6(&c.pods[p1].ns, ip6_2, 1).map_err(|e| format!("{e:#}"))?;
-        let (a1, b1) = (get(1)?, get(2)?);
-        if a1[0] > a0[0] && b1[1] > b0[1] && b1[0] > b0[0] && a1[1] > a0[1] {
-            Ok(Some(()))
-        } else {
-            Err(format!("node 1 fwd/routed_to_pod {:?} -> {:?}, node 2 {:?} -> {:?}", &a0[..2], &a1[..2], &b0[..2], &b1[..2]))
-        }
-    })?;
+    cmd::poll(
+        "both nodes to forward a ping -6 and deliver it (and its reply) straight into the pods",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let get = |n| counts(&c, n).map_err(|e| format!("{e:#}"));
+            let (a0, b0) = (get(1)?, get(2)?);
+            traffic::ping6(&c.pods[p1].ns, ip6_2, 1).map_err(|e| format!("{e:#}"))?;
+            let (a1, b1) = (get(1)?, get(2)?);
+            if a1[0] > a0[0] && b1[1] > b0[1] && b1[0] > b0[0] && a1[1] > a0[1] {
+                Ok(Some(()))
+            } else {
+                Err(format!("node 1 fwd/routed_to_pod {:?} -> {:?}, node 2 {:?} -> {:?}", &a0[..2], &a1[..2], &b0[..2], &b1[..2]))
+            }
+        },
+    )?;
     for n in [1, 2] {
         ensure!(c.weft_node(n)?.fast_path_attached(), "node {n}: weft_fwd is not on cni0");
         ensure!(c.weft_node(n)?.link_pinned("weft_to_pod"), "node {n}: weft_to_pod is not on eth0");
@@ -121,7 +126,12 @@ fn ipv6_pod_traffic_takes_the_host_gw_fast_path() -> Result<()> {
     let n = PINGS as u64;
     ensure!(a1[0] >= a0[0] + n, "node 1 forwarded {} of {n} IPv6 echo requests (fwd)", a1[0] - a0[0]);
     ensure!(b1[1] >= b0[1] + n, "node 2 delivered {} of {n} IPv6 echo requests straight into pod 2 (routed_to_pod)", b1[1] - b0[1]);
-    ensure!(b1[0] >= b0[0] + n && a1[1] >= a0[1] + n, "the replies did not come back through the fast path: node 2 fwd +{}, node 1 routed_to_pod +{}", b1[0] - b0[0], a1[1] - a0[1]);
+    ensure!(
+        b1[0] >= b0[0] + n && a1[1] >= a0[1] + n,
+        "the replies did not come back through the fast path: node 2 fwd +{}, node 1 routed_to_pod +{}",
+        b1[0] - b0[0],
+        a1[1] - a0[1]
+    );
     let t = traffic::tcp_transfer6(&c.pods[p1].ns, &c.pods[p2].ns, ip6_2, TCP_BYTES).context("tcp -6 pod 1 -> pod 2")?;
     let (a2, b2) = (counts(&c, 1)?, counts(&c, 2)?);
     ensure!(a2[3] - a1[3] >= TCP_BYTES, "node 1's fast path forwarded {} bytes of a {TCP_BYTES}-byte IPv6 transfer", a2[3] - a1[3]);
@@ -152,7 +162,12 @@ fn ipv6_pod_traffic_takes_the_host_gw_fast_path() -> Result<()> {
     traffic::ping6_ok(c.node_ns(1)?, ip6_2, 3).context("ping -6 node 1 itself -> pod 2")?;
     traffic::ping6_ok(c.node_ns(2)?, ip6_1, 3).context("ping -6 node 2 itself -> pod 1")?;
     let (a2, b2) = (counts(&c, 1)?, counts(&c, 2)?);
-    ensure!(b2[1] == b1[1] && a2[1] == a1[1], "a node's own packets counted as delivered straight into a pod: node 1 +{}, node 2 +{}", a2[1] - a1[1], b2[1] - b1[1]);
+    ensure!(
+        b2[1] == b1[1] && a2[1] == a1[1],
+        "a node's own packets counted as delivered straight into a pod: node 1 +{}, node 2 +{}",
+        a2[1] - a1[1],
+        b2[1] - b1[1]
+    );
 
     // Hop limits: two routing hops, as without weft. 1 expires at node 1, 2
     // at node 2 (both answered by the stack: the fast path declined), 3 arrives.
@@ -170,14 +185,19 @@ fn ipv6_pod_traffic_takes_the_host_gw_fast_path() -> Result<()> {
     }
     for n in [1, 2] {
         let w = c.weft_node(n)?;
-        cmd::poll(&format!("node {n}: --no-fast-path releases the links and empties weft_hostgw6"), Duration::from_secs(15), Duration::from_millis(100), || {
-            let e = hostgw6(&c, n).map_err(|e| format!("{e:#}"))?;
-            if !w.fast_path_attached() && !w.link_pinned("weft_to_pod") && !w.link_pinned("weft_from_pod") && e.is_empty() {
-                Ok(Some(()))
-            } else {
-                Err(format!("weft_hostgw6 {} entries\n{}", e.len(), w.log_tail(5)))
-            }
-        })?;
+        cmd::poll(
+            &format!("node {n}: --no-fast-path releases the links and empties weft_hostgw6"),
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            || {
+                let e = hostgw6(&c, n).map_err(|e| format!("{e:#}"))?;
+                if !w.fast_path_attached() && !w.link_pinned("weft_to_pod") && !w.link_pinned("weft_from_pod") && e.is_empty() {
+                    Ok(Some(()))
+                } else {
+                    Err(format!("weft_hostgw6 {} entries\n{}", e.len(), w.log_tail(5)))
+                }
+            },
+        )?;
         c.wait_node_ready(n)?;
     }
     c.wait_converged().context("routes after the restart")?;

@@ -31,7 +31,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use weft_common::{
-    map_names, pins, prog_names, stat, subnet_env::Ipv6Cidr, Counter, Datapath6Config, DatapathConfig, HostGw6Entry, HostGwEntry, PodEntry, Vtep6Entry, VtepEntry,
+    map_names, pins, prog_names, stat, subnet_env::Ipv6Cidr, Counter, Datapath6Config, DatapathConfig, HostGw6Entry, HostGwEntry, PodEntry, Vtep6Entry,
+    VtepEntry,
 };
 
 use crate::{cli::Args, health::Health, subnet::Ipv4Net};

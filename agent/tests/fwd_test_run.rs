@@ -4,10 +4,10 @@
 //! routes and neighbours the case needs (never the machine's own). Needs
 //! root, as CI runs.
 mod frames;
-
-use std::process::Command;
+mod testns;
 
 use frames::{csum, TC_ACT_OK, TC_ACT_REDIRECT};
+use testns::{ifindex, Ns};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use weft_agent::{dataplane::Datapath, subnet::Ipv4Net};
@@ -17,52 +17,17 @@ const PEER: [u8; 4] = [192, 168, 77, 2];
 const PEER_MAC: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
 const UNDER_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 
-/// A namespace for one test, deleted on drop.
-struct Ns(String);
-
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        let name = format!("wft{}fwd{tag}", std::process::id());
-        let ns = Ns(name);
-        ns.sh(&["ip", "netns", "add", &ns.0]);
-        ns
-    }
-    fn sh(&self, args: &[&str]) {
-        let out = Command::new(args[0]).args(&args[1..]).output().expect("run a command");
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    fn ip(&self, args: &str) {
-        let mut v = vec!["ip", "-n", &self.0];
-        v.extend(args.split_whitespace());
-        self.sh(&v);
-    }
-    /// Moves the calling thread into the namespace (BPF_PROG_TEST_RUN runs
-    /// the program against the caller's namespace).
-    fn enter(&self) {
-        let f = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("open the netns");
-        // SAFETY: plain syscall on a valid fd; affects this thread only.
-        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
-    }
-}
-
 /// A node: underlay `under0` 192.168.77.1/24 (MAC UNDER_MAC, MTU 1500),
 /// forwarding on, weft's route to the peer subnet 10.244.2.0/24 via
 /// 192.168.77.2, and the same entry in weft_hostgw.
 fn node(tag: &str, with_neigh: bool) -> (Ns, Datapath, u32) {
-    let ns = Ns::new(tag);
+    let ns = Ns::new("fwd", tag);
     ns.ip("link set lo up");
     ns.ip("link add under0 address 02:aa:00:00:00:01 type veth peer name under1");
     ns.ip("addr add 192.168.77.1/24 dev under0");
     ns.ip("link set under0 up");
     ns.ip("link set under1 up");
-    ns.sh(&["ip", "netns", "exec", &ns.0, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    ns.sysctl("net.ipv4.ip_forward=1");
     ns.ip("route add 10.244.2.0/24 via 192.168.77.2 dev under0 proto 254");
     if with_neigh {
         ns.ip("neigh add 192.168.77.2 lladdr 02:bb:00:00:00:02 dev under0 nud permanent");
@@ -73,12 +38,6 @@ fn node(tag: &str, with_neigh: bool) -> (Ns, Datapath, u32) {
     let mut dp = Datapath::load(None).expect("load the eBPF object (are we root?)");
     dp.set_hostgw(&"10.244.2.0/24".parse::<Ipv4Net>().unwrap(), &HostGwEntry { gateway: PEER, ifindex: idx }).unwrap();
     (ns, dp, idx)
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: valid C string; resolved in this thread's namespace.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 /// A pod's frame to the host (destination MAC 0 = the test device's own,
@@ -172,7 +131,7 @@ fn hands_the_stack_whatever_it_should_decide() {
     ns.ip("route del 10.244.2.0/24");
     check(&mut dp, pod_frame([10, 244, 2, 3], 64, 100), "no route at all", true);
     ns.ip("route add 10.244.2.0/24 via 192.168.77.2 dev under0 proto 254");
-    ns.sh(&["ip", "netns", "exec", &ns.0, "sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    ns.sysctl("net.ipv4.ip_forward=0");
     check(&mut dp, pod_frame([10, 244, 2, 3], 64, 100), "forwarding turned off", true);
     assert_eq!(count(&dp, stat::FWD), 0, "nothing was forwarded");
 }

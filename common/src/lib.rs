@@ -53,7 +53,11 @@ pub mod map_names {
     pub const PODS6: &str = "weft_pods6";
     /// Hash: PublicIPv6 of every vxlan peer -> 1: the IPv6 VTEPs decap accepts.
     pub const VTEP_IPS6: &str = "weft_vtep_ips6";
-    pub const ALL: [&str; 10] = [VTEPS, CONFIG, STATS, HOSTGW, PODS, VTEP_IPS, VTEPS6, CONFIG6, PODS6, VTEP_IPS6];
+    /// LPM trie: remote pod IPv6 subnet routed host-gw style (`via` the
+    /// peer's PublicIPv6) -> its next hop ([`super::HostGw6Entry`]), for the
+    /// host-gw fast path over IPv6.
+    pub const HOSTGW6: &str = "weft_hostgw6";
+    pub const ALL: [&str; 11] = [VTEPS, CONFIG, STATS, HOSTGW, PODS, VTEP_IPS, VTEPS6, CONFIG6, PODS6, VTEP_IPS6, HOSTGW6];
 }
 
 /// Names of the kernel programs (their function names in `ebpf/`).
@@ -124,6 +128,19 @@ pub struct HostGwEntry {
 
 /// Key data of the IPv6 VTEP LPM trie: an IPv6 address in network byte order.
 pub type Subnet6Addr = [u8; 16];
+
+/// A remote IPv6 subnet reached host-gw style (`<v6 subnet> via <PublicIPv6>
+/// dev <underlay>`): as [`HostGwEntry`], the fast path forwards only when
+/// the kernel's own IPv6 route agrees (same next hop, same interface).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct HostGw6Entry {
+    /// The peer's PublicIPv6: the gateway of weft's route to the subnet.
+    pub gateway: [u8; 16],
+    /// The underlay: the interface that route leaves by.
+    pub ifindex: u32,
+}
 
 /// Where a remote IPv6 subnet's traffic goes: the peer node's IPv6 VTEP
 /// (`flannel-v6.<VNI>` or `weft-v6.<VNI>` on the peer).
@@ -320,7 +337,7 @@ pub mod stat {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all seven are plain #[repr(C)] data without padding bytes
+    // SAFETY: all eight are plain #[repr(C)] data without padding bytes
     // (checked by bytemuck's Pod derive above).
     unsafe impl aya::Pod for super::VtepEntry {}
     unsafe impl aya::Pod for super::DatapathConfig {}
@@ -329,6 +346,7 @@ mod user {
     unsafe impl aya::Pod for super::PodEntry {}
     unsafe impl aya::Pod for super::Vtep6Entry {}
     unsafe impl aya::Pod for super::Datapath6Config {}
+    unsafe impl aya::Pod for super::HostGw6Entry {}
 }
 
 #[cfg(test)]
@@ -345,6 +363,25 @@ mod tests {
         assert_eq!(core::mem::size_of::<Vtep6Entry>(), 24);
         assert_eq!(core::mem::size_of::<Datapath6Config>(), 28);
         assert_eq!(core::mem::align_of::<Datapath6Config>(), 4);
+        assert_eq!(core::mem::size_of::<HostGw6Entry>(), 20);
+        assert_eq!(core::mem::align_of::<HostGw6Entry>(), 4);
+        assert_eq!(
+            map_names::ALL[..10],
+            [
+                map_names::VTEPS,
+                map_names::CONFIG,
+                map_names::STATS,
+                map_names::HOSTGW,
+                map_names::PODS,
+                map_names::VTEP_IPS,
+                map_names::VTEPS6,
+                map_names::CONFIG6,
+                map_names::PODS6,
+                map_names::VTEP_IPS6
+            ],
+            "existing map names keep their places"
+        );
+        assert!(map_names::ALL.iter().all(|n| n.len() <= 15), "the kernel keeps 15 characters of a map name");
         assert_eq!((stat::DROP_UNVALIDATED, stat::DROP_NOT_IPV6), (18, 19), "existing indexes never move");
         const { assert!(stat::COUNT <= stat::SLOTS) };
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);

@@ -19,6 +19,10 @@ pub const IP6_LEN: usize = 40;
 /// Ethernet, IPv6, UDP, VXLAN, inner Ethernet.
 pub const VXLAN6_FRAME_HDRS: usize = ETH_LEN + IP6_LEN + UDP_LEN + VXLAN_LEN + ETH_LEN;
 pub const IPPROTO_UDP: u8 = 17;
+/// IPv6 next header: Hop-by-Hop Options (for every router on the path to
+/// read: Router Alert, jumbograms), and ICMPv6.
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_ICMPV6: u8 = 58;
 /// VXLAN flags byte: "I" (VNI valid).
 pub const VXLAN_FLAG_I: u8 = 0x08;
 
@@ -81,6 +85,15 @@ impl Ipv6Hdr {
     pub fn version(&self) -> u8 {
         self.vtc_flow[0] >> 4
     }
+}
+
+/// The first word of an ICMPv6 message.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Icmp6Hdr {
+    pub typ: u8,
+    pub code: u8,
+    pub csum: [u8; 2],
 }
 
 /// Ethernet + IPv6 fixed header.
@@ -181,6 +194,7 @@ unsafe impl Pod for EthIpv4Udp {}
 unsafe impl Pod for VxlanFrame {}
 unsafe impl Pod for Ipv6Hdr {}
 unsafe impl Pod for EthIpv6 {}
+unsafe impl Pod for Icmp6Hdr {}
 unsafe impl Pod for EthIpv6Udp {}
 unsafe impl Pod for Vxlan6Frame {}
 unsafe impl Pod for u32 {}

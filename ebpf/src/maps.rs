@@ -4,7 +4,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use weft_common::{
-    stat, Counter, Datapath6Config, DatapathConfig, HostGwEntry, PodEntry, Subnet6Addr, SubnetAddr, Vtep6Entry, VtepEntry, MAX_PODS, MAX_VTEPS, MAX_VTEP_IPS,
+    stat, Counter, Datapath6Config, DatapathConfig, HostGw6Entry, HostGwEntry, PodEntry, Subnet6Addr, SubnetAddr, Vtep6Entry, VtepEntry, MAX_PODS, MAX_VTEPS,
+    MAX_VTEP_IPS,
 };
 
 /// Remote pod subnet -> peer VTEP. Written by the agent from the leases.
@@ -37,6 +38,12 @@ pub static weft_pods6: HashMap<[u8; 16], PodEntry, { MAX_PODS as usize }> = Hash
 #[btf_map]
 pub static weft_vtep_ips6: HashMap<[u8; 16], u32, { MAX_VTEP_IPS as usize }> = HashMap::new();
 
+/// Remote pod IPv6 subnet -> next hop, for the IPv6 subnets routed host-gw
+/// style (`via` the peer's PublicIPv6). Written by the agent with those
+/// routes; read by the host-gw fast path's IPv6 half.
+#[btf_map]
+pub static weft_hostgw6: LpmTrie<Subnet6Addr, HostGw6Entry, { MAX_VTEPS as usize }> = LpmTrie::new();
+
 /// Element 0: this node's IPv6 overlay configuration.
 #[btf_map]
 pub static weft_config6: Array<Datapath6Config, 1> = Array::new();
@@ -58,6 +65,11 @@ pub fn config6() -> Option<&'static Datapath6Config> {
 #[inline(always)]
 pub fn vtep6_for(addr: [u8; 16]) -> Option<&'static Vtep6Entry> {
     weft_vteps6.get(&Key::new(128, addr))
+}
+
+#[inline(always)]
+pub fn hostgw6_for(addr: [u8; 16]) -> Option<&'static HostGw6Entry> {
+    weft_hostgw6.get(&Key::new(128, addr))
 }
 
 /// The endpoint of local pod `ip` (IPv6), copied.

@@ -12,20 +12,54 @@
 //! FORWARD hooks for peer-pod to local-pod traffic only: a packet from any
 //! other source (the outside world, a node address, a subnet weft does not
 //! route host-gw style) goes to the stack as before.
-use aya_ebpf::{helpers::bpf_redirect_peer, programs::TcContext};
+use aya_ebpf::{
+    helpers::{bpf_check_mtu, bpf_redirect_peer},
+    programs::TcContext,
+    EbpfContext,
+};
 use weft_common::{stat, PodEntry};
 
 use crate::{
     hdr::*,
-    l3, maps,
+    l3, maps, v6,
     verdict::{Drop, Outcome, Verdict},
 };
 
-/// `weft_to_pod`: [`from_peer`], and every other frame to the stack,
-/// uncounted.
+/// `weft_to_pod`: [`from_peer`], or for IPv6 [`from_peer6`], and every
+/// other frame to the stack, uncounted.
 #[inline(always)]
 pub fn run(ctx: &TcContext) -> Outcome {
+    if let Some(EthHdr { proto: ETH_P_IPV6, .. }) = at::<_, EthHdr>(ctx, 0) {
+        return from_peer6(ctx).unwrap_or(Ok(Verdict::Pass(None)));
+    }
     from_peer(ctx).unwrap_or(Ok(Verdict::Pass(None)))
+}
+
+/// [`from_peer`] for IPv6 (dual stack, host-gw): a frame addressed to this
+/// host holding an IPv6 packet to a registered local pod (`weft_pods6`)
+/// from a pod of a peer whose IPv6 subnet is routed host-gw style through
+/// this very interface (`weft_hostgw6`) goes straight into that pod, hop
+/// limit - 1, counted `routed_to_pod`. None (the stack handles the frame,
+/// untouched): multicast, link-local or unspecified addresses, ND, hop
+/// limit 1 or 0 (time-exceeded), Hop-by-Hop Options, a packet bigger than
+/// the pod's link (the stack answers Packet Too Big), any other source.
+#[inline(always)]
+pub fn from_peer6(ctx: &TcContext) -> Option<Outcome> {
+    let (ip, in_ifindex) = l3::routed_ipv6(ctx)?;
+    let hop = ip.hop_limit;
+    if hop <= 1 || ip.next == IPPROTO_HOPOPTS {
+        return None;
+    }
+    let pod = maps::pod6(&ip.daddr)?;
+    if maps::hostgw6_for(ip.saddr)?.ifindex != in_ifindex {
+        return None;
+    }
+    let mut mtu: u32 = 0;
+    // SAFETY: helper call; mtu is an out-parameter on our stack.
+    if unsafe { bpf_check_mtu(ctx.as_ptr(), pod.host_ifindex, &mut mtu, 0, 0) } != 0 {
+        return None;
+    }
+    Some(v6::into_pod(ctx, &pod, hop, stat::ROUTED_TO_POD))
 }
 
 /// Delivers the IPv4 packet behind the frame's Ethernet header into the

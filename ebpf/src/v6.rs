@@ -29,18 +29,20 @@
 //!   (hop limit - 1, `decap_to_pod`), the rest to the stack (`decap`).
 //! - [`from_pod`] (inside `weft_from_pod`): a registered pod's IPv6 packet
 //!   to a peer subnet: hop limit - 1 and redirected to weft-v6's egress,
-//!   where `weft_encap6` runs.
+//!   where `weft_encap6` runs; to a host-gw peer's IPv6 subnet
+//!   (`weft_hostgw6`): the host-gw fast path's forwarding (`fwd.rs`).
 use aya_ebpf::{
     bindings::__sk_buff,
     helpers::{bpf_redirect, bpf_redirect_peer},
     programs::TcContext,
     EbpfContext,
 };
-use weft_common::{stat, DatapathConfig, OVERLAY_MARK};
+use weft_common::{stat, DatapathConfig, PodEntry, OVERLAY_MARK};
 
 use crate::{
+    fwd,
     hdr::*,
-    maps,
+    l3, maps,
     verdict::{Drop, Outcome, Verdict},
 };
 
@@ -182,30 +184,34 @@ pub fn overlay_in(ctx: &TcContext) -> Outcome {
     // A registered pod, unless the hop limit expires here (the stack then
     // answers time-exceeded).
     match maps::pod6(&ip.daddr) {
-        Some(pod) if hop > 1 => into_pod(ctx, &pod.pod_mac, &pod.gw_mac, pod.host_ifindex, hop),
+        Some(pod) if hop > 1 => into_pod(ctx, &pod, hop, stat::DECAP_TO_POD),
         _ => Ok(Verdict::Pass(Some(stat::DECAP))),
     }
 }
 
-/// Hop limit - 1, the gateway's MACs, and `bpf_redirect_peer` into the pod.
+/// Hop limit - 1, the gateway's MACs, and `bpf_redirect_peer` into the
+/// pod, counted under `counter` (`decap_to_pod` here, `routed_to_pod` for
+/// a host-gw peer's packet, `to_pod.rs`). The caller has checked `hop > 1`.
 #[inline(always)]
-fn into_pod(ctx: &TcContext, pod_mac: &[u8; 6], gw_mac: &[u8; 6], host_ifindex: u32, hop: u8) -> Outcome {
-    let eth = EthHdr { dst: *pod_mac, src: *gw_mac, proto: ETH_P_IPV6 };
+pub fn into_pod(ctx: &TcContext, pod: &PodEntry, hop: u8, counter: u32) -> Outcome {
+    let eth = EthHdr { dst: pod.pod_mac, src: pod.gw_mac, proto: ETH_P_IPV6 };
     if ctx.store(HOP_OFF, &(hop - 1), 0).is_err() || ctx.store(0, &eth, 0).is_err() {
         return Err(Drop(stat::DROP_HELPER));
     }
     // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect_peer(host_ifindex, 0) as i32 };
-    Ok(Verdict::Redirect { action, stat: Some(stat::DECAP_TO_POD) })
+    let action = unsafe { bpf_redirect_peer(pod.host_ifindex, 0) as i32 };
+    Ok(Verdict::Redirect { action, stat: Some(counter) })
 }
 
 /// Part of `weft_from_pod`, for an IPv6 frame: the registered pod's
 /// routed packet (from its own address, to its gateway MAC) for a peer's
 /// IPv6 subnet gets hop limit - 1 (the hop the host would make; IPv6 has
 /// no header checksum) and goes to the IPv6 overlay device's egress,
-/// whose `weft_encap6` does the rest (and counts it). Everything else goes
-/// on unchanged: hop limit <= 1 (the stack answers time-exceeded), other
-/// sources and destinations, no IPv6 overlay configured.
+/// whose `weft_encap6` does the rest (and counts it); for a host-gw peer's
+/// IPv6 subnet it is forwarded out of the underlay (`fwd::forward6`, counted
+/// there). Everything else goes on unchanged: hop limit <= 1 (the stack
+/// answers time-exceeded), other sources and destinations, no IPv6 overlay
+/// configured.
 #[inline(always)]
 pub fn from_pod(ctx: &TcContext) -> Outcome {
     let Some(EthIpv6 { eth, ip }) = at(ctx, 0) else {
@@ -217,7 +223,20 @@ pub fn from_pod(ctx: &TcContext) -> Outcome {
     let Some(pod) = maps::pod6(&ip.saddr) else {
         return ON;
     };
-    if eth.dst != pod.gw_mac || ip.hop_limit <= 1 || maps::vtep6_for(ip.daddr).is_none() {
+    if eth.dst != pod.gw_mac {
+        return ON;
+    }
+    // A peer's IPv6 subnet routed host-gw style: forwarded as `weft_fwd`
+    // forwards it on the bridge, by the same rules (`fwd::forward6`).
+    if let Some(peer) = maps::hostgw6_for(ip.daddr) {
+        let Some(ip) = l3::ipv6_forwardable(ctx) else {
+            return ON;
+        };
+        // SAFETY: ctx wraps a valid __sk_buff.
+        let in_ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+        return fwd::forward6(ctx, in_ifindex, ip, peer);
+    }
+    if ip.hop_limit <= 1 || maps::vtep6_for(ip.daddr).is_none() {
         return ON;
     }
     let Some(cfg6) = maps::config6() else {

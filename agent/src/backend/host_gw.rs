@@ -3,7 +3,8 @@
 //! plus, where BPF runs and unless `--no-fast-path`, the fast path: pod
 //! endpoints, `weft_fwd` on the pod bridge and `weft_to_pod` on the underlay.
 //! On a dual-stack network the IPv6 subnets are routed `via <PublicIPv6>`
-//! the same way ([`super::peers6`]); the fast path is IPv4's only so far.
+//! the same way ([`super::peers6`], [`routed::apply_host_gw6`]), and the
+//! fast path carries them too (`weft_hostgw6`).
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::{bail, Result};
@@ -86,6 +87,12 @@ impl Backend for HostGwBackend {
                 // No VXLAN here: only the flags matter (kernel logs off at start).
                 dp.set_config(&DatapathConfig::default())?;
                 self.fast = FastPath::from_args(args, &mut dp, true)?;
+                if self.fast.is_none() {
+                    let n = routed::clear_hostgw6(&mut dp)?;
+                    if n > 0 {
+                        log::info!("fast path off: removed {n} IPv6 host-gw entries an earlier run left in weft_hostgw6");
+                    }
+                }
                 fast_path::receiving_half(&mut dp, self.fast.is_some(), &underlay.link)?;
                 self.dp = Some(dp);
             }
@@ -98,30 +105,38 @@ impl Backend for HostGwBackend {
             let Some(own) = self.own else { bail!("host-gw backend not started") };
             let nl = &self.node.nl;
             let want = desired_host_gw(leases, &own.v4, &self.node.network, warned);
-            let dp = match (self.dp.as_mut(), self.fast.as_mut()) {
+            let mut dp = match (self.dp.as_mut(), self.fast.as_mut()) {
                 (Some(dp), Some(f)) => {
                     f.ensure(dp, nl).await;
                     Some(dp)
                 }
                 _ => None,
             };
-            let mut changes = self.routed.apply(nl, &want, dp).await?;
+            let mut changes = self.routed.apply(nl, &want, dp.as_deref_mut()).await?;
             routed::ensure_unreachable(nl, &self.node.network, &mut changes).await;
             let mut peers = want.len();
             if let (Some(own6), Some(net6)) = (own.v6, self.node.network6) {
-                // IPv6 peers: `<v6 subnet> via <PublicIPv6> dev <underlay>`, flannel's routes.
+                // IPv6 peers: `<v6 subnet> via <PublicIPv6> dev <underlay>`, flannel's routes,
+                // and with the fast path on, weft_hostgw6 kept with them.
                 let want6 = desired6(leases, &own6, &net6, warned, |l, pip6| match l.attrs.backend_type.as_deref() {
                     Some("host-gw") => Ok(Some(pip6)),
                     other => anyhow::bail!("BackendType is {:?}, not \"host-gw\"", other.unwrap_or("(none: udp)")),
                 });
-                changes.merge(sync_routes6(nl, self.node.underlay.link.index, &want6).await?);
+                changes.merge(routed::apply_host_gw6(nl, self.node.underlay.link.index, &want6, dp).await?);
                 peers = peers.max(want6.len());
+            } else if let Some(dp) = dp {
+                // No IPv6 here (any more): nothing for the fast path to forward.
+                routed::clear_hostgw6(dp)?;
             }
             Ok(Reconciled { peers, changes })
         })
     }
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // The fast path's IPv6 entries leave before their routes.
+            if let Some(Err(e)) = self.dp.as_mut().map(routed::clear_hostgw6) {
+                log::warn!("clearing weft_hostgw6: {e:#}");
+            }
             self.routed.cleanup(&self.node.nl).await;
             if let Err(e) = sync_routes6(&self.node.nl, self.node.underlay.link.index, &BTreeMap::new()).await {
                 log::warn!("removing host-gw's IPv6 routes: {e:#}");

@@ -1,19 +1,21 @@
 //! Peers reached by plain routes via their PublicIP on the underlay: the
 //! host-gw backend, and vxlan's DirectRouting peers on our L2 segment. Both
 //! use [`Routed`], so DirectRouting reuses host-gw's code rather than a copy.
+//! host-gw's IPv6 peers (dual stack) are routed the same way via their
+//! PublicIPv6 ([`apply_host_gw6`]), with the fast path's `weft_hostgw6`.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
 };
 
 use anyhow::Result;
-use weft_common::{HostGwEntry, VtepEntry};
+use weft_common::{subnet_env::Ipv6Cidr, HostGw6Entry, HostGwEntry, VtepEntry};
 
-use super::peers::Changes;
+use super::{peers::Changes, peers6::sync_routes6};
 use crate::{
     dataplane::Datapath,
     net::netlink::{self, Netlink, Route, RTPROT_WEFT},
-    subnet::Ipv4Net,
+    subnet::{Ipv4Net, Ipv6Net},
 };
 
 /// Whether `ip` is on our L2 segment: the best route to it (weft's own routes
@@ -113,6 +115,62 @@ fn sync_hostgw_map(dp: &mut Datapath, underlay: u32, routed: &BTreeMap<Ipv4Net, 
         }
     }
     Ok(())
+}
+
+/// host-gw over IPv6: `<v6 subnet> via <PublicIPv6> dev <underlay>` for
+/// exactly `want` ([`sync_routes6`]) and, with `fast` (the fast path is
+/// on), `weft_hostgw6` kept with those routes: entries that no longer match
+/// a wanted route leave before the routes change, entries for the routes
+/// that exist afterwards go in after them, so the map never names a peer
+/// without its route. Only peers actually routed get entries: the kernel
+/// takes an IPv6 route via a global gateway only if that gateway is reached
+/// by a gateway-less route out of the same device (ip6_route_check_nh), the
+/// rule [`on_link`] applies for IPv4; a route it refused is counted as an
+/// error and gets no entry.
+pub async fn apply_host_gw6(nl: &Netlink, underlay: u32, want: &BTreeMap<Ipv6Net, Option<Ipv6Addr>>, fast: Option<&mut Datapath>) -> Result<Changes> {
+    let Some(dp) = fast else {
+        return sync_routes6(nl, underlay, want).await;
+    };
+    let mut ch = Changes::default();
+    let entry = |gw: Ipv6Addr| HostGw6Entry { gateway: gw.octets(), ifindex: underlay };
+    let have = hostgw6_entries(dp)?;
+    for (net, e) in &have {
+        if want.get(net).copied().flatten().map(entry) != Some(*e) {
+            if let Err(err) = dp.remove_hostgw6(&cidr6(net)) {
+                ch.tally(Err(err), false);
+            }
+        }
+    }
+    ch.merge(sync_routes6(nl, underlay, want).await?);
+    let have = hostgw6_entries(dp)?;
+    for (net, gw) in nl.routes6_via(underlay).await? {
+        let Some(gw) = gw else { continue };
+        if want.get(&net) != Some(&Some(gw)) || have.get(&net) == Some(&entry(gw)) {
+            continue;
+        }
+        if let Err(err) = dp.set_hostgw6(&cidr6(&net), &entry(gw)) {
+            ch.tally(Err(err), true);
+        }
+    }
+    Ok(ch)
+}
+
+/// Empties `weft_hostgw6` (`--no-fast-path`, cleanup, IPv6 off); how many
+/// entries it held.
+pub fn clear_hostgw6(dp: &mut Datapath) -> Result<usize> {
+    let have = dp.hostgw6()?;
+    for (net, _) in &have {
+        dp.remove_hostgw6(net)?;
+    }
+    Ok(have.len())
+}
+
+fn hostgw6_entries(dp: &Datapath) -> Result<BTreeMap<Ipv6Net, HostGw6Entry>> {
+    Ok(dp.hostgw6()?.into_iter().filter_map(|(c, e)| Some((Ipv6Net::new(c.addr, c.prefix_len).ok()?, e))).collect())
+}
+
+fn cidr6(n: &Ipv6Net) -> Ipv6Cidr {
+    Ipv6Cidr { addr: n.network_addr(), prefix_len: n.prefix_len() }
 }
 
 /// The routed peers of one underlay, and those skipped (warned about once).

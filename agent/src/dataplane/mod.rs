@@ -31,7 +31,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use weft_common::{
-    map_names, pins, prog_names, stat, subnet_env::Ipv6Cidr, Counter, Datapath6Config, DatapathConfig, HostGwEntry, PodEntry, Vtep6Entry, VtepEntry,
+    map_names, pins, prog_names, stat, subnet_env::Ipv6Cidr, Counter, Datapath6Config, DatapathConfig, HostGw6Entry, HostGwEntry, PodEntry, Vtep6Entry,
+    VtepEntry,
 };
 
 use crate::{cli::Args, health::Health, subnet::Ipv4Net};
@@ -120,6 +121,7 @@ pub struct Datapath {
     config6: Array<MapData, Datapath6Config>,
     pods6: HashMap<MapData, [u8; 16], PodEntry>,
     vtep_ips6: HashMap<MapData, [u8; 16], u32>,
+    hostgw6: LpmTrie<MapData, [u8; 16], HostGw6Entry>,
     /// Reader of the programs' aya-log ring buffer, until the agent takes it.
     logger: Option<aya_log::EbpfLogger<KernelLogs>>,
     pin_dir: Option<PathBuf>,
@@ -152,6 +154,7 @@ impl Datapath {
         let config6 = Array::try_from(ebpf.take_map(map_names::CONFIG6).context("map weft_config6 missing")?)?;
         let pods6 = HashMap::try_from(ebpf.take_map(map_names::PODS6).context("map weft_pods6 missing")?)?;
         let vtep_ips6 = HashMap::try_from(ebpf.take_map(map_names::VTEP_IPS6).context("map weft_vtep_ips6 missing")?)?;
+        let hostgw6 = LpmTrie::try_from(ebpf.take_map(map_names::HOSTGW6).context("map weft_hostgw6 missing")?)?;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLogs).map_err(|e| log::warn!("kernel-side logs unavailable: {e}")).ok();
         for name in [
             prog_names::ENCAP,
@@ -166,7 +169,7 @@ impl Datapath {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }
-        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, vteps6, config6, pods6, vtep_ips6, logger, pin_dir: dir })
+        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, vteps6, config6, pods6, vtep_ips6, hostgw6, logger, pin_dir: dir })
     }
 
     /// The reader of the programs' log records (see `ebpf/src/klog.rs`).
@@ -432,6 +435,29 @@ impl Datapath {
 
     pub fn remove_pod6(&mut self, ip: Ipv6Addr) -> Result<()> {
         self.pods6.remove(&ip.octets()).with_context(|| format!("removing weft_pods6[{ip}]"))
+    }
+
+    /// Every IPv6 host-gw fast-path entry: remote IPv6 subnet -> next hop
+    /// (`weft_hostgw6`, kept with the host-gw backend's IPv6 routes),
+    /// sorted by subnet.
+    pub fn hostgw6(&self) -> Result<Vec<(Ipv6Cidr, HostGw6Entry)>> {
+        let mut out = vec![];
+        for kv in self.hostgw6.iter() {
+            let (k, v) = kv.context("reading weft_hostgw6")?;
+            out.push((Ipv6Cidr { addr: Ipv6Addr::from(k.data()), prefix_len: k.prefix_len() as u8 }, v));
+        }
+        out.sort_by_key(|(n, _)| (n.addr, n.prefix_len));
+        Ok(out)
+    }
+
+    /// A peer's IPv6 subnet (host bits are cleared) -> the gateway and
+    /// interface of weft's route to it.
+    pub fn set_hostgw6(&mut self, net: &Ipv6Cidr, v: &HostGw6Entry) -> Result<()> {
+        self.hostgw6.insert(&Self::key6(net), v, 0).with_context(|| format!("writing weft_hostgw6[{net}]"))
+    }
+
+    pub fn remove_hostgw6(&mut self, net: &Ipv6Cidr) -> Result<()> {
+        self.hostgw6.remove(&Self::key6(net)).with_context(|| format!("removing weft_hostgw6[{net}]"))
     }
 
     /// Counters summed over CPUs, indexed by `weft_common::stat`.

@@ -51,7 +51,7 @@ pub async fn acquire(store: &impl Registry, cfg: &NetConfig, attrs: &LeaseAttrs,
         let free_both = |s: &Subnets| free(&s.v4) && s.v6.is_none_or(|v6| free6(&v6));
         if let Some(prev) = previous.filter(|p| fits(cfg, p) && free_both(p)) {
             if store.create(&prev, attrs, ttl).await? {
-                log::info!("acquired lease {prev} (the subnets of our previous subnet file)");
+                log::info!("acquired lease {prev} (the subnet of our previous subnet file)");
                 return Ok(prev);
             }
         }

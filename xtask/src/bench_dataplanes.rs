@@ -109,11 +109,12 @@ impl Path {
 }
 
 /// A path's label in a family: the IPv4 label as it always was, the
-/// IPv6 one with ` (IPv6)` after it.
+/// IPv6 one with ` (IPv6)` after it (and IPv6's overlay device, weft-v6.1,
+/// where the IPv4 label names weft.1).
 fn label(p: Path, af: IpFamily) -> String {
     match af {
         IpFamily::V4 => p.label().to_string(),
-        IpFamily::V6 => format!("{} (IPv6)", p.label()),
+        IpFamily::V6 => format!("{} (IPv6)", p.label().replace("weft.1", "weft-v6.1")),
     }
 }
 
@@ -641,6 +642,7 @@ mod tests {
         assert!(cases(Family::Udp, true).iter().all(|&(_, af)| af == IpFamily::V4));
         assert!(cases(Family::HostGw, false).iter().all(|&(_, af)| af == IpFamily::V4));
         assert_eq!(label(Path::WeftVxlanTc, IpFamily::V6), "weft vxlan, TC decap (IPv6)");
+        assert_eq!(label(Path::WeftVxlanViaHost, IpFamily::V6), "weft vxlan, unregistered pod (via weft-v6.1) (IPv6)");
         assert!(picks("=weft vxlan, TC decap (IPv6)", &label(Path::WeftVxlanTc, IpFamily::V6)));
     }
 

@@ -305,6 +305,19 @@ impl Bed {
         }
     }
 
+    /// The receiving node's namespace of a path (the server pod's node;
+    /// node 2 for bare): its eth0 says whether the underlay carried GSO
+    /// packets or MTU-sized frames.
+    fn server_node(&self, p: Path) -> Result<&Netns> {
+        let pod = match p {
+            Path::Bare => return self.c.node_ns(2),
+            Path::FlannelVxlan | Path::FlannelHostGw | Path::FlannelUdpRef => self.flannel[1],
+            Path::WeftVxlanViaHost | Path::WeftVxlanViaHostIfb => self.unregistered[1],
+            _ => self.weft[1],
+        };
+        self.c.node_ns(self.c.pods[pod].node)
+    }
+
     /// The counters that prove weft carried a path's traffic: node 2's
     /// (receiving) for vxlan, both halves of the fast path for host-gw.
     /// IPv6 VXLAN is decapsulated by weft-v6's kernel socket, after which
@@ -362,13 +375,20 @@ fn measure(bed: &Bed, p: Path, af: IpFamily, secs: u32, s: &mut Samples) -> Resu
     perf::iperf3(client, server, ip, 1, 1).with_context(|| format!("warm-up of {name}"))?;
     let before = bed.proof(p, af)?;
     let rx0 = rx_counters(server)?;
+    let node = bed.server_node(p)?;
+    let node_rx0 = rx_counters(node)?;
     let busy0 = perf::cpu_busy_seconds()?;
     let one = perf::iperf3(client, server, ip, secs, 1)?;
     let busy = perf::cpu_busy_seconds()? - busy0;
     let rx = rx_counters(server)?;
+    let node_rx = rx_counters(node)?;
     // Per-packet costs scale with packets per byte: 64 KB GSO packets or
     // MTU-sized ones make a fortyfold difference.
     let per_packet = (rx.1 - rx0.1) as f64 / (rx.0 - rx0.0).max(1) as f64;
+    // The same on the receiving node's underlay eth0 (before its GRO): GSO
+    // packets that crossed the wire whole (veth: tunnel GSO kept, outer
+    // checksum and all) or MTU-sized frames.
+    let node_per_packet = (node_rx.1 - node_rx0.1) as f64 / (node_rx.0 - node_rx0.0).max(1) as f64;
     let moved = one.gbit_per_s * 1e9 / 8.0 * secs as f64;
     let mut carried = true;
     for ((b0, what), (b1, _)) in before.into_iter().zip(bed.proof(p, af)?) {
@@ -389,7 +409,7 @@ fn measure(bed: &Bed, p: Path, af: IpFamily, secs: u32, s: &mut Samples) -> Resu
     let pps = perf::udp_pps(client, server, ip, secs, 64)?;
     let gb = one.gbit_per_s * secs as f64 / 8.0;
     println!(
-        "    {:51} 1 stream {:6.2} Gbit/s, 4 streams {:6.2}, RTT p50 {:5.1} us p99 {:5.1}, {:7.0} pps, {:.2} CPU s/GB, {per_packet:.0} B/packet in",
+        "    {:51} 1 stream {:6.2} Gbit/s, 4 streams {:6.2}, RTT p50 {:5.1} us p99 {:5.1}, {:7.0} pps, {:.2} CPU s/GB, {per_packet:.0} B/packet in ({node_per_packet:.0} on the node's eth0)",
         name,
         one.gbit_per_s,
         four.gbit_per_s,

@@ -1,9 +1,10 @@
 //! Throughput and latency between two namespaces: Debian's iperf3 (TCP
 //! bulk, UDP rate) and the project's weft-rr (UDP request/response). Both
-//! sides are bounded in time (`timeout`), servers serve one test and exit. For the
-//! benchmarks (`cargo xtask bench`), never for pass/fail timing.
+//! sides are bounded in time (`timeout`), servers serve one test and exit.
+//! Either family: a server address is IPv4 or IPv6 (`impl Into<IpAddr>`).
+//! For the benchmarks (`cargo xtask bench`), never for pass/fail timing.
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, SocketAddr},
     process::{Child, Stdio},
     time::Duration,
 };
@@ -89,11 +90,12 @@ fn retry_connect<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
 
 /// iperf3 from `client` to `server_ip` (in `server`) for `secs` seconds
 /// with `streams` parallel TCP streams.
-pub fn iperf3(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, streams: u32) -> Result<Bulk> {
+pub fn iperf3(client: &Netns, server: &Netns, server_ip: impl Into<IpAddr>, secs: u32, streams: u32) -> Result<Bulk> {
+    let server_ip = server_ip.into();
     retry_connect(|| iperf3_once(client, server, server_ip, secs, streams))
 }
 
-fn iperf3_once(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, streams: u32) -> Result<Bulk> {
+fn iperf3_once(client: &Netns, server: &Netns, server_ip: IpAddr, secs: u32, streams: u32) -> Result<Bulk> {
     let ip = server_ip.to_string();
     let _srv = start_server(server, "iperf3", &["-s", "-1", "-B", &ip], secs as u64 + 15)?;
     let (t, p, bound) = (secs.to_string(), streams.to_string(), (secs + 10).to_string());
@@ -114,23 +116,29 @@ fn iperf3_once(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, s
 /// full round trip. Polling ends take the receivers' wake-ups out of the
 /// figure; on this kind of VM they are 100-700 us and swing between runs,
 /// which sockperf's blocking ends measured instead of the path.
-pub fn rr_rtt(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32) -> Result<RoundTrip> {
+pub fn rr_rtt(client: &Netns, server: &Netns, server_ip: impl Into<IpAddr>, secs: u32) -> Result<RoundTrip> {
+    let server_ip = server_ip.into();
     let bin = rr_bin()?;
     let bin = bin.to_str().context("weft-rr path is not UTF-8")?;
-    let bind = format!("{server_ip}:11111");
+    let bind = rr_addr(server_ip);
     let _srv = start_server(server, bin, &["server", &bind, &(secs + 5).to_string()], secs as u64 + 10)?;
     rr_client(client, bin, server_ip, secs)
 }
 
 /// The client half alone, against an address nobody answers on (for the
 /// tool's own test: it must fail rather than report a figure).
-pub fn rr_rtt_without_server(client: &Netns, server_ip: Ipv4Addr, secs: u32) -> Result<RoundTrip> {
+pub fn rr_rtt_without_server(client: &Netns, server_ip: impl Into<IpAddr>, secs: u32) -> Result<RoundTrip> {
     let bin = rr_bin()?;
-    rr_client(client, bin.to_str().context("weft-rr path is not UTF-8")?, server_ip, secs)
+    rr_client(client, bin.to_str().context("weft-rr path is not UTF-8")?, server_ip.into(), secs)
 }
 
-fn rr_client(client: &Netns, bin: &str, server_ip: Ipv4Addr, secs: u32) -> Result<RoundTrip> {
-    let to = format!("{server_ip}:11111");
+/// weft-rr's address on the server: port 11111 (`[v6]:11111` for IPv6).
+fn rr_addr(ip: IpAddr) -> String {
+    SocketAddr::new(ip, 11111).to_string()
+}
+
+fn rr_client(client: &Netns, bin: &str, server_ip: IpAddr, secs: u32) -> Result<RoundTrip> {
+    let to = rr_addr(server_ip);
     let bound = (secs + 10).to_string();
     let out = client.exec_output("timeout", &[&bound, "taskset", "-c", CLIENT_CPU, bin, "client", &to, "200000", &secs.to_string(), "64"])?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -152,11 +160,12 @@ fn rr_bin() -> Result<std::path::PathBuf> {
 
 /// iperf3 UDP from `client` with `len`-byte datagrams, as fast as it can
 /// send (`-b 0`) for `secs` seconds: datagrams per second that arrived.
-pub fn udp_pps(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, len: u32) -> Result<f64> {
+pub fn udp_pps(client: &Netns, server: &Netns, server_ip: impl Into<IpAddr>, secs: u32, len: u32) -> Result<f64> {
+    let server_ip = server_ip.into();
     retry_connect(|| udp_pps_once(client, server, server_ip, secs, len))
 }
 
-fn udp_pps_once(client: &Netns, server: &Netns, server_ip: Ipv4Addr, secs: u32, len: u32) -> Result<f64> {
+fn udp_pps_once(client: &Netns, server: &Netns, server_ip: IpAddr, secs: u32, len: u32) -> Result<f64> {
     let ip = server_ip.to_string();
     let _srv = start_server(server, "iperf3", &["-s", "-1", "-B", &ip], secs as u64 + 15)?;
     let (t, l, bound) = (secs.to_string(), len.to_string(), (secs + 10).to_string());

@@ -188,6 +188,8 @@ fn bench_smoke(weftd: &std::path::Path) -> Result<()> {
             profile: false,
             docs: &docs,
             only: &[],
+            // The IPv6 paths would add a dual-stack build and ~7 s per path.
+            ipv6: false,
         },
     )
 }
@@ -270,7 +272,7 @@ fn real_main() -> Result<()> {
             };
             let docs = if paths.is_empty() { bench::docs_dir() } else { target_dir().join("bench-explore") };
             let only = &paths;
-            let plan = |families, modes, section| bench_dataplanes::Plan { families, modes, runs, secs, section, profile, docs: &docs, only };
+            let plan = |families, modes, section| bench_dataplanes::Plan { families, modes, runs, secs, section, profile, docs: &docs, only, ipv6: true };
             match what.as_str() {
                 // host-gw alone is veth mode unless a mode is named.
                 "host-gw" => {

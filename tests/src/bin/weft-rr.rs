@@ -87,7 +87,10 @@ fn client(to: &str, count: &str, secs: &str, size: &str) -> Result<(), String> {
     // whichever comes first: on a loaded machine a 1 s run may not get
     // through 1,000 round trips, and would then measure none.
     let warm_until = Instant::now() + span / 10;
-    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("binding: {e}"))?;
+    // The unspecified address of the server's family (an IPv4 socket cannot
+    // reach an IPv6 server).
+    let any = if server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let sock = UdpSocket::bind(any).map_err(|e| format!("binding: {e}"))?;
     sock.connect(server).map_err(|e| format!("connecting to {server}: {e}"))?;
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
     let mut req = vec![0u8; size];

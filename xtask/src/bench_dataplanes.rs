@@ -358,10 +358,11 @@ impl Bed {
 }
 
 /// Whether a path's figures are kept only if weft's counters show that weft
-/// carried it. Not so for the host-gw fast path over IPv6, which weftd may
-/// not have yet (the kernel then routes it, as `--no-fast-path` does): its
-/// figures are kept and the table says in how many runs weft did not carry
-/// it.
+/// carried it. Not so for the host-gw fast path over IPv6, which landed
+/// after this path and has not been measured here yet (the kernel routes
+/// what it does not take, as `--no-fast-path` does): its figures are kept
+/// and the table says in how many runs weft did not carry it. Make it
+/// required once a run shows the fast path's counters moving.
 fn proof_required(p: Path, af: IpFamily) -> bool {
     !(p == Path::WeftHostGwFast && af == IpFamily::V6)
 }

@@ -19,8 +19,7 @@ pub fn subnet_env(cfg: &NetConfig, own: Subnets, mtu: u32, ipmasq: bool) -> Subn
     let cidr6 = |n: Ipv6Net| Ipv6Cidr { addr: n.network_addr(), prefix_len: n.prefix_len() };
     SubnetEnv {
         network: Some(Ipv4Cidr { addr: network.addr(), prefix_len: network.prefix_len() }),
-        subnet: subnet.network_addr(),
-        prefix_len: subnet.prefix_len(),
+        subnet: Some(Ipv4Cidr { addr: subnet.network_addr(), prefix_len: subnet.prefix_len() }),
         mtu,
         ipmasq: Some(ipmasq),
         ipv6_network: cfg.ipv6.as_ref().map(|c| cidr6(c.network)),

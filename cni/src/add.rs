@@ -1,6 +1,6 @@
 //! ADD: an address from the node's subnet (and on a dual-stack node one
-//! from its IPv6 subnet), the node bridge, a veth pair into the pod with
-//! addresses, MTU and routes, the endpoint record, the result. On any
+//! from its IPv6 subnet; on an IPv6-only node only that one), the node
+//! bridge, a veth pair into the pod with addresses, MTU and routes, the endpoint record, the result. On any
 //! failure everything this ADD made is removed again (the bridge, shared by
 //! all pods, stays), so a failed ADD leaves nothing: also when one family
 //! has no free address, the other's is released.
@@ -20,7 +20,7 @@ use crate::{
     env::Attachment,
     error::{code, CniError, Result},
     ipam::{Range, Store},
-    link::{self, in_netns, mac_for, Netlink},
+    link::{self, in_netns, mac_for, mac_for6, Netlink},
     naming,
     result::{CniResult, Interface, IpConfig, Route},
     subnet_env::{self, SubnetEnv},
@@ -47,17 +47,19 @@ pub fn open_pod_netns(path: &Path) -> Result<File> {
 /// wider than the node's subnet) and, with `isDefaultGateway`, the default
 /// route, both via the bridge, as flannel's CNI plugin sets them up; on a
 /// dual-stack node the same for IPv6 (FLANNEL_IPV6_NETWORK, `::/0`) via the
-/// IPv6 gateway, after the IPv4 ones.
+/// IPv6 gateway, after the IPv4 ones; on an IPv6-only node only those.
 pub fn pod_routes(conf: &NetConf, env: &SubnetEnv) -> Vec<Route> {
-    let gw = Some(IpAddr::V4(env.gateway()));
     let mut v = Vec::new();
-    if let Some(net) = env.network {
-        if net.prefix_len > 0 && net.prefix_len < env.prefix_len {
-            v.push(Route { dst: IpAddr::V4(net.addr), prefix_len: net.prefix_len, gw });
+    if let Some(s4) = env.subnet {
+        let gw = Some(IpAddr::V4(s4.host(1)));
+        if let Some(net) = env.network {
+            if net.prefix_len > 0 && net.prefix_len < s4.prefix_len {
+                v.push(Route { dst: IpAddr::V4(net.addr), prefix_len: net.prefix_len, gw });
+            }
         }
-    }
-    if conf.is_default_gateway {
-        v.push(Route { dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix_len: 0, gw });
+        if conf.is_default_gateway {
+            v.push(Route { dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED), prefix_len: 0, gw });
+        }
     }
     if let (Some(s6), Some(gw6)) = (env.ipv6_subnet, env.ipv6_gateway()) {
         let gw = Some(IpAddr::V6(gw6));
@@ -73,19 +75,34 @@ pub fn pod_routes(conf: &NetConf, env: &SubnetEnv) -> Vec<Route> {
     v
 }
 
-/// The pod's addresses: IPv4 from FLANNEL_SUBNET, and IPv6 from
-/// FLANNEL_IPV6_SUBNET on a dual-stack node. If the second cannot be had,
-/// the first is released again.
-fn allocate(store: &Store, env: &SubnetEnv, att: &Attachment) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
-    let (ip, _reused) = store.allocate(&Range::of(env), &att.container_id, &att.ifname)?;
-    let IpAddr::V4(ip) = ip else { return Err(CniError::internal(format!("the IPv4 range gave {ip}"))) };
-    let Some(r6) = Range::of_v6(env) else { return Ok((ip, None)) };
+/// The pod's addresses: IPv4 from FLANNEL_SUBNET (a node with IPv4), IPv6
+/// from FLANNEL_IPV6_SUBNET (dual stack, IPv6-only); at least one of them,
+/// as subnet.env has at least one subnet. If the second cannot be had, the
+/// first is released again.
+fn allocate(store: &Store, env: &SubnetEnv, att: &Attachment) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+    let ip = match Range::of(env) {
+        Some(r4) => match store.allocate(&r4, &att.container_id, &att.ifname)?.0 {
+            IpAddr::V4(ip) => Some(ip),
+            other => return Err(CniError::internal(format!("the IPv4 range gave {other}"))),
+        },
+        None => None,
+    };
+    let Some(r6) = Range::of_v6(env) else {
+        return match ip {
+            Some(ip) => Ok((Some(ip), None)),
+            None => Err(CniError::internal("subnet.env has neither FLANNEL_SUBNET nor FLANNEL_IPV6_SUBNET")),
+        };
+    };
     match store.allocate(&r6, &att.container_id, &att.ifname) {
         Ok((IpAddr::V6(ip6), _)) => Ok((ip, Some(ip6))),
         Ok((other, _)) => Err(CniError::internal(format!("the IPv6 range gave {other}"))),
-        Err(e) => match store.release(&att.container_id, &att.ifname) {
-            Ok(_) => Err(e),
-            Err(e2) => Err(e.with_details(format!("releasing {ip} again: {}", e2.msg))),
+        // An IPv6-only node's failed allocation reserved nothing to take back.
+        Err(e) => match ip {
+            None => Err(e),
+            Some(ip) => match store.release(&att.container_id, &att.ifname) {
+                Ok(_) => Err(e),
+                Err(e2) => Err(e.with_details(format!("releasing {ip} again: {}", e2.msg))),
+            },
         },
     }
 }
@@ -146,12 +163,14 @@ pub fn add(conf: &NetConf, att: &Attachment) -> Result<Value> {
     }
 }
 
-fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Addr, ip6: Option<Ipv6Addr>, undo: &mut Undo) -> Result<Value> {
+fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>, undo: &mut Undo) -> Result<Value> {
     let netns = att.netns.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
     let nl = Netlink::new()?;
-    // With an IPv6 address the node has FLANNEL_IPV6_SUBNET.
+    // (address, gateway, prefix length) per family: with an IPv4 address
+    // the node has FLANNEL_SUBNET, with an IPv6 one FLANNEL_IPV6_SUBNET.
+    let v4 = ip.zip(env.subnet).map(|(a, s)| (a, s.host(1), s.prefix_len));
     let v6 = ip6.zip(env.ipv6_subnet).zip(env.ipv6_gateway()).map(|((a, s), g)| (a, g, s.prefix_len));
-    let bridge = nl.ensure_bridge(&conf.bridge, env.gateway(), env.prefix_len, v6.map(|(_, g, l)| (g, l)), env.mtu)?;
+    let bridge = nl.ensure_bridge(&conf.bridge, v4.map(|(_, g, l)| (g, l)), v6.map(|(_, g, l)| (g, l)), env.mtu)?;
 
     let host = naming::host_veth(&att.container_id, &att.ifname);
     let alias = naming::alias(&conf.name, &att.container_id, &att.ifname);
@@ -164,7 +183,12 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
         }
         nl.delete(old.index)?;
     }
-    let pod_mac = mac_for(ip);
+    // From the IPv4 address; an IPv6-only pod's from its IPv6 address.
+    let pod_mac = match (ip, ip6) {
+        (Some(a), _) => mac_for(a),
+        (None, Some(a)) => mac_for6(a),
+        (None, None) => return Err(CniError::internal("the pod has no address")),
+    };
     nl.create_veth(&host, &att.ifname, pod_mac, env.mtu, ns.as_raw_fd()).map_err(|(errno, msg)| {
         if errno == Some(libc::EEXIST) {
             CniError::internal(format!("{msg} (a device named {host} on the node or {} in the pod appeared meanwhile)", att.ifname))
@@ -180,7 +204,9 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
     let routes = pod_routes(conf, env);
     let pod = in_netns(ns, |p| {
         let l = p.link_by_name(&att.ifname)?.ok_or_else(|| CniError::internal(format!("{} did not appear in {netns}", att.ifname)))?;
-        p.add_addr(l.index, IpAddr::V4(ip), env.prefix_len)?;
+        if let Some((a, _, len)) = v4 {
+            p.add_addr(l.index, IpAddr::V4(a), len)?;
+        }
         if let Some((a, _, len)) = v6 {
             // Before it is up: its link-local address skips DAD too.
             link::disable_dad(&att.ifname)?;
@@ -188,10 +214,11 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
         }
         p.set_up(l.index)?;
         for r in &routes {
-            let gw = match (r.gw, r.dst, v6) {
-                (Some(g), _, _) => g,
-                (None, IpAddr::V6(_), Some((_, g, _))) => IpAddr::V6(g),
-                _ => IpAddr::V4(env.gateway()),
+            let gw = match (r.gw, r.dst, v4, v6) {
+                (Some(g), ..) => g,
+                (None, IpAddr::V6(_), _, Some((_, g, _))) => IpAddr::V6(g),
+                (None, IpAddr::V4(_), Some((_, g, _)), _) => IpAddr::V4(g),
+                _ => return Err(CniError::internal(format!("no gateway of the family of route {}/{}", r.dst, r.prefix_len))),
             };
             p.add_route(r.dst, r.prefix_len, gw, l.index)?;
         }
@@ -223,7 +250,9 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
             Interface { name: host, mac: mac(hv.mac), mtu: Some(hv.mtu), sandbox: None },
             Interface { name: att.ifname.clone(), mac: mac(pod.mac), mtu: Some(pod.mtu), sandbox: Some(netns) },
         ],
-        ips: std::iter::once(IpConfig { address: IpAddr::V4(ip), prefix_len: env.prefix_len, gateway: Some(IpAddr::V4(env.gateway())), interface: Some(2) })
+        ips: v4
+            .map(|(a, g, len)| IpConfig { address: IpAddr::V4(a), prefix_len: len, gateway: Some(IpAddr::V4(g)), interface: Some(2) })
+            .into_iter()
             .chain(v6.map(|(a, g, len)| IpConfig { address: IpAddr::V6(a), prefix_len: len, gateway: Some(IpAddr::V6(g)), interface: Some(2) }))
             .collect(),
         routes,
@@ -233,4 +262,30 @@ fn wire(conf: &NetConf, att: &Attachment, ns: &File, env: &SubnetEnv, ip: Ipv4Ad
         Some(prev) => result.appended_to(prev, &conf.cni_version),
         None => result.to_json(&conf.cni_version),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf() -> NetConf {
+        NetConf::parse(br#"{"cniVersion":"1.0.0","name":"weft","type":"weft-cni"}"#).unwrap()
+    }
+
+    fn routes(env: &str) -> Vec<String> {
+        let env = SubnetEnv::parse(env).unwrap();
+        pod_routes(&conf(), &env).iter().map(|r| format!("{}/{} via {}", r.dst, r.prefix_len, r.gw.map(|g| g.to_string()).unwrap_or_default())).collect()
+    }
+
+    /// IPv4, dual stack, IPv6-only: each family's routes via its own gateway,
+    /// and none of a family the node lacks.
+    #[test]
+    fn routes_per_family() {
+        let v4 = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n";
+        assert_eq!(routes(v4), ["10.244.0.0/16 via 10.244.5.1", "0.0.0.0/0 via 10.244.5.1"]);
+        let v6 = "FLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:5::1/64\nFLANNEL_MTU=1430\n";
+        assert_eq!(routes(v6), ["fd44::/48 via fd44:0:0:5::1", "::/0 via fd44:0:0:5::1"]);
+        let dual = format!("{v4}{v6}");
+        assert_eq!(routes(&dual), ["10.244.0.0/16 via 10.244.5.1", "0.0.0.0/0 via 10.244.5.1", "fd44::/48 via fd44:0:0:5::1", "::/0 via fd44:0:0:5::1"]);
+    }
 }

@@ -4,7 +4,8 @@
 //! addresses, the routes), the address reservations, the endpoint record,
 //! and the addresses still inside the node's subnets; on a dual-stack pod
 //! all of it for both families (the bridge's IPv6 gateway, the pod's IPv6
-//! address, its IPv6 routes, `ip6` in the record). Every problem found is
+//! address, its IPv6 routes, `ip6` in the record); on an IPv6-only pod for
+//! IPv6 alone (and no `ip` in the record). Every problem found is
 //! reported at once (error 101, weft-cni's own code: no well-known one
 //! means "not as expected").
 use std::net::IpAddr;
@@ -40,14 +41,14 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
         .position(|i| i.name == att.ifname && i.sandbox.as_deref() == Some(netns.as_str()))
         .ok_or_else(|| failed(format!("prevResult lists no interface {} in {netns}", att.ifname)))?;
     let pod_if = &prev.interfaces[pod_i];
-    let ipc = prev
-        .ips
-        .iter()
-        .find(|i| i.interface == Some(pod_i) && i.address.is_ipv4())
-        .ok_or_else(|| failed(format!("prevResult lists no address on {}", att.ifname)))?;
-    // A dual-stack pod's IPv6 address.
+    // The pod's IPv4 address (none on an IPv6-only node), its IPv6 address
+    // (dual stack, IPv6-only): at least one.
+    let ipc4 = prev.ips.iter().find(|i| i.interface == Some(pod_i) && i.address.is_ipv4());
     let ipc6 = prev.ips.iter().find(|i| i.interface == Some(pod_i) && i.address.is_ipv6());
-    let ipcs: Vec<_> = std::iter::once(ipc).chain(ipc6).collect();
+    let ipcs: Vec<_> = ipc4.into_iter().chain(ipc6).collect();
+    if ipcs.is_empty() {
+        return Err(failed(format!("prevResult lists no address on {}", att.ifname)));
+    }
     let host = naming::host_veth(&att.container_id, &att.ifname);
     let alias = naming::alias(&conf.name, &att.container_id, &att.ifname);
     let ns = open_pod_netns(att.netns.as_deref().unwrap_or(std::path::Path::new("")))?;
@@ -104,7 +105,6 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
 
     // The pod side.
     let routes = prev.routes.clone();
-    let addr = ipc.address;
     let want_addrs: Vec<(IpAddr, u8)> = ipcs.iter().map(|i| (i.address, i.prefix_len)).collect();
     let gw_of = |dst: IpAddr| ipcs.iter().find(|i| i.address.is_ipv6() == dst.is_ipv6()).and_then(|i| i.gateway);
     let pod_problems = in_netns(&ns, |p| {
@@ -149,23 +149,29 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
             problems.push(format!("{a} is not reserved for {}/{} in the address store", att.container_id, att.ifname));
         }
     }
+    let addr4 = ipc4.and_then(|i| match i.address {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    });
     let addr6 = ipc6.and_then(|i| match i.address {
         IpAddr::V6(a) => Some(a),
         IpAddr::V4(_) => None,
     });
+    let show4 = |a: Option<std::net::Ipv4Addr>| a.map(|a| a.to_string()).unwrap_or("no IPv4 address".into());
     match endpoint::read(&conf.endpoints_dir, &att.container_id, &att.ifname)? {
         None => problems.push(format!("endpoint record {} is missing", endpoint::path(&conf.endpoints_dir, &att.container_id, &att.ifname).display())),
         Some(r) => {
             // A missing host veth is reported above; its ifindex is compared when it is there.
             let ifindex = hv.as_ref().map(|h| h.index);
             let stale_ifindex = ifindex.is_some_and(|i| i != r.host_ifindex);
-            if IpAddr::V4(r.ip) != addr || r.host_veth != host || stale_ifindex || r.netns != netns {
+            if r.ip != addr4 || r.host_veth != host || stale_ifindex || r.netns != netns {
                 problems.push(format!(
-                    "endpoint record says {} on {} (#{}) in {}, the pod has {addr} on {host} (#{})",
-                    r.ip,
+                    "endpoint record says {} on {} (#{}) in {}, the pod has {} on {host} (#{})",
+                    show4(r.ip),
                     r.host_veth,
                     r.host_ifindex,
                     r.netns,
+                    show4(addr4),
                     ifindex.map(|i| i.to_string()).unwrap_or("-".into())
                 ));
             }
@@ -177,10 +183,10 @@ pub fn check(conf: &NetConf, att: &Attachment) -> Result<()> {
     }
     match subnet_env::read(&conf.subnet_file) {
         Ok(env) => {
-            if let IpAddr::V4(a) = addr {
-                if !env.contains(a) {
-                    problems.push(format!("{addr} is outside the node's subnet {}/{} (the node's lease changed)", env.subnet, env.prefix_len));
-                }
+            match (addr4, env.subnet) {
+                (Some(a), Some(s4)) if !s4.contains(a) => problems.push(format!("{a} is outside the node's subnet {s4} (the node's lease changed)")),
+                (Some(a), None) => problems.push(format!("the pod has {a} but {} has no FLANNEL_SUBNET any more", conf.subnet_file.display())),
+                _ => {}
             }
             match (addr6, env.ipv6_subnet) {
                 (Some(a), Some(s6)) if !s6.contains(a) => problems.push(format!("{a} is outside the node's IPv6 subnet {s6} (the node's lease changed)")),

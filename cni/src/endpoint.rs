@@ -51,7 +51,7 @@ mod tests {
             container_id: "x".into(),
             ifname: "eth0".into(),
             netns: String::new(),
-            ip: "10.0.0.2".parse().unwrap(),
+            ip: Some("10.0.0.2".parse().unwrap()),
             pod_mac: String::new(),
             host_veth: "v".into(),
             host_ifindex: 1,

@@ -4,12 +4,15 @@
 //! `net.IP.String()` writes it) and created with `O_CREAT|O_EXCL`, holding
 //! `<containerID>\r\n<ifname>` (host-local's line break; a bare `\n` and
 //! host-local's old ID-only files are read too), plus one
-//! `last_reserved_ip.<N>` per range (where the next search starts: `.0` the
-//! IPv4 range, `.1` the IPv6 range of a dual-stack node, host-local's range
-//! indexes for flannel's `ranges: [[v4], [v6]]`) and `lock`, which every
-//! operation holds with `flock(LOCK_EX)`, as host-local does.
+//! `last_reserved_ip.<N>` per range (where the next search starts:
+//! host-local's range indexes for the ranges flannel's CNI plugin gives it,
+//! `[[v4], [v6]]` with only those the node has: `.0` the IPv4 range and `.1`
+//! the IPv6 range of a dual-stack node, `.0` the IPv6 range of an IPv6-only
+//! node) and `lock`, which every operation holds with `flock(LOCK_EX)`, as
+//! host-local does.
 //!
-//! IPv4 addresses come from the node's subnet minus the network address, the
+//! IPv4 addresses come from the node's subnet (none on an IPv6-only node,
+//! whose subnet.env has no FLANNEL_SUBNET) minus the network address, the
 //! gateway (.1) and the broadcast address; IPv6 ones from FLANNEL_IPV6_SUBNET
 //! minus the network address and the gateway (`::1`), up to its last address
 //! (host-local's default range for each family). Files live on disk, so
@@ -29,7 +32,9 @@ use crate::{
 };
 
 pub const LINE_BREAK: &str = "\r\n";
+/// `last_reserved_ip.<N>` of the first range (IPv4; IPv6 on an IPv6-only node).
 pub const LAST_RESERVED: &str = "last_reserved_ip.0";
+/// Of the second range: IPv6 on a dual-stack node.
 pub const LAST_RESERVED_V6: &str = "last_reserved_ip.1";
 pub const LOCK: &str = "lock";
 
@@ -58,21 +63,27 @@ pub struct Range {
     pub first: IpAddr,
     pub last: IpAddr,
     pub gateway: IpAddr,
+    /// host-local's range index: the range's place in flannel's `ranges`
+    /// (IPv4 first, then IPv6, each only if the node has it).
+    pub index: usize,
 }
 
 impl Range {
-    /// The IPv4 range: FLANNEL_SUBNET.
-    pub fn of(env: &SubnetEnv) -> Range {
-        Range {
-            subnet: IpAddr::V4(env.subnet),
-            prefix_len: env.prefix_len,
-            first: IpAddr::V4(Ipv4Addr::from(u32::from(env.subnet) + 1)),
-            last: IpAddr::V4(Ipv4Addr::from(u32::from(env.broadcast()) - 1)),
-            gateway: IpAddr::V4(env.gateway()),
-        }
+    /// The IPv4 range: FLANNEL_SUBNET (None on an IPv6-only node).
+    pub fn of(env: &SubnetEnv) -> Option<Range> {
+        let s = env.subnet?;
+        Some(Range {
+            subnet: IpAddr::V4(s.host(0)),
+            prefix_len: s.prefix_len,
+            first: IpAddr::V4(s.host(1)),
+            last: IpAddr::V4(Ipv4Addr::from(u32::from(s.broadcast()) - 1)),
+            gateway: IpAddr::V4(s.host(1)),
+            index: 0,
+        })
     }
 
-    /// The IPv6 range: FLANNEL_IPV6_SUBNET (None on an IPv4-only node).
+    /// The IPv6 range: FLANNEL_IPV6_SUBNET (None on an IPv4-only node);
+    /// the second range on a dual-stack node, the only one on an IPv6-only node.
     pub fn of_v6(env: &SubnetEnv) -> Option<Range> {
         let s = env.ipv6_subnet?;
         let net = u128::from(s.host(0));
@@ -83,6 +94,7 @@ impl Range {
             first: IpAddr::V6(s.host(1)),
             last: IpAddr::V6(Ipv6Addr::from(last)),
             gateway: IpAddr::V6(s.host(1)),
+            index: usize::from(env.subnet.is_some()),
         })
     }
 
@@ -90,17 +102,18 @@ impl Range {
         self.subnet.is_ipv6()
     }
 
-    /// host-local's range index: 0 for IPv4, 1 for IPv6 (flannel's order).
+    /// host-local's range index (flannel's order): 0 for IPv4, 1 for IPv6
+    /// on a dual-stack node, 0 for IPv6 on an IPv6-only node.
     pub fn index(&self) -> usize {
-        usize::from(self.is_v6())
+        self.index
     }
 
     /// `last_reserved_ip.<index>`.
     pub fn last_reserved_file(&self) -> &'static str {
-        if self.is_v6() {
-            LAST_RESERVED_V6
-        } else {
+        if self.index == 0 {
             LAST_RESERVED
+        } else {
+            LAST_RESERVED_V6
         }
     }
 
@@ -334,7 +347,7 @@ mod tests {
     fn allocates_in_order_skips_gateway_and_exhausts() {
         let d = tmp("order");
         let s = Store::open(&d, "net", true).unwrap().unwrap();
-        let r = Range::of(&env29());
+        let r = Range::of(&env29()).unwrap();
         assert_eq!(r.size(), 5);
         let got: Vec<IpAddr> = (0..5).map(|i| s.allocate(&r, &format!("c{i}"), "eth0").unwrap().0).collect();
         let want: Vec<IpAddr> = (2..=6).map(|h| v4(10, 9, 0, h)).collect();
@@ -377,7 +390,7 @@ mod tests {
     fn concurrent_allocations_are_unique() {
         let d = tmp("conc");
         let env = SubnetEnv::parse("FLANNEL_SUBNET=10.9.0.1/24\nFLANNEL_MTU=1450\n").unwrap();
-        let r = Range::of(&env);
+        let r = Range::of(&env).unwrap();
         let d2 = Arc::new(d.clone());
         let hs: Vec<_> = (0..64)
             .map(|i| {
@@ -408,7 +421,7 @@ mod tests {
         assert!(r.contains(v6("fd00:0:0:7::2")) && !r.contains(v6("fd00:0:0:7::1")) && !r.contains(v6("fd00:0:0:8::2")) && !r.contains(v4(10, 9, 0, 2)));
         assert_eq!(Range::of_v6(&dual("fd00::1/126")).unwrap().size(), 2);
         assert_eq!(Range::of_v6(&env29()), None);
-        let r4 = Range::of(&env29());
+        let r4 = Range::of(&env29()).unwrap();
         assert_eq!((r4.index(), r4.last_reserved_file(), r4.key()), (0, "last_reserved_ip.0", "FLANNEL_SUBNET"));
         assert!(!r4.contains(v6("::a09:2")));
     }
@@ -418,7 +431,7 @@ mod tests {
         let d = tmp("dual");
         let s = Store::open(&d, "net", true).unwrap().unwrap();
         let env = dual("fd00:0:0:7::1/126");
-        let (r4, r6) = (Range::of(&env), Range::of_v6(&env).unwrap());
+        let (r4, r6) = (Range::of(&env).unwrap(), Range::of_v6(&env).unwrap());
         assert_eq!(s.allocate(&r4, "a", "eth0").unwrap(), (v4(10, 9, 0, 2), false));
         assert_eq!(s.allocate(&r6, "a", "eth0").unwrap(), (v6("fd00:0:0:7::2"), false));
         assert_eq!(s.allocate(&r6, "a", "eth0").unwrap(), (v6("fd00:0:0:7::2"), true), "the address it holds");
@@ -441,6 +454,32 @@ mod tests {
         // GC sees v6 files too.
         let gone = s.gc(|a| a.container_id == "c").unwrap();
         assert_eq!(gone.iter().map(|a| a.ip).collect::<Vec<_>>(), vec![v6("fd00:0:0:7::3")]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// An IPv6-only node (no FLANNEL_SUBNET): no IPv4 range; the IPv6 range
+    /// is host-local's range 0, so its file is `last_reserved_ip.0` (holding
+    /// an IPv6 address), as host-local writes it for flannel's `[[v6]]`.
+    #[test]
+    fn ipv6_only_store_is_range_0() {
+        let env = SubnetEnv::parse("FLANNEL_IPV6_NETWORK=fd00::/48\nFLANNEL_IPV6_SUBNET=fd00:0:0:7::1/126\nFLANNEL_MTU=1430\n").unwrap();
+        assert_eq!(Range::of(&env), None);
+        let r6 = Range::of_v6(&env).unwrap();
+        assert_eq!((r6.index(), r6.last_reserved_file(), r6.key(), r6.size()), (0, "last_reserved_ip.0", "FLANNEL_IPV6_SUBNET", 2));
+        let d = tmp("v6only");
+        let s = Store::open(&d, "net", true).unwrap().unwrap();
+        // A stale IPv4 last_reserved_ip.0 (the node was IPv4 before) is not a place to start from.
+        std::fs::write(s.dir().join(LAST_RESERVED), "10.9.0.5").unwrap();
+        assert_eq!(s.allocate(&r6, "a", "eth0").unwrap(), (v6("fd00:0:0:7::2"), false));
+        assert_eq!(s.allocate(&r6, "b", "eth0").unwrap(), (v6("fd00:0:0:7::3"), false));
+        let mut names: Vec<String> = std::fs::read_dir(s.dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, vec!["fd00:0:0:7::2", "fd00:0:0:7::3", "last_reserved_ip.0", "lock"]);
+        assert_eq!(std::fs::read_to_string(s.dir().join(LAST_RESERVED)).unwrap(), "fd00:0:0:7::3");
+        let e = s.allocate(&r6, "c", "eth0").unwrap_err();
+        assert!(e.msg.starts_with("no free address in FLANNEL_IPV6_SUBNET fd00:0:0:7::/126"), "{e}");
+        assert_eq!(s.release("a", "eth0").unwrap(), vec![v6("fd00:0:0:7::2")]);
+        assert_eq!(s.allocate(&r6, "c", "eth0").unwrap(), (v6("fd00:0:0:7::2"), false), "wraps after last_reserved_ip.0");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -58,6 +58,23 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x0a, 0x58, o[0], o[1], o[2], o[3]]
 }
 
+/// The same for an IPv6-only pod (or bridge): `0a:58:<the last four bytes
+/// of ip>`. Fixed per address, and unique among the addresses of one node's
+/// subnet (weft-cni hands them out in order from `<subnet>::2`), which is
+/// all that shares the bridge's L2.
+pub fn mac_for6(ip: Ipv6Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x0a, 0x58, o[12], o[13], o[14], o[15]]
+}
+
+/// [`mac_for`] of an IPv4 address, [`mac_for6`] of an IPv6 one.
+pub fn mac_for_any(ip: IpAddr) -> [u8; 6] {
+    match ip {
+        IpAddr::V4(a) => mac_for(a),
+        IpAddr::V6(a) => mac_for6(a),
+    }
+}
+
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
@@ -218,16 +235,22 @@ impl Netlink {
         })
     }
 
-    /// The node bridge: created with the gateway's MAC ([`mac_for`]; a MAC
-    /// set at creation keeps the bridge from taking its ports' MACs as they
-    /// come and go), the MTU and `gw/len`, and up; or adopted when it exists
-    /// (also when a concurrent ADD created it a moment ago: EEXIST), given
-    /// the MTU and address it lacks. Its MAC is never changed. On a
-    /// dual-stack node `gw6` is the IPv6 gateway, added the same way
-    /// (`nodad`: usable at once, as the one router of the subnet).
-    pub fn ensure_bridge(&self, name: &str, gw: Ipv4Addr, prefix_len: u8, gw6: Option<(Ipv6Addr, u8)>, mtu: u32) -> Result<LinkState> {
+    /// The node bridge: created with the gateway's MAC ([`mac_for`] of the
+    /// IPv4 gateway, [`mac_for6`] of the IPv6 one on an IPv6-only node; a
+    /// MAC set at creation keeps the bridge from taking its ports' MACs as
+    /// they come and go), the MTU and `gw/len`, and up; or adopted when it
+    /// exists (also when a concurrent ADD created it a moment ago: EEXIST),
+    /// given the MTU and addresses it lacks. Its MAC is never changed. `gw`
+    /// is the IPv4 gateway (None on an IPv6-only node), `gw6` the IPv6 one
+    /// (dual stack, IPv6-only), added the same way (`nodad`: usable at once,
+    /// as the one router of the subnet). At least one of the two is given.
+    pub fn ensure_bridge(&self, name: &str, gw: Option<(Ipv4Addr, u8)>, gw6: Option<(Ipv6Addr, u8)>, mtu: u32) -> Result<LinkState> {
+        let gws: Vec<(IpAddr, u8)> = gw.map(|(g, l)| (IpAddr::V4(g), l)).into_iter().chain(gw6.map(|(g, l)| (IpAddr::V6(g), l))).collect();
+        let Some(&(first, _)) = gws.first() else {
+            return Err(CniError::internal(format!("bridge {name}: no gateway address of either family")));
+        };
         if self.link_by_name(name)?.is_none() {
-            let msg = LinkBridge::new(name).mtu(mtu).address(mac_for(gw).to_vec()).build();
+            let msg = LinkBridge::new(name).mtu(mtu).address(mac_for_any(first).to_vec()).build();
             let r = self.rt.block_on(self.h.link().add(msg).execute());
             match r {
                 Ok(()) => {}
@@ -243,7 +266,7 @@ impl Netlink {
             self.set(LinkUnspec::new_with_index(l.index).mtu(mtu).build(), format!("setting MTU {mtu} on {name}"))?;
         }
         let have = self.addrs(l.index)?;
-        for (a, len) in std::iter::once((IpAddr::V4(gw), prefix_len)).chain(gw6.map(|(g, l)| (IpAddr::V6(g), l))) {
+        for (a, len) in gws {
             if have.contains(&(a, len)) {
                 continue;
             }
@@ -398,5 +421,7 @@ mod tests {
     #[test]
     fn macs() {
         assert_eq!(weft_common::mac::format_mac(&mac_for(Ipv4Addr::new(10, 244, 1, 5))), "0a:58:0a:f4:01:05");
+        assert_eq!(weft_common::mac::format_mac(&mac_for6("fd44:0:0:5::a:102".parse().unwrap())), "0a:58:00:0a:01:02");
+        assert_eq!(mac_for_any(IpAddr::V4(Ipv4Addr::new(10, 244, 1, 5))), mac_for(Ipv4Addr::new(10, 244, 1, 5)));
     }
 }

@@ -293,4 +293,22 @@ mod tests {
         assert_eq!(CniResult::parse(&json!({"ips": [{"address": "fd00::1/129"}]})).unwrap_err().code, code::INVALID_CONFIG);
         assert_eq!(CniResult::parse(&json!({"routes": [{"dst": "fd00::/48", "gw": "fd00::zz"}]})).unwrap_err().code, code::INVALID_CONFIG);
     }
+
+    /// An IPv6-only pod: one IPv6 entry on eth0, only IPv6 routes; 0.4.0 marks it "6".
+    #[test]
+    fn ipv6_only_result() {
+        let mut r = sample();
+        let gw6: IpAddr = "fd44:0:0:5::1".parse().unwrap();
+        r.ips = vec![IpConfig { address: "fd44:0:0:5::2".parse().unwrap(), prefix_len: 64, gateway: Some(gw6), interface: Some(2) }];
+        r.routes = vec![
+            Route { dst: "fd44::".parse().unwrap(), prefix_len: 48, gw: Some(gw6) },
+            Route { dst: Ipv6Addr::UNSPECIFIED.into(), prefix_len: 0, gw: Some(gw6) },
+        ];
+        let v1 = r.to_json("1.0.0");
+        assert_eq!(v1["ips"], json!([{"address": "fd44:0:0:5::2/64", "gateway": "fd44:0:0:5::1", "interface": 2}]));
+        assert_eq!(v1["routes"], json!([{"dst": "fd44::/48", "gw": "fd44:0:0:5::1"}, {"dst": "::/0", "gw": "fd44:0:0:5::1"}]));
+        assert_eq!(r.to_json("0.4.0")["ips"][0]["version"], "6");
+        let back = CniResult::parse(&v1).unwrap();
+        assert_eq!((back.ips, back.routes), (r.ips.clone(), r.routes.clone()));
+    }
 }

@@ -40,7 +40,7 @@ mod tests {
         let bad = read(&p).unwrap_err();
         assert_eq!((bad.code, bad.msg), (code::INVALID_CONFIG, format!("{}: FLANNEL_MTU is missing", p.display())));
         std::fs::write(&p, "FLANNEL_SUBNET=10.0.0.1/24\nFLANNEL_MTU=1450\n").unwrap();
-        assert_eq!(read(&p).unwrap().gateway(), std::net::Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(read(&p).unwrap().gateway(), Some(std::net::Ipv4Addr::new(10, 0, 0, 1)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,12 +15,16 @@
 //!  "bridge":"cni0","bridgeMac":"…","mtu":1450,"ip6":"fc00:0:0:1::5"}
 //! ```
 //!
-//! `ip6` is there only for a pod of a dual-stack node (FLANNEL_IPV6_SUBNET).
+//! `ip6` is there only for a pod of a node with IPv6 (FLANNEL_IPV6_SUBNET:
+//! dual stack or IPv6-only); `ip` only for a pod of a node with IPv4
+//! (FLANNEL_SUBNET), so an IPv6-only pod's record has `ip6` and no `ip`.
+//! A record has at least one of the two.
 //!
-//! The writer always writes every field. Readers need only those weftd
-//! needs (`ifname`, `ip`, `podMac`, `hostVeth`, `hostIfindex`, `bridgeMac`)
-//! and take the others as empty (or 0) when a record lacks them, so that a
-//! record written by any weft-cni, or by hand, keeps working.
+//! The writer always writes every other field. Readers need only those
+//! weftd needs (`ifname`, `ip` or `ip6`, `podMac`, `hostVeth`,
+//! `hostIfindex`, `bridgeMac`) and take the others as empty (or 0) when a
+//! record lacks them, so that a record written by any weft-cni, or by hand,
+//! keeps working.
 use std::{
     fmt,
     io::{self, ErrorKind},
@@ -41,8 +45,10 @@ pub struct EndpointRecord {
     /// `CNI_NETNS`: the pod's network namespace (empty if the record lacks it).
     #[serde(default)]
     pub netns: String,
-    /// The pod's IPv4 address (no prefix length).
-    pub ip: Ipv4Addr,
+    /// The pod's IPv4 address (no prefix length); None for a pod of an
+    /// IPv6-only node (then the record has `ip6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// MAC of the pod's interface, "0a:58:..." ([`crate::mac::format_mac`]).
     #[serde(rename = "podMac")]
     pub pod_mac: String,
@@ -61,7 +67,7 @@ pub struct EndpointRecord {
     /// MTU of both ends, FLANNEL_MTU (0 if the record lacks it).
     #[serde(default)]
     pub mtu: u32,
-    /// The pod's IPv6 address on a dual-stack node (absent otherwise).
+    /// The pod's IPv6 address on a dual-stack or IPv6-only node (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
 }
@@ -91,6 +97,9 @@ impl EndpointRecord {
         let r: EndpointRecord = serde_json::from_slice(bytes).map_err(|e| RecordError::Invalid(format!("not an endpoint record: {e}")))?;
         if r.host_ifindex == 0 {
             return Err(RecordError::Invalid("hostIfindex is 0".into()));
+        }
+        if r.ip.is_none() && r.ip6.is_none() {
+            return Err(RecordError::Invalid("the record has neither ip nor ip6".into()));
         }
         Ok(r)
     }
@@ -174,7 +183,7 @@ mod tests {
             container_id: "abc".into(),
             ifname: "eth0".into(),
             netns: "/var/run/netns/x".into(),
-            ip: Ipv4Addr::new(10, 244, 1, 5),
+            ip: Some(Ipv4Addr::new(10, 244, 1, 5)),
             pod_mac: "0a:58:0a:f4:01:05".into(),
             host_veth: "veth1a2b3c4d".into(),
             host_ifindex: 17,
@@ -191,6 +200,23 @@ mod tests {
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(text, TODAYS.replace(r#""mtu":1450}"#, r#""mtu":1450,"ip6":"fd44:0:0:1::5"}"#));
         assert_eq!(EndpointRecord::parse(text.as_bytes()).unwrap(), r);
+    }
+
+    /// A pod of an IPv6-only node: `ip6`, no `ip` (not even null); every
+    /// other field where it always was.
+    #[test]
+    fn an_ipv6_only_record_has_no_ip() {
+        let r = EndpointRecord { ip: None, ip6: Some("fd44:0:0:5::2".parse().unwrap()), ..rec() };
+        let text = String::from_utf8(r.to_json()).unwrap();
+        let want = TODAYS.replace(r#""ip":"10.244.1.5","#, "").replace(r#""mtu":1450}"#, r#""mtu":1450,"ip6":"fd44:0:0:5::2"}"#);
+        assert_eq!(text, want);
+        assert!(!text.contains(r#""ip":"#), "{text}");
+        assert_eq!(EndpointRecord::parse(text.as_bytes()).unwrap(), r);
+        // Neither address: not a record weftd can use.
+        let neither = TODAYS.replace(r#""ip":"10.244.1.5","#, "");
+        let e = EndpointRecord::parse(neither.as_bytes()).unwrap_err();
+        assert!(matches!(&e, RecordError::Invalid(why) if why.contains("neither ip nor ip6")), "{e}");
+        assert!(EndpointRecord::parse(neither.replace(r#""mtu":1450"#, r#""mtu":1450,"ip":null"#).as_bytes()).is_err());
     }
 
     #[test]

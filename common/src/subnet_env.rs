@@ -21,6 +21,17 @@
 //! FLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64
 //! ```
 //!
+//! An IPv6-only node (flannel's `"EnableIPv4": false`) has only the IPv6
+//! keys: flanneld writes FLANNEL_NETWORK and FLANNEL_SUBNET only when IPv4
+//! is enabled. A file needs FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET, or both.
+//!
+//! ```text
+//! FLANNEL_IPV6_NETWORK=fd44::/48
+//! FLANNEL_IPV6_SUBNET=fd44:0:0:5::1/64
+//! FLANNEL_MTU=1430
+//! FLANNEL_IPMASQ=false
+//! ```
+//!
 //! To add a key: a constant in [`keys`], a field, an arm in
 //! [`SubnetEnv::parse`] and a line in [`SubnetEnv::render`].
 use std::{
@@ -67,6 +78,24 @@ impl Ipv4Cidr {
     /// The same prefix with the host bits cleared.
     pub fn trunc(self) -> Ipv4Cidr {
         Ipv4Cidr { addr: Ipv4Addr::from(u32::from(self.addr) & mask(self.prefix_len)), ..self }
+    }
+
+    /// The n-th address of the prefix (0: the network address, 1: the gateway).
+    pub fn host(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from((u32::from(self.addr) & mask(self.prefix_len)).wrapping_add(n))
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !mask(self.prefix_len))
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix_len) == u32::from(self.addr) & mask(self.prefix_len)
+    }
+
+    /// The prefix as flannel's lease store names an IPv4 subnet: "10.244.73.0-24".
+    pub fn lease_name(&self) -> String {
+        format!("{}-{}", self.trunc().addr, self.prefix_len)
     }
 }
 
@@ -127,11 +156,10 @@ impl fmt::Display for Ipv6Cidr {
 pub struct SubnetEnv {
     /// FLANNEL_NETWORK, host bits cleared; None when the file has none.
     pub network: Option<Ipv4Cidr>,
-    /// Network address of the node's subnet (FLANNEL_SUBNET with the host
-    /// bits cleared).
-    pub subnet: Ipv4Addr,
-    /// FLANNEL_SUBNET's prefix length, 1..=30 (a gateway and at least one pod).
-    pub prefix_len: u8,
+    /// The node's IPv4 pod subnet (FLANNEL_SUBNET with the host bits
+    /// cleared; the file holds its first address, the gateway), prefix
+    /// 1..=30 (a gateway and at least one pod); None on an IPv6-only node.
+    pub subnet: Option<Ipv4Cidr>,
     /// FLANNEL_MTU, 68..=65535.
     pub mtu: u32,
     /// FLANNEL_IPMASQ (`true` is true, any other value false); None when
@@ -158,7 +186,7 @@ impl std::error::Error for ParseError {}
 
 /// FLANNEL_SUBNET of a subnet.env's text, host bits cleared, whatever else
 /// the file holds or lacks: a subnet weftd or flanneld held before, which
-/// weftd asks for again.
+/// weftd asks for again. None when the file has none (an IPv6-only node's).
 pub fn previous_subnet(text: &str) -> Option<Ipv4Cidr> {
     lines(text).find(|(k, _)| *k == keys::SUBNET).and_then(|(_, v)| Ipv4Cidr::parse(v)).map(Ipv4Cidr::trunc)
 }
@@ -185,24 +213,24 @@ impl SubnetEnv {
                 _ => {}
             }
         }
-        let subnet = subnet.ok_or_else(|| err(format!("{} is missing", keys::SUBNET)))?;
+        if subnet.is_none() && ipv6_subnet.is_none() {
+            return Err(err(format!("{} and {} are missing (a node needs at least one)", keys::SUBNET, keys::IPV6_SUBNET)));
+        }
         let mtu = mtu.ok_or_else(|| err(format!("{} is missing", keys::MTU)))?;
         if !(68..=65535).contains(&mtu) {
             return Err(err(format!("{}={mtu} is outside 68..65535", keys::MTU)));
         }
-        if !(1..=30).contains(&subnet.prefix_len) {
-            return Err(err(format!("{}={subnet}: the prefix must be 1..30 (a gateway and at least one pod)", keys::SUBNET)));
+        if let Some(s) = subnet.filter(|s| !(1..=30).contains(&s.prefix_len)) {
+            return Err(err(format!("{}={s}: the prefix must be 1..30 (a gateway and at least one pod)", keys::SUBNET)));
         }
         if let Some(s6) = ipv6_subnet {
             if !(1..=126).contains(&s6.prefix_len) {
                 return Err(err(format!("{}={s6}: the prefix must be 1..126 (a gateway and at least one pod)", keys::IPV6_SUBNET)));
             }
         }
-        let subnet = subnet.trunc();
         Ok(SubnetEnv {
             network: network.map(Ipv4Cidr::trunc),
-            subnet: subnet.addr,
-            prefix_len: subnet.prefix_len,
+            subnet: subnet.map(Ipv4Cidr::trunc),
             mtu,
             ipmasq,
             ipv6_network,
@@ -216,7 +244,9 @@ impl SubnetEnv {
         if let Some(n) = self.network {
             s += &format!("{}={n}\n", keys::NETWORK);
         }
-        s += &format!("{}={}/{}\n", keys::SUBNET, self.gateway(), self.prefix_len);
+        if let Some(s4) = self.subnet {
+            s += &format!("{}={}/{}\n", keys::SUBNET, s4.host(1), s4.prefix_len);
+        }
         if let Some(n) = self.ipv6_network {
             s += &format!("{}={n}\n", keys::IPV6_NETWORK);
         }
@@ -236,35 +266,14 @@ impl SubnetEnv {
         crate::fs::write_atomic(path, self.render().as_bytes(), None)
     }
 
-    /// The subnet as configurations and `ip route` write it: "10.244.73.0/24".
-    pub fn cidr(&self) -> String {
-        Ipv4Cidr { addr: self.subnet, prefix_len: self.prefix_len }.to_string()
+    /// The IPv4 gateway on the bridge: the subnet's first address
+    /// (FLANNEL_SUBNET's); None on an IPv6-only node.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.subnet.map(|s| s.host(1))
     }
 
-    /// The subnet's name in flannel's lease store: "10.244.73.0-24".
-    pub fn lease_name(&self) -> String {
-        format!("{}-{}", self.subnet, self.prefix_len)
-    }
-
-    /// The n-th address of the subnet (0: the network address, 1: the gateway).
-    pub fn host(&self, n: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.subnet).wrapping_add(n))
-    }
-
-    /// The gateway on the bridge: the subnet's first address (FLANNEL_SUBNET's).
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.host(1)
-    }
-
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.subnet) | !mask(self.prefix_len))
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & mask(self.prefix_len) == u32::from(self.subnet)
-    }
-
-    /// The IPv6 gateway on the bridge (FLANNEL_IPV6_SUBNET's address), if dual stack.
+    /// The IPv6 gateway on the bridge (FLANNEL_IPV6_SUBNET's address), if the node has
+    /// IPv6 (dual stack or IPv6-only).
     pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
         self.ipv6_subnet.map(|s| s.host(1))
     }
@@ -287,15 +296,16 @@ mod tests {
     fn parses_and_renders_flanneld_output() {
         let e = SubnetEnv::parse(FLANNELD).unwrap();
         assert_eq!(e.network, Some(Ipv4Cidr { addr: Ipv4Addr::new(10, 244, 0, 0), prefix_len: 16 }));
-        assert_eq!((e.subnet, e.prefix_len, e.mtu, e.ipmasq), (Ipv4Addr::new(10, 244, 73, 0), 24, 1450, Some(false)));
-        assert_eq!(e.gateway(), Ipv4Addr::new(10, 244, 73, 1));
-        assert_eq!(e.host(2), Ipv4Addr::new(10, 244, 73, 2));
-        assert_eq!((e.cidr(), e.lease_name()), ("10.244.73.0/24".to_string(), "10.244.73.0-24".to_string()));
-        assert_eq!(e.broadcast(), Ipv4Addr::new(10, 244, 73, 255));
-        assert!(e.contains(Ipv4Addr::new(10, 244, 73, 9)) && !e.contains(Ipv4Addr::new(10, 244, 74, 9)));
+        let s = e.subnet.unwrap();
+        assert_eq!((s, e.mtu, e.ipmasq), (Ipv4Cidr { addr: Ipv4Addr::new(10, 244, 73, 0), prefix_len: 24 }, 1450, Some(false)));
+        assert_eq!(e.gateway(), Some(Ipv4Addr::new(10, 244, 73, 1)));
+        assert_eq!(s.host(2), Ipv4Addr::new(10, 244, 73, 2));
+        assert_eq!((s.to_string(), s.lease_name()), ("10.244.73.0/24".to_string(), "10.244.73.0-24".to_string()));
+        assert_eq!(s.broadcast(), Ipv4Addr::new(10, 244, 73, 255));
+        assert!(s.contains(Ipv4Addr::new(10, 244, 73, 9)) && !s.contains(Ipv4Addr::new(10, 244, 74, 9)));
         assert_eq!(e.render(), FLANNELD);
         let e = SubnetEnv::parse(" FLANNEL_SUBNET = 10.9.0.1/29 \nFLANNEL_MTU=1400\nFLANNEL_NEW=x\njunk\n").unwrap();
-        assert_eq!((e.network, e.ipmasq, e.broadcast()), (None, None, Ipv4Addr::new(10, 9, 0, 7)));
+        assert_eq!((e.network, e.ipmasq, e.subnet.map(|s| s.broadcast())), (None, None, Some(Ipv4Addr::new(10, 9, 0, 7))));
         assert_eq!(e.render(), "FLANNEL_SUBNET=10.9.0.1/29\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=false\n");
     }
 
@@ -316,10 +326,37 @@ mod tests {
         assert_eq!(err("FLANNEL_SUBNET=10.0.0.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPV6_NETWORK=10.0.0.0/8"), "FLANNEL_IPV6_NETWORK=10.0.0.0/8 is not an IPv6 CIDR");
     }
 
+    /// flanneld with `"EnableIPv4": false` writes no IPv4 key at all.
+    const IPV6_ONLY: &str = "FLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:5::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n";
+
+    #[test]
+    fn ipv6_only_as_flanneld_writes_it() {
+        let e = SubnetEnv::parse(IPV6_ONLY).unwrap();
+        assert_eq!((e.network, e.subnet, e.gateway()), (None, None, None));
+        assert_eq!(e.ipv6_network.map(|c| c.to_string()).as_deref(), Some("fd44::/48"));
+        assert_eq!(e.ipv6_subnet.map(|c| c.to_string()).as_deref(), Some("fd44:0:0:5::/64"));
+        assert_eq!(e.ipv6_gateway(), Some("fd44:0:0:5::1".parse().unwrap()));
+        assert_eq!((e.mtu, e.ipmasq), (1430, Some(false)));
+        // Byte for byte: no FLANNEL_NETWORK, no FLANNEL_SUBNET.
+        assert_eq!(e.render(), IPV6_ONLY);
+        assert_eq!(previous_subnet(IPV6_ONLY), None);
+        // The IPv6 checks still apply without IPv4.
+        let err = |t: &str| SubnetEnv::parse(t).unwrap_err().to_string();
+        assert!(err("FLANNEL_IPV6_SUBNET=fd44::1/127\nFLANNEL_MTU=1430").contains("prefix must be 1..126"));
+        assert_eq!(err("FLANNEL_IPV6_SUBNET=fd44:0:0:5::1/64\n"), "FLANNEL_MTU is missing");
+        // Written and read back.
+        let dir = std::env::temp_dir().join(format!("weft-common-subnet-env6-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        e.write(&dir.join("subnet.env")).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("subnet.env")).unwrap(), IPV6_ONLY);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn rejects_what_cannot_work() {
         let err = |t: &str| SubnetEnv::parse(t).unwrap_err().to_string();
-        assert_eq!(err("FLANNEL_MTU=1450\n"), "FLANNEL_SUBNET is missing");
+        assert_eq!(err("FLANNEL_MTU=1450\n"), "FLANNEL_SUBNET and FLANNEL_IPV6_SUBNET are missing (a node needs at least one)");
+        assert_eq!(err("FLANNEL_NETWORK=10.0.0.0/16\nFLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_MTU=1450\n"), err("FLANNEL_MTU=1450\n"));
         assert_eq!(err("FLANNEL_SUBNET=10.0.0.1/24\n"), "FLANNEL_MTU is missing");
         assert!(err("FLANNEL_SUBNET=10.0.0.1/31\nFLANNEL_MTU=1450").contains("prefix must be 1..30"));
         assert_eq!(err("FLANNEL_SUBNET=junk\nFLANNEL_MTU=1450"), "FLANNEL_SUBNET=junk is not an IPv4 CIDR");

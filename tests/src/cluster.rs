@@ -35,7 +35,7 @@ use crate::{
     pod::{self, Family, Pod, Wiring},
     state::LabState,
     store::{EmbeddedStore, LeaseStore},
-    subnet_env::{self as senv, parse_lease_name, Ipv6Cidr, SubnetEnv},
+    subnet_env::{self as senv, parse_lease_name, Ipv4Subnet, Ipv6Cidr, SubnetEnv},
     tempdir::TempDir,
     weft_node::WeftNode,
 };
@@ -560,7 +560,7 @@ impl Cluster {
                 if a == b {
                     continue;
                 }
-                let to = self.node_env(b)?.subnet;
+                let to = self.node_env(b)?.v4().addr;
                 let ns = self.node_ns(a)?;
                 cmd::poll(&format!("node {a} reaching node {b}'s TUN address {to} over udp"), Duration::from_secs(20), Duration::from_millis(100), || {
                     match crate::traffic::ping(ns, to, 1) {
@@ -890,7 +890,7 @@ impl Cluster {
             container_id: pod.ns.name().to_string(),
             ifname: "eth0".into(),
             netns: pod.ns.path().display().to_string(),
-            ip: pod.ip,
+            ip: Some(pod.ip),
             pod_mac: str_of(&pod_if["address"], "pod eth0's MAC")?,
             host_veth: pod.host_veth.clone(),
             host_ifindex: u32_of(&host_if["ifindex"], "host veth's ifindex")?,

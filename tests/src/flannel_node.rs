@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use crate::{
     netns::Netns,
     store::LeaseStore,
-    subnet_env::{self, flannel_node_env, flannel_node_env_dual, parse_lease_name, parse_lease_name6, Ipv6Cidr, SubnetEnv},
+    subnet_env::{self, flannel_node_env, flannel_node_env_dual, parse_lease_name, parse_lease_name6, Ipv4Subnet, Ipv6Cidr, SubnetEnv},
 };
 
 /// The underlay's MTU on every node of the harness.

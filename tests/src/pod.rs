@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use crate::{
     cni::{self, WeftCni},
     netns::Netns,
-    subnet_env::SubnetEnv,
+    subnet_env::{Ipv4Subnet, SubnetEnv},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +55,7 @@ fn ensure_bridge(node: &Netns, env: &SubnetEnv) -> Result<()> {
     }
     let mtu = env.mtu.to_string();
     node.ip(&["link", "add", "cni0", "mtu", &mtu, "type", "bridge"])?;
-    node.ip(&["addr", "add", &format!("{}/{}", env.host(1), env.prefix_len), "dev", "cni0"])?;
+    node.ip(&["addr", "add", &format!("{}/{}", env.host(1), env.v4().prefix_len), "dev", "cni0"])?;
     if let Some(s6) = env.ipv6_subnet {
         node.ip(&["link", "set", "cni0", "type", "bridge", "mcast_snooping", "0"])?;
         node.ip(&["-6", "addr", "add", &format!("{}/{}", s6.host(1), s6.prefix_len), "dev", "cni0", "nodad"])?;
@@ -90,7 +90,7 @@ impl Pod {
                 Wiring::Bridge => {
                     ensure_bridge(node, env)?;
                     node.ip(&["link", "set", &host_veth, "master", "cni0", "up"])?;
-                    ns.ip(&["addr", "add", &format!("{ip}/{}", env.prefix_len), "dev", "eth0"])?;
+                    ns.ip(&["addr", "add", &format!("{ip}/{}", env.v4().prefix_len), "dev", "eth0"])?;
                     ns.ip(&["link", "set", "eth0", "up"])?;
                     ns.ip(&["route", "add", "default", "via", &env.host(1).to_string()])?;
                     if let (Some(ip6), Some(s6)) = (ip6, env.ipv6_subnet) {

@@ -5,7 +5,7 @@ use std::{collections::BTreeSet, os::unix::fs::MetadataExt, time::Duration, time
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::{cmd, Cluster};
+use crate::{cmd, subnet_env::Ipv4Subnet, Cluster};
 
 /// Every weft node's lease is in the store (exactly one per node, found by
 /// its PublicIP, named as its subnet.env says) and the subnets are

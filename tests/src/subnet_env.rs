@@ -10,7 +10,9 @@ use anyhow::{ensure, Context, Result};
 pub use weft_common::subnet_env::{Ipv4Cidr, Ipv6Cidr, SubnetEnv};
 
 /// A weft node's subnet.env. Stricter than weft-cni: weftd must write
-/// FLANNEL_NETWORK, and FLANNEL_SUBNET as the gateway address.
+/// FLANNEL_NETWORK with FLANNEL_SUBNET, FLANNEL_IPV6_NETWORK with
+/// FLANNEL_IPV6_SUBNET, and each subnet as its gateway address; an
+/// IPv6-only node's has neither FLANNEL_NETWORK nor FLANNEL_SUBNET.
 pub fn read(path: &Path) -> Result<SubnetEnv> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text).with_context(|| format!("parsing {}", path.display()))
@@ -18,9 +20,14 @@ pub fn read(path: &Path) -> Result<SubnetEnv> {
 
 pub fn parse(text: &str) -> Result<SubnetEnv> {
     let env = SubnetEnv::parse(text)?;
-    ensure!(env.network.is_some(), "subnet.env lacks FLANNEL_NETWORK: {text:?}");
-    let gw = format!("FLANNEL_SUBNET={}/{}", env.gateway(), env.prefix_len);
-    ensure!(text.lines().any(|l| l.trim() == gw), "FLANNEL_SUBNET is not the first address of its subnet ({gw} expected): {text:?}");
+    match env.subnet {
+        Some(s4) => {
+            ensure!(env.network.is_some(), "subnet.env lacks FLANNEL_NETWORK: {text:?}");
+            let gw = format!("FLANNEL_SUBNET={}/{}", s4.host(1), s4.prefix_len);
+            ensure!(text.lines().any(|l| l.trim() == gw), "FLANNEL_SUBNET is not the first address of its subnet ({gw} expected): {text:?}");
+        }
+        None => ensure!(env.network.is_none(), "subnet.env has FLANNEL_NETWORK but no FLANNEL_SUBNET (flanneld writes both or neither): {text:?}"),
+    }
     if let Some(s6) = env.ipv6_subnet {
         ensure!(env.ipv6_network.is_some(), "subnet.env has FLANNEL_IPV6_SUBNET but lacks FLANNEL_IPV6_NETWORK: {text:?}");
         let gw6 = format!("FLANNEL_IPV6_SUBNET={}/{}", s6.host(1), s6.prefix_len);
@@ -31,11 +38,43 @@ pub fn parse(text: &str) -> Result<SubnetEnv> {
 
 /// The lease's name in flannel's store: `10.244.73.0-24`, or on a
 /// dual-stack node `10.244.73.0-24&fd44:0:0:49::-64` (flannel's
-/// MakeSubnetKey: the v6 network address with its `:` kept).
+/// MakeSubnetKey: the v6 network address with its `:` kept), or on an
+/// IPv6-only node `0.0.0.0-0&fd44:0:0:49::-64` (MakeSubnetKey with an empty
+/// IPv4 subnet).
 pub fn lease_name(env: &SubnetEnv) -> String {
+    let v4 = env.subnet.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix_len: 0 }).lease_name();
     match env.ipv6_subnet {
-        Some(s6) => format!("{}&{}-{}", env.lease_name(), s6.trunc().addr, s6.prefix_len),
-        None => env.lease_name(),
+        Some(s6) => format!("{v4}&{}-{}", s6.trunc().addr, s6.prefix_len),
+        None => v4,
+    }
+}
+
+/// A node's IPv4 subnet as the (IPv4 or dual-stack) tests use it, from its
+/// subnet.env; every accessor panics, naming the file's lack, on an
+/// IPv6-only node's (which has no FLANNEL_SUBNET: use `ipv6_subnet`).
+pub trait Ipv4Subnet {
+    /// FLANNEL_SUBNET, host bits cleared.
+    fn v4(&self) -> Ipv4Cidr;
+    /// "10.244.73.0/24".
+    fn cidr(&self) -> String {
+        self.v4().to_string()
+    }
+    /// The IPv4 part of the lease's name: "10.244.73.0-24" (see [`lease_name`] for the whole).
+    fn lease_name(&self) -> String {
+        self.v4().lease_name()
+    }
+    /// The n-th address of the subnet (1: the gateway).
+    fn host(&self, n: u32) -> Ipv4Addr {
+        self.v4().host(n)
+    }
+}
+
+impl Ipv4Subnet for SubnetEnv {
+    fn v4(&self) -> Ipv4Cidr {
+        match self.subnet {
+            Some(s) => s,
+            None => panic!("this subnet.env has no FLANNEL_SUBNET (an IPv6-only node's): {self:?}"),
+        }
     }
 }
 
@@ -52,8 +91,7 @@ pub fn parse_lease_name6(key: &str) -> Option<Ipv6Cidr> {
 pub fn flannel_node_env(network: Ipv4Addr, subnet: Ipv4Addr, mtu: u32) -> SubnetEnv {
     SubnetEnv {
         network: Some(Ipv4Cidr { addr: network, prefix_len: 16 }),
-        subnet,
-        prefix_len: 24,
+        subnet: Some(Ipv4Cidr { addr: subnet, prefix_len: 24 }),
         mtu,
         ipmasq: Some(false),
         ipv6_network: None,
@@ -80,8 +118,7 @@ mod t {
     #[test]
     fn parses() {
         let e = parse("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.73.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n").unwrap();
-        assert_eq!(e.subnet, Ipv4Addr::new(10, 244, 73, 0));
-        assert_eq!(e.prefix_len, 24);
+        assert_eq!(e.v4(), Ipv4Cidr { addr: Ipv4Addr::new(10, 244, 73, 0), prefix_len: 24 });
         assert_eq!(e.mtu, 1450);
         assert_eq!(e.host(2), Ipv4Addr::new(10, 244, 73, 2));
         assert_eq!(e.lease_name(), "10.244.73.0-24");
@@ -109,5 +146,19 @@ mod t {
             Ipv6Cidr::parse("fd44:0:0:5::/64").unwrap(),
         );
         assert_eq!(d.render(), text);
+    }
+
+    #[test]
+    fn ipv6_only_lease_names() {
+        let text = "FLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:5::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n";
+        let e = parse(text).unwrap();
+        assert_eq!((e.subnet, e.network), (None, None));
+        assert_eq!(lease_name(&e), "0.0.0.0-0&fd44:0:0:5::-64");
+        let key = "/coreos.com/network/subnets/0.0.0.0-0&fd44:0:0:5::-64";
+        assert_eq!(parse_lease_name(key), Some((Ipv4Addr::UNSPECIFIED, 0)));
+        assert_eq!(parse_lease_name6(key).map(|c| c.to_string()).as_deref(), Some("fd44:0:0:5::/64"));
+        assert!(parse(&format!("FLANNEL_NETWORK=10.244.0.0/16\n{text}")).is_err(), "FLANNEL_NETWORK without FLANNEL_SUBNET");
+        assert!(parse("FLANNEL_IPV6_SUBNET=fd44:0:0:5::1/64\nFLANNEL_MTU=1430\n").is_err(), "no FLANNEL_IPV6_NETWORK");
+        assert!(std::panic::catch_unwind(|| e.cidr()).is_err(), "an IPv6-only node has no IPv4 subnet");
     }
 }

@@ -15,6 +15,7 @@ use weft_common::stat;
 use weft_tests::{
     bpf,
     netns::Netns,
+    subnet_env::Ipv4Subnet,
     traffic::{in_ns, inet_csum, join, spawn_in_ns},
     Cluster, Wiring,
 };
@@ -73,7 +74,7 @@ fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
     c.wait_converged()?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let pod_ip = c.pods[p1].ip;
-    let (node1, node2_subnet) = (c.node_ip(1)?, c.node_env(2)?.subnet);
+    let (node1, node2_subnet) = (c.node_ip(1)?, c.node_env(2)?.v4().addr);
     let vtep = vtep_mac(&c, 1)?;
     let listener = listen(&c.pods[p1].ns, pod_ip);
     let stats = c.weft_node(1)?.stats_pin();
@@ -117,9 +118,9 @@ fn vxlan_past_weft_decap_is_dropped_and_counted() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(2).build()?;
     c.wait_converged()?;
     let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(1, Wiring::Bridge)?);
-    let (pod_ip, gw) = (c.pods[p1].ip, c.node_env(1)?.subnet);
+    let (pod_ip, gw) = (c.pods[p1].ip, c.node_env(1)?.v4().addr);
     let gw = Ipv4Addr::from(u32::from(gw) + 1);
-    let node2_pod = Ipv4Addr::from(u32::from(c.node_env(2)?.subnet) + 5);
+    let node2_pod = Ipv4Addr::from(u32::from(c.node_env(2)?.v4().addr) + 5);
     let vtep = vtep_mac(&c, 1)?;
     let stats = c.weft_node(1)?.stats_pin();
     let unvalidated0 = bpf::stat_packets(&stats, stat::DROP_UNVALIDATED)?;

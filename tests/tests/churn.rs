@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use weft_tests::{cmd, report, Cluster, Wiring};
+use weft_tests::{cmd, report, subnet_env::Ipv4Subnet, Cluster, Wiring};
 
 /// One pod's side of the mesh: binds at once, answers every question, and
 /// from the shared start time (every member's socket is bound by then) asks
@@ -75,7 +75,7 @@ fn churn_under_all_to_all_load() -> Result<()> {
     c.ping_across_nodes(&[pods[0], pods[8], pods[16]], 1)?;
 
     let core: Vec<(u32, std::net::Ipv4Addr, String)> =
-        (1..=3).map(|n| Ok((n, c.node_env(n)?.subnet, c.lease(n)?.context("no lease")?))).collect::<Result<_>>()?;
+        (1..=3).map(|n| Ok((n, c.node_env(n)?.v4().addr, c.lease(n)?.context("no lease")?))).collect::<Result<_>>()?;
     let pids: Vec<u32> = (1..=3).map(|n| c.weft_node(n)?.pid().context("weftd not running")).collect::<Result<_>>()?;
     let cpu0: Vec<f64> = pids.iter().map(|&p| report::cpu_rss(p).map(|r| r.0)).collect::<Result<_>>()?;
 

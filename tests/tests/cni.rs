@@ -22,6 +22,7 @@ use weft_tests::{
     cmd,
     cni::{self, bridge_ports, exec, ip_json, veths, Attachment, CniArgs, Runtime, WeftCni},
     netns::Netns,
+    subnet_env::Ipv4Subnet,
     traffic, Cluster, Wiring,
 };
 
@@ -60,7 +61,7 @@ fn add_check_del() -> Result<()> {
     let cid = format!("{}-a", c.prefix);
     let node = c.node_ns(1)?;
     let r = cni.add(node, &cid, &pod)?.result()?;
-    let (gw, len, mtu) = (env.host(1), env.prefix_len, env.mtu);
+    let (gw, len, mtu) = (env.host(1), env.v4().prefix_len, env.mtu);
     let network = env.network.context("FLANNEL_NETWORK")?.to_string();
 
     // The result, field by field, against what the kernel has.
@@ -257,7 +258,7 @@ fn hundred_concurrent_adds() -> Result<()> {
     let unique: HashSet<Ipv4Addr> = ips.iter().copied().collect();
     ensure!(unique.len() == N, "{} distinct addresses for {N} pods: {ips:?}", unique.len());
     for ip in &ips {
-        let (h, size) = (u32::from(*ip).wrapping_sub(u32::from(env.subnet)), 1u32 << (32 - env.prefix_len));
+        let (h, size) = (u32::from(*ip).wrapping_sub(u32::from(env.v4().addr)), 1u32 << (32 - env.v4().prefix_len));
         ensure!(h >= 2 && h < size - 1, "{ip} is not a pod address of {} (network, gateway, broadcast excluded)", env.cidr());
     }
     ensure!(cni.allocations()?.len() == N, "{} reservations", cni.allocations()?.len());
@@ -271,8 +272,8 @@ fn hundred_concurrent_adds() -> Result<()> {
     ensure!(bad.is_empty(), "{} of {N} pods did not answer a pod on node 2: {bad:?}", bad.len());
     eprintln!(
         "{N} pods ({} .. {}) answered a pod on node 2 in {:.1?}",
-        ips.iter().min().copied().unwrap_or(env.subnet),
-        ips.iter().max().copied().unwrap_or(env.subnet),
+        ips.iter().min().copied().unwrap_or(env.v4().addr),
+        ips.iter().max().copied().unwrap_or(env.v4().addr),
         t0.elapsed()
     );
 
@@ -737,7 +738,7 @@ fn dual_stack_add_check_del() -> Result<()> {
     let path = dual_stack_env(&c, "subnet-dual.env", "fd77::/48", "fd77:0:0:1::1/64")?;
     let cni = WeftCni::new(&path, &c.dir().join("n1/cni-dual"))?;
     let node = c.node_ns(1)?;
-    let (gw, len) = (env4.gateway(), env4.prefix_len);
+    let (gw, len) = (env4.host(1), env4.v4().prefix_len);
     let gw6: Ipv6Addr = "fd77:0:0:1::1".parse()?;
     let network = env4.network.context("FLANNEL_NETWORK")?.to_string();
     let pa = Netns::create(&format!("{}-n1-6a", c.prefix))?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use weft_common::stat;
-use weft_tests::{cmd, traffic, Cluster, Wiring};
+use weft_tests::{cmd, subnet_env::Ipv4Subnet, traffic, Cluster, Wiring};
 
 #[test]
 fn direct_routing_per_peer() -> Result<()> {

@@ -19,7 +19,7 @@ use weft_tests::{
     cmd,
     flannel_node::FLANNEL_V6_DEV,
     pod::Family,
-    subnet_env::{parse_lease_name, parse_lease_name6, Ipv6Cidr},
+    subnet_env::{parse_lease_name, parse_lease_name6, Ipv4Subnet, Ipv6Cidr},
     traffic::{self, PingFlood},
     weft_node::{PinnedLink, OVERLAY6_DEV},
     Cluster, NodeRef, Wiring,
@@ -61,7 +61,7 @@ fn check_leases_v6(c: &Cluster, backend: &str) -> Result<()> {
         let env = c.node_env(n)?;
         let (k, v) = leases
             .iter()
-            .find(|(k, _)| parse_lease_name(k).is_some_and(|(s, _)| s == env.subnet))
+            .find(|(k, _)| parse_lease_name(k).is_some_and(|(s, _)| s == env.v4().addr))
             .with_context(|| format!("node {n}: no lease for {} in {leases:#?}", env.cidr()))?;
         let j: serde_json::Value = serde_json::from_str(v).with_context(|| format!("lease {k}: {v}"))?;
         let want6 = node_ip6(n).to_string();

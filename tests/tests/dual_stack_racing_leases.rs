@@ -11,7 +11,10 @@
 use std::collections::BTreeSet;
 
 use anyhow::{ensure, Result};
-use weft_tests::{subnet_env::parse_lease_name6, Cluster};
+use weft_tests::{
+    subnet_env::{parse_lease_name6, Ipv4Subnet},
+    Cluster,
+};
 
 const TINY: &str = r#"{"Network":"10.244.0.0/22","EnableIPv6":true,"IPv6Network":"fd44::/62","Backend":{"Type":"host-gw"}}"#;
 

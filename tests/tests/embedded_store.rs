@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use weft_tests::{simultaneous, traffic, Cluster, Wiring};
+use weft_tests::{simultaneous, subnet_env::Ipv4Subnet, traffic, Cluster, Wiring};
 
 #[test]
 fn embedded_three_nodes_and_flannel_node() -> Result<()> {
@@ -42,7 +42,7 @@ fn embedded_three_nodes_and_flannel_node() -> Result<()> {
     // the harness (flock, revision, put event); the weft nodes' watches must
     // pick it up.
     let f = c.add_flannel_node()?;
-    let fsub = c.node_env(f)?.subnet;
+    let fsub = c.node_env(f)?.v4().addr;
     let pf = c.add_pod(f, Wiring::Bridge)?;
     c.program_flannel_nodes()?;
     let start = Instant::now();
@@ -62,7 +62,7 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(3).embedded_store().build()?;
     c.wait_converged()?;
     let gone = c.node_env(3)?;
-    c.wait_peer(&[1, 2], gone.subnet, true, Instant::now(), Duration::from_secs(10)).context("before the deletion")?;
+    c.wait_peer(&[1, 2], gone.v4().addr, true, Instant::now(), Duration::from_secs(10)).context("before the deletion")?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p3 = c.add_pod(3, Wiring::Bridge)?;
     traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 2)?;
@@ -72,7 +72,7 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
     ensure!(c.delete_lease(3)?, "deleting {} from the store file: it was not there; store.json: {}", gone.lease_name(), c.embedded()?.raw());
     let start = Instant::now();
     let took = c
-        .wait_peer(&[1, 2], gone.subnet, false, start, Duration::from_secs(10))
+        .wait_peer(&[1, 2], gone.v4().addr, false, start, Duration::from_secs(10))
         .with_context(|| format!("after deleting {} from the store file (revision {rev_before} -> {rev_before}+1)", gone.lease_name()))?;
     eprintln!("embedded store: peers forgot {} {took:?} after its lease was deleted from the store file", gone.cidr());
     ensure!(c.lease(3)?.is_none(), "{} is back in the store: {}", gone.lease_name(), c.embedded()?.raw());
@@ -98,7 +98,7 @@ fn embedded_lease_of_dead_node_expires() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(3).embedded_store().weftd_args(&["--subnet-lease-ttl", "10"]).build()?;
     c.wait_converged()?;
     let gone = c.node_env(3)?;
-    c.wait_peer(&[1, 2], gone.subnet, true, Instant::now(), Duration::from_secs(10)).context("before the kill")?;
+    c.wait_peer(&[1, 2], gone.v4().addr, true, Instant::now(), Duration::from_secs(10)).context("before the kill")?;
     let entry = c.embedded()?.entry(&gone.lease_name())?.context("node 3's entry")?;
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let left = entry["expires_ms"].as_u64().unwrap_or(0).saturating_sub(now_ms);
@@ -114,7 +114,7 @@ fn embedded_lease_of_dead_node_expires() -> Result<()> {
 
     c.weft_node_mut(3)?.kill();
     let start = Instant::now();
-    let took = c.wait_peer(&[1, 2], gone.subnet, false, start, Duration::from_secs(20)).with_context(|| {
+    let took = c.wait_peer(&[1, 2], gone.v4().addr, false, start, Duration::from_secs(20)).with_context(|| {
         format!("{} after node 3's weftd was SIGKILLed (TTL 10 s); store.json: {}", gone.cidr(), c.embedded().map(|e| e.raw()).unwrap_or_default())
     })?;
     eprintln!("embedded store: {} expired and left the peers {took:?} after its weftd was killed", gone.cidr());
@@ -132,8 +132,8 @@ fn embedded_lease_of_dead_node_expires() -> Result<()> {
             bail!("{why}");
         }
     }
-    c.wait_peer(&[1], c.node_env(2)?.subnet, true, Instant::now(), Duration::from_secs(5)).context("live peers stay programmed")?;
-    c.wait_peer(&[2], c.node_env(1)?.subnet, true, Instant::now(), Duration::from_secs(5)).context("live peers stay programmed")?;
+    c.wait_peer(&[1], c.node_env(2)?.v4().addr, true, Instant::now(), Duration::from_secs(5)).context("live peers stay programmed")?;
+    c.wait_peer(&[2], c.node_env(1)?.v4().addr, true, Instant::now(), Duration::from_secs(5)).context("live peers stay programmed")?;
     c.pass();
     Ok(())
 }

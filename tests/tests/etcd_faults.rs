@@ -26,6 +26,7 @@ use weft_tests::{
     bpf, cmd,
     flannel_node::random_mac,
     report, simultaneous,
+    subnet_env::Ipv4Subnet,
     traffic::{self, PingFlood},
     Cluster, Wiring,
 };
@@ -396,7 +397,7 @@ fn thousand_leases_at_once() -> Result<()> {
 /// Waits until nodes 1 and 2 each hold exactly {the other node's subnet,
 /// `extra`}: the same set of routes on weft.1 and of weft_vteps entries.
 fn wait_exact_peers(c: &Cluster, extra: Ipv4Addr, timeout: Duration) -> Result<()> {
-    let own: Vec<Ipv4Addr> = [1, 2].iter().map(|n| c.node_env(*n).map(|e| e.subnet)).collect::<Result<_>>()?;
+    let own: Vec<Ipv4Addr> = [1, 2].iter().map(|n| c.node_env(*n).map(|e| e.v4().addr)).collect::<Result<_>>()?;
     for (i, n) in [1u32, 2].into_iter().enumerate() {
         c.wait_exact_vxlan_peers(n, &[own[1 - i], extra], timeout)
             .with_context(|| format!("weftd log:\n{}", c.weft_node(n).map(|w| w.log_tail(8)).unwrap_or_default()))?;
@@ -433,7 +434,7 @@ fn etcd_slow_then_restarted_after_compaction() -> Result<()> {
         written.push(s);
         std::thread::sleep(Duration::from_secs(1));
     }
-    let own: Vec<Ipv4Addr> = [1, 2].iter().map(|&n| c.node_env(n).map(|e| e.subnet)).collect::<Result<_>>()?;
+    let own: Vec<Ipv4Addr> = [1, 2].iter().map(|&n| c.node_env(n).map(|e| e.v4().addr)).collect::<Result<_>>()?;
     let slow = t0.elapsed();
     let mut last = Duration::ZERO;
     for n in [1u32, 2] {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use weft_tests::{cmd, traffic, Cluster, NodeRef, Wiring};
+use weft_tests::{cmd, subnet_env::Ipv4Subnet, traffic, Cluster, NodeRef, Wiring};
 
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
 

@@ -22,6 +22,7 @@ use weft_tests::{
     cmd, metrics,
     netns::Netns,
     outside::{self, Outside},
+    subnet_env::Ipv4Subnet,
     traffic, Cluster, NodeRef, Wiring,
 };
 

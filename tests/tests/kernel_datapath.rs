@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use weft_tests::{cmd, metrics, traffic, Cluster, NodeRef, Wiring};
+use weft_tests::{cmd, metrics, subnet_env::Ipv4Subnet, traffic, Cluster, NodeRef, Wiring};
 
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
 
@@ -82,7 +82,7 @@ fn vxlan_kernel_datapath_interworks() -> Result<()> {
         let routes = ns1.ip(&["route", "show", "dev", "weft.1"]).map_err(|e| format!("{e:#}"))?;
         let neigh = ns1.ip(&["neigh", "show", "dev", "weft.1"]).map_err(|e| format!("{e:#}"))?;
         let fdb = fdb(&c, 1).map_err(|e| format!("{e:#}"))?;
-        let stale = routes.contains(&subnet2.cidr()) || neigh.contains(&format!("{} ", subnet2.subnet)) || fdb.contains(&mac2);
+        let stale = routes.contains(&subnet2.cidr()) || neigh.contains(&format!("{} ", subnet2.v4().addr)) || fdb.contains(&mac2);
         if stale {
             Err(format!("routes:\n{routes}\nneigh:\n{neigh}\nfdb:\n{fdb}"))
         } else {

@@ -29,7 +29,7 @@ use weft_tests::{
     kube_store::{annotation, default_pod_cidr6, pod_cidr, pod_cidr6, MERGE},
     metrics::{self, ARGS},
     pod::Family,
-    subnet_env::parse_lease_name6,
+    subnet_env::{parse_lease_name6, Ipv4Subnet},
     weft_node::OVERLAY6_DEV,
     Cluster, NodeRef, Wiring,
 };

@@ -19,6 +19,7 @@ use weft_tests::{
     kube_api::Client,
     kube_store::{annotation, annotations_of, heartbeat_time, node_object, SMP},
     metrics::{self, udp_packets, ARGS},
+    subnet_env::Ipv4Subnet,
     traffic, Cluster, NodeRef, Wiring,
 };
 
@@ -120,7 +121,7 @@ fn mixed(config: &str, backend: FlannelBackend, backend_type: &str) -> Result<()
     for n in [1, 2] {
         check_flannel_format(&c, n, backend_type)?;
     }
-    let (sf, ipf) = (c.node_env(f)?.subnet, c.node_ip(f)?);
+    let (sf, ipf) = (c.node_env(f)?.v4().addr, c.node_ip(f)?);
     if backend_type == "vxlan" {
         for n in [1, 2] {
             let dump = c.weft_node(n)?.vteps()?;
@@ -173,7 +174,7 @@ fn kube_vxlan_kernel_datapath() -> Result<()> {
         ensure!(dev.contains("vxlan id 1") && dev.contains("dstport 8472"), "node {n}: weft.1 is not a kernel vxlan device:\n{dev}");
         ensure!(!w.vteps_pin().exists() && !w.stats_pin().exists(), "node {n}: --datapath kernel but BPF maps in {}", w.pin_dir.display());
         // flanneld's entries for the peer, from the peer's Node annotations.
-        let (mac, ip, sub) = (vtep_mac(&c, m)?, c.node_ip(m)?, c.node_env(m)?.subnet);
+        let (mac, ip, sub) = (vtep_mac(&c, m)?, c.node_ip(m)?, c.node_env(m)?.v4().addr);
         let fdb = cmd::sh("bridge", &["-n", w.ns.name(), "fdb", "show", "dev", "weft.1"])?;
         ensure!(
             fdb.lines().any(|l| l.starts_with(&format!("{mac} dst {ip} ")) && l.contains("self permanent")),
@@ -354,7 +355,7 @@ fn kube_5000_heartbeats_do_not_reconcile() -> Result<()> {
     ensure!((r1.added, r1.removed) == (r0.added, r0.removed), "heartbeats changed the dataplane: {r0:?} -> {r1:?}");
     ensure!(r1.count <= r0.count + resyncs, "heartbeats caused reconciles: {r0:?} -> {r1:?}, only {resyncs} resyncs fit in {:?}", since_r0.elapsed());
     ensure!(lease1 == lease0, "heartbeats counted as lease changes: {lease0} -> {lease1}");
-    c.wait_exact_vxlan_peers(1, &[c.node_env(2)?.subnet], Duration::from_secs(2))?;
+    c.wait_exact_vxlan_peers(1, &[c.node_env(2)?.v4().addr], Duration::from_secs(2))?;
     c.pass();
     Ok(())
 }

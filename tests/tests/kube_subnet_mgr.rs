@@ -16,6 +16,7 @@ use weft_tests::{
     bpf, cmd,
     kube_store::{annotated_node, annotation, annotations_of, heartbeat_time, pod_cidr, MERGE, SMP},
     metrics::{self, ARGS},
+    subnet_env::Ipv4Subnet,
     traffic, Cluster, NodeRef, Wiring,
 };
 
@@ -122,11 +123,11 @@ fn three_nodes(config: &str, backend: &str) -> Result<()> {
         // The VTEP map holds each peer's annotations: its public-ip and VtepMAC.
         let dump = c.weft_node(1)?.vteps()?;
         for m in [2, 3] {
-            let (ip, mac) = bpf::vtep_of(&dump, c.node_env(m)?.subnet).with_context(|| format!("node 1 has no VTEP for node {m}: {dump}"))?;
+            let (ip, mac) = bpf::vtep_of(&dump, c.node_env(m)?.v4().addr).with_context(|| format!("node 1 has no VTEP for node {m}: {dump}"))?;
             let mac = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
             ensure!(ip == c.node_ip(m)? && mac == weft1_mac(&c, m)?, "node 1's VTEP for node {m}: {ip} {mac}");
         }
-        let subnets = [c.node_env(2)?.subnet, c.node_env(3)?.subnet];
+        let subnets = [c.node_env(2)?.v4().addr, c.node_env(3)?.v4().addr];
         c.wait_exact_vxlan_peers(1, &subnets, Duration::from_secs(5))?;
     }
     // weftd status reads the same Nodes.
@@ -174,7 +175,7 @@ fn kube_malformed_and_foreign_nodes_are_skipped() -> Result<()> {
     let t = c.wait_peer(&[1, 2], good, true, Instant::now(), Duration::from_secs(10))?;
     eprintln!("valid peer programmed after {t:?}");
     for n in [1, 2] {
-        let other = c.node_env(3 - n)?.subnet;
+        let other = c.node_env(3 - n)?.v4().addr;
         c.wait_exact_vxlan_peers(n, &[other, good], Duration::from_secs(5)).with_context(|| format!("node {n} programmed a malformed or foreign Node"))?;
         let r = c.node_ns(n)?.ip(&["-4", "route", "show", "to", "exact", "10.99.0.0/24"])?;
         ensure!(r.trim().is_empty(), "node {n} routes 10.99.0.0/24 outside the Network: {r}");
@@ -279,7 +280,7 @@ fn kube_removed_annotations_come_back() -> Result<()> {
 fn kube_deleted_node_leaves_the_dataplane() -> Result<()> {
     weft_tests::require_root()?;
     let mut c = kube_cluster(3, VXLAN)?;
-    let s3 = c.node_env(3)?.subnet;
+    let s3 = c.node_env(3)?.v4().addr;
     c.wait_peer(&[1, 2], s3, true, Instant::now(), Duration::from_secs(10))?;
     c.weft_node_mut(3)?.stop();
     let lease = c.node_env(3)?.lease_name();
@@ -288,7 +289,7 @@ fn kube_deleted_node_leaves_the_dataplane() -> Result<()> {
     ensure!(c.kube()?.api.node(&c.node_name(3)?).is_none(), "Node 3 still stored");
     let t = c.wait_peer(&[1, 2], s3, false, t0, Duration::from_secs(10))?;
     eprintln!("deleted Node's subnet gone from both peers after {t:?}");
-    c.wait_exact_vxlan_peers(1, &[c.node_env(2)?.subnet], Duration::from_secs(2))?;
+    c.wait_exact_vxlan_peers(1, &[c.node_env(2)?.v4().addr], Duration::from_secs(2))?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2], 2)?;
@@ -339,7 +340,7 @@ fn kube_heartbeats_do_not_reconcile() -> Result<()> {
     let resyncs = since_r0.elapsed().as_secs() / 10 + 1;
     ensure!(r1.count <= r0.count + resyncs, "heartbeats caused reconciles: {r0:?} -> {r1:?}, only {resyncs} resyncs fit in {:?}", since_r0.elapsed());
     ensure!(lease1 == lease0, "heartbeats counted as lease changes: {lease0} -> {lease1}");
-    c.wait_exact_vxlan_peers(1, &[c.node_env(2)?.subnet], Duration::from_secs(2))?;
+    c.wait_exact_vxlan_peers(1, &[c.node_env(2)?.v4().addr], Duration::from_secs(2))?;
     c.pass();
     Ok(())
 }
@@ -454,7 +455,7 @@ fn kube_api_outage_keeps_forwarding() -> Result<()> {
 fn kube_public_ip_overwrite_is_our_public_ip() -> Result<()> {
     weft_tests::require_root()?;
     let mut c = kube_cluster(2, VXLAN)?;
-    let subnet1 = c.node_env(1)?.subnet;
+    let subnet1 = c.node_env(1)?.v4().addr;
     let name = c.node_name(1)?;
     c.weft_node_mut(1)?.stop();
     let overwrite: Ipv4Addr = "192.168.77.201".parse()?;

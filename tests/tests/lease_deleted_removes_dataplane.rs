@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use weft_tests::{bpf, traffic, Cluster, Wiring};
+use weft_tests::{bpf, subnet_env::Ipv4Subnet, traffic, Cluster, Wiring};
 
 #[test]
 fn lease_deleted_removes_dataplane() -> Result<()> {
@@ -16,7 +16,7 @@ fn lease_deleted_removes_dataplane() -> Result<()> {
     for n in [1, 2] {
         let w = c.weft_node(n)?;
         let dump = bpf::map_dump(&w.vteps_pin())?;
-        if !bpf::vteps_contains(&dump, gone.subnet) {
+        if !bpf::vteps_contains(&dump, gone.v4().addr) {
             bail!("{}: weft_vteps lacks {} before the deletion: {dump}", w.ns.name(), gone.cidr());
         }
     }
@@ -39,7 +39,7 @@ fn lease_deleted_removes_dataplane() -> Result<()> {
                 let routes = w.overlay_routes().map_err(|e| format!("{e:#}"))?;
                 let has_route = routes.lines().any(|l| l.split_whitespace().next() == Some(gone.cidr().as_str()));
                 let dump = bpf::map_dump(&w.vteps_pin()).map_err(|e| format!("{e:#}"))?;
-                let has_vtep = bpf::vteps_contains(&dump, gone.subnet);
+                let has_vtep = bpf::vteps_contains(&dump, gone.v4().addr);
                 match (has_route, has_vtep) {
                     (false, false) => Ok(Some(())),
                     _ => Err(format!("route present: {has_route}, weft_vteps entry present: {has_vtep}\nroutes:\n{routes}\nweft_vteps: {dump}")),

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use weft_tests::{report, traffic::PingFlood, Cluster, Wiring};
+use weft_tests::{report, subnet_env::Ipv4Subnet, traffic::PingFlood, Cluster, Wiring};
 
 const TTL: u64 = 10;
 
@@ -18,7 +18,7 @@ fn lost_nodes_leave_every_peer_and_nothing_else() -> Result<()> {
     c.wait_converged()?;
     let pods: Vec<usize> = (1..=4).map(|n| c.add_pod(n, Wiring::Bridge)).collect::<Result<_>>()?;
     c.ping_across_nodes(&pods, 2)?;
-    let subnets: Vec<_> = (1..=4).map(|n| c.node_env(n).map(|e| e.subnet)).collect::<Result<_>>()?;
+    let subnets: Vec<_> = (1..=4).map(|n| c.node_env(n).map(|e| e.v4().addr)).collect::<Result<_>>()?;
     let (ip2, ip3, ip4) = (c.pods[pods[1]].ip, c.pods[pods[2]].ip, c.pods[pods[3]].ip);
     // 250 echo requests a second between nodes 1 and 2 for the whole test
     // (bounded: 7,500 requests, 60 s).

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use weft_tests::{cmd, traffic, Cluster, Wiring};
+use weft_tests::{cmd, subnet_env::Ipv4Subnet, traffic, Cluster, Wiring};
 
 #[test]
 fn own_lease_deleted_is_reclaimed() -> Result<()> {

@@ -4,7 +4,7 @@
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 
-use weft_tests::{cmd, metrics, traffic, Cluster, Wiring};
+use weft_tests::{cmd, metrics, subnet_env::Ipv4Subnet, traffic, Cluster, Wiring};
 
 #[test]
 fn restart_keeps_dataplane() -> Result<()> {

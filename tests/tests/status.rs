@@ -15,7 +15,7 @@ use weft_tests::{
     bpf,
     cluster::node_ip6,
     cmd,
-    subnet_env::{parse_lease_name, Ipv6Cidr},
+    subnet_env::{parse_lease_name, Ipv4Subnet, Ipv6Cidr},
     traffic, Cluster, NodeRef, Wiring,
 };
 
@@ -123,7 +123,7 @@ fn status_shows_ipv6_vteps_and_pods() -> Result<()> {
     let env2 = c.node_env(2)?;
     let subnet6 = env2.ipv6_subnet.context("node 2's subnet.env has no IPv6 subnet")?.trunc().to_string();
     let leases = c.leases()?;
-    let (_, v) = leases.iter().find(|(k, _)| parse_lease_name(k).is_some_and(|(s, _)| s == env2.subnet)).context("no lease of node 2")?;
+    let (_, v) = leases.iter().find(|(k, _)| parse_lease_name(k).is_some_and(|(s, _)| s == env2.v4().addr)).context("no lease of node 2")?;
     let lease: serde_json::Value = serde_json::from_str(v)?;
     let mac6 = lease["BackendV6Data"]["VtepMAC"].as_str().with_context(|| format!("node 2's lease has no BackendV6Data: {v}"))?;
     let vteps6 = doc["vteps6"].as_array().with_context(|| format!("status has no vteps6: {doc}"))?;

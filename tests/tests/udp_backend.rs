@@ -11,6 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use weft_tests::{
     metrics::{udp_packets, ARGS},
     netns::Netns,
+    subnet_env::Ipv4Subnet,
     traffic::{self, inet_csum},
     Cluster, NodeRef, Wiring,
 };
@@ -25,7 +26,7 @@ fn check_node_shape(c: &Cluster, n: NodeRef) -> Result<()> {
     let link = w.ns.ip(&["-d", "link", "show", "weft0"]).context("weft0 must exist")?;
     ensure!(link.contains("mtu 1472") && link.contains("tun"), "node {n}: weft0 is not a TUN with MTU 1472:\n{link}");
     let addr = w.ns.ip(&["-4", "addr", "show", "dev", "weft0"])?;
-    ensure!(addr.contains(&format!("inet {}/32", env.subnet)), "node {n}: weft0 should carry {}/32:\n{addr}", env.subnet);
+    ensure!(addr.contains(&format!("inet {}/32", env.v4().addr)), "node {n}: weft0 should carry {}/32:\n{addr}", env.v4().addr);
     let routes = w.ns.ip(&["-4", "route", "show", "dev", "weft0"])?;
     ensure!(routes.lines().any(|l| l.starts_with("10.244.0.0/16")), "node {n}: no route for the network on weft0:\n{routes}");
     ensure!(env.mtu == 1472, "node {n}: FLANNEL_MTU={}, want 1472", env.mtu);
@@ -148,12 +149,12 @@ fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
     let p2 = c.add_pod(2, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2], 2)?;
     let n1 = Netns::borrowed(c.node_ns(1)?.name());
-    let (node1, node2_sub) = (c.node_ip(1)?, c.node_env(2)?.subnet);
+    let (node1, node2_sub) = (c.node_ip(1)?, c.node_env(2)?.v4().addr);
     let from2 = Ipv4Addr::from(u32::from(node2_sub) + 5);
     let pod1 = c.pods[p1].ip;
     // A source inside the network but outside node 2's subnet (and node 1's):
     // subnets are chosen at random, so a fixed address could be node 2's own.
-    let node1_sub = c.node_env(1)?.subnet;
+    let node1_sub = c.node_env(1)?.v4().addr;
     let foreign = (1..=254u8)
         .map(|x| Ipv4Addr::new(10, 244, x, 1))
         .find(|a| !same_24(*a, node2_sub) && !same_24(*a, node1_sub))

@@ -1,6 +1,7 @@
 //! Local pod endpoints, from the records weft-cni writes (one JSON file per
 //! pod interface in `--endpoints-dir`, written at ADD, removed at DEL), into
-//! the datapath: `weft_pods` and, for a record with `ip6`, `weft_pods6`
+//! the datapath: `weft_pods` for a record with `ip`, `weft_pods6` for a
+//! record with `ip6` (an IPv6-only node's pods have only `ip6`)
 //! (decapsulated traffic goes straight into the
 //! pod) and `weft_from_pod` on each pod's host-side veth (its traffic is
 //! encapsulated or forwarded where it leaves the pod). Reconciled like
@@ -51,8 +52,30 @@ pub fn fingerprint(dir: &Path) -> u64 {
     h.finish()
 }
 
-/// Live records: pod IPv4 -> (endpoint, host veth, pod IPv6 if any).
-type Live = BTreeMap<Ipv4Addr, (PodEntry, String, Option<Ipv6Addr>)>;
+/// What a live record is known by: its IPv4 address, or for a pod of an
+/// IPv6-only node (no `ip`) its IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PodKey {
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+impl PodKey {
+    /// None for a record with neither address (the reader refuses those).
+    fn of(ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> Option<PodKey> {
+        ip.map(PodKey::V4).or(ip6.map(PodKey::V6))
+    }
+
+    fn v4(&self) -> Option<Ipv4Addr> {
+        match self {
+            PodKey::V4(ip) => Some(*ip),
+            PodKey::V6(_) => None,
+        }
+    }
+}
+
+/// Live records: pod (IPv4, else IPv6) -> (endpoint, host veth, pod IPv6 if any).
+type Live = BTreeMap<PodKey, (PodEntry, String, Option<Ipv6Addr>)>;
 
 pub struct PodEndpoints {
     dir: PathBuf,
@@ -85,11 +108,12 @@ impl PodEndpoints {
                     Some(name) => bail!("device #{} is {name}, not {}", r.host_ifindex, r.host_veth),
                     None => bail!("its host veth {} (#{}) does not exist", r.host_veth, r.host_ifindex),
                 }
-                Ok((r.ip, r.ip6, entry(&r)?, r.host_veth))
+                let key = PodKey::of(r.ip, r.ip6).context("the record has neither ip nor ip6")?;
+                Ok((key, r.ip6, entry(&r)?, r.host_veth))
             });
             match r {
-                Ok((ip, ip6, e, veth)) => {
-                    want.insert(ip, (e, veth, ip6));
+                Ok((key, ip6, e, veth)) => {
+                    want.insert(key, (e, veth, ip6));
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
@@ -121,17 +145,19 @@ impl PodEndpoints {
                 ch.tally(r, true);
             }
         }
-        for (ip, (e, _, _)) in &want {
+        // The records' IPv4 addresses (none for an IPv6-only pod).
+        let want4: BTreeMap<Ipv4Addr, PodEntry> = want.iter().filter_map(|(k, (e, _, _))| Some((k.v4()?, *e))).collect();
+        for (ip, e) in &want4 {
             if have.get(ip) != Some(e) {
                 ch.tally(dp.set_pod(*ip, e), true);
             }
         }
         for ip in have.keys() {
-            if !want.contains_key(ip) {
+            if !want4.contains_key(ip) {
                 ch.tally(dp.remove_pod(*ip), false);
             }
         }
-        // The records' IPv6 addresses (dual stack), the same way.
+        // The records' IPv6 addresses (dual stack, IPv6-only), the same way.
         let want6: BTreeMap<Ipv6Addr, PodEntry> = want.values().filter_map(|(e, _, ip6)| Some(((*ip6)?, *e))).collect();
         let have6 = dp.pods6()?;
         for (ip, e) in &want6 {
@@ -181,7 +207,7 @@ mod tests {
     #[test]
     fn records_parse_as_weft_cni_writes_them() {
         let r = parse(br#"{"containerID":"abc","ifname":"eth0","netns":"/var/run/netns/x","ip":"10.244.1.5","podMac":"0a:58:0a:f4:01:05","hostVeth":"veth1a2b3c4d","hostIfindex":17,"bridge":"cni0","bridgeMac":"02:00:00:00:00:01","mtu":1450}"#).unwrap();
-        assert_eq!(r.ip, Ipv4Addr::new(10, 244, 1, 5));
+        assert_eq!(r.ip, Some(Ipv4Addr::new(10, 244, 1, 5)));
         assert_eq!(r.container_id, "abc");
         assert_eq!(entry(&r).unwrap(), PodEntry { host_ifindex: 17, pod_mac: [0x0a, 0x58, 0x0a, 0xf4, 1, 5], gw_mac: [2, 0, 0, 0, 0, 1] });
         for bad in [
@@ -196,5 +222,20 @@ mod tests {
         assert_eq!(entry(&parse(minimal).unwrap()).unwrap().host_ifindex, 3);
         let zero = br#"{"ifname":"eth0","ip":"10.244.1.5","podMac":"02:00:00:00:00:02","hostVeth":"v","hostIfindex":0,"bridgeMac":"02:00:00:00:00:01"}"#;
         assert!(parse(zero).is_err());
+    }
+
+    /// A pod of an IPv6-only node: known by its IPv6 address, no IPv4 entry.
+    #[test]
+    fn an_ipv6_only_record_is_keyed_by_ip6() {
+        let r =
+            parse(br#"{"ifname":"eth0","ip6":"fd44:0:0:5::2","podMac":"0a:58:00:00:00:02","hostVeth":"v","hostIfindex":3,"bridgeMac":"02:00:00:00:00:01"}"#)
+                .unwrap();
+        let ip6: Ipv6Addr = "fd44:0:0:5::2".parse().unwrap();
+        assert_eq!((r.ip, r.ip6), (None, Some(ip6)));
+        let k = PodKey::of(r.ip, r.ip6).unwrap();
+        assert_eq!((k, k.v4()), (PodKey::V6(ip6), None));
+        let v4 = Ipv4Addr::new(10, 244, 1, 5);
+        assert_eq!(PodKey::of(Some(v4), Some(ip6)).and_then(|k| k.v4()), Some(v4), "a dual-stack record stays keyed by its IPv4 address");
+        assert_eq!(PodKey::of(None, None), None);
     }
 }

@@ -19,6 +19,17 @@
 //! neighbour discovery is flooded). The network config gains
 //! `"EnableIPv6":true,"IPv6Network":"fd44::/48"`, leases are named
 //! `10.244.5.0-24&fd44:0:0:5::-64`, and pods get an IPv6 address too.
+//!
+//! IPv6-only ([`ClusterBuilder::ipv6_only`], flannel's `"EnableIPv4":
+//! false`): segment 0 carries only IPv6, fd77::/64 as above, and the nodes'
+//! eth0 no IPv4 address at all (weftd is started with `--iface eth0`, as
+//! always, the only way it can find an underlay without IPv4); the switch
+//! keeps its IPv4 address for nobody. The network config is
+//! [`ipv6_only_config`], leases are named `0.0.0.0-0&fd44:0:0:5::-64`,
+//! subnet.env has only the IPv6 keys, pods have only an IPv6 address
+//! ([`Pod::ip4`] None), and a weft node's [`WeftNode::ip`] is 0.0.0.0 (its
+//! lease's PublicIP). etcd listens on `[fd77::fe]:2379`. Not with kube mode
+//! or more than one segment.
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     time::Duration,
@@ -65,6 +76,13 @@ pub fn dual_stack_config(network: &str, backend: &str) -> String {
     format!(r#"{{"Network":"{network}","EnableIPv6":true,"IPv6Network":"{IPV6_NETWORK}","Backend":{{"Type":"{backend}"}}}}"#)
 }
 
+/// An IPv6-only network config (flannel's `"EnableIPv4": false`):
+/// `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd44::/48",
+/// "Backend":{"Type":<backend>}}`.
+pub fn ipv6_only_config(backend: &str) -> String {
+    format!(r#"{{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"{IPV6_NETWORK}","Backend":{{"Type":"{backend}"}}}}"#)
+}
+
 /// The config's IPv6Network when it says `"EnableIPv6": true`.
 fn config_ipv6_network(config: &str) -> Option<Ipv6Cidr> {
     let j: serde_json::Value = serde_json::from_str(config).ok()?;
@@ -98,6 +116,7 @@ pub struct ClusterBuilder {
     kube: bool,
     segments: Option<Vec<u32>>,
     dual_stack: bool,
+    ipv6_only: bool,
 }
 
 impl ClusterBuilder {
@@ -108,6 +127,14 @@ impl ClusterBuilder {
     /// with more than one segment.
     pub fn dual_stack(mut self) -> Self {
         self.dual_stack = true;
+        self
+    }
+    /// IPv6-only (see the module's doc): an underlay with IPv6 alone on
+    /// segment 0 and, unless [`ClusterBuilder::config_json`] says
+    /// otherwise, [`ipv6_only_config`] with vxlan. Not with kube mode, more
+    /// than one segment, or [`ClusterBuilder::dual_stack`].
+    pub fn ipv6_only(mut self) -> Self {
+        self.ipv6_only = true;
         self
     }
     pub fn weft_nodes(mut self, n: u32) -> Self {
@@ -170,9 +197,13 @@ impl ClusterBuilder {
     /// weftd on each and waits until each holds a lease and wrote subnet.env.
     pub fn build(self) -> Result<Cluster> {
         bpf::ensure_bpffs()?;
-        if self.dual_stack && self.segments.as_ref().is_some_and(|s| s.len() > 1) {
-            bail!("the harness's dual stack has one segment, not several");
+        if (self.dual_stack || self.ipv6_only) && self.segments.as_ref().is_some_and(|s| s.len() > 1) {
+            bail!("the harness's dual stack and IPv6-only have one segment, not several");
         }
+        if self.ipv6_only && (self.dual_stack || self.kube) {
+            bail!("an IPv6-only cluster is neither dual stack nor in kube mode (the tests' API server listens on IPv4)");
+        }
+        let ipv6_underlay = self.dual_stack || self.ipv6_only;
         let prefix = cmd::run_prefix();
         let tmp = TempDir::new(&format!("weft-{prefix}"))?;
         let sw = Netns::create(&format!("{prefix}-sw"))?;
@@ -182,12 +213,12 @@ impl ClusterBuilder {
         for family in ["iptables", "ip6tables", "arptables"] {
             let _ = sw.sysctl(&format!("net.bridge.bridge-nf-call-{family}"), "0");
         }
-        if self.dual_stack {
+        if ipv6_underlay {
             pod::no_dad(&sw)?;
         }
         sw.ip(&["link", "add", "br0", "type", "bridge"])?;
         sw.ip(&["addr", "add", &format!("{SWITCH_IP}/{UNDERLAY_LEN}"), "dev", "br0"])?;
-        if self.dual_stack {
+        if ipv6_underlay {
             sw.ip(&["link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])?;
             sw.ip(&["-6", "addr", "add", &format!("{SWITCH_IP6}/{UNDERLAY6_LEN}"), "dev", "br0", "nodad"])?;
         }
@@ -198,12 +229,15 @@ impl ClusterBuilder {
         } else if self.embedded {
             LeaseStore::Embedded(EmbeddedStore::new(&tmp.path().join("store"), &tmp.path().join("net-conf.json"))?)
         } else {
-            LeaseStore::Etcd { server: EtcdServer::start(&sw, SWITCH_IP, tmp.path())?, prefix: self.etcd_prefix.clone() }
+            // The nodes of an IPv6-only cluster reach etcd over IPv6.
+            let listen = if self.ipv6_only { format!("[{SWITCH_IP6}]") } else { SWITCH_IP.to_string() };
+            LeaseStore::Etcd { server: EtcdServer::start(&sw, &listen, tmp.path())?, prefix: self.etcd_prefix.clone() }
         };
-        let config = match (&self.config, self.dual_stack) {
-            (Some(c), _) => c.clone(),
-            (None, true) => dual_stack_config(&self.network, "vxlan"),
-            (None, false) => format!(r#"{{"Network":"{}","Backend":{{"Type":"vxlan"}}}}"#, self.network),
+        let config = match (&self.config, self.dual_stack, self.ipv6_only) {
+            (Some(c), _, _) => c.clone(),
+            (None, _, true) => ipv6_only_config("vxlan"),
+            (None, true, _) => dual_stack_config(&self.network, "vxlan"),
+            (None, false, false) => format!(r#"{{"Network":"{}","Backend":{{"Type":"vxlan"}}}}"#, self.network),
         };
         store.write_config(&config)?;
         let network: Ipv4Addr = self.network.split('/').next().unwrap_or_default().parse().with_context(|| format!("network {}", self.network))?;
@@ -218,6 +252,7 @@ impl ClusterBuilder {
             segment_of: Vec::new(),
             ipv6_network: config_ipv6_network(&config),
             dual_stack: self.dual_stack,
+            ipv6_only: self.ipv6_only,
             config,
             tmp,
             prefix,
@@ -276,6 +311,8 @@ pub struct Cluster {
     pub ipv6_network: Option<Ipv6Cidr>,
     /// Built with [`ClusterBuilder::dual_stack`]: the IPv6 underlay.
     pub dual_stack: bool,
+    /// Built with [`ClusterBuilder::ipv6_only`]: the IPv6 underlay alone.
+    pub ipv6_only: bool,
     tmp: TempDir,
     pub prefix: String,
     pub etcd_prefix: String,
@@ -298,7 +335,13 @@ impl Cluster {
             kube: false,
             segments: None,
             dual_stack: false,
+            ipv6_only: false,
         }
+    }
+
+    /// The nodes' underlay carries IPv6 (dual stack or IPv6-only).
+    pub fn has_ipv6_underlay(&self) -> bool {
+        self.dual_stack || self.ipv6_only
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -370,8 +413,8 @@ impl Cluster {
         if count <= self.segment_count() {
             return Ok(());
         }
-        if self.dual_stack {
-            bail!("the harness's dual stack has one segment, not {count}");
+        if self.has_ipv6_underlay() {
+            bail!("the harness's dual stack and IPv6-only have one segment, not {count}");
         }
         if self.router.is_none() {
             let rt = Netns::create(&format!("{}-rt", self.prefix))?;
@@ -410,14 +453,15 @@ impl Cluster {
 
     /// Creates `<prefix>-nN` with eth0 = 192.168.(77+seg).N/24 on the
     /// segment's switch, ip_forward on, and a route to every other segment
-    /// via the router.
+    /// via the router. On an IPv6-only cluster eth0 gets fd77::N alone and
+    /// the address returned is 0.0.0.0.
     fn add_node_ns(&self, n: u32, seg: usize) -> Result<(Netns, Ipv4Addr)> {
         if n >= ROUTER_HOST as u32 {
             bail!("too many nodes");
         }
         let sw = self.switch_ns(seg)?;
         let ns = Netns::create(&format!("{}-n{n}", self.prefix))?;
-        if self.dual_stack {
+        if self.has_ipv6_underlay() {
             // Before eth0 exists: it comes up without DAD.
             pod::no_dad(&ns)?;
         }
@@ -426,15 +470,18 @@ impl Cluster {
         let peer = format!("vn{n}");
         ns.ip(&["link", "add", "eth0", "mtu", "1500", "type", "veth", "peer", "name", &peer, "mtu", "1500", "netns", sw.name()])?;
         sw.ip(&["link", "set", &peer, "master", "br0", "up"])?;
-        ns.ip(&["addr", "add", &format!("{ip}/{UNDERLAY_LEN}"), "dev", "eth0"])?;
-        if self.dual_stack {
+        if !self.ipv6_only {
+            ns.ip(&["addr", "add", &format!("{ip}/{UNDERLAY_LEN}"), "dev", "eth0"])?;
+        }
+        if self.has_ipv6_underlay() {
             ns.ip(&["-6", "addr", "add", &format!("{}/{UNDERLAY6_LEN}", node_ip6(n)), "dev", "eth0", "nodad"])?;
         }
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.sysctl("net.ipv4.ip_forward", "1")?;
-        if self.dual_stack {
+        if self.has_ipv6_underlay() {
             ns.sysctl("net.ipv6.conf.all.forwarding", "1")?;
         }
+        let ip = if self.ipv6_only { Ipv4Addr::UNSPECIFIED } else { ip };
         for other in (0..self.segment_count()).filter(|k| *k != seg) {
             ns.ip(&["route", "add", &format!("{}/{UNDERLAY_LEN}", segment_net(other)), "via", &router_ip(seg).to_string()])?;
         }
@@ -456,7 +503,7 @@ impl Cluster {
         let n = self.next_node_number();
         let (ns, ip) = self.add_node_ns(n, seg)?;
         let mut node = WeftNode::new(n, ip, ns, self.tmp.path(), &self.prefix)?;
-        if self.dual_stack {
+        if self.has_ipv6_underlay() {
             node.ip6 = Some(node_ip6(n));
         }
         if let LeaseStore::Kube(k) = &self.store {
@@ -613,10 +660,10 @@ impl Cluster {
         Ok(self.flannel_node(n)?.ip)
     }
 
-    /// Node `n`'s IPv6 underlay address (an error unless the cluster is dual stack).
+    /// Node `n`'s IPv6 underlay address (an error unless the cluster is dual stack or IPv6-only).
     pub fn node_ip6(&self, n: NodeRef) -> Result<Ipv6Addr> {
         self.node_ns(n)?;
-        anyhow::ensure!(self.dual_stack, "the cluster is not dual stack: node {n} has no IPv6 underlay address");
+        anyhow::ensure!(self.has_ipv6_underlay(), "the cluster is neither dual stack nor IPv6-only: node {n} has no IPv6 underlay address");
         Ok(node_ip6(n))
     }
 
@@ -657,9 +704,10 @@ impl Cluster {
     }
 
     /// Waits (20 s) until node `n`'s weftd wrote subnet.env and its lease
-    /// (with our PublicIP) is in the store.
+    /// (with our PublicIP; on an IPv6-only cluster with our PublicIPv6) is
+    /// in the store.
     pub fn wait_node_ready(&mut self, n: NodeRef) -> Result<SubnetEnv> {
-        let (store, weft) = (&self.store, &mut self.weft);
+        let (store, weft, ipv6_only) = (&self.store, &mut self.weft, self.ipv6_only);
         let node = weft.iter_mut().find(|w| w.n == n).with_context(|| format!("node {n} is not a weft node"))?;
         let r = cmd::poll(&format!("weftd on {} to hold a lease", node.ns.name()), Duration::from_secs(20), Duration::from_millis(200), || {
             if let Some(why) = node.exit_status() {
@@ -668,10 +716,14 @@ impl Cluster {
             let env = node.subnet_env().map_err(|e| format!("{e:#}"))?;
             let name = senv::lease_name(&env);
             let key = store.key(&name);
+            let (what, ours) = match (ipv6_only, node.ip6) {
+                (true, Some(ip6)) => ("PublicIPv6", ip6.to_string()),
+                _ => ("PublicIP", node.ip.to_string()),
+            };
             match store.get(&name) {
-                Ok(Some(v)) if v.contains(&format!("\"{}\"", node.ip)) => Ok(Some(env)),
-                Ok(Some(v)) => Err(format!("lease {key} does not carry PublicIP {}: {v}", node.ip)),
-                Ok(None) => Err(format!("subnet.env says {} but the store has no lease {key}", env.cidr())),
+                Ok(Some(v)) if v.contains(&format!("\"{ours}\"")) => Ok(Some(env)),
+                Ok(Some(v)) => Err(format!("lease {key} does not carry {what} {ours}: {v}")),
+                Ok(None) => Err(format!("subnet.env says {name} but the store has no lease {key}")),
                 Err(e) => Err(format!("{e:#}")),
             }
         });
@@ -680,10 +732,13 @@ impl Cluster {
 
     /// Waits (20 s) until every weft node has one route on weft.1 per other
     /// node's subnet; on a host-gw cluster, [`Cluster::wait_converged_host_gw`].
-    /// On a dual-stack cluster then also [`Cluster::wait_converged6`].
+    /// On a dual-stack cluster then also [`Cluster::wait_converged6`]; on
+    /// an IPv6-only cluster only that.
     pub fn wait_converged(&self) -> Result<()> {
-        self.wait_converged_v4()?;
-        if self.dual_stack && self.ipv6_network.is_some() {
+        if !self.ipv6_only {
+            self.wait_converged_v4()?;
+        }
+        if self.has_ipv6_underlay() && self.ipv6_network.is_some() {
             self.wait_converged6()?;
         }
         Ok(())
@@ -816,7 +871,7 @@ impl Cluster {
                 if self.pods[a].node == self.pods[b].node {
                     continue;
                 }
-                crate::traffic::ping_ok(&self.pods[a].ns, self.pods[b].ip, count).with_context(|| {
+                crate::traffic::ping_ok(&self.pods[a].ns, self.pods[b].ip(), count).with_context(|| {
                     format!("pod {} ({:?}) -> pod {} ({:?})", self.pods[a].ns.name(), self.pods[a].wiring, self.pods[b].ns.name(), self.pods[b].wiring)
                 })?;
             }
@@ -863,7 +918,7 @@ impl Cluster {
         let k = self.pods.iter().filter(|p| p.node == n).count() as u32 + 1;
         let name = format!("{}-n{n}-p{k}", self.prefix);
         let pod = if wiring == Wiring::Cni {
-            Pod::create_cni_with(self.node_ns(n)?, n, &self.weft_cni(n)?, &name, self.dual_stack)?
+            Pod::create_cni_with(self.node_ns(n)?, n, &self.weft_cni(n)?, &name, self.has_ipv6_underlay())?
         } else {
             Pod::create(self.node_ns(n)?, n, &self.node_env(n)?, k, wiring, &name)?
         };
@@ -890,7 +945,7 @@ impl Cluster {
             container_id: pod.ns.name().to_string(),
             ifname: "eth0".into(),
             netns: pod.ns.path().display().to_string(),
-            ip: Some(pod.ip),
+            ip: pod.ip4,
             pod_mac: str_of(&pod_if["address"], "pod eth0's MAC")?,
             host_veth: pod.host_veth.clone(),
             host_ifindex: u32_of(&host_if["ifindex"], "host veth's ifindex")?,
@@ -940,13 +995,13 @@ impl Cluster {
         for w in &self.weft {
             s += &format!("--- {} weftd log {} (last 40 lines):\n{}\n", w.ns.name(), w.log.display(), w.log_tail(40));
             s += &format!("--- {} `ip -4 route`:\n{}\n", w.ns.name(), w.ns.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
-            if self.dual_stack {
+            if self.has_ipv6_underlay() {
                 s += &format!("--- {} `ip -6 route`:\n{}\n", w.ns.name(), w.ns.ip(&["-6", "route"]).unwrap_or_else(|e| format!("{e:#}")));
             }
         }
         for f in &self.flannel {
             s += &format!("--- flannel node {} `ip -4 route`:\n{}\n", f.ns.name(), f.ns.ip(&["-4", "route"]).unwrap_or_else(|e| format!("{e:#}")));
-            if self.dual_stack {
+            if self.has_ipv6_underlay() {
                 s += &format!("--- flannel node {} `ip -6 route`:\n{}\n", f.ns.name(), f.ns.ip(&["-6", "route"]).unwrap_or_else(|e| format!("{e:#}")));
             }
         }

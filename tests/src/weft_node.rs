@@ -29,8 +29,10 @@ pub struct PinnedLink {
 pub struct WeftNode {
     /// Node number N: netns `<prefix>-nN`, underlay address 192.168.77.N.
     pub n: u32,
+    /// The node's IPv4 underlay address; 0.0.0.0 on an IPv6-only cluster,
+    /// whose nodes have none (as their leases' PublicIP says).
     pub ip: Ipv4Addr,
-    /// Dual stack: the node's IPv6 underlay address (fd77::N).
+    /// Dual stack, IPv6-only: the node's IPv6 underlay address (fd77::N).
     pub ip6: Option<Ipv6Addr>,
     pub subnet_file: PathBuf,
     pub pin_dir: PathBuf,

@@ -73,7 +73,7 @@ fn spoofed_vxlan_is_dropped_and_counted() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(2).build()?;
     c.wait_converged()?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
-    let pod_ip = c.pods[p1].ip;
+    let pod_ip = c.pods[p1].ip();
     let (node1, node2_subnet) = (c.node_ip(1)?, c.node_env(2)?.v4().addr);
     let vtep = vtep_mac(&c, 1)?;
     let listener = listen(&c.pods[p1].ns, pod_ip);
@@ -118,7 +118,7 @@ fn vxlan_past_weft_decap_is_dropped_and_counted() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(2).build()?;
     c.wait_converged()?;
     let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(1, Wiring::Bridge)?);
-    let (pod_ip, gw) = (c.pods[p1].ip, c.node_env(1)?.v4().addr);
+    let (pod_ip, gw) = (c.pods[p1].ip(), c.node_env(1)?.v4().addr);
     let gw = Ipv4Addr::from(u32::from(gw) + 1);
     let node2_pod = Ipv4Addr::from(u32::from(c.node_env(2)?.v4().addr) + 5);
     let vtep = vtep_mac(&c, 1)?;

@@ -47,7 +47,7 @@ fn bad_peer_leases_touch_nothing_else() -> Result<()> {
         let routes = w.overlay_routes()?;
         ensure!(routes.lines().count() == 1, "node {n} must still route exactly its one good peer:\n{routes}");
     }
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("good peers after the junk")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("good peers after the junk")?;
     c.pass();
     Ok(())
 }

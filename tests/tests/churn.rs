@@ -86,8 +86,8 @@ fn churn_under_all_to_all_load() -> Result<()> {
     // Start asking once all 24 are up and bound.
     let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64() + 5.0;
     for &p in &pods {
-        let me = c.pods[p].ip.to_string();
-        let peers: Vec<String> = pods.iter().filter(|&&q| c.pods[q].node != c.pods[p].node).map(|&q| c.pods[q].ip.to_string()).collect();
+        let me = c.pods[p].ip().to_string();
+        let peers: Vec<String> = pods.iter().filter(|&&q| c.pods[q].node != c.pods[p].node).map(|&q| c.pods[q].ip().to_string()).collect();
         mesh.push(
             c.pods[p]
                 .ns

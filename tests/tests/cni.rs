@@ -131,7 +131,7 @@ fn add_check_del() -> Result<()> {
     let far = c.add_pod(2, Wiring::Cni)?;
     let node = c.node_ns(1)?;
     traffic::ping_ok(&c.pods[far].ns, ip, 3).context("pod on node 2 -> weft-cni pod on node 1")?;
-    traffic::ping_ok(&pod, c.pods[far].ip, 3).context("weft-cni pod on node 1 -> pod on node 2")?;
+    traffic::ping_ok(&pod, c.pods[far].ip(), 3).context("weft-cni pod on node 1 -> pod on node 2")?;
     let t = traffic::tcp_transfer(&c.pods[far].ns, &pod, ip, 1 << 20)?;
     eprintln!("tcp node 2 -> weft-cni pod: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
 

@@ -31,7 +31,7 @@ fn direct_routing_per_peer() -> Result<()> {
     let encap = || c.stat_counter(1, stat::ENCAP).map(|(p, _)| p);
     let fwd = || c.stat_counter(1, stat::FWD).map(|(p, _)| p);
     let (before, fwd_before) = (encap()?, fwd()?);
-    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[1]].ip, 5)?;
+    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[1]].ip(), 5)?;
     ensure!(encap()? == before, "traffic to a same-segment peer was encapsulated");
     // The bridge pod's echo requests took the fast path (weft_fwd on cni0).
     ensure!(fwd()? >= fwd_before + 5, "the fast path forwarded {} of 5 echo requests to the direct peer", fwd()? - fwd_before);
@@ -41,7 +41,7 @@ fn direct_routing_per_peer() -> Result<()> {
     let routed = || c.stat_counter(1, stat::ROUTED_TO_POD).map(|(p, _)| p);
     cmd::poll("node 1 to deliver the direct peer's pings straight into pod 1", Duration::from_secs(10), Duration::from_millis(200), || {
         let r0 = routed().map_err(|e| format!("{e:#}"))?;
-        traffic::ping(&c.pods[pods[1]].ns, c.pods[pods[0]].ip, 1).map_err(|e| format!("{e:#}"))?;
+        traffic::ping(&c.pods[pods[1]].ns, c.pods[pods[0]].ip(), 1).map_err(|e| format!("{e:#}"))?;
         if routed().map_err(|e| format!("{e:#}"))? > r0 {
             Ok(Some(()))
         } else {
@@ -49,11 +49,11 @@ fn direct_routing_per_peer() -> Result<()> {
         }
     })?;
     let r0 = routed()?;
-    traffic::ping_ok(&c.pods[pods[1]].ns, c.pods[pods[0]].ip, 5)?;
+    traffic::ping_ok(&c.pods[pods[1]].ns, c.pods[pods[0]].ip(), 5)?;
     ensure!(routed()? >= r0 + 5, "node 1 delivered {} of 5 echo requests from the direct peer straight into pod 1", routed()? - r0);
-    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip, 5)?;
+    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip(), 5)?;
     ensure!(encap()? >= before + 5, "traffic across the router was not encapsulated");
-    let t = traffic::tcp_transfer(&c.pods[pods[0]].ns, &c.pods[pods[2]].ns, c.pods[pods[2]].ip, 2 << 20).context("tcp A -> B through VXLAN")?;
+    let t = traffic::tcp_transfer(&c.pods[pods[0]].ns, &c.pods[pods[2]].ns, c.pods[pods[2]].ip(), 2 << 20).context("tcp A -> B through VXLAN")?;
     eprintln!("tcp across the router: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
     c.pass();
     Ok(())
@@ -92,7 +92,7 @@ fn direct_routing_mixed_with_flannel() -> Result<()> {
     );
     let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(fa, Wiring::Bridge)?, c.add_pod(fb, Wiring::Bridge)?];
     c.ping_across_nodes(&pods, 2)?;
-    let t = traffic::tcp_transfer(&c.pods[pods[2]].ns, &c.pods[pods[0]].ns, c.pods[pods[0]].ip, 2 << 20).context("tcp flannel (direct) -> weft")?;
+    let t = traffic::tcp_transfer(&c.pods[pods[2]].ns, &c.pods[pods[0]].ns, c.pods[pods[0]].ip(), 2 << 20).context("tcp flannel (direct) -> weft")?;
     eprintln!("tcp flannel direct -> weft: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
     c.pass();
     Ok(())

@@ -139,7 +139,7 @@ fn flannel_dual_stack_selftest() -> Result<()> {
     // works (the v6 traffic above went through the v6 VXLAN tunnel).
     c.node_ns(b)?.ip(&["link", "del", FLANNEL_V6_DEV])?;
     traffic::ping6_fails(&c.pods[pa].ns, ip6(pb)?, 2).context("IPv6 with node b's flannel-v6.1 deleted")?;
-    traffic::ping_ok(&c.pods[pa].ns, c.pods[pb].ip, 2).context("IPv4 with node b's flannel-v6.1 deleted")?;
+    traffic::ping_ok(&c.pods[pa].ns, c.pods[pb].ip(), 2).context("IPv4 with node b's flannel-v6.1 deleted")?;
     c.pass();
     Ok(())
 }
@@ -219,7 +219,7 @@ fn dual_stack_restart_loses_no_ipv6_ping() -> Result<()> {
     c.weft_node(1)?.wait_links_replaced(&before, Duration::from_secs(15)).context("node 1's new weftd")?;
     let summary = flood.all_answered("IPv6 across a kill -9 restart of node 1's weftd")?;
     eprintln!("ping -6: {summary}");
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("IPv4 after the restart")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("IPv4 after the restart")?;
     c.pass();
     Ok(())
 }

@@ -33,9 +33,9 @@ fn embedded_three_nodes_and_flannel_node() -> Result<()> {
     let p3b = c.add_pod(3, Wiring::VethRoute)?;
     let pods = [p1, p2, p3a, p3b];
     c.ping_across_nodes(&pods, 3)?;
-    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3b].ns, c.pods[p3b].ip, 4 << 20).context("tcp node1 bridge pod -> node3 veth pod")?;
+    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3b].ns, c.pods[p3b].ip(), 4 << 20).context("tcp node1 bridge pod -> node3 veth pod")?;
     eprintln!("embedded store: tcp n1->n3 {} bytes intact in {:?} ({:.0} Mbit/s)", t.bytes, t.elapsed, t.mbit_per_s());
-    let t = traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p3a].ns, c.pods[p3a].ip, 4 << 20).context("tcp node2 veth pod -> node3 bridge pod")?;
+    let t = traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p3a].ns, c.pods[p3a].ip(), 4 << 20).context("tcp node2 veth pod -> node3 bridge pod")?;
     eprintln!("embedded store: tcp n2->n3 {} bytes intact in {:?} ({:.0} Mbit/s)", t.bytes, t.elapsed, t.mbit_per_s());
 
     // A flannel-programmed node: its lease is written into the store file by
@@ -49,8 +49,8 @@ fn embedded_three_nodes_and_flannel_node() -> Result<()> {
     let took = c.wait_peer(&[1, 2, 3], fsub, true, start, Duration::from_secs(10)).context("weft nodes learning a lease put into the store file")?;
     eprintln!("embedded store: flannel node's lease programmed on all weft nodes {took:?} after the put");
     for &p in &[p1, p2] {
-        traffic::ping_ok(&c.pods[pf].ns, c.pods[p].ip, 3).with_context(|| format!("flannel pod -> {}", c.pods[p].ns.name()))?;
-        traffic::ping_ok(&c.pods[p].ns, c.pods[pf].ip, 3).with_context(|| format!("{} -> flannel pod", c.pods[p].ns.name()))?;
+        traffic::ping_ok(&c.pods[pf].ns, c.pods[p].ip(), 3).with_context(|| format!("flannel pod -> {}", c.pods[p].ns.name()))?;
+        traffic::ping_ok(&c.pods[p].ns, c.pods[pf].ip(), 3).with_context(|| format!("{} -> flannel pod", c.pods[p].ns.name()))?;
     }
     c.pass();
     Ok(())
@@ -65,7 +65,7 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
     c.wait_peer(&[1, 2], gone.v4().addr, true, Instant::now(), Duration::from_secs(10)).context("before the deletion")?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p3 = c.add_pod(3, Wiring::Bridge)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 2)?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip(), 2)?;
 
     c.weft_node_mut(3)?.kill();
     let rev_before = c.embedded()?.read_db()?["revision"].as_i64().unwrap_or(0);
@@ -76,10 +76,10 @@ fn embedded_lease_deleted_from_store_file() -> Result<()> {
         .with_context(|| format!("after deleting {} from the store file (revision {rev_before} -> {rev_before}+1)", gone.lease_name()))?;
     eprintln!("embedded store: peers forgot {} {took:?} after its lease was deleted from the store file", gone.cidr());
     ensure!(c.lease(3)?.is_none(), "{} is back in the store: {}", gone.lease_name(), c.embedded()?.raw());
-    traffic::ping_fails(&c.pods[p1].ns, c.pods[p3].ip, 2).context("pod on node 3 after its lease is gone")?;
+    traffic::ping_fails(&c.pods[p1].ns, c.pods[p3].ip(), 2).context("pod on node 3 after its lease is gone")?;
     // The survivors still reach each other.
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 2).context("node 1 -> node 2 after the deletion")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 2).context("node 1 -> node 2 after the deletion")?;
     c.pass();
     Ok(())
 }

@@ -77,7 +77,7 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
     c.wait_converged()?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 2).context("before the outage")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 2).context("before the outage")?;
     let keys = [c.lease_key(1)?, c.lease_key(2)?];
     let lease_ids_before = [c.etcd()?.lease_of(&keys[0])?, c.etcd()?.lease_of(&keys[1])?];
     ensure!(lease_ids_before.iter().all(|l| l.is_some()), "leases without an etcd lease before the outage: {keys:?} {lease_ids_before:?}");
@@ -100,14 +100,14 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
 
     c.etcd_mut()?.kill();
     let outage = Instant::now();
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("right after etcd died")?;
-    traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip, 3).context("right after etcd died (reverse)")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("right after etcd died")?;
+    traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip(), 3).context("right after etcd died (reverse)")?;
     unchanged(&mut c, "right after etcd died")?;
     std::thread::sleep(Duration::from_secs(length / 2).saturating_sub(outage.elapsed()));
     unchanged(&mut c, "half-way through the outage")?;
     std::thread::sleep(Duration::from_secs(length - 3).saturating_sub(outage.elapsed()));
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("at the end of the outage")?;
-    traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip, 3).context("at the end of the outage (reverse)")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("at the end of the outage")?;
+    traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip(), 3).context("at the end of the outage (reverse)")?;
     unchanged(&mut c, "at the end of the outage")?;
     std::thread::sleep(Duration::from_secs(length).saturating_sub(outage.elapsed()));
     for w in &c.weft {
@@ -154,7 +154,7 @@ fn etcd_outage_keeps_dataplane() -> Result<()> {
         let ttl = c.etcd()?.ctl(&["lease", "timetolive", &format!("{id:x}")])?;
         eprintln!("{key} renewed after the outage: {ttl}", ttl = ttl.trim());
     }
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 2).context("after the outage")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 2).context("after the outage")?;
     for w in c.weft.iter_mut() {
         if let Some(why) = w.exit_status() {
             bail!("after the outage: {why}");
@@ -416,10 +416,10 @@ fn etcd_slow_then_restarted_after_compaction() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(2).build()?;
     c.wait_converged()?;
     let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 2)?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 2)?;
     let pids: Vec<Option<u32>> = c.weft.iter().map(|w| w.pid()).collect();
     // 6,000 echo requests at 250/s: 24 s, bounded by count and time.
-    let flood = PingFlood::start(&c.pods[p1].ns, c.pods[p2].ip, 6000, 60)?;
+    let flood = PingFlood::start(&c.pods[p1].ns, c.pods[p2].ip(), 6000, 60)?;
     let etcd_pid = c.etcd()?.pid().context("etcd not running")? as i32;
     let mut written = Vec::new();
     let t0 = Instant::now();

@@ -51,23 +51,23 @@ fn host_gw_within_a_segment() -> Result<()> {
     let p3a = c.add_pod(3, Wiring::Bridge)?;
     let p3b = c.add_pod(3, Wiring::VethRoute)?;
     c.ping_across_nodes(&[p1, p2, p3a, p3b], 3)?;
-    traffic::ping_ok(c.node_ns(1)?, c.pods[p2].ip, 3).context("host-originated: node 1 -> pod on node 2")?;
+    traffic::ping_ok(c.node_ns(1)?, c.pods[p2].ip(), 3).context("host-originated: node 1 -> pod on node 2")?;
     // Full-size frames pass unfragmented: the pod MTU is the underlay's.
-    traffic::ping_sized(&c.pods[p1].ns, c.pods[p3a].ip, 2, Some(1472))
+    traffic::ping_sized(&c.pods[p1].ns, c.pods[p3a].ip(), 2, Some(1472))
         .and_then(|st| if st.all_received() { Ok(st) } else { bail!("{}", st.output) })
         .context("1500-byte DF ping node 1 bridge pod -> node 3 bridge pod")?;
     // On the wire: plain IPv4 between pod addresses, no VXLAN. Captured on
     // node 1's switch port while pod 1 pings pod 2.
     let cap = traffic::Capture::start(&c.sw, "vn1", "udp port 8472 or icmp", 100, 10)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("ping during the capture")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("ping during the capture")?;
     let lines = cap.finish();
     let vxlan: Vec<&String> = lines.iter().filter(|l| l.contains(".8472")).collect();
-    let plain = lines.iter().filter(|l| l.contains(&format!("IP {} > {}: ICMP echo request", c.pods[p1].ip, c.pods[p2].ip))).count();
+    let plain = lines.iter().filter(|l| l.contains(&format!("IP {} > {}: ICMP echo request", c.pods[p1].ip(), c.pods[p2].ip()))).count();
     ensure!(vxlan.is_empty(), "VXLAN (udp 8472) on the wire with host-gw:\n{}", lines.join("\n"));
-    ensure!(plain >= 3, "want >= 3 plain ICMP echo requests {} > {} on vn1, captured:\n{}", c.pods[p1].ip, c.pods[p2].ip, lines.join("\n"));
-    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3b].ns, c.pods[p3b].ip, 4 << 20).context("tcp node1 bridge pod -> node3 veth pod")?;
+    ensure!(plain >= 3, "want >= 3 plain ICMP echo requests {} > {} on vn1, captured:\n{}", c.pods[p1].ip(), c.pods[p2].ip(), lines.join("\n"));
+    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3b].ns, c.pods[p3b].ip(), 4 << 20).context("tcp node1 bridge pod -> node3 veth pod")?;
     eprintln!("host-gw tcp n1->n3: {} bytes in {:?} ({:.0} Mbit/s)", t.bytes, t.elapsed, t.mbit_per_s());
-    let t = traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p3a].ns, c.pods[p3a].ip, 4 << 20).context("tcp node2 veth pod -> node3 bridge pod")?;
+    let t = traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p3a].ns, c.pods[p3a].ip(), 4 << 20).context("tcp node2 veth pod -> node3 bridge pod")?;
     eprintln!("host-gw tcp n2->n3: {} bytes in {:?} ({:.0} Mbit/s)", t.bytes, t.elapsed, t.mbit_per_s());
     c.pass();
     Ok(())
@@ -117,11 +117,11 @@ fn host_gw_skipped_across_segments() -> Result<()> {
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
     let p3 = c.add_pod(3, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2], 3)?;
-    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, c.pods[p2].ip, 4 << 20).context("tcp node1 pod -> node2 pod")?;
+    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, c.pods[p2].ip(), 4 << 20).context("tcp node1 pod -> node2 pod")?;
     eprintln!("host-gw tcp n1->n2: {} bytes in {:?}", t.bytes, t.elapsed);
     // Without a route the other segment's pods stay unreachable (no default route anywhere).
-    traffic::ping_fails(&c.pods[p1].ns, c.pods[p3].ip, 2).context("pod on segment A -> pod on segment B")?;
-    traffic::ping_fails(&c.pods[p3].ns, c.pods[p2].ip, 2).context("pod on segment B -> pod on segment A")?;
+    traffic::ping_fails(&c.pods[p1].ns, c.pods[p3].ip(), 2).context("pod on segment A -> pod on segment B")?;
+    traffic::ping_fails(&c.pods[p3].ns, c.pods[p2].ip(), 2).context("pod on segment B -> pod on segment A")?;
     c.pass();
     Ok(())
 }
@@ -151,7 +151,7 @@ fn host_gw_route_restored() -> Result<()> {
     eprintln!("route {s2} restored after {:?}", t0.elapsed());
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Bridge)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("after the route came back")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("after the route came back")?;
     c.pass();
     Ok(())
 }
@@ -188,18 +188,18 @@ fn host_gw_mixed_with_flannel() -> Result<()> {
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
     // Before the flannel node is programmed it has no way back: must fail.
-    traffic::ping_fails(&c.pods[pf].ns, c.pods[p1].ip, 2).context("flannel node not programmed yet")?;
+    traffic::ping_fails(&c.pods[pf].ns, c.pods[p1].ip(), 2).context("flannel node not programmed yet")?;
     let programmed = c.flannel_node(f)?.reprogram(&c.store)?;
     let want = [c.node_env(1)?.cidr(), c.node_env(2)?.cidr()];
     ensure!(want.iter().all(|s| programmed.contains(s)), "flannel host-gw node programmed {programmed:?}, want {want:?}");
     c.wait_converged().context("weft nodes routing to the flannel node's subnet")?;
     for &p in &[p1, p2] {
-        traffic::ping_ok(&c.pods[pf].ns, c.pods[p].ip, 3).with_context(|| format!("flannel pod -> {}", c.pods[p].ns.name()))?;
-        traffic::ping_ok(&c.pods[p].ns, c.pods[pf].ip, 3).with_context(|| format!("{} -> flannel pod", c.pods[p].ns.name()))?;
+        traffic::ping_ok(&c.pods[pf].ns, c.pods[p].ip(), 3).with_context(|| format!("flannel pod -> {}", c.pods[p].ns.name()))?;
+        traffic::ping_ok(&c.pods[p].ns, c.pods[pf].ip(), 3).with_context(|| format!("{} -> flannel pod", c.pods[p].ns.name()))?;
     }
-    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[pf].ns, c.pods[pf].ip, 4 << 20).context("tcp weft -> flannel")?;
+    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[pf].ns, c.pods[pf].ip(), 4 << 20).context("tcp weft -> flannel")?;
     eprintln!("tcp weft->flannel: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
-    let t = traffic::tcp_transfer(&c.pods[pf].ns, &c.pods[p2].ns, c.pods[p2].ip, 4 << 20).context("tcp flannel -> weft")?;
+    let t = traffic::tcp_transfer(&c.pods[pf].ns, &c.pods[p2].ns, c.pods[p2].ip(), 4 << 20).context("tcp flannel -> weft")?;
     eprintln!("tcp flannel->weft: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
     c.pass();
     Ok(())

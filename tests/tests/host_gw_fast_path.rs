@@ -47,11 +47,11 @@ fn fast_path_carries_pod_traffic() -> Result<()> {
     ensure!(peers.as_array().map(|a| a.len()) == Some(2), "node 1: weft_hostgw should hold the 2 peers, has {peers}");
 
     let (fwd0, _) = c.stat_counter(1, stat::FWD)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 5)?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip(), 5)?;
     let (fwd1, _) = c.stat_counter(1, stat::FWD)?;
     ensure!(fwd1 >= fwd0 + 5, "node 1 fast path forwarded {} of 5 echo requests", fwd1 - fwd0);
     let (_, bytes0) = c.stat_counter(1, stat::FWD)?;
-    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3].ns, c.pods[p3].ip, 4 << 20).context("tcp pod 1 -> pod 3")?;
+    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3].ns, c.pods[p3].ip(), 4 << 20).context("tcp pod 1 -> pod 3")?;
     let (_, bytes1) = c.stat_counter(1, stat::FWD)?;
     ensure!(bytes1 - bytes0 >= 4 << 20, "the fast path carried {} bytes of a 4 MiB transfer", bytes1 - bytes0);
     eprintln!("fast path tcp n1->n3: {} bytes ({:.0} Mbit/s), {} bytes through weft_fwd", t.bytes, t.mbit_per_s(), bytes1 - bytes0);
@@ -59,13 +59,13 @@ fn fast_path_carries_pod_traffic() -> Result<()> {
     ensure!(c.stat_counter(3, stat::FWD)?.0 >= 5, "node 3's fast path carried no replies");
 
     // Node 2 forwards through the stack: same reachability, no counts.
-    traffic::ping_ok(&c.pods[p2].ns, c.pods[p3].ip, 3)?;
-    traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p1].ns, c.pods[p1].ip, 1 << 20).context("tcp pod 2 -> pod 1 without the fast path")?;
+    traffic::ping_ok(&c.pods[p2].ns, c.pods[p3].ip(), 3)?;
+    traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p1].ns, c.pods[p1].ip(), 1 << 20).context("tcp pod 2 -> pod 1 without the fast path")?;
     ensure!(c.stat_counter(2, stat::FWD)?.0 == 0, "node 2 (--no-fast-path) counted fast-path packets");
 
     // TTL 1: the fast path declines, the stack answers time-exceeded.
     let (stack0, _) = c.stat_counter(1, stat::FWD_STACK)?;
-    let out = c.pods[p1].ns.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", "1", &c.pods[p3].ip.to_string()])?;
+    let out = c.pods[p1].ns.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", "1", &c.pods[p3].ip().to_string()])?;
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(text.contains("Time to live exceeded"), "ping -t 1 across nodes: want time-exceeded from node 1, got:\n{text}");
     ensure!(c.stat_counter(1, stat::FWD_STACK)?.0 > stack0, "the TTL-1 packet was not counted as handed to the stack");
@@ -75,7 +75,7 @@ fn fast_path_carries_pod_traffic() -> Result<()> {
     c.start_weftd_with(1, &["--no-fast-path"])?;
     wait_attached(&c, 1, false)?;
     let (f0, _) = c.stat_counter(1, stat::FWD)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 3)?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip(), 3)?;
     ensure!(c.stat_counter(1, stat::FWD)?.0 == f0, "weft_fwd still counts after --no-fast-path");
     c.pass();
     Ok(())

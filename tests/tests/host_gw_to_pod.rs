@@ -27,7 +27,7 @@ fn peer_pods_packets_go_straight_into_registered_pods() -> Result<()> {
     let (p1, p2, p3) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
     c.register_endpoint(p1)?;
     c.register_endpoint(p2)?;
-    let (ip2, ip3) = (c.pods[p2].ip, c.pods[p3].ip);
+    let (ip2, ip3) = (c.pods[p2].ip(), c.pods[p3].ip());
     // Each node reads the records on its own schedule: wait until both
     // deliver, node 2 the request into pod 2 and node 1 the reply into pod 1.
     cmd::poll("both nodes to deliver a ping and its reply straight into the pods", Duration::from_secs(30), Duration::from_millis(200), || {

@@ -149,8 +149,8 @@ fn egress_masqueraded(c: &Cluster, out: &Outside, p: usize) -> Result<()> {
 
 /// The source address pod `b` sees for a TCP connection from pod `a`: `a`'s own.
 fn pod_to_pod_keeps_address(c: &Cluster, a: usize, b: usize, port: u16) -> Result<()> {
-    let (_, peer) = traffic::tcp_exchange(&c.pods[a].ns, &c.pods[b].ns, port, SocketAddr::from((c.pods[b].ip, port)))?;
-    ensure!(peer.ip() == std::net::IpAddr::V4(c.pods[a].ip), "pod {} -> pod {}: the server saw {peer}, not the pod's address {}", a, b, c.pods[a].ip);
+    let (_, peer) = traffic::tcp_exchange(&c.pods[a].ns, &c.pods[b].ns, port, SocketAddr::from((c.pods[b].ip(), port)))?;
+    ensure!(peer.ip() == std::net::IpAddr::V4(c.pods[a].ip()), "pod {} -> pod {}: the server saw {peer}, not the pod's address {}", a, b, c.pods[a].ip());
     Ok(())
 }
 

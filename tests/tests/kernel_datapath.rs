@@ -70,7 +70,7 @@ fn vxlan_kernel_datapath_interworks() -> Result<()> {
         c.weft_node(1)?.log_tail(8)
     );
     for (a, b) in [(0, 1), (1, 0), (0, 2), (2, 0)] {
-        traffic::tcp_transfer(&c.pods[pods[a]].ns, &c.pods[pods[b]].ns, c.pods[pods[b]].ip, 2 << 20)
+        traffic::tcp_transfer(&c.pods[pods[a]].ns, &c.pods[pods[b]].ns, c.pods[pods[b]].ip(), 2 << 20)
             .with_context(|| format!("tcp {} -> {}", c.pods[pods[a]].ns.name(), c.pods[pods[b]].ns.name()))?;
     }
     // Node 2's lease goes: node 1 drops its route, neighbour and FDB entry.
@@ -92,7 +92,7 @@ fn vxlan_kernel_datapath_interworks() -> Result<()> {
     // The reconcile that removed them counted them (route, neighbour, FDB entry).
     let gone = metrics::reconciles(ns1)?;
     ensure!(gone.removed >= after.removed + 3, "node 1 removed node 2's route, neighbour and FDB entry but counted {} removals", gone.removed - after.removed);
-    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip, 3).context("node 1 -> flannel after node 2 left")?;
+    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip(), 3).context("node 1 -> flannel after node 2 left")?;
     c.pass();
     Ok(())
 }
@@ -151,7 +151,7 @@ fn host_gw_kernel_datapath() -> Result<()> {
         let w = c.weft_node(n)?;
         ensure!(!w.fast_path_attached() && !w.stats_pin().exists(), "node {n}: --datapath kernel but BPF state in {}", w.pin_dir.display());
     }
-    traffic::tcp_transfer(&c.pods[pods[0]].ns, &c.pods[pods[2]].ns, c.pods[pods[2]].ip, 2 << 20).context("tcp weft -> flannel host-gw")?;
+    traffic::tcp_transfer(&c.pods[pods[0]].ns, &c.pods[pods[2]].ns, c.pods[pods[2]].ip(), 2 << 20).context("tcp weft -> flannel host-gw")?;
     c.pass();
     Ok(())
 }

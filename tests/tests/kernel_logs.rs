@@ -28,7 +28,7 @@ fn kernel_logs_switch_at_run_time() -> Result<()> {
             Err(w1.log_tail(3))
         }
     })?;
-    let target = c.pods[p2].ip.to_string();
+    let target = c.pods[p2].ip().to_string();
     let ttl1 = || c.pods[p1].ns.exec_output("timeout", &["5", "ping", "-n", "-c", "1", "-W", "1", "-t", "1", &target]);
     let lines = || -> Result<usize> {
         Ok(std::fs::read_to_string(&c.weft_node(1)?.log)?.lines().filter(|l| l.contains("weft_kernel") && l.contains(&format!("TTL 1 to {target}"))).count())

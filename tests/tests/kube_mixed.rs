@@ -135,7 +135,7 @@ fn mixed(config: &str, backend: FlannelBackend, backend_type: &str) -> Result<()
     let pf = c.add_pod(f, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2, pf], 3)?;
     for (a, b, what) in [(p1, pf, "weft -> flannel"), (pf, p2, "flannel -> weft")] {
-        let t = traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip, 4 << 20).with_context(|| format!("tcp {what}"))?;
+        let t = traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip(), 4 << 20).with_context(|| format!("tcp {what}"))?;
         eprintln!("kube mixed {backend_type} tcp {what}: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
     }
     // weftd reads the flannel node's Node and never writes it.
@@ -188,7 +188,7 @@ fn kube_vxlan_kernel_datapath() -> Result<()> {
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
     c.ping_across_nodes(&[p1, p2], 3)?;
-    traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p1].ns, c.pods[p1].ip, 2 << 20).context("tcp node 2 -> node 1 on the kernel datapath")?;
+    traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p1].ns, c.pods[p1].ip(), 2 << 20).context("tcp node 2 -> node 1 on the kernel datapath")?;
     c.pass();
     Ok(())
 }
@@ -209,9 +209,9 @@ fn kube_vxlan_direct_routing() -> Result<()> {
     c.ping_across_nodes(&pods, 3)?;
     let encap = |n| c.stat_counter(n, stat::ENCAP).map(|(p, _)| p);
     let (e1, e2) = (encap(1)?, encap(2)?);
-    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[1]].ip, 5)?;
+    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[1]].ip(), 5)?;
     ensure!(encap(1)? == e1 && encap(2)? == e2, "same-segment traffic was encapsulated: {e1} -> {}, {e2} -> {}", encap(1)?, encap(2)?);
-    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip, 5)?;
+    traffic::ping_ok(&c.pods[pods[0]].ns, c.pods[pods[2]].ip(), 5)?;
     ensure!(encap(1)? >= e1 + 5, "traffic across the router was not encapsulated by node 1");
     ensure!(encap(3)? >= 5, "node 3 encapsulated no replies");
     c.pass();
@@ -235,7 +235,7 @@ fn kube_udp() -> Result<()> {
     c.ping_across_nodes(&[p1, p2], 3)?;
     let (tx, rx) = (udp_packets(c.node_ns(1)?, "tx")? - tx1, udp_packets(c.node_ns(2)?, "rx")? - rx2);
     ensure!(tx >= 6 && rx >= 6, "the udp path carried too little of 6 pings each way: node 1 tx {tx}, node 2 rx {rx}");
-    traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, c.pods[p2].ip, 2 << 20).context("tcp over udp")?;
+    traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, c.pods[p2].ip(), 2 << 20).context("tcp over udp")?;
     c.pass();
     Ok(())
 }
@@ -267,7 +267,7 @@ fn kube_host_gw_fast_path_to_registered_pods() -> Result<()> {
     for (a, b, n) in [(p1, p2, 2), (p2, p1, 1)] {
         cmd::poll(&format!("node {n} to deliver straight into its registered pod"), Duration::from_secs(10), Duration::from_millis(200), || {
             let r0 = routed(n).map_err(|e| format!("{e:#}"))?;
-            traffic::ping(&c.pods[a].ns, c.pods[b].ip, 1).map_err(|e| format!("{e:#}"))?;
+            traffic::ping(&c.pods[a].ns, c.pods[b].ip(), 1).map_err(|e| format!("{e:#}"))?;
             if routed(n).map_err(|e| format!("{e:#}"))? > r0 {
                 Ok(Some(()))
             } else {
@@ -277,13 +277,13 @@ fn kube_host_gw_fast_path_to_registered_pods() -> Result<()> {
     }
     for (a, b, from, to) in [(p1, p2, 1, 2), (p2, p1, 2, 1)] {
         let (f0, r0, back0) = (fwd(from)?, routed(to)?, routed(from)?);
-        traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip, 5)?;
+        traffic::ping_ok(&c.pods[a].ns, c.pods[b].ip(), 5)?;
         ensure!(fwd(from)? >= f0 + 5, "node {from}'s fast path forwarded {} of 5 echo requests", fwd(from)? - f0);
         ensure!(routed(to)? >= r0 + 5, "node {to} delivered {} of 5 echo requests straight into its pod", routed(to)? - r0);
         ensure!(routed(from)? >= back0 + 5, "node {from} delivered {} of 5 echo replies straight into its pod", routed(from)? - back0);
     }
     let (_, b0) = c.stat_counter(2, stat::ROUTED_TO_POD)?;
-    traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, c.pods[p2].ip, 4 << 20).context("tcp pod 1 -> pod 2")?;
+    traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p2].ns, c.pods[p2].ip(), 4 << 20).context("tcp pod 1 -> pod 2")?;
     ensure!(c.stat_counter(2, stat::ROUTED_TO_POD)?.1 - b0 >= 4 << 20, "the 4 MiB did not go straight into pod 2");
     c.pass();
     Ok(())

@@ -143,9 +143,9 @@ fn three_nodes(config: &str, backend: &str) -> Result<()> {
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
     let p3 = c.add_pod(3, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2, p3], 3)?;
-    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3].ns, c.pods[p3].ip, 4 << 20).context("tcp node1 pod -> node3 pod")?;
+    let t = traffic::tcp_transfer(&c.pods[p1].ns, &c.pods[p3].ns, c.pods[p3].ip(), 4 << 20).context("tcp node1 pod -> node3 pod")?;
     eprintln!("kube {backend} tcp n1->n3: {} bytes in {:?}", t.bytes, t.elapsed);
-    let t = traffic::tcp_transfer(&c.pods[p3].ns, &c.pods[p2].ns, c.pods[p2].ip, 4 << 20).context("tcp node3 pod -> node2 pod")?;
+    let t = traffic::tcp_transfer(&c.pods[p3].ns, &c.pods[p2].ns, c.pods[p2].ip(), 4 << 20).context("tcp node3 pod -> node2 pod")?;
     eprintln!("kube {backend} tcp n3->n2: {} bytes in {:?}", t.bytes, t.elapsed);
     c.pass();
     Ok(())
@@ -427,7 +427,7 @@ fn kube_api_outage_keeps_forwarding() -> Result<()> {
     // The 60 s; 5 minutes in `cargo xtask soak`.
     let outage: u64 = if weft_tests::report::soak() { 300 } else { 60 };
     // 250/s for the outage with a second before and two after it.
-    let flood = traffic::PingFlood::start(&c.pods[p1].ns, c.pods[p2].ip, ((outage + 3) * 250) as u32, (outage + 15) as u32)?;
+    let flood = traffic::PingFlood::start(&c.pods[p1].ns, c.pods[p2].ip(), ((outage + 3) * 250) as u32, (outage + 15) as u32)?;
     std::thread::sleep(Duration::from_secs(1));
     c.kube_mut()?.api.go_down();
     std::thread::sleep(Duration::from_secs(outage));

@@ -54,7 +54,7 @@ fn vtep_mac_survives_a_recreated_device() -> Result<()> {
     ensure!(annotated_mac(&c, 1)? == before, "the annotation's VtepMAC changed");
     // Node 2 reaches node 1's pods through the entry it already had.
     let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
-    traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip, 3)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3)?;
+    traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip(), 3)?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3)?;
     Ok(())
 }

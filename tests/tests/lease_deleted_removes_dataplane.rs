@@ -22,7 +22,7 @@ fn lease_deleted_removes_dataplane() -> Result<()> {
     }
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p3 = c.add_pod(3, Wiring::Bridge)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 2)?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip(), 2)?;
 
     c.weft_node_mut(3)?.kill();
     if c.etcd()?.del(&key)? != 1 {
@@ -49,7 +49,7 @@ fn lease_deleted_removes_dataplane() -> Result<()> {
         .with_context(|| format!("after deleting {key}"))?;
     }
     eprintln!("peers forgot {} {:?} after the lease was deleted", gone.cidr(), start.elapsed());
-    traffic::ping_fails(&c.pods[p1].ns, c.pods[p3].ip, 2).context("pod on node 3 after its lease is gone")?;
+    traffic::ping_fails(&c.pods[p1].ns, c.pods[p3].ip(), 2).context("pod on node 3 after its lease is gone")?;
     c.pass();
     Ok(())
 }

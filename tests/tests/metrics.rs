@@ -49,7 +49,7 @@ fn metrics_parse_and_move() -> Result<()> {
     let mut c = Cluster::builder().weft_nodes(2).weftd_args(&ARGS).build()?;
     c.wait_converged()?;
     let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
-    weft_tests::traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3)?;
+    weft_tests::traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3)?;
     let ns = c.node_ns(1)?;
     let m = parse(&scrape(ns)?)?;
     let get = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().with_context(|| format!("no sample {k} in {m:?}"));

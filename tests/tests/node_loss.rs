@@ -19,7 +19,7 @@ fn lost_nodes_leave_every_peer_and_nothing_else() -> Result<()> {
     let pods: Vec<usize> = (1..=4).map(|n| c.add_pod(n, Wiring::Bridge)).collect::<Result<_>>()?;
     c.ping_across_nodes(&pods, 2)?;
     let subnets: Vec<_> = (1..=4).map(|n| c.node_env(n).map(|e| e.v4().addr)).collect::<Result<_>>()?;
-    let (ip2, ip3, ip4) = (c.pods[pods[1]].ip, c.pods[pods[2]].ip, c.pods[pods[3]].ip);
+    let (ip2, ip3, ip4) = (c.pods[pods[1]].ip(), c.pods[pods[2]].ip(), c.pods[pods[3]].ip());
     // 250 echo requests a second between nodes 1 and 2 for the whole test
     // (bounded: 7,500 requests, 60 s).
     let flood = PingFlood::start(&c.pods[pods[0]].ns, ip2, 7500, 60)?;

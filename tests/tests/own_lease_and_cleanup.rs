@@ -25,7 +25,7 @@ fn own_lease_deleted_is_reclaimed() -> Result<()> {
     ensure!(value.contains(&format!("\"{}\"", c.node_ip(2)?)), "reclaimed lease does not carry node 2's PublicIP: {value}");
     ensure!(c.weft_node(2)?.log_tail(20).contains("claiming it again"), "weftd did not log the lost lease");
     c.wait_converged()?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("after the lease was reclaimed")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("after the lease was reclaimed")?;
     c.pass();
     Ok(())
 }

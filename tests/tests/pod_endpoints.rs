@@ -42,9 +42,9 @@ fn registered_pods_skip_the_host_path() -> Result<()> {
     let (p1, p2, p3) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(1, Wiring::Bridge)?);
     let rec1 = c.register_endpoint(p1)?;
     let rec2 = c.register_endpoint(p2)?;
-    wait_pods(&c, 1, &[c.pods[p1].ip])?;
-    wait_pods(&c, 2, &[c.pods[p2].ip])?;
-    let (ip2, ip3) = (c.pods[p2].ip, c.pods[p3].ip);
+    wait_pods(&c, 1, &[c.pods[p1].ip()])?;
+    wait_pods(&c, 2, &[c.pods[p2].ip()])?;
+    let (ip2, ip3) = (c.pods[p2].ip(), c.pods[p3].ip());
 
     // Echo requests go straight into pod 2 on node 2, replies into pod 1 on node 1.
     let (d1, d2) = (c.stat_counter(1, stat::DECAP_TO_POD)?.0, c.stat_counter(2, stat::DECAP_TO_POD)?.0);

@@ -13,7 +13,7 @@ fn restart_keeps_dataplane() -> Result<()> {
     c.wait_converged()?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("before the restart")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("before the restart")?;
     let subnet_before = c.node_env(2)?.cidr();
     let links_before = c.weft_node(2)?.pinned_links()?;
     for prog in ["weft_encap-", "weft_decap-"] {
@@ -21,8 +21,8 @@ fn restart_keeps_dataplane() -> Result<()> {
     }
 
     c.weft_node_mut(2)?.kill();
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 5).context("while weftd on node 2 is dead")?;
-    traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip, 5).context("from node 2 while its weftd is dead")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 5).context("while weftd on node 2 is dead")?;
+    traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip(), 5).context("from node 2 while its weftd is dead")?;
 
     c.start_weftd(2)?;
     // subnet.env and the lease survive the crash, so readiness alone proves
@@ -48,8 +48,8 @@ fn restart_keeps_dataplane() -> Result<()> {
         c.weft_node(2)?.log_tail(20)
     );
     ensure!(c.node_env(2)?.cidr() == subnet_before, "node 2 changed subnet across a restart: {subnet_before} -> {}", c.node_env(2)?.cidr());
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 3).context("after the restart")?;
-    let t = traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p1].ns, c.pods[p1].ip, 2 << 20).context("tcp after the restart")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 3).context("after the restart")?;
+    let t = traffic::tcp_transfer(&c.pods[p2].ns, &c.pods[p1].ns, c.pods[p1].ip(), 2 << 20).context("tcp after the restart")?;
     eprintln!("tcp after restart: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
     c.pass();
     Ok(())
@@ -90,7 +90,7 @@ fn overlay_device_recreated() -> Result<()> {
     ensure!(new_encap != old_encap[0], "weft.1 was recreated with its old ifindex ({new_encap}): the test proves nothing");
     eprintln!("link pins before {links_before:?}\nafter {links_after:?}");
     cmd::poll("pods to reach each other over the new device", Duration::from_secs(15), Duration::from_millis(200), || {
-        match traffic::ping(&c.pods[p1].ns, c.pods[p2].ip, 2) {
+        match traffic::ping(&c.pods[p1].ns, c.pods[p2].ip(), 2) {
             Ok(st) if st.all_received() => Ok(Some(())),
             Ok(st) => Err(st.output),
             Err(e) => Err(format!("{e:#}")),

@@ -35,7 +35,7 @@ fn restart_and_upgrade_lose_nothing() -> Result<()> {
         })?;
     }
     let before = (c.weft_node(1)?.pinned_links()?, c.weft_node(2)?.pinned_links()?);
-    let ip2 = c.pods[p2].ip;
+    let ip2 = c.pods[p2].ip();
     // 2,000 echo requests at 250/s: 8 s, bounded by count and by timeout.
     let ping = PingFlood::start(&c.pods[p1].ns, ip2, 2000, 20)?;
     let stream = {

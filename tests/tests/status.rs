@@ -41,7 +41,7 @@ fn status_agrees_with_store_kernel_and_maps() -> Result<()> {
     let pods = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(f, Wiring::Bridge)?];
     c.register_endpoint(pods[0])?;
     c.ping_across_nodes(&pods, 2)?;
-    let pod_ip = c.pods[pods[0]].ip.to_string();
+    let pod_ip = c.pods[pods[0]].ip().to_string();
     let w1 = c.weft_node(1)?;
     cmd::poll("node 1 to register its pod", Duration::from_secs(10), Duration::from_millis(100), || {
         let d = bpf::map_dump(&w1.pods_pin()).map_err(|e| format!("{e:#}"))?;

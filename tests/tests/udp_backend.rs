@@ -56,16 +56,16 @@ fn udp_backend_end_to_end_and_with_flannels_format() -> Result<()> {
     let p2 = c.add_pod(2, Wiring::VethRoute)?;
     let p3 = c.add_pod(f, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2, p3], 3)?;
-    traffic::ping_ok(c.node_ns(1)?, c.pods[p2].ip, 3).context("host-originated: node 1 -> pod on node 2")?;
+    traffic::ping_ok(c.node_ns(1)?, c.pods[p2].ip(), 3).context("host-originated: node 1 -> pod on node 2")?;
     // Full-size packets: the pod MTU 1472 fits one datagram in the underlay's 1500.
-    let st = traffic::ping_sized(&c.pods[p1].ns, c.pods[p3].ip, 2, Some(1444))?;
+    let st = traffic::ping_sized(&c.pods[p1].ns, c.pods[p3].ip(), 2, Some(1444))?;
     ensure!(st.all_received(), "1472-byte DF ping weft pod -> flannel udp pod:\n{}", st.output);
 
     // TCP both ways, weft <-> weft and weft <-> the reference peer, intact.
     let (n1, n2) = (Netns::borrowed(c.node_ns(1)?.name()), Netns::borrowed(c.node_ns(2)?.name()));
     let (tso0, gro0) = (udp_packets(&n1, "tso_reads")?, udp_packets(&n2, "gro_writes")?);
     for (a, b, what) in [(p1, p2, "weft -> weft"), (p2, p1, "weft -> weft, back"), (p1, p3, "weft -> flannel udp"), (p3, p2, "flannel udp -> weft")] {
-        let t = traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip, 8 << 20).with_context(|| format!("tcp {what}"))?;
+        let t = traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip(), 8 << 20).with_context(|| format!("tcp {what}"))?;
         eprintln!("udp tcp {what}: {} bytes in {:?} ({:.0} Mbit/s)", t.bytes, t.elapsed, t.mbit_per_s());
     }
     // The offloads carried it: the TUN handed node 1 TSO packets, and node 2
@@ -76,7 +76,7 @@ fn udp_backend_end_to_end_and_with_flannels_format() -> Result<()> {
     // On the wire: UDP 8285 -> 8285 whose payload is the bare inner IPv4
     // packet (first byte 0x45, length = the 84-byte ICMP echo).
     let cap = traffic::Capture::start(&c.sw, "vn1", "udp port 8285 and udp[8] = 0x45", 100, 10)?;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip, 3).context("ping during the capture")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p3].ip(), 3).context("ping during the capture")?;
     let lines = cap.finish();
     let (me, them) = (c.node_ip(1)?, c.node_ip(f)?);
     let out = lines.iter().filter(|l| l.contains(&format!("{me}.8285 > {them}.8285: UDP, length 84"))).count();
@@ -93,11 +93,11 @@ fn udp_backend_end_to_end_and_with_flannels_format() -> Result<()> {
     // flannel's TTL rule: pod -> pod costs 4 (node 1 forwards, weft sends,
     // weft receives, node 2 forwards). TTL 5 arrives; 3 dies at node 2's
     // receive, 2 at node 1's send, each counted where it dies.
-    ensure!(ping_ttl(&c.pods[p1].ns, c.pods[p2].ip, 5)?, "TTL 5 must arrive (4 hops)");
+    ensure!(ping_ttl(&c.pods[p1].ns, c.pods[p2].ip(), 5)?, "TTL 5 must arrive (4 hops)");
     let (t1, t2) = (udp_packets(&n1, "drop_ttl")?, udp_packets(&n2, "drop_ttl")?);
-    ensure!(!ping_ttl(&c.pods[p1].ns, c.pods[p2].ip, 3)?, "TTL 3 must not arrive");
+    ensure!(!ping_ttl(&c.pods[p1].ns, c.pods[p2].ip(), 3)?, "TTL 3 must not arrive");
     ensure!(udp_packets(&n2, "drop_ttl")? >= t2 + 2, "node 2 did not count TTL drops on receive");
-    ensure!(!ping_ttl(&c.pods[p1].ns, c.pods[p2].ip, 2)?, "TTL 2 must not arrive");
+    ensure!(!ping_ttl(&c.pods[p1].ns, c.pods[p2].ip(), 2)?, "TTL 2 must not arrive");
     ensure!(udp_packets(&n1, "drop_ttl")? >= t1 + 2, "node 1 did not count TTL drops on send");
     c.pass();
     Ok(())
@@ -151,7 +151,7 @@ fn udp_hostile_datagrams_are_dropped_and_counted() -> Result<()> {
     let n1 = Netns::borrowed(c.node_ns(1)?.name());
     let (node1, node2_sub) = (c.node_ip(1)?, c.node_env(2)?.v4().addr);
     let from2 = Ipv4Addr::from(u32::from(node2_sub) + 5);
-    let pod1 = c.pods[p1].ip;
+    let pod1 = c.pods[p1].ip();
     // A source inside the network but outside node 2's subnet (and node 1's):
     // subnets are chosen at random, so a fixed address could be node 2's own.
     let node1_sub = c.node_env(1)?.v4().addr;
@@ -255,7 +255,7 @@ fn udp_per_cpu_workers_are_pinned_and_carry_traffic() -> Result<()> {
     let p3 = c.add_pod(f, Wiring::Bridge)?;
     c.ping_across_nodes(&[p1, p2, p3], 3)?;
     for (a, b, what) in [(p1, p2, "weft -> weft"), (p2, p1, "weft -> weft, back"), (p3, p1, "flannel udp -> weft")] {
-        traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip, 8 << 20).with_context(|| format!("tcp {what} with --udp-per-cpu"))?;
+        traffic::tcp_transfer(&c.pods[a].ns, &c.pods[b].ns, c.pods[b].ip(), 8 << 20).with_context(|| format!("tcp {what} with --udp-per-cpu"))?;
     }
     c.pass();
     Ok(())

@@ -69,7 +69,7 @@ fn pods_receive_merged_packets_on_a_nic_like_underlay() -> Result<()> {
     nic_like(&c)?;
     let (p1, p2, p3) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
     c.register_endpoint(p2)?;
-    let (ip2, ip3) = (c.pods[p2].ip, c.pods[p3].ip);
+    let (ip2, ip3) = (c.pods[p2].ip(), c.pods[p3].ip());
     weft_tests::cmd::poll("node 2 to deliver straight into pod 2", std::time::Duration::from_secs(30), std::time::Duration::from_millis(200), || {
         let (n, _) = per_packet(&c, 2, stat::DECAP_TO_POD, || traffic::ping(&c.pods[p1].ns, ip2, 1).map(|_| ())).map_err(|e| format!("{e:#}"))?;
         Ok((n > 0).then_some(()))

@@ -31,12 +31,12 @@ fn vxlan_udp_csum() -> Result<()> {
         .spawn()
         .context("starting tcpdump on the flannel node")?;
     std::thread::sleep(std::time::Duration::from_millis(800));
-    traffic::ping_ok(&c.pods[pw].ns, c.pods[pf].ip, 5).context("weft pod -> flannel pod with outer UDP checksums")?;
+    traffic::ping_ok(&c.pods[pw].ns, c.pods[pf].ip(), 5).context("weft pod -> flannel pod with outer UDP checksums")?;
     let out = dump.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(text.matches("udp sum ok").count() >= 3, "kernel vxlan side did not see good outer UDP checksums:\n{text}");
     ensure!(udp_csum_errors(&c, f)? == 0, "flannel node counted UDP checksum errors");
-    let t = traffic::tcp_transfer(&c.pods[pw].ns, &c.pods[pf].ns, c.pods[pf].ip, 2 << 20).context("tcp weft -> flannel with outer UDP checksums")?;
+    let t = traffic::tcp_transfer(&c.pods[pw].ns, &c.pods[pf].ns, c.pods[pf].ip(), 2 << 20).context("tcp weft -> flannel with outer UDP checksums")?;
     eprintln!("tcp weft->flannel with udp csum: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
     ensure!(udp_csum_errors(&c, f)? == 0, "flannel node counted UDP checksum errors after TCP");
     c.pass();

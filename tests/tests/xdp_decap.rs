@@ -19,7 +19,7 @@ fn xdp_decap_flag_is_accepted_and_attaches_nothing() -> Result<()> {
     let (p1, p2) = (c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?);
     c.register_endpoint(p2)?;
     let k0 = c.stat_counter(2, stat::DECAP_KERNEL)?.0;
-    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip, 5).context("pod 1 -> pod 2 with --xdp-decap")?;
+    traffic::ping_ok(&c.pods[p1].ns, c.pods[p2].ip(), 5).context("pod 1 -> pod 2 with --xdp-decap")?;
     let (xdp, tc) = (c.stat_counter(2, stat::DECAP_XDP)?.0, c.stat_counter(2, stat::DECAP_TO_POD)?.0 + c.stat_counter(2, stat::DECAP_KERNEL)?.0 - k0);
     ensure!(xdp == 0 && tc >= 5, "node 2: {xdp} packets decapsulated in XDP and {tc} in TC; TC must do all of it");
     c.pass();

@@ -134,7 +134,7 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store, dual_stack: bool)
             (true, Some(ip6)) => format!(" {:<22}", ip6.to_string()),
             (true, None) => format!(" {:<22}", "(no IPv6 address)"),
         };
-        println!("  {:<18} {:<14}{v6} on node {}, host veth {}", p.ns.name(), p.ip.to_string(), p.node, p.host_veth);
+        println!("  {:<18} {:<14}{v6} on node {}, host veth {}", p.ns.name(), p.ip().to_string(), p.node, p.host_veth);
     }
     let cni = c.weft_cni(1)?;
     println!("\nendpoint records weft-cni wrote for weftd on node 1 ({}):", cni.endpoints_dir.display());
@@ -158,7 +158,7 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store, dual_stack: bool)
                     s.spawn({
                         let c = &c;
                         move || match family {
-                            Family::V4 => traffic::ping(&c.pods[a].ns, c.pods[b].ip, 3),
+                            Family::V4 => traffic::ping(&c.pods[a].ns, c.pods[b].ip(), 3),
                             Family::V6 => traffic::ping6(&c.pods[a].ns, c.pods[b].ip6.context("no IPv6 address")?, 3),
                         }
                     })
@@ -169,7 +169,7 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store, dual_stack: bool)
         for (&(a, b), r) in pairs.iter().zip(&results) {
             let (pa, pb) = (&c.pods[a], &c.pods[b]);
             let (ipa, ipb) = match family {
-                Family::V4 => (pa.ip.to_string(), pb.ip.to_string()),
+                Family::V4 => (pa.ip().to_string(), pb.ip().to_string()),
                 Family::V6 => {
                     (pa.ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()), pb.ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()))
                 }
@@ -196,7 +196,7 @@ pub fn run(weftd: &Path, nodes: u32, keep: bool, store: Store, dual_stack: bool)
     use std::io::Write as _;
     for &family in families {
         let (from, to) = match family {
-            Family::V4 => (c.pods[a].ip.to_string(), c.pods[b].ip.to_string()),
+            Family::V4 => (c.pods[a].ip().to_string(), c.pods[b].ip().to_string()),
             Family::V6 => (
                 c.pods[a].ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()),
                 c.pods[b].ip6.map(|i| i.to_string()).unwrap_or_else(|| "(none)".into()),

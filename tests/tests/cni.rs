@@ -4,7 +4,8 @@
 //! cluster's temp dir: ADD/CHECK/DEL field by field against the kernel, 100
 //! concurrent ADDs across a weftd crash, CHECK after a veth deleted by hand,
 //! bad input with nothing half-created, VERSION/STATUS/GC, chaining with
-//! Debian's portmap and bandwidth, host-local compared, `weftd install-cni`.
+//! Debian's portmap and bandwidth, host-local compared, `weftd install-cni`;
+//! dual-stack and IPv6-only subnet.env files.
 use std::{
     collections::HashSet,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -891,6 +892,201 @@ fn dual_stack_store_gc_exhaustion() -> Result<()> {
     small.del(node, "t1", Some(&tp[1]), Some(&r1))?.empty_success()?;
     small.del(node, "t2", Some(&tp[2]), Some(&r2))?.empty_success()?;
     ensure!(small.allocations()?.is_empty() && small.allocations6()?.is_empty(), "left behind");
+    drop((pods, tp));
+    c.pass();
+    Ok(())
+}
+
+/// An IPv6-only node's subnet.env as flanneld writes it with
+/// `"EnableIPv4": false` (no FLANNEL_NETWORK, no FLANNEL_SUBNET), MTU
+/// node 1's, written into the cluster's temp dir.
+fn ipv6_only_env(c: &Cluster, name: &str, v6_network: &str, v6_subnet: &str) -> Result<std::path::PathBuf> {
+    let text = format!("FLANNEL_IPV6_NETWORK={v6_network}\nFLANNEL_IPV6_SUBNET={v6_subnet}\nFLANNEL_MTU={}\nFLANNEL_IPMASQ=false\n", c.node_env(1)?.mtu);
+    let env = SubnetEnv::parse(&text)?;
+    ensure!(env.subnet.is_none() && env.render() == text, "not an IPv6-only subnet.env: {text}");
+    let p = c.dir().join("n1").join(name);
+    std::fs::write(&p, &text)?;
+    Ok(p)
+}
+
+/// The global addresses of `dev` in `ns` for `ip -4`.
+fn addrs4(ns: &Netns, dev: &str) -> Result<Vec<Value>> {
+    let v = ip_json(ns, &["-4", "addr", "show", "dev", dev])?;
+    Ok(v.as_array().into_iter().flatten().flat_map(|x| x["addr_info"].as_array().cloned().unwrap_or_default()).filter(|a| a.get("local").is_some()).collect())
+}
+
+/// An IPv6-only node (subnet.env with only FLANNEL_IPV6_NETWORK/SUBNET):
+/// ADD gives the pod only its IPv6 address (usable at once), the bridge only
+/// the IPv6 gateway, the pod only IPv6 routes; the result lists that one IP
+/// and those routes (0.4.0: `"version": "6"`); MACs come from the IPv6
+/// addresses; the store holds host-local's files for its one range
+/// (`last_reserved_ip.0`); the record has `ip6` and no `ip`. IPv6 between
+/// two pods and to the gateway; CHECK passes, then fails naming a v6 route
+/// and the v6 address removed by hand; DEL releases everything.
+#[test]
+fn ipv6_only_add_check_del() -> Result<()> {
+    let c = cluster(1)?;
+    let path = ipv6_only_env(&c, "subnet-v6only.env", "fd79::/48", "fd79:0:0:1::1/64")?;
+    let mtu = c.node_env(1)?.mtu;
+    // Its own bridge: cni0 belongs to weftd's IPv4 subnet on this node.
+    let cni = WeftCni::new(&path, &c.dir().join("n1/cni-v6only"))?.with("bridge", json!("cni6"));
+    let node = c.node_ns(1)?;
+    let gw6: Ipv6Addr = "fd79:0:0:1::1".parse()?;
+    let pa = Netns::create(&format!("{}-n1-6oa", c.prefix))?;
+    let pb = Netns::create(&format!("{}-n1-6ob", c.prefix))?;
+    let (ca, cb) = (format!("{}-6oa", c.prefix), format!("{}-6ob", c.prefix));
+
+    let ra = cni.add(node, &ca, &pa)?.result()?;
+    let ip6 = cni::result_ip6(&ra)?;
+    ensure!(ip6 == "fd79:0:0:1::2".parse::<Ipv6Addr>()?, "first pod: {ip6}");
+    ensure!(ra["ips"] == json!([{"address": format!("{ip6}/64"), "gateway": gw6.to_string(), "interface": 2}]), "ips: {}", ra["ips"]);
+    ensure!(ra["routes"] == json!([{"dst": "fd79::/48", "gw": gw6.to_string()}, {"dst": "::/0", "gw": gw6.to_string()}]), "routes: {}", ra["routes"]);
+    let ifs = ra["interfaces"].as_array().context("interfaces")?;
+    let veth = ifs[1]["name"].as_str().context("interfaces[1].name")?.to_string();
+    let br = one(ip_json(node, &["-d", "link", "show", "cni6"])?, "cni6")?;
+    ensure!(ifs.len() == 3 && ifs[0] == json!({"name": "cni6", "mac": br["address"]}), "interfaces: {ra}");
+    ensure!(br["address"] == "0a:58:00:00:00:01" && br["mtu"] == mtu, "cni6 takes its MAC from the IPv6 gateway, FLANNEL_MTU: {br}");
+    // The kernel: cni6 has the v6 gateway and no IPv4 address at all.
+    let br6 = addrs6(node, "cni6")?;
+    ensure!(
+        br6.len() == 1 && br6[0]["local"] == gw6.to_string() && br6[0]["prefixlen"] == 64 && br6[0].get("tentative").is_none(),
+        "cni6 should hold {gw6}/64 alone (not tentative): {br6:?}"
+    );
+    ensure!(addrs4(node, "cni6")?.is_empty(), "an IPv6-only bridge has an IPv4 address: {:?}", addrs4(node, "cni6")?);
+    // The pod: its v6 address, usable at once, no IPv4 address or route.
+    let pl = one(ip_json(&pa, &["-d", "link", "show", "dev", "eth0"])?, "pod eth0")?;
+    ensure!(ifs[2] == json!({"name": "eth0", "mac": pl["address"], "sandbox": pa.path()}), "interfaces[2] {} vs {pl}", ifs[2]);
+    ensure!(pl["address"] == "0a:58:00:00:00:02" && pl["mtu"] == mtu, "pod eth0 (MAC from its IPv6 address): {pl}");
+    let p6 = addrs6(&pa, "eth0")?;
+    ensure!(p6.len() == 1 && p6[0]["local"] == ip6.to_string() && p6[0]["prefixlen"] == 64, "pod v6 addresses: {p6:?}");
+    ensure!(p6[0].get("tentative").is_none() && p6[0].get("dadfailed").is_none(), "the pod's v6 address is not usable at once: {p6:?}");
+    ensure!(pa.exec("sysctl", &["-n", "net.ipv6.conf.eth0.accept_dad"])?.trim() == "0", "DAD is on for the pod's eth0");
+    ensure!(addrs4(&pa, "eth0")?.is_empty(), "the IPv6-only pod has an IPv4 address: {:?}", addrs4(&pa, "eth0")?);
+    let routes4 = ip_json(&pa, &["-4", "route", "show"])?;
+    ensure!(routes4.as_array().is_none_or(|a| a.is_empty()), "the IPv6-only pod has IPv4 routes: {routes4}");
+    let routes6 = ip_json(&pa, &["-6", "route", "show"])?;
+    for dst in ["fd79::/48", "default"] {
+        ensure!(
+            routes6.as_array().is_some_and(|a| a.iter().any(|x| x["dst"] == dst && x["gateway"] == gw6.to_string() && x["dev"] == "eth0")),
+            "pod lacks the v6 route {dst} via {gw6}: {routes6}"
+        );
+    }
+    // The store: host-local's files for its one range; the record: ip6, no ip.
+    let who = format!("{ca}\r\neth0");
+    let files = cni.store_files()?;
+    let want = vec![("fd79:0:0:1::2".to_string(), who.clone()), ("last_reserved_ip.0".to_string(), "fd79:0:0:1::2".to_string())];
+    ensure!(files == want, "store {files:?} != {want:?}");
+    let hv = one(ip_json(node, &["-d", "link", "show", "dev", &veth])?, "host veth")?;
+    ensure!(hv["master"] == "cni6" && hv["linkinfo"]["info_slave_data"]["hairpin"] == true, "host veth: {hv}");
+    let recs = cni.records()?;
+    let want = json!({"containerID": ca, "ifname": "eth0", "netns": pa.path(), "podMac": pl["address"], "hostVeth": veth,
+        "hostIfindex": hv["ifindex"], "bridge": "cni6", "bridgeMac": br["address"], "mtu": mtu, "ip6": ip6.to_string()});
+    ensure!(recs.len() == 1 && recs[0].1 == want, "records {recs:?} != {want}");
+    ensure!(recs[0].1.get("ip").is_none(), "an IPv6-only pod's record has an ip: {}", recs[0].1);
+
+    // A second pod, at 0.4.0: the next v6 address, marked version 6; v6 to the gateway and pod to pod.
+    let rb = cni.with("cniVersion", json!("0.4.0")).add(node, &cb, &pb)?.result()?;
+    ensure!(rb["ips"].as_array().map(|a| a.len()) == Some(1) && rb["ips"][0]["version"] == "6", "0.4.0 ips: {}", rb["ips"]);
+    let ip6b = cni::result_ip6(&rb)?;
+    ensure!(ip6b == "fd79:0:0:1::3".parse::<Ipv6Addr>()?, "second pod: {ip6b}");
+    ensure!(cni.store_files()?.iter().any(|(n, v)| n == "last_reserved_ip.0" && v == "fd79:0:0:1::3"), "last_reserved_ip.0: {:?}", cni.store_files()?);
+    ping6(&pa, gw6).context("pod a -> its v6 gateway")?;
+    ping6(&pa, ip6b).context("pod a -> pod b over v6")?;
+    ping6(&pb, ip6).context("pod b -> pod a over v6")?;
+    cni.with("cniVersion", json!("0.4.0")).check(node, &cb, &pb, &rb)?.empty_success().context("CHECK of pod b at 0.4.0")?;
+
+    // CHECK passes; without the default route, then the v6 address, it fails naming them.
+    cni.check(node, &ca, &pa, &ra)?.empty_success().context("CHECK of an IPv6-only pod")?;
+    pa.ip(&["-6", "route", "del", "default"])?;
+    let e = cni.check(node, &ca, &pa, &ra)?.error(101)?;
+    ensure!(e["msg"].as_str().unwrap_or_default().contains("lacks the route ::/0"), "CHECK should name the missing v6 default route: {e}");
+    pa.ip(&["-6", "addr", "del", &format!("{ip6}/64"), "dev", "eth0"])?;
+    let e = cni.check(node, &ca, &pa, &ra)?.error(101)?;
+    ensure!(e["msg"].as_str().unwrap_or_default().contains(&format!("lacks its address {ip6}/64")), "CHECK should name the missing v6 address: {e}");
+
+    // DEL releases the pod's address (host-local keeps last_reserved_ip.0), twice is fine.
+    cni.del(node, &ca, Some(&pa), Some(&ra))?.empty_success()?;
+    ensure!(!cni.store_files()?.iter().any(|(n, _)| n == "fd79:0:0:1::2"), "DEL left the reservation: {:?}", cni.store_files()?);
+    cni.del(node, &ca, Some(&pa), Some(&ra))?.empty_success().context("second DEL")?;
+    cni.del(node, &cb, Some(&pb), Some(&rb))?.empty_success()?;
+    nothing_made(node, &pa, &cni, false)?;
+    ensure!(cni.store_files()? == vec![("last_reserved_ip.0".to_string(), "fd79:0:0:1::3".to_string())], "store after DEL: {:?}", cni.store_files()?);
+    drop((pa, pb));
+    c.pass();
+    Ok(())
+}
+
+/// IPv6-only in the store: weft-cni's files are byte-identical with those
+/// of Debian's host-local given flannel's ranges for such a node (`[[v6]]`:
+/// its range 0); STATUS is ready; GC frees a stale reservation, the records
+/// and veths of gone attachments, and keeps the valid pod's; a /126 (two pod
+/// addresses) runs out with error 100 naming FLANNEL_IPV6_SUBNET and the
+/// subnet, and the failed ADD leaves nothing behind.
+#[test]
+fn ipv6_only_store_gc_exhaustion() -> Result<()> {
+    let c = cluster(1)?;
+    let node = c.node_ns(1)?;
+    let path = ipv6_only_env(&c, "subnet-v6only.env", "fd79::/48", "fd79:0:0:1::1/64")?;
+    let cni = WeftCni::new(&path, &c.dir().join("n1/cni-v6only"))?.with("cniVersion", json!("1.1.0")).with("bridge", json!("cni6"));
+    cni.run(node, &CniArgs::bare("STATUS"), &[])?.empty_success().context("STATUS with an IPv6-only subnet.env")?;
+
+    // host-local with flannel's ranges for an IPv6-only node, in a directory of its own.
+    let hl_dir = c.dir().join("n1/host-local-v6only");
+    let hl = serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "weft", "type": "host-local", "ipam": {"type": "host-local",
+        "ranges": [[{"subnet": "fd79:0:0:1::/64"}]], "dataDir": hl_dir}}))?;
+    let pods: Vec<Netns> = (0..3).map(|i| Netns::create(&format!("{}-n1-6g{i}", c.prefix))).collect::<Result<_>>()?;
+    let mut results = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        let id = format!("g{i}");
+        let w = cni.add(node, &id, p)?.result()?;
+        let h = exec(node, &cni::debian_plugin("host-local")?, &CniArgs::new("ADD", &id, Some(&p.path()), "eth0"), &hl)?.result()?;
+        let addrs =
+            |r: &Value| r["ips"].as_array().map(|a| a.iter().map(|x| (x["address"].clone(), x["gateway"].clone())).collect::<Vec<_>>()).unwrap_or_default();
+        ensure!(addrs(&w) == addrs(&h), "#{i}: weft-cni {} host-local {}", w["ips"], h["ips"]);
+        results.push(w);
+    }
+    let (wf, hf) = (cni.store_files()?, cni::store_files(&hl_dir.join("weft"))?);
+    ensure!(
+        wf == hf && wf.len() == 4 && wf.iter().any(|(n, v)| n == "last_reserved_ip.0" && v == "fd79:0:0:1::4"),
+        "stores differ: weft-cni {wf:?} host-local {hf:?}"
+    );
+
+    // GC: g0 stays; g1, g2 and a stale reservation (a container gone) go, with their veths and records.
+    std::fs::write(cni.store_dir().join("fd79:0:0:1::99"), "gone\r\neth0")?;
+    let valid = json!([{"containerID": "g0", "ifname": "eth0"}]);
+    cni.run(node, &CniArgs::bare("GC"), &[("cni.dev/valid-attachments", &valid)])?.empty_success()?;
+    let v6: Vec<(Ipv6Addr, String)> = cni.allocations6()?;
+    ensure!(v6 == vec![("fd79:0:0:1::2".parse()?, "g0\r\neth0".to_string())], "IPv6 reservations after GC: {v6:?}");
+    ensure!(cni.records()?.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>() == vec!["g0-eth0.json"], "records after GC: {:?}", cni.records()?);
+    ensure!(bridge_ports(node, "cni6")?.len() == 1, "ports of cni6 after GC: {:?}", bridge_ports(node, "cni6")?);
+    for p in &pods[1..] {
+        ensure!(p.ip(&["link", "show", "dev", "eth0"]).is_err(), "{} kept eth0", p.name());
+    }
+    cni.check(node, "g0", &pods[0], &results[0])?.empty_success().context("the valid pod after GC")?;
+    cni.del(node, "g0", Some(&pods[0]), Some(&results[0]))?.empty_success()?;
+    nothing_made(node, &pods[0], &cni, false)?;
+
+    // A /126: two v6 pod addresses; the third ADD fails and keeps nothing.
+    let tiny = ipv6_only_env(&c, "subnet-v6only-126.env", "fd7a::/48", "fd7a:0:0:1::1/126")?;
+    let small = WeftCni::new(&tiny, &c.dir().join("n1/cni-v6only-126"))?.with("bridge", json!("cni126"));
+    let tp: Vec<Netns> = (0..3).map(|i| Netns::create(&format!("{}-n1-6u{i}", c.prefix))).collect::<Result<_>>()?;
+    let r0 = small.add(node, "u0", &tp[0])?.result()?;
+    let r1 = small.add(node, "u1", &tp[1])?.result()?;
+    ensure!((cni::result_ip6(&r0)?, cni::result_ip6(&r1)?) == ("fd7a:0:0:1::2".parse()?, "fd7a:0:0:1::3".parse()?), "/126: {r0} {r1}");
+    let e = small.add(node, "u2", &tp[2])?.error(100)?;
+    ensure!(
+        e["msg"].as_str().unwrap_or_default().contains("no free address in FLANNEL_IPV6_SUBNET fd7a:0:0:1::/126"),
+        "the error should name the exhausted v6 subnet: {e}"
+    );
+    ensure!(small.allocations6()?.len() == 2 && small.allocations()?.is_empty(), "the failed ADD kept a reservation: {:?}", small.store_files()?);
+    ensure!(bridge_ports(node, "cni126")?.len() == 2 && small.records()?.len() == 2, "the failed ADD left a veth or a record");
+    ensure!(ip_json(&tp[2], &["link", "show"])?.as_array().map(|a| a.len()) == Some(1), "the third pod got an interface");
+    small.del(node, "u0", Some(&tp[0]), Some(&r0))?.empty_success()?;
+    let r2 = small.add(node, "u2", &tp[2])?.result()?;
+    ensure!(cni::result_ip6(&r2)? == "fd7a:0:0:1::2".parse::<Ipv6Addr>()?, "the freed v6 address is reused: {r2}");
+    small.del(node, "u1", Some(&tp[1]), Some(&r1))?.empty_success()?;
+    small.del(node, "u2", Some(&tp[2]), Some(&r2))?.empty_success()?;
+    ensure!(small.allocations6()?.is_empty() && small.records()?.is_empty() && bridge_ports(node, "cni126")?.is_empty(), "left behind");
     drop((pods, tp));
     c.pass();
     Ok(())

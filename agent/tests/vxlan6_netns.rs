@@ -8,7 +8,7 @@
 use std::{
     collections::BTreeMap,
     fs::File,
-    net::Ipv6Addr,
+    net::{IpAddr, Ipv6Addr},
     os::fd::AsRawFd,
     process::{Command, Output},
 };
@@ -16,7 +16,7 @@ use std::{
 use aya::programs::TcAttachType;
 use weft_agent::{
     dataplane::Datapath,
-    net::{netlink::Netlink, overlay6},
+    net::{neigh, netlink::Netlink, overlay6},
 };
 use weft_common::{cfg_flags, prog_names, stat, subnet_env::Ipv6Cidr, Datapath6Config, DatapathConfig, Vtep6Entry, VXLAN_PORT};
 
@@ -81,10 +81,10 @@ fn program(rt: &tokio::runtime::Runtime, n: &Node, p: &Node, all: &[&Node]) -> D
         // Idempotent: a second call adopts the device as it is.
         let again = overlay6::ensure_device6(&nl, &d).await.unwrap();
         assert_eq!((again.index, again.mac), (dev.index, Some(n.mac6)));
-        let ch = overlay6::apply_fdb6(&nl, dev.index, &BTreeMap::from([(p.mac6, p.v6)])).await.unwrap();
+        let ch = neigh::add_fdb(&nl, dev.index, &BTreeMap::from([(p.mac6, IpAddr::V6(p.v6))])).await.unwrap();
         assert_eq!((ch.added, ch.errors), (1, 0));
-        let fdb = overlay6::fdb6(&nl, dev.index).await.unwrap();
-        assert_eq!(fdb.get(&p.mac6).map(|(ip, _)| *ip), Some(Some(p.v6)), "FDB entry for the peer's VtepMAC");
+        let fdb = neigh::fdb(&nl, dev.index).await.unwrap();
+        assert_eq!(fdb.get(&p.mac6).map(|(ip, _)| *ip), Some(Some(IpAddr::V6(p.v6))), "FDB entry for the peer's VtepMAC");
         (ul, dev)
     });
     let weft4 = rt.block_on(async { Netlink::new().unwrap().link_by_name("weft.1").await.unwrap().unwrap() });

@@ -6,25 +6,23 @@
 //! like the BPF map: read what exists, add what is missing, remove what is
 //! stale; only entries on weft's own device are touched.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv4Addr},
 };
 
 use anyhow::{Context, Result};
-use futures::TryStreamExt;
 use rtnetlink::{
-    packet_route::{
-        link::InfoKind,
-        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
-        AddressFamily,
-    },
+    packet_route::{link::InfoKind, AddressFamily},
     LinkVxlan,
 };
 use weft_common::VtepEntry;
 
 use super::peers::Changes;
 use crate::{
-    net::netlink::{self, errno, Link, Netlink},
+    net::{
+        neigh,
+        netlink::{self, errno, Link, Netlink},
+    },
     subnet::{lease::format_mac, Ipv4Net},
 };
 
@@ -84,113 +82,22 @@ async fn up(nl: &Netlink, d: &VxlanDev<'_>, index: u32) -> Result<Link> {
     nl.link_by_index(index).await
 }
 
-/// NDA_DST as IPv4. In an FDB (bridge family) message the library cannot
-/// know the address family and hands over raw bytes.
-fn attr_ip(m: &NeighbourMessage) -> Option<Ipv4Addr> {
-    m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from),
-        _ => None,
-    })
-}
-
-fn attr_mac(m: &NeighbourMessage) -> Option<[u8; 6]> {
-    m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(b) => b.as_slice().try_into().ok(),
-        _ => None,
-    })
-}
-
-/// Permanent IPv4 neighbours on the device: address -> (MAC, message).
-async fn neighbours(nl: &Netlink, index: u32) -> Result<HashMap<Ipv4Addr, ([u8; 6], NeighbourMessage)>> {
-    let mut s = nl.h.neighbours().get().set_address_family(AddressFamily::Inet).execute();
-    let mut out = HashMap::new();
-    while let Some(m) = s.try_next().await.context("listing neighbours")? {
-        if m.header.ifindex == index && m.header.state == NeighbourState::Permanent {
-            if let (Some(ip), Some(mac)) = (attr_ip(&m), attr_mac(&m)) {
-                out.insert(ip, (mac, m));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// FDB entries on the device: MAC -> (remote, message).
-async fn fdb(nl: &Netlink, index: u32) -> Result<HashMap<[u8; 6], (Option<Ipv4Addr>, NeighbourMessage)>> {
-    let mut s = nl.h.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
-    let mut out = HashMap::new();
-    while let Some(m) = s.try_next().await.context("listing FDB entries")? {
-        if m.header.ifindex == index {
-            if let Some(mac) = attr_mac(&m) {
-                out.insert(mac, (attr_ip(&m), m));
-            }
-        }
-    }
-    Ok(out)
-}
-
-async fn add_neighbour(nl: &Netlink, index: u32, ip: Ipv4Addr, mac: &[u8; 6]) -> Result<()> {
-    nl.h.neighbours()
-        .add(index, IpAddr::V4(ip))
-        .link_layer_address(mac)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .with_context(|| format!("neighbour {ip} lladdr {}", format_mac(mac)))
-}
-
-async fn add_fdb(nl: &Netlink, index: u32, mac: &[u8; 6], dst: Ipv4Addr) -> Result<()> {
-    nl.h.neighbours()
-        .add_bridge(index, mac)
-        .destination(IpAddr::V4(dst))
-        .flags(NeighbourFlags::Own)
-        .state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .with_context(|| format!("fdb {} dst {dst}", format_mac(mac)))
-}
-
-async fn delete(nl: &Netlink, m: NeighbourMessage, what: String) -> Result<()> {
-    match nl.h.neighbours().del(m).execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(libc::ENOENT) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("deleting {what}")),
-    }
-}
-
 /// Makes neighbours, FDB entries and routes on the device match `want`.
 /// Entries go in before their route and out after it.
 pub async fn apply(nl: &Netlink, index: u32, want: &BTreeMap<Ipv4Net, VtepEntry>) -> Result<Changes> {
-    let mut ch = Changes::default();
-    let (neigh, fdb_have) = (neighbours(nl, index).await?, fdb(nl, index).await?);
-    // Owned lists: a closure over borrowed items in this Send future trips
-    // the compiler's higher-ranked lifetime check.
-    let neigh_add: Vec<(Ipv4Addr, [u8; 6])> =
-        want.iter().map(|(net, e)| (net.network_addr(), e.mac)).filter(|(gw, mac)| neigh.get(gw).map(|(m, _)| m) != Some(mac)).collect();
-    ch.tally_all(netlink::pipelined(neigh_add, |(gw, mac)| async move { add_neighbour(nl, index, gw, &mac).await }).await, true);
-    let fdb_add: Vec<([u8; 6], Ipv4Addr)> =
-        want.values().map(|e| (e.mac, Ipv4Addr::from(e.ip))).filter(|(mac, dst)| fdb_have.get(mac).map(|(d, _)| *d) != Some(Some(*dst))).collect();
-    ch.tally_all(netlink::pipelined(fdb_add, |(mac, dst)| async move { add_fdb(nl, index, &mac, dst).await }).await, true);
+    let neigh_want: BTreeMap<IpAddr, [u8; 6]> = want.iter().map(|(net, e)| (IpAddr::V4(net.network_addr()), e.mac)).collect();
+    let fdb_want: BTreeMap<[u8; 6], IpAddr> = want.values().map(|e| (e.mac, IpAddr::V4(Ipv4Addr::from(e.ip)))).collect();
+    let mut ch = neigh::add_neighbours(nl, index, AddressFamily::Inet, &neigh_want).await?;
+    ch.merge(neigh::add_fdb(nl, index, &fdb_want).await?);
     let routes = nl.routes_via(index).await?;
     let have_routes: HashSet<Ipv4Net> = routes.iter().map(|(n, _)| *n).collect();
+    // Owned lists: a closure over borrowed items in this Send future trips
+    // the compiler's higher-ranked lifetime check.
     let add: Vec<Ipv4Net> = want.keys().filter(|net| !have_routes.contains(net)).copied().collect();
     ch.tally_all(netlink::pipelined(add, |net| async move { nl.replace_route(&net, index).await }).await, true);
     let stale: Vec<Ipv4Net> = have_routes.iter().filter(|net| !want.contains_key(net)).copied().collect();
     ch.tally_all(netlink::pipelined(stale, |net| async move { nl.delete_route(&net, index).await }).await, false);
-    let gws: HashSet<Ipv4Addr> = want.keys().map(|n| n.network_addr()).collect();
-    let macs: HashSet<[u8; 6]> = want.values().map(|e| e.mac).collect();
-    for (ip, (_, m)) in neigh {
-        if !gws.contains(&ip) {
-            ch.tally(delete(nl, m, format!("neighbour {ip}")).await, false);
-        }
-    }
-    for (mac, (dst, m)) in fdb_have {
-        // Only unicast entries with a remote are flannel-style peer entries.
-        if dst.is_some() && !macs.contains(&mac) && mac[0] & 1 == 0 {
-            ch.tally(delete(nl, m, format!("fdb {}", format_mac(&mac))).await, false);
-        }
-    }
+    ch.merge(neigh::remove_neighbours(nl, index, AddressFamily::Inet, &neigh_want).await?);
+    ch.merge(neigh::remove_fdb(nl, index, &fdb_want).await?);
     Ok(ch)
 }

@@ -351,7 +351,7 @@ impl Datapath {
     // 3. [`Datapath::attach_v6`] on the device; `weft_decap` must be on the
     //    underlay's ingress (it validates IPv6 VXLAN too; `attach_tc(DECAP, ..)`
     //    as for IPv4).
-    // 4. Per peer with an IPv6 lease: `net::overlay6::apply_fdb6` (its
+    // 4. Per peer with an IPv6 lease: `net::neigh::add_fdb` (its
     //    VtepMAC -> its PublicIPv6), [`Datapath::add_vtep_ip6`],
     //    [`Datapath::set_vtep6`], then the route `<v6 subnet> dev weft-v6.<VNI>`
     //    (no neighbour is needed: the device is NOARP and `weft_encap6`

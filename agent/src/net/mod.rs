@@ -1,6 +1,8 @@
 //! The host's network as weftd sees it: rtnetlink ([`netlink`]: links,
-//! addresses, routes, change notifications) and the choice of the underlay
-//! interface and our public address ([`iface`]).
+//! addresses, routes, change notifications), the choice of the underlay
+//! interface and our public address ([`iface`]), the IPv6 overlay device
+//! ([`overlay6`]) and vxlan devices' neighbours and FDB ([`neigh`]).
 pub mod iface;
+pub mod neigh;
 pub mod netlink;
 pub mod overlay6;

@@ -18,27 +18,19 @@
 //! dp.set_config6(&Datapath6Config { local_ip: public_ipv6.octets(), overlay_ifindex: dev.index, vtep_mac: dev.mac.unwrap(), _pad: [0; 2] })?;
 //! dp.attach_v6(&dev.name, dev.index)?;
 //! // per reconcile, for the peers with an IPv6 lease:
-//! overlay6::apply_fdb6(&nl, dev.index, &peers.iter().map(|p| (p.v6_mac, p.public_ipv6)).collect()).await?;
+//! neigh::add_fdb(&nl, dev.index, &peers.iter().map(|p| (p.v6_mac, IpAddr::V6(p.public_ipv6))).collect()).await?;
 //! // then dp.add_vtep_ip6 / dp.set_vtep6 per peer, then the routes `<v6 subnet> dev weft-v6.<VNI>`.
 //! ```
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::{IpAddr, Ipv6Addr},
-};
+use std::net::Ipv6Addr;
 
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use rtnetlink::{
-    packet_route::{
-        link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo},
-        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState},
-        AddressFamily,
-    },
+    packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo},
     LinkUnspec, LinkVxlan,
 };
 
 use super::netlink::{errno, Link, Netlink};
-use crate::backend::Changes;
 
 /// Outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14): the IPv6
 /// overlay's MTU is the underlay's minus this (flannel's v6 device too).
@@ -142,112 +134,4 @@ async fn up(nl: &Netlink, d: &Vxlan6Dev<'_>, index: u32) -> Result<Link> {
     let msg = LinkUnspec::new_with_index(index).mtu(d.mtu).arp(!d.noarp).up().build();
     nl.h.link().set(msg).execute().await.with_context(|| format!("setting {} up with MTU {}", d.name, d.mtu))?;
     nl.link_by_index(index).await
-}
-
-fn attr_ip6(m: &NeighbourMessage) -> Option<Ipv6Addr> {
-    m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(*ip),
-        // In an FDB (bridge family) message the library cannot know the
-        // address family and may hand over raw bytes.
-        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => <[u8; 16]>::try_from(b.as_slice()).ok().map(Ipv6Addr::from),
-        _ => None,
-    })
-}
-
-fn attr_mac(m: &NeighbourMessage) -> Option<[u8; 6]> {
-    m.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(b) => b.as_slice().try_into().ok(),
-        _ => None,
-    })
-}
-
-/// The device's FDB entries: MAC -> (IPv6 remote, message).
-pub async fn fdb6(nl: &Netlink, index: u32) -> Result<HashMap<[u8; 6], (Option<Ipv6Addr>, NeighbourMessage)>> {
-    let mut s = nl.h.neighbours().get().set_address_family(AddressFamily::Bridge).execute();
-    let mut out = HashMap::new();
-    while let Some(m) = s.try_next().await.context("listing FDB entries")? {
-        if m.header.ifindex == index {
-            if let Some(mac) = attr_mac(&m) {
-                out.insert(mac, (attr_ip6(&m), m));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Makes the device's forwarding table exactly `want` (a peer's IPv6
-/// VtepMAC -> its PublicIPv6): missing or changed entries are written
-/// (`self permanent`, as flannel's), others removed. Call it before the
-/// peers' `weft_vteps6` entries go in, and after they went out.
-pub async fn apply_fdb6(nl: &Netlink, index: u32, want: &BTreeMap<[u8; 6], Ipv6Addr>) -> Result<Changes> {
-    let mut ch = Changes::default();
-    let have = fdb6(nl, index).await?;
-    for (mac, ip) in want {
-        if have.get(mac).map(|(d, _)| *d) != Some(Some(*ip)) {
-            let r =
-                nl.h.neighbours()
-                    .add_bridge(index, mac)
-                    .destination(IpAddr::V6(*ip))
-                    .flags(NeighbourFlags::Own)
-                    .state(NeighbourState::Permanent)
-                    .replace()
-                    .execute()
-                    .await
-                    .with_context(|| format!("fdb {} dst {ip}", crate::subnet::lease::format_mac(mac)));
-            ch.tally(r, true);
-        }
-    }
-    for (mac, (_, m)) in have {
-        // The kernel's own entries (the all-zero default) have no lladdr we
-        // track; only peers' MACs are ours to remove.
-        if !want.contains_key(&mac) && mac != [0; 6] {
-            let r = match nl.h.neighbours().del(m).execute().await {
-                Err(e) if errno(&e) != Some(libc::ENOENT) => Err(e).context("deleting an FDB entry"),
-                _ => Ok(()),
-            };
-            ch.tally(r, false);
-        }
-    }
-    Ok(ch)
-}
-
-/// The kernel fallback's permanent IPv6 neighbours on the device (flanneld's
-/// `<v6 subnet network address> lladdr <peer v6 VtepMAC>`): exactly `want`
-/// (address -> MAC) afterwards. Call it before the routes go in, and after
-/// they went out.
-pub async fn apply_neighbours6(nl: &Netlink, index: u32, want: &BTreeMap<Ipv6Addr, [u8; 6]>) -> Result<Changes> {
-    let mut ch = Changes::default();
-    let mut s = nl.h.neighbours().get().set_address_family(AddressFamily::Inet6).execute();
-    let mut have = HashMap::new();
-    while let Some(m) = s.try_next().await.context("listing IPv6 neighbours")? {
-        if m.header.ifindex == index && m.header.state == NeighbourState::Permanent {
-            if let (Some(ip), Some(mac)) = (attr_ip6(&m), attr_mac(&m)) {
-                have.insert(ip, (mac, m));
-            }
-        }
-    }
-    for (ip, mac) in want {
-        if have.get(ip).map(|(m, _)| m) != Some(mac) {
-            let r =
-                nl.h.neighbours()
-                    .add(index, IpAddr::V6(*ip))
-                    .link_layer_address(mac)
-                    .state(NeighbourState::Permanent)
-                    .replace()
-                    .execute()
-                    .await
-                    .with_context(|| format!("neighbour {ip} lladdr {}", crate::subnet::lease::format_mac(mac)));
-            ch.tally(r, true);
-        }
-    }
-    for (ip, (_, m)) in have {
-        if !want.contains_key(&ip) {
-            let r = match nl.h.neighbours().del(m).execute().await {
-                Err(e) if errno(&e) != Some(libc::ENOENT) => Err(e).with_context(|| format!("deleting neighbour {ip}")),
-                _ => Ok(()),
-            };
-            ch.tally(r, false);
-        }
-    }
-    Ok(ch)
 }

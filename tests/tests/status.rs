@@ -148,6 +148,15 @@ fn status_shows_ipv6_vteps_and_pods() -> Result<()> {
         node_ip6(2)
     );
     ensure!(text.lines().any(|l| l.contains(&ip6.to_string()) && l.contains(&c.pods[p1].host_veth)), "text status lacks the pod's IPv6 address {ip6}:\n{text}");
+    // Each lease's IPv6 datapath, from the routes and maps: node 2's IPv6
+    // subnet goes through weft-v6.1 with a weft_vteps6 entry, ours is ours.
+    let ls = doc["leases"].as_array().with_context(|| format!("status has no leases: {doc}"))?;
+    let of = |s6: &str| ls.iter().find(|l| l["subnet6"].as_str().and_then(Ipv6Cidr::parse).map(|c| c.trunc().to_string()).as_deref() == Some(s6));
+    let l2 = of(&subnet6).with_context(|| format!("status lacks node 2's lease {subnet6}: {}", doc["leases"]))?;
+    ensure!(l2["datapath6"] == "vxlan (bpf)", "node 2's IPv6 datapath: {}, want vxlan (bpf)", l2["datapath6"]);
+    let l1 = of(&own6.trunc().to_string()).with_context(|| format!("status lacks our lease: {}", doc["leases"]))?;
+    ensure!(l1["datapath6"] == "this node", "our lease's IPv6 datapath: {}", l1["datapath6"]);
+    ensure!(text.lines().any(|l| l.contains(&subnet6) && l.contains("vxlan (bpf)")), "text status lacks node 2's IPv6 datapath:\n{text}");
     eprintln!("{text}");
     c.pass();
     Ok(())

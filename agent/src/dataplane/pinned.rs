@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use aya::maps::{lpm_trie::LpmTrie, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
-use weft_common::{map_names, stat, subnet_env::Ipv6Cidr, Counter, HostGwEntry, PodEntry, Vtep6Entry, VtepEntry};
+use weft_common::{map_names, stat, subnet_env::Ipv6Cidr, Counter, HostGw6Entry, HostGwEntry, PodEntry, Vtep6Entry, VtepEntry};
 
 use crate::subnet::Ipv4Net;
 
@@ -60,13 +60,25 @@ pub fn pods(pin_root: &Path) -> BTreeMap<Ipv4Addr, PodEntry> {
 /// and IPv6 VtepMAC), sorted by subnet; empty if not pinned (no dual stack,
 /// or an older weftd's pins).
 pub fn vteps6(pin_root: &Path) -> Vec<(Ipv6Cidr, Vtep6Entry)> {
-    let mut v: Vec<(Ipv6Cidr, Vtep6Entry)> = map(pin_root, map_names::VTEPS6)
+    subnets6(pin_root, map_names::VTEPS6)
+}
+
+/// An IPv6 LPM map of subnets (`weft_vteps6`, `weft_hostgw6`), sorted by
+/// subnet; empty if not pinned.
+fn subnets6<V: aya::Pod>(pin_root: &Path, name: &str) -> Vec<(Ipv6Cidr, V)> {
+    let mut v: Vec<(Ipv6Cidr, V)> = map(pin_root, name)
         .ok()
-        .and_then(|m| LpmTrie::<_, [u8; 16], Vtep6Entry>::try_from(Map::LpmTrie(m)).ok())
+        .and_then(|m| LpmTrie::<_, [u8; 16], V>::try_from(Map::LpmTrie(m)).ok())
         .map(|t| t.iter().filter_map(|kv| kv.ok()).map(|(k, v)| (Ipv6Cidr { addr: Ipv6Addr::from(k.data()), prefix_len: k.prefix_len() as u8 }, v)).collect())
         .unwrap_or_default();
     v.sort_by_key(|(n, _)| (n.addr, n.prefix_len));
     v
+}
+
+/// The host-gw fast path's IPv6 peers (`weft_hostgw6`: a peer's IPv6
+/// subnet -> its PublicIPv6 and the underlay), sorted by subnet.
+pub fn hostgw6(pin_root: &Path) -> Vec<(Ipv6Cidr, HostGw6Entry)> {
+    subnets6(pin_root, map_names::HOSTGW6)
 }
 
 /// Registered pod endpoints' IPv6 addresses (`weft_pods6`); empty if not pinned.

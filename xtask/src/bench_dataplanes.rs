@@ -184,10 +184,6 @@ struct Samples {
     p99: Vec<f64>,
     pps: Vec<f64>,
     cpu_per_gb: Vec<f64>,
-    /// Runs in which weft's counters for a path whose proof is optional
-    /// ([`proof_required`]) did not move: the kernel carried it, not weft's
-    /// programs; the table says so next to the label.
-    not_carried: usize,
 }
 
 /// One two-node testbed: two weft nodes and two flannel-programmed nodes of
@@ -357,16 +353,6 @@ impl Bed {
     }
 }
 
-/// Whether a path's figures are kept only if weft's counters show that weft
-/// carried it. Not so for the host-gw fast path over IPv6, which landed
-/// after this path and has not been measured here yet (the kernel routes
-/// what it does not take, as `--no-fast-path` does): its figures are kept
-/// and the table says in how many runs weft did not carry it. Make it
-/// required once a run shows the fast path's counters moving.
-fn proof_required(p: Path, af: IpFamily) -> bool {
-    !(p == Path::WeftHostGwFast && af == IpFamily::V6)
-}
-
 fn measure(bed: &Bed, p: Path, af: IpFamily, secs: u32, s: &mut Samples) -> Result<()> {
     let (client, server, ip) = bed.ends(p, af)?;
     let name = label(p, af);
@@ -391,20 +377,13 @@ fn measure(bed: &Bed, p: Path, af: IpFamily, secs: u32, s: &mut Samples) -> Resu
     // checksum and all) or MTU-sized frames.
     let node_per_packet = (node_rx.1 - node_rx0.1) as f64 / (node_rx.0 - node_rx0.0).max(1) as f64;
     let moved = one.gbit_per_s * 1e9 / 8.0 * secs as f64;
-    let mut carried = true;
     for ((b0, what), (b1, _)) in before.into_iter().zip(bed.proof(p, af)?) {
-        if (b1 - b0) as f64 > moved * 0.5 {
-            continue;
-        }
         ensure!(
-            !proof_required(p, af),
+            (b1 - b0) as f64 > moved * 0.5,
             "{name}: weft's `{what}` counter moved {} bytes while iperf3 moved {moved:.0}: the figures would not describe weft",
             b1 - b0
         );
-        carried = false;
-        println!("    ({name}: weft's `{what}` counter moved {} bytes while iperf3 moved {moved:.0}: the kernel carried it)", b1 - b0);
     }
-    s.not_carried += usize::from(!carried);
     let four = perf::iperf3(client, server, ip, secs, 4)?;
     let rtt = perf::rr_rtt(client, server, ip, secs)?;
     let pps = perf::udp_pps(client, server, ip, secs, 64)?;
@@ -574,10 +553,7 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str, docs: &FsPath) 
                 let Some(&bare) = rows.iter().find(|r| r.path == Path::Bare) else { continue };
                 let b = &bare.s;
                 for r in rows {
-                    let name = match r.s.not_carried {
-                        0 => label(r.path, af),
-                        k => format!("{} (weft's programs did not carry it in {k} of {} runs: the kernel's routes did)", label(r.path, af), r.s.one.len()),
-                    };
+                    let name = label(r.path, af);
                     let per_run: Vec<String> = r.s.one.iter().zip(&b.one).map(|(x, y)| format!("{:.2}", x / y)).collect();
                     runs_md.push_str(&format!("{fam:?}, {}, {}: {}\n", mode.short(), label(r.path, af), per_run.join(" ")));
                     let (one, lo, hi) = med(&r.s.one);
@@ -590,7 +566,6 @@ fn write(all: &[Result1], runs: usize, secs: u32, section: &str, docs: &FsPath) 
                     chart.push_str(&format!("\"{} / {:?} {}\" {r1:.3}\n", label(r.path, af), fam, mode.short()));
                     json.push(serde_json::json!({
                         "testbed": format!("{fam:?}"), "mode": mode.label(), "path": label(r.path, af), "family": af.to_string(),
-                        "runs_not_carried_by_weft": r.s.not_carried,
                         "gbit_per_s_1": r.s.one, "gbit_per_s_4": r.s.four, "rtt_p50_us": r.s.p50, "rtt_p99_us": r.s.p99,
                         "udp64_pps": r.s.pps, "cpu_s_per_gb": r.s.cpu_per_gb,
                         "ratio_1": r1, "ratio_1_min": r1lo, "ratio_1_max": r1hi, "ratio_4": r4, "rtt_p50_over_bare_us": over, "ratio_pps": rpps,

@@ -13,16 +13,18 @@ use crate::{
 
 /// The file for a node that holds `own` in the network of `cfg`;
 /// `ipmasq`: weftd masquerades pod egress (`--ip-masq`), FLANNEL_IPMASQ.
-/// A dual-stack node's file adds the IPv6 network and subnet.
+/// A dual-stack node's file adds the IPv6 network and subnet; an IPv6-only
+/// node's has those and no IPv4 keys (flanneld writes each family's keys
+/// only when the network carries it).
 pub fn subnet_env(cfg: &NetConfig, own: Subnets, mtu: u32, ipmasq: bool) -> SubnetEnv {
-    let (network, subnet) = (cfg.network, own.v4);
+    let cidr = |n: Ipv4Net| Ipv4Cidr { addr: n.network_addr(), prefix_len: n.prefix_len() };
     let cidr6 = |n: Ipv6Net| Ipv6Cidr { addr: n.network_addr(), prefix_len: n.prefix_len() };
     SubnetEnv {
-        network: Some(Ipv4Cidr { addr: network.addr(), prefix_len: network.prefix_len() }),
-        subnet: Some(Ipv4Cidr { addr: subnet.network_addr(), prefix_len: subnet.prefix_len() }),
+        network: cfg.network4().map(cidr),
+        subnet: own.v4.map(cidr),
         mtu,
         ipmasq: Some(ipmasq),
-        ipv6_network: cfg.ipv6.as_ref().map(|c| cidr6(c.network)),
+        ipv6_network: cfg.network6().map(cidr6),
         ipv6_subnet: own.v6.map(cidr6),
     }
 }
@@ -32,13 +34,13 @@ pub fn write(path: &Path, cfg: &NetConfig, own: Subnets, mtu: u32, ipmasq: bool)
     subnet_env(cfg, own, mtu, ipmasq).write(path).with_context(|| format!("writing {}", path.display()))
 }
 
-/// FLANNEL_SUBNET (and FLANNEL_IPV6_SUBNET) of an existing subnet.env, as
-/// subnets (for lease reuse).
+/// FLANNEL_SUBNET and FLANNEL_IPV6_SUBNET of an existing subnet.env, as
+/// subnets (for lease reuse); None when it names neither.
 pub fn previous_subnet(path: &Path) -> Option<Subnets> {
     let text = std::fs::read_to_string(path).ok()?;
-    let c = subnet_env::previous_subnet(&text)?;
+    let v4 = subnet_env::previous_subnet(&text).and_then(|c| Ipv4Net::new(c.addr, c.prefix_len).ok());
     let v6 = SubnetEnv::parse(&text).ok().and_then(|e| e.ipv6_subnet).and_then(|c| Ipv6Net::new(c.addr, c.prefix_len).ok());
-    Some(Subnets { v4: Ipv4Net::new(c.addr, c.prefix_len).ok()?, v6 })
+    (v4.is_some() || v6.is_some()).then_some(Subnets { v4, v6 })
 }
 
 #[cfg(test)]
@@ -67,6 +69,14 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.73.1/24\nFLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:49::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+        );
+        assert_eq!(previous_subnet(&path), Some(own));
+        let v6only = NetConfig::parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd44::/48"}"#).unwrap();
+        let own = Subnets::from_key("0.0.0.0-0&fd44:0:0:49::-64").unwrap();
+        write(&path, &v6only, own, 1430, true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "FLANNEL_IPV6_NETWORK=fd44::/48\nFLANNEL_IPV6_SUBNET=fd44:0:0:49::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n"
         );
         assert_eq!(previous_subnet(&path), Some(own));
         std::fs::remove_dir_all(&dir).unwrap();

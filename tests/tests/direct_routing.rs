@@ -97,3 +97,51 @@ fn direct_routing_mixed_with_flannel() -> Result<()> {
     c.pass();
     Ok(())
 }
+
+/// DirectRouting over IPv6 (dual stack, one segment): every peer's
+/// PublicIPv6 is on our segment, so each IPv6 subnet is routed `via
+/// <PublicIPv6> dev eth0` (flanneld does the same for IPv6), nothing IPv6 is
+/// encapsulated, the bridge pods' IPv6 takes the fast path (`weft_hostgw6`),
+/// and every pod reaches every pod over IPv6.
+#[test]
+fn direct_routing_ipv6_peers_are_routed() -> Result<()> {
+    use weft_tests::cluster::{node_ip6, IPV6_NETWORK};
+    weft_tests::require_root()?;
+    let cfg = format!(r#"{{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"{IPV6_NETWORK}","Backend":{{"Type":"vxlan","DirectRouting":true}}}}"#);
+    let mut c = Cluster::builder().weft_nodes(3).dual_stack().config_json(&cfg).build()?;
+    for n in c.nodes() {
+        let want: Vec<String> = c
+            .nodes()
+            .into_iter()
+            .filter(|m| *m != n)
+            .map(|m| Ok(format!("{} via {} dev eth0", c.node_env(m)?.ipv6_subnet.context("no FLANNEL_IPV6_SUBNET")?, node_ip6(m))))
+            .collect::<Result<_>>()?;
+        let ns = c.node_ns(n)?;
+        cmd::poll(&format!("node {n}: IPv6 peers routed via their PublicIPv6"), Duration::from_secs(20), Duration::from_millis(200), || {
+            let routes = ns.ip(&["-6", "route", "show", "proto", "254"]).map_err(|e| format!("{e:#}"))?;
+            let via_overlay = ns.ip(&["-6", "route", "show", "dev", weft_tests::weft_node::OVERLAY6_DEV]).map_err(|e| format!("{e:#}"))?;
+            let missing: Vec<&String> = want.iter().filter(|w| !routes.lines().any(|l| l.starts_with(w.as_str()))).collect();
+            if missing.is_empty() && !via_overlay.lines().any(|l| l.starts_with("fd44:")) {
+                Ok(Some(()))
+            } else {
+                Err(format!("missing {missing:?}; weft's IPv6 routes:\n{routes}\nvia the IPv6 overlay:\n{via_overlay}"))
+            }
+        })?;
+    }
+    let pods: Vec<usize> = vec![c.add_pod(1, Wiring::Bridge)?, c.add_pod(2, Wiring::Bridge)?, c.add_pod(3, Wiring::VethRoute)?];
+    let ip6 = |i: usize| c.pods[pods[i]].ip6.context("pod without an IPv6 address");
+    let encap = || c.stat_counter(1, stat::ENCAP).map(|(p, _)| p);
+    let fwd = || c.stat_counter(1, stat::FWD).map(|(p, _)| p);
+    let (encap0, fwd0) = (encap()?, fwd()?);
+    traffic::ping6_ok(&c.pods[pods[0]].ns, ip6(1)?, 5)?;
+    traffic::ping6_ok(&c.pods[pods[0]].ns, ip6(2)?, 5)?;
+    ensure!(encap()? == encap0, "IPv6 to a same-segment peer was encapsulated ({} packets)", encap()? - encap0);
+    ensure!(fwd()? >= fwd0 + 10, "the fast path forwarded {} of 10 IPv6 echo requests to the direct peers", fwd()? - fwd0);
+    for (a, b) in [(1, 0), (2, 0), (2, 1)] {
+        traffic::ping6_ok(&c.pods[pods[a]].ns, ip6(b)?, 3)?;
+    }
+    let t = traffic::tcp_transfer6(&c.pods[pods[0]].ns, &c.pods[pods[2]].ns, ip6(2)?, 2 << 20).context("tcp over IPv6, routed directly")?;
+    eprintln!("tcp over IPv6, DirectRouting: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
+    c.pass();
+    Ok(())
+}

@@ -16,7 +16,7 @@ use crate::{
     dataplane, egress,
     health::{self, Health},
     net::{iface, netlink::Netlink},
-    subnet::{self, Ipv4Net, SubnetManager, Subnets},
+    subnet::{self, SubnetManager, Subnets},
     subnet_env,
 };
 
@@ -45,14 +45,14 @@ pub async fn run(args: Args) -> Result<()> {
         s = stop.signalled() => return signalled(s),
     };
     let public_ipv6 = args.public_ipv6.or(hints.public_ipv6);
-    let underlay = underlay(&args, &nl, args.public_ip.or(hints.public_ip), cfg.ipv6.is_some().then_some(public_ipv6)).await?;
+    let underlay = underlay(&args, &nl, args.public_ip.or(hints.public_ip), cfg.ipv4.is_none(), cfg.ipv6.is_some().then_some(public_ipv6)).await?;
     let node = backend::Node {
         args: args.clone(),
         nl: nl.clone(),
         underlay,
         health: health.clone(),
-        network: cfg.network,
-        network6: cfg.ipv6.as_ref().map(|c| c.network),
+        network: cfg.network4(),
+        network6: cfg.network6(),
         previous: hints.previous,
     };
     let mut backend = backend::build(&cfg, node).await?;
@@ -69,8 +69,8 @@ pub async fn run(args: Args) -> Result<()> {
         r = started => r.map(|()| true),
         s = stop.signalled() => signalled(s).map(|()| false),
     };
-    let v6 = cfg.ipv6.as_ref().zip(own.v6).map(|(c, own6)| (c.network, own6));
-    let egress = if matches!(started, Ok(true)) { start_egress(&args, &cfg.network, own.v4, v6) } else { None };
+    let (v4, v6) = (cfg.network4().zip(own.v4), cfg.network6().zip(own.v6));
+    let egress = if matches!(started, Ok(true)) { start_egress(&args, v4, v6) } else { None };
     let mut node = event_loop::EventLoop::new(backend, health.clone(), egress);
     let res = match started {
         Ok(true) => {
@@ -85,7 +85,10 @@ pub async fn run(args: Args) -> Result<()> {
         if let Err(e) = manager.release(&own).await {
             log::warn!("{e:#}");
         }
-        if let Err(e) = nl.delete_unreachable(&cfg.network).await {
+        if let Some(Err(e)) = match cfg.network4() {
+            Some(net4) => Some(nl.delete_unreachable(&net4).await),
+            None => None,
+        } {
             log::warn!("{e:#}");
         }
         if let Some(c6) = &cfg.ipv6 {
@@ -118,11 +121,21 @@ async fn subnet_manager(args: &Args, health: &Health) -> Result<Arc<dyn SubnetMa
 }
 
 /// The underlay interface and our PublicIP (`--iface`, ...; `public_ip`:
-/// `--public-ip`, else what the subnet manager dictates); on a dual-stack
-/// network (`ipv6` Some) also our PublicIPv6 (the address inside:
-/// `--public-ipv6`, else the manager's; else the interface's).
-async fn underlay(args: &Args, nl: &Netlink, public_ip: Option<std::net::Ipv4Addr>, ipv6: Option<Option<std::net::Ipv6Addr>>) -> Result<iface::Underlay> {
-    let selector = iface::Selector { ifaces: args.iface.clone(), regexes: args.iface_regex.clone(), can_reach: args.iface_can_reach, public_ip };
+/// `--public-ip`, else what the subnet manager dictates; 0.0.0.0 on an
+/// IPv6-only network); on a network that carries IPv6 (`ipv6` Some) also
+/// our PublicIPv6 (the address inside: `--public-ipv6`, else the
+/// manager's; else the interface's).
+async fn underlay(
+    args: &Args,
+    nl: &Netlink,
+    public_ip: Option<std::net::Ipv4Addr>,
+    ipv6_only: bool,
+    ipv6: Option<Option<std::net::Ipv6Addr>>,
+) -> Result<iface::Underlay> {
+    if ipv6_only && public_ip.is_some() {
+        log::warn!("--public-ip is ignored: the network is IPv6-only (EnableIPv4 false); our lease's PublicIP is 0.0.0.0 as flanneld's");
+    }
+    let selector = iface::Selector { ifaces: args.iface.clone(), regexes: args.iface_regex.clone(), can_reach: args.iface_can_reach, public_ip, ipv6_only };
     let mut u = iface::select(nl, &selector).await?;
     if let Some(public_ipv6) = ipv6 {
         u.public_ipv6 = Some(iface::public_ipv6(nl, &u.link, public_ipv6).await?);
@@ -163,8 +176,8 @@ fn write_subnet_env(args: &Args, cfg: &crate::netconfig::NetConfig, own: Subnets
 /// place once before the event loop (which keeps them). Failing (no nft,
 /// no nf_tables/NAT in the kernel) is logged naming what is missing and
 /// leaves the rest of weft running.
-fn start_egress(args: &Args, network: &Ipv4Net, own: Ipv4Net, v6: egress::V6) -> Option<egress::Egress> {
-    let mut e = egress::Egress::new(args, network, own, v6)?;
+fn start_egress(args: &Args, v4: egress::V4, v6: egress::V6) -> Option<egress::Egress> {
+    let mut e = egress::Egress::new(args, v4, v6)?;
     e.ensure();
     Some(e)
 }

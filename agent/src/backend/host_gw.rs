@@ -4,7 +4,8 @@
 //! endpoints, `weft_fwd` on the pod bridge and `weft_to_pod` on the underlay.
 //! On a dual-stack network the IPv6 subnets are routed `via <PublicIPv6>`
 //! the same way ([`super::peers6`], [`routed::apply_host_gw6`]), and the
-//! fast path carries them too (`weft_hostgw6`).
+//! fast path carries them too (`weft_hostgw6`). An IPv6-only network has
+//! only the IPv6 half.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::{bail, Result};
@@ -51,10 +52,17 @@ impl HostGwBackend {
             );
         }
         let bpf = dataplane::choose_bpf(&node.args)?;
-        let mut attrs = LeaseAttrs::host_gw(u.public_ip);
-        if let Some(pip6) = u.public_ipv6 {
-            attrs = attrs.with_ipv6(pip6, None);
-        }
+        let attrs = match (node.network, u.public_ipv6) {
+            (None, Some(pip6)) => LeaseAttrs::ipv6_only("host-gw", pip6, None),
+            (_, pip6) => {
+                let attrs = LeaseAttrs::host_gw(u.public_ip);
+                if let Some(pip6) = pip6 {
+                    attrs.with_ipv6(pip6, None)
+                } else {
+                    attrs
+                }
+            }
+        };
         let routed = Routed::new(u.link.index);
         Ok(HostGwBackend { node, bpf, attrs, routed, dp: None, fast: None, own: None })
     }
@@ -104,7 +112,12 @@ impl Backend for HostGwBackend {
         Box::pin(async move {
             let Some(own) = self.own else { bail!("host-gw backend not started") };
             let nl = &self.node.nl;
-            let want = desired_host_gw(leases, &own.v4, &self.node.network, warned);
+            // IPv4 peers, unless the network is IPv6-only (then none: any
+            // IPv4 route an earlier run made goes).
+            let want = match (own.v4, self.node.network) {
+                (Some(own4), Some(net4)) => desired_host_gw(leases, &own4, &net4, warned),
+                _ => BTreeMap::new(),
+            };
             let mut dp = match (self.dp.as_mut(), self.fast.as_mut()) {
                 (Some(dp), Some(f)) => {
                     f.ensure(dp, nl).await;
@@ -113,7 +126,9 @@ impl Backend for HostGwBackend {
                 _ => None,
             };
             let mut changes = self.routed.apply(nl, &want, dp.as_deref_mut()).await?;
-            routed::ensure_unreachable(nl, &self.node.network, &mut changes).await;
+            if let Some(net4) = &self.node.network {
+                routed::ensure_unreachable(nl, net4, &mut changes).await;
+            }
             let mut peers = want.len();
             if let (Some(own6), Some(net6)) = (own.v6, self.node.network6) {
                 // IPv6 peers: `<v6 subnet> via <PublicIPv6> dev <underlay>`, flannel's routes,

@@ -49,8 +49,10 @@ pub struct Node {
     pub nl: Netlink,
     pub underlay: Underlay,
     pub health: Arc<Health>,
-    pub network: Ipv4Net,
-    /// The IPv6 network of a dual-stack cluster (our PublicIPv6 is in `underlay`).
+    /// The IPv4 pod network (None: the network is IPv6-only).
+    pub network: Option<Ipv4Net>,
+    /// The IPv6 pod network of a dual-stack or IPv6-only cluster (our
+    /// PublicIPv6 is in `underlay`).
     pub network6: Option<Ipv6Net>,
     /// Our previous lease, where the subnet manager knows it: a backend
     /// keeps what it announced (vxlan: the VtepMAC) when it must make its
@@ -144,7 +146,10 @@ pub async fn build(cfg: &NetConfig, node: Node) -> Result<Box<dyn Backend>> {
     Ok(match &cfg.backend {
         Config::Vxlan(c) => Box::new(vxlan::VxlanBackend::new(c, node).await?),
         Config::HostGw => Box::new(host_gw::HostGwBackend::new(node)?),
-        Config::Udp(c) => Box::new(udp::backend::UdpBackend::new(c, node)),
+        Config::Udp(c) => {
+            let network = node.network.context("the udp backend carries IPv4 only")?;
+            Box::new(udp::backend::UdpBackend::new(c, node, network))
+        }
     })
 }
 

@@ -26,16 +26,19 @@ pub fn desired<T>(
     let mut problems = HashMap::new();
     for (k, v) in leases {
         let res = Lease::parse(k, v).and_then(|l| {
-            if l.subnet == *own {
+            let Some(subnet) = l.subnet else {
+                anyhow::bail!("it has no IPv4 subnet (a lease of an IPv6-only network), and this network carries IPv4");
+            };
+            if subnet == *own {
                 return Ok(None);
             }
-            if !network.contains_net(&l.subnet) {
-                anyhow::bail!("subnet {} is outside Network {}", l.subnet, network);
+            if !network.contains_net(&subnet) {
+                anyhow::bail!("subnet {subnet} is outside Network {network}");
             }
-            if l.subnet.contains_net(own) || own.contains_net(&l.subnet) {
-                anyhow::bail!("subnet {} overlaps our own {own}", l.subnet);
+            if subnet.contains_net(own) || own.contains_net(&subnet) {
+                anyhow::bail!("subnet {subnet} overlaps our own {own}");
             }
-            Ok(Some((l.subnet, check(&l)?)))
+            Ok(Some((subnet, check(&l)?)))
         });
         match res {
             Ok(Some((net, e))) => {
@@ -102,7 +105,7 @@ mod tests {
 
     #[test]
     fn bad_leases_are_skipped_alone() {
-        let cfg = NetConfig::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
+        let network = NetConfig::parse(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap().network4().unwrap();
         let own: Ipv4Net = "10.244.1.0/24".parse().unwrap();
         let mut leases = BTreeMap::new();
         let good = br#"{"PublicIP":"192.168.77.2","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}}"#;
@@ -117,17 +120,19 @@ mod tests {
         leases.insert("10.99.0.0-24".to_string(), good.to_vec());
         leases.insert("10.244.0.0-16".to_string(), good.to_vec());
         leases.insert("not-a-key".to_string(), good.to_vec());
+        leases.insert("0.0.0.0-0&fd44:0:0:7::-64".to_string(), good.to_vec());
         let mut warned = HashMap::new();
-        let d = desired_vxlan(&leases, &own, &cfg.network, 1, &mut warned);
+        let d = desired_vxlan(&leases, &own, &network, 1, &mut warned);
         assert_eq!(d.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.2.0/24"]);
         assert_eq!(d.values().next().unwrap().ip, [192, 168, 77, 2]);
-        assert_eq!(warned.len(), 6, "{warned:?}");
+        assert_eq!(warned.len(), 7, "{warned:?}");
+        assert!(warned["0.0.0.0-0&fd44:0:0:7::-64"].contains("IPv6-only"), "{warned:?}");
         assert!(warned["10.244.5.0-24"].contains("VNI"));
-        let hg = desired_host_gw(&leases, &own, &cfg.network, &mut warned);
+        let hg = desired_host_gw(&leases, &own, &network, &mut warned);
         assert_eq!(hg.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.4.0/24"]);
         assert!(warned["10.244.2.0-24"].contains("not \"host-gw\""), "{warned:?}");
         leases.insert("10.244.6.0-24".to_string(), br#"{"PublicIP":"192.168.77.6","PublicIPv6":null}"#.to_vec());
-        let udp = desired_udp(&leases, &own, &cfg.network, &mut warned);
+        let udp = desired_udp(&leases, &own, &network, &mut warned);
         assert_eq!(udp.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.6.0/24"]);
         assert!(warned["10.244.2.0-24"].contains("not udp's"), "{warned:?}");
     }

@@ -28,7 +28,7 @@ pub fn desired6<T>(
     let mut problems = HashMap::new();
     for (k, v) in leases {
         let res = Lease::parse(k, v).and_then(|l| {
-            let Some(net) = l.subnet6 else { bail!("no IPv6 subnet in a dual-stack network (a node without EnableIPv6?)") };
+            let Some(net) = l.subnet6 else { bail!("no IPv6 subnet in a network that carries IPv6 (a node without EnableIPv6?)") };
             if net == *own {
                 return Ok(None);
             }

@@ -1,8 +1,9 @@
 //! Peers reached by plain routes via their PublicIP on the underlay: the
 //! host-gw backend, and vxlan's DirectRouting peers on our L2 segment. Both
 //! use [`Routed`], so DirectRouting reuses host-gw's code rather than a copy.
-//! host-gw's IPv6 peers (dual stack) are routed the same way via their
-//! PublicIPv6 ([`apply_host_gw6`]), with the fast path's `weft_hostgw6`.
+//! host-gw's IPv6 peers (and vxlan's DirectRouting IPv6 peers) are routed
+//! the same way via their PublicIPv6 ([`apply_host_gw6`]), with the fast
+//! path's `weft_hostgw6`.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::{Ipv4Addr, Ipv6Addr},
@@ -14,7 +15,7 @@ use weft_common::{subnet_env::Ipv6Cidr, HostGw6Entry, HostGwEntry, VtepEntry};
 use super::{peers::Changes, peers6::sync_routes6};
 use crate::{
     dataplane::Datapath,
-    net::netlink::{self, Netlink, Route, RTPROT_WEFT},
+    net::netlink::{self, Netlink, Route, Route6, RTPROT_WEFT},
     subnet::{Ipv4Net, Ipv6Net},
 };
 
@@ -28,6 +29,13 @@ pub fn on_link(routes: &[Route], ip: Ipv4Addr, underlay: u32) -> std::result::Re
         Some(_) => Err("its route leaves by another interface".into()),
         None => Err("there is no route to it".into()),
     }
+}
+
+/// [`on_link`] for IPv6: the best route to `ip` (weft's own aside) has no
+/// gateway and leaves by the underlay.
+pub fn on_link6(routes: &[Route6], ip: Ipv6Addr, underlay: u32) -> bool {
+    let best = routes.iter().filter(|r| r.protocol != RTPROT_WEFT && r.dst.contains(ip)).max_by_key(|r| r.dst.prefix_len());
+    best.is_some_and(|r| r.gateway.is_none() && r.oif == Some(underlay))
 }
 
 /// vxlan with DirectRouting: peers on our L2 segment are reached host-gw

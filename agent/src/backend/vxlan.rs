@@ -4,7 +4,9 @@
 //! or, where the kernel cannot run them, by the kernel's own vxlan device
 //! programmed as flanneld programs flannel.1 ([`super::kernel_vxlan`]).
 //! With DirectRouting, peers on our L2 segment are routed as host-gw routes
-//! them ([`super::routed`]), decided per peer on every reconcile.
+//! them ([`super::routed`]), decided per peer on every reconcile. IPv6 has
+//! its own device beside it ([`super::vxlan6`]); an IPv6-only network has
+//! only that one (no `weft.<VNI>`, as flanneld makes no flannel.<VNI> then).
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 
@@ -17,7 +19,7 @@ use super::{
     kernel_vxlan,
     peers::{desired, Changes, Warned},
     routed::{self, Routed},
-    vxlan6::{Carrier6, Vxlan6},
+    vxlan6::{Carrier6, Direct6, Vxlan6},
     Backend, Node, Reconciled, Section,
 };
 use crate::{
@@ -70,12 +72,15 @@ pub struct VxlanBackend {
     /// BPF datapath's default: `cfg_flags::KERNEL_VXLAN`).
     kernel_vxlan_overlay: bool,
     /// `weft.<VNI>`, whose MAC is our VtepMAC: a kernel vxlan device, or for
-    /// BPF with `--overlay-kind ifb|veth` that kind.
-    overlay: Link,
+    /// BPF with `--overlay-kind ifb|veth` that kind. None on an IPv6-only
+    /// network.
+    overlay: Option<Link>,
+    /// The IPv4 VtepMAC (zero without `weft.<VNI>`).
     vtep_mac: [u8; 6],
     attrs: LeaseAttrs,
-    /// Set by `start`: our subnet and what carries the VXLAN.
-    started: Option<(Ipv4Net, Carrier)>,
+    /// Set by `start`: our IPv4 subnet (None: IPv6-only) and what carries
+    /// the VXLAN.
+    started: Option<(Option<Ipv4Net>, Carrier)>,
     /// With DirectRouting: the peers routed on our segment.
     direct: Option<Routed>,
     /// On a dual-stack network: `weft-v6.<VNI>` and its peers ([`super::vxlan6`]).
@@ -105,6 +110,37 @@ impl VxlanBackend {
     /// the VtepMAC our lease announces.
     pub async fn new(cfg: &Config, node: Node) -> Result<VxlanBackend> {
         let bpf = dataplane::choose_bpf(&node.args)?;
+        if bpf {
+            dataplane::bpffs::ensure_mounted(&node.args.bpf_pin_dir)?;
+        }
+        let overlay = match node.network {
+            Some(_) => Some(Self::ensure_overlay(cfg, &node, bpf).await?),
+            None => None,
+        };
+        let vtep_mac = match &overlay {
+            Some(o) => o.mac.context("overlay device has no MAC")?,
+            None => [0; 6],
+        };
+        let underlay = &node.underlay;
+        let v6 = match (node.network6, underlay.public_ipv6) {
+            (Some(_), Some(pip6)) => Some((Vxlan6::new(&node, cfg.vni, cfg.port, pip6, random_mac(), bpf).await?, pip6)),
+            (Some(_), None) => bail!("the network carries IPv6 and the underlay has no PublicIPv6"),
+            _ => None,
+        };
+        let attrs = match (&overlay, &v6) {
+            (Some(_), None) => LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac),
+            (Some(_), Some((v6, pip6))) => LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac).with_ipv6(*pip6, Some((cfg.vni, v6.vtep_mac))),
+            (None, Some((v6, pip6))) => LeaseAttrs::ipv6_only("vxlan", *pip6, Some((cfg.vni, v6.vtep_mac))),
+            (None, None) => bail!("the network carries neither IPv4 nor IPv6"),
+        };
+        let v6 = v6.map(|(v6, _)| v6);
+        let kernel_vxlan_overlay = !bpf || node.args.overlay_kind == "vxlan";
+        let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
+        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None })
+    }
+
+    /// `weft.<VNI>`, the IPv4 overlay device.
+    async fn ensure_overlay(cfg: &Config, node: &Node, bpf: bool) -> Result<Link> {
         let (args, nl, underlay) = (&node.args, &node.nl, &node.underlay);
         let name = overlay_name(cfg.vni);
         let mtu = underlay.link.mtu - VXLAN_OVERHEAD;
@@ -116,9 +152,6 @@ impl VxlanBackend {
         let dev =
             kernel_vxlan::VxlanDev { name: &name, vni: cfg.vni, port: cfg.port, underlay: underlay.link.index, local: underlay.iface_ip, mtu, mac: new_mac };
         let kernel_vxlan_overlay = !bpf || args.overlay_kind == "vxlan";
-        if bpf {
-            dataplane::bpffs::ensure_mounted(&args.bpf_pin_dir)?;
-        }
         let overlay = if !bpf {
             kernel_vxlan::ensure_device(nl, &dev).await?
         } else if kernel_vxlan_overlay {
@@ -131,19 +164,8 @@ impl VxlanBackend {
         } else {
             nl.ensure_overlay(&name, args.overlay_kind == "veth", mtu, new_mac).await?
         };
-        let vtep_mac = overlay.mac.context("overlay device has no MAC")?;
         netlink::disable_ipv6(&name);
-        let mut attrs = LeaseAttrs::vxlan(underlay.public_ip, cfg.vni, &vtep_mac);
-        let v6 = match (node.network6, underlay.public_ipv6) {
-            (Some(_), Some(pip6)) => {
-                let v6 = Vxlan6::new(&node, cfg.vni, cfg.port, pip6, random_mac(), bpf).await?;
-                attrs = attrs.with_ipv6(pip6, Some((cfg.vni, v6.vtep_mac)));
-                Some(v6)
-            }
-            _ => None,
-        };
-        let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
-        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None })
+        Ok(overlay)
     }
 
     /// weft's programs on the overlay device and the underlay, configured
@@ -155,19 +177,29 @@ impl VxlanBackend {
             vni,
             local_ip: underlay.iface_ip.octets(),
             underlay_ifindex: underlay.link.index,
-            overlay_ifindex: self.overlay.index,
+            overlay_ifindex: self.overlay.as_ref().map_or(0, |o| o.index),
             vtep_mac: self.vtep_mac,
             port,
             flags: if args.vxlan_udp_csum { cfg_flags::UDP_CSUM } else { 0 } | if self.kernel_vxlan_overlay { cfg_flags::KERNEL_VXLAN } else { 0 },
             underlay_mtu: underlay.link.mtu,
         })?;
-        dp.attach_tc(prog_names::ENCAP, &self.overlay.name, self.overlay.index, TcAttachType::Egress)?;
-        // After the configuration: from then on weft_decap marks what it
-        // hands to the overlay device, and only that may enter there.
-        if self.kernel_vxlan_overlay {
-            dp.attach_tc(prog_names::OVERLAY_IN, &self.overlay.name, self.overlay.index, TcAttachType::Ingress)?;
-        } else {
-            dp.release_links(prog_names::OVERLAY_IN)?;
+        match &self.overlay {
+            Some(o) => {
+                dp.attach_tc(prog_names::ENCAP, &o.name, o.index, TcAttachType::Egress)?;
+                // After the configuration: from then on weft_decap marks what it
+                // hands to the overlay device, and only that may enter there.
+                if self.kernel_vxlan_overlay {
+                    dp.attach_tc(prog_names::OVERLAY_IN, &o.name, o.index, TcAttachType::Ingress)?;
+                } else {
+                    dp.release_links(prog_names::OVERLAY_IN)?;
+                }
+            }
+            None => {
+                // IPv6-only: no IPv4 overlay (the device of an earlier IPv4
+                // run is gone, and with it what its links held).
+                dp.release_links(prog_names::ENCAP)?;
+                dp.release_links(prog_names::OVERLAY_IN)?;
+            }
         }
         dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
         if args.xdp_decap {
@@ -178,7 +210,7 @@ impl VxlanBackend {
         }
         log::info!(
             "datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
-            self.overlay.name,
+            self.overlay.as_ref().map_or("(no IPv4 overlay)", |o| o.name.as_str()),
             underlay.link.name,
             if self.kernel_vxlan_overlay { ", the kernel's vxlan socket decapsulating what is not for a registered pod" } else { "" },
             format_mac(&self.vtep_mac)
@@ -201,7 +233,12 @@ impl VxlanBackend {
 
     async fn apply(&mut self, leases: &Leases, warned: &mut Warned) -> Result<Reconciled> {
         let Some(own) = self.started.as_ref().map(|(own, _)| *own) else { bail!("vxlan backend not started") };
-        let want = desired_vxlan(leases, &own, &self.node.network, self.cfg.vni, warned);
+        // IPv4 peers, unless the network is IPv6-only.
+        let want = match (own, self.node.network) {
+            (Some(own4), Some(net4)) => desired_vxlan(leases, &own4, &net4, self.cfg.vni, warned),
+            _ => BTreeMap::new(),
+        };
+        let overlay_index = self.overlay.as_ref().map(|o| o.index);
         let nl = &self.node.nl;
         let mut out = Reconciled { peers: want.len(), changes: Changes::default() };
         // Decided per peer on every reconcile: a route change moves a peer.
@@ -220,26 +257,33 @@ impl VxlanBackend {
                 if let Some(f) = fast {
                     f.ensure(dp, nl).await;
                 }
-                ch.merge(apply_bpf(dp, nl, self.overlay.index, &want, &tunnel.keys().copied().collect()).await?);
+                if let Some(index) = overlay_index {
+                    ch.merge(apply_bpf(dp, nl, index, &want, &tunnel.keys().copied().collect()).await?);
+                }
                 if let Some(d) = &mut self.direct {
                     ch.merge(d.apply(nl, routed, fast.is_some().then_some(&mut **dp)).await?);
                 }
             }
             Some(Carrier::Kernel) => {
-                ch.merge(kernel_vxlan::apply(nl, self.overlay.index, tunnel).await?);
+                if let Some(index) = overlay_index {
+                    ch.merge(kernel_vxlan::apply(nl, index, tunnel).await?);
+                }
                 if let Some(d) = &mut self.direct {
                     ch.merge(d.apply(nl, routed, None).await?);
                 }
             }
             None => bail!("vxlan backend not started"),
         }
-        routed::ensure_unreachable(nl, &self.node.network, ch).await;
+        if let Some(net4) = &self.node.network {
+            routed::ensure_unreachable(nl, net4, ch).await;
+        }
         if let (Some(v6), Some(own6), Some(net6), Some((_, carrier))) = (&self.v6, self.own6, self.node.network6, self.started.as_mut()) {
-            let carrier = match carrier {
-                Carrier::Bpf { dp, .. } => Carrier6::Bpf(dp),
-                Carrier::Kernel => Carrier6::Kernel,
+            let (carrier, fast_on) = match carrier {
+                Carrier::Bpf { dp, fast } => (Carrier6::Bpf(dp), fast.is_some()),
+                Carrier::Kernel => (Carrier6::Kernel, false),
             };
-            let (peers6, ch6) = v6.apply(carrier, &self.node, &own6, &net6, leases, warned).await?;
+            let direct = self.direct.as_ref().map(|d| Direct6 { underlay: d.underlay, fast: fast_on });
+            let (peers6, ch6) = v6.apply(carrier, &self.node, &own6, &net6, leases, warned, direct).await?;
             out.peers = out.peers.max(peers6);
             out.changes.merge(ch6);
         }
@@ -315,16 +359,19 @@ impl Backend for VxlanBackend {
     }
     fn start<'a>(&'a mut self, own: Subnets) -> BoxFuture<'a, Result<()>> {
         self.own6 = own.v6;
-        let own = own.v4;
+        let own4 = own.v4;
         Box::pin(async move {
-            self.node.nl.set_only_addr(self.overlay.index, own.network_addr()).await?;
+            if let Some(o) = &self.overlay {
+                let own4 = own4.context("our lease has no IPv4 subnet, and the network carries IPv4")?;
+                self.node.nl.set_only_addr(o.index, own4.network_addr()).await?;
+            }
             let carrier = if self.bpf {
                 self.start_bpf()?
             } else {
-                log::info!("kernel vxlan device {} programmed per peer as flanneld does (neighbour, FDB, route)", self.overlay.name);
+                log::info!("kernel vxlan devices programmed per peer as flanneld does (neighbour, FDB, route)");
                 Carrier::Kernel
             };
-            self.started = Some((own, carrier));
+            self.started = Some((own4, carrier));
             Ok(())
         })
     }
@@ -336,11 +383,18 @@ impl Backend for VxlanBackend {
             let nl = &self.node.nl;
             if let Some(d) = &self.direct {
                 d.cleanup(nl).await;
+                if self.v6.is_some() {
+                    if let Err(e) = super::peers6::sync_routes6(nl, d.underlay, &BTreeMap::new()).await {
+                        log::warn!("removing DirectRouting's IPv6 routes: {e:#}");
+                    }
+                }
             }
             // Deleting the device removes its routes (and neighbours, FDB)
             // and detaches its links.
-            if let Err(e) = nl.delete_link(self.overlay.index).await {
-                log::warn!("{e:#}");
+            if let Some(o) = &self.overlay {
+                if let Err(e) = nl.delete_link(o.index).await {
+                    log::warn!("{e:#}");
+                }
             }
             if let Some(v6) = &self.v6 {
                 v6.cleanup(&self.node).await;

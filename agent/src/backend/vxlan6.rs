@@ -11,24 +11,34 @@
 //! and map entries in, then routes `<v6 subnet> dev weft-v6.<VNI>`; stale
 //! routes out, then their entries.
 //!
+//! With DirectRouting, an IPv6 peer whose PublicIPv6 is on our L2 segment
+//! is routed `<v6 subnet> via <PublicIPv6> dev <underlay>` instead (as
+//! flanneld does for IPv6 too), with the fast path's `weft_hostgw6` where
+//! it runs ([`routed::apply_host_gw6`]), decided per peer on every reconcile.
+//!
 //! Without BPF (the kernel fallback) the same device is programmed exactly
 //! as flanneld programs flannel-v6.<VNI>: per peer an FDB entry, a
 //! permanent neighbour `<v6 subnet network address> lladdr <v6 VtepMAC>` and
 //! the route `<v6 subnet> via <that address> dev weft-v6.<VNI> onlink`.
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use anyhow::{Context, Result};
+use rtnetlink::packet_route::AddressFamily;
 use weft_common::{subnet_env::Ipv6Cidr, Datapath6Config, Vtep6Entry};
 
 use super::{
     peers::Warned,
     peers6::{desired6, ensure_unreachable6, sync_routes6},
-    Changes, Node,
+    routed, Changes, Node,
 };
 use crate::{
     dataplane::Datapath,
-    net::{netlink::Link, overlay6},
+    net::{
+        neigh,
+        netlink::{Link, Netlink},
+        overlay6,
+    },
     subnet::{Ipv6Net, Leases},
 };
 
@@ -44,6 +54,14 @@ pub struct Vxlan6 {
 pub enum Carrier6<'a> {
     Bpf(&'a mut Datapath),
     Kernel,
+}
+
+/// DirectRouting for IPv6: the underlay's ifindex, and whether the fast
+/// path (`weft_hostgw6`) carries the routed peers too.
+#[derive(Debug, Clone, Copy)]
+pub struct Direct6 {
+    pub underlay: u32,
+    pub fast: bool,
 }
 
 /// An IPv6 vxlan peer: its PublicIPv6 and IPv6 VtepMAC.
@@ -83,7 +101,10 @@ impl Vxlan6 {
         Ok(())
     }
 
-    /// Makes FDB, maps (or neighbours) and routes match the IPv6 peers in `leases`.
+    /// Makes FDB, maps (or neighbours) and routes match the IPv6 peers in
+    /// `leases`; with `direct` (DirectRouting) those on our segment are
+    /// routed via their PublicIPv6 instead.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
         carrier: Carrier6<'_>,
@@ -92,6 +113,7 @@ impl Vxlan6 {
         network: &Ipv6Net,
         leases: &Leases,
         warned: &mut Warned,
+        direct: Option<Direct6>,
     ) -> Result<(usize, Changes)> {
         let vni = self.vni;
         let want = desired6(leases, own, network, warned, |l, ip| {
@@ -102,35 +124,62 @@ impl Vxlan6 {
             Ok(Peer6 { ip, mac: d.vtep_mac })
         });
         let nl = &node.nl;
-        let fdb: BTreeMap<[u8; 6], Ipv6Addr> = want.values().map(|p| (p.mac, p.ip)).collect();
+        let peers = want.len();
+        let Some(d) = direct else {
+            return Ok((peers, self.apply_tunnel(carrier, nl, network, &want).await?));
+        };
+        let routes = nl.main_routes6_full().await?;
+        let (routed_peers, want): (BTreeMap<_, _>, BTreeMap<_, _>) = want.into_iter().partition(|(_, p)| routed::on_link6(&routes, p.ip, d.underlay));
+        let routed_peers: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = routed_peers.into_iter().map(|(n, p)| (n, Some(p.ip))).collect();
+        match carrier {
+            Carrier6::Bpf(dp) => {
+                let mut ch = self.apply_tunnel(Carrier6::Bpf(dp), nl, network, &want).await?;
+                ch.merge(routed::apply_host_gw6(nl, d.underlay, &routed_peers, d.fast.then_some(dp)).await?);
+                Ok((peers, ch))
+            }
+            Carrier6::Kernel => {
+                let mut ch = self.apply_tunnel(Carrier6::Kernel, nl, network, &want).await?;
+                ch.merge(routed::apply_host_gw6(nl, d.underlay, &routed_peers, None).await?);
+                Ok((peers, ch))
+            }
+        }
+    }
+
+    /// The tunnelled IPv6 peers `want`: FDB, maps (or neighbours) and routes
+    /// through `weft-v6.<VNI>`.
+    async fn apply_tunnel(&self, carrier: Carrier6<'_>, nl: &Netlink, network: &Ipv6Net, want: &BTreeMap<Ipv6Net, Peer6>) -> Result<Changes> {
+        let index = self.dev.index;
+        let fdb: BTreeMap<[u8; 6], IpAddr> = want.values().map(|p| (p.mac, IpAddr::V6(p.ip))).collect();
         let Carrier6::Bpf(dp) = carrier else {
             // flanneld's entries: FDB and neighbours in, routes, then stale entries out.
-            let neigh: BTreeMap<Ipv6Addr, [u8; 6]> = want.iter().map(|(n, p)| (n.network_addr(), p.mac)).collect();
-            let mut ch = overlay6::apply_fdb6(nl, self.dev.index, &fdb).await?;
-            ch.merge(overlay6::apply_neighbours6(nl, self.dev.index, &neigh).await?);
+            let neigh: BTreeMap<IpAddr, [u8; 6]> = want.iter().map(|(n, p)| (IpAddr::V6(n.network_addr()), p.mac)).collect();
+            let mut ch = neigh::add_fdb(nl, index, &fdb).await?;
+            ch.merge(neigh::add_neighbours(nl, index, AddressFamily::Inet6, &neigh).await?);
             let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, Some(n.network_addr()))).collect();
-            let routed = sync_routes6(nl, self.dev.index, &routes).await?;
+            let routed = sync_routes6(nl, index, &routes).await?;
             ch.errors += routed.errors;
+            ch.merge(neigh::remove_neighbours(nl, index, AddressFamily::Inet6, &neigh).await?);
+            ch.merge(neigh::remove_fdb(nl, index, &fdb).await?);
             ensure_unreachable6(nl, network, &mut ch).await;
-            return Ok((want.len(), ch));
+            return Ok(ch);
         };
         let mut ch = Changes::default();
         let ips: BTreeSet<Ipv6Addr> = want.values().map(|p| p.ip).collect();
         let have_ips = dp.vtep_ips6()?;
         let have: BTreeMap<Ipv6Net, Vtep6Entry> = dp.vteps6()?.into_iter().filter_map(|(c, e)| Some((Ipv6Net::new(c.addr, c.prefix_len).ok()?, e))).collect();
         // In: FDB, VTEP addresses and entries, then routes.
-        ch.merge(overlay6::apply_fdb6(nl, self.dev.index, &fdb).await?);
+        ch.merge(neigh::add_fdb(nl, index, &fdb).await?);
         for ip in ips.difference(&have_ips) {
             ch.tally(dp.add_vtep_ip6(*ip), true);
         }
-        for (net, p) in &want {
+        for (net, p) in want {
             let e = Vtep6Entry { ip: p.ip.octets(), mac: p.mac, _pad: [0; 2] };
             if have.get(net) != Some(&e) {
                 ch.tally(dp.set_vtep6(&cidr(net), &e), true);
             }
         }
         let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, None)).collect();
-        let routed = sync_routes6(nl, self.dev.index, &routes).await?;
+        let routed = sync_routes6(nl, index, &routes).await?;
         // A route added is not a change of its own (its map entry counted).
         ch.errors += routed.errors;
         ch.removed += routed.removed;
@@ -141,8 +190,9 @@ impl Vxlan6 {
         for ip in have_ips.difference(&ips) {
             ch.tally(dp.remove_vtep_ip6(*ip), false);
         }
+        ch.merge(neigh::remove_fdb(nl, index, &fdb).await?);
         ensure_unreachable6(nl, network, &mut ch).await;
-        Ok((want.len(), ch))
+        Ok(ch)
     }
 
     /// Removes the device (its routes and FDB go with it).

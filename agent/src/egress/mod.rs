@@ -17,8 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::subnet::{Ipv4Net, Ipv6Net};
 
-/// A dual-stack node's IPv6 network and subnet: flannel masquerades IPv6
-/// pod egress with the same rules (ip6tables there, `ip6` matches here).
+/// The node's IPv4 network and subnet (None on an IPv6-only network).
+pub type V4 = Option<(Ipv4Net, Ipv4Net)>;
+
+/// A dual-stack or IPv6-only node's IPv6 network and subnet: flannel
+/// masquerades IPv6 pod egress with the same rules (ip6tables there, `ip6`
+/// matches here).
 pub type V6 = Option<(Ipv6Net, Ipv6Net)>;
 
 /// Transactions weftd applied to put its rules in place (at start included).
@@ -52,10 +56,11 @@ fn cidr6(n: &Ipv6Net) -> rules::Cidr {
     rules::Cidr { addr: n.network_addr().into(), len: n.prefix_len() }
 }
 
-/// The rules weftd's flags ask for, for our lease `own` in `network`, and
-/// on a dual-stack node the same list for IPv6 after them (the rule that
-/// leaves kube-proxy's marked packets alone matches both families, once).
-pub fn rules_for(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net, v6: V6) -> Vec<rules::Rule> {
+/// The rules weftd's flags ask for, for our IPv4 subnet in the IPv4
+/// network, and on a dual-stack node the same list for IPv6 after them (the
+/// rule that leaves kube-proxy's marked packets alone matches both
+/// families, once); an IPv6-only node has the IPv6 list only.
+pub fn rules_for(args: &crate::cli::Args, v4: V4, v6: V6) -> Vec<rules::Rule> {
     let params = |network, subnet| rules::Params {
         network,
         subnet,
@@ -63,7 +68,10 @@ pub fn rules_for(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net, v6: V
         fully_random: !args.ip_masq_fully_random_disable,
         forward: args.iptables_forward_rules,
     };
-    let mut out = rules::rules(&params(cidr(network), cidr(&own)));
+    let mut out = match v4 {
+        Some((network, own)) => rules::rules(&params(cidr(&network), cidr(&own))),
+        None => vec![],
+    };
     if let Some((net6, own6)) = v6 {
         for r in rules::rules(&params(cidr6(&net6), cidr6(&own6))) {
             if !out.contains(&r) {
@@ -74,16 +82,10 @@ pub fn rules_for(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net, v6: V
     out
 }
 
-/// A node's IPv6 network and subnet as its subnet.env says (for `status`).
-fn v6_of(args: &crate::cli::Args) -> V6 {
-    let env = weft_common::subnet_env::SubnetEnv::parse(&std::fs::read_to_string(&args.subnet_file).ok()?).ok()?;
-    let (n, s) = (env.ipv6_network?, env.ipv6_subnet?);
-    Some((Ipv6Net::new(n.addr, n.prefix_len).ok()?, Ipv6Net::new(s.addr, s.prefix_len).ok()?))
-}
-
-/// `weftd status`'s line: whether the kernel holds the rules `args` ask for.
-pub fn status(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net) -> String {
-    let rules = rules_for(args, network, own, v6_of(args));
+/// `weftd status`'s line: whether the kernel holds the rules `args` ask
+/// for, for the network and subnets of the node's subnet.env.
+pub fn status(args: &crate::cli::Args, v4: V4, v6: V6) -> String {
+    let rules = rules_for(args, v4, v6);
     if rules.is_empty() {
         return "none wanted (no --ip-masq, --iptables-forward-rules=false)".into();
     }
@@ -99,8 +101,8 @@ pub fn status(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net) -> Strin
 impl Egress {
     /// The rules for our lease `own` in `network`; None when the flags want
     /// none (no --ip-masq and --iptables-forward-rules=false).
-    pub fn new(args: &crate::cli::Args, network: &Ipv4Net, own: Ipv4Net, v6: V6) -> Option<Egress> {
-        let rules = rules_for(args, network, own, v6);
+    pub fn new(args: &crate::cli::Args, v4: V4, v6: V6) -> Option<Egress> {
+        let rules = rules_for(args, v4, v6);
         if rules.is_empty() {
             return None;
         }

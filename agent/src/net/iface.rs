@@ -3,7 +3,9 @@
 //! `--iface-regex` (matched against names and addresses), then
 //! `--iface-can-reach` (the interface of the route to that address), else the
 //! interface of the default route. The choice itself is a pure function of
-//! what netlink reports, so it is unit-tested without a network.
+//! what netlink reports, so it is unit-tested without a network. On an
+//! IPv6-only network the interface needs no IPv4 address (our PublicIP is
+//! then 0.0.0.0, as flanneld's lease says) and the default route is IPv6's.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context, Result};
@@ -15,9 +17,11 @@ use crate::subnet::Ipv4Net;
 #[derive(Debug, Clone)]
 pub struct Underlay {
     pub link: Link,
-    /// Address on the interface (the outer source of VXLAN packets).
+    /// Address on the interface (the outer source of VXLAN packets);
+    /// 0.0.0.0 on an IPv6-only network.
     pub iface_ip: Ipv4Addr,
-    /// Address other nodes reach us at (`--public-ip`, else `iface_ip`).
+    /// Address other nodes reach us at (`--public-ip`, else `iface_ip`);
+    /// 0.0.0.0 on an IPv6-only network.
     pub public_ip: Ipv4Addr,
     /// Our IPv6 address on a dual-stack network (PublicIPv6): also the
     /// outer source of IPv6 VXLAN.
@@ -31,6 +35,8 @@ pub struct Selector {
     pub regexes: Vec<String>,
     pub can_reach: Option<Ipv4Addr>,
     pub public_ip: Option<Ipv4Addr>,
+    /// The network carries IPv6 only: no IPv4 address is needed or used.
+    pub ipv6_only: bool,
 }
 
 /// What the kernel has: links, IPv4 addresses (ifindex, address), and IPv4
@@ -39,6 +45,8 @@ pub struct Inventory {
     pub links: Vec<Link>,
     pub addrs: Vec<(u32, Ipv4Addr)>,
     pub routes: Vec<(Ipv4Net, u32)>,
+    /// The output interface of the IPv6 default route, if there is one.
+    pub default6: Option<u32>,
 }
 
 impl Inventory {
@@ -55,7 +63,11 @@ impl Inventory {
 }
 
 /// The pure choice: (link, address on it).
+/// On an IPv6-only network the address is 0.0.0.0.
 pub fn choose(inv: &Inventory, sel: &Selector) -> Result<(Link, Ipv4Addr)> {
+    if sel.ipv6_only {
+        return choose_ipv6_only(inv, sel).map(|l| (l, Ipv4Addr::UNSPECIFIED));
+    }
     let with_addr = |l: &Link, ip: Option<Ipv4Addr>| -> Option<(Link, Ipv4Addr)> { Some((l.clone(), ip.or_else(|| inv.first_addr(l.index))?)) };
     if !sel.ifaces.is_empty() {
         for spec in &sel.ifaces {
@@ -98,17 +110,45 @@ pub fn choose(inv: &Inventory, sel: &Selector) -> Result<(Link, Ipv4Addr)> {
     with_addr(l, None).with_context(|| format!("interface {} (default route) has no IPv4 address", l.name))
 }
 
+/// The interface on an IPv6-only network: `--iface` by name, `--iface-regex`
+/// on names, else the IPv6 default route's (IPv4 addresses and routes play
+/// no part).
+fn choose_ipv6_only(inv: &Inventory, sel: &Selector) -> Result<Link> {
+    if !sel.ifaces.is_empty() {
+        if let Some(l) = sel.ifaces.iter().find_map(|spec| inv.links.iter().find(|l| l.name == *spec)) {
+            return Ok(l.clone());
+        }
+        bail!("none of --iface {} names an interface (on an IPv6-only network --iface takes interface names)", sel.ifaces.join(", "));
+    }
+    if !sel.regexes.is_empty() {
+        for r in &sel.regexes {
+            let re = Regex::new(r).with_context(|| format!("--iface-regex {r:?} is not a valid regular expression"))?;
+            if let Some(l) = inv.links.iter().find(|l| l.name != "lo" && re.is_match(&l.name)) {
+                return Ok(l.clone());
+            }
+        }
+        bail!("no interface name matches --iface-regex {} (on an IPv6-only network it matches names)", sel.regexes.join(", "));
+    }
+    if let Some(dst) = sel.can_reach {
+        bail!("--iface-can-reach {dst}: an IPv4 address, and the network is IPv6-only; pass --iface");
+    }
+    let index = inv.default6.context("no --iface given and no IPv6 default route to take the interface from (IPv6-only network); pass --iface")?;
+    inv.link(index).cloned().with_context(|| format!("IPv6 default route via unknown link #{index}"))
+}
+
 pub async fn select(nl: &Netlink, sel: &Selector) -> Result<Underlay> {
     let inv = Inventory {
         links: nl.links().await?,
         addrs: nl.ipv4_addrs(None).await?.into_iter().map(|(i, a, _)| (i, a)).collect(),
         routes: nl.main_routes().await?,
+        default6: if sel.ipv6_only { nl.default_route6_oif().await? } else { None },
     };
     let (link, iface_ip) = choose(&inv, sel)?;
     if link.mtu < 576 + weft_common::VXLAN_OVERHEAD {
         bail!("interface {} has MTU {}, too small for VXLAN", link.name, link.mtu);
     }
-    Ok(Underlay { iface_ip, public_ip: sel.public_ip.unwrap_or(iface_ip), public_ipv6: None, link })
+    let public_ip = if sel.ipv6_only { Ipv4Addr::UNSPECIFIED } else { sel.public_ip.unwrap_or(iface_ip) };
+    Ok(Underlay { iface_ip, public_ip, public_ipv6: None, link })
 }
 
 /// Our PublicIPv6, as flanneld picks it: `--public-ipv6`, else the first
@@ -149,6 +189,7 @@ mod tests {
                 ("10.9.0.0/16".parse().unwrap(), 3),
                 ("10.9.8.0/24".parse().unwrap(), 4),
             ],
+            default6: Some(3),
         }
     }
 
@@ -190,6 +231,20 @@ mod tests {
         // wg0 carries the /24 but has no address: a clear error, not a wrong pick.
         let e = format!("{:#}", choose(&inv(), &Selector { can_reach: Some("10.9.8.1".parse().unwrap()), ..sel() }).unwrap_err());
         assert!(e.contains("wg0") && e.contains("no IPv4 address"), "{e}");
+    }
+
+    #[test]
+    fn ipv6_only_needs_no_ipv4_address() {
+        let v6 = |s: Selector| Selector { ipv6_only: true, ..s };
+        // wg0 has no IPv4 address: fine on an IPv6-only network; the address is 0.0.0.0.
+        assert_eq!(pick(&v6(Selector { ifaces: vec!["nope".into(), "wg0".into()], ..sel() })), ("wg0".into(), "0.0.0.0".into()));
+        assert_eq!(pick(&v6(sel())), ("ens5".into(), "0.0.0.0".into()), "the IPv6 default route's interface");
+        assert_eq!(pick(&v6(Selector { regexes: vec!["^wg".into()], ..sel() })), ("wg0".into(), "0.0.0.0".into()));
+        let e = choose(&inv(), &v6(Selector { can_reach: Some("10.9.3.3".parse().unwrap()), ..sel() })).unwrap_err().to_string();
+        assert!(e.contains("IPv6-only"), "{e}");
+        let mut i = inv();
+        i.default6 = None;
+        assert!(choose(&i, &v6(sel())).unwrap_err().to_string().contains("no IPv6 default route"));
     }
 
     #[test]

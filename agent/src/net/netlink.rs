@@ -48,6 +48,17 @@ pub struct Route {
     pub unreachable: bool,
 }
 
+/// An IPv6 route of the main table, as [`Route`] for IPv4.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route6 {
+    pub dst: Ipv6Net,
+    pub oif: Option<u32>,
+    pub gateway: Option<Ipv6Addr>,
+    pub protocol: u8,
+    /// An `unreachable` route.
+    pub unreachable: bool,
+}
+
 /// A stream of "routes or links changed" notices from the kernel (the IPv4
 /// route and the link multicast groups): any route deleted (one of weft's
 /// removed by hand is put back at once instead of at the next resync), a
@@ -429,32 +440,46 @@ impl Netlink {
 }
 
 impl Netlink {
-    /// weft's IPv6 routes (protocol weft, main table) through a link:
-    /// (destination, gateway).
-    pub async fn routes6_via(&self, index: u32) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>> {
+    /// Every IPv6 route of the main table.
+    pub async fn main_routes6_full(&self) -> Result<Vec<Route6>> {
         let mut s = self.h.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
         let mut out = vec![];
         while let Some(r) = s.try_next().await.context("listing IPv6 routes")? {
-            if u8::from(r.header.protocol) != RTPROT_WEFT {
-                continue;
-            }
-            let (mut dst, mut oif, mut gw, mut table) = (None, None, None, r.header.table as u32);
+            let mut route = Route6 {
+                dst: Ipv6Net::new(Ipv6Addr::UNSPECIFIED, r.header.destination_prefix_length)?,
+                oif: None,
+                gateway: None,
+                protocol: u8::from(r.header.protocol),
+                unreachable: r.header.kind == RouteType::Unreachable,
+            };
+            let mut table = r.header.table as u32;
             for a in &r.attributes {
                 match a {
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::Destination(RouteAddress::Inet6(d)) => dst = Some(Ipv6Net::new(*d, r.header.destination_prefix_length)?),
-                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => gw = Some(*g),
+                    RouteAttribute::Oif(i) => route.oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet6(d)) => route.dst = Ipv6Net::new(*d, r.header.destination_prefix_length)?,
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => route.gateway = Some(*g),
                     RouteAttribute::Table(t) => table = *t,
                     _ => {}
                 }
             }
-            if let (Some(dst), Some(i), 254) = (dst, oif, table) {
-                if i == index {
-                    out.push((dst, gw));
-                }
+            if table == 254 {
+                out.push(route);
             }
         }
         Ok(out)
+    }
+
+    /// weft's IPv6 routes (protocol weft, main table) through a link:
+    /// (destination, gateway).
+    pub async fn routes6_via(&self, index: u32) -> Result<Vec<(Ipv6Net, Option<Ipv6Addr>)>> {
+        let all = self.main_routes6_full().await?;
+        Ok(all.into_iter().filter(|r| r.protocol == RTPROT_WEFT && r.oif == Some(index)).map(|r| (r.dst, r.gateway)).collect())
+    }
+
+    /// The output interface of the main table's IPv6 default route (the
+    /// underlay of an IPv6-only node when no `--iface` is given).
+    pub async fn default_route6_oif(&self) -> Result<Option<u32>> {
+        Ok(self.main_routes6_full().await?.into_iter().find(|r| r.dst.prefix_len() == 0 && r.oif.is_some()).and_then(|r| r.oif))
     }
 
     /// A gateway inside the destination itself is flannel's overlay form

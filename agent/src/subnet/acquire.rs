@@ -1,12 +1,12 @@
 //! Choosing and claiming our subnets, in flannel's order: (1) the lease that
-//! already carries our PublicIP, (2) the subnets of our previous subnet.env
+//! already carries our PublicIP (our PublicIPv6 on an IPv6-only network), (2) the subnets of our previous subnet.env
 //! if still free, (3) a random one among the first 100 free. On a dual-stack
 //! network a lease holds an IPv4 and an IPv6 subnet, named together by its
 //! key (`10.244.5.0-24&fd44:0:0:5::-64`); each is chosen among those no
 //! other lease holds. Creation is an etcd transaction; on a collision
 //! (another node won the race) we try again with a fresh view instead of
 //! exiting as flanneld does.
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 #[cfg(test)]
 use std::collections::BTreeSet;
@@ -24,59 +24,68 @@ pub async fn acquire(store: &impl Registry, cfg: &NetConfig, attrs: &LeaseAttrs,
     for attempt in 1..=ATTEMPTS {
         let (_rev, kvs) = store.list().await?;
         let (mut taken, mut taken6): (Vec<Ipv4Net>, Vec<Ipv6Net>) = (vec![], vec![]);
-        let mut ours_v4 = None;
+        // What of our own lease (from before the network gained or lost a
+        // family) is kept in the lease that replaces it.
+        let mut ours = None;
         for (k, v) in &kvs {
             let Ok(nets) = Subnets::from_key(k) else { continue };
-            if Lease::parse(k, v).is_ok_and(|l| l.attrs.public_ip == attrs.public_ip) {
+            if Lease::parse(k, v).is_ok_and(|l| same_node(&l.attrs, attrs)) {
                 if fits(cfg, &nets) {
-                    log::info!("reusing lease {nets}: it carries our PublicIP {}", attrs.public_ip);
+                    log::info!("reusing lease {nets}: it carries our {}", public_address(attrs));
                     store.renew(&nets, attrs, ttl).await?;
                     return Ok(nets);
                 }
-                if fits_v4(cfg, &nets.v4) {
-                    // Ours from before the network gained (or lost) IPv6: a
-                    // lease of the other form is made below with the same
-                    // IPv4 subnet, so that pods keep their addresses.
-                    log::info!("replacing our lease {nets}: the network's IPv6 setting changed; keeping {}", nets.v4);
+                let kept = fitting_parts(cfg, &nets);
+                if kept.v4.is_some() || kept.v6.is_some() {
+                    // A lease of the network's form is made below with the
+                    // same subnets, so that pods keep their addresses.
+                    log::info!("replacing our lease {nets}: the network's address families changed; keeping {kept}");
                     store.delete(&nets).await?;
-                    ours_v4 = Some(nets.v4);
+                    ours = Some(kept);
                     continue;
                 }
             }
-            taken.push(nets.v4);
+            taken.extend(nets.v4);
             taken6.extend(nets.v6);
         }
         let free = |n: &Ipv4Net| !taken.iter().any(|t| t.contains_net(n) || n.contains_net(t));
         let free6 = |n: &Ipv6Net| !taken6.iter().any(|t| t.contains_net(n) || n.contains_net(t));
-        let free_both = |s: &Subnets| free(&s.v4) && s.v6.is_none_or(|v6| free6(&v6));
+        let free_both = |s: &Subnets| s.v4.is_none_or(|v4| free(&v4)) && s.v6.is_none_or(|v6| free6(&v6));
         if let Some(prev) = previous.filter(|p| fits(cfg, p) && free_both(p)) {
             if store.create(&prev, attrs, ttl).await? {
                 log::info!("acquired lease {prev} (the subnet of our previous subnet file)");
                 return Ok(prev);
             }
         }
-        let pick = |v4: Option<Ipv4Net>| -> Result<Subnets> {
-            let v4 = match v4 {
+        // Each family's subnet of our replaced lease, else of our previous
+        // subnet file, is kept when it still fits and is free (the network
+        // just gained or lost a family): pods keep their addresses.
+        let keep = ours.or(previous.map(|p| fitting_parts(cfg, &p)));
+        let v4 = match &cfg.ipv4 {
+            None => None,
+            Some(c4) => Some(match keep.and_then(|k| k.v4).filter(&free) {
                 Some(v4) => v4,
                 None => {
-                    let candidates: Vec<Ipv4Net> = cfg.candidate_subnets().filter(|n| free(n)).take(100).collect();
-                    let Some(v4) = candidates.choose(&mut rand::thread_rng()).copied() else {
-                        bail!("no free subnet left in {} between {} and {} (/{})", cfg.network, cfg.subnet_min, cfg.subnet_max, cfg.subnet_len);
-                    };
-                    v4
+                    let candidates: Vec<Ipv4Net> = c4.candidate_subnets().filter(&free).take(100).collect();
+                    *candidates.choose(&mut rand::thread_rng()).with_context(|| {
+                        format!("no free subnet left in {} between {} and {} (/{})", c4.network, c4.subnet_min, c4.subnet_max, c4.subnet_len)
+                    })?
                 }
-            };
-            let Some(c6) = &cfg.ipv6 else { return Ok(Subnets::v4(v4)) };
-            let candidates: Vec<Ipv6Net> = c6.candidate_subnets().filter(|n| free6(n)).take(100).collect();
-            let Some(v6) = candidates.choose(&mut rand::thread_rng()).copied() else {
-                bail!("no free IPv6 subnet left in {} between {} and {} (/{})", c6.network, c6.subnet_min, c6.subnet_max, c6.subnet_len);
-            };
-            Ok(Subnets { v4, v6: Some(v6) })
+            }),
         };
-        // The previous IPv4 subnet is kept when only its IPv6 part is new
-        // (the network just became dual-stack): pods keep their addresses.
-        let keep_v4 = ours_v4.or(previous.map(|p| p.v4)).filter(|v4| fits_v4(cfg, v4) && free(v4));
-        let pick = pick(keep_v4)?;
+        let v6 = match &cfg.ipv6 {
+            None => None,
+            Some(c6) => Some(match keep.and_then(|k| k.v6).filter(&free6) {
+                Some(v6) => v6,
+                None => {
+                    let candidates: Vec<Ipv6Net> = c6.candidate_subnets().filter(&free6).take(100).collect();
+                    *candidates.choose(&mut rand::thread_rng()).with_context(|| {
+                        format!("no free IPv6 subnet left in {} between {} and {} (/{})", c6.network, c6.subnet_min, c6.subnet_max, c6.subnet_len)
+                    })?
+                }
+            }),
+        };
+        let pick = Subnets { v4, v6 };
         if store.create(&pick, attrs, ttl).await? {
             log::info!("acquired lease {pick}");
             return Ok(pick);
@@ -86,23 +95,43 @@ pub async fn acquire(store: &impl Registry, cfg: &NetConfig, attrs: &LeaseAttrs,
     bail!("could not claim a subnet after {ATTEMPTS} attempts: every choice collided with another node")
 }
 
-/// Subnets of the configured sizes inside the configured ranges, with an
-/// IPv6 part exactly when the network is dual-stack.
+/// Whether a lease was written by this node: it carries our PublicIP, or on
+/// an IPv6-only network (where every PublicIP is 0.0.0.0) our PublicIPv6.
+fn same_node(theirs: &LeaseAttrs, ours: &LeaseAttrs) -> bool {
+    if ours.public_ip.is_unspecified() {
+        ours.public_ipv6.is_some() && theirs.public_ipv6 == ours.public_ipv6
+    } else {
+        theirs.public_ip == ours.public_ip
+    }
+}
+
+/// The address that names this node in the log.
+fn public_address(attrs: &LeaseAttrs) -> String {
+    match attrs.public_ipv6.filter(|_| attrs.public_ip.is_unspecified()) {
+        Some(a) => format!("PublicIPv6 {a}"),
+        None => format!("PublicIP {}", attrs.public_ip),
+    }
+}
+
+/// Subnets of the configured sizes inside the configured ranges, with a
+/// part of each family the network carries and of no other.
 pub fn fits(cfg: &NetConfig, s: &Subnets) -> bool {
+    let v4 = match (&cfg.ipv4, &s.v4) {
+        (None, None) => true,
+        (Some(c4), Some(n4)) => c4.fits(n4),
+        _ => false,
+    };
     let v6 = match (&cfg.ipv6, &s.v6) {
         (None, None) => true,
         (Some(c6), Some(n6)) => c6.fits(n6),
         _ => false,
     };
-    fits_v4(cfg, &s.v4) && v6
+    v4 && v6
 }
 
-/// An IPv4 subnet of the configured size inside the configured range.
-pub fn fits_v4(cfg: &NetConfig, n: &Ipv4Net) -> bool {
-    n.prefix_len() == cfg.subnet_len
-        && cfg.network.contains_net(n)
-        && u32::from(n.addr()) >= u32::from(cfg.subnet_min)
-        && u32::from(n.addr()) <= u32::from(cfg.subnet_max)
+/// The parts of `s` that fit the network's configuration of their family.
+fn fitting_parts(cfg: &NetConfig, s: &Subnets) -> Subnets {
+    Subnets { v4: s.v4.filter(|n| cfg.ipv4.as_ref().is_some_and(|c| c.fits(n))), v6: s.v6.filter(|n| cfg.ipv6.as_ref().is_some_and(|c| c.fits(n))) }
 }
 
 #[cfg(test)]
@@ -133,7 +162,7 @@ mod tests {
             assert!(fits(&cfg, &own), "{own}");
             got.push(own);
         }
-        let v4: BTreeSet<_> = got.iter().map(|s| s.v4).collect();
+        let v4: BTreeSet<_> = got.iter().map(|s| s.v4.unwrap()).collect();
         let v6: BTreeSet<_> = got.iter().map(|s| s.v6.unwrap()).collect();
         assert_eq!((v4.len(), v6.len()), (3, 3), "no subnet of either family handed out twice: {got:?}");
         let keys: Vec<String> = s.list().await.unwrap().1.into_iter().map(|(k, _)| k).collect();
@@ -142,6 +171,41 @@ mod tests {
         assert_eq!(acquire(&s, &cfg, &attrs(2), None, 60).await.unwrap(), got[1]);
         let e = format!("{:#}", acquire(&s, &cfg, &attrs(4), None, 60).await.unwrap_err());
         assert!(e.contains("no free subnet"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn ipv6_only_leases_are_told_apart_by_public_ipv6() {
+        let (s, d) = store("v6only");
+        let cfg = NetConfig::parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd44::/62","Backend":{"Type":"host-gw"}}"#).unwrap();
+        let v6only = |n: u8| LeaseAttrs::ipv6_only("host-gw", format!("fd77::{n}").parse().unwrap(), None);
+        let mut got = vec![];
+        for n in 1..=3 {
+            let own = acquire(&s, &cfg, &v6only(n), None, 60).await.unwrap();
+            assert!(own.v4.is_none() && fits(&cfg, &own), "{own}");
+            got.push(own);
+        }
+        let v6: BTreeSet<_> = got.iter().map(|s| s.v6.unwrap()).collect();
+        assert_eq!(v6.len(), 3, "every PublicIP is 0.0.0.0, yet no subnet is handed out twice: {got:?}");
+        let keys: Vec<String> = s.list().await.unwrap().1.into_iter().map(|(k, _)| k).collect();
+        assert!(keys.iter().all(|k| k.starts_with("0.0.0.0-0&fd44:")), "{keys:?}");
+        // The lease with our PublicIPv6 is ours again.
+        assert_eq!(acquire(&s, &cfg, &v6only(2), None, 60).await.unwrap(), got[1]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_network_turned_ipv6_only_keeps_the_ipv6_subnet() {
+        let (s, d) = store("to-v6only");
+        let ds = NetConfig::parse(r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd44::/48"}"#).unwrap();
+        let before = acquire(&s, &ds, &attrs(1), None, 60).await.unwrap();
+        let cfg = NetConfig::parse(r#"{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd44::/48"}"#).unwrap();
+        let v6only = LeaseAttrs::ipv6_only("host-gw", "fd77::1".parse().unwrap(), None);
+        // From the previous subnet file's IPv6 part.
+        let after = acquire(&s, &cfg, &v6only, Some(before), 60).await.unwrap();
+        assert_eq!((after.v4, after.v6), (None, before.v6));
+        let keys: Vec<String> = s.list().await.unwrap().1.into_iter().map(|(k, _)| k).collect();
+        assert!(keys.contains(&after.to_key()), "{keys:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -2,7 +2,9 @@
 //! value `{"PublicIP":..,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":".."}}`.
 //! A dual-stack lease: key `10.244.73.0-24&fd44:0:0:49::-64`, and the value
 //! adds `"PublicIPv6":"fd77::1"` and (vxlan) `"BackendV6Data":{"VNI":1,"VtepMAC":".."}`,
-//! the parameters of the node's IPv6 vxlan device.
+//! the parameters of the node's IPv6 vxlan device. An IPv6-only lease:
+//! key `0.0.0.0-0&fd44:0:0:49::-64`, `"PublicIP":"0.0.0.0"` and no
+//! BackendData (flannel's zero IPv4 values).
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context, Result};
@@ -28,7 +30,8 @@ pub struct LeaseAttrs {
 /// A peer's lease as weft uses it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
-    pub subnet: Ipv4Net,
+    /// The IPv4 subnet (None: a lease of an IPv6-only network).
+    pub subnet: Option<Ipv4Net>,
     /// The IPv6 subnet of a dual-stack lease (the key's `&` part).
     pub subnet6: Option<Ipv6Net>,
     pub attrs: LeaseAttrs,
@@ -50,6 +53,13 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
 impl LeaseAttrs {
     pub fn vxlan(public_ip: Ipv4Addr, vni: u32, mac: &[u8; 6]) -> LeaseAttrs {
         LeaseAttrs { public_ip, public_ipv6: None, backend_type: Some("vxlan".into()), backend_data: Some(vxlan_json(vni, mac)), backend_v6_data: None }
+    }
+
+    /// An IPv6-only network's lease of `backend_type` (vxlan: BackendV6Data
+    /// only), PublicIP 0.0.0.0 as flanneld writes it.
+    pub fn ipv6_only(backend_type: &str, public_ipv6: Ipv6Addr, vxlan6: Option<(u32, [u8; 6])>) -> LeaseAttrs {
+        LeaseAttrs { public_ip: Ipv4Addr::UNSPECIFIED, public_ipv6: None, backend_type: Some(backend_type.into()), backend_data: None, backend_v6_data: None }
+            .with_ipv6(public_ipv6, vxlan6)
     }
 
     /// The same lease announcing our IPv6 address (dual stack), and for
@@ -155,6 +165,17 @@ mod tests {
         let mcast =
             Lease::parse("10.244.4.0-24", br#"{"PublicIP":"10.0.0.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}}"#).unwrap();
         assert!(mcast.attrs.vxlan_data().is_err());
+    }
+
+    #[test]
+    fn ipv6_only_lease_as_flanneld_writes_it() {
+        let v = r#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd77::1","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"56:b8:b2:db:69:12"}}"#;
+        let l = Lease::parse("0.0.0.0-0&fd44:0:0:49::-64", v.as_bytes()).unwrap();
+        assert_eq!((l.subnet, l.subnet6.unwrap().to_string()), (None, "fd44:0:0:49::/64".to_string()));
+        assert!(format!("{:#}", l.attrs.vxlan_data().unwrap_err()).contains("BackendData is missing"));
+        assert_eq!(l.attrs.vxlan_v6_data().unwrap().vtep_mac, [0x56, 0xb8, 0xb2, 0xdb, 0x69, 0x12]);
+        let ours = LeaseAttrs::ipv6_only("vxlan", "fd77::1".parse().unwrap(), Some((1, [0x56, 0xb8, 0xb2, 0xdb, 0x69, 0x12])));
+        assert_eq!(serde_json::to_string(&ours).unwrap(), v);
     }
 
     #[test]

@@ -44,12 +44,14 @@ pub struct UdpBackend {
     attrs: LeaseAttrs,
     running: Option<Running>,
     own: Option<Ipv4Net>,
+    /// The IPv4 pod network (udp carries no other).
+    network: Ipv4Net,
 }
 
 impl UdpBackend {
-    pub fn new(cfg: &Config, node: Node) -> UdpBackend {
+    pub fn new(cfg: &Config, node: Node, network: Ipv4Net) -> UdpBackend {
         let attrs = LeaseAttrs::udp(node.underlay.public_ip);
-        UdpBackend { cfg: *cfg, node, attrs, running: None, own: None }
+        UdpBackend { cfg: *cfg, node, attrs, running: None, own: None, network }
     }
 }
 
@@ -79,8 +81,8 @@ impl Backend for UdpBackend {
     /// address /32), MTU and one route for the whole network, as flannel
     /// sets up `flannel0`.
     fn start<'a>(&'a mut self, own: Subnets) -> BoxFuture<'a, Result<()>> {
-        let own = own.v4;
         Box::pin(async move {
+            let own = own.v4.context("the udp backend carries IPv4 only: our lease has no IPv4 subnet")?;
             let (args, nl, mtu) = (&self.node.args, &self.node.nl, self.mtu());
             let bind = SocketAddrV4::new(self.node.underlay.iface_ip, self.cfg.port);
             let path = UdpPath::start(&UdpConfig { bind, tun_mtu: mtu, workers: args.udp_workers, offload: !args.udp_no_offload, pin: args.udp_per_cpu })?;
@@ -88,13 +90,13 @@ impl Backend for UdpBackend {
             nl.set_only_addr(dev.index, own.network_addr()).await?;
             nl.set_link_up(dev.index, &path.name, mtu).await?;
             netlink::disable_ipv6(&path.name);
-            nl.replace_dev_route(&self.node.network, dev.index).await?;
+            nl.replace_dev_route(&self.network, dev.index).await?;
             self.node.health.metrics.set_udp_stats(path.stats.clone());
             log::info!(
                 "udp: {} up (address {}/32, MTU {mtu}, route {} dev {}); peers reached at their PublicIP, port {}",
                 path.name,
                 own.network_addr(),
-                self.node.network,
+                self.network,
                 path.name,
                 bind.port()
             );
@@ -106,7 +108,7 @@ impl Backend for UdpBackend {
     fn reconcile<'a>(&'a mut self, leases: &'a Leases, warned: &'a mut Warned) -> BoxFuture<'a, Result<Reconciled>> {
         Box::pin(async move {
             let (Some(own), Some(r)) = (self.own, self.running.as_mut()) else { bail!("udp backend not started") };
-            let want = desired_udp(leases, &own, &self.node.network, warned);
+            let want = desired_udp(leases, &own, &self.network, warned);
             let mut ch = Changes {
                 added: want.iter().filter(|(k, v)| r.peers.get(k) != Some(v)).count(),
                 removed: r.peers.keys().filter(|k| !want.contains_key(k)).count(),
@@ -119,8 +121,8 @@ impl Backend for UdpBackend {
             // The one route for the network: put back if someone removed it.
             let nl = &self.node.nl;
             let have = nl.routes_via(r.dev).await?;
-            if !have.iter().any(|(d, g)| *d == self.node.network && g.is_none()) {
-                ch.tally(nl.replace_dev_route(&self.node.network, r.dev).await, true);
+            if !have.iter().any(|(d, g)| *d == self.network && g.is_none()) {
+                ch.tally(nl.replace_dev_route(&self.network, r.dev).await, true);
             }
             Ok(Reconciled { peers, changes: ch })
         })

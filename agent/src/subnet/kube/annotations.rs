@@ -107,10 +107,15 @@ pub fn get<'a>(node: &'a Node, prefix: &str, key: &str) -> Option<&'a str> {
 /// peer (no `kube-subnet-manager: "true"`, or no IPv4 podCIDR yet). Its
 /// IPv6 part: the Node's IPv6 podCIDR, when it has one and `public-ipv6`
 /// (a dual-stack flannel node); without either it is an IPv4 lease. Err
-/// names the node, the field and the value.
-pub fn lease_of(node: &Node, prefix: &str) -> Result<Option<(Subnets, LeaseAttrs)>, String> {
+/// names the node, the field and the value. On an IPv6-only network
+/// (`ipv6_only`) only the IPv6 podCIDR, `public-ipv6` and
+/// `backend-v6-data` count, as flanneld reads them then.
+pub fn lease_of(node: &Node, prefix: &str, ipv6_only: bool) -> Result<Option<(Subnets, LeaseAttrs)>, String> {
     if get(node, prefix, KUBE_SUBNET_MANAGER) != Some("true") {
         return Ok(None);
+    }
+    if ipv6_only {
+        return ipv6_only_lease_of(node, prefix);
     }
     let Some(subnet) = pod_cidr(node)? else { return Ok(None) };
     let n = name(node);
@@ -133,21 +138,41 @@ pub fn lease_of(node: &Node, prefix: &str) -> Result<Option<(Subnets, LeaseAttrs
         attrs.public_ipv6 = public_ipv6;
         attrs.backend_v6_data = backend_v6_data;
     }
-    Ok(Some((Subnets { v4: subnet, v6 }, attrs)))
+    Ok(Some((Subnets { v4: Some(subnet), v6 }, attrs)))
+}
+
+/// [`lease_of`] on an IPv6-only network: PublicIP 0.0.0.0, no BackendData.
+fn ipv6_only_lease_of(node: &Node, prefix: &str) -> Result<Option<(Subnets, LeaseAttrs)>, String> {
+    let Some(subnet6) = pod_cidr6(node)? else { return Ok(None) };
+    let n = name(node);
+    let public_ipv6 = ipv6_annotation(node, prefix, PUBLIC_IPV6)?.ok_or_else(|| format!("node {n}: annotation {prefix}/{PUBLIC_IPV6} is missing"))?;
+    let backend_type = match get(node, prefix, BACKEND_TYPE) {
+        None | Some("") => None,
+        Some(t) => Some(t.to_string()),
+    };
+    let attrs = LeaseAttrs {
+        public_ip: Ipv4Addr::UNSPECIFIED,
+        public_ipv6: Some(public_ipv6),
+        backend_type,
+        backend_data: None,
+        backend_v6_data: json_object(node, prefix, BACKEND_V6_DATA)?,
+    };
+    Ok(Some((Subnets { v4: None, v6: Some(subnet6) }, attrs)))
 }
 
 /// The annotations our lease attributes make (flannel's exact forms:
 /// backend-data is the JSON text, or `null`; udp's backend-type is "").
-/// With a PublicIPv6 (dual stack) also `public-ipv6` (the address) and
+/// With a PublicIPv6 (dual stack, IPv6-only) also `public-ipv6` (the address) and
 /// `backend-v6-data` (the JSON text, or `null` as flanneld's host-gw writes).
 pub fn of_attrs(attrs: &LeaseAttrs, prefix: &str) -> BTreeMap<String, String> {
     let text = |d: &Option<serde_json::Value>| d.as_ref().map(|d| d.to_string()).unwrap_or_else(|| "null".into());
-    let mut v = vec![
-        (KUBE_SUBNET_MANAGER, "true".to_string()),
-        (BACKEND_TYPE, attrs.backend_type.clone().unwrap_or_default()),
-        (BACKEND_DATA, text(&attrs.backend_data)),
-        (PUBLIC_IP, attrs.public_ip.to_string()),
-    ];
+    let mut v = vec![(KUBE_SUBNET_MANAGER, "true".to_string()), (BACKEND_TYPE, attrs.backend_type.clone().unwrap_or_default())];
+    // flanneld leaves out an IPv6-only vxlan node's IPv4 pair (its
+    // BackendData is null); other backends write it, PublicIP 0.0.0.0.
+    if attrs.backend_type.as_deref() != Some("vxlan") || attrs.backend_data.is_some() {
+        v.push((BACKEND_DATA, text(&attrs.backend_data)));
+        v.push((PUBLIC_IP, attrs.public_ip.to_string()));
+    }
     if let Some(a) = attrs.public_ipv6 {
         v.push((PUBLIC_IPV6, a.to_string()));
         v.push((BACKEND_V6_DATA, text(&attrs.backend_v6_data)));
@@ -209,7 +234,7 @@ mod tests {
                 ("public-ip", "192.168.1.3"),
             ],
         );
-        let (net, attrs) = lease_of(&n, P).unwrap().unwrap();
+        let (net, attrs) = lease_of(&n, P, false).unwrap().unwrap();
         assert_eq!(net.to_string(), "10.244.3.0/24");
         assert_eq!(attrs.vxlan_data().unwrap().vtep_mac, [0x0e, 0x2a, 0x3b, 0x4c, 0x5d, 0x6e]);
         // Written back, they are flannel's forms, and read back the same.
@@ -223,15 +248,15 @@ mod tests {
 
     #[test]
     fn not_peers_and_bad_annotations() {
-        assert_eq!(lease_of(&node("plain", Some("10.244.1.0/24"), &[]), P), Ok(None), "no kube-subnet-manager annotation");
-        assert_eq!(lease_of(&node("nocidr", None, &[("kube-subnet-manager", "true")]), P), Ok(None), "no podCIDR yet");
+        assert_eq!(lease_of(&node("plain", Some("10.244.1.0/24"), &[]), P, false), Ok(None), "no kube-subnet-manager annotation");
+        assert_eq!(lease_of(&node("nocidr", None, &[("kube-subnet-manager", "true")]), P, false), Ok(None), "no podCIDR yet");
         let bad = node("n2", Some("10.244.2.0/24"), &[("kube-subnet-manager", "true"), ("public-ip", "10.0.0.300")]);
-        let e = lease_of(&bad, P).unwrap_err();
+        let e = lease_of(&bad, P, false).unwrap_err();
         assert!(e.contains("n2") && e.contains("public-ip") && e.contains("10.0.0.300"), "{e}");
         let bad = node("n3", Some("10.244.3.0/24"), &[("kube-subnet-manager", "true"), ("public-ip", "10.0.0.3"), ("backend-data", "{junk")]);
-        let e = lease_of(&bad, P).unwrap_err();
+        let e = lease_of(&bad, P, false).unwrap_err();
         assert!(e.contains("n3") && e.contains("backend-data") && e.contains("{junk"), "{e}");
-        let e = lease_of(&node("n4", Some("10.244.4.0/33"), &[("kube-subnet-manager", "true")]), P).unwrap_err();
+        let e = lease_of(&node("n4", Some("10.244.4.0/33"), &[("kube-subnet-manager", "true")]), P, false).unwrap_err();
         assert!(e.contains("n4") && e.contains("podCIDR"), "{e}");
     }
 
@@ -258,7 +283,7 @@ mod tests {
     #[test]
     fn flannels_dual_stack_annotations_are_a_dual_stack_lease() {
         let n = flannel_dual_stack_node("ds3", &[]);
-        let (subnets, attrs) = lease_of(&n, P).unwrap().unwrap();
+        let (subnets, attrs) = lease_of(&n, P, false).unwrap().unwrap();
         assert_eq!(subnets.to_key(), "10.244.3.0-24&fd44:0:0:3::-64");
         assert_eq!(attrs.public_ipv6, Some("fd77::3".parse().unwrap()));
         assert_eq!(attrs.vxlan_data().unwrap().vtep_mac, [0x0e, 0x2a, 0x3b, 0x4c, 0x5d, 0x6e]);
@@ -278,7 +303,7 @@ mod tests {
             flannel_dual_stack_node("hg4", &[("backend-type", "host-gw"), ("backend-data", "null"), ("backend-v6-data", "null"), ("public-ipv6", "fd77::4")]);
         n.spec.as_mut().unwrap().pod_cidrs = Some(vec!["fd44:0:0:4::/64".into(), "10.244.4.0/24".into()]);
         n.spec.as_mut().unwrap().pod_cidr = Some("fd44:0:0:4::/64".into());
-        let (subnets, attrs) = lease_of(&n, P).unwrap().unwrap();
+        let (subnets, attrs) = lease_of(&n, P, false).unwrap().unwrap();
         assert_eq!(subnets.to_key(), "10.244.4.0-24&fd44:0:0:4::-64", "podCIDRs in either order");
         assert_eq!((attrs.public_ipv6, attrs.backend_v6_data), (Some("fd77::4".parse().unwrap()), None));
     }
@@ -290,18 +315,18 @@ mod tests {
         let mut n2 = n.clone();
         n2.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.5.0/24".into(), "fd44:0:0:5::/64".into()]);
         for n in [n, n2] {
-            let (subnets, attrs) = lease_of(&n, P).unwrap().unwrap();
+            let (subnets, attrs) = lease_of(&n, P, false).unwrap().unwrap();
             assert_eq!((subnets.to_key().as_str(), attrs.public_ipv6, attrs.backend_v6_data.clone()), ("10.244.5.0-24", None, None));
             assert_eq!(of_attrs(&attrs, P).len(), 4, "no IPv6 annotations for an IPv4 lease");
         }
         // public-ipv6 but no IPv6 podCIDR: still an IPv4 lease.
         let mut n = flannel_dual_stack_node("nov6", &[]);
         n.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.3.0/24".into()]);
-        let (subnets, attrs) = lease_of(&n, P).unwrap().unwrap();
+        let (subnets, attrs) = lease_of(&n, P, false).unwrap().unwrap();
         assert_eq!((subnets.to_key().as_str(), attrs.public_ipv6), ("10.244.3.0-24", None));
         // A node that left dual stack: its old IPv6 annotations are removed.
         let dual = flannel_dual_stack_node("left", &[]);
-        let (_, a) = lease_of(&dual, P).unwrap().unwrap();
+        let (_, a) = lease_of(&dual, P, false).unwrap().unwrap();
         let v4 = LeaseAttrs { public_ipv6: None, backend_v6_data: None, ..a };
         let patch = patch_for(&dual, &v4, P).expect("stale IPv6 annotations to remove");
         assert_eq!(patch[format!("{P}/public-ipv6")], serde_json::Value::Null, "{patch}");
@@ -317,12 +342,12 @@ mod tests {
             ("backend-v6-data", "{junk", "JSON object"),
             ("backend-v6-data", "[1]", "JSON object"),
         ] {
-            let e = lease_of(&flannel_dual_stack_node("bad6", &[(k, v)]), P).unwrap_err();
+            let e = lease_of(&flannel_dual_stack_node("bad6", &[(k, v)]), P, false).unwrap_err();
             assert!(e.contains("bad6") && e.contains(&format!("{P}/{k}")) && e.contains(v) && e.contains(what), "{k}={v}: {e}");
         }
         let mut n = flannel_dual_stack_node("badcidr", &[]);
         n.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.3.0/24".into(), "fd44:0:0:3::/129".into()]);
-        let e = lease_of(&n, P).unwrap_err();
+        let e = lease_of(&n, P, false).unwrap_err();
         assert!(e.contains("badcidr") && e.contains("podCIDRs") && e.contains("fd44:0:0:3::/129"), "{e}");
         let e = ipv6_annotation(&flannel_dual_stack_node("ow", &[("public-ipv6-overwrite", "nope")]), P, PUBLIC_IPV6_OVERWRITE).unwrap_err();
         assert!(e.contains("ow") && e.contains("public-ipv6-overwrite") && e.contains("nope"), "{e}");
@@ -334,6 +359,35 @@ mod tests {
         let mut n = flannel_dual_stack_node("host", &[]);
         n.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.3.0/24".into(), "fd44:0:0:3::1/64".into()]);
         assert_eq!(pod_cidr6(&n).unwrap().unwrap().to_string(), "fd44:0:0:3::/64");
+    }
+
+    #[test]
+    fn ipv6_only_nodes_as_flanneld_annotates_them() {
+        // An IPv6-only vxlan node as flanneld leaves it: no public-ip, no backend-data.
+        let ann = [
+            ("kube-subnet-manager", "true"),
+            ("backend-type", "vxlan"),
+            ("backend-v6-data", r#"{"VNI":1,"VtepMAC":"0e:2a:3b:4c:5d:6f"}"#),
+            ("public-ipv6", "fd77::3"),
+        ];
+        let n = node("v6", Some("fd44:0:0:3::/64"), &ann);
+        let (subnets, attrs) = lease_of(&n, P, true).unwrap().unwrap();
+        assert_eq!(subnets.to_key(), "0.0.0.0-0&fd44:0:0:3::-64");
+        assert_eq!((attrs.public_ip, attrs.public_ipv6), (Ipv4Addr::UNSPECIFIED, Some("fd77::3".parse().unwrap())));
+        assert_eq!(attrs.vxlan_v6_data().unwrap().vtep_mac, [0x0e, 0x2a, 0x3b, 0x4c, 0x5d, 0x6f]);
+        // Written back: the same four annotations, none for IPv4.
+        let mut want: Vec<(String, String)> = ann.iter().map(|(k, v)| (format!("{P}/{k}"), v.to_string())).collect();
+        want.sort();
+        assert_eq!(of_attrs(&attrs, P).into_iter().collect::<Vec<_>>(), want);
+        assert!(patch_for(&n, &attrs, P).is_none(), "the node carries them already");
+        // host-gw writes its IPv4 pair as flanneld: null and 0.0.0.0.
+        let hg = LeaseAttrs::ipv6_only("host-gw", "fd77::4".parse().unwrap(), None);
+        let a = of_attrs(&hg, P);
+        assert_eq!((a[&format!("{P}/backend-data")].as_str(), a[&format!("{P}/public-ip")].as_str()), ("null", "0.0.0.0"));
+        // No IPv6 podCIDR yet: no lease; no public-ipv6: an error naming it.
+        assert_eq!(lease_of(&node("early", None, &ann), P, true), Ok(None));
+        let e = lease_of(&node("nopip", Some("fd44:0:0:5::/64"), &ann[..3]), P, true).unwrap_err();
+        assert!(e.contains("nopip") && e.contains("public-ipv6"), "{e}");
     }
 
     #[test]

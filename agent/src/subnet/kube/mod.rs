@@ -11,7 +11,10 @@
 //! IPv6 entry of spec.podCIDRs, inside IPv6Network), announced with
 //! `public-ipv6` and `backend-v6-data` as flanneld v0.2x does; a Node with
 //! both becomes a `10.244.5.0-24&fd44:0:0:5::-64` lease. `public-ipv6-overwrite`
-//! chooses our PublicIPv6 unless `--public-ipv6` is given.
+//! chooses our PublicIPv6 unless `--public-ipv6` is given. On an IPv6-only
+//! network (EnableIPv4 false) a Node's lease is its IPv6 podCIDR (spec.podCIDR
+//! may be IPv6 then), `public-ipv6` and `backend-v6-data` alone, key
+//! `0.0.0.0-0&fd44:0:0:5::-64`, as flanneld reads and writes them.
 //!
 //! Better than flannel where it fails: no podCIDR yet (or, with EnableIPv6,
 //! no IPv6 podCIDR: flannel then runs without an IPv6 subnet) means waiting
@@ -31,7 +34,10 @@ mod watch;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{atomic::Ordering::Relaxed, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering::Relaxed},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -51,6 +57,9 @@ pub struct KubeManager {
     net_config: PathBuf,
     set_network_unavailable: bool,
     describe: String,
+    /// The network is IPv6-only (EnableIPv4 false): Nodes are read as
+    /// flanneld reads them then. Set once the config is read.
+    ipv6_only: AtomicBool,
 }
 
 impl KubeManager {
@@ -66,6 +75,7 @@ impl KubeManager {
             net_config: args.net_config_path.clone(),
             set_network_unavailable: args.set_node_network_unavailable,
             describe,
+            ipv6_only: AtomicBool::new(false),
         })
     }
 
@@ -85,18 +95,21 @@ impl KubeManager {
     /// or wrong, as the health stage and the log say it while we wait.
     fn subnets_of(&self, node: &Node, cfg: &NetConfig) -> Result<Subnets, String> {
         let n = &self.node_name;
-        let v4 = match annotations::pod_cidr(node) {
-            Ok(Some(net)) if cfg.network.contains_net(&net) => net,
-            Ok(Some(net)) => return Err(format!("node {n}: spec.podCIDR {net} is outside Network {}; waiting for a podCIDR inside it", cfg.network)),
-            Ok(None) => return Err(format!("node {n} has no podCIDR yet (kube-controller-manager --allocate-node-cidrs assigns it); waiting")),
-            Err(e) => return Err(format!("{e}; waiting")),
+        let v4 = match cfg.network4() {
+            None => None,
+            Some(network) => match annotations::pod_cidr(node) {
+                Ok(Some(net)) if network.contains_net(&net) => Some(net),
+                Ok(Some(net)) => return Err(format!("node {n}: spec.podCIDR {net} is outside Network {network}; waiting for a podCIDR inside it")),
+                Ok(None) => return Err(format!("node {n} has no podCIDR yet (kube-controller-manager --allocate-node-cidrs assigns it); waiting")),
+                Err(e) => return Err(format!("{e}; waiting")),
+            },
         };
-        let Some(c6) = &cfg.ipv6 else { return Ok(Subnets::v4(v4)) };
+        let Some(c6) = &cfg.ipv6 else { return Ok(Subnets { v4, v6: None }) };
         match annotations::pod_cidr6(node) {
             Ok(Some(net)) if c6.network.contains_net(&net) => Ok(Subnets { v4, v6: Some(net) }),
             Ok(Some(net)) => Err(format!("node {n}: IPv6 podCIDR {net} (spec.podCIDRs) is outside IPv6Network {}; waiting for one inside it", c6.network)),
             Ok(None) => Err(format!(
-                "node {n} has no IPv6 podCIDR yet (EnableIPv6: spec.podCIDRs needs an IPv6 entry, which kube-controller-manager assigns with a dual-stack --cluster-cidr); waiting"
+                "node {n} has no IPv6 podCIDR yet (EnableIPv6: spec.podCIDRs needs an IPv6 entry, which kube-controller-manager assigns with a dual-stack or IPv6 --cluster-cidr); waiting"
             )),
             Err(e) => Err(format!("{e}; waiting")),
         }
@@ -129,7 +142,9 @@ impl SubnetManager for KubeManager {
         Box::pin(async move {
             health.stage(format!("waiting for the network config file {}", self.net_config.display()));
             let json = wait_for_config_file(&self.net_config).await?;
-            NetConfig::parse(&json).with_context(|| self.net_config.display().to_string())
+            let cfg = NetConfig::parse(&json).with_context(|| self.net_config.display().to_string())?;
+            self.ipv6_only.store(cfg.ipv4.is_none(), Relaxed);
+            Ok(cfg)
         })
     }
 
@@ -146,7 +161,7 @@ impl SubnetManager for KubeManager {
                 })?),
             };
             let public_ipv6 = annotations::ipv6_annotation(&node, &self.prefix, annotations::PUBLIC_IPV6_OVERWRITE).map_err(anyhow::Error::msg)?;
-            let previous = annotations::lease_of(&node, &self.prefix).ok().flatten().map(|(_, a)| a);
+            let previous = annotations::lease_of(&node, &self.prefix, self.ipv6_only.load(Relaxed)).ok().flatten().map(|(_, a)| a);
             Ok(NodeHints { public_ip, public_ipv6, previous })
         })
     }
@@ -194,7 +209,7 @@ impl SubnetManager for KubeManager {
             Ok(list
                 .items
                 .iter()
-                .filter_map(|n| annotations::lease_of(n, &self.prefix).ok().flatten())
+                .filter_map(|n| annotations::lease_of(n, &self.prefix, self.ipv6_only.load(Relaxed)).ok().flatten())
                 .filter_map(|(s, a)| Some((s.to_key(), serde_json::to_vec(&a).ok()?)))
                 .collect())
         })

@@ -35,8 +35,8 @@ use std::{
     collections::BTreeMap,
     path::PathBuf,
     sync::{
-        atomic::{AtomicBool, Ordering::Relaxed},
-        Arc,
+        atomic::Ordering::Relaxed,
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -58,8 +58,8 @@ pub struct KubeManager {
     set_network_unavailable: bool,
     describe: String,
     /// The network is IPv6-only (EnableIPv4 false): Nodes are read as
-    /// flanneld reads them then. Set once the config is read.
-    ipv6_only: AtomicBool,
+    /// flanneld reads them then. Set when the config is read.
+    ipv6_only: OnceLock<bool>,
 }
 
 impl KubeManager {
@@ -75,7 +75,16 @@ impl KubeManager {
             net_config: args.net_config_path.clone(),
             set_network_unavailable: args.set_node_network_unavailable,
             describe,
-            ipv6_only: AtomicBool::new(false),
+            ipv6_only: OnceLock::new(),
+        })
+    }
+
+    /// Whether the network is IPv6-only: from the config once read, else
+    /// (`weftd status`, which reads no config) from the config file as it is
+    /// now (IPv4 when it cannot be read).
+    fn ipv6_only(&self) -> bool {
+        *self.ipv6_only.get_or_init(|| {
+            std::fs::read_to_string(&self.net_config).ok().and_then(|j| NetConfig::parse(&j).ok()).is_some_and(|c| c.ipv4.is_none())
         })
     }
 
@@ -143,7 +152,7 @@ impl SubnetManager for KubeManager {
             health.stage(format!("waiting for the network config file {}", self.net_config.display()));
             let json = wait_for_config_file(&self.net_config).await?;
             let cfg = NetConfig::parse(&json).with_context(|| self.net_config.display().to_string())?;
-            self.ipv6_only.store(cfg.ipv4.is_none(), Relaxed);
+            let _ = self.ipv6_only.set(cfg.ipv4.is_none());
             Ok(cfg)
         })
     }
@@ -161,7 +170,7 @@ impl SubnetManager for KubeManager {
                 })?),
             };
             let public_ipv6 = annotations::ipv6_annotation(&node, &self.prefix, annotations::PUBLIC_IPV6_OVERWRITE).map_err(anyhow::Error::msg)?;
-            let previous = annotations::lease_of(&node, &self.prefix, self.ipv6_only.load(Relaxed)).ok().flatten().map(|(_, a)| a);
+            let previous = annotations::lease_of(&node, &self.prefix, self.ipv6_only()).ok().flatten().map(|(_, a)| a);
             Ok(NodeHints { public_ip, public_ipv6, previous })
         })
     }
@@ -209,7 +218,7 @@ impl SubnetManager for KubeManager {
             Ok(list
                 .items
                 .iter()
-                .filter_map(|n| annotations::lease_of(n, &self.prefix, self.ipv6_only.load(Relaxed)).ok().flatten())
+                .filter_map(|n| annotations::lease_of(n, &self.prefix, self.ipv6_only()).ok().flatten())
                 .filter_map(|(s, a)| Some((s.to_key(), serde_json::to_vec(&a).ok()?)))
                 .collect())
         })

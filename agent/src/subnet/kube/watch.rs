@@ -99,7 +99,7 @@ impl KubeManager {
     /// warned about once per distinct problem and counts as no lease.
     fn lease(&self, node: &Node, warned: &mut BTreeMap<String, String>) -> Option<(String, Vec<u8>)> {
         let name = annotations::name(node).to_string();
-        match annotations::lease_of(node, &self.prefix, self.ipv6_only.load(std::sync::atomic::Ordering::Relaxed)) {
+        match annotations::lease_of(node, &self.prefix, self.ipv6_only()) {
             Ok(Some((s, a))) => {
                 warned.remove(&name);
                 Some((s.to_key(), serde_json::to_vec(&a).ok()?))

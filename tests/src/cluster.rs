@@ -531,16 +531,18 @@ impl Cluster {
         self.add_flannel_node_with(FlannelBackend::HostGw, 0)
     }
 
-    /// Adds a flannel-programmed node of `backend` on segment `seg`.
+    /// Adds a flannel-programmed node of `backend` on segment `seg` (on an
+    /// IPv6-only cluster an IPv6-only one, [`FlannelNode::ipv6_only`]).
     pub fn add_flannel_node_with(&mut self, backend: FlannelBackend, seg: usize) -> Result<NodeRef> {
         self.ensure_segments(seg + 1)?;
         let n = self.next_node_number();
         let (ns, ip) = self.add_node_ns(n, seg)?;
-        let v6 = match (self.dual_stack, self.ipv6_network) {
-            (true, Some(net6)) => Some((node_ip6(n), net6)),
-            _ => None,
+        let node = match (self.dual_stack, self.ipv6_only, self.ipv6_network) {
+            (_, true, Some(net6)) => FlannelNode::ipv6_only(n, node_ip6(n), net6, ns, &self.store, backend)?,
+            (_, true, None) => bail!("an IPv6-only cluster whose config has no IPv6Network"),
+            (true, _, Some(net6)) => FlannelNode::with_backend_v6(n, ip, Some((node_ip6(n), net6)), ns, &self.store, self.network, backend)?,
+            _ => FlannelNode::with_backend_v6(n, ip, None, ns, &self.store, self.network, backend)?,
         };
-        let node = FlannelNode::with_backend_v6(n, ip, v6, ns, &self.store, self.network, backend)?;
         self.flannel.push(node);
         self.segment_of.push((n, seg));
         Ok(n)

@@ -13,6 +13,11 @@
 //! /128, and per dual-stack peer the v6 neighbour, FDB entry and onlink
 //! route (vxlan.go, vxlan_network.go, device.go); host-gw adds
 //! `<v6 subnet> via <PublicIPv6> dev eth0` (hostgw.go, route_network.go).
+//!
+//! IPv6-only (flanneld with `"EnableIPv4": false`, [`FlannelNode::ipv6_only`]):
+//! no IPv4 subnet, no flannel.1; the lease key is `0.0.0.0-0&<v6 subnet>-64`
+//! and the value has `"PublicIP":"0.0.0.0"` and no BackendData; only the
+//! IPv6 half above is programmed, for the other leases' IPv6 parts.
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{bail, Context, Result};
@@ -66,10 +71,11 @@ impl OtherLease {
 
 pub struct FlannelNode {
     pub n: u32,
+    /// The node's IPv4 underlay address (PublicIP); 0.0.0.0 on an IPv6-only node.
     pub ip: Ipv4Addr,
     pub env: SubnetEnv,
     pub backend: FlannelBackend,
-    /// flannel.1's MAC (the lease's VtepMAC); empty for host-gw.
+    /// flannel.1's MAC (the lease's VtepMAC); empty for host-gw and IPv6-only.
     pub mac: String,
     /// Dual stack: the node's PublicIPv6 (its underlay's IPv6 address).
     pub ip6: Option<Ipv6Addr>,
@@ -106,6 +112,39 @@ pub fn random_mac() -> String {
 }
 
 impl FlannelNode {
+    /// An IPv6-only node as flanneld makes one with `"EnableIPv4": false`:
+    /// `ip6` (already on its eth0) its PublicIPv6, the first free /64 of
+    /// `net6` from index 0xc8 upward its subnet, the lease
+    /// `0.0.0.0-0&<subnet>-64` = `{"PublicIP":"0.0.0.0","PublicIPv6":..,
+    /// "BackendType":..}` plus, for vxlan, BackendV6Data of the only device,
+    /// `flannel-v6.1`. vxlan and host-gw only.
+    pub fn ipv6_only(n: u32, ip6: Ipv6Addr, net6: Ipv6Cidr, ns: Netns, store: &LeaseStore, backend: FlannelBackend) -> Result<FlannelNode> {
+        let leases = store.list()?;
+        let taken6: Vec<Ipv6Cidr> = leases.iter().filter_map(|(k, _)| parse_lease_name6(k)).map(Ipv6Cidr::trunc).collect();
+        let net6 = net6.trunc();
+        if net6.prefix_len > 64 - 8 {
+            bail!("IPv6Network {net6}: the harness's flannel node needs at least 8 bits of /64s");
+        }
+        let subnet6 = (0xc8u128..=0xff)
+            .map(|x| Ipv6Cidr { addr: net6.host(x << 64), prefix_len: 64 })
+            .find(|s| !taken6.contains(s))
+            .with_context(|| format!("no free /64 in {net6} for the flannel node"))?;
+        let (mtu, value, mac6) = match backend {
+            FlannelBackend::HostGw => (UNDERLAY_MTU, format!(r#"{{"PublicIP":"0.0.0.0","PublicIPv6":"{ip6}","BackendType":"host-gw"}}"#), String::new()),
+            FlannelBackend::Vxlan | FlannelBackend::VxlanDirect => {
+                let mac6 = Self::make_vxlan6_dev(&ns, ip6, subnet6)?;
+                let v = format!(r#"{{"PublicIP":"0.0.0.0","PublicIPv6":"{ip6}","BackendType":"vxlan","BackendV6Data":{{"VNI":1,"VtepMAC":"{mac6}"}}}}"#);
+                (UNDERLAY_MTU - VXLAN6_OVERHEAD, v, mac6)
+            }
+            FlannelBackend::Udp => bail!("flannel's udp backend has no IPv6: an IPv6-only flannel node is vxlan or host-gw"),
+        };
+        let env = SubnetEnv { network: None, subnet: None, mtu, ipmasq: Some(false), ipv6_network: Some(net6), ipv6_subnet: Some(subnet6) };
+        let name = subnet_env::lease_name(&env);
+        store.put(&name, &value)?;
+        let lease_key = store.key(&name);
+        Ok(FlannelNode { n, ip: Ipv4Addr::UNSPECIFIED, env, backend, mac: String::new(), ip6: Some(ip6), mac6, lease_key, ns, proxy: Default::default() })
+    }
+
     /// Creates flannel.1 in `ns` (eth0 must carry `ip` already), picks a free
     /// /24 in `network` from `.200` upward, and writes its lease (TTL 3600 s).
     pub fn new(n: u32, ip: Ipv4Addr, ns: Netns, store: &LeaseStore, network: Ipv4Addr) -> Result<FlannelNode> {
@@ -162,14 +201,7 @@ impl FlannelNode {
             let (mut mac, mut mac6) = (String::new(), String::new());
             let value = if v6_dev {
                 mac = Self::make_vxlan_dev(&ns, ip, subnet)?;
-                mac6 = random_mac();
-                let ip6s = ip6.to_string();
-                ns.ip(&["link", "add", FLANNEL_V6_DEV, "type", "vxlan", "id", "1", "dev", "eth0", "local", &ip6s, "dstport", "8472", "nolearning"])?;
-                ns.ip(&["link", "set", FLANNEL_V6_DEV, "address", &mac6, "mtu", &(UNDERLAY_MTU - VXLAN6_OVERHEAD).to_string()])?;
-                // Slashes: the device name has a dot.
-                ns.sysctl(&format!("net/ipv6/conf/{FLANNEL_V6_DEV}/accept_ra"), "0")?;
-                ns.ip(&["-6", "addr", "add", &format!("{}/128", subnet6.addr), "dev", FLANNEL_V6_DEV])?;
-                ns.ip(&["link", "set", FLANNEL_V6_DEV, "up"])?;
+                mac6 = Self::make_vxlan6_dev(&ns, ip6, subnet6)?;
                 format!(
                     r#"{{"PublicIP":"{ip}","PublicIPv6":"{ip6}","BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}},"BackendV6Data":{{"VNI":1,"VtepMAC":"{mac6}"}}}}"#
                 )
@@ -197,6 +229,20 @@ impl FlannelNode {
         let value = format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#);
         store.put(&env.lease_name(), &value)?;
         Ok(FlannelNode { n, ip, env, backend, mac, ip6: None, mac6: String::new(), lease_key, ns, proxy: Default::default() })
+    }
+
+    /// flannel-v6.1 over the IPv6 underlay (local `ip6`, MTU underlay - 70)
+    /// with `<subnet6 address>/128`, up; its MAC.
+    fn make_vxlan6_dev(ns: &Netns, ip6: Ipv6Addr, subnet6: Ipv6Cidr) -> Result<String> {
+        let mac6 = random_mac();
+        let ip6s = ip6.to_string();
+        ns.ip(&["link", "add", FLANNEL_V6_DEV, "type", "vxlan", "id", "1", "dev", "eth0", "local", &ip6s, "dstport", "8472", "nolearning"])?;
+        ns.ip(&["link", "set", FLANNEL_V6_DEV, "address", &mac6, "mtu", &(UNDERLAY_MTU - VXLAN6_OVERHEAD).to_string()])?;
+        // Slashes: the device name has a dot.
+        ns.sysctl(&format!("net/ipv6/conf/{FLANNEL_V6_DEV}/accept_ra"), "0")?;
+        ns.ip(&["-6", "addr", "add", &format!("{}/128", subnet6.addr), "dev", FLANNEL_V6_DEV])?;
+        ns.ip(&["link", "set", FLANNEL_V6_DEV, "up"])?;
+        Ok(mac6)
     }
 
     /// flannel.1 over the IPv4 underlay with `<subnet>/32`, up; its MAC.
@@ -270,9 +316,12 @@ impl FlannelNode {
         let mut done = Vec::new();
         for l in self.other_leases(store, "host-gw")? {
             let (sub, len, public) = (l.sub, l.len, &l.public);
-            match self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", public, "dev", "eth0"]) {
-                Ok(_) => done.push(format!("{sub}/{len}")),
-                Err(e) => eprintln!("weft-tests: flannel host-gw node {}: route to {sub}/{len} via {public}: {e:#}", self.ns.name()),
+            // An IPv6-only node (or lease) has no IPv4 half.
+            if self.has_ipv4() && len > 0 {
+                match self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", public, "dev", "eth0"]) {
+                    Ok(_) => done.push(format!("{sub}/{len}")),
+                    Err(e) => eprintln!("weft-tests: flannel host-gw node {}: route to {sub}/{len} via {public}: {e:#}", self.ns.name()),
+                }
             }
             if let (Some(_), Some(sub6)) = (self.ip6, l.sub6) {
                 let public6 = l.public6()?;
@@ -283,6 +332,11 @@ impl FlannelNode {
             }
         }
         Ok(done)
+    }
+
+    /// The node has an IPv4 subnet (flannel.1, IPv4 routes): not IPv6-only.
+    fn has_ipv4(&self) -> bool {
+        self.env.subnet.is_some()
     }
 
     /// Every other lease of `backend` in the store (see [`OtherLease`]).
@@ -338,7 +392,9 @@ impl FlannelNode {
                 _ => None,
             };
             let public = l.public.as_str();
-            if direct && !self.ns.ip(&["route", "get", public])?.contains(" via ") {
+            if !self.has_ipv4() || len == 0 {
+                // An IPv6-only node (or lease): no flannel.1, no IPv4 half.
+            } else if direct && !self.ns.ip(&["route", "get", public])?.contains(" via ") {
                 self.ns.ip(&["route", "replace", &format!("{sub}/{len}"), "via", public, "dev", "eth0"])?;
                 done.push(format!("{sub}/{len}"));
             } else {

@@ -24,6 +24,8 @@ struct State {
     subnet_env_written: bool,
     /// None when the last reconcile succeeded; else why the dataplane may not match.
     dataplane: Option<String>,
+    /// Why a restart of weftd would drop traffic (its pins die with it).
+    pins_warning: Option<String>,
 }
 
 pub struct Health {
@@ -40,6 +42,7 @@ impl Default for Health {
                 lease_held: false,
                 subnet_env_written: false,
                 dataplane: Some("not reconciled with the leases yet".into()),
+                pins_warning: None,
             }),
             metrics: Default::default(),
         }
@@ -61,6 +64,10 @@ impl Health {
     }
     pub fn dataplane(&self, problem: Option<String>) {
         self.with(|st| st.dataplane = problem);
+    }
+    /// Ready or not, /readyz then says that a restart will drop traffic.
+    pub fn pins_warning(&self, warning: Option<String>) {
+        self.with(|st| st.pins_warning = warning);
     }
 
     /// Ok when ready, else the reason.
@@ -106,6 +113,19 @@ async fn serve(listener: TcpListener, health: Arc<Health>) {
     }
 }
 
+/// The body of `GET <path>` from a weftd's health server (for `weftd
+/// status`), within a second.
+pub fn get(addr: SocketAddr, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let t = std::time::Duration::from_secs(1);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, t).with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(t))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).with_context(|| format!("reading {path} from {addr}"))?;
+    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
 /// Status line and body for a request line such as `GET /readyz HTTP/1.1`.
 pub fn respond(request_line: &str, health: &Health) -> (u16, String) {
     let mut parts = request_line.split_whitespace();
@@ -115,10 +135,13 @@ pub fn respond(request_line: &str, health: &Health) -> (u16, String) {
     }
     match path.split('?').next().unwrap_or("") {
         "/healthz" => (200, "ok\n".into()),
-        "/readyz" => match health.readiness() {
-            Ok(()) => (200, "ready\n".into()),
-            Err(why) => (503, format!("not ready: {why}\n")),
-        },
+        "/readyz" => {
+            let warning = health.with(|st| st.pins_warning.clone()).map(|w| format!("warning: {w}\n")).unwrap_or_default();
+            match health.readiness() {
+                Ok(()) => (200, format!("ready\n{warning}")),
+                Err(why) => (503, format!("not ready: {why}\n{warning}")),
+            }
+        }
         "/metrics" => (200, health.metrics.render(health.readiness().is_ok())),
         _ => (404, "not found: try /healthz, /readyz or /metrics\n".into()),
     }
@@ -177,6 +200,9 @@ mod tests {
         assert!(h.readiness().unwrap_err().contains("not reconciled"));
         h.dataplane(None);
         assert_eq!(respond("GET /readyz HTTP/1.1", &h), (200, "ready\n".into()));
+        h.pins_warning(Some("pins are private".into()));
+        assert_eq!(respond("GET /readyz HTTP/1.1", &h), (200, "ready\nwarning: pins are private\n".into()));
+        h.pins_warning(None);
         h.dataplane(Some("2 errors".into()));
         assert!(respond("GET /readyz HTTP/1.0", &h).1.contains("2 errors"));
         assert_eq!(respond("GET /healthz HTTP/1.1", &h).0, 200);

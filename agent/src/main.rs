@@ -10,6 +10,13 @@ fn main() -> std::process::ExitCode {
     for (k, v) in weft_agent::cli::flanneld_env_fallbacks(|k| std::env::var(k).ok()) {
         std::env::set_var(k, v);
     }
+    // Still one thread: out of a mount namespace that hides the host's
+    // bpffs (`ip netns exec`), so pins outlive weftd and `status` sees them.
+    match weft_agent::dataplane::bpffs::join_host_mount_ns() {
+        Some(Ok(what)) => log::info!("{what}"),
+        Some(Err(e)) => log::warn!("{e:#}"),
+        None => {}
+    }
     // Subcommands that act on a running node, then exit.
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("log-level") {

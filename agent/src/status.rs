@@ -115,6 +115,23 @@ fn datapath6_of(l: &Lease, routes: &[Route6], names: &BTreeMap<u32, String>, map
     })
 }
 
+/// Why a restart of this node's weftd would drop traffic, if it would: as
+/// seen from here (pins on a bpffs other than the host's), else as the
+/// running weftd says on /readyz (`--healthz-port`): only weftd knows that
+/// it had to mount a bpffs of its own, e.g. in a container without the
+/// host's /sys/fs/bpf.
+fn pins_warning(n: &Args) -> Option<String> {
+    if let Some(w) = crate::dataplane::bpffs::persistence(&n.bpf_pin_dir).warning() {
+        return Some(w.to_string());
+    }
+    if n.healthz_port == 0 {
+        return None;
+    }
+    let ip = if n.healthz_ip.is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { n.healthz_ip };
+    let body = crate::health::get(std::net::SocketAddr::new(ip, n.healthz_port), "/readyz").ok()?;
+    body.lines().find_map(|l| l.strip_prefix("warning: ")).map(str::to_string)
+}
+
 pub async fn run(a: &StatusArgs) -> Result<String> {
     let n = &a.node;
     let manager =
@@ -179,6 +196,7 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
         "egress": egress,
         "subnet_file": n.subnet_file.display().to_string(),
         "bpf_pins": weft_common::pins::dir(&n.bpf_pin_dir).display().to_string(),
+        "bpf_pins_warning": pins_warning(n),
         "leases": leases, "pods": pods, "pods6": pods6, "vteps6": vteps6, "hostgw6": hostgw6, "counters": counters,
     });
     if a.json {
@@ -212,6 +230,9 @@ pub async fn run(a: &StatusArgs) -> Result<String> {
         }
     }
     out += &format!("\negress rules: {egress}\n");
+    if let Some(w) = doc["bpf_pins_warning"].as_str() {
+        out += &format!("\nWARNING: {w}\n");
+    }
     if !vteps6.is_empty() {
         out += &format!("\nIPv6 VTEPs ({}):\n  {:<24} {:<39} {}\n", vteps6.len(), "SUBNET6", "PUBLIC IPv6", "VTEP MAC");
         for v in &vteps6 {

@@ -91,7 +91,8 @@ pub fn choose_bpf(args: &Args) -> Result<bool> {
 /// their maps pinned under `--bpf-pin-dir` (reused if there), their logs
 /// printed, and /metrics told where the counters are.
 pub fn start(args: &Args, health: &Health) -> Result<Datapath> {
-    bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+    let pins = bpffs::ensure_mounted(&args.bpf_pin_dir)?;
+    health.pins_warning(pins.warning().map(str::to_string));
     let mut dp = Datapath::load(Some(&args.bpf_pin_dir))?;
     kernel_logs::spawn(&mut dp);
     health.metrics.set_pin_dir(args.bpf_pin_dir.clone());

@@ -34,10 +34,7 @@ mod watch;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{
-        atomic::Ordering::Relaxed,
-        Arc, OnceLock,
-    },
+    sync::{atomic::Ordering::Relaxed, Arc, OnceLock},
     time::Duration,
 };
 
@@ -83,9 +80,7 @@ impl KubeManager {
     /// (`weftd status`, which reads no config) from the config file as it is
     /// now (IPv4 when it cannot be read).
     fn ipv6_only(&self) -> bool {
-        *self.ipv6_only.get_or_init(|| {
-            std::fs::read_to_string(&self.net_config).ok().and_then(|j| NetConfig::parse(&j).ok()).is_some_and(|c| c.ipv4.is_none())
-        })
+        *self.ipv6_only.get_or_init(|| std::fs::read_to_string(&self.net_config).ok().and_then(|j| NetConfig::parse(&j).ok()).is_some_and(|c| c.ipv4.is_none()))
     }
 
     /// Writes `annotations` onto our Node (a strategic-merge patch of its

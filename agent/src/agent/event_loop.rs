@@ -36,7 +36,7 @@ pub struct EventLoop {
 
 impl EventLoop {
     pub fn new(backend: Box<dyn Backend>, health: Arc<Health>, egress: Option<Egress>) -> EventLoop {
-        EventLoop { backend, leases: Leases::new(), warned: Warned::new(), synced: false, peers: 0, health, egress }
+        EventLoop { backend, leases: Leases::new(), warned: Warned::default(), synced: false, peers: 0, health, egress }
     }
 
     /// What our lease announces (the backend's attributes).

@@ -7,8 +7,14 @@ use anyhow::Result;
 use crate::subnet::{lease::Lease, Ipv4Net, Leases};
 
 /// Lease keys that failed a check -> the problem, as last warned about (a
-/// lasting problem is logged once).
-pub type Warned = HashMap<String, String>;
+/// lasting problem is logged once): the IPv4 checks' ([`desired`]) and the
+/// IPv6 checks' ([`super::peers6::desired6`]) apart, so that each reconcile
+/// of one family keeps the other's.
+#[derive(Debug, Default)]
+pub struct Warned {
+    pub v4: HashMap<String, String>,
+    pub v6: HashMap<String, String>,
+}
 
 /// The peers we should reach, from the raw leases: every lease that passes
 /// the checks all backends share (parses, is not ours, lies inside the
@@ -51,13 +57,11 @@ pub fn desired<T>(
         }
     }
     for (k, msg) in &problems {
-        if warned.get(k) != Some(msg) {
+        if warned.v4.get(k) != Some(msg) {
             log::warn!("ignoring lease {k}: {msg}");
         }
     }
-    // The IPv6 checks' warnings ([`super::peers6`]) are theirs to keep.
-    warned.retain(|k, _| k.ends_with(" (IPv6)"));
-    warned.extend(problems);
+    warned.v4 = problems;
     out
 }
 
@@ -121,19 +125,19 @@ mod tests {
         leases.insert("10.244.0.0-16".to_string(), good.to_vec());
         leases.insert("not-a-key".to_string(), good.to_vec());
         leases.insert("0.0.0.0-0&fd44:0:0:7::-64".to_string(), good.to_vec());
-        let mut warned = HashMap::new();
+        let mut warned = Warned::default();
         let d = desired_vxlan(&leases, &own, &network, 1, &mut warned);
         assert_eq!(d.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.2.0/24"]);
         assert_eq!(d.values().next().unwrap().ip, [192, 168, 77, 2]);
-        assert_eq!(warned.len(), 7, "{warned:?}");
-        assert!(warned["0.0.0.0-0&fd44:0:0:7::-64"].contains("IPv6-only"), "{warned:?}");
-        assert!(warned["10.244.5.0-24"].contains("VNI"));
+        assert_eq!(warned.v4.len(), 7, "{warned:?}");
+        assert!(warned.v4["0.0.0.0-0&fd44:0:0:7::-64"].contains("IPv6-only"), "{warned:?}");
+        assert!(warned.v4["10.244.5.0-24"].contains("VNI"));
         let hg = desired_host_gw(&leases, &own, &network, &mut warned);
         assert_eq!(hg.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.4.0/24"]);
-        assert!(warned["10.244.2.0-24"].contains("not \"host-gw\""), "{warned:?}");
+        assert!(warned.v4["10.244.2.0-24"].contains("not \"host-gw\""), "{warned:?}");
         leases.insert("10.244.6.0-24".to_string(), br#"{"PublicIP":"192.168.77.6","PublicIPv6":null}"#.to_vec());
         let udp = desired_udp(&leases, &own, &network, &mut warned);
         assert_eq!(udp.keys().map(|n| n.to_string()).collect::<Vec<_>>(), ["10.244.6.0/24"]);
-        assert!(warned["10.244.2.0-24"].contains("not udp's"), "{warned:?}");
+        assert!(warned.v4["10.244.2.0-24"].contains("not udp's"), "{warned:?}");
     }
 }

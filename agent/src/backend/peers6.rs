@@ -15,8 +15,8 @@ use crate::{
 
 /// The IPv6 peers: every lease with an IPv6 subnet that parses, is not ours,
 /// lies in the IPv6 network and does not overlap ours, has a PublicIPv6 and
-/// passes `check`. Bad leases are warned about once (under `<key> (IPv6)`,
-/// apart from the IPv4 checks' warnings) and affect no other peer.
+/// passes `check`. Bad leases are warned about once (in `warned.v6`, apart
+/// from the IPv4 checks' warnings) and affect no other peer.
 pub fn desired6<T>(
     leases: &Leases,
     own: &Ipv6Net,
@@ -47,17 +47,16 @@ pub fn desired6<T>(
             }
             Ok(None) => {}
             Err(e) => {
-                problems.insert(format!("{k} (IPv6)"), format!("{e:#}"));
+                problems.insert(k.clone(), format!("{e:#}"));
             }
         }
     }
-    warned.retain(|k, _| !k.ends_with(" (IPv6)"));
-    for (k, msg) in problems {
-        if warned.get(&k) != Some(&msg) {
+    for (k, msg) in &problems {
+        if warned.v6.get(k) != Some(msg) {
             log::warn!("ignoring the IPv6 part of lease {k}: {msg}");
         }
-        warned.insert(k, msg);
     }
+    warned.v6 = problems;
     out
 }
 
@@ -100,14 +99,14 @@ mod tests {
         leases.insert("10.244.4.0-24&fd45:0:0:4::-64".into(), v(r#""fd77::4""#));
         leases.insert("10.244.5.0-24&fd44:0:0:5::-64".into(), v("null"));
         leases.insert("10.244.6.0-24&fd44::-47".into(), v(r#""fd77::6""#));
-        let mut warned = Warned::new();
-        warned.insert("10.244.9.0-24".into(), "an IPv4 problem stays".into());
+        let mut warned = Warned::default();
+        warned.v4.insert("10.244.9.0-24".into(), "an IPv4 problem stays".into());
         let d = desired6(&leases, &own, &net, &mut warned, |_, pip| Ok(pip));
         assert_eq!(d.iter().map(|(n, p)| format!("{n} {p}")).collect::<Vec<_>>(), ["fd44:0:0:2::/64 fd77::2"]);
-        assert!(warned["10.244.3.0-24 (IPv6)"].contains("no IPv6 subnet"), "{warned:?}");
-        assert!(warned["10.244.4.0-24&fd45:0:0:4::-64 (IPv6)"].contains("outside"), "{warned:?}");
-        assert!(warned["10.244.5.0-24&fd44:0:0:5::-64 (IPv6)"].contains("PublicIPv6"), "{warned:?}");
-        assert!(warned["10.244.6.0-24&fd44::-47 (IPv6)"].contains("outside"), "{warned:?}");
-        assert!(warned.contains_key("10.244.9.0-24"));
+        assert!(warned.v6["10.244.3.0-24"].contains("no IPv6 subnet"), "{warned:?}");
+        assert!(warned.v6["10.244.4.0-24&fd45:0:0:4::-64"].contains("outside"), "{warned:?}");
+        assert!(warned.v6["10.244.5.0-24&fd44:0:0:5::-64"].contains("PublicIPv6"), "{warned:?}");
+        assert!(warned.v6["10.244.6.0-24&fd44::-47"].contains("outside"), "{warned:?}");
+        assert!(warned.v4.contains_key("10.244.9.0-24"));
     }
 }

@@ -371,15 +371,25 @@ impl Netlink {
     /// instead of following the default route out of the node.
     pub async fn ensure_unreachable(&self, net: &Ipv4Net) -> Result<bool> {
         let have = self.main_routes_full().await?.into_iter().any(|r| r.unreachable && r.dst == *net && r.protocol == RTPROT_WEFT);
+        self.add_unreachable(have, Self::unreachable_route(net), net).await
+    }
+    pub async fn delete_unreachable(&self, net: &Ipv4Net) -> Result<()> {
+        self.delete_unreachable_msg(Self::unreachable_route(net), net).await
+    }
+
+    /// Adds an `unreachable` route unless `have` (one of weft's is there):
+    /// whether it was added.
+    async fn add_unreachable(&self, have: bool, msg: RouteMessage, net: &(dyn std::fmt::Display + Sync)) -> Result<bool> {
         if have {
             return Ok(false);
         }
-        self.h.route().add(Self::unreachable_route(net)).replace().execute().await.with_context(|| format!("adding route unreachable {net}"))?;
+        self.h.route().add(msg).replace().execute().await.with_context(|| format!("adding route unreachable {net}"))?;
         Ok(true)
     }
 
-    pub async fn delete_unreachable(&self, net: &Ipv4Net) -> Result<()> {
-        match self.h.route().del(Self::unreachable_route(net)).execute().await {
+    /// Deletes an `unreachable` route; one already gone is no error.
+    async fn delete_unreachable_msg(&self, msg: RouteMessage, net: &(dyn std::fmt::Display + Sync)) -> Result<()> {
+        match self.h.route().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting route unreachable {net}")),
@@ -506,30 +516,11 @@ impl Netlink {
     /// The IPv6 network's catch-all, as [`Self::ensure_unreachable`]'s for
     /// IPv4: `unreachable <net> proto 254 metric 4294967295`. True if added.
     pub async fn ensure_unreachable6(&self, net: &Ipv6Net) -> Result<bool> {
-        let mut s = self.h.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
-        while let Some(r) = s.try_next().await.context("listing IPv6 routes")? {
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(*d),
-                _ => None,
-            });
-            if r.header.kind == RouteType::Unreachable
-                && u8::from(r.header.protocol) == RTPROT_WEFT
-                && r.header.destination_prefix_length == net.prefix_len()
-                && dst == Some(net.network_addr())
-            {
-                return Ok(false);
-            }
-        }
-        self.h.route().add(Self::unreachable6(net)).replace().execute().await.with_context(|| format!("adding route unreachable {net}"))?;
-        Ok(true)
+        let have = self.main_routes6_full().await?.into_iter().any(|r| r.unreachable && r.dst == *net && r.protocol == RTPROT_WEFT);
+        self.add_unreachable(have, Self::unreachable6(net), net).await
     }
-
     pub async fn delete_unreachable6(&self, net: &Ipv6Net) -> Result<()> {
-        match self.h.route().del(Self::unreachable6(net)).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("deleting route unreachable {net}")),
-        }
+        self.delete_unreachable_msg(Self::unreachable6(net), net).await
     }
 
     fn unreachable6(net: &Ipv6Net) -> RouteMessage {

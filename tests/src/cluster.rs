@@ -28,8 +28,12 @@
 //! [`ipv6_only_config`], leases are named `0.0.0.0-0&fd44:0:0:5::-64`,
 //! subnet.env has only the IPv6 keys, pods have only an IPv6 address
 //! ([`Pod::ip4`] None), and a weft node's [`WeftNode::ip`] is 0.0.0.0 (its
-//! lease's PublicIP). etcd listens on `[fd77::fe]:2379`. Not with kube mode
-//! or more than one segment.
+//! lease's PublicIP). etcd listens on `[fd77::fe]:2379`; in kube mode the
+//! API server listens on `[fd77::fe]:6443` instead (certificate SAN
+//! `IP:fd77::fe`, kubeconfigs `https://[fd77::fe]:6443`) and each weft
+//! node's Node has one IPv6 podCIDR alone (`spec.podCIDR` and
+//! `spec.podCIDRs`, [`kube_store::default_pod_cidr6`]) and InternalIP
+//! fd77::N. Not with more than one segment.
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     time::Duration,
@@ -131,8 +135,9 @@ impl ClusterBuilder {
     }
     /// IPv6-only (see the module's doc): an underlay with IPv6 alone on
     /// segment 0 and, unless [`ClusterBuilder::config_json`] says
-    /// otherwise, [`ipv6_only_config`] with vxlan. Not with kube mode, more
-    /// than one segment, or [`ClusterBuilder::dual_stack`].
+    /// otherwise, [`ipv6_only_config`] with vxlan; in kube mode the API
+    /// server on [`SWITCH_IP6`] and IPv6 podCIDRs alone. Not with more than
+    /// one segment, or [`ClusterBuilder::dual_stack`].
     pub fn ipv6_only(mut self) -> Self {
         self.ipv6_only = true;
         self
@@ -171,7 +176,8 @@ impl ClusterBuilder {
         self
     }
     /// Run on Kubernetes (weftd `--kube-subnet-mgr`): the tests' API server
-    /// on [`SWITCH_IP`]:[`kube_store::PORT`] in the switch namespace, config
+    /// on [`SWITCH_IP`]:[`kube_store::PORT`] in the switch namespace
+    /// (on [`SWITCH_IP6`] on an IPv6-only cluster), config
     /// in `<temp dir>/net-conf.json`, a Node per weft node (see
     /// [`Cluster::add_weft_node_on_segment`]); no etcd is started.
     pub fn kube(mut self) -> Self {
@@ -200,8 +206,8 @@ impl ClusterBuilder {
         if (self.dual_stack || self.ipv6_only) && self.segments.as_ref().is_some_and(|s| s.len() > 1) {
             bail!("the harness's dual stack and IPv6-only have one segment, not several");
         }
-        if self.ipv6_only && (self.dual_stack || self.kube) {
-            bail!("an IPv6-only cluster is neither dual stack nor in kube mode (the tests' API server listens on IPv4)");
+        if self.ipv6_only && self.dual_stack {
+            bail!("an IPv6-only cluster is not dual stack");
         }
         let ipv6_underlay = self.dual_stack || self.ipv6_only;
         let prefix = cmd::run_prefix();
@@ -224,7 +230,8 @@ impl ClusterBuilder {
         }
         sw.ip(&["link", "set", "br0", "up"])?;
         let store = if self.kube {
-            let sw_ip: Ipv4Addr = SWITCH_IP.parse()?;
+            // The nodes of an IPv6-only cluster reach the API server over IPv6.
+            let sw_ip: std::net::IpAddr = if self.ipv6_only { SWITCH_IP6.parse()? } else { SWITCH_IP.parse()? };
             LeaseStore::Kube(KubeStore::start(&sw, sw_ip, &format!("weft-{prefix}-kube"), &tmp.path().join("net-conf.json"))?)
         } else if self.embedded {
             LeaseStore::Embedded(EmbeddedStore::new(&tmp.path().join("store"), &tmp.path().join("net-conf.json"))?)
@@ -496,8 +503,9 @@ impl Cluster {
     /// Adds a node that will run weftd (not started) on segment `seg`
     /// (created with [`Cluster::ensure_segments`] if it does not exist yet).
     /// In kube mode also creates its Node (name = the namespace's,
-    /// [`Cluster::default_pod_cidr`], in dual stack also the IPv6 one) and
-    /// gives weftd `NODE_NAME`.
+    /// [`Cluster::default_pod_cidr`], in dual stack also the IPv6 one, on
+    /// an IPv6-only cluster the IPv6 one alone, [`kube_store::default_pod_cidr6`],
+    /// and InternalIP fd77::N) and gives weftd `NODE_NAME`.
     pub fn add_weft_node_on_segment(&mut self, seg: usize) -> Result<NodeRef> {
         self.ensure_segments(seg + 1)?;
         let n = self.next_node_number();
@@ -508,9 +516,11 @@ impl Cluster {
         }
         if let LeaseStore::Kube(k) = &self.store {
             let name = node.ns.name().to_string();
-            let cidr6 = self.ipv6_network.filter(|_| self.dual_stack).map(|net6| kube_store::default_pod_cidr6(net6, n));
-            let cidrs: Vec<String> = [Some(self.default_pod_cidr(n)), cidr6].into_iter().flatten().collect();
-            k.api.create_node(kube_store::node_object_cidrs(&name, ip, &cidrs.iter().map(String::as_str).collect::<Vec<_>>()))?;
+            let cidr6 = self.ipv6_network.filter(|_| self.has_ipv6_underlay()).map(|net6| kube_store::default_pod_cidr6(net6, n));
+            let cidr4 = (!self.ipv6_only).then(|| self.default_pod_cidr(n));
+            let cidrs: Vec<String> = [cidr4, cidr6].into_iter().flatten().collect();
+            let internal_ip: std::net::IpAddr = if self.ipv6_only { node_ip6(n).into() } else { ip.into() };
+            k.api.create_node(kube_store::node_object_cidrs(&name, internal_ip, &cidrs.iter().map(String::as_str).collect::<Vec<_>>()))?;
             node.env.push(("NODE_NAME".into(), name));
         }
         self.weft.push(node);

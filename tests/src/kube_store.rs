@@ -10,10 +10,13 @@
 //! `BackendData`), so the harness's lease helpers read Nodes unchanged. In
 //! dual stack a Node with an IPv6 podCIDR (spec.podCIDRs) and `public-ipv6`
 //! holds `10.244.5.0-24&fd44:0:0:5::-64`, whose JSON adds `PublicIPv6` and
-//! `BackendV6Data` (from `backend-v6-data`).
+//! `BackendV6Data` (from `backend-v6-data`). On an IPv6-only network a
+//! Node with only an IPv6 podCIDR (`spec.podCIDR` itself may be IPv6) and
+//! `public-ipv6` holds `0.0.0.0-0&fd44:0:0:5::-64`, `"PublicIP":"0.0.0.0"`
+//! unless it carries `public-ip` (flanneld's host-gw writes 0.0.0.0 there).
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -33,7 +36,8 @@ use crate::{
 
 /// flannel's annotation prefix.
 pub const PREFIX: &str = "flannel.alpha.coreos.com/";
-/// The port the API server listens on (on the switch's address).
+/// The port the API server listens on (on the switch's address, IPv6 on an
+/// IPv6-only cluster).
 pub const PORT: u16 = 6443;
 /// Content type of a strategic merge patch.
 pub const SMP: &str = "application/strategic-merge-patch+json";
@@ -52,14 +56,17 @@ pub fn pod_cidr(node: &Node) -> Option<String> {
     spec.pod_cidrs.as_ref().and_then(|v| v.iter().find(|c| !c.contains(':')).cloned()).or_else(|| spec.pod_cidr.clone().filter(|c| !c.contains(':')))
 }
 
-/// The Node's IPv6 podCIDR: the IPv6 entry of `spec.podCIDRs`, if any.
+/// The Node's IPv6 podCIDR: the IPv6 entry of `spec.podCIDRs`, else
+/// `spec.podCIDR` if it is IPv6 (an IPv6-only Node's).
 pub fn pod_cidr6(node: &Node) -> Option<String> {
-    node.spec.as_ref()?.pod_cidrs.as_ref()?.iter().find(|c| c.contains(':')).cloned()
+    let spec = node.spec.as_ref()?;
+    spec.pod_cidrs.as_ref().and_then(|v| v.iter().find(|c| c.contains(':')).cloned()).or_else(|| spec.pod_cidr.clone().filter(|c| c.contains(':')))
 }
 
-/// The IPv6 podCIDR kube mode gives node `n` in dual stack: the n-th /64
-/// of `network6` (`fd44::/48` -> `fd44:0:0:n::/64`), as a dual-stack
-/// kube-controller-manager assigns them.
+/// The IPv6 podCIDR kube mode gives node `n` in dual stack and on an
+/// IPv6-only network: the n-th /64 of `network6` (`fd44::/48` ->
+/// `fd44:0:0:n::/64`), as kube-controller-manager assigns them with a
+/// dual-stack or IPv6 `--cluster-cidr`.
 pub fn default_pod_cidr6(network6: Ipv6Cidr, n: u32) -> String {
     let a = Ipv6Addr::from(u128::from(network6.trunc().addr) | (u128::from(n) << 64));
     format!("{a}/64")
@@ -72,14 +79,29 @@ pub fn annotations_of(node: &Node) -> BTreeMap<String, String> {
 
 /// The lease flannel's kube subnet manager reads from `node`, if it holds
 /// one: (lease name `10.244.5.0-24`, flannel's lease JSON). `BackendData`
-/// is the annotation parsed as JSON, or its raw text if it is not JSON.
+/// is the annotation parsed as JSON, or its raw text if it is not JSON. A
+/// Node with no IPv4 podCIDR but an IPv6 one and `public-ipv6` is an
+/// IPv6-only node's: `0.0.0.0-0&fd44:0:0:5::-64`, as flannel names it.
 pub fn lease_of(node: &Node) -> Option<(String, String)> {
     let a = annotations_of(node);
     if a.get(&annotation("kube-subnet-manager")).map(String::as_str) != Some("true") {
         return None;
     }
-    let cidr = pod_cidr(node)?;
     let json_of = |k: &str| a.get(&annotation(k)).map(|d| serde_json::from_str::<Value>(d).unwrap_or_else(|_| Value::String(d.clone())));
+    let Some(cidr) = pod_cidr(node) else {
+        let (c6, ip6) = (pod_cidr6(node)?, a.get(&annotation("public-ipv6"))?);
+        let mut v = json!({
+            "PublicIP": a.get(&annotation("public-ip")).map(String::as_str).unwrap_or("0.0.0.0"),
+            "PublicIPv6": ip6,
+            "BackendType": a.get(&annotation("backend-type")),
+        });
+        for (k, field) in [("backend-data", "BackendData"), ("backend-v6-data", "BackendV6Data")] {
+            if let Some(d) = json_of(k).filter(|d| !d.is_null()) {
+                v[field] = d;
+            }
+        }
+        return Some((format!("0.0.0.0-0&{}", c6.replace('/', "-")), v.to_string()));
+    };
     let mut v = json!({
         "PublicIP": a.get(&annotation("public-ip")),
         "PublicIPv6": null,
@@ -106,14 +128,18 @@ pub fn heartbeat_time(offset_s: i64) -> Time {
 
 /// A Node as a kubelet registers it (and the node controller fills in
 /// podCIDR): InternalIP `ip`, condition Ready True, `spec.podCIDR` and
-/// `spec.podCIDRs` = `pod_cidr` (none if `None`).
+/// `spec.podCIDRs` = `pod_cidr` (none if `None`; an IPv6 one on an
+/// IPv6-only cluster).
 pub fn node_object(name: &str, ip: Ipv4Addr, pod_cidr: Option<&str>) -> Node {
     node_object_cidrs(name, ip, &pod_cidr.into_iter().collect::<Vec<_>>())
 }
 
 /// [`node_object`] with `spec.podCIDRs` = `cidrs` (a dual-stack Node: the
-/// IPv4 one and the IPv6 one) and `spec.podCIDR` the first of them.
-pub fn node_object_cidrs(name: &str, ip: Ipv4Addr, cidrs: &[&str]) -> Node {
+/// IPv4 one and the IPv6 one; an IPv6-only Node: the IPv6 one) and
+/// `spec.podCIDR` the first of them; InternalIP `ip` (IPv6 on an IPv6-only
+/// cluster).
+pub fn node_object_cidrs(name: &str, ip: impl Into<IpAddr>, cidrs: &[&str]) -> Node {
+    let ip: IpAddr = ip.into();
     let all: Vec<String> = cidrs.iter().map(|c| c.to_string()).collect();
     Node {
         metadata: ObjectMeta { name: Some(name.into()), labels: Some([("kubernetes.io/hostname".to_string(), name.to_string())].into()), ..Default::default() },
@@ -161,8 +187,10 @@ pub struct KubeStore {
 
 impl KubeStore {
     /// Starts the API server on `ip`:[`PORT`] inside `sw` (its files under
-    /// `/tmp/<name>`), writes both kubeconfigs; net-conf.json goes to `net_conf`.
-    pub fn start(sw: &Netns, ip: Ipv4Addr, name: &str, net_conf: &Path) -> Result<KubeStore> {
+    /// `/tmp/<name>`; an IPv6 `ip` goes into the certificate's SAN and the
+    /// kubeconfigs' `https://[ip]:PORT`), writes both kubeconfigs;
+    /// net-conf.json goes to `net_conf`.
+    pub fn start(sw: &Netns, ip: IpAddr, name: &str, net_conf: &Path) -> Result<KubeStore> {
         let api = KubeApi::start_in(name, SocketAddr::from((ip, PORT)), Some(&sw.path())).context("starting the tests' Kubernetes API server")?;
         let kubeconfig = api.kubeconfig(FLANNEL)?;
         let admin_kubeconfig = api.kubeconfig(ADMIN)?;
@@ -211,7 +239,11 @@ impl KubeStore {
     /// that is not a weft node of the cluster appears in kube mode. A
     /// dual-stack name (`10.244.5.0-24&fd44:0:0:5::-64`) gives the Node both
     /// podCIDRs and, as flanneld writes them, `public-ipv6` and
-    /// `backend-v6-data` (the JSON text, or `null`).
+    /// `backend-v6-data` (the JSON text, or `null`). An IPv6-only name
+    /// (`0.0.0.0-0&fd44:0:0:5::-64`) gives it the IPv6 podCIDR alone (as
+    /// `spec.podCIDR` too) and flanneld's IPv6-only annotations: no
+    /// `public-ip` and `backend-data` for vxlan (its BackendData is null),
+    /// `0.0.0.0` and `null` for host-gw.
     pub fn put(&self, name: &str, value: &str) -> Result<()> {
         let v: Value = serde_json::from_str(value).with_context(|| format!("lease value {value}"))?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -220,14 +252,24 @@ impl KubeStore {
             Some((a, b)) => (a, Some(b)),
             None => (name, None),
         };
+        let ipv6_only = v4 == "0.0.0.0-0";
         let mut node = annotated_node(&format!("lease-{name}"), &s("PublicIP"), &v4.replace('-', "/"), &s("BackendType"), &data);
         if let Some(v6) = v6 {
             let (a, len) = v6.rsplit_once('-').with_context(|| format!("lease name {name}: IPv6 part {v6}"))?;
             let cidr6 = format!("{a}/{len}");
             if let Some(spec) = node.spec.as_mut() {
-                spec.pod_cidrs = Some(vec![v4.replace('-', "/"), cidr6]);
+                if ipv6_only {
+                    spec.pod_cidr = Some(cidr6.clone());
+                    spec.pod_cidrs = Some(vec![cidr6]);
+                } else {
+                    spec.pod_cidrs = Some(vec![v4.replace('-', "/"), cidr6]);
+                }
             }
             let ann = node.metadata.annotations.get_or_insert_with(Default::default);
+            if ipv6_only && s("BackendType") == "vxlan" && data == "null" {
+                ann.remove(&annotation("public-ip"));
+                ann.remove(&annotation("backend-data"));
+            }
             ann.insert(annotation("public-ipv6"), s("PublicIPv6"));
             ann.insert(annotation("backend-v6-data"), v.get("BackendV6Data").cloned().unwrap_or(Value::Null).to_string());
         }
@@ -313,5 +355,47 @@ impl KubeStore {
     /// Every Node as stored (for failure reports).
     pub fn dump(&self) -> String {
         self.api.node_names().iter().filter_map(|n| self.api.node(n)).map(|n| serde_json::to_string(&n).unwrap_or_default()).collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[cfg(test)]
+mod t {
+    use super::*;
+
+    fn node6(ann: &[(&str, &str)], cidr6: &str) -> Node {
+        let mut n = node_object_cidrs("v6", "fd77::3".parse::<Ipv6Addr>().unwrap(), &[cidr6]);
+        n.metadata.annotations = Some(ann.iter().map(|(k, v)| (annotation(k), v.to_string())).collect());
+        n
+    }
+
+    #[test]
+    fn ipv6_only_nodes_hold_flannels_ipv6_only_leases() {
+        let vx = [
+            ("kube-subnet-manager", "true"),
+            ("backend-type", "vxlan"),
+            ("public-ipv6", "fd77::3"),
+            ("backend-v6-data", r#"{"VNI":1,"VtepMAC":"0e:2a:3b:4c:5d:6f"}"#),
+        ];
+        let n = node6(&vx, "fd44:0:0:3::/64");
+        assert_eq!(n.spec.as_ref().unwrap().pod_cidr.as_deref(), Some("fd44:0:0:3::/64"));
+        assert_eq!((pod_cidr(&n), pod_cidr6(&n).as_deref()), (None, Some("fd44:0:0:3::/64")));
+        let (name, v) = lease_of(&n).unwrap();
+        assert_eq!(name, "0.0.0.0-0&fd44:0:0:3::-64");
+        let j: Value = serde_json::from_str(&v).unwrap();
+        assert_eq!(j, json!({"PublicIP":"0.0.0.0","PublicIPv6":"fd77::3","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"0e:2a:3b:4c:5d:6f"}}));
+        // host-gw: public-ip 0.0.0.0 and the null data, as flanneld writes them.
+        let hg = [
+            ("kube-subnet-manager", "true"),
+            ("backend-type", "host-gw"),
+            ("public-ipv6", "fd77::4"),
+            ("backend-v6-data", "null"),
+            ("backend-data", "null"),
+            ("public-ip", "0.0.0.0"),
+        ];
+        let j: Value = serde_json::from_str(&lease_of(&node6(&hg, "fd44:0:0:4::/64")).unwrap().1).unwrap();
+        assert_eq!(j, json!({"PublicIP":"0.0.0.0","PublicIPv6":"fd77::4","BackendType":"host-gw"}));
+        // No public-ipv6: no lease.
+        assert_eq!(lease_of(&node6(&vx[..2], "fd44:0:0:5::/64")), None);
+        assert_eq!(default_pod_cidr6(Ipv6Cidr::parse("fd44::/48").unwrap(), 5), "fd44:0:0:5::/64");
     }
 }

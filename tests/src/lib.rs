@@ -14,6 +14,7 @@ pub mod cmd;
 pub mod cni;
 pub mod etcd;
 pub mod flannel_node;
+pub mod held_tcp;
 pub mod metrics;
 pub mod netns;
 pub mod outside;

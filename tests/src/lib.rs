@@ -25,6 +25,7 @@ pub mod simultaneous;
 pub mod state;
 pub mod store;
 pub mod subnet_env;
+pub mod swap;
 pub mod tempdir;
 pub mod traffic;
 pub mod weft_node;

@@ -285,6 +285,7 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, today: Today, by
         eprintln!("{test}: {phase}: lease {} was {} and is {}", before.lease_key, before.lease_value, after1.lease_value);
     }
     if started {
+        eprintln!("{test}: {phase}: the swapped node's weftd log:\n{}", weft_tests::cmd::tail(&log, 40));
         c.wait_converged()?;
         let problems = c.weftd_log_problems(s)?;
         let bad: Vec<&String> = problems.iter().filter(|l| l.contains(" ERROR ") || l.contains("panicked")).collect();

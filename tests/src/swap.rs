@@ -37,9 +37,10 @@
 //!   [`LeftPins`] removes them when the test is done with the node.
 //!
 //! The other flannel nodes have no watch: whenever a swap changes the
-//! swapped node's lease (a new VtepMAC), the harness reprograms them
-//! right after, as their flanneld would on the lease event (later than a
-//! real flanneld: after the swap's readiness poll).
+//! swapped node's lease (a new VtepMAC), the harness reprograms them, as
+//! their flanneld would on the lease event: while weftd starts, within one
+//! 20 ms readiness poll of the change (a real flanneld reacts sooner);
+//! on the swap back, right after flanneld's start.
 //!
 //! IPv4, etcd or the embedded store, vxlan and host-gw only.
 use std::{

@@ -435,4 +435,62 @@ impl FlannelNode {
         }
         Ok(())
     }
+
+    /// flanneld started (again) on node namespace `ns` where flannel, or
+    /// weftd in flannel's formats, ran before: what flanneld v0.2x does at
+    /// start with the etcd subnet manager before its watch programs the
+    /// peers (call [`FlannelNode::reprogram`] then). IPv4 only; vxlan (also
+    /// with DirectRouting) and host-gw; subnet.env is the caller's.
+    ///
+    /// - vxlan: an existing `flannel.1` (a vxlan device) is reused with its
+    ///   MAC, given `<subnet>/32` and set up; else it is created as
+    ///   [`FlannelNode::new`] does. The kernel refusing that (another vxlan
+    ///   device holds VNI 1 on port 8472) is flanneld's "failed to create
+    ///   VXLAN device", which ends flanneld: the error, and `ns` handed back.
+    /// - The lease under `env`'s key (the one with our PublicIP) is reused
+    ///   and written again with our attributes (tryAcquireLease's
+    ///   updateSubnet), so a VtepMAC announced under that key by someone
+    ///   else becomes flannel.1's again.
+    #[allow(clippy::result_large_err)]
+    pub fn restart(
+        n: u32,
+        ip: Ipv4Addr,
+        ns: Netns,
+        store: &LeaseStore,
+        env: SubnetEnv,
+        backend: FlannelBackend,
+    ) -> Result<FlannelNode, (Netns, anyhow::Error)> {
+        let r = (|| -> Result<(String, String)> {
+            let subnet = env.subnet.context("a restarted flannel node needs an IPv4 subnet (IPv6-only is not supported here)")?;
+            let mac = match backend {
+                FlannelBackend::HostGw => String::new(),
+                FlannelBackend::Vxlan | FlannelBackend::VxlanDirect => {
+                    let shown = ns.ip(&["-d", "-j", "link", "show"])?;
+                    let links: serde_json::Value = serde_json::from_str(&shown).with_context(|| format!("ip -d -j link show: {shown}"))?;
+                    let dev = links.as_array().into_iter().flatten().find(|l| l["ifname"] == "flannel.1").cloned();
+                    match dev {
+                        Some(l) if l.pointer("/linkinfo/info_kind").and_then(|k| k.as_str()) == Some("vxlan") => {
+                            ns.ip(&["addr", "replace", &format!("{}/32", subnet.addr), "dev", "flannel.1"])?;
+                            ns.ip(&["link", "set", "flannel.1", "up"])?;
+                            l["address"].as_str().context("flannel.1 has no MAC")?.to_string()
+                        }
+                        Some(l) => bail!("flannel.1 exists but is no vxlan device: {l}"),
+                        None => Self::make_vxlan_dev(&ns, ip, subnet.addr).context("flanneld: failed to create VXLAN device flannel.1")?,
+                    }
+                }
+                FlannelBackend::Udp => bail!("a restarted flannel node is vxlan or host-gw"),
+            };
+            let value = match backend {
+                FlannelBackend::HostGw => format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#),
+                _ => format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#),
+            };
+            let name = subnet_env::lease_name(&env);
+            store.put(&name, &value)?;
+            Ok((mac, store.key(&name)))
+        })();
+        match r {
+            Ok((mac, lease_key)) => Ok(FlannelNode { n, ip, env, backend, mac, ip6: None, mac6: String::new(), lease_key, ns, proxy: Default::default() }),
+            Err(e) => Err((ns, e)),
+        }
+    }
 }

@@ -241,6 +241,18 @@ impl PingFlood {
         ensure!(ok, "{what}: echo requests lost (of {n} at {}/s):\n{text}", self.rate);
         Ok(line)
     }
+
+    /// Waits for the flood to end and asserts nothing: (echo requests
+    /// sent, replies received, ping's summary line). For tests that record
+    /// a loss rather than require none.
+    pub fn counts(self) -> Result<(u32, u32, String)> {
+        let out = self.child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_default().to_string();
+        let nums: Vec<u32> = line.split(',').filter_map(|p| p.split_whitespace().next()?.parse().ok()).collect();
+        ensure!(nums.len() >= 2, "ping flood printed no summary:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+        Ok((nums[0], nums[1], line))
+    }
 }
 
 struct XorShift(u64);

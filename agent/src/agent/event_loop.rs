@@ -58,11 +58,14 @@ impl EventLoop {
                 ev = watch.events.recv() => {
                     let Some(ev) = ev else { anyhow::bail!("lease watch ended") };
                     self.apply_event(ev);
-                    // Take everything already queued, then reconcile once.
+                    // Take everything already queued, then reconcile once;
+                    // not before the first snapshot: a reconcile on part of
+                    // the leases would take the others' entries away (and
+                    // the backend attaches its programs after its first one).
                     while let Ok(ev) = watch.events.try_recv() {
                         self.apply_event(ev);
                     }
-                    self.reconcile().await;
+                    if self.synced { self.reconcile().await }
                 }
                 Some(e) = watch.fatal.recv() => return Err(e),
                 _ = resync.tick() => {

@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use aya::programs::TcAttachType;
 use futures::future::BoxFuture;
+use rtnetlink::packet_route::AddressFamily;
 use weft_common::{cfg_flags, prog_names, DatapathConfig, VtepEntry, VXLAN_OVERHEAD};
 
 use super::{
@@ -25,6 +26,7 @@ use super::{
 use crate::{
     dataplane::{self, fast_path::FastPath, Datapath},
     net::{
+        neigh,
         netlink::{self, Link, Netlink},
         overlay6,
     },
@@ -87,6 +89,9 @@ pub struct VxlanBackend {
     v6: Option<Vxlan6>,
     /// Our IPv6 subnet, set by `start` on a dual-stack network.
     own6: Option<Ipv6Net>,
+    /// weft's programs are attached ([`VxlanBackend::attach_bpf`], after the
+    /// first reconcile).
+    attached: bool,
 }
 
 /// The overlay device's name for `vni`, as flannel names flannel.<VNI>.
@@ -136,7 +141,7 @@ impl VxlanBackend {
         let v6 = v6.map(|(v6, _)| v6);
         let kernel_vxlan_overlay = !bpf || node.args.overlay_kind == "vxlan";
         let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
-        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None })
+        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None, attached: false })
     }
 
     /// `weft.<VNI>`, the IPv4 overlay device.
@@ -159,7 +164,13 @@ impl VxlanBackend {
             // table: weft's programs send, its socket receives. NOARP: the
             // encap program takes IPv4 only.
             let l = kernel_vxlan::ensure_device(nl, &dev).await?;
+            // Turning ARP off flushes the device's neighbours, permanent ones
+            // too: on a device just taken over from flanneld its routes go
+            // via those, so they are put back until weft's programs (after
+            // the first reconcile) carry the traffic.
+            let kept = neigh::permanent(nl, l.index, AddressFamily::Inet).await?;
             nl.set_link_up(l.index, &name, mtu).await?;
+            neigh::add_neighbours(nl, l.index, AddressFamily::Inet, &kept).await?;
             nl.link_by_index(l.index).await?
         } else {
             nl.ensure_overlay(&name, args.overlay_kind == "veth", mtu, new_mac).await?
@@ -183,40 +194,22 @@ impl VxlanBackend {
             flags: if args.vxlan_udp_csum { cfg_flags::UDP_CSUM } else { 0 } | if self.kernel_vxlan_overlay { cfg_flags::KERNEL_VXLAN } else { 0 },
             underlay_mtu: underlay.link.mtu,
         })?;
-        match &self.overlay {
-            Some(o) => {
-                dp.attach_tc(prog_names::ENCAP, &o.name, o.index, TcAttachType::Egress)?;
-                // After the configuration: from then on weft_decap marks what it
-                // hands to the overlay device, and only that may enter there.
-                if self.kernel_vxlan_overlay {
-                    dp.attach_tc(prog_names::OVERLAY_IN, &o.name, o.index, TcAttachType::Ingress)?;
-                } else {
-                    dp.release_links(prog_names::OVERLAY_IN)?;
-                }
-            }
-            None => {
-                // IPv6-only: no IPv4 overlay (the device of an earlier IPv4
-                // run is gone, and with it what its links held).
-                dp.release_links(prog_names::ENCAP)?;
-                dp.release_links(prog_names::OVERLAY_IN)?;
-            }
+        if self.overlay.is_none() {
+            // IPv6-only: no IPv4 overlay (the device of an earlier IPv4 run
+            // is gone, and with it what its links held).
+            dp.release_links(prog_names::ENCAP)?;
+            dp.release_links(prog_names::OVERLAY_IN)?;
+        } else if !self.kernel_vxlan_overlay {
+            dp.release_links(prog_names::OVERLAY_IN)?;
         }
-        dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
         if args.xdp_decap {
             log::warn!("--xdp-decap is deprecated and does nothing: TC decapsulation after tunnel GRO measured faster (README, \"XDP decap was removed\")");
         }
         if dp.release_links(prog_names::XDP_DECAP)? {
             log::info!("detached the XDP decap an earlier weftd left on {}", underlay.link.name);
         }
-        log::info!(
-            "datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
-            self.overlay.as_ref().map_or("(no IPv4 overlay)", |o| o.name.as_str()),
-            underlay.link.name,
-            if self.kernel_vxlan_overlay { ", the kernel's vxlan socket decapsulating what is not for a registered pod" } else { "" },
-            format_mac(&self.vtep_mac)
-        );
         if let Some(v6) = &self.v6 {
-            v6.start(&mut dp)?;
+            v6.configure(&mut dp)?;
         } else if dp.release_v6()? {
             log::info!("released the IPv6 overlay's links an earlier dual-stack run left");
         }
@@ -229,6 +222,39 @@ impl VxlanBackend {
             log::info!("released the weft_to_pod link an earlier host-gw run left on {}", underlay.link.name);
         }
         Ok(Carrier::Bpf { dp: Box::new(dp), fast })
+    }
+
+    /// weft's programs on the overlay devices and the underlay, once the
+    /// first reconcile has filled the maps: a program that found them empty
+    /// would drop every peer's traffic (no VTEP yet) for the moments until
+    /// then. Until this, what carried the traffic before carries it: on a
+    /// restart the previous weftd's programs (their pinned links, replaced
+    /// here in one step each), on a node flanneld left the kernel's vxlan
+    /// device with flanneld's entries (see `kernel_vxlan`'s takeover).
+    fn attach_bpf(&mut self) -> Result<()> {
+        let Some((_, Carrier::Bpf { dp, .. })) = self.started.as_mut() else { return Ok(()) };
+        let (underlay, Config { vni, port, .. }) = (&self.node.underlay, self.cfg);
+        if let Some(o) = &self.overlay {
+            dp.attach_tc(prog_names::ENCAP, &o.name, o.index, TcAttachType::Egress)?;
+            // After the configuration: from then on weft_decap marks what it
+            // hands to the overlay device, and only that may enter there.
+            if self.kernel_vxlan_overlay {
+                dp.attach_tc(prog_names::OVERLAY_IN, &o.name, o.index, TcAttachType::Ingress)?;
+            }
+        }
+        dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
+        log::info!(
+            "datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
+            self.overlay.as_ref().map_or("(no IPv4 overlay)", |o| o.name.as_str()),
+            underlay.link.name,
+            if self.kernel_vxlan_overlay { ", the kernel's vxlan socket decapsulating what is not for a registered pod" } else { "" },
+            format_mac(&self.vtep_mac)
+        );
+        if let Some(v6) = &self.v6 {
+            v6.attach(dp)?;
+        }
+        self.attached = true;
+        Ok(())
     }
 
     async fn apply(&mut self, leases: &Leases, warned: &mut Warned) -> Result<Reconciled> {
@@ -286,6 +312,9 @@ impl VxlanBackend {
             let (peers6, ch6) = v6.apply(carrier, &self.node, &own6, &net6, leases, warned, direct).await?;
             out.peers = out.peers.max(peers6);
             out.changes.merge(ch6);
+        }
+        if !self.attached {
+            self.attach_bpf()?;
         }
         Ok(out)
     }

@@ -93,9 +93,13 @@ impl Vxlan6 {
         Ok(Vxlan6 { dev, vtep_mac, public_ip, vni })
     }
 
-    /// Our IPv6 configuration for the programs, and the programs on the device.
-    pub fn start(&self, dp: &mut Datapath) -> Result<()> {
-        dp.set_config6(&Datapath6Config { local_ip: self.public_ip.octets(), overlay_ifindex: self.dev.index, vtep_mac: self.vtep_mac, _pad: [0; 2] })?;
+    /// Our IPv6 configuration for the programs.
+    pub fn configure(&self, dp: &mut Datapath) -> Result<()> {
+        dp.set_config6(&Datapath6Config { local_ip: self.public_ip.octets(), overlay_ifindex: self.dev.index, vtep_mac: self.vtep_mac, _pad: [0; 2] })
+    }
+
+    /// The programs on the device (after the first reconcile filled the maps).
+    pub fn attach(&self, dp: &mut Datapath) -> Result<()> {
         dp.attach_v6(&self.dev.name, self.dev.index)?;
         log::info!("IPv6 overlay {} (VtepMAC {}, local {}): weft_encap6 / weft_overlay_in6 attached", self.dev.name, fmt_mac(&self.vtep_mac), self.public_ip);
         Ok(())

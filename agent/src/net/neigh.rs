@@ -68,6 +68,11 @@ pub async fn fdb(nl: &Netlink, index: u32) -> Result<HashMap<[u8; 6], (Option<Ip
     Ok(out)
 }
 
+/// The device's permanent neighbours of `family`: address -> MAC.
+pub async fn permanent(nl: &Netlink, index: u32, family: AddressFamily) -> Result<BTreeMap<IpAddr, [u8; 6]>> {
+    Ok(neighbours(nl, index, family).await?.into_iter().map(|(ip, (mac, _))| (ip, mac)).collect())
+}
+
 async fn add_neighbour(nl: &Netlink, index: u32, ip: IpAddr, mac: &[u8; 6]) -> Result<()> {
     nl.h.neighbours()
         .add(index, ip)

@@ -118,8 +118,9 @@ impl VxlanBackend {
         if bpf {
             dataplane::bpffs::ensure_mounted(&node.args.bpf_pin_dir)?;
         }
+        let kernel_vxlan_overlay = !bpf || node.args.overlay_kind == "vxlan";
         let overlay = match node.network {
-            Some(_) => Some(Self::ensure_overlay(cfg, &node, bpf).await?),
+            Some(_) => Some(Self::ensure_overlay(cfg, &node, bpf, kernel_vxlan_overlay).await?),
             None => None,
         };
         let vtep_mac = match &overlay {
@@ -139,13 +140,12 @@ impl VxlanBackend {
             (None, None) => bail!("the network carries neither IPv4 nor IPv6"),
         };
         let v6 = v6.map(|(v6, _)| v6);
-        let kernel_vxlan_overlay = !bpf || node.args.overlay_kind == "vxlan";
         let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
         Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None, attached: false })
     }
 
     /// `weft.<VNI>`, the IPv4 overlay device.
-    async fn ensure_overlay(cfg: &Config, node: &Node, bpf: bool) -> Result<Link> {
+    async fn ensure_overlay(cfg: &Config, node: &Node, bpf: bool, kernel_vxlan_overlay: bool) -> Result<Link> {
         let (args, nl, underlay) = (&node.args, &node.nl, &node.underlay);
         let name = overlay_name(cfg.vni);
         let mtu = underlay.link.mtu - VXLAN_OVERHEAD;
@@ -156,7 +156,6 @@ impl VxlanBackend {
         let new_mac = previous.unwrap_or_else(random_mac);
         let dev =
             kernel_vxlan::VxlanDev { name: &name, vni: cfg.vni, port: cfg.port, underlay: underlay.link.index, local: underlay.iface_ip, mtu, mac: new_mac };
-        let kernel_vxlan_overlay = !bpf || args.overlay_kind == "vxlan";
         let overlay = if !bpf {
             kernel_vxlan::ensure_device(nl, &dev).await?
         } else if kernel_vxlan_overlay {

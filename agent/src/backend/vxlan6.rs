@@ -135,18 +135,12 @@ impl Vxlan6 {
         let routes = nl.main_routes6_full().await?;
         let (routed_peers, want): (BTreeMap<_, _>, BTreeMap<_, _>) = want.into_iter().partition(|(_, p)| routed::on_link6(&routes, p.ip, d.underlay));
         let routed_peers: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = routed_peers.into_iter().map(|(n, p)| (n, Some(p.ip))).collect();
-        match carrier {
-            Carrier6::Bpf(dp) => {
-                let mut ch = self.apply_tunnel(Carrier6::Bpf(dp), nl, network, &want).await?;
-                ch.merge(routed::apply_host_gw6(nl, d.underlay, &routed_peers, d.fast.then_some(dp)).await?);
-                Ok((peers, ch))
-            }
-            Carrier6::Kernel => {
-                let mut ch = self.apply_tunnel(Carrier6::Kernel, nl, network, &want).await?;
-                ch.merge(routed::apply_host_gw6(nl, d.underlay, &routed_peers, None).await?);
-                Ok((peers, ch))
-            }
-        }
+        let (mut ch, fast) = match carrier {
+            Carrier6::Bpf(dp) => (self.apply_tunnel(Carrier6::Bpf(&mut *dp), nl, network, &want).await?, d.fast.then_some(dp)),
+            Carrier6::Kernel => (self.apply_tunnel(Carrier6::Kernel, nl, network, &want).await?, None),
+        };
+        ch.merge(routed::apply_host_gw6(nl, d.underlay, &routed_peers, fast).await?);
+        Ok((peers, ch))
     }
 
     /// The tunnelled IPv6 peers `want`: FDB, maps (or neighbours) and routes

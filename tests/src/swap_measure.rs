@@ -4,24 +4,27 @@
 //! node's pod to each target while a swap runs ([`measure`]), the figures
 //! and the loss bound ([`record`]), held TCP connections still moving
 //! ([`conns_alive`]), the swapped node's identity before and after
-//! ([`identity`], [`same_identity`]) and weftd's log ([`weftd_healthy`]).
+//! ([`identity`], [`same_identity`]), weftd's start and stop
+//! ([`weftd_started`], [`flanneld_back`]) and log ([`weftd_healthy`]); and
+//! the cluster they run on ([`scene`], [`open_conns`]).
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     time::{Duration, Instant},
 };
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::{
     cni,
+    flannel_node::FlannelBackend,
     held_tcp::HeldConnection,
     kube_store, report,
     store::LeaseStore,
     subnet_env::{self as senv, SubnetEnv},
-    swap,
+    swap::{self, FlanneldStart, SwapBack, WeftdStart},
     traffic::PingFlood,
-    Cluster, NodeRef,
+    Cluster, ClusterBuilder, NodeRef, Wiring,
 };
 
 /// Echo requests per second of each flood (issue 24's rate).
@@ -35,6 +38,80 @@ pub const BEFORE: Duration = Duration::from_millis(1500);
 pub const AFTER: Duration = Duration::from_secs(2);
 /// One TCP message every this long.
 pub const PERIOD: Duration = Duration::from_millis(20);
+
+/// A swap test's cluster: weft node `w` with pod `pw` (weft-cni), the
+/// node to swap `s` and flannel node `f`, both flannel-programmed with
+/// `--ip-masq` (as kube-flannel runs flanneld), with pods `ps` and `pf`
+/// attached as flannel's CNI plugin attaches them.
+pub struct Scene {
+    pub c: Cluster,
+    pub w: NodeRef,
+    pub s: NodeRef,
+    pub f: NodeRef,
+    pub pw: usize,
+    pub ps: usize,
+    pub pf: usize,
+}
+
+impl Scene {
+    /// Every pod, for [`Cluster::ping_across_nodes`].
+    pub fn pods(&self) -> [usize; 3] {
+        [self.pw, self.ps, self.pf]
+    }
+
+    /// The flood targets: the weft node's pod and the flannel node's.
+    pub fn targets(&self) -> [(&'static str, usize); 2] {
+        [("weft node's pod", self.pw), ("flannel node's pod", self.pf)]
+    }
+}
+
+/// Builds [`Scene`] from `builder` (its store and network config; one
+/// weft node) with flannel nodes of `backend`; every pod reaches every pod.
+pub fn scene(builder: ClusterBuilder, backend: FlannelBackend) -> Result<Scene> {
+    let mut c = builder.weft_nodes(1).build()?;
+    let (w, s, f): (NodeRef, NodeRef, NodeRef) = (1, c.add_flannel_node_with(backend, 0)?, c.add_flannel_node_with(backend, 0)?);
+    c.program_flannel_nodes()?;
+    // kube-flannel runs flanneld with --ip-masq.
+    c.start_flanneld(s, true)?;
+    c.start_flanneld(f, true)?;
+    c.wait_converged()?;
+    let pw = c.add_pod(w, Wiring::Cni)?;
+    let ps = c.add_flannel_cni_pod(s)?;
+    let pf = c.add_flannel_cni_pod(f)?;
+    c.ping_across_nodes(&[pw, ps, pf], 3).context("before the swap")?;
+    Ok(Scene { c, w, s, f, pw, ps, pf })
+}
+
+/// The two TCP connections held across the swaps (a message every
+/// [`PERIOD`], 120 s at most): the swapped pod -> the weft node's pod, and
+/// the flannel node's pod -> the swapped pod.
+pub fn open_conns(sc: &Scene) -> Result<(HeldConnection, HeldConnection)> {
+    let (c, pw, ps, pf) = (&sc.c, sc.pw, sc.ps, sc.pf);
+    let to_w = HeldConnection::open(&c.pods[ps].ns, &c.pods[pw].ns, IpAddr::V4(c.pods[pw].ip()), PERIOD, Duration::from_secs(120))?;
+    let from_f = HeldConnection::open(&c.pods[pf].ns, &c.pods[ps].ns, IpAddr::V4(c.pods[ps].ip()), PERIOD, Duration::from_secs(120))?;
+    Ok((to_w, from_f))
+}
+
+/// weftd's start in `phase`: its time to ready recorded, an error (with
+/// its own words and its log's path) if it refused.
+pub fn weftd_started(test: &str, phase: &str, outcome: &WeftdStart, log: &std::path::Path) -> Result<()> {
+    match outcome {
+        WeftdStart::Ready { after } => report::figure(test, &format!("{phase}: weftd ready after"), after.as_secs_f64() * 1000.0, "ms"),
+        WeftdStart::Refused { exit, error } => bail!("{phase}: weftd did not start ({exit}):\n{error}\nlog {}", log.display()),
+    }
+    Ok(())
+}
+
+/// The swap back in `phase`: weftd exited 0 on SIGTERM (its log `log`'s
+/// tail otherwise) and flanneld started again.
+pub fn flanneld_back(phase: &str, back: &SwapBack, log: &std::path::Path) -> Result<()> {
+    let exit = back.weftd_exit.context("weftd was not running at the swap back")?;
+    ensure!(exit.success(), "{phase}: weftd exited {exit} on SIGTERM; log:\n{}", crate::cmd::tail(log, 30));
+    if let FlanneldStart::Refused { error } = &back.start {
+        bail!("{phase}: flanneld would not start again: {error}");
+    }
+    Ok(())
+}
 
 /// The swapped node's identity, to compare after each phase.
 pub struct Identity {

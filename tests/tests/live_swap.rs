@@ -45,16 +45,12 @@
 //!   flanneld after phase 2 (its nft table, its `unreachable <network>`
 //!   route, its pinned programs): the state diffs are printed, not checked;
 //! - the swapped node's flannel-CNI pod registered with weftd (weft_pods).
-use std::{net::IpAddr, time::Duration};
-
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use weft_tests::{
     flannel_node::FlannelBackend,
-    held_tcp::HeldConnection,
     report,
-    swap::{FlanneldStart, WeftdStart},
-    swap_measure::{conns_alive, identity, measure, record, same_identity, weftd_healthy, PERIOD},
-    Cluster, NodeRef, Wiring,
+    swap_measure::{conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started},
+    Cluster,
 };
 
 const VXLAN: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -94,25 +90,15 @@ fn bounded(by_hand: ByHand) -> bool {
 
 fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand) -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder().config_json(config).weft_nodes(1).build()?;
-    let (w, s, f): (NodeRef, NodeRef, NodeRef) = (1, c.add_flannel_node_with(backend, 0)?, c.add_flannel_node_with(backend, 0)?);
-    c.program_flannel_nodes()?;
-    // kube-flannel runs flanneld with --ip-masq.
-    c.start_flanneld(s, true)?;
-    c.start_flanneld(f, true)?;
-    c.wait_converged()?;
-    let pw = c.add_pod(w, Wiring::Cni)?;
-    let ps = c.add_flannel_cni_pod(s)?;
-    let pf = c.add_flannel_cni_pod(f)?;
-    let all = [pw, ps, pf];
-    c.ping_across_nodes(&all, 3).context("before the swap")?;
+    let sc = scene(Cluster::builder().config_json(config), backend)?;
+    let (all, targets) = (sc.pods(), sc.targets());
+    let (s, ps) = (sc.s, sc.ps);
+    let (mut to_w, mut from_f) = open_conns(&sc)?;
+    let mut c = sc.c;
     let before = identity(&c, s, ps)?;
     let state0 = c.swap_state(s)?;
     eprintln!("{test}: node {s} (swapped) as flanneld left it:\n{state0}");
-    let mut to_w = HeldConnection::open(&c.pods[ps].ns, &c.pods[pw].ns, IpAddr::V4(c.pods[pw].ip()), PERIOD, Duration::from_secs(120))?;
-    let mut from_f = HeldConnection::open(&c.pods[pf].ns, &c.pods[ps].ns, IpAddr::V4(c.pods[ps].ip()), PERIOD, Duration::from_secs(120))?;
     let conns = [("swapped pod -> weft node's pod", &to_w), ("flannel node's pod -> swapped pod", &from_f)];
-    let targets = [("weft node's pod", pw), ("flannel node's pod", pf)];
 
     // Phase 1: flanneld -> weftd.
     let p1 = measure(&mut c, ps, &targets, &conns, |c| {
@@ -127,10 +113,7 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
     let state1 = c.swap_state(s)?;
     eprintln!("{test}: {phase}: {:?} in {:?}; node {s}'s state changed:\n{}", p1.outcome, p1.took, state1.diff_from(&state0));
     let log = c.weft_node(s)?.log.clone();
-    match &p1.outcome {
-        WeftdStart::Ready { after } => report::figure(test, &format!("{phase}: weftd ready after"), after.as_secs_f64() * 1000.0, "ms"),
-        WeftdStart::Refused { exit, error } => bail!("{phase}: weftd did not start ({exit}):\n{error}\nlog {}", log.display()),
-    }
+    weftd_started(test, phase, &p1.outcome, &log)?;
     let after1 = same_identity(&c, s, ps, &before, phase)?;
     report::figure(test, &format!("{phase}: the swapped node's lease value unchanged"), (after1.lease_value == before.lease_value) as u8 as f64, "");
     if after1.lease_value != before.lease_value {
@@ -165,13 +148,7 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
         p2.took,
         state2.diff_from(&state1)
     );
-    {
-        let exit = back.weftd_exit.context("weftd was not running at the swap back")?;
-        ensure!(exit.success(), "{phase}: weftd exited {exit} on SIGTERM; log:\n{}", weft_tests::cmd::tail(&log, 30));
-    }
-    if let FlanneldStart::Refused { error } = &back.start {
-        bail!("{phase}: flanneld would not start again: {error}");
-    }
+    flanneld_back(phase, &back, &log)?;
     let after2 = same_identity(&c, s, ps, &before, phase)?;
     report::figure(test, &format!("{phase}: the swapped node's lease value as before phase 1"), (after2.lease_value == before.lease_value) as u8 as f64, "");
     c.wait_converged()?;

@@ -32,17 +32,13 @@
 //! stopped (live_swap.rs's `ByHand::RenameTheDeviceBack`): flanneld finds
 //! its device by name, and giving weft.1 the altname flannel.1 is not in
 //! this branch yet. host-gw needs no step.
-use std::{net::IpAddr, time::Duration};
-
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use weft_tests::{
     flannel_node::FlannelBackend,
-    held_tcp::HeldConnection,
     report,
     subnet_env::Ipv4Subnet,
-    swap::{FlanneldStart, WeftdStart},
-    swap_measure::{conns_alive, identity, measure, record, same_identity, weftd_healthy, Identity, PERIOD},
-    Cluster, NodeRef, Wiring,
+    swap_measure::{conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started, Identity},
+    Cluster, NodeRef,
 };
 
 const VXLAN: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -82,18 +78,12 @@ fn same_lease_value(test: &str, phase: &str, before: &Identity, now: &Identity) 
 
 fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: Rollback) -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder().kube().config_json(config).weft_nodes(1).build()?;
-    let (w, s, f): (NodeRef, NodeRef, NodeRef) = (1, c.add_flannel_node_with(backend, 0)?, c.add_flannel_node_with(backend, 0)?);
-    c.program_flannel_nodes()?;
-    // kube-flannel runs flanneld with --ip-masq --kube-subnet-mgr.
-    c.start_flanneld(s, true)?;
-    c.start_flanneld(f, true)?;
-    c.wait_converged()?;
-    let pw = c.add_pod(w, Wiring::Cni)?;
-    let ps = c.add_flannel_cni_pod(s)?;
-    let pf = c.add_flannel_cni_pod(f)?;
-    let all = [pw, ps, pf];
-    c.ping_across_nodes(&all, 3).context("before the swap")?;
+    // flanneld's Nodes as kube-flannel leaves them: start_flanneld on the kube store.
+    let sc = scene(Cluster::builder().kube().config_json(config), backend)?;
+    let (all, targets) = (sc.pods(), sc.targets());
+    let (s, ps) = (sc.s, sc.ps);
+    let (mut to_w, mut from_f) = open_conns(&sc)?;
+    let mut c = sc.c;
     let before = identity(&c, s, ps)?;
     {
         let node = before.node.as_ref().context("no Node identity on the kube store")?;
@@ -103,10 +93,7 @@ fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: R
     network_available(&c, s, "FlannelIsUp", "before the swap")?;
     let state0 = c.swap_state(s)?;
     eprintln!("{test}: node {s} (swapped) as flanneld left it:\n{state0}");
-    let mut to_w = HeldConnection::open(&c.pods[ps].ns, &c.pods[pw].ns, IpAddr::V4(c.pods[pw].ip()), PERIOD, Duration::from_secs(120))?;
-    let mut from_f = HeldConnection::open(&c.pods[pf].ns, &c.pods[ps].ns, IpAddr::V4(c.pods[ps].ip()), PERIOD, Duration::from_secs(120))?;
     let conns = [("swapped pod -> weft node's pod", &to_w), ("flannel node's pod -> swapped pod", &from_f)];
-    let targets = [("weft node's pod", pw), ("flannel node's pod", pf)];
 
     // Phase 1: flanneld -> weftd.
     let p1 = measure(&mut c, ps, &targets, &conns, |c| c.swap_to_weftd(s, &[]))?;
@@ -115,10 +102,7 @@ fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: R
     let state1 = c.swap_state(s)?;
     eprintln!("{test}: {phase}: {:?} in {:?}; node {s}'s state changed:\n{}", p1.outcome, p1.took, state1.diff_from(&state0));
     let log = c.weft_node(s)?.log.clone();
-    match &p1.outcome {
-        WeftdStart::Ready { after } => report::figure(test, &format!("{phase}: weftd ready after"), after.as_secs_f64() * 1000.0, "ms"),
-        WeftdStart::Refused { exit, error } => bail!("{phase}: weftd did not start ({exit}):\n{error}\nlog {}", log.display()),
-    }
+    weftd_started(test, phase, &p1.outcome, &log)?;
     weftd_healthy(test, &c, s, phase)?;
     let after1 = same_identity(&c, s, ps, &before, phase)?;
     same_lease_value(test, phase, &before, &after1)?;
@@ -142,11 +126,7 @@ fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: R
         p2.took,
         state2.diff_from(&state1)
     );
-    let exit = back.weftd_exit.context("weftd was not running at the swap back")?;
-    ensure!(exit.success(), "{phase}: weftd exited {exit} on SIGTERM; log:\n{}", weft_tests::cmd::tail(&log, 30));
-    if let FlanneldStart::Refused { error } = &back.start {
-        bail!("{phase}: flanneld would not start again: {error}");
-    }
+    flanneld_back(phase, &back, &log)?;
     let after2 = same_identity(&c, s, ps, &before, phase)?;
     same_lease_value(test, phase, &before, &after2)?;
     ensure!(after2.node.as_ref().map(|n| &n.annotations) == Some(&c.flanneld_annotations(s)?), "{phase}: node {s}'s Node is not as flanneld writes it: {:?}", after2.node);

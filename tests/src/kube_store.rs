@@ -257,7 +257,8 @@ impl KubeStore {
             let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
             let data = v.get("BackendData").cloned().unwrap_or(Value::Null).to_string();
             let ann = [("kube-subnet-manager", "true".to_string()), ("backend-type", s("BackendType")), ("backend-data", data), ("public-ip", s("PublicIP"))];
-            self.api.update_node(&host, |n| n.metadata.annotations.get_or_insert_with(Default::default).extend(ann.into_iter().map(|(k, v)| (annotation(k), v))))?;
+            self.api
+                .update_node(&host, |n| n.metadata.annotations.get_or_insert_with(Default::default).extend(ann.into_iter().map(|(k, v)| (annotation(k), v))))?;
             return Ok(());
         }
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();

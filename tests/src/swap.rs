@@ -403,7 +403,10 @@ impl Cluster {
             LeaseStore::Kube(k) => {
                 let name = self.node_name(n)?;
                 let holder = k.node_of_lease(&senv::lease_name(&env));
-                ensure!(holder.as_deref() == Some(name.as_str()), "node {n}'s lease is held by Node {holder:?}, not its host's Node {name} (start_flanneld first)");
+                ensure!(
+                    holder.as_deref() == Some(name.as_str()),
+                    "node {n}'s lease is held by Node {holder:?}, not its host's Node {name} (start_flanneld first)"
+                );
                 Some(name)
             }
             _ => None,

@@ -178,7 +178,12 @@ pub fn same_identity(c: &Cluster, n: NodeRef, pod: usize, before: &Identity, pha
         for k in ["kube-subnet-manager", "public-ip", "backend-type"] {
             ensure!(a.annotations.get(k) == b.annotations.get(k), "{phase}: annotation {k} changed: {:?} -> {:?}", b.annotations.get(k), a.annotations.get(k));
         }
-        ensure!(a.vtep_mac() == b.vtep_mac(), "{phase}: backend-data's VtepMAC changed: {:?} -> {:?}", b.annotations.get("backend-data"), a.annotations.get("backend-data"));
+        ensure!(
+            a.vtep_mac() == b.vtep_mac(),
+            "{phase}: backend-data's VtepMAC changed: {:?} -> {:?}",
+            b.annotations.get("backend-data"),
+            a.annotations.get("backend-data")
+        );
     }
     if now.env_text != before.env_text {
         eprintln!("{phase}: subnet.env's text changed (same values):\nbefore:\n{}after:\n{}", before.env_text, now.env_text);

@@ -80,11 +80,7 @@ fn daemonsets_update_one_node_at_a_time() -> Result<()> {
         ensure!(strategy.type_.as_deref() == Some("RollingUpdate"), "{name}: updateStrategy.type {:?}, want RollingUpdate", strategy.type_);
         let rolling = strategy.rolling_update.with_context(|| format!("{name}: no updateStrategy.rollingUpdate"))?;
         ensure!(rolling.max_unavailable == Some(IntOrString::Int(1)), "{name}: maxUnavailable {:?}, want 1", rolling.max_unavailable);
-        ensure!(
-            matches!(rolling.max_surge, None | Some(IntOrString::Int(0))),
-            "{name}: maxSurge {:?}: two weftd pods on one node at once",
-            rolling.max_surge
-        );
+        ensure!(matches!(rolling.max_surge, None | Some(IntOrString::Int(0))), "{name}: maxSurge {:?}: two weftd pods on one node at once", rolling.max_surge);
     }
     Ok(())
 }

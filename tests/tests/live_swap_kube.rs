@@ -129,7 +129,11 @@ fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: R
     flanneld_back(phase, &back, &log)?;
     let after2 = same_identity(&c, s, ps, &before, phase)?;
     same_lease_value(test, phase, &before, &after2)?;
-    ensure!(after2.node.as_ref().map(|n| &n.annotations) == Some(&c.flanneld_annotations(s)?), "{phase}: node {s}'s Node is not as flanneld writes it: {:?}", after2.node);
+    ensure!(
+        after2.node.as_ref().map(|n| &n.annotations) == Some(&c.flanneld_annotations(s)?),
+        "{phase}: node {s}'s Node is not as flanneld writes it: {:?}",
+        after2.node
+    );
     network_available(&c, s, "FlannelIsUp", phase)?;
     c.wait_converged()?;
     c.ping_across_nodes(&all, 3).with_context(|| format!("after {phase}"))?;

@@ -244,10 +244,24 @@ impl KubeStore {
     /// `spec.podCIDR` too) and flanneld's IPv6-only annotations: no
     /// `public-ip` and `backend-data` for vxlan (its BackendData is null),
     /// `0.0.0.0` and `null` for host-gw.
+    ///
+    /// A lease a host's own Node already holds (a name not `lease-*`: a
+    /// flanneld node's, [`crate::flannel_kube`]) is written onto that Node
+    /// instead, as flanneld's kube subnet manager writes its annotations
+    /// onto its own Node: the annotations above merged in, the rest of the
+    /// Node (its podCIDR, other annotations) left alone. IPv4 leases only.
     pub fn put(&self, name: &str, value: &str) -> Result<()> {
         let v: Value = serde_json::from_str(value).with_context(|| format!("lease value {value}"))?;
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
         let data = v.get("BackendData").cloned().unwrap_or(Value::Null).to_string();
+        if let Some(host) = self.node_of_lease(name).filter(|n| !n.starts_with("lease-")) {
+            ensure!(!name.contains('&'), "lease {name} is held by Node {host}: the harness rewrites a host's Node for IPv4 leases only");
+            let ann =
+                [("kube-subnet-manager", "true".to_string()), ("backend-type", s("BackendType")), ("backend-data", data.clone()), ("public-ip", s("PublicIP"))];
+            self.api
+                .update_node(&host, |n| n.metadata.annotations.get_or_insert_with(Default::default).extend(ann.into_iter().map(|(k, v)| (annotation(k), v))))?;
+            return Ok(());
+        }
         let (v4, v6) = match name.split_once('&') {
             Some((a, b)) => (a, Some(b)),
             None => (name, None),

@@ -7,8 +7,10 @@
 //! - [`Cluster::start_flanneld`]: what flanneld does at start besides
 //!   programming the kernel: subnet.env at its `--subnet-file`
 //!   ([`Cluster::flannel_subnet_file`], the very path a weft node of that
-//!   number gets) and, with `--ip-masq`, its iptables rules
-//!   ([`flannel_masq_rules`]) in the node's namespace.
+//!   number gets), with `--ip-masq` its iptables rules
+//!   ([`flannel_masq_rules`]) in the node's namespace and, on the kube
+//!   store (`--kube-subnet-mgr`), its annotations and NetworkUnavailable
+//!   condition on its host's Node ([`Cluster::flanneld_kube_node`]).
 //! - [`Cluster::add_flannel_cni_pod`]: a pod attached as flannel's CNI
 //!   plugin attaches it. Debian ships no `flannel` plugin (it left the
 //!   reference plugins), so the harness does its part: it reads
@@ -23,8 +25,10 @@
 //! - [`Cluster::swap_to_weftd`]: flanneld stops (nothing of its kernel
 //!   state changes: flanneld leaves lease, flannel.1, routes, neighbours,
 //!   FDB entries and rules in place on SIGTERM) and weftd starts on the
-//!   same namespace with flanneld's flags: the same store and prefix,
-//!   `--iface eth0`, the same `--subnet-file`, `--ip-masq` when
+//!   same namespace with flanneld's flags: the same store and prefix (on
+//!   the kube store `--kube-subnet-mgr`, its kubeconfig and net-conf.json,
+//!   and `NODE_NAME` the host's Node), `--iface eth0`, the same
+//!   `--subnet-file`, `--ip-masq` when
 //!   subnet.env says FLANNEL_IPMASQ=true (plus the health port, to see
 //!   /readyz). The node becomes a [`WeftNode`]. weftd may refuse to start
 //!   there: that is reported ([`WeftdStart::Refused`]), not worked around.
@@ -42,7 +46,14 @@
 //! 20 ms readiness poll of the change (a real flanneld reacts sooner);
 //! on the swap back, right after flanneld's start.
 //!
-//! IPv4, etcd or the embedded store, vxlan and host-gw only.
+//! On the kube store the swapped node's lease is its host's Node (made by
+//! [`Cluster::start_flanneld`]): weftd reads its podCIDR and annotations
+//! there, and flanneld's restart ([`FlannelNode::restart`], whose lease
+//! write [`crate::kube_store::KubeStore::put`] puts onto that Node) writes
+//! its annotations back. The API server is the harness's own
+//! ([`crate::kube_api`]), not a real one.
+//!
+//! IPv4, etcd, the embedded store or the kube store, vxlan and host-gw only.
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -301,6 +312,9 @@ impl Cluster {
             let (network, subnet) = (f.env.network.context("no FLANNEL_NETWORK")?.to_string(), f.env.subnet.context("no FLANNEL_SUBNET")?.to_string());
             program_flannel_masq(&f.ns, &network, &subnet)?;
         }
+        if matches!(self.store, LeaseStore::Kube(_)) {
+            self.flanneld_kube_node(n)?;
+        }
         Ok(())
     }
 
@@ -382,9 +396,21 @@ impl Cluster {
         let want = self.flanneld_backend()?;
         let i = self.flannel.iter().position(|f| f.n == n).with_context(|| format!("node {n} is not a flannel node"))?;
         ensure!(self.flannel[i].backend == want, "flannel node {n} is programmed as {:?} on a {want:?} network", self.flannel[i].backend);
-        ensure!(!matches!(self.store, LeaseStore::Kube(_)), "the harness swaps nodes on etcd or the embedded store");
         let env = senv::read(&self.flannel_subnet_file(n)).with_context(|| format!("node {n}: flanneld's subnet.env (start_flanneld first)"))?;
         let lease_before = self.store.get(&senv::lease_name(&env))?;
+        // kube: weftd's NODE_NAME is the host's Node, which holds the lease.
+        let node_name = match &self.store {
+            LeaseStore::Kube(k) => {
+                let name = self.node_name(n)?;
+                let holder = k.node_of_lease(&senv::lease_name(&env));
+                ensure!(
+                    holder.as_deref() == Some(name.as_str()),
+                    "node {n}'s lease is held by Node {holder:?}, not its host's Node {name} (start_flanneld first)"
+                );
+                Some(name)
+            }
+            _ => None,
+        };
         // flanneld stops: its kernel state stays (the FlannelNode's drop
         // touches nothing but a udp proxy, which vxlan and host-gw lack).
         let mut f = self.flannel.remove(i);
@@ -392,7 +418,8 @@ impl Cluster {
         let ns = std::mem::replace(&mut f.ns, placeholder);
         let ip = f.ip;
         drop(f);
-        let w = WeftNode::new(n, ip, ns, self.dir(), &self.prefix)?;
+        let mut w = WeftNode::new(n, ip, ns, self.dir(), &self.prefix)?;
+        w.env.extend(node_name.map(|name| ("NODE_NAME".to_string(), name)));
         let (log, from) = (w.log.clone(), std::fs::metadata(&w.log).map(|m| m.len()).unwrap_or(0));
         self.weft.push(w);
         let mut args: Vec<&str> = Vec::new();
@@ -499,7 +526,7 @@ impl Cluster {
         let pins = LeftPins(w.pin_dir.clone());
         let placeholder = Netns::borrowed(w.ns.name());
         let ns = std::mem::replace(&mut w.ns, placeholder);
-        let (ip, ip6) = (w.ip, w.ip6);
+        let (ip, ip6, env_of_weftd) = (w.ip, w.ip6, std::mem::take(&mut w.env));
         // Not its drop's cleanup: weft's pins stay, as weftd left them.
         w.disarm();
         drop(w);
@@ -517,6 +544,7 @@ impl Cluster {
             Err((ns, e)) => {
                 let mut w = WeftNode::new(n, ip, ns, self.dir(), &self.prefix)?;
                 w.ip6 = ip6;
+                w.env = env_of_weftd;
                 self.weft.push(w);
                 FlanneldStart::Refused { error: format!("{e:#}") }
             }

@@ -67,6 +67,24 @@ fn manifests_are_valid_kubernetes_objects() -> Result<()> {
     Ok(())
 }
 
+/// Every manifest's DaemonSet replaces weftd one node at a time, as
+/// docs/migrate-from-flannel.md relies on: RollingUpdate with
+/// maxUnavailable 1 and no surge (a second weftd on a node beside the old
+/// one would fight over its devices).
+#[test]
+fn daemonsets_update_one_node_at_a_time() -> Result<()> {
+    use k8s_openapi::{api::apps::v1::DaemonSet, apimachinery::pkg::util::intstr::IntOrString};
+    for name in ["weft.yaml", "weft-privileged.yaml", "weft-kube.yaml"] {
+        let ds: DaemonSet = the(&manifest_objects(name)?, "DaemonSet")?;
+        let strategy = ds.spec.and_then(|s| s.update_strategy).with_context(|| format!("{name}: the DaemonSet has no updateStrategy"))?;
+        ensure!(strategy.type_.as_deref() == Some("RollingUpdate"), "{name}: updateStrategy.type {:?}, want RollingUpdate", strategy.type_);
+        let rolling = strategy.rolling_update.with_context(|| format!("{name}: no updateStrategy.rollingUpdate"))?;
+        ensure!(rolling.max_unavailable == Some(IntOrString::Int(1)), "{name}: maxUnavailable {:?}, want 1", rolling.max_unavailable);
+        ensure!(matches!(rolling.max_surge, None | Some(IntOrString::Int(0))), "{name}: maxSurge {:?}: two weftd pods on one node at once", rolling.max_surge);
+    }
+    Ok(())
+}
+
 /// weft-kube.yaml (flannel's Kubernetes subnet manager, kube-flannel.yml's
 /// replacement): kube-flannel's RBAC rules and nothing more, bound to the
 /// DaemonSet's ServiceAccount; weftd with --kube-subnet-mgr, its node from

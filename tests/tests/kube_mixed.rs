@@ -4,10 +4,7 @@
 //! other backend and datapath on Node leases (vxlan on the kernel fallback,
 //! vxlan with DirectRouting, udp, host-gw with the fast path and registered
 //! pods); and 5,000 heartbeats to a peer's Node that must not reconcile.
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
@@ -17,7 +14,7 @@ use weft_tests::{
     bpf, cmd,
     flannel_node::FlannelBackend,
     kube_api::Client,
-    kube_store::{annotation, annotations_of, heartbeat_time, node_object, SMP},
+    kube_store::{heartbeat_time, SMP},
     metrics::{self, udp_packets, ARGS},
     subnet_env::Ipv4Subnet,
     traffic, Cluster, NodeRef, Wiring,
@@ -28,17 +25,6 @@ const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}
 const DIRECT: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#;
 const UDP: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}"#;
 
-/// Node `n`'s four flannel annotations, by short name (missing ones absent).
-fn flannel_annotations(c: &Cluster, n: NodeRef) -> Result<BTreeMap<String, String>> {
-    let name = c.node_name(n)?;
-    let node = c.kube()?.api.node(&name).with_context(|| format!("no Node {name}"))?;
-    let a = annotations_of(&node);
-    Ok(["kube-subnet-manager", "backend-type", "backend-data", "public-ip"]
-        .iter()
-        .filter_map(|k| a.get(&annotation(k)).map(|v| (k.to_string(), v.clone())))
-        .collect())
-}
-
 /// The MAC address of `dev` in node `n`.
 fn mac_of(c: &Cluster, n: NodeRef, dev: &str) -> Result<String> {
     let out = c.node_ns(n)?.ip(&["-j", "link", "show", "dev", dev])?;
@@ -46,40 +32,11 @@ fn mac_of(c: &Cluster, n: NodeRef, dev: &str) -> Result<String> {
     v[0]["address"].as_str().map(str::to_string).with_context(|| format!("no address: {out}"))
 }
 
-/// What flanneld's kube subnet manager writes on its Node for flannel node
-/// `f`: backend-data is Go's `json.Marshal` of vxlanLeaseAttrs
-/// (`{"VNI":1,"VtepMAC":"<flannel.1's MAC>"}`), or `null` for host-gw.
-fn flanneld_annotations(c: &Cluster, f: NodeRef) -> Result<BTreeMap<String, String>> {
-    let fl = c.flannel_node(f)?;
-    let (t, data) = match fl.backend {
-        FlannelBackend::HostGw => ("host-gw", "null".to_string()),
-        _ => ("vxlan", format!(r#"{{"VNI":1,"VtepMAC":"{}"}}"#, mac_of(c, f, "flannel.1")?)),
-    };
-    Ok([("kube-subnet-manager", "true".to_string()), ("backend-type", t.to_string()), ("backend-data", data), ("public-ip", fl.ip.to_string())]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect())
-}
-
-/// Replaces the harness's `lease-<subnet>` Node of flannel node `f` with
-/// the Node a flanneld host has: named after the host, its InternalIP, its
-/// podCIDR, and [`flanneld_annotations`] verbatim. Returns those.
-fn flanneld_node(c: &Cluster, f: NodeRef) -> Result<BTreeMap<String, String>> {
-    let want = flanneld_annotations(c, f)?;
-    let fl = c.flannel_node(f)?;
-    let api = &c.kube()?.api;
-    ensure!(api.delete_node(&format!("lease-{}", fl.env.lease_name())), "no lease Node for flannel node {f}");
-    let mut node = node_object(&c.node_name(f)?, fl.ip, Some(&fl.env.cidr()));
-    node.metadata.annotations = Some(want.iter().map(|(k, v)| (annotation(k), v.clone())).collect());
-    api.create_node(node)?;
-    Ok(want)
-}
-
 /// Weft node `n`'s annotations in flannel's format: backend-data a JSON
 /// object with exactly VNI (1) and VtepMAC (weft.1's MAC), in Go's form of
 /// vxlanLeaseAttrs; `null` on host-gw.
 fn check_flannel_format(c: &Cluster, n: NodeRef, backend: &str) -> Result<()> {
-    let a = flannel_annotations(c, n)?;
+    let a = c.node_flannel_annotations(n)?;
     ensure!(a.len() == 4, "node {n}: not all four flannel annotations: {a:?}");
     let get = |k: &str| a.get(k).cloned().unwrap_or_default();
     ensure!(get("kube-subnet-manager") == "true" && get("backend-type") == backend, "node {n}: {a:?}");
@@ -107,7 +64,7 @@ fn mixed(config: &str, backend: FlannelBackend, backend_type: &str) -> Result<()
     weft_tests::require_root()?;
     let mut c = Cluster::builder().kube().weft_nodes(2).config_json(config).weftd_args(&ARGS).no_start().build()?;
     let f = c.add_flannel_node_with(backend, 0)?;
-    let want = flanneld_node(&c, f)?;
+    let want = c.flanneld_kube_node(f)?;
     for n in [1, 2] {
         c.start_weftd(n)?;
     }
@@ -139,7 +96,7 @@ fn mixed(config: &str, backend: FlannelBackend, backend_type: &str) -> Result<()
         eprintln!("kube mixed {backend_type} tcp {what}: {} bytes ({:.0} Mbit/s)", t.bytes, t.mbit_per_s());
     }
     // weftd reads the flannel node's Node and never writes it.
-    ensure!(flannel_annotations(&c, f)? == want, "the flannel node's annotations changed: {:?}, flanneld wrote {want:?}", flannel_annotations(&c, f)?);
+    ensure!(c.node_flannel_annotations(f)? == want, "the flannel node's annotations changed: {:?}, flanneld wrote {want:?}", c.node_flannel_annotations(f)?);
     c.pass();
     Ok(())
 }
@@ -156,7 +113,7 @@ fn kube_mixed_with_flannel_host_gw() -> Result<()> {
 
 /// Node `n`'s VtepMAC as its Node's backend-data says.
 fn vtep_mac(c: &Cluster, n: NodeRef) -> Result<String> {
-    let data = flannel_annotations(c, n)?.get("backend-data").cloned().unwrap_or_default();
+    let data = c.node_flannel_annotations(n)?.get("backend-data").cloned().unwrap_or_default();
     let v: Value = serde_json::from_str(&data).with_context(|| format!("node {n}: backend-data {data:?}"))?;
     v["VtepMAC"].as_str().map(str::to_string).with_context(|| format!("node {n}: no VtepMAC in {data}"))
 }

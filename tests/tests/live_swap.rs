@@ -1,5 +1,6 @@
 //! Issue 24, "Replace flanneld on a running node": the measurement the
-//! takeover work will be judged by (harness: `weft_tests::swap`).
+//! takeover work will be judged by (harness: `weft_tests::swap`, measuring:
+//! `weft_tests::swap_measure`).
 //!
 //! A cluster on etcd: node 1 runs weftd (its pod by weft-cni), nodes 2 and
 //! 3 are flannel-programmed (flanneld's kernel state, subnet.env, its
@@ -44,37 +45,17 @@
 //!   flanneld after phase 2 (its nft table, its `unreachable <network>`
 //!   route, its pinned programs): the state diffs are printed, not checked;
 //! - the swapped node's flannel-CNI pod registered with weftd (weft_pods).
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
-
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use weft_tests::{
-    cni,
     flannel_node::FlannelBackend,
-    held_tcp::HeldConnection,
     report,
-    subnet_env::{self as senv, SubnetEnv},
-    swap::{self, FlanneldStart, WeftdStart},
-    traffic::PingFlood,
-    Cluster, NodeRef, Wiring,
+    swap_measure::{conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started},
+    Cluster,
 };
 
 const VXLAN: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
 
-/// Echo requests per second of each flood (the issue's rate).
-const RATE: u32 = 200;
-/// Echo requests per flood: 12 s at 200/s, time for weftd's start (or
-/// stop and flanneld's start) and 2 s after it.
-const FLOOD: u32 = 2400;
-/// The floods run this long before the swap starts.
-const BEFORE: Duration = Duration::from_millis(1500);
-/// And at least this long after it is done.
-const AFTER: Duration = Duration::from_secs(2);
-/// One TCP message every this long.
-const PERIOD: Duration = Duration::from_millis(20);
 /// The most echo requests a flood may lose (50 ms at 200/s) in a swap
 /// that never takes a route to a peer away: host-gw (weftd replaces
 /// flanneld's routes with the same ones, proto 254, and flanneld puts its
@@ -100,113 +81,6 @@ enum ByHand {
     RenameTheDeviceBack,
 }
 
-/// The swapped node's identity, to compare after each phase.
-struct Identity {
-    env: SubnetEnv,
-    env_text: String,
-    lease_key: String,
-    lease_value: String,
-    pod_ip: std::net::Ipv4Addr,
-    store_files: Vec<(String, String)>,
-}
-
-fn identity(c: &Cluster, n: NodeRef, pod: usize) -> Result<Identity> {
-    let path = c.flannel_subnet_file(n);
-    let env_text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let env = senv::parse(&env_text)?;
-    let name = senv::lease_name(&env);
-    let lease_value = c.store.get(&name)?.with_context(|| format!("node {n}'s lease {name} is not in the store"))?;
-    let pod_ip = swap::pod_addr(&c.pods[pod])?.context("the swapped pod has no IPv4 address on eth0")?;
-    Ok(Identity { env, env_text, lease_key: c.store.key(&name), lease_value, pod_ip, store_files: cni::store_files(&c.flannel_cni_store(n))? })
-}
-
-/// The checks on the swapped node's identity after a phase (see the doc).
-fn same_identity(c: &Cluster, n: NodeRef, pod: usize, before: &Identity, phase: &str) -> Result<Identity> {
-    let now = identity(c, n, pod).with_context(|| format!("{phase}: the swapped node"))?;
-    ensure!(now.env == before.env, "{phase}: subnet.env changed:\nbefore:\n{}after:\n{}", before.env_text, now.env_text);
-    ensure!(now.lease_key == before.lease_key, "{phase}: the lease key changed: {} -> {}", before.lease_key, now.lease_key);
-    let ip = c.node_ip(n)?;
-    let ours: Vec<(String, String)> = c.leases()?.into_iter().filter(|(_, v)| v.contains(&format!("\"PublicIP\":\"{ip}\""))).collect();
-    ensure!(ours.len() == 1, "{phase}: leases with the swapped node's PublicIP {ip}: {ours:?}");
-    ensure!(now.pod_ip == before.pod_ip, "{phase}: the swapped pod's address changed: {} -> {}", before.pod_ip, now.pod_ip);
-    ensure!(now.store_files == before.store_files, "{phase}: host-local's store changed: {:?} -> {:?}", before.store_files, now.store_files);
-    if now.env_text != before.env_text {
-        eprintln!("{phase}: subnet.env's text changed (same values):\nbefore:\n{}after:\n{}", before.env_text, now.env_text);
-    }
-    Ok(now)
-}
-
-/// One phase's measurements.
-struct Measured<T> {
-    outcome: T,
-    /// (target label, sent, received).
-    floods: Vec<(String, u32, u32)>,
-    /// (connection label, longest round trip in the phase).
-    stalls: Vec<(String, Duration)>,
-    took: Duration,
-}
-
-/// Floods from `from` to each target, runs `swap` `BEFORE` into them,
-/// waits for the floods, and reads each connection's window.
-fn measure<T>(
-    c: &mut Cluster,
-    from: usize,
-    targets: &[(&str, usize)],
-    conns: &[(&str, &HeldConnection)],
-    swap: impl FnOnce(&mut Cluster) -> Result<T>,
-) -> Result<Measured<T>> {
-    let secs = FLOOD / RATE + 10;
-    let mut floods = Vec::new();
-    for (label, t) in targets {
-        floods.push((label.to_string(), PingFlood::start_at(&c.pods[from].ns, IpAddr::V4(c.pods[*t].ip()), FLOOD, secs, RATE)?));
-    }
-    let t_flood = Instant::now();
-    for (_, h) in conns {
-        h.window();
-    }
-    std::thread::sleep(BEFORE);
-    let t0 = Instant::now();
-    let outcome = swap(c)?;
-    let took = t0.elapsed();
-    let flood_len = Duration::from_secs_f64(FLOOD as f64 / RATE as f64);
-    let left = flood_len.saturating_sub(t_flood.elapsed());
-    ensure!(left >= AFTER, "the swap took {took:?}: the {FLOOD}-request floods end {left:?} after it, less than {AFTER:?} (raise FLOOD)");
-    let mut out = Vec::new();
-    for (label, f) in floods {
-        let (sent, got, line) = f.counts()?;
-        eprintln!("  flood -> {label}: {line}");
-        ensure!(sent == FLOOD, "the flood to {label} sent {sent} of {FLOOD} echo requests (interrupted: too slow a machine?)");
-        out.push((label, sent, got));
-    }
-    let stalls = conns.iter().map(|(label, h)| (label.to_string(), h.window().window_max_rtt)).collect();
-    Ok(Measured { outcome, floods: out, stalls, took })
-}
-
-/// Records the phase's figures; then, with a `bound`, requires each
-/// flood to have lost at most that many echo requests.
-fn record<T>(test: &str, phase: &str, m: &Measured<T>, bound: Option<u32>) -> Result<()> {
-    for (label, sent, got) in &m.floods {
-        report::figure(test, &format!("{phase}: echo requests lost, swapped pod -> {label} (of {FLOOD} at {RATE}/s)"), (sent - got) as f64, "packets");
-    }
-    for (label, rtt) in &m.stalls {
-        report::figure(test, &format!("{phase}: longest TCP round trip, {label}"), rtt.as_secs_f64() * 1000.0, "ms");
-    }
-    if let Some(b) = bound {
-        for (label, sent, got) in &m.floods {
-            ensure!(sent - got <= b, "{phase}: {} echo requests to the {label} lost, more than {b} (see MAX_LOST)", sent - got);
-        }
-    }
-    Ok(())
-}
-
-/// Both connections alive and moving: 25 more messages (0.5 s) each.
-fn conns_alive(conns: &[(&str, &HeldConnection)], phase: &str) -> Result<()> {
-    for (label, h) in conns {
-        h.flowing(25, Duration::from_secs(10)).with_context(|| format!("{phase}: TCP {label}"))?;
-    }
-    Ok(())
-}
-
 /// Whether [`MAX_LOST`] applies (see there): the swaps that take no route
 /// away, host-gw's and the vxlan takeover in place (the device, its routes
 /// and the VtepMAC stay), not the manual procedure that deletes devices.
@@ -216,25 +90,15 @@ fn bounded(by_hand: ByHand) -> bool {
 
 fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand) -> Result<()> {
     weft_tests::require_root()?;
-    let mut c = Cluster::builder().config_json(config).weft_nodes(1).build()?;
-    let (w, s, f): (NodeRef, NodeRef, NodeRef) = (1, c.add_flannel_node_with(backend, 0)?, c.add_flannel_node_with(backend, 0)?);
-    c.program_flannel_nodes()?;
-    // kube-flannel runs flanneld with --ip-masq.
-    c.start_flanneld(s, true)?;
-    c.start_flanneld(f, true)?;
-    c.wait_converged()?;
-    let pw = c.add_pod(w, Wiring::Cni)?;
-    let ps = c.add_flannel_cni_pod(s)?;
-    let pf = c.add_flannel_cni_pod(f)?;
-    let all = [pw, ps, pf];
-    c.ping_across_nodes(&all, 3).context("before the swap")?;
+    let sc = scene(Cluster::builder().config_json(config), backend)?;
+    let (all, targets) = (sc.pods(), sc.targets());
+    let (s, ps) = (sc.s, sc.ps);
+    let (mut to_w, mut from_f) = open_conns(&sc)?;
+    let mut c = sc.c;
     let before = identity(&c, s, ps)?;
     let state0 = c.swap_state(s)?;
     eprintln!("{test}: node {s} (swapped) as flanneld left it:\n{state0}");
-    let mut to_w = HeldConnection::open(&c.pods[ps].ns, &c.pods[pw].ns, IpAddr::V4(c.pods[pw].ip()), PERIOD, Duration::from_secs(120))?;
-    let mut from_f = HeldConnection::open(&c.pods[pf].ns, &c.pods[ps].ns, IpAddr::V4(c.pods[ps].ip()), PERIOD, Duration::from_secs(120))?;
     let conns = [("swapped pod -> weft node's pod", &to_w), ("flannel node's pod -> swapped pod", &from_f)];
-    let targets = [("weft node's pod", pw), ("flannel node's pod", pf)];
 
     // Phase 1: flanneld -> weftd.
     let p1 = measure(&mut c, ps, &targets, &conns, |c| {
@@ -249,10 +113,7 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
     let state1 = c.swap_state(s)?;
     eprintln!("{test}: {phase}: {:?} in {:?}; node {s}'s state changed:\n{}", p1.outcome, p1.took, state1.diff_from(&state0));
     let log = c.weft_node(s)?.log.clone();
-    match &p1.outcome {
-        WeftdStart::Ready { after } => report::figure(test, &format!("{phase}: weftd ready after"), after.as_secs_f64() * 1000.0, "ms"),
-        WeftdStart::Refused { exit, error } => bail!("{phase}: weftd did not start ({exit}):\n{error}\nlog {}", log.display()),
-    }
+    weftd_started(test, phase, &p1.outcome, &log)?;
     let after1 = same_identity(&c, s, ps, &before, phase)?;
     report::figure(test, &format!("{phase}: the swapped node's lease value unchanged"), (after1.lease_value == before.lease_value) as u8 as f64, "");
     if after1.lease_value != before.lease_value {
@@ -266,16 +127,7 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
         before.lease_value,
         after1.lease_value
     );
-    {
-        eprintln!("{test}: {phase}: the swapped node's weftd log:\n{}", weft_tests::cmd::tail(&log, 40));
-        c.wait_converged()?;
-        let problems = c.weftd_log_problems(s)?;
-        let bad: Vec<&String> = problems.iter().filter(|l| l.contains(" ERROR ") || l.contains("panicked")).collect();
-        ensure!(bad.is_empty(), "{phase}: weftd on the swapped node logged:\n{bad:#?}");
-        if !problems.is_empty() {
-            eprintln!("{test}: {phase}: weftd's warnings:\n{}", problems.join("\n"));
-        }
-    }
+    weftd_healthy(test, &c, s, phase)?;
     c.ping_across_nodes(&all, 3).with_context(|| format!("after {phase}"))?;
     conns_alive(&conns, phase)?;
 
@@ -296,13 +148,7 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
         p2.took,
         state2.diff_from(&state1)
     );
-    {
-        let exit = back.weftd_exit.context("weftd was not running at the swap back")?;
-        ensure!(exit.success(), "{phase}: weftd exited {exit} on SIGTERM; log:\n{}", weft_tests::cmd::tail(&log, 30));
-    }
-    if let FlanneldStart::Refused { error } = &back.start {
-        bail!("{phase}: flanneld would not start again: {error}");
-    }
+    flanneld_back(phase, &back, &log)?;
     let after2 = same_identity(&c, s, ps, &before, phase)?;
     report::figure(test, &format!("{phase}: the swapped node's lease value as before phase 1"), (after2.lease_value == before.lease_value) as u8 as f64, "");
     c.wait_converged()?;

@@ -235,13 +235,16 @@ impl VxlanBackend {
         let (underlay, Config { vni, port, .. }) = (&self.node.underlay, self.cfg);
         if let Some(o) = &self.overlay {
             dp.attach_tc(prog_names::ENCAP, &o.name, o.index, TcAttachType::Egress)?;
-            // After the configuration: from then on weft_decap marks what it
-            // hands to the overlay device, and only that may enter there.
-            if self.kernel_vxlan_overlay {
-                dp.attach_tc(prog_names::OVERLAY_IN, &o.name, o.index, TcAttachType::Ingress)?;
-            }
         }
         dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
+        // After weft_decap: from then on it marks what it hands to the
+        // overlay device, and only that may enter there. The other way
+        // round, VXLAN arriving between the two attachments reached the
+        // kernel's socket unmarked and weft_overlay_in dropped it (on a
+        // node taken over from flanneld: echo requests lost).
+        if let (Some(o), true) = (&self.overlay, self.kernel_vxlan_overlay) {
+            dp.attach_tc(prog_names::OVERLAY_IN, &o.name, o.index, TcAttachType::Ingress)?;
+        }
         log::info!(
             "datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
             self.overlay.as_ref().map_or("(no IPv4 overlay)", |o| o.name.as_str()),

@@ -53,6 +53,7 @@ fn flannel_device_is_taken_over_in_place() {
     });
     assert_eq!((dev.name.as_str(), dev.index), ("weft.1", before), "flannel.1 itself, renamed");
     assert_eq!(dev.mac, Some([0x0e, 0x11, 0x22, 0x33, 0x44, 0x55]), "flanneld's VtepMAC kept");
+    let show = |args: &[&str]| String::from_utf8(std::process::Command::new(args[0]).args(&args[1..]).output().unwrap().stdout).unwrap();
     // Renamed, and answering to flanneld's name as an altname: what
     // flanneld's LinkByName asks the kernel finds it, and a new flannel.1
     // cannot be made beside it (flanneld's LinkAdd -> EEXIST -> reuse).
@@ -63,7 +64,6 @@ fn flannel_device_is_taken_over_in_place() {
         .output()
         .unwrap();
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("exists"), "flanneld's LinkAdd must meet EEXIST: {again:?}");
-    let show = |args: &[&str]| String::from_utf8(std::process::Command::new(args[0]).args(&args[1..]).output().unwrap().stdout).unwrap();
     let route = show(&["ip", "route", "show", "10.244.2.0/24"]);
     assert!(route.contains("via 10.244.2.0 dev weft.1"), "flanneld's route stays on the device: {route}");
     let fdb = show(&["bridge", "fdb", "show", "dev", "weft.1"]);

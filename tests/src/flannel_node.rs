@@ -471,7 +471,8 @@ impl FlannelNode {
                     // (weft.1 after weftd), whatever its ifname.
                     let dev = match ns.ip(&["-d", "-j", "link", "show", "dev", "flannel.1"]) {
                         Ok(shown) => {
-                            let links: serde_json::Value = serde_json::from_str(&shown).with_context(|| format!("ip -d -j link show dev flannel.1: {shown}"))?;
+                            let links: serde_json::Value =
+                                serde_json::from_str(&shown).with_context(|| format!("ip -d -j link show dev flannel.1: {shown}"))?;
                             links.as_array().and_then(|a| a.first()).cloned()
                         }
                         Err(e) if format!("{e:#}").contains("does not exist") => None,

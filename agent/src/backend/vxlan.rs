@@ -144,7 +144,21 @@ impl VxlanBackend {
         };
         let v6 = v6.map(|(v6, _)| v6);
         let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
-        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None, attached: false, refresher: None })
+        Ok(VxlanBackend {
+            cfg: *cfg,
+            node,
+            bpf,
+            kernel_vxlan_overlay,
+            overlay,
+            vtep_mac,
+            attrs,
+            started: None,
+            direct,
+            v6,
+            own6: None,
+            attached: false,
+            refresher: None,
+        })
     }
 
     /// `weft.<VNI>`, the IPv4 overlay device.
@@ -362,7 +376,13 @@ pub fn desired_vxlan(leases: &Leases, own: &Ipv4Net, network: &Ipv4Net, vni: u32
 /// a flanneld started again, which finds its entries as it left them.
 /// Errors on one peer are logged and counted; the others are still
 /// programmed.
-async fn apply_bpf(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &BTreeMap<Ipv4Net, VtepEntry>, tunnel: &BTreeMap<Ipv4Net, VtepEntry>) -> Result<Changes> {
+async fn apply_bpf(
+    dp: &mut Datapath,
+    nl: &Netlink,
+    overlay_index: u32,
+    want: &BTreeMap<Ipv4Net, VtepEntry>,
+    tunnel: &BTreeMap<Ipv4Net, VtepEntry>,
+) -> Result<Changes> {
     let mut ch = Changes::default();
     let have = dp.vteps()?;
     let ips: std::collections::BTreeSet<Ipv4Addr> = want.values().map(|e| Ipv4Addr::from(e.ip)).collect();

@@ -97,9 +97,13 @@ pub async fn add_altname(nl: &Netlink, index: u32, name: &str, alt: &str) -> Alt
     match outcome {
         Altname::Added => log::info!("{name} answers to {alt} too (an altname): a flanneld started after weftd finds and reuses it"),
         Altname::AlreadyOurs => {}
-        Altname::HeldBy(h) => log::warn!("{name} cannot have the altname {alt}: device #{h} has that name, and a flanneld started after weftd would use that one"),
+        Altname::HeldBy(h) => {
+            log::warn!("{name} cannot have the altname {alt}: device #{h} has that name, and a flanneld started after weftd would use that one")
+        }
         Altname::Unsupported => {
-            log::warn!("{name} cannot have the altname {alt} (the kernel has no altnames, Linux < 5.5): rename it to {alt} by hand before starting flanneld again")
+            log::warn!(
+                "{name} cannot have the altname {alt} (the kernel has no altnames, Linux < 5.5): rename it to {alt} by hand before starting flanneld again"
+            )
         }
         Altname::Refused(e) => log::warn!(
             "giving {name} the altname {alt} failed ({}): rename it to {alt} by hand before starting flanneld again",

@@ -208,6 +208,17 @@ pub struct Args {
     #[arg(long, env = "WEFTD_OVERLAY_KIND", default_value = "vxlan", value_parser = ["vxlan", "ifb", "veth"], help_heading = "Datapath")]
     pub overlay_kind: String,
 
+    /// Seconds weft's programs keep carrying traffic after weftd is gone
+    /// (killed, stopped, or rolled back to flanneld): weftd moves a deadline
+    /// on every few seconds while it runs, and once it has passed every
+    /// program stands aside, passing packets to the kernel's own vxlan
+    /// device (programmed alongside: neighbours, FDB, routes), so that no
+    /// traffic is carried from maps nobody updates. A restart or upgrade
+    /// within the grace period replaces the programs with nothing lost.
+    /// 0: never stand aside.
+    #[arg(long, env = "WEFTD_DATAPATH_GRACE_SECS", default_value_t = 30, help_heading = "Datapath")]
+    pub datapath_grace_secs: u64,
+
     /// udp backend: worker threads, each with its own TUN queue and socket
     /// (0: one per core).
     #[arg(long, env = "WEFTD_UDP_WORKERS", default_value_t = 0, help_heading = "Datapath")]

@@ -57,7 +57,14 @@ pub mod map_names {
     /// peer's PublicIPv6) -> its next hop ([`super::HostGw6Entry`]), for the
     /// host-gw fast path over IPv6.
     pub const HOSTGW6: &str = "weft_hostgw6";
-    pub const ALL: [&str; 11] = [VTEPS, CONFIG, STATS, HOSTGW, PODS, VTEP_IPS, VTEPS6, CONFIG6, PODS6, VTEP_IPS6, HOSTGW6];
+    /// Array with one `u64`: weftd's deadline, in `bpf_ktime_get_ns`'s clock
+    /// (CLOCK_MONOTONIC, ns); 0: none. weftd moves it on while it runs;
+    /// once the clock passes it every program stands aside (passes packets
+    /// to the kernel untouched, counted as [`super::stat::STOOD_ASIDE`]).
+    /// A map of its own, not a field of [`super::DatapathConfig`], so that
+    /// the pinned maps of an earlier weftd keep their layout.
+    pub const DEADLINE: &str = "weft_deadline";
+    pub const ALL: [&str; 12] = [VTEPS, CONFIG, STATS, HOSTGW, PODS, VTEP_IPS, VTEPS6, CONFIG6, PODS6, VTEP_IPS6, HOSTGW6, DEADLINE];
 }
 
 /// Names of the kernel programs (their function names in `ebpf/`).
@@ -305,7 +312,11 @@ pub mod stat {
     /// Not IPv6 where only IPv6 may be (the inner frame of IPv6 VXLAN, the
     /// IPv6 overlay device's traffic).
     pub const DROP_NOT_IPV6: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// Passed to the kernel untouched because weftd has been gone past its
+    /// deadline ([`super::map_names::DEADLINE`]): the kernel's own path
+    /// (the vxlan device's FDB and neighbours) carries it.
+    pub const STOOD_ASIDE: u32 = 20;
+    pub const COUNT: u32 = 21;
     /// Slots in the stats map: more than [`COUNT`], so that new counters do
     /// not change the pinned map's layout.
     pub const SLOTS: u32 = 32;
@@ -332,6 +343,7 @@ pub mod stat {
         "decap_kernel",
         "drop_unvalidated",
         "drop_not_ipv6",
+        "stood_aside",
     ];
 }
 
@@ -382,7 +394,7 @@ mod tests {
             "existing map names keep their places"
         );
         assert!(map_names::ALL.iter().all(|n| n.len() <= 15), "the kernel keeps 15 characters of a map name");
-        assert_eq!((stat::DROP_UNVALIDATED, stat::DROP_NOT_IPV6), (18, 19), "existing indexes never move");
+        assert_eq!((stat::DROP_UNVALIDATED, stat::DROP_NOT_IPV6, stat::STOOD_ASIDE), (18, 19, 20), "existing indexes never move");
         const { assert!(stat::COUNT <= stat::SLOTS) };
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }

@@ -17,6 +17,12 @@
 //! skips the overlay device and the host's routing: it goes straight into
 //! the pod (bpf_redirect_peer, `to_pod.rs`).
 //!
+//! Every entry point first asks whether weftd has been gone past its
+//! deadline (`maps::stood_aside`): then the packet goes to the kernel
+//! untouched, whose own vxlan device (its FDB and neighbours, programmed
+//! beside weft's maps) carries it, so that weft's programs never carry
+//! traffic for long from maps nobody updates (after a rollback to flanneld).
+//!
 //! A program's body decides ([`verdict::Outcome`]: go on, or drop for a
 //! reason); its entry point here counts that decision in `weft_stats`, for
 //! the packet's length as it arrived, and returns the action.
@@ -45,31 +51,32 @@ use weft_common::{stat, VXLAN_OVERHEAD};
 #[classifier]
 fn weft_encap(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    verdict::tc(encap::run(&ctx, None), len)
+    verdict::tc(verdict::or_stand_aside(|| encap::run(&ctx, None)), len)
 }
 
 #[classifier]
 fn weft_fwd(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    verdict::tc(fwd::run(&ctx), len)
+    verdict::tc(verdict::or_stand_aside(|| fwd::run(&ctx)), len)
 }
 
 #[classifier]
 fn weft_from_pod(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    verdict::tc(from_pod::run(&ctx), len)
+    verdict::tc(verdict::or_stand_aside(|| from_pod::run(&ctx)), len)
 }
 
 #[classifier]
 fn weft_to_pod(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    verdict::tc(to_pod::run(&ctx), len)
+    verdict::tc(verdict::or_stand_aside(|| to_pod::run(&ctx)), len)
 }
 
 #[classifier]
 fn weft_decap(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    match decap::run(&ctx, len) {
+    let step = if maps::stood_aside() { Step::Done(verdict::STOOD_ASIDE) } else { decap::run(&ctx, len) };
+    match step {
         Step::Done(out) => verdict::tc(out, len),
         // Counted as decapsulated, then as what its delivery did, both for
         // the inner frame's length.
@@ -84,19 +91,19 @@ fn weft_decap(ctx: TcContext) -> i32 {
 #[classifier]
 fn weft_overlay_in(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    verdict::tc(decap::overlay_in(&ctx), len)
+    verdict::tc(verdict::or_stand_aside(|| decap::overlay_in(&ctx)), len)
 }
 
 #[classifier]
 fn weft_encap6(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    verdict::tc(v6::encap(&ctx), len)
+    verdict::tc(verdict::or_stand_aside(|| v6::encap(&ctx)), len)
 }
 
 #[classifier]
 fn weft_overlay_in6(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    verdict::tc(v6::overlay_in(&ctx), len)
+    verdict::tc(verdict::or_stand_aside(|| v6::overlay_in(&ctx)), len)
 }
 
 #[cfg(not(test))]

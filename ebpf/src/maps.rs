@@ -88,6 +88,22 @@ pub fn is_vtep(ip: [u8; 4]) -> bool {
 #[btf_map]
 pub static weft_config: Array<DatapathConfig, 1> = Array::new();
 
+/// Element 0: weftd's deadline (`weft_common::map_names::DEADLINE`).
+#[btf_map]
+pub static weft_deadline: Array<u64, 1> = Array::new();
+
+/// Whether weftd has been gone past its deadline: every program then
+/// passes packets to the kernel untouched. One lookup and one clock read;
+/// no deadline (0, or an agent that never wrote one) never stands aside.
+#[inline(always)]
+pub fn stood_aside() -> bool {
+    match weft_deadline.get(0) {
+        // SAFETY: a helper without arguments.
+        Some(&d) if d != 0 => (unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() }) > d,
+        _ => false,
+    }
+}
+
 /// Per-CPU counters, indexed by `weft_common::stat`.
 #[btf_map]
 pub static weft_stats: PerCpuArray<Counter, { stat::SLOTS as usize }> = PerCpuArray::new();

@@ -52,3 +52,21 @@ pub fn tc(out: Outcome, bytes: u32) -> i32 {
     }
     action
 }
+
+/// What a program decides once weftd has been gone past its deadline: the
+/// packet to the kernel untouched (TC_ACT_OK: no redirect, no mark),
+/// counted as `stat::STOOD_ASIDE`.
+pub const STOOD_ASIDE: Outcome = Ok(Verdict::Pass(Some(weft_common::stat::STOOD_ASIDE)));
+
+/// Every entry point's first step: [`STOOD_ASIDE`] once weftd has been gone
+/// past its deadline ([`maps::stood_aside`]), else what `run` decides. One
+/// outcome for [`tc`] to count either way (a second return path through
+/// `tc` made LLVM emit code the verifier refused).
+#[inline(always)]
+pub fn or_stand_aside(run: impl FnOnce() -> Outcome) -> Outcome {
+    if maps::stood_aside() {
+        STOOD_ASIDE
+    } else {
+        run()
+    }
+}

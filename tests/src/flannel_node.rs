@@ -442,8 +442,9 @@ impl FlannelNode {
     /// peers (call [`FlannelNode::reprogram`] then). IPv4 only; vxlan (also
     /// with DirectRouting) and host-gw; subnet.env is the caller's.
     ///
-    /// - vxlan: an existing `flannel.1` (a vxlan device) is reused with its
-    ///   MAC, given `<subnet>/32` and set up; else it is created as
+    /// - vxlan: an existing `flannel.1` (a vxlan device, found as
+    ///   LinkByName finds it: by its name or an altname, so weft's `weft.1`
+    ///   answering to `flannel.1` is found) is reused with its MAC, given `<subnet>/32` and set up; else it is created as
     ///   [`FlannelNode::new`] does. The kernel refusing that (another vxlan
     ///   device holds VNI 1 on port 8472) is flanneld's "failed to create
     ///   VXLAN device", which ends flanneld: the error, and `ns` handed back.
@@ -465,9 +466,18 @@ impl FlannelNode {
             let mac = match backend {
                 FlannelBackend::HostGw => String::new(),
                 FlannelBackend::Vxlan | FlannelBackend::VxlanDirect => {
-                    let shown = ns.ip(&["-d", "-j", "link", "show"])?;
-                    let links: serde_json::Value = serde_json::from_str(&shown).with_context(|| format!("ip -d -j link show: {shown}"))?;
-                    let dev = links.as_array().into_iter().flatten().find(|l| l["ifname"] == "flannel.1").cloned();
+                    // LinkByName("flannel.1"): RTM_GETLINK by IFLA_IFNAME, which
+                    // also finds a device that has the name as an altname
+                    // (weft.1 after weftd), whatever its ifname.
+                    let dev = match ns.ip(&["-d", "-j", "link", "show", "dev", "flannel.1"]) {
+                        Ok(shown) => {
+                            let links: serde_json::Value =
+                                serde_json::from_str(&shown).with_context(|| format!("ip -d -j link show dev flannel.1: {shown}"))?;
+                            links.as_array().and_then(|a| a.first()).cloned()
+                        }
+                        Err(e) if format!("{e:#}").contains("does not exist") => None,
+                        Err(e) => return Err(e),
+                    };
                     match dev {
                         Some(l) if l.pointer("/linkinfo/info_kind").and_then(|k| k.as_str()) == Some("vxlan") => {
                             ns.ip(&["addr", "replace", &format!("{}/32", subnet.addr), "dev", "flannel.1"])?;

@@ -20,26 +20,31 @@
 //! 200) with no ERROR line and no panic in its log in phase 1, exit status
 //! 0 on SIGTERM in phase 2.
 //!
+//! On vxlan the swapped node's weftd runs with a short
+//! `--datapath-grace-secs` ([`GRACE`]): after the rollback and the grace,
+//! weft's programs left pinned stand aside, and a node joining then (known
+//! to flanneld's kernel path only) is reached both ways.
+//!
 //! Recorded (`figure:` lines): echo requests lost per direction and
 //! phase, each connection's longest round trip per phase (TCP's
 //! retransmission timer shows there), weftd's time to ready, and whether
 //! the lease's value (the VtepMAC) stayed the same. Of these only the loss
 //! is bounded, and only where a swap never takes a route away (host-gw,
-//! and a vxlan swap weftd refuses): at most [`MAX_LOST`] per flood.
+//! and a vxlan swap weftd refuses): at most [`MAX_LOST`] per flood, and on
+//! vxlan without a manual step [`MAX_LOST_VXLAN`].
 //!
 //! On vxlan weftd takes flannel.1 over in place (renamed to weft.1 while
 //! up; its neighbours kept while weftd turns ARP off; weft's programs
 //! attached only after the first reconcile filled their maps), so the
 //! lease's value (the VtepMAC) stays and the loss is bounded as for
-//! host-gw. The rollback's one manual step (`weft.1` renamed back to
-//! `flannel.1` after weftd stopped, as docs/migrate-from-flannel.md says
-//! while rolling back is not built) is the test's `ByHand`;
-//! `vxlan_by_hand` measures the older manual procedure (flannel.1 deleted
-//! before weftd starts, weft.1 before flanneld starts again).
+//! host-gw. The rollback has no manual step: weft.1 answers to `flannel.1`
+//! (an altname), so flanneld started again finds it by that name and
+//! reuses it, VtepMAC and all (checked: the lease's value is as before
+//! phase 1). `vxlan_by_hand` measures the older manual procedure
+//! (flannel.1 deleted before weftd starts, weft.1 before flanneld starts
+//! again).
 //!
 //! Deliberately missing until the rest of the takeover lands:
-//! - no echo request lost (the issue's goal: one or two are lost today on
-//!   vxlan), only the [`MAX_LOST`] bound;
 //! - flannel's leftovers (its routes, neighbours, FDB entries, FLANNEL-*
 //!   chains) gone or adopted after phase 1, and what weftd leaves for
 //!   flanneld after phase 2 (its nft table, its `unreachable <network>`
@@ -68,6 +73,12 @@ const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}
 /// applied to the manual procedure that deletes devices: recorded only.
 const MAX_LOST: u32 = 10;
 
+/// The bound for the vxlan swap without a manual step, both ways: none
+/// lost measured in every run (the takeover lost 2 per flood while
+/// weft_overlay_in was attached before weft_decap); one of slack for a
+/// stray loss on a loaded machine, which still fails that old behaviour.
+const MAX_LOST_VXLAN: u32 = 1;
+
 /// A manual step of the operator around the swaps (none for the issue's swap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ByHand {
@@ -75,10 +86,6 @@ enum ByHand {
     /// `ip link del flannel.1` before weftd starts, `ip link del weft.1`
     /// after weftd stopped and before flanneld starts.
     DeleteTheOtherVxlanDevice,
-    /// The rollback step migrate-from-flannel.md gives while rolling back
-    /// is not built: `ip link set weft.1 name flannel.1` after weftd
-    /// stopped, so that flanneld finds its device (weftd took it over).
-    RenameTheDeviceBack,
 }
 
 /// Whether [`MAX_LOST`] applies (see there): the swaps that take no route
@@ -105,10 +112,13 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
         if by_hand == ByHand::DeleteTheOtherVxlanDevice {
             c.node_ns(s)?.ip(&["link", "del", "flannel.1"])?;
         }
-        c.swap_to_weftd(s, &[])
+        c.swap_to_weftd(s, &["--datapath-grace-secs", &GRACE.as_secs().to_string()])
     })?;
     let phase = "flanneld -> weftd";
-    let bound = bounded(by_hand).then_some(MAX_LOST);
+    let bound = match (backend, by_hand) {
+        (FlannelBackend::Vxlan, ByHand::Nothing) => Some(MAX_LOST_VXLAN),
+        _ => bounded(by_hand).then_some(MAX_LOST),
+    };
     record(test, phase, &p1, bound)?;
     let state1 = c.swap_state(s)?;
     eprintln!("{test}: {phase}: {:?} in {:?}; node {s}'s state changed:\n{}", p1.outcome, p1.took, state1.diff_from(&state0));
@@ -134,7 +144,6 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
     // Phase 2: weftd -> flanneld (a rollback).
     let p2 = measure(&mut c, ps, &targets, &conns, |c| match by_hand {
         ByHand::DeleteTheOtherVxlanDevice => c.swap_to_flanneld_with(s, |ns| ns.ip(&["link", "del", "weft.1"]).map(|_| ())),
-        ByHand::RenameTheDeviceBack => c.swap_to_flanneld_with(s, |ns| ns.ip(&["link", "set", "weft.1", "name", "flannel.1"]).map(|_| ())),
         ByHand::Nothing => c.swap_to_flanneld(s),
     })?;
     let phase = "weftd -> flanneld";
@@ -151,14 +160,52 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
     flanneld_back(phase, &back, &log)?;
     let after2 = same_identity(&c, s, ps, &before, phase)?;
     report::figure(test, &format!("{phase}: the swapped node's lease value as before phase 1"), (after2.lease_value == before.lease_value) as u8 as f64, "");
+    // flanneld found the device it left (weft.1 by its altname) and
+    // announces its VtepMAC again.
+    ensure!(
+        by_hand == ByHand::DeleteTheOtherVxlanDevice || after2.lease_value == before.lease_value,
+        "{phase}: the lease's value is not as before phase 1: {} -> {}",
+        before.lease_value,
+        after2.lease_value
+    );
     c.wait_converged()?;
     c.ping_across_nodes(&all, 3).with_context(|| format!("after {phase}"))?;
     conns_alive(&conns, phase)?;
+    if backend == FlannelBackend::Vxlan {
+        stood_aside_after_rollback(test, &mut c, s, ps, &back.pins)?;
+    }
     let (n1, n2) = (to_w.close()?, from_f.close()?);
     let (s1, s2) = (to_w.stats(), from_f.stats());
     eprintln!("{test}: TCP: {} messages (longest round trip {:?}) and {} messages (longest {:?}), both closed cleanly", n1, s1.max_rtt, n2, s2.max_rtt);
     drop(back.pins);
     c.pass();
+    Ok(())
+}
+
+/// The swapped node's weftd runs with this `--datapath-grace-secs`: its
+/// programs, left pinned when it stopped, stand aside this long after.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// After a vxlan rollback, once [`GRACE`] has passed: weft's programs left
+/// on the swapped node stand aside, so a node that joins afterwards (which
+/// only flanneld programs, in the kernel) is reached both ways, and the
+/// programs' `stood_aside` counter grew. Without standing aside their maps,
+/// which nobody updates any more, would not know the new node: weft_encap
+/// would drop the swapped pod's packets to it (no lease) and weft_decap
+/// the new node's VXLAN (unknown VTEP).
+fn stood_aside_after_rollback(test: &str, c: &mut Cluster, s: NodeRef, ps: usize, pins: &weft_tests::swap::LeftPins) -> Result<()> {
+    let stats = weft_common::pins::dir(&pins.0).join(weft_common::map_names::STATS);
+    std::thread::sleep(GRACE + Duration::from_millis(500));
+    let before = weft_tests::bpf::stat_packets(&stats, weft_common::stat::STOOD_ASIDE)?;
+    let n = c.add_flannel_node_with(FlannelBackend::Vxlan, 0)?;
+    c.program_flannel_nodes()?;
+    c.start_flanneld(n, true)?;
+    c.wait_converged()?;
+    let pn = c.add_flannel_cni_pod(n)?;
+    c.ping_across_nodes(&[ps, pn], 3).with_context(|| format!("after the grace: the swapped node's pod and node {n}'s, which joined after weftd stopped"))?;
+    let after = weft_tests::bpf::stat_packets(&stats, weft_common::stat::STOOD_ASIDE)?;
+    report::figure(test, "weftd -> flanneld: packets weft's left programs passed to the kernel (stood aside) while a node joined and was pinged (the held TCP connections' included)", (after - before) as f64, "packets");
+    ensure!(after > before, "weft's programs on node {s} did not stand aside ({before} -> {after} stood_aside) {GRACE:?} after weftd stopped");
     Ok(())
 }
 
@@ -169,7 +216,7 @@ fn host_gw() -> Result<()> {
 
 #[test]
 fn vxlan() -> Result<()> {
-    live_swap("live_swap vxlan", VXLAN, FlannelBackend::Vxlan, ByHand::RenameTheDeviceBack)
+    live_swap("live_swap vxlan", VXLAN, FlannelBackend::Vxlan, ByHand::Nothing)
 }
 
 /// Today's manual procedure on vxlan, the one weftd's refusal asks for:

@@ -20,7 +20,7 @@ use weft_common::VtepEntry;
 use super::peers::Changes;
 use crate::{
     net::{
-        neigh,
+        flannel_device, neigh,
         netlink::{self, errno, Link, Netlink},
     },
     subnet::{lease::format_mac, Ipv4Net},
@@ -40,11 +40,12 @@ pub struct VxlanDev<'a> {
 }
 
 /// Creates the vxlan device (nolearning, bound to the underlay and our
-/// address, as flanneld's) or adopts an existing one. A device of another
+/// address, as flanneld's) or adopts an existing one, on a node flanneld
+/// left its own ([`flannel_device::take_over`]). A device of another
 /// kind under the name (an ifb or veth overlay of an earlier run) is replaced, keeping
 /// its MAC so the VtepMAC our lease announces stays true.
 pub async fn ensure_device(nl: &Netlink, d: &VxlanDev<'_>) -> Result<Link> {
-    take_over_flannel_device(nl, d).await?;
+    flannel_device::take_over(nl, &flannel_device::flannel_name(d.vni), d.name).await?;
     let mut mac = d.mac;
     if let Some(l) = nl.link_by_name(d.name).await? {
         if l.kind == Some(InfoKind::Vxlan) {
@@ -77,34 +78,13 @@ pub async fn ensure_device(nl: &Netlink, d: &VxlanDev<'_>) -> Result<Link> {
     up(nl, d, l.index).await
 }
 
-/// On a node flanneld ran on: its `flannel.<VNI>` becomes ours, renamed to
-/// our name while up (Linux lets a vxlan device be renamed while up): the
-/// same device, so its ifindex, VtepMAC, socket, FDB, neighbours and the
-/// routes through it stay, and so do the peers' entries for its VtepMAC:
-/// no moment without a device for our VNI. Nothing happens when our device
-/// exists or there is no flannel device; a kernel that refuses the rename
-/// leaves flannel's device as it is (the creation below then names it).
-async fn take_over_flannel_device(nl: &Netlink, d: &VxlanDev<'_>) -> Result<()> {
-    if nl.link_by_name(d.name).await?.is_some() {
-        return Ok(());
-    }
-    let flannel = format!("flannel.{}", d.vni);
-    let Some(f) = nl.link_by_name(&flannel).await?.filter(|l| l.kind == Some(InfoKind::Vxlan)) else { return Ok(()) };
-    let msg = rtnetlink::LinkUnspec::new_with_index(f.index).name(d.name).build();
-    match nl.h.link().set(msg).execute().await {
-        Ok(()) => log::info!(
-            "took over {flannel} (VtepMAC {}), which flanneld left: renamed to {} while up, so the device, its routes, neighbours and FDB entries and the peers' entries for its VtepMAC stay",
-            f.mac.map(|m| format_mac(&m)).unwrap_or_default(),
-            d.name
-        ),
-        Err(e) => log::warn!("could not rename {flannel}, which flanneld left, to {} while up: {e}", d.name),
-    }
-    Ok(())
-}
-
+/// Sets the device up, answering to flannel's name too
+/// ([`flannel_device::add_altname`]): whether weft made it or took it over,
+/// a flanneld started after weftd finds it.
 async fn up(nl: &Netlink, d: &VxlanDev<'_>, index: u32) -> Result<Link> {
     let msg = rtnetlink::LinkUnspec::new_with_index(index).mtu(d.mtu).up().build();
     nl.h.link().set(msg).execute().await.with_context(|| format!("setting {} up with MTU {}", d.name, d.mtu))?;
+    flannel_device::add_altname(nl, index, d.name, &flannel_device::flannel_name(d.vni)).await;
     nl.link_by_index(index).await
 }
 

@@ -7,7 +7,7 @@
 //! them ([`super::routed`]), decided per peer on every reconcile. IPv6 has
 //! its own device beside it ([`super::vxlan6`]); an IPv6-only network has
 //! only that one (no `weft.<VNI>`, as flanneld makes no flannel.<VNI> then).
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
@@ -92,6 +92,9 @@ pub struct VxlanBackend {
     /// weft's programs are attached ([`VxlanBackend::attach_bpf`], after the
     /// first reconcile).
     attached: bool,
+    /// From the attachment on: the task moving weftd's deadline on
+    /// ([`dataplane::deadline`]).
+    refresher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The overlay device's name for `vni`, as flannel names flannel.<VNI>.
@@ -141,7 +144,21 @@ impl VxlanBackend {
         };
         let v6 = v6.map(|(v6, _)| v6);
         let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
-        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None, attached: false })
+        Ok(VxlanBackend {
+            cfg: *cfg,
+            node,
+            bpf,
+            kernel_vxlan_overlay,
+            overlay,
+            vtep_mac,
+            attrs,
+            started: None,
+            direct,
+            v6,
+            own6: None,
+            attached: false,
+            refresher: None,
+        })
     }
 
     /// `weft.<VNI>`, the IPv4 overlay device.
@@ -233,15 +250,24 @@ impl VxlanBackend {
     fn attach_bpf(&mut self) -> Result<()> {
         let Some((_, Carrier::Bpf { dp, .. })) = self.started.as_mut() else { return Ok(()) };
         let (underlay, Config { vni, port, .. }) = (&self.node.underlay, self.cfg);
+        // The deadline first: programs of an earlier weftd that stood aside
+        // (it was gone too long) carry traffic again from here on, with the
+        // maps this reconcile filled; then it moves on while weftd runs.
+        let grace = std::time::Duration::from_secs(self.node.args.datapath_grace_secs);
+        let mut deadline = dp.deadline(grace)?;
+        deadline.refresh()?;
         if let Some(o) = &self.overlay {
             dp.attach_tc(prog_names::ENCAP, &o.name, o.index, TcAttachType::Egress)?;
-            // After the configuration: from then on weft_decap marks what it
-            // hands to the overlay device, and only that may enter there.
-            if self.kernel_vxlan_overlay {
-                dp.attach_tc(prog_names::OVERLAY_IN, &o.name, o.index, TcAttachType::Ingress)?;
-            }
         }
         dp.attach_tc(prog_names::DECAP, &underlay.link.name, underlay.link.index, TcAttachType::Ingress)?;
+        // After weft_decap: from then on it marks what it hands to the
+        // overlay device, and only that may enter there. The other way
+        // round, VXLAN arriving between the two attachments reached the
+        // kernel's socket unmarked and weft_overlay_in dropped it (on a
+        // node taken over from flanneld: echo requests lost).
+        if let (Some(o), true) = (&self.overlay, self.kernel_vxlan_overlay) {
+            dp.attach_tc(prog_names::OVERLAY_IN, &o.name, o.index, TcAttachType::Ingress)?;
+        }
         log::info!(
             "datapath attached: encap on {} egress, decap on {} ingress{}; VNI {vni}, port {port}, VtepMAC {}",
             self.overlay.as_ref().map_or("(no IPv4 overlay)", |o| o.name.as_str()),
@@ -252,6 +278,15 @@ impl VxlanBackend {
         if let Some(v6) = &self.v6 {
             v6.attach(dp)?;
         }
+        if grace.is_zero() {
+            log::info!("--datapath-grace-secs 0: weft's programs never stand aside, also long after weftd stopped");
+        } else {
+            log::info!(
+                "weft's programs stand aside (the kernel's vxlan device carries the traffic) once weftd has been gone {}s (--datapath-grace-secs)",
+                grace.as_secs()
+            );
+        }
+        self.refresher = Some(deadline.spawn_refresher());
         self.attached = true;
         Ok(())
     }
@@ -283,7 +318,7 @@ impl VxlanBackend {
                     f.ensure(dp, nl).await;
                 }
                 if let Some(index) = overlay_index {
-                    ch.merge(apply_bpf(dp, nl, index, &want, &tunnel.keys().copied().collect()).await?);
+                    ch.merge(apply_bpf(dp, nl, index, &want, tunnel).await?);
                 }
                 if let Some(d) = &mut self.direct {
                     ch.merge(d.apply(nl, routed, fast.is_some().then_some(&mut **dp)).await?);
@@ -329,19 +364,32 @@ pub fn desired_vxlan(leases: &Leases, own: &Ipv4Net, network: &Ipv4Net, vni: u32
     })
 }
 
-/// Makes the maps and the routes match `want`: every vxlan peer goes into
-/// `weft_vteps` and its PublicIP into `weft_vtep_ips` (decap accepts VXLAN
-/// from it, for its subnet's sources), and those in `routed` (all but the
-/// peers DirectRouting reaches by plain route) get a route on the overlay
-/// device. Errors on one peer are logged and counted; the others are still
+/// Makes the maps, the kernel's entries and the routes match `want`: every
+/// vxlan peer goes into `weft_vteps` and its PublicIP into `weft_vtep_ips`
+/// (decap accepts VXLAN from it, for its subnet's sources), and the peers
+/// in `tunnel` (all but those DirectRouting reaches by plain route) get on
+/// the overlay device what flanneld gives them on flannel.<VNI>
+/// ([`kernel_vxlan::apply`]: permanent neighbour, FDB entry, route). weft's
+/// encap redirects before the vxlan driver, so the neighbour and FDB entry
+/// cost nothing per packet; they make the kernel's own path complete, for
+/// when weft's programs stand aside (weftd gone past its deadline) and for
+/// a flanneld started again, which finds its entries as it left them.
+/// Errors on one peer are logged and counted; the others are still
 /// programmed.
-async fn apply_bpf(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &BTreeMap<Ipv4Net, VtepEntry>, routed: &HashSet<Ipv4Net>) -> Result<Changes> {
+async fn apply_bpf(
+    dp: &mut Datapath,
+    nl: &Netlink,
+    overlay_index: u32,
+    want: &BTreeMap<Ipv4Net, VtepEntry>,
+    tunnel: &BTreeMap<Ipv4Net, VtepEntry>,
+) -> Result<Changes> {
     let mut ch = Changes::default();
     let have = dp.vteps()?;
     let ips: std::collections::BTreeSet<Ipv4Addr> = want.values().map(|e| Ipv4Addr::from(e.ip)).collect();
     let have_ips = dp.vtep_ips()?;
-    // Map entries before routes on the way in, routes before entries on the
-    // way out: a route never points at a missing entry.
+    // Map entries, then the kernel's entries, then routes on the way in;
+    // the other way round on the way out: a route never points at a
+    // missing entry.
     for ip in ips.difference(&have_ips) {
         ch.tally(dp.add_vtep_ip(*ip), true);
     }
@@ -350,17 +398,9 @@ async fn apply_bpf(dp: &mut Datapath, nl: &Netlink, overlay_index: u32, want: &B
             ch.tally(dp.set_vtep(net, e), true);
         }
     }
-    let routes = nl.routes_via(overlay_index).await?;
-    let have_routes: HashSet<(Ipv4Net, Option<std::net::Ipv4Addr>)> = routes.iter().copied().collect();
-    // A route added is not a change of its own (its map entry counted).
-    // (Owned lists: a closure over borrowed items in this Send future trips
-    // the compiler's higher-ranked lifetime check.)
-    let add: Vec<Ipv4Net> = want.keys().filter(|n| routed.contains(n) && !have_routes.contains(&(**n, Some(n.network_addr())))).copied().collect();
-    for err in netlink::pipelined(add, |net| async move { nl.replace_route(&net, overlay_index).await }).await.into_iter().filter(Result::is_err) {
-        ch.tally(err, true);
-    }
-    let stale: Vec<Ipv4Net> = routes.iter().map(|(net, _)| *net).filter(|net| !routed.contains(net) || !want.contains_key(net)).collect();
-    ch.tally_all(netlink::pipelined(stale, |net| async move { nl.delete_route(&net, overlay_index).await }).await, false);
+    // A peer's change is its map entry's (counted above and below); of the
+    // kernel's part only the errors count.
+    ch.errors += kernel_vxlan::apply(nl, overlay_index, tunnel).await?.errors;
     for net in have.keys() {
         if !want.contains_key(net) {
             ch.tally(dp.remove_vtep(net), false);
@@ -408,6 +448,9 @@ impl Backend for VxlanBackend {
     }
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(r) = self.refresher.take() {
+                r.abort();
+            }
             let nl = &self.node.nl;
             if let Some(d) = &self.direct {
                 d.cleanup(nl).await;

@@ -7,19 +7,22 @@
 //! peer's IPv6 VtepMAC to its PublicIPv6, and the device writes the outer
 //! headers, with the UDP checksum IPv6 requires and tunnel GSO.
 //!
-//! Per reconcile, in an order that never routes to a missing entry: FDB
-//! and map entries in, then routes `<v6 subnet> dev weft-v6.<VNI>`; stale
-//! routes out, then their entries.
+//! Per reconcile, in an order that never routes to a missing entry: map
+//! entries in, then what flanneld programs on flannel-v6.<VNI> (FDB entry,
+//! permanent neighbour `<v6 subnet network address> lladdr <v6 VtepMAC>`),
+//! then routes `<v6 subnet> via <that address> dev weft-v6.<VNI> onlink`;
+//! stale routes out, then their kernel entries, then their map entries.
+//! The kernel's entries make its own path complete, for when weft's
+//! programs stand aside (weftd gone past its deadline, see
+//! `dataplane::deadline`).
 //!
 //! With DirectRouting, an IPv6 peer whose PublicIPv6 is on our L2 segment
 //! is routed `<v6 subnet> via <PublicIPv6> dev <underlay>` instead (as
 //! flanneld does for IPv6 too), with the fast path's `weft_hostgw6` where
 //! it runs ([`routed::apply_host_gw6`]), decided per peer on every reconcile.
 //!
-//! Without BPF (the kernel fallback) the same device is programmed exactly
-//! as flanneld programs flannel-v6.<VNI>: per peer an FDB entry, a
-//! permanent neighbour `<v6 subnet network address> lladdr <v6 VtepMAC>` and
-//! the route `<v6 subnet> via <that address> dev weft-v6.<VNI> onlink`.
+//! Without BPF (the kernel fallback) the same device is programmed the
+//! same way, without the maps.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -143,52 +146,38 @@ impl Vxlan6 {
         Ok((peers, ch))
     }
 
-    /// The tunnelled IPv6 peers `want`: FDB, maps (or neighbours) and routes
-    /// through `weft-v6.<VNI>`.
+    /// The tunnelled IPv6 peers `want` through `weft-v6.<VNI>`: with weft's
+    /// programs their map entries, and with or without them what flanneld
+    /// programs on flannel-v6.<VNI> (FDB entry, permanent neighbour
+    /// `<v6 subnet address>`, route via it onlink), so that the kernel's own
+    /// device carries every peer when the programs stand aside. In: map
+    /// entries, then the kernel's entries, then routes; out the other way.
     async fn apply_tunnel(&self, carrier: Carrier6<'_>, nl: &Netlink, network: &Ipv6Net, want: &BTreeMap<Ipv6Net, Peer6>) -> Result<Changes> {
         let index = self.dev.index;
         let fdb: BTreeMap<[u8; 6], IpAddr> = want.values().map(|p| (p.mac, IpAddr::V6(p.ip))).collect();
-        let Carrier6::Bpf(dp) = carrier else {
-            // flanneld's entries: FDB and neighbours in, routes, then stale entries out.
-            let neigh: BTreeMap<IpAddr, [u8; 6]> = want.iter().map(|(n, p)| (IpAddr::V6(n.network_addr()), p.mac)).collect();
-            let mut ch = neigh::add_fdb(nl, index, &fdb).await?;
-            ch.merge(neigh::add_neighbours(nl, index, AddressFamily::Inet6, &neigh).await?);
-            let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, Some(n.network_addr()))).collect();
-            let routed = sync_routes6(nl, index, &routes).await?;
-            ch.errors += routed.errors;
-            ch.merge(neigh::remove_neighbours(nl, index, AddressFamily::Inet6, &neigh).await?);
-            ch.merge(neigh::remove_fdb(nl, index, &fdb).await?);
-            ensure_unreachable6(nl, network, &mut ch).await;
-            return Ok(ch);
+        let neigh: BTreeMap<IpAddr, [u8; 6]> = want.iter().map(|(n, p)| (IpAddr::V6(n.network_addr()), p.mac)).collect();
+        let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, Some(n.network_addr()))).collect();
+        let mut maps = match carrier {
+            Carrier6::Bpf(dp) => Some((MapsIn::apply(dp, want)?, dp)),
+            Carrier6::Kernel => None,
         };
-        let mut ch = Changes::default();
-        let ips: BTreeSet<Ipv6Addr> = want.values().map(|p| p.ip).collect();
-        let have_ips = dp.vtep_ips6()?;
-        let have: BTreeMap<Ipv6Net, Vtep6Entry> = dp.vteps6()?.into_iter().filter_map(|(c, e)| Some((Ipv6Net::new(c.addr, c.prefix_len).ok()?, e))).collect();
-        // In: FDB, VTEP addresses and entries, then routes.
-        ch.merge(neigh::add_fdb(nl, index, &fdb).await?);
-        for ip in ips.difference(&have_ips) {
-            ch.tally(dp.add_vtep_ip6(*ip), true);
-        }
-        for (net, p) in want {
-            let e = Vtep6Entry { ip: p.ip.octets(), mac: p.mac, _pad: [0; 2] };
-            if have.get(net) != Some(&e) {
-                ch.tally(dp.set_vtep6(&cidr(net), &e), true);
-            }
-        }
-        let routes: BTreeMap<Ipv6Net, Option<Ipv6Addr>> = want.keys().map(|n| (*n, None)).collect();
+        let mut kernel = neigh::add_fdb(nl, index, &fdb).await?;
+        kernel.merge(neigh::add_neighbours(nl, index, AddressFamily::Inet6, &neigh).await?);
         let routed = sync_routes6(nl, index, &routes).await?;
-        // A route added is not a change of its own (its map entry counted).
-        ch.errors += routed.errors;
-        ch.removed += routed.removed;
-        // Out: entries of peers whose routes are gone.
-        for net in have.keys().filter(|n| !want.contains_key(n)) {
-            ch.tally(dp.remove_vtep6(&cidr(net)), false);
-        }
-        for ip in have_ips.difference(&ips) {
-            ch.tally(dp.remove_vtep_ip6(*ip), false);
-        }
-        ch.merge(neigh::remove_fdb(nl, index, &fdb).await?);
+        kernel.errors += routed.errors;
+        kernel.removed += routed.removed;
+        kernel.merge(neigh::remove_neighbours(nl, index, AddressFamily::Inet6, &neigh).await?);
+        kernel.merge(neigh::remove_fdb(nl, index, &fdb).await?);
+        let mut ch = match maps.as_mut() {
+            // A peer's change is its map entry's; of the kernel's part only
+            // the errors count.
+            Some((m, dp)) => {
+                let mut ch = m.finish(dp, want)?;
+                ch.errors += kernel.errors;
+                ch
+            }
+            None => kernel,
+        };
         ensure_unreachable6(nl, network, &mut ch).await;
         Ok(ch)
     }
@@ -198,6 +187,47 @@ impl Vxlan6 {
         if let Err(e) = node.nl.delete_link(self.dev.index).await {
             log::warn!("removing {}: {e:#}", self.dev.name);
         }
+    }
+}
+
+/// weft's IPv6 maps for the tunnelled peers: the entries in first
+/// ([`MapsIn::apply`]), the stale ones out last ([`MapsIn::finish`]).
+struct MapsIn {
+    ch: Changes,
+    have: BTreeMap<Ipv6Net, Vtep6Entry>,
+    have_ips: BTreeSet<Ipv6Addr>,
+}
+
+impl MapsIn {
+    /// VTEP addresses and entries of `want` in.
+    fn apply(dp: &mut Datapath, want: &BTreeMap<Ipv6Net, Peer6>) -> Result<MapsIn> {
+        let mut ch = Changes::default();
+        let ips: BTreeSet<Ipv6Addr> = want.values().map(|p| p.ip).collect();
+        let have_ips = dp.vtep_ips6()?;
+        let have: BTreeMap<Ipv6Net, Vtep6Entry> = dp.vteps6()?.into_iter().filter_map(|(c, e)| Some((Ipv6Net::new(c.addr, c.prefix_len).ok()?, e))).collect();
+        for ip in ips.difference(&have_ips) {
+            ch.tally(dp.add_vtep_ip6(*ip), true);
+        }
+        for (net, p) in want {
+            let e = Vtep6Entry { ip: p.ip.octets(), mac: p.mac, _pad: [0; 2] };
+            if have.get(net) != Some(&e) {
+                ch.tally(dp.set_vtep6(&cidr(net), &e), true);
+            }
+        }
+        Ok(MapsIn { ch, have, have_ips })
+    }
+
+    /// Entries of peers no longer in `want` out (after their routes).
+    fn finish(&mut self, dp: &mut Datapath, want: &BTreeMap<Ipv6Net, Peer6>) -> Result<Changes> {
+        let mut ch = std::mem::take(&mut self.ch);
+        let ips: BTreeSet<Ipv6Addr> = want.values().map(|p| p.ip).collect();
+        for net in self.have.keys().filter(|n| !want.contains_key(n)) {
+            ch.tally(dp.remove_vtep6(&cidr(net)), false);
+        }
+        for ip in self.have_ips.difference(&ips) {
+            ch.tally(dp.remove_vtep_ip6(*ip), false);
+        }
+        Ok(ch)
     }
 }
 

@@ -9,6 +9,7 @@
 //! ([`kernel_logs`]), and the shortcuts past the host's forwarding path
 //! ([`fast_path`], [`endpoints`]).
 pub mod bpffs;
+pub mod deadline;
 pub mod endpoints;
 pub mod fast_path;
 pub mod kernel_logs;
@@ -123,6 +124,8 @@ pub struct Datapath {
     pods6: HashMap<MapData, [u8; 16], PodEntry>,
     vtep_ips6: HashMap<MapData, [u8; 16], u32>,
     hostgw6: LpmTrie<MapData, [u8; 16], HostGw6Entry>,
+    /// weftd's deadline ([`deadline`]).
+    deadline: Array<MapData, u64>,
     /// Reader of the programs' aya-log ring buffer, until the agent takes it.
     logger: Option<aya_log::EbpfLogger<KernelLogs>>,
     pin_dir: Option<PathBuf>,
@@ -156,6 +159,7 @@ impl Datapath {
         let pods6 = HashMap::try_from(ebpf.take_map(map_names::PODS6).context("map weft_pods6 missing")?)?;
         let vtep_ips6 = HashMap::try_from(ebpf.take_map(map_names::VTEP_IPS6).context("map weft_vtep_ips6 missing")?)?;
         let hostgw6 = LpmTrie::try_from(ebpf.take_map(map_names::HOSTGW6).context("map weft_hostgw6 missing")?)?;
+        let deadline = Array::try_from(ebpf.take_map(map_names::DEADLINE).context("map weft_deadline missing")?)?;
         let logger = aya_log::EbpfLogger::init_with_logger(&mut ebpf, KernelLogs).map_err(|e| log::warn!("kernel-side logs unavailable: {e}")).ok();
         for name in [
             prog_names::ENCAP,
@@ -170,7 +174,13 @@ impl Datapath {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }
-        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, vteps6, config6, pods6, vtep_ips6, hostgw6, logger, pin_dir: dir })
+        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, vteps6, config6, pods6, vtep_ips6, hostgw6, deadline, logger, pin_dir: dir })
+    }
+
+    /// A writer of weftd's deadline with `grace` ([`deadline::Deadline`]).
+    pub fn deadline(&self, grace: std::time::Duration) -> Result<deadline::Deadline> {
+        use aya::maps::IterableMap;
+        deadline::Deadline::new(self.deadline.map(), grace)
     }
 
     /// The reader of the programs' log records (see `ebpf/src/klog.rs`).

@@ -1,7 +1,9 @@
 //! The host's network as weftd sees it: rtnetlink ([`netlink`]: links,
 //! addresses, routes, change notifications), the choice of the underlay
 //! interface and our public address ([`iface`]), the IPv6 overlay device
-//! ([`overlay6`]) and vxlan devices' neighbours and FDB ([`neigh`]).
+//! ([`overlay6`]), vxlan devices' neighbours and FDB ([`neigh`]) and
+//! flannel's names for weft's vxlan devices ([`flannel_device`]).
+pub mod flannel_device;
 pub mod iface;
 pub mod neigh;
 pub mod netlink;

@@ -26,11 +26,17 @@ use std::net::Ipv6Addr;
 use anyhow::{Context, Result};
 use futures::TryStreamExt;
 use rtnetlink::{
-    packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo},
+    packet_route::{
+        link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo},
+        AddressFamily,
+    },
     LinkUnspec, LinkVxlan,
 };
 
-use super::netlink::{errno, Link, Netlink};
+use super::{
+    flannel_device,
+    netlink::{errno, Link, Netlink},
+};
 
 /// Outer IPv6 (40) + UDP (8) + VXLAN (8) + inner Ethernet (14): the IPv6
 /// overlay's MTU is the underlay's minus this (flannel's v6 device too).
@@ -99,11 +105,13 @@ async fn existing(nl: &Netlink, name: &str) -> Result<Option<(Link, Have)>> {
     Ok(Some((l, have)))
 }
 
-/// Creates `weft-v6.<VNI>` or adopts the existing one, and sets it up
-/// (MTU, NOARP). A device of another kind under the name, or a vxlan
+/// Creates `weft-v6.<VNI>` or adopts the existing one (on a node flanneld
+/// left, its `flannel-v6.<VNI>`: [`flannel_device::take_over`]), and sets it
+/// up (MTU, NOARP), answering to flannel's name too. A device of another kind under the name, or a vxlan
 /// device with other settings (VNI, port, local address, underlay, an
 /// external or learning one), is replaced, keeping its MAC.
 pub async fn ensure_device6(nl: &Netlink, d: &Vxlan6Dev<'_>) -> Result<Link> {
+    flannel_device::take_over(nl, &flannel_device::flannel_v6_name(d.vni), d.name).await?;
     let mut mac = d.mac;
     let want = Have { id: Some(d.vni), local6: Some(d.local), port: Some(d.port), underlay: Some(d.underlay), external: false, learning: false };
     if let Some((l, have)) = existing(nl, d.name).await? {
@@ -130,8 +138,14 @@ pub async fn ensure_device6(nl: &Netlink, d: &Vxlan6Dev<'_>) -> Result<Link> {
 }
 
 async fn up(nl: &Netlink, d: &Vxlan6Dev<'_>, index: u32) -> Result<Link> {
-    // NOARP: no neighbour discovery on the overlay; weft_encap6 writes the MACs.
+    // NOARP: no neighbour discovery on the overlay; weft_encap6 writes the
+    // MACs. Turning ARP off flushes the device's neighbours, permanent ones
+    // too: on a device taken over from flanneld its routes go via those, so
+    // they are put back until weft's programs carry the traffic.
+    let kept = super::neigh::permanent(nl, index, AddressFamily::Inet6).await?;
     let msg = LinkUnspec::new_with_index(index).mtu(d.mtu).arp(!d.noarp).up().build();
     nl.h.link().set(msg).execute().await.with_context(|| format!("setting {} up with MTU {}", d.name, d.mtu))?;
+    super::neigh::add_neighbours(nl, index, AddressFamily::Inet6, &kept).await?;
+    flannel_device::add_altname(nl, index, d.name, &flannel_device::flannel_v6_name(d.vni)).await;
     nl.link_by_index(index).await
 }

@@ -38,6 +38,15 @@ pub const BEFORE: Duration = Duration::from_millis(1500);
 pub const AFTER: Duration = Duration::from_secs(2);
 /// One TCP message every this long.
 pub const PERIOD: Duration = Duration::from_millis(20);
+/// The most echo requests a flood may lose in a swap that takes nothing
+/// away, both ways, vxlan and host-gw: weftd takes flanneld's device (with
+/// its VtepMAC, routes, neighbours, FDB) or routes over in place, and
+/// flanneld finds them again. Measured: none lost in most runs, one in a
+/// few (live_swap, live_swap_kube). Two: room for a stray loss on a loaded
+/// 2-core machine, while the takeover before weft_decap was attached ahead
+/// of weft_overlay_in (2 lost per flood, 4 per phase) or any swap that takes
+/// a device away for its start (20 and more) still fails it.
+pub const MAX_LOST_IN_PLACE: u32 = 2;
 
 /// A swap test's cluster: weft node `w` with pod `pw` (weft-cni), the
 /// node to swap `s` and flannel node `f`, both flannel-programmed with
@@ -248,7 +257,7 @@ pub fn record<T>(test: &str, phase: &str, m: &Measured<T>, bound: Option<u32>) -
     }
     if let Some(b) = bound {
         for (label, sent, got) in &m.floods {
-            ensure!(sent - got <= b, "{phase}: {} echo requests to the {label} lost, more than {b} (see MAX_LOST)", sent - got);
+            ensure!(sent - got <= b, "{phase}: {} echo requests to the {label} lost, more than {b} (see MAX_LOST_IN_PLACE)", sent - got);
         }
     }
     Ok(())

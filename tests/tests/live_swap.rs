@@ -30,8 +30,7 @@
 //! retransmission timer shows there), weftd's time to ready, and whether
 //! the lease's value (the VtepMAC) stayed the same. Of these only the loss
 //! is bounded, and only where a swap never takes a route away (host-gw,
-//! and a vxlan swap weftd refuses): at most [`MAX_LOST`] per flood, and on
-//! vxlan without a manual step [`MAX_LOST_VXLAN`].
+//! and a vxlan swap weftd refuses): at most [`MAX_LOST_IN_PLACE`] per flood.
 //!
 //! On vxlan weftd takes flannel.1 over in place (renamed to weft.1 while
 //! up; its neighbours kept while weftd turns ARP off; weft's programs
@@ -50,34 +49,18 @@
 //!   flanneld after phase 2 (its nft table, its `unreachable <network>`
 //!   route, its pinned programs): the state diffs are printed, not checked;
 //! - the swapped node's flannel-CNI pod registered with weftd (weft_pods).
+use std::time::Duration;
+
 use anyhow::{ensure, Context, Result};
 use weft_tests::{
     flannel_node::FlannelBackend,
     report,
-    swap_measure::{conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started},
-    Cluster,
+    swap_measure::{conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started, MAX_LOST_IN_PLACE},
+    Cluster, NodeRef,
 };
 
 const VXLAN: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
-
-/// The most echo requests a flood may lose (50 ms at 200/s) in a swap
-/// that never takes a route to a peer away: host-gw (weftd replaces
-/// flanneld's routes with the same ones, proto 254, and flanneld puts its
-/// own back on rollback) and vxlan's takeover in place (flannel.1 becomes
-/// weft.1 with its VtepMAC, routes and neighbours). Measured: none lost on
-/// host-gw, one or two per flood on vxlan. Room for a loaded machine, yet
-/// a swap that takes the device or a route away for its start (32 lost
-/// before weft's programs waited for the first reconcile, 20 before its
-/// neighbours were kept) exceeds it. Not
-/// applied to the manual procedure that deletes devices: recorded only.
-const MAX_LOST: u32 = 10;
-
-/// The bound for the vxlan swap without a manual step, both ways: none
-/// lost measured in every run (the takeover lost 2 per flood while
-/// weft_overlay_in was attached before weft_decap); one of slack for a
-/// stray loss on a loaded machine, which still fails that old behaviour.
-const MAX_LOST_VXLAN: u32 = 1;
 
 /// A manual step of the operator around the swaps (none for the issue's swap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,13 +69,6 @@ enum ByHand {
     /// `ip link del flannel.1` before weftd starts, `ip link del weft.1`
     /// after weftd stopped and before flanneld starts.
     DeleteTheOtherVxlanDevice,
-}
-
-/// Whether [`MAX_LOST`] applies (see there): the swaps that take no route
-/// away, host-gw's and the vxlan takeover in place (the device, its routes
-/// and the VtepMAC stay), not the manual procedure that deletes devices.
-fn bounded(by_hand: ByHand) -> bool {
-    by_hand != ByHand::DeleteTheOtherVxlanDevice
 }
 
 fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand) -> Result<()> {
@@ -115,10 +91,8 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
         c.swap_to_weftd(s, &["--datapath-grace-secs", &GRACE.as_secs().to_string()])
     })?;
     let phase = "flanneld -> weftd";
-    let bound = match (backend, by_hand) {
-        (FlannelBackend::Vxlan, ByHand::Nothing) => Some(MAX_LOST_VXLAN),
-        _ => bounded(by_hand).then_some(MAX_LOST),
-    };
+    // The manual procedure deletes devices: recorded, not bounded.
+    let bound = (by_hand == ByHand::Nothing).then_some(MAX_LOST_IN_PLACE);
     record(test, phase, &p1, bound)?;
     let state1 = c.swap_state(s)?;
     eprintln!("{test}: {phase}: {:?} in {:?}; node {s}'s state changed:\n{}", p1.outcome, p1.took, state1.diff_from(&state0));

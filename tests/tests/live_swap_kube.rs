@@ -18,7 +18,7 @@
 //!
 //! Measured and asserted as in live_swap.rs (`weft_tests::swap_measure`):
 //! during each phase node 2's pod pings node 1's and node 3's pods at
-//! 200/s (loss recorded, at most [`MAX_LOST`] per flood), and two TCP
+//! 200/s (loss recorded, at most [`MAX_LOST_IN_PLACE`] per flood), and two TCP
 //! connections opened before phase 1 survive both phases. After each phase:
 //! the swapped node keeps its subnet (subnet.env, its Node's podCIDR, the
 //! only lease with its PublicIP), its Node's `public-ip`, `backend-type`
@@ -28,37 +28,21 @@
 //! phase 2); weftd is ready with no ERROR and no panic, and exits 0 on
 //! SIGTERM.
 //!
-//! The vxlan rollback renames `weft.1` back to `flannel.1` after weftd
-//! stopped (live_swap.rs's `ByHand::RenameTheDeviceBack`): flanneld finds
-//! its device by name, and giving weft.1 the altname flannel.1 is not in
-//! this branch yet. host-gw needs no step.
+//! Neither rollback has a manual step: on vxlan flanneld finds its device
+//! as `flannel.1`, the altname weftd gives `weft.1`.
 use anyhow::{ensure, Context, Result};
 use weft_tests::{
     flannel_node::FlannelBackend,
     report,
     subnet_env::Ipv4Subnet,
-    swap_measure::{conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started, Identity},
+    swap_measure::{
+        conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started, Identity, MAX_LOST_IN_PLACE,
+    },
     Cluster, NodeRef,
 };
 
 const VXLAN: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const HOST_GW: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
-
-/// The most echo requests a flood may lose: live_swap.rs's bound (50 ms
-/// at 200/s), for the same reason: neither swap takes a route to a peer
-/// away (host-gw's routes are replaced by the same ones; vxlan's device is
-/// taken over in place with its VtepMAC, which the Node's annotation keeps).
-const MAX_LOST: u32 = 10;
-
-/// The operator's step between weftd's stop and flanneld's start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Rollback {
-    /// None (host-gw).
-    Plain,
-    /// `ip link set weft.1 name flannel.1` (vxlan, until weft.1 carries
-    /// the altname flannel.1).
-    RenameTheDeviceBack,
-}
 
 /// The swapped Node's NetworkUnavailable must be False (never True in a
 /// swap), with the reason of whoever set it last.
@@ -76,7 +60,7 @@ fn same_lease_value(test: &str, phase: &str, before: &Identity, now: &Identity) 
     Ok(())
 }
 
-fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: Rollback) -> Result<()> {
+fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend) -> Result<()> {
     weft_tests::require_root()?;
     // flanneld's Nodes as kube-flannel leaves them: start_flanneld on the kube store.
     let sc = scene(Cluster::builder().kube().config_json(config), backend)?;
@@ -98,7 +82,7 @@ fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: R
     // Phase 1: flanneld -> weftd.
     let p1 = measure(&mut c, ps, &targets, &conns, |c| c.swap_to_weftd(s, &[]))?;
     let phase = "flanneld -> weftd";
-    record(test, phase, &p1, Some(MAX_LOST))?;
+    record(test, phase, &p1, Some(MAX_LOST_IN_PLACE))?;
     let state1 = c.swap_state(s)?;
     eprintln!("{test}: {phase}: {:?} in {:?}; node {s}'s state changed:\n{}", p1.outcome, p1.took, state1.diff_from(&state0));
     let log = c.weft_node(s)?.log.clone();
@@ -111,12 +95,9 @@ fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: R
     conns_alive(&conns, phase)?;
 
     // Phase 2: weftd -> flanneld (a rollback).
-    let p2 = measure(&mut c, ps, &targets, &conns, |c| match rollback {
-        Rollback::RenameTheDeviceBack => c.swap_to_flanneld_with(s, |ns| ns.ip(&["link", "set", "weft.1", "name", "flannel.1"]).map(|_| ())),
-        Rollback::Plain => c.swap_to_flanneld(s),
-    })?;
+    let p2 = measure(&mut c, ps, &targets, &conns, |c| c.swap_to_flanneld(s))?;
     let phase = "weftd -> flanneld";
-    record(test, phase, &p2, Some(MAX_LOST))?;
+    record(test, phase, &p2, Some(MAX_LOST_IN_PLACE))?;
     let state2 = c.swap_state(s)?;
     let back = p2.outcome;
     eprintln!(
@@ -147,10 +128,10 @@ fn live_swap_kube(test: &str, config: &str, backend: FlannelBackend, rollback: R
 
 #[test]
 fn kube_host_gw() -> Result<()> {
-    live_swap_kube("live_swap_kube host-gw", HOST_GW, FlannelBackend::HostGw, Rollback::Plain)
+    live_swap_kube("live_swap_kube host-gw", HOST_GW, FlannelBackend::HostGw)
 }
 
 #[test]
 fn kube_vxlan() -> Result<()> {
-    live_swap_kube("live_swap_kube vxlan", VXLAN, FlannelBackend::Vxlan, Rollback::RenameTheDeviceBack)
+    live_swap_kube("live_swap_kube vxlan", VXLAN, FlannelBackend::Vxlan)
 }

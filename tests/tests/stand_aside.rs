@@ -6,7 +6,8 @@
 //! its maps (per peer a permanent neighbour, an FDB entry and the route):
 //! pods on the node keep talking, also a pod weft-cni registered (whose
 //! traffic weft's programs otherwise take past the host). Restarted, weftd
-//! moves the deadline on and its programs carry the traffic again.
+//! moves the deadline on and its programs carry the traffic again. On
+//! host-gw the fast path's programs stand aside onto the routes.
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -18,9 +19,20 @@ const GRACE: Duration = Duration::from_secs(2);
 
 #[test]
 fn killed_weftd_s_programs_stand_aside_onto_the_kernel_path() -> Result<()> {
+    stand_aside(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#)
+}
+
+/// host-gw's fast path the same way: past the grace its programs leave
+/// every packet to the routes, which alone carry the peers.
+#[test]
+fn host_gw_fast_path_stands_aside_onto_the_routes() -> Result<()> {
+    stand_aside(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#)
+}
+
+fn stand_aside(config: &str) -> Result<()> {
     weft_tests::require_root()?;
     let grace = GRACE.as_secs().to_string();
-    let mut c = Cluster::builder().weft_nodes(2).weftd_args(&["--datapath-grace-secs", &grace]).build()?;
+    let mut c = Cluster::builder().config_json(config).weft_nodes(2).weftd_args(&["--datapath-grace-secs", &grace]).build()?;
     c.wait_converged()?;
     let p1 = c.add_pod(1, Wiring::Bridge)?;
     let p2 = c.add_pod(2, Wiring::Cni)?;

@@ -2,11 +2,13 @@
 //! <its PublicIP> dev <underlay>` as flanneld routes it ([`super::routed`]),
 //! plus, where BPF runs and unless `--no-fast-path`, the fast path: pod
 //! endpoints, `weft_fwd` on the pod bridge and `weft_to_pod` on the underlay.
+//! Its programs stand aside once weftd has been gone past its deadline
+//! (`--datapath-grace-secs`): the routes alone carry every peer then.
 //! On a dual-stack network the IPv6 subnets are routed `via <PublicIPv6>`
 //! the same way ([`super::peers6`], [`routed::apply_host_gw6`]), and the
 //! fast path carries them too (`weft_hostgw6`). An IPv6-only network has
 //! only the IPv6 half.
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use anyhow::{bail, Result};
 use futures::future::BoxFuture;
@@ -36,6 +38,10 @@ pub struct HostGwBackend {
     dp: Option<Datapath>,
     fast: Option<FastPath>,
     own: Option<Subnets>,
+    /// The task moving weftd's deadline on ([`dataplane::deadline`]): past
+    /// it, the fast path's programs stand aside for the routes, which
+    /// carry every peer alone (after a rollback to flanneld, its routes).
+    refresher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HostGwBackend {
@@ -64,7 +70,7 @@ impl HostGwBackend {
             }
         };
         let routed = Routed::new(u.link.index);
-        Ok(HostGwBackend { node, bpf, attrs, routed, dp: None, fast: None, own: None })
+        Ok(HostGwBackend { node, bpf, attrs, routed, dp: None, fast: None, own: None, refresher: None })
     }
 }
 
@@ -94,6 +100,10 @@ impl Backend for HostGwBackend {
                 let mut dp = dataplane::start(args, &self.node.health)?;
                 // No VXLAN here: only the flags matter (kernel logs off at start).
                 dp.set_config(&DatapathConfig::default())?;
+                // The deadline before the programs go on, as vxlan's: pinned
+                // programs of an earlier weftd that stood aside work again.
+                let mut deadline = dp.deadline(Duration::from_secs(args.datapath_grace_secs))?;
+                deadline.refresh()?;
                 self.fast = FastPath::from_args(args, &mut dp, true)?;
                 if self.fast.is_none() {
                     let n = routed::clear_hostgw6(&mut dp)?;
@@ -102,6 +112,7 @@ impl Backend for HostGwBackend {
                     }
                 }
                 fast_path::receiving_half(&mut dp, self.fast.is_some(), &underlay.link)?;
+                self.refresher = Some(deadline.spawn_refresher());
                 self.dp = Some(dp);
             }
             self.own = Some(own);

@@ -13,8 +13,9 @@
 //!
 //! [`peer_addr_changes`] is the matching event source: a socket that
 //! listens to every namespace with an id in ours (NETLINK_LISTEN_ALL_NSID)
-//! hears a pod's address being configured, which happens after its veth
-//! appeared (the link event) and after host-local recorded it.
+//! hears a pod's address being configured, which the bridge plugin does
+//! after the veth appeared (its link events may all come before) and after
+//! host-local recorded it, and hears an address removed by hand.
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
@@ -145,8 +146,8 @@ impl PeerNetns {
     }
 }
 
-/// A notice per address added in a namespace with an id in ours (a pod's
-/// address configured: see the module's doc).
+/// A notice per address added or removed in a namespace with an id in
+/// ours (a pod's address configured: see the module's doc), or in ours.
 pub fn peer_addr_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<()>> {
     use rtnetlink::{
         packet_core::NetlinkPayload,
@@ -162,7 +163,8 @@ pub fn peer_addr_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<(
     let (tx, rx) = futures::channel::mpsc::unbounded();
     tokio::spawn(async move {
         while let Some((m, _)) = msgs.next().await {
-            if matches!(m.payload, NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(_))) && tx.unbounded_send(()).is_err() {
+            let relevant = matches!(m.payload, NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_)));
+            if relevant && tx.unbounded_send(()).is_err() {
                 return;
             }
         }

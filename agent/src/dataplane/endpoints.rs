@@ -89,8 +89,9 @@ type Live = BTreeMap<PodKey, (PodEntry, String, Option<Ipv6Addr>)>;
 
 pub struct PodEndpoints {
     dir: PathBuf,
-    /// flannel-CNI pods, registered beside weft-cni's (None: not looked for).
-    adopted: Option<AdoptedPods>,
+    /// flannel-CNI pods, registered beside weft-cni's (None: not looked
+    /// for); boxed, as the backends keep the fast path inline.
+    adopted: Option<Box<AdoptedPods>>,
     /// Host veths `weft_from_pod` is attached to (by this process).
     attached: HashSet<u32>,
     /// Record file -> the problem last logged for it.
@@ -99,7 +100,7 @@ pub struct PodEndpoints {
 
 impl PodEndpoints {
     pub fn new(dir: &Path, adopted: Option<AdoptedPods>) -> PodEndpoints {
-        PodEndpoints { dir: dir.to_path_buf(), adopted, attached: HashSet::new(), warned: HashMap::new() }
+        PodEndpoints { dir: dir.to_path_buf(), adopted: adopted.map(Box::new), attached: HashSet::new(), warned: HashMap::new() }
     }
 
     pub fn dir(&self) -> &Path {

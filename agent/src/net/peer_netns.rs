@@ -130,7 +130,8 @@ impl PeerNetns {
                 "the kernel answered with another namespace's addresses than {} (no IFA_TARGET_NETNSID: Linux before 4.20?)",
                 port.nsid
             );
-            if m.header.index != port.peer_index || m.attributes.iter().any(|a| matches!(a, AddressAttribute::Flags(f) if f.contains(AddressFlags::Tentative))) {
+            if m.header.index != port.peer_index || m.attributes.iter().any(|a| matches!(a, AddressAttribute::Flags(f) if f.contains(AddressFlags::Tentative)))
+            {
                 continue;
             }
             for a in &m.attributes {

@@ -187,17 +187,27 @@ fn swapped_host_gw_node() -> Result<()> {
 }
 
 /// A weftd that starts (no swap) on a node where flannel's CNI plugin
-/// attached a pod while no weftd ran registers it at start.
+/// attached a pod while no weftd ran registers it at start, beside a
+/// weft-cni pod on the same bridge.
 #[test]
 fn registered_at_start() -> Result<()> {
     weft_tests::require_root()?;
     let mut c = Cluster::builder().config_json(VXLAN).weft_nodes(2).build()?;
     c.wait_converged()?;
     let p2 = c.add_pod(2, Wiring::Cni)?;
+    // A weft-cni pod beside it on cni0: registered from its record. On a
+    // node the two plugins share host-local's store; the harness keeps
+    // weft-cni's apart, so its address is entered in flannel's as weft-cni
+    // would have written it there.
+    let pc = c.add_pod(1, Wiring::Cni)?;
+    let store = c.flannel_cni_store(1);
+    std::fs::create_dir_all(&store)?;
+    let cid = c.pods[pc].cni.as_ref().context("weft-cni pod without a container ID")?.0.clone();
+    std::fs::write(store.join(c.pods[pc].ip().to_string()), format!("{cid}\r\neth0"))?;
     c.weft_node_mut(1)?.kill();
     let p1 = c.add_flannel_cni_pod(1)?;
     c.start_weftd(1)?;
-    wait_registered(&c, 1, &[p1])?;
+    wait_registered(&c, 1, &[pc, p1])?;
     let d0 = c.stat_counter(1, stat::DECAP_TO_POD)?.0;
     traffic::ping_ok(&c.pods[p2].ns, c.pods[p1].ip(), 5)?;
     ensure!(c.stat_counter(1, stat::DECAP_TO_POD)?.0 >= d0 + 5, "echo requests to the pod did not go straight into it");
@@ -206,9 +216,9 @@ fn registered_at_start() -> Result<()> {
     // namespace unregister and register it, well before the resync.
     let cidr = format!("{}/24", c.pods[p1].ip());
     c.pods[p1].ns.ip(&["addr", "del", &cidr, "dev", "eth0"])?;
-    on_event(&c, 1, &[], "the pod's address removed")?;
+    on_event(&c, 1, &[pc], "the pod's address removed")?;
     c.pods[p1].ns.ip(&["addr", "add", &cidr, "dev", "eth0"])?;
-    on_event(&c, 1, &[p1], "the pod's address back")?;
+    on_event(&c, 1, &[pc, p1], "the pod's address back")?;
     c.pass();
     Ok(())
 }

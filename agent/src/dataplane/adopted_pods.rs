@@ -23,11 +23,12 @@
 //! directory is weft-cni's contract (written at ADD, removed at DEL), and
 //! flannel's DEL would never remove a record weftd wrote there. The
 //! store and the bridge are the truth here; reading them again on every
-//! reconcile costs two netlink requests per pod, and a pod whose store
+//! reconcile costs two netlink requests per pod without a record of
+//! weft-cni's, and a pod whose store
 //! file or veth is gone leaves the map at the next one (the veth's link
 //! event, or the resync).
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::IpAddr,
     path::{Path, PathBuf},
 };
@@ -176,9 +177,11 @@ impl AdoptedPods {
     }
 
     /// The pods flannel's CNI plugin attached, as endpoint records keyed by
-    /// their store file. Problems are logged once each, never fatal.
-    pub async fn scan(&mut self) -> &[(PathBuf, EndpointRecord)] {
-        match self.try_scan().await {
+    /// their store file; the veths in `recorded` (weft-cni's pods, whose
+    /// addresses are in the same store) are not looked at. Problems are
+    /// logged once each, never fatal.
+    pub async fn scan(&mut self, recorded: &HashSet<u32>) -> &[(PathBuf, EndpointRecord)] {
+        match self.try_scan(recorded).await {
             Ok((pods, problems)) => {
                 self.last = pods;
                 self.report(problems);
@@ -188,7 +191,7 @@ impl AdoptedPods {
         &self.last
     }
 
-    async fn try_scan(&self) -> Result<(Vec<(PathBuf, EndpointRecord)>, Vec<String>)> {
+    async fn try_scan(&self, recorded: &HashSet<u32>) -> Result<(Vec<(PathBuf, EndpointRecord)>, Vec<String>)> {
         let text = std::fs::read_to_string(&self.subnet_file).with_context(|| format!("reading {}", self.subnet_file.display()))?;
         let env = SubnetEnv::parse(&text).with_context(|| format!("parsing {}", self.subnet_file.display()))?;
         let store = read_store(&self.store, &env)?;
@@ -197,7 +200,7 @@ impl AdoptedPods {
         }
         let Some(bridge) = self.nl.bridge(&self.bridge).await? else { return Ok(Default::default()) };
         let mut peers = Vec::new();
-        for port in &bridge.ports {
+        for port in bridge.ports.iter().filter(|p| !recorded.contains(&p.index)) {
             if let Some(peer) = self.nl.peer(port).await? {
                 peers.push((port.clone(), peer));
             }

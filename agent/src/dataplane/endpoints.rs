@@ -119,7 +119,8 @@ impl PodEndpoints {
         // know an address (a weft-cni pod's address is in the same store).
         let mut sources: Vec<(PathBuf, Result<EndpointRecord>, bool)> = read_records(&self.dir).into_iter().map(|(p, r)| (p, r, false)).collect();
         if let Some(a) = &mut self.adopted {
-            sources.extend(a.scan().await.iter().map(|(p, r)| (p.clone(), Ok(r.clone()), true)));
+            let recorded = sources.iter().filter_map(|(_, r, _)| Some(r.as_ref().ok()?.host_ifindex)).collect();
+            sources.extend(a.scan(&recorded).await.iter().map(|(p, r)| (p.clone(), Ok(r.clone()), true)));
         }
         let mut adopted = BTreeSet::new();
         for (path, rec, is_adopted) in sources {

@@ -200,6 +200,13 @@ pub struct Args {
     #[arg(long, env = "WEFTD_ENDPOINTS_DIR", default_value = "/run/weft/endpoints", help_heading = "Datapath")]
     pub endpoints_dir: PathBuf,
 
+    /// host-local's address store of flannel's CNI network (one file per
+    /// pod address): pods flannel's CNI plugin attached (bridge +
+    /// host-local) whose address is there and on a veth of --pod-bridge
+    /// get the fast path as weft-cni's pods do.
+    #[arg(long, env = "WEFTD_CNI_STORE", default_value = "/var/lib/cni/networks/cbr0", help_heading = "Datapath")]
+    pub cni_store: PathBuf,
+
     /// Kind of overlay device for the BPF datapath: `vxlan` (default: a
     /// kernel vxlan device on the VXLAN port, whose socket gives GRO for
     /// VXLAN and decapsulates what is not for a registered pod), `ifb` or

@@ -38,6 +38,9 @@ pub struct WeftNode {
     pub pin_dir: PathBuf,
     /// weftd's `--endpoints-dir`: pod endpoint records, as weft-cni writes them.
     pub endpoints_dir: PathBuf,
+    /// weftd's `--cni-store`: host-local's store of the pods flannel's CNI
+    /// plugin attaches ([`crate::Cluster::flannel_cni_store`]'s directory).
+    pub cni_store: PathBuf,
     pub log: PathBuf,
     /// Extra environment for weftd (kube mode: `NODE_NAME`).
     pub env: Vec<(String, String)>,
@@ -58,6 +61,7 @@ impl WeftNode {
             subnet_file: ndir.join("subnet.env"),
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-n{n}")),
             endpoints_dir: ndir.join("endpoints"),
+            cni_store: ndir.join("var/lib/cni/networks").join(crate::swap::CNI_NETWORK),
             log: ndir.join("weftd.log"),
             env: Vec::new(),
             weftd: None,
@@ -97,6 +101,8 @@ impl WeftNode {
             .arg(&self.pin_dir)
             .arg("--endpoints-dir")
             .arg(&self.endpoints_dir)
+            .arg("--cni-store")
+            .arg(&self.cni_store)
             .args(args)
             .env("RUST_LOG", std::env::var("WEFT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -1,7 +1,8 @@
 //! The event loop: reconcile the backend with the leases on every lease
 //! event, on route and link changes (someone removed a weft route, a peer
 //! moved on or off our segment, the pod bridge appeared), when weft-cni's
-//! endpoint records change, and every 10 s to heal what someone changed by
+//! endpoint records change, when a pod's address is configured (a
+//! flannel-CNI pod to adopt), and every 10 s to heal what someone changed by
 //! hand; the egress rules (`--ip-masq`) on every netfilter change and on
 //! the same resync. Our own lease is kept alive by the subnet manager, not here.
 use std::{sync::Arc, time::Duration};
@@ -14,7 +15,7 @@ use crate::{
     dataplane::endpoints,
     egress::Egress,
     health::Health,
-    net::netlink,
+    net::{netlink, peer_netns},
     subnet::{LeaseEvent, LeaseWatch, Leases},
 };
 
@@ -53,6 +54,11 @@ impl EventLoop {
         // within a second (its veth's link event may come before its record).
         let mut records = tokio::time::interval(Duration::from_secs(1));
         let mut records_seen = endpoints::fingerprint(&args.endpoints_dir);
+        // An address configured in a pod's namespace: a flannel-CNI pod
+        // becomes adoptable (its veth's link event came before its address).
+        let mut pod_addrs = peer_netns::peer_addr_changes()
+            .map_err(|e| log::warn!("no address events from pods' namespaces (flannel-CNI pods are found on link events and the resync): {e:#}"))
+            .ok();
         loop {
             tokio::select! {
                 ev = watch.events.recv() => {
@@ -82,6 +88,10 @@ impl EventLoop {
                         records_seen = now;
                         self.reconcile().await;
                     }
+                }
+                Some(()) = async { match &mut pod_addrs { Some(s) => s.next().await, None => std::future::pending().await } } => {
+                    if let Some(s) = &mut pod_addrs { while s.try_recv().is_ok() {} }
+                    if self.synced { self.reconcile().await }
                 }
                 Some(()) = routes_changed.next() => {
                     while routes_changed.try_recv().is_ok() {}

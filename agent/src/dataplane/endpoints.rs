@@ -7,8 +7,11 @@
 //! encapsulated or forwarded where it leaves the pod). Reconciled like
 //! everything else, from the records and the devices that exist: after a
 //! restart, a pod deleted meanwhile leaves the map, a new one enters it.
+//! Pods flannel's CNI plugin attached come from [`super::adopted_pods`] as
+//! records of the same form and go through the same code (weft-cni's
+//! record for an address wins).
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
@@ -20,7 +23,7 @@ use aya::programs::TcAttachType;
 pub use weft_common::endpoint::EndpointRecord;
 use weft_common::{prog_names, PodEntry};
 
-use super::Datapath;
+use super::{adopted_pods::AdoptedPods, Datapath};
 use crate::{backend::Changes, net::netlink::Netlink, subnet::lease::parse_mac};
 
 /// The pod endpoint map's entry for a record.
@@ -66,6 +69,13 @@ impl PodKey {
         ip.map(PodKey::V4).or(ip6.map(PodKey::V6))
     }
 
+    fn ip(self) -> std::net::IpAddr {
+        match self {
+            PodKey::V4(ip) => ip.into(),
+            PodKey::V6(ip) => ip.into(),
+        }
+    }
+
     fn v4(&self) -> Option<Ipv4Addr> {
         match self {
             PodKey::V4(ip) => Some(*ip),
@@ -79,6 +89,9 @@ type Live = BTreeMap<PodKey, (PodEntry, String, Option<Ipv6Addr>)>;
 
 pub struct PodEndpoints {
     dir: PathBuf,
+    /// flannel-CNI pods, registered beside weft-cni's (None: not looked
+    /// for); boxed, as the backends keep the fast path inline.
+    adopted: Option<Box<AdoptedPods>>,
     /// Host veths `weft_from_pod` is attached to (by this process).
     attached: HashSet<u32>,
     /// Record file -> the problem last logged for it.
@@ -86,22 +99,37 @@ pub struct PodEndpoints {
 }
 
 impl PodEndpoints {
-    pub fn new(dir: &Path) -> PodEndpoints {
-        PodEndpoints { dir: dir.to_path_buf(), attached: HashSet::new(), warned: HashMap::new() }
+    pub fn new(dir: &Path, adopted: Option<AdoptedPods>) -> PodEndpoints {
+        PodEndpoints { dir: dir.to_path_buf(), adopted: adopted.map(Box::new), attached: HashSet::new(), warned: HashMap::new() }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Records whose host veth exists with the recorded name and index:
-    /// the pods that exist. The others are skipped (a pod deleted while
-    /// weftd was away, a record being written) with one warning each.
+    /// Records (weft-cni's, then the adopted pods') whose host veth exists
+    /// with the recorded name and index: the pods that exist. The others
+    /// are skipped (a pod deleted while weftd was away, a record being
+    /// written) with one warning each.
     async fn live(&mut self, nl: &Netlink) -> Result<Live> {
         let links: HashMap<u32, String> = nl.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
         let mut want = BTreeMap::new();
         let mut problems = HashMap::new();
-        for (path, rec) in read_records(&self.dir) {
+        // weft-cni's records first: theirs is the pod's record where both
+        // know an address (a weft-cni pod's address is in the same store).
+        let mut sources: Vec<(PathBuf, Result<EndpointRecord>, bool)> = read_records(&self.dir).into_iter().map(|(p, r)| (p, r, false)).collect();
+        if let Some(a) = &mut self.adopted {
+            let recorded = sources.iter().filter_map(|(_, r, _)| Some(r.as_ref().ok()?.host_ifindex)).collect();
+            sources.extend(a.scan(&recorded).await.iter().map(|(p, r)| (p.clone(), Ok(r.clone()), true)));
+        }
+        let mut adopted = BTreeSet::new();
+        for (path, rec, is_adopted) in sources {
+            if let (true, Ok(Some(k))) = (is_adopted, rec.as_ref().map(|r| PodKey::of(r.ip, r.ip6))) {
+                if want.contains_key(&k) {
+                    continue;
+                }
+                adopted.insert(k);
+            }
             let r = rec.and_then(|r| {
                 match links.get(&r.host_ifindex) {
                     Some(name) if *name == r.host_veth => {}
@@ -118,13 +146,18 @@ impl PodEndpoints {
                 Err(e) => {
                     let msg = format!("{e:#}");
                     if self.warned.get(&path) != Some(&msg) {
-                        log::warn!("endpoint record {}: {msg}; skipping it", path.display());
+                        let what = if is_adopted { "flannel-CNI pod of" } else { "endpoint record" };
+                        log::warn!("{what} {}: {msg}; skipping it", path.display());
                     }
                     problems.insert(path, msg);
                 }
             }
         }
         self.warned = problems;
+        if let Some(a) = &mut self.adopted {
+            let kept = adopted.into_iter().filter(|k| want.contains_key(k)).map(PodKey::ip).collect();
+            a.log_adopted(kept);
+        }
         Ok(want)
     }
 

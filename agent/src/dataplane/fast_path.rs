@@ -1,5 +1,6 @@
 //! weft's shortcuts past the host's forwarding path, on unless
-//! `--no-fast-path`: per registered pod (`endpoints.rs`: decap straight into
+//! `--no-fast-path`: per registered pod (`endpoints.rs`, weft-cni's and
+//! `adopted_pods.rs`, flannel's CNI plugin's: decap straight into
 //! the pod, encap or forward right at its veth), and for pods without a
 //! record, the host-gw fast path (`weft_fwd`, see `ebpf/src/fwd.rs`) on TC
 //! ingress of the pod bridge (flannel's CNI bridge, `cni0` by default),
@@ -14,7 +15,7 @@ use weft_common::prog_names;
 
 use anyhow::Result;
 
-use super::{endpoints::PodEndpoints, Datapath};
+use super::{adopted_pods::AdoptedPods, endpoints::PodEndpoints, Datapath};
 use crate::{
     cli::Args,
     net::netlink::{self, Netlink},
@@ -41,17 +42,23 @@ impl FastPath {
             }
             return Ok(None);
         }
-        let fast = FastPath::new(routed_peers.then_some(args.pod_bridge.as_str()), &args.endpoints_dir);
+        // Without it only flannel-CNI pods miss the fast path (the stack carries them).
+        let adopted = AdoptedPods::new(&args.cni_store, &args.pod_bridge, &args.subnet_file)
+            .map_err(|e| log::warn!("fast path: flannel-CNI pods will not be registered: {e:#}"))
+            .ok();
+        let adopting = adopted.as_ref().map(|a| format!(" and flannel-CNI pods (host-local's {}, veths on {})", a.store().display(), args.pod_bridge));
+        let fast = FastPath::new(routed_peers.then_some(args.pod_bridge.as_str()), &args.endpoints_dir, adopted);
         log::info!(
-            "fast path on: pod endpoints from {}{}",
+            "fast path on: pod endpoints from {}{}{}",
             fast.endpoints_dir().display(),
+            adopting.unwrap_or_default(),
             if routed_peers { format!(", weft_fwd on {}", args.pod_bridge) } else { String::new() }
         );
         Ok(Some(fast))
     }
 
-    pub fn new(bridge: Option<&str>, endpoints_dir: &Path) -> FastPath {
-        FastPath { bridge: bridge.map(BridgeAttach::new), pods: PodEndpoints::new(endpoints_dir) }
+    pub fn new(bridge: Option<&str>, endpoints_dir: &Path, adopted: Option<AdoptedPods>) -> FastPath {
+        FastPath { bridge: bridge.map(BridgeAttach::new), pods: PodEndpoints::new(endpoints_dir, adopted) }
     }
 
     pub fn endpoints_dir(&self) -> &Path {

@@ -7,7 +7,8 @@
 //! Beside it: the bpffs mount ([`bpffs`]), reading pinned maps without
 //! loading ([`pinned`]: status, metrics, log-level), the programs' logs
 //! ([`kernel_logs`]), and the shortcuts past the host's forwarding path
-//! ([`fast_path`], [`endpoints`]).
+//! ([`fast_path`], [`endpoints`], [`adopted_pods`]).
+pub mod adopted_pods;
 pub mod bpffs;
 pub mod deadline;
 pub mod endpoints;

@@ -47,8 +47,10 @@
 //! - flannel's leftovers (its routes, neighbours, FDB entries, FLANNEL-*
 //!   chains) gone or adopted after phase 1, and what weftd leaves for
 //!   flanneld after phase 2 (its nft table, its `unreachable <network>`
-//!   route, its pinned programs): the state diffs are printed, not checked;
-//! - the swapped node's flannel-CNI pod registered with weftd (weft_pods).
+//!   route, its pinned programs): the state diffs are printed, not checked.
+//!
+//! After phase 1 the swapped node's flannel-CNI pod is registered with
+//! weftd (in weft_pods), so weft's fast path carries its traffic.
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -113,6 +115,12 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
     );
     weftd_healthy(test, &c, s, phase)?;
     c.ping_across_nodes(&all, 3).with_context(|| format!("after {phase}"))?;
+    // weftd registered the swapped node's flannel-CNI pod (weft_pods holds its address).
+    let want: Vec<u64> = c.pods[ps].ip().octets().iter().map(|&b| b.into()).collect();
+    let pods = weft_tests::bpf::map_dump(&c.weft_node(s)?.pods_pin())?;
+    let keys: Vec<Vec<u64>> =
+        pods.as_array().into_iter().flatten().map(|e| e["formatted"]["key"].as_array().into_iter().flatten().filter_map(|b| b.as_u64()).collect()).collect();
+    ensure!(keys.contains(&want), "{phase}: the swapped pod {} is not in node {s}'s weft_pods: {keys:?}", c.pods[ps].ip());
     conns_alive(&conns, phase)?;
 
     // Phase 2: weftd -> flanneld (a rollback).

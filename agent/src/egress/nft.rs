@@ -200,7 +200,7 @@ pub fn describe(e: &NftablesError) -> String {
 
 /// `nft -j list <what...>`: the listed objects, None when the table or chain
 /// does not exist.
-fn list(what: &[&str]) -> Result<Option<Vec<Value>>, NftablesError> {
+pub(super) fn list(what: &[&str]) -> Result<Option<Vec<Value>>, NftablesError> {
     let mut args = vec!["list"];
     args.extend_from_slice(what);
     match helper::get_current_ruleset_raw(DEFAULT_NFT, args.iter().copied()) {

@@ -85,9 +85,11 @@ fn wait_egress_ok(c: &Cluster, n: NodeRef) -> Result<()> {
     let w = c.weft_node(n)?;
     cmd::poll(&format!("node {n}: egress rules in place"), Duration::from_secs(20), Duration::from_millis(50), || {
         let m = metrics::scrape(&w.ns).map_err(|e| format!("{e:#}"))?;
-        match metrics::sample(&m, "weft_egress_rules_ok") {
-            v if v == 1.0 => Ok(Some(())),
-            v => Err(format!("weft_egress_rules_ok {v}; log:\n{}", w.log_tail(5))),
+        let v = metrics::sample(&m, "weft_egress_rules_ok");
+        if v == 1.0 {
+            Ok(Some(()))
+        } else {
+            Err(format!("weft_egress_rules_ok {v}; log:\n{}", w.log_tail(5)))
         }
     })
 }

@@ -271,7 +271,9 @@ impl Jumps {
 /// The number of rules in chain `name`, None when it does not exist.
 fn chain_rules(fam: Family, b: &Backend, table: &str, name: &str) -> Result<Option<usize>, String> {
     match b {
-        Backend::Nft => Ok(nft::list(&["chain", fam.nft_name(), table, name]).map_err(|e| nft::describe(&e))?.map(|objs| objs.iter().filter(|o| o.get("rule").is_some()).count())),
+        Backend::Nft => Ok(nft::list(&["chain", fam.nft_name(), table, name])
+            .map_err(|e| nft::describe(&e))?
+            .map(|objs| objs.iter().filter(|o| o.get("rule").is_some()).count())),
         Backend::Legacy(bin) => {
             let out = legacy(bin, &["-t", table, "-S", name])?;
             Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("-A ")).count()))
@@ -448,9 +450,14 @@ mod tests {
             .map(|o| {
                 let (cmd, obj) = o.as_object().unwrap().iter().next().unwrap();
                 let (kind, body) = obj.as_object().unwrap().iter().next().unwrap();
-                format!("{cmd} {kind} {} {} {}", body["family"], body.get("chain").or(body.get("name")).unwrap(), body.get("handle").map(|h| h.to_string()).unwrap_or_default())
-                    .trim()
-                    .to_string()
+                format!(
+                    "{cmd} {kind} {} {} {}",
+                    body["family"],
+                    body.get("chain").or(body.get("name")).unwrap(),
+                    body.get("handle").map(|h| h.to_string()).unwrap_or_default()
+                )
+                .trim()
+                .to_string()
             })
             .collect();
         assert_eq!(

@@ -442,24 +442,14 @@ mod tests {
 
     #[test]
     fn one_transaction_per_chain_jumps_first() {
-        let v = serde_json::to_value(removal_batch(Family::V6, FWD, &[7, 9])).unwrap();
-        let cmds: Vec<String> = v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| {
-                let (cmd, obj) = o.as_object().unwrap().iter().next().unwrap();
-                let (kind, body) = obj.as_object().unwrap().iter().next().unwrap();
-                format!(
-                    "{cmd} {kind} {} {} {}",
-                    body["family"],
-                    body.get("chain").or(body.get("name")).unwrap(),
-                    body.get("handle").map(|h| h.to_string()).unwrap_or_default()
-                )
-                .trim()
-                .to_string()
-            })
-            .collect();
+        let cmds = nft::batch_commands(&removal_batch(Family::V6, FWD, &[7, 9]), |body| {
+            format!(
+                "{} {} {}",
+                body["family"],
+                body.get("chain").or(body.get("name")).unwrap_or(&Value::Null),
+                body.get("handle").map(|h| h.to_string()).unwrap_or_default()
+            )
+        });
         assert_eq!(
             cmds,
             [

@@ -214,6 +214,13 @@ impl Metrics {
             );
             family(
                 &mut o,
+                "weft_egress_flannel_rules_removed_total",
+                "counter",
+                "flanneld's iptables objects (jumps into and chains FLANNEL-POSTRTG, FLANNEL-FWD) weftd removed once its own rules replaced them.",
+                &one(e::FLANNEL_REMOVED.load(Relaxed).to_string()),
+            );
+            family(
+                &mut o,
                 "weft_egress_rules_ok",
                 "gauge",
                 "1 when the kernel holds weft's egress rules, 0 when putting them in place failed (masquerading is off; see the log), 2 when none are wanted.",

@@ -7,11 +7,12 @@
 //! masqueraded gets no reply. The namespaces go on drop.
 use std::net::Ipv4Addr;
 
-use anyhow::Result;
+use anyhow::{ensure, Context, Result};
 
 use crate::{
     cluster::{Cluster, NodeRef, UNDERLAY_LEN},
     netns::Netns,
+    traffic,
 };
 
 /// The router's address on the cluster's switch (segment 0).
@@ -59,4 +60,21 @@ impl Outside {
         c.node_ns(n)?.ip(&["route", "add", NET, "via", &ROUTER.to_string()])?;
         Ok(())
     }
+}
+
+/// Pod `p` pings the outside host and sends it 1 MiB over TCP while the
+/// outside host captures: every packet from the node carries the node's
+/// underlay address, none a pod address (10.244.x), so the pod got out and
+/// back only through masquerading.
+pub fn masqueraded(c: &Cluster, out: &Outside, p: usize) -> Result<()> {
+    let node_ip = c.node_ip(c.pods[p].node)?;
+    let cap = traffic::Capture::start(&out.host, "eth0", "ip and not arp", 4000, 60)?;
+    traffic::ping_ok(&c.pods[p].ns, HOST, 3).context("pod -> outside host")?;
+    traffic::tcp_transfer(&c.pods[p].ns, &out.host, HOST, 1 << 20).context("tcp pod -> outside host")?;
+    let lines = cap.finish();
+    let from_node = lines.iter().filter(|l| l.contains(&format!("IP {node_ip}"))).count();
+    let pod_src: Vec<&String> = lines.iter().filter(|l| l.contains("IP 10.244.")).collect();
+    ensure!(pod_src.is_empty(), "the outside host saw pod addresses: {:?}", &pod_src[..pod_src.len().min(5)]);
+    ensure!(from_node >= 3, "the outside host saw {from_node} packets from node address {node_ip}; capture: {:?}", &lines[..lines.len().min(10)]);
+    Ok(())
 }

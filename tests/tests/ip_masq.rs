@@ -131,22 +131,6 @@ fn wait_egress_ok(c: &Cluster, n: NodeRef) -> Result<()> {
     })
 }
 
-/// Pod `p` pings the outside host and sends it 1 MiB over TCP while the
-/// outside host captures: every packet from the node carries the node's
-/// underlay address, none a pod address.
-fn egress_masqueraded(c: &Cluster, out: &Outside, p: usize) -> Result<()> {
-    let node_ip = c.node_ip(c.pods[p].node)?;
-    let cap = traffic::Capture::start(&out.host, "eth0", "ip and not arp", 4000, 60)?;
-    traffic::ping_ok(&c.pods[p].ns, outside::HOST, 3).context("pod -> outside host")?;
-    traffic::tcp_transfer(&c.pods[p].ns, &out.host, outside::HOST, 1 << 20).context("tcp pod -> outside host")?;
-    let lines = cap.finish();
-    let from_node = lines.iter().filter(|l| l.contains(&format!("IP {node_ip}"))).count();
-    let pod_src: Vec<&String> = lines.iter().filter(|l| l.contains("IP 10.244.")).collect();
-    ensure!(pod_src.is_empty(), "the outside host saw pod addresses: {:?}", &pod_src[..pod_src.len().min(5)]);
-    ensure!(from_node >= 3, "the outside host saw {from_node} packets from node address {node_ip}; capture: {:?}", &lines[..lines.len().min(10)]);
-    Ok(())
-}
-
 /// The source address pod `b` sees for a TCP connection from pod `a`: `a`'s own.
 fn pod_to_pod_keeps_address(c: &Cluster, a: usize, b: usize, port: u16) -> Result<()> {
     let (_, peer) = traffic::tcp_exchange(&c.pods[a].ns, &c.pods[b].ns, port, SocketAddr::from((c.pods[b].ip(), port)))?;
@@ -188,7 +172,7 @@ fn egress_on(config: &str, fast_path_variants: bool) -> Result<()> {
         })?;
     }
     wait_egress_ok(&c, 1)?;
-    egress_masqueraded(&c, &out, p1)?;
+    outside::masqueraded(&c, &out, p1)?;
     c.ping_across_nodes(&[p1, p2], 2)?;
     pod_to_pod_keeps_address(&c, p1, p2, 5301)?;
     pod_to_pod_keeps_address(&c, p2, p1, 5302)?;
@@ -197,7 +181,7 @@ fn egress_on(config: &str, fast_path_variants: bool) -> Result<()> {
         c.start_weftd_with(1, &["--ip-masq", "--no-fast-path"])?;
         wait_egress_ok(&c, 1)?;
         c.wait_converged()?;
-        egress_masqueraded(&c, &out, p1)?;
+        outside::masqueraded(&c, &out, p1)?;
         pod_to_pod_keeps_address(&c, p1, p2, 5303)?;
     }
     // The rules, rule for rule, against flannel's list.

@@ -9,6 +9,10 @@
 //!
 //! Without nft or without nf_tables/NAT in the kernel, weftd says what is
 //! missing and runs on without them (pods still reach each other).
+//!
+//! Once weft's rules are in place, flanneld's iptables chains they replace
+//! go ([`flannel_rules`], off the event loop's thread).
+pub mod flannel_rules;
 pub mod nft;
 pub mod notify;
 pub mod rules;
@@ -35,6 +39,16 @@ pub static CHECKS: AtomicU64 = AtomicU64::new(0);
 /// 1 while the kernel holds the wanted rules, 0 when the last check or
 /// transaction failed; 2 when nothing is wanted (no --ip-masq, no forward rules).
 pub static STATE: AtomicU64 = AtomicU64::new(2);
+/// flanneld's iptables objects (jumps and chains) weftd removed.
+pub static FLANNEL_REMOVED: AtomicU64 = AtomicU64::new(0);
+
+/// The takeover from flanneld's rules ([`flannel_rules`]): waiting for
+/// weft's rules, running on a blocking thread, or done.
+enum Takeover {
+    Waiting(Box<flannel_rules::Takeover>),
+    Running(tokio::task::JoinHandle<(Box<flannel_rules::Takeover>, Result<u64, String>)>),
+    Done,
+}
 
 pub struct Egress {
     rules: Vec<rules::Rule>,
@@ -46,6 +60,9 @@ pub struct Egress {
     /// The last error logged (each new one is logged once).
     last_error: Option<String>,
     notify: Option<notify::Notify>,
+    takeover: Takeover,
+    /// The takeover's last error (each new one is logged once).
+    takeover_error: Option<String>,
 }
 
 fn cidr(n: &Ipv4Net) -> rules::Cidr {
@@ -113,7 +130,8 @@ impl Egress {
                 None
             }
         };
-        Some(Egress { rules, masquerade: args.ip_masq, accepted: None, last_error: None, notify })
+        let takeover = Takeover::Waiting(Box::new(flannel_rules::Takeover::new(replaces(args, v4, v6), networks(v4, v6))));
+        Some(Egress { rules, masquerade: args.ip_masq, accepted: None, last_error: None, notify, takeover, takeover_error: None })
     }
 
     /// Compares the kernel's rules with the wanted ones and replaces them in
@@ -132,6 +150,7 @@ impl Egress {
                     );
                 }
                 STATE.store(1, Relaxed);
+                self.take_over();
             }
             Err(e) => {
                 STATE.store(0, Relaxed);
@@ -175,6 +194,55 @@ impl Egress {
         Ok(true)
     }
 
+    /// With weft's rules in place: starts the takeover from flanneld's
+    /// rules on a blocking thread (it runs `nft` and iptables), or collects
+    /// a finished one; a failed one starts again at the next check with
+    /// the rules in place (the resync tick), its error logged once.
+    fn take_over(&mut self) {
+        self.takeover = match std::mem::replace(&mut self.takeover, Takeover::Done) {
+            Takeover::Done => Takeover::Done,
+            Takeover::Running(h) if !h.is_finished() => Takeover::Running(h),
+            Takeover::Running(h) => match futures::FutureExt::now_or_never(h) {
+                Some(Ok((t, r))) => self.took_over(t, r),
+                Some(Err(e)) => {
+                    log::warn!("taking over from flanneld's rules: {e}; flanneld's rules stay");
+                    Takeover::Done
+                }
+                None => Takeover::Done,
+            },
+            Takeover::Waiting(mut t) => {
+                let (rules, accepted) = (self.rules.clone(), self.accepted.clone());
+                let in_place = move || in_place(&rules, accepted.as_ref());
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => Takeover::Running(rt.spawn_blocking(move || {
+                        let r = t.run(in_place);
+                        (t, r)
+                    })),
+                    Err(_) => {
+                        let r = t.run(in_place);
+                        self.took_over(t, r)
+                    }
+                }
+            }
+        };
+    }
+
+    fn took_over(&mut self, t: Box<flannel_rules::Takeover>, r: Result<u64, String>) -> Takeover {
+        match r {
+            Ok(_) => {
+                self.takeover_error = None;
+                Takeover::Done
+            }
+            Err(e) => {
+                if self.takeover_error.as_deref() != Some(e.as_str()) {
+                    log::warn!("taking over from flanneld's iptables rules: {e}; weft's rules are in place, flanneld's stay until the next try");
+                    self.takeover_error = Some(e);
+                }
+                Takeover::Waiting(t)
+            }
+        }
+    }
+
     /// Resolves when netfilter changed (never without notifications).
     pub async fn changed(&mut self) {
         match &mut self.notify {
@@ -187,6 +255,27 @@ impl Egress {
     pub fn cleanup(&mut self) {
         remove();
     }
+}
+
+/// Which of flanneld's chains weft's rules replace: FLANNEL-POSTRTG with
+/// `--ip-masq`, FLANNEL-FWD with the forward accepts, each family only
+/// where weft has a network of it.
+fn replaces(args: &crate::cli::Args, v4: V4, v6: V6) -> flannel_rules::Replaces {
+    let has = [v4.is_some(), v6.is_some()];
+    flannel_rules::Replaces { masq: has.map(|h| h && args.ip_masq), fwd: has.map(|h| h && args.iptables_forward_rules) }
+}
+
+/// The IPv4 and IPv6 networks weft's rules cover, for the takeover's log.
+fn networks(v4: V4, v6: V6) -> [String; 2] {
+    [v4.map(|(n, _)| cidr(&n).to_string()).unwrap_or_default(), v6.map(|(n, _)| cidr6(&n).to_string()).unwrap_or_default()]
+}
+
+/// Whether the kernel still holds weft's rules as the last check left them
+/// (or as weft renders them): what the takeover needs before it removes
+/// anything of flanneld's.
+fn in_place(rules: &[rules::Rule], accepted: Option<&nft::State>) -> Result<bool, String> {
+    let (have, _) = nft::read().map_err(|e| nft::describe(&e))?;
+    Ok(have.table.is_some() && (Some(&have) == accepted || have == nft::wanted(rules, have.foreign.is_some())))
 }
 
 /// Removes our table and our tagged rules in `ip filter FORWARD` (also when

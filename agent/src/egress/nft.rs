@@ -200,7 +200,7 @@ pub fn describe(e: &NftablesError) -> String {
 
 /// `nft -j list <what...>`: the listed objects, None when the table or chain
 /// does not exist.
-fn list(what: &[&str]) -> Result<Option<Vec<Value>>, NftablesError> {
+pub(super) fn list(what: &[&str]) -> Result<Option<Vec<Value>>, NftablesError> {
     let mut args = vec!["list"];
     args.extend_from_slice(what);
     match helper::get_current_ruleset_raw(DEFAULT_NFT, args.iter().copied()) {
@@ -267,6 +267,22 @@ pub fn replace_batch(rules: &[Rule], foreign_exists: bool, handles: &ForeignHand
     b.to_nftables()
 }
 
+/// A batch as "<command> <kind> <detail(object)>" lines, for tests.
+#[cfg(test)]
+pub(super) fn batch_commands(b: &Nftables, detail: impl Fn(&Value) -> String) -> Vec<String> {
+    let v = to(b);
+    v["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let (cmd, obj) = o.as_object()?.iter().next()?;
+            let (kind, body) = obj.as_object()?.iter().next()?;
+            Some(format!("{cmd} {kind} {}", detail(body)).trim().to_string())
+        })
+        .collect()
+}
+
 /// Runs one batch (`nft -j -f -`): the kernel applies it whole or not at all.
 pub fn apply(batch: &Nftables) -> Result<(), NftablesError> {
     helper::apply_ruleset(batch)
@@ -303,17 +319,7 @@ mod tests {
     #[test]
     fn one_batch_replaces_the_table() {
         let b = replace_batch(&rules(&params()), true, &ForeignHandles(vec![7, 9]));
-        let v = serde_json::to_value(&b).unwrap();
-        let cmds: Vec<String> = v["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| {
-                let (cmd, obj) = o.as_object().unwrap().iter().next().unwrap();
-                let (kind, body) = obj.as_object().unwrap().iter().next().unwrap();
-                format!("{cmd} {kind} {}", body.get("handle").map(|h| h.to_string()).unwrap_or_default()).trim().to_string()
-            })
-            .collect();
+        let cmds = batch_commands(&b, |body| body.get("handle").map(|h| h.to_string()).unwrap_or_default());
         let mut want = vec!["add table", "delete table", "add table", "add chain", "add chain"];
         want.extend(["add rule"; 8]);
         want.extend(["delete rule 7", "delete rule 9", "add rule", "add rule"]);

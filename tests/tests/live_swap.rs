@@ -43,11 +43,11 @@
 //! (flannel.1 deleted before weftd starts, weft.1 before flanneld starts
 //! again).
 //!
-//! Deliberately missing until the rest of the takeover lands:
-//! - flannel's leftovers (its routes, neighbours, FDB entries, FLANNEL-*
-//!   chains) gone or adopted after phase 1, and what weftd leaves for
-//!   flanneld after phase 2 (its nft table, its `unreachable <network>`
-//!   route, its pinned programs): the state diffs are printed, not checked.
+//! After phase 1 flanneld's FLANNEL-* iptables chains are gone (weftd's
+//! own nft rules masquerade); after phase 2 flanneld's are back beside
+//! weft's table, which stays. flanneld's routes, neighbours and FDB
+//! entries are weft's own (the kernel path it programs beside its maps):
+//! the state diffs are printed, not checked.
 //!
 //! After phase 1 the swapped node's flannel-CNI pod is registered with
 //! weftd (in weft_pods), so weft's fast path carries its traffic.
@@ -122,6 +122,17 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
         pods.as_array().into_iter().flatten().map(|e| e["formatted"]["key"].as_array().into_iter().flatten().filter_map(|b| b.as_u64()).collect()).collect();
     ensure!(keys.contains(&want), "{phase}: the swapped pod {} is not in node {s}'s weft_pods: {keys:?}", c.pods[ps].ip());
     conns_alive(&conns, phase)?;
+    // weftd masquerades itself now: flanneld's FLANNEL-* chains and jumps are gone.
+    // (Removed after weft's rules are read back, beside the start: polled.)
+    weft_tests::cmd::poll("flanneld's FLANNEL-* chains removed", Duration::from_secs(10), Duration::from_millis(100), || {
+        let ipt = c.swap_state(s).map_err(|e| format!("{e:#}"))?.section("iptables").to_string();
+        if ipt.contains("FLANNEL") {
+            Err(ipt)
+        } else {
+            Ok(Some(()))
+        }
+    })
+    .with_context(|| format!("{phase}: flanneld's iptables rules left"))?;
 
     // Phase 2: weftd -> flanneld (a rollback).
     let p2 = measure(&mut c, ps, &targets, &conns, |c| match by_hand {
@@ -153,6 +164,9 @@ fn live_swap(test: &str, config: &str, backend: FlannelBackend, by_hand: ByHand)
     c.wait_converged()?;
     c.ping_across_nodes(&all, 3).with_context(|| format!("after {phase}"))?;
     conns_alive(&conns, phase)?;
+    // flanneld put its rules back; weft's table stays (no --cleanup-on-exit): both masquerade the same.
+    ensure!(state2.section("iptables").contains("-j FLANNEL-POSTRTG"), "{phase}: flanneld did not put its rules back:\n{}", state2.section("iptables"));
+    ensure!(state2.section("nft table inet weft") == "present", "{phase}: weft's nft table is gone (it stays without --cleanup-on-exit)");
     if backend == FlannelBackend::Vxlan {
         stood_aside_after_rollback(test, &mut c, s, ps, &back.pins)?;
     }

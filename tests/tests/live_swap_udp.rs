@@ -12,7 +12,7 @@
 //! reverse at the rollback. Between the old process's end and the new one's
 //! TUN and route, the swapped node has no route into the overlay and
 //! nobody reads port 8285. So loss is expected: it is recorded, and
-//! bounded by [`MAX_LOST`] only to catch a swap that breaks for seconds.
+//! bounded by [`MAX_LOST`] only to catch a swap that breaks for half a second or more.
 //!
 //! Asserted after each phase: the swapped node keeps its subnet
 //! (subnet.env, its lease under the same key with the same value, no second
@@ -20,26 +20,31 @@
 //! overlay device is the new owner's (weft0 after phase 1, flannel0 after
 //! phase 2, never both), every pod reaches every pod; weftd is ready with
 //! no ERROR or panic in phase 1 and exits 0 on SIGTERM in phase 2.
-//! Whether the held TCP connections still move data is recorded (1 or 0),
-//! not required.
+//! Whether the held TCP connections still move data is recorded (1 or 0)
+//! and then required: the window is about 100 ms, which TCP's retransmission
+//! covers (they survived every measured run; the longest round trip
+//! 207-233 ms, once 1 s: retransmissions).
 use anyhow::{ensure, Context, Result};
 use weft_tests::{
     flannel_node::FlannelBackend,
     held_tcp::HeldConnection,
     report,
-    swap_measure::{conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started, FLOOD, RATE},
+    swap_measure::{conns_alive, flanneld_back, identity, measure, open_conns, record, same_identity, scene, weftd_healthy, weftd_started, RATE},
     Cluster, NodeRef,
 };
 
 const UDP: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}"#;
 const TEST: &str = "live_swap udp";
 
-/// The most echo requests a flood may lose in one phase: 1 s at
-/// [`RATE`]. Measured (docs/reliability.md): TODO per flood. The
-/// window is a process's exit and the next one's TUN and route; a second
-/// leaves room for a loaded machine while a swap that leaves the node
-/// without a working overlay for seconds fails.
-const MAX_LOST: u32 = RATE;
+/// The most echo requests a flood may lose in one phase: 0.5 s at
+/// [`RATE`]. Measured on a loaded 2-core machine (4 runs,
+/// docs/reliability.md): 18-23 per flood flanneld -> weftd (the old
+/// proxy's exit, then weftd's start until weft0 and its route exist),
+/// 11-16 back (weftd's exit, then the proxy's start until flannel0 and its
+/// route exist). About four times the worst leaves room for load; a swap
+/// that leaves the node without its overlay for longer (a process that
+/// needs its 2 s kill timeout, a route put back late) fails it.
+const MAX_LOST: u32 = RATE / 2;
 
 /// The overlay devices on node `n`: (weft0 present, flannel0 present).
 fn devices(c: &Cluster, n: NodeRef) -> Result<(bool, bool)> {
@@ -49,7 +54,7 @@ fn devices(c: &Cluster, n: NodeRef) -> Result<(bool, bool)> {
 }
 
 /// Records whether each held connection still moves data after `phase`
-/// (1 or 0); returns whether all do.
+/// (1 or 0, each recorded even when one failed); returns whether all do.
 fn tcp_survived(conns: &[(&str, &HeldConnection)], phase: &str) -> bool {
     let mut all = true;
     for (label, h) in conns {
@@ -84,7 +89,7 @@ fn udp() -> Result<()> {
     ensure!(devices(&c, s)? == (true, false), "{phase}: node {s} should have weft0 and no flannel0 (flanneld's TUN goes with its process)");
     weftd_healthy(TEST, &c, s, phase)?;
     c.ping_across_nodes(&all, 3).with_context(|| format!("after {phase}"))?;
-    let tcp1 = tcp_survived(&conns, phase);
+    ensure!(tcp_survived(&conns, phase), "{phase}: a held TCP connection no longer moves data");
 
     // Phase 2: weftd -> flanneld (a rollback).
     let p2 = measure(&mut c, ps, &targets, &conns, |c| c.swap_to_flanneld(s))?;
@@ -98,12 +103,9 @@ fn udp() -> Result<()> {
     ensure!(devices(&c, s)? == (false, true), "{phase}: node {s} should have flannel0 again and no weft0 (weft's TUN goes with weftd)");
     c.wait_converged()?;
     c.ping_across_nodes(&all, 3).with_context(|| format!("after {phase}"))?;
-    let tcp2 = tcp_survived(&conns, phase);
-    if tcp1 && tcp2 {
-        let (n1, n2) = (to_w.close()?, from_f.close()?);
-        eprintln!("{TEST}: TCP: {n1} and {n2} messages, both connections closed cleanly");
-    }
-    eprintln!("{TEST}: floods of {FLOOD} at {RATE}/s; TCP survived phase 1: {tcp1}, phase 2: {tcp2}");
+    ensure!(tcp_survived(&conns, phase), "{phase}: a held TCP connection no longer moves data");
+    let (n1, n2) = (to_w.close()?, from_f.close()?);
+    eprintln!("{TEST}: TCP: {n1} and {n2} messages, both connections closed cleanly");
     drop(back.pins);
     c.pass();
     Ok(())

@@ -101,6 +101,12 @@ pub fn udp_ref_bin() -> Result<std::path::PathBuf> {
     crate::cmd::sibling_bin("flannel-udp-ref", "WEFT_UDP_REF_BIN")
 }
 
+/// The lease value flanneld's udp backend writes for PublicIP `ip`: no
+/// BackendType, no BackendData.
+fn udp_lease_value(ip: Ipv4Addr) -> String {
+    format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null}}"#)
+}
+
 /// A random locally administered unicast MAC.
 pub fn random_mac() -> String {
     let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64 ^ ((std::process::id() as u64) << 40);
@@ -221,7 +227,7 @@ impl FlannelNode {
         if backend == FlannelBackend::Udp {
             // flannel's udp lease has no BackendType; FLANNEL_MTU = 1500 - 28.
             let env = flannel_node_env(network, subnet, 1472);
-            store.put(&env.lease_name(), &format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null}}"#))?;
+            store.put(&env.lease_name(), &udp_lease_value(ip))?;
             return Ok(FlannelNode { n, ip, env, backend, mac: String::new(), ip6: None, mac6: String::new(), lease_key, ns, proxy: Default::default() });
         }
         let env = flannel_node_env(network, subnet, 1450);
@@ -440,7 +446,7 @@ impl FlannelNode {
     /// weftd in flannel's formats, ran before: what flanneld v0.2x does at
     /// start with the etcd subnet manager before its watch programs the
     /// peers (call [`FlannelNode::reprogram`] then). IPv4 only; vxlan (also
-    /// with DirectRouting) and host-gw; subnet.env is the caller's.
+    /// with DirectRouting), host-gw and udp; subnet.env is the caller's.
     ///
     /// - vxlan: an existing `flannel.1` (a vxlan device, found as
     ///   LinkByName finds it: by its name or an altname, so weft's `weft.1`
@@ -448,6 +454,9 @@ impl FlannelNode {
     ///   [`FlannelNode::new`] does. The kernel refusing that (another vxlan
     ///   device holds VNI 1 on port 8472) is flanneld's "failed to create
     ///   VXLAN device", which ends flanneld: the error, and `ns` handed back.
+    /// - udp: nothing here; the first [`FlannelNode::reprogram`] starts the
+    ///   reference proxy, which opens flannel0 (address, MTU, the network's
+    ///   route) as the node's first start did.
     /// - The lease under `env`'s key (the one with our PublicIP) is reused
     ///   and written again with our attributes (tryAcquireLease's
     ///   updateSubnet), so a VtepMAC announced under that key by someone
@@ -488,10 +497,12 @@ impl FlannelNode {
                         None => Self::make_vxlan_dev(&ns, ip, subnet.addr).context("flanneld: failed to create VXLAN device flannel.1")?,
                     }
                 }
-                FlannelBackend::Udp => bail!("a restarted flannel node is vxlan or host-gw"),
+                // flannel0 is the proxy's TUN: made by the first reprogram.
+                FlannelBackend::Udp => String::new(),
             };
             let value = match backend {
                 FlannelBackend::HostGw => format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#),
+                FlannelBackend::Udp => udp_lease_value(ip),
                 _ => format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#),
             };
             let name = subnet_env::lease_name(&env);

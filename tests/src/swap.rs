@@ -368,12 +368,15 @@ impl Cluster {
     }
 
     /// The flannel backend a flanneld on this cluster runs: the network
-    /// config's (vxlan or host-gw).
+    /// config's (vxlan, host-gw or udp). A udp node's flanneld is its
+    /// reference proxy: stopping it (the node's drop) ends the process,
+    /// and flannel0 with its route goes with it.
     fn flanneld_backend(&self) -> Result<FlannelBackend> {
         match self.backend_type().as_str() {
             "vxlan" => Ok(FlannelBackend::Vxlan),
             "host-gw" => Ok(FlannelBackend::HostGw),
-            other => bail!("the harness swaps vxlan and host-gw nodes, not {other}"),
+            "udp" => Ok(FlannelBackend::Udp),
+            other => bail!("the harness swaps vxlan, host-gw and udp nodes, not {other}"),
         }
     }
 
@@ -412,7 +415,8 @@ impl Cluster {
             _ => None,
         };
         // flanneld stops: its kernel state stays (the FlannelNode's drop
-        // touches nothing but a udp proxy, which vxlan and host-gw lack).
+        // touches nothing but a udp proxy, which vxlan and host-gw lack; on
+        // udp its end takes flannel0 and its route, as flanneld's exit does).
         let mut f = self.flannel.remove(i);
         let placeholder = Netns::borrowed(f.ns.name());
         let ns = std::mem::replace(&mut f.ns, placeholder);

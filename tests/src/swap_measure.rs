@@ -257,7 +257,7 @@ pub fn record<T>(test: &str, phase: &str, m: &Measured<T>, bound: Option<u32>) -
     }
     if let Some(b) = bound {
         for (label, sent, got) in &m.floods {
-            ensure!(sent - got <= b, "{phase}: {} echo requests to the {label} lost, more than {b} (see MAX_LOST_IN_PLACE)", sent - got);
+            ensure!(sent - got <= b, "{phase}: {} echo requests to the {label} lost, more than {b} (the test's bound)", sent - got);
         }
     }
     Ok(())

@@ -38,10 +38,6 @@ pub struct HostGwBackend {
     dp: Option<Datapath>,
     fast: Option<FastPath>,
     own: Option<Subnets>,
-    /// The task moving weftd's deadline on ([`dataplane::deadline`]): past
-    /// it, the fast path's programs stand aside for the routes, which
-    /// carry every peer alone (after a rollback to flanneld, its routes).
-    refresher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HostGwBackend {
@@ -70,7 +66,7 @@ impl HostGwBackend {
             }
         };
         let routed = Routed::new(u.link.index);
-        Ok(HostGwBackend { node, bpf, attrs, routed, dp: None, fast: None, own: None, refresher: None })
+        Ok(HostGwBackend { node, bpf, attrs, routed, dp: None, fast: None, own: None })
     }
 }
 
@@ -100,10 +96,9 @@ impl Backend for HostGwBackend {
                 let mut dp = dataplane::start(args, &self.node.health)?;
                 // No VXLAN here: only the flags matter (kernel logs off at start).
                 dp.set_config(&DatapathConfig::default())?;
-                // The deadline before the programs go on, as vxlan's: pinned
-                // programs of an earlier weftd that stood aside work again.
-                let mut deadline = dp.deadline(Duration::from_secs(args.datapath_grace_secs))?;
-                deadline.refresh()?;
+                // Past weftd's deadline the fast path's programs stand aside
+                // for the routes, which carry every peer alone.
+                dp.keep_deadline(Duration::from_secs(args.datapath_grace_secs))?;
                 self.fast = FastPath::from_args(args, &mut dp, true)?;
                 if self.fast.is_none() {
                     let n = routed::clear_hostgw6(&mut dp)?;
@@ -112,7 +107,6 @@ impl Backend for HostGwBackend {
                     }
                 }
                 fast_path::receiving_half(&mut dp, self.fast.is_some(), &underlay.link)?;
-                self.refresher = Some(deadline.spawn_refresher());
                 self.dp = Some(dp);
             }
             self.own = Some(own);

@@ -92,9 +92,6 @@ pub struct VxlanBackend {
     /// weft's programs are attached ([`VxlanBackend::attach_bpf`], after the
     /// first reconcile).
     attached: bool,
-    /// From the attachment on: the task moving weftd's deadline on
-    /// ([`dataplane::deadline`]).
-    refresher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The overlay device's name for `vni`, as flannel names flannel.<VNI>.
@@ -144,21 +141,7 @@ impl VxlanBackend {
         };
         let v6 = v6.map(|(v6, _)| v6);
         let direct = cfg.direct_routing.then(|| Routed::new(underlay.link.index));
-        Ok(VxlanBackend {
-            cfg: *cfg,
-            node,
-            bpf,
-            kernel_vxlan_overlay,
-            overlay,
-            vtep_mac,
-            attrs,
-            started: None,
-            direct,
-            v6,
-            own6: None,
-            attached: false,
-            refresher: None,
-        })
+        Ok(VxlanBackend { cfg: *cfg, node, bpf, kernel_vxlan_overlay, overlay, vtep_mac, attrs, started: None, direct, v6, own6: None, attached: false })
     }
 
     /// `weft.<VNI>`, the IPv4 overlay device.
@@ -253,9 +236,7 @@ impl VxlanBackend {
         // The deadline first: programs of an earlier weftd that stood aside
         // (it was gone too long) carry traffic again from here on, with the
         // maps this reconcile filled; then it moves on while weftd runs.
-        let grace = std::time::Duration::from_secs(self.node.args.datapath_grace_secs);
-        let mut deadline = dp.deadline(grace)?;
-        deadline.refresh()?;
+        dp.keep_deadline(std::time::Duration::from_secs(self.node.args.datapath_grace_secs))?;
         if let Some(o) = &self.overlay {
             dp.attach_tc(prog_names::ENCAP, &o.name, o.index, TcAttachType::Egress)?;
         }
@@ -278,15 +259,6 @@ impl VxlanBackend {
         if let Some(v6) = &self.v6 {
             v6.attach(dp)?;
         }
-        if grace.is_zero() {
-            log::info!("--datapath-grace-secs 0: weft's programs never stand aside, also long after weftd stopped");
-        } else {
-            log::info!(
-                "weft's programs stand aside (the kernel's vxlan device carries the traffic) once weftd has been gone {}s (--datapath-grace-secs)",
-                grace.as_secs()
-            );
-        }
-        self.refresher = Some(deadline.spawn_refresher());
         self.attached = true;
         Ok(())
     }
@@ -448,9 +420,6 @@ impl Backend for VxlanBackend {
     }
     fn cleanup(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Some(r) = self.refresher.take() {
-                r.abort();
-            }
             let nl = &self.node.nl;
             if let Some(d) = &self.direct {
                 d.cleanup(nl).await;

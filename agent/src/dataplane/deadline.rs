@@ -65,11 +65,12 @@ impl Deadline {
     }
 
     /// Moves the deadline on every [`refresh_every`] in a task of its own
-    /// (a map write, never blocking the event loop), for as long as weftd
-    /// runs; a failed write is logged once per run of failures.
-    pub fn spawn_refresher(mut self) -> tokio::task::JoinHandle<()> {
+    /// (a map write, never blocking the event loop), for as long as the
+    /// returned [`Refresher`] lives; a failed write is logged once per run
+    /// of failures.
+    pub fn spawn_refresher(mut self) -> Refresher {
         let every = refresh_every(self.grace);
-        tokio::spawn(async move {
+        Refresher(tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failing = false;
@@ -84,7 +85,16 @@ impl Deadline {
                     Err(_) => {}
                 }
             }
-        })
+        }))
+    }
+}
+
+/// The task moving the deadline on; stopped when dropped.
+pub struct Refresher(tokio::task::JoinHandle<()>);
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -127,6 +127,8 @@ pub struct Datapath {
     hostgw6: LpmTrie<MapData, [u8; 16], HostGw6Entry>,
     /// weftd's deadline ([`deadline`]).
     deadline: Array<MapData, u64>,
+    /// Moving it on while weftd runs, from [`Datapath::keep_deadline`] on.
+    deadline_refresher: Option<deadline::Refresher>,
     /// Reader of the programs' aya-log ring buffer, until the agent takes it.
     logger: Option<aya_log::EbpfLogger<KernelLogs>>,
     pin_dir: Option<PathBuf>,
@@ -175,13 +177,53 @@ impl Datapath {
             let p: &mut SchedClassifier = ebpf.program_mut(name).context("program missing")?.try_into()?;
             p.load().with_context(|| format!("loading program {name}"))?;
         }
-        Ok(Datapath { ebpf, vteps, config, stats, hostgw, pods, vtep_ips, vteps6, config6, pods6, vtep_ips6, hostgw6, deadline, logger, pin_dir: dir })
+        Ok(Datapath {
+            ebpf,
+            vteps,
+            config,
+            stats,
+            hostgw,
+            pods,
+            vtep_ips,
+            vteps6,
+            config6,
+            pods6,
+            vtep_ips6,
+            hostgw6,
+            deadline,
+            deadline_refresher: None,
+            logger,
+            pin_dir: dir,
+        })
     }
 
     /// A writer of weftd's deadline with `grace` ([`deadline::Deadline`]).
     pub fn deadline(&self, grace: std::time::Duration) -> Result<deadline::Deadline> {
         use aya::maps::IterableMap;
         deadline::Deadline::new(self.deadline.map(), grace)
+    }
+
+    /// Moves weftd's deadline to now + `grace` and keeps moving it on while
+    /// this datapath lives (every backend with programs calls it, right
+    /// before they attach: programs an earlier weftd left standing aside
+    /// carry traffic again from here on, with the maps just filled). Once;
+    /// later calls change nothing.
+    pub fn keep_deadline(&mut self, grace: std::time::Duration) -> Result<()> {
+        if self.deadline_refresher.is_some() {
+            return Ok(());
+        }
+        let mut d = self.deadline(grace)?;
+        d.refresh()?;
+        if grace.is_zero() {
+            log::info!("--datapath-grace-secs 0: weft's programs never stand aside, also long after weftd stopped");
+        } else {
+            log::info!(
+                "weft's programs stand aside (the kernel's own path carries the traffic) once weftd has been gone {}s (--datapath-grace-secs)",
+                grace.as_secs()
+            );
+        }
+        self.deadline_refresher = Some(d.spawn_refresher());
+        Ok(())
     }
 
     /// The reader of the programs' log records (see `ebpf/src/klog.rs`).

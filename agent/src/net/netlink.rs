@@ -104,7 +104,9 @@ pub struct Link {
     pub kind: Option<InfoKind>,
 }
 
-fn link_from_msg(m: &LinkMessage) -> Link {
+/// A link message's name, index, MTU, MAC and kind (also for a link in
+/// another namespace, see `peer_netns`).
+pub(crate) fn link_from_msg(m: &LinkMessage) -> Link {
     let mut l = Link { name: String::new(), index: m.header.index, mtu: 0, mac: None, kind: None };
     for a in &m.attributes {
         match a {

@@ -23,12 +23,12 @@ use futures::{StreamExt, TryStreamExt};
 use rtnetlink::{
     packet_route::{
         address::{AddressAttribute, AddressFlags},
-        link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+        link::{InfoKind, LinkAttribute},
     },
     Handle,
 };
 
-use super::netlink::errno;
+use super::netlink::{errno, link_from_msg};
 
 /// One veth port of the bridge whose peer is in another namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,13 +81,17 @@ impl PeerNetns {
         while let Some(m) = s.try_next().await.context("listing links")? {
             links.push(m);
         }
-        let Some(br) = links.iter().find(|m| attr_name(m) == Some(name) && kind(m) == Some(&InfoKind::Bridge)) else { return Ok(None) };
-        let index = br.header.index;
-        let mac = attr_mac(br).with_context(|| format!("bridge {name} has no MAC"))?;
+        let Some(br) = links.iter().map(link_from_msg).find(|l| l.name == name && l.kind == Some(InfoKind::Bridge)) else { return Ok(None) };
+        let index = br.index;
+        let mac = br.mac.with_context(|| format!("bridge {name} has no MAC"))?;
         let ports = links
             .iter()
-            .filter(|m| kind(m) == Some(&InfoKind::Veth) && m.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if *c == index)))
+            .filter(|m| m.attributes.iter().any(|a| matches!(a, LinkAttribute::Controller(c) if *c == index)))
             .filter_map(|m| {
+                let l = link_from_msg(m);
+                if l.kind != Some(InfoKind::Veth) {
+                    return None;
+                }
                 let nsid = m.attributes.iter().find_map(|a| match a {
                     LinkAttribute::LinkNetNsId(id) => Some(*id),
                     _ => None,
@@ -96,7 +100,7 @@ impl PeerNetns {
                     LinkAttribute::Link(i) => Some(*i),
                     _ => None,
                 })?;
-                Some(Port { name: attr_name(m)?.to_string(), index: m.header.index, nsid, peer_index })
+                Some(Port { name: l.name, index: l.index, nsid, peer_index })
             })
             .collect();
         Ok(Some(Bridge { index, mac, ports }))
@@ -118,7 +122,11 @@ impl PeerNetns {
             "the kernel answered for another namespace than {} (no IFLA_TARGET_NETNSID: Linux before 4.20?)",
             port.nsid
         );
-        let (Some(name), Some(mac)) = (attr_name(&link), attr_mac(&link)) else { return Ok(None) };
+        let l = link_from_msg(&link);
+        let (name, Some(mac)) = (l.name, l.mac) else { return Ok(None) };
+        if name.is_empty() {
+            return Ok(None);
+        }
         let mut req = self.h.address().get();
         req.message_mut().header.index = port.peer_index;
         req.message_mut().attributes.push(AddressAttribute::TargetNetNsId(port.nsid));
@@ -143,7 +151,7 @@ impl PeerNetns {
                 }
             }
         }
-        Ok(Some(Peer { name: name.to_string(), mac, addrs }))
+        Ok(Some(Peer { name, mac, addrs }))
     }
 }
 
@@ -171,28 +179,4 @@ pub fn peer_addr_changes() -> Result<futures::channel::mpsc::UnboundedReceiver<(
         }
     });
     Ok(rx)
-}
-
-fn attr_name(m: &LinkMessage) -> Option<&str> {
-    m.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.as_str()),
-        _ => None,
-    })
-}
-
-fn attr_mac(m: &LinkMessage) -> Option<[u8; 6]> {
-    m.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(b) => b.as_slice().try_into().ok(),
-        _ => None,
-    })
-}
-
-fn kind(m: &LinkMessage) -> Option<&InfoKind> {
-    m.attributes.iter().find_map(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-            LinkInfo::Kind(k) => Some(k),
-            _ => None,
-        }),
-        _ => None,
-    })
 }
